@@ -1,0 +1,414 @@
+"""HTTP routes of the contract (§2)."""
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import func, select, text, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import validation as v
+from auth import is_valid_key
+from models import Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+from money import format_amount
+from payments import (
+    NewPayment,
+    PaymentError,
+    cancel_payment,
+    create_payment,
+    find_by_order_id,
+    iso,
+    replay_or_conflict,
+    request_fingerprint,
+    serialize_payment,
+    serialize_payments,
+    transfer_to_dict,
+    unmatched_transfer_count,
+)
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__)
+
+
+def services() -> Any:
+    return current_app.extensions["tron"]
+
+
+def fail(status: int, code: str, message: str, field: str | None = None) -> v.ValidationError:
+    return v.ValidationError(code, message, field, status)
+
+
+def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise fail(401, "unauthorized", "Send your API key as 'Authorization: Bearer <key>'.")
+        with services().db.Session() as session:
+            valid = is_valid_key(session, key.strip(), services().config.api_keys)
+        if not valid:
+            raise fail(401, "unauthorized", "This API key is unknown or revoked.")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def json_body() -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > current_app.config["MAX_CONTENT_LENGTH"]:
+        raise fail(413, "payload_too_large", "The request body must be at most 64 KB.")
+    return v.require_object(v.parse_json_body(request.get_data(cache=False)))
+
+
+def translate(exc: PaymentError) -> v.ValidationError:
+    return fail(exc.status, exc.code, exc.message, exc.field)
+
+
+# --- cursors: opaque base64 of the last row's sort key -----------------------------------------
+
+def encode_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps([str(p) for p in parts]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str | None, size: int) -> list[str] | None:
+    if raw is None:
+        return None
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        parts = None
+    if not isinstance(parts, list) or len(parts) != size or not all(isinstance(p, str) for p in parts):
+        raise fail(400, "invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
+    return parts
+
+
+# --- payments ----------------------------------------------------------------------------------
+
+def parse_new_payment(body: dict[str, Any]) -> NewPayment:
+    unknown = sorted(set(body) - v.CREATE_FIELDS)
+    if unknown:
+        raise fail(400, "unknown_field", f"Unknown field {unknown[0]!r}; see /openapi.json.", unknown[0])
+    for name in ("wallet_address", "expected_amount_usdt", "order_id", "callback_url"):
+        if body.get(name) is None:
+            raise fail(400, "missing_field", f"{name} is required.", name)
+    config = services().config
+    wallet = v.wallet_address(body["wallet_address"])
+    amount = v.amount(body["expected_amount_usdt"])
+    order_id = v.order_id(body["order_id"])
+    callback = v.callback_url(body["callback_url"])
+    expires = v.expires_in_seconds(body.get("expires_in_seconds"), config.payment_ttl_seconds)
+    metadata = v.metadata(body.get("metadata"))
+    unique = v.boolean(body.get("unique_amount"), "unique_amount")
+    fingerprint = request_fingerprint(
+        {
+            "wallet_address": wallet,
+            "expected_amount_usdt": format_amount(amount),
+            "order_id": order_id,
+            "callback_url": callback,
+            "expires_in_seconds": body.get("expires_in_seconds"),
+            "metadata": metadata,
+            "unique_amount": unique,
+        }
+    )
+    return NewPayment(wallet, amount, order_id, callback, expires, metadata, unique, fingerprint)
+
+
+def check_callback_address(url: str) -> None:
+    from ssrf import CallbackUrlError, check_callback_url
+
+    try:
+        check_callback_url(url, allow_private=services().config.allow_private_callbacks)
+    except CallbackUrlError as exc:
+        raise fail(400, "invalid_callback_url", f"callback_url is not allowed: {exc}", "callback_url") from None
+
+
+@bp.post("/payments")
+@require_api_key
+def create() -> Any:
+    new = parse_new_payment(json_body())
+    db = services().db
+    with db.Session() as session:
+        existing = find_by_order_id(session, new.order_id)
+        if existing is not None:
+            return replay(session, existing, new)
+    check_callback_address(new.callback_url)
+    try:
+        with db.transaction() as session:
+            payment, created = create_payment(session, new, services().config.late_payment_window_seconds)
+            body = serialize_payment(session, payment)
+    except PaymentError as exc:
+        raise translate(exc) from None
+    except IntegrityError:  # a concurrent request with the same order_id committed first
+        with db.Session() as session:
+            existing = find_by_order_id(session, new.order_id)
+            if existing is None:
+                raise
+            return replay(session, existing, new)
+    return jsonify(body), 201 if created else 200
+
+
+def replay(session: Session, existing: Payment, new: NewPayment) -> Any:
+    try:
+        payment = replay_or_conflict(existing, new)
+    except PaymentError as exc:
+        raise translate(exc) from None
+    return jsonify(serialize_payment(session, payment)), 200
+
+
+def load_payment(session: Session, payment_id: str, *, for_update: bool = False) -> Payment:
+    pid = v.payment_uuid(payment_id)
+    payment = session.get(Payment, pid, with_for_update=for_update) if pid else None
+    if payment is None:
+        raise fail(404, "payment_not_found", "No payment has this id.")
+    return payment
+
+
+@bp.get("/payments/<payment_id>")
+@require_api_key
+def get_payment(payment_id: str) -> Any:
+    with services().db.Session() as session:
+        return jsonify(serialize_payment(session, load_payment(session, payment_id)))
+
+
+@bp.get("/payments")
+@require_api_key
+def list_payments() -> Any:
+    args = request.args
+    limit = v.limit(args.get("limit"))
+    status = v.one_of(args.get("status"), tuple(s.value for s in PaymentStatus), "status")
+    cursor = decode_cursor(args.get("cursor"), 2)
+    query = select(Payment)
+    if status:
+        query = query.where(Payment.status == PaymentStatus(status))
+    if args.get("wallet_address"):
+        query = query.where(Payment.wallet_address == args["wallet_address"])
+    if args.get("order_id"):
+        query = query.where(Payment.order_id == args["order_id"])
+    if cursor:
+        try:
+            created, pid = datetime.fromisoformat(cursor[0]), v.payment_uuid(cursor[1])
+        except ValueError:
+            created, pid = None, None
+        if created is None or pid is None:
+            raise fail(400, "invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
+        query = query.where(tuple_(Payment.created_at, Payment.id) < tuple_(created, pid))
+    query = query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit + 1)
+    with services().db.Session() as session:
+        rows = list(session.scalars(query))
+        page = rows[:limit]
+        next_cursor = (
+            encode_cursor(page[-1].created_at.isoformat(), page[-1].id) if len(rows) > limit else None
+        )
+        return jsonify({"payments": serialize_payments(session, page), "next_cursor": next_cursor})
+
+
+@bp.post("/payments/<payment_id>/cancel")
+@require_api_key
+def cancel(payment_id: str) -> Any:
+    try:
+        with services().db.transaction() as session:
+            payment = cancel_payment(session, load_payment(session, payment_id))
+            body = serialize_payment(session, payment)
+    except PaymentError as exc:
+        raise translate(exc) from None
+    return jsonify(body)
+
+
+def log_to_dict(entry: PaymentLog) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "event_type": entry.event_type,
+        "message": entry.message,
+        "metadata": entry.event_metadata,
+        "created_at": iso(entry.created_at),
+    }
+
+
+@bp.get("/payments/<payment_id>/logs")
+@require_api_key
+def payment_logs(payment_id: str) -> Any:
+    with services().db.Session() as session:
+        payment = load_payment(session, payment_id)
+        logs = session.scalars(
+            select(PaymentLog).where(PaymentLog.payment_id == payment.id).order_by(PaymentLog.id)
+        )
+        return jsonify({"logs": [log_to_dict(e) for e in logs]})
+
+
+@bp.post("/payments/<payment_id>/callback/retry")
+@require_api_key
+def retry_callback(payment_id: str) -> Any:
+    from webhooks import queue_retry
+
+    with services().db.transaction() as session:
+        payment = load_payment(session, payment_id, for_update=True)
+        event = queue_retry(session, payment)
+        if event is None:
+            raise fail(409, "no_event", "This payment has no webhook event yet; nothing to send again.")
+        event_id = event.id
+    return jsonify({"queued": True, "event_id": event_id}), 202
+
+
+# --- transfers and events ----------------------------------------------------------------------
+
+@bp.get("/transfers")
+@require_api_key
+def list_transfers() -> Any:
+    args = request.args
+    limit = v.limit(args.get("limit"))
+    status = v.one_of(args.get("status"), tuple(s.value for s in TransferStatus), "status")
+    cursor = decode_cursor(args.get("cursor"), 1)
+    query = select(Transfer)
+    if status:
+        query = query.where(Transfer.status == TransferStatus(status))
+    if args.get("wallet_address"):
+        query = query.where(Transfer.to_address == args["wallet_address"])
+    if cursor:
+        if not cursor[0].isdigit():
+            raise fail(400, "invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
+        query = query.where(Transfer.id < int(cursor[0]))
+    query = query.order_by(Transfer.id.desc()).limit(limit + 1)
+    with services().db.Session() as session:
+        rows = list(session.scalars(query))
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+    return jsonify({"transfers": [transfer_to_dict(t) for t in page], "next_cursor": next_cursor})
+
+
+@bp.get("/events")
+@require_api_key
+def list_events() -> Any:
+    from webhooks import event_to_dict
+
+    args = request.args
+    limit = v.limit(args.get("limit"))
+    after = decode_cursor(args.get("after"), 1)
+    query = select(WebhookEvent)
+    if after:
+        if not after[0].isdigit():
+            raise fail(400, "invalid_cursor", "after must be a next_cursor value returned by /events.", "after")
+        query = query.where(WebhookEvent.seq > int(after[0]))
+    if args.get("payment_id"):
+        query = query.where(WebhookEvent.payment_id == v.payment_uuid(args["payment_id"]))
+    query = query.order_by(WebhookEvent.seq).limit(limit + 1)
+    with services().db.Session() as session:
+        rows = list(session.scalars(query))
+    page = rows[:limit]
+    # With no further page the cursor still points after the last event, so a merchant can poll from it.
+    last = page[-1].seq if page else (int(after[0]) if after else None)
+    next_cursor = encode_cursor(last) if last is not None else None
+    events = [event_to_dict(e) for e in page]
+    return jsonify({"events": events, "next_cursor": next_cursor, "has_more": len(rows) > limit})
+
+
+# --- operator routes ---------------------------------------------------------------------------
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Payment.status, func.count()).group_by(Payment.status))
+    counts = {s.value: 0 for s in PaymentStatus}
+    counts.update({status.value: n for status, n in rows})
+    return counts
+
+
+def watcher_report(session: Session) -> dict[str, Any] | None:
+    from models import ServiceState
+
+    state = session.get(ServiceState, "watcher_status")
+    return state.value if state else None
+
+
+def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict[str, Any], bool]:
+    """The watcher block of /health and whether it makes the service degraded."""
+    if report is None:
+        return {"running": False, "last_cycle_at": None}, True
+    now = time.time()
+    last = report.get("last_cycle_finished")
+    behind = report.get("seconds_behind")
+    paused = report.get("paused_until")
+    stale = last is None or now - float(last) > 3 * interval
+    lagging = behind is not None and float(behind) > 3 * interval
+    is_paused = paused is not None and float(paused) > now
+    body = {
+        "running": not stale,
+        "strategy": report.get("strategy"),
+        "last_cycle_at": iso(datetime.fromtimestamp(float(last), tz=UTC)) if last else None,
+        "last_cycle_seconds": report.get("last_cycle_seconds"),
+        "seconds_behind": behind,
+        "blocks_behind": report.get("blocks_behind"),
+        "upstream_paused_until": (
+            iso(datetime.fromtimestamp(float(paused), tz=UTC)) if is_paused else None
+        ),
+        "last_error": report.get("last_error"),
+    }
+    return body, stale or lagging or is_paused
+
+
+@bp.get("/health")
+def health() -> Any:
+    svc = services()
+    now = iso(datetime.now(UTC))
+    try:
+        with svc.db.Session() as session:
+            session.execute(text("SELECT 1"))
+            counts = count_by_status(session)
+            report = watcher_report(session)
+    except Exception as exc:  # any failure to reach the database means unhealthy
+        logger.error("health check: database unreachable: %s", exc)
+        body = {"status": "unhealthy", "timestamp": now, "database": "disconnected",
+                "active_payments": None, "total_payments": None, "watcher": None}
+        return jsonify(body), 503
+    watcher, degraded = watcher_health(report, svc.config.polling_interval_seconds)
+    return jsonify(
+        {
+            "status": "degraded" if degraded else "healthy",
+            "timestamp": now,
+            "active_payments": counts["pending"],
+            "total_payments": sum(counts.values()),
+            "database": "connected",
+            "watcher": watcher,
+        }
+    )
+
+
+@bp.get("/stats")
+def stats() -> Any:
+    svc = services()
+    with svc.db.Session() as session:
+        counts = count_by_status(session)
+        webhook_counts = dict(
+            session.execute(select(WebhookEvent.state, func.count()).group_by(WebhookEvent.state)).all()
+        )
+        unmatched = unmatched_transfer_count(session)
+    from models import EventState
+
+    return jsonify(
+        {
+            "total_payments": sum(counts.values()),
+            "pending_payments": counts["pending"],
+            "completed_payments": counts["completed"],
+            "failed_payments": counts["failed"],
+            "expired_payments": counts["expired"],
+            "uptime_seconds": round(time.time() - svc.started_at, 3),
+            "polling_interval": svc.config.polling_interval_seconds,
+            "unmatched_transfers": unmatched,
+            "webhooks_pending": webhook_counts.get(EventState.pending, 0),
+            "webhooks_failed": webhook_counts.get(EventState.failed, 0),
+        }
+    )
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    from openapi import build_spec
+
+    return jsonify(build_spec())

@@ -1,0 +1,165 @@
+"""The Flask application factory. Nothing happens at import; `python app.py` serves for development."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from config import Config, ConfigError, configure_logging, load_config
+from database import Database, DatabaseError, resolve_database_url
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass
+class Services:
+    """What the routes and background threads share within one process."""
+
+    config: Config
+    db: Database
+    started_at: float = field(default_factory=time.time)
+    background: list[Any] = field(default_factory=list)
+
+
+def error_response(status: int, code: str, message: str, field_name: str | None = None) -> Any:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if field_name:
+        body["field"] = field_name
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+HTTP_ERROR_CODES = {
+    400: ("bad_request", "The request could not be understood."),
+    401: ("unauthorized", "Send a valid API key as 'Authorization: Bearer <key>'."),
+    404: ("not_found", "There is nothing at this address; see /openapi.json for the routes."),
+    405: ("method_not_allowed", "This method is not allowed here; see /openapi.json for the routes."),
+    413: ("payload_too_large", "The request body must be at most 64 KB."),
+}
+
+
+def register_error_handlers(app: Flask) -> None:
+    from validation import ValidationError
+
+    @app.errorhandler(ValidationError)
+    def _validation(exc: ValidationError) -> Any:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        code, message = HTTP_ERROR_CODES.get(status, ("http_error", exc.description or "Request failed."))
+        return error_response(status, code, message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, (OperationalError, DatabaseError)):
+            logger.error("database unavailable: %s", exc)
+            return error_response(503, "database_unavailable", "The database is unreachable; try again shortly.")
+        logger.exception("unhandled error")
+        return error_response(500, "internal_error", "An unexpected error occurred; it has been logged.")
+
+
+def bootstrap(services: Services) -> None:
+    """Schema, first API key and webhook secret: idempotent and safe with many processes."""
+    import migrate
+    from auth import ensure_initial_key
+
+    migrate.upgrade_to_head(services.db.url)
+    with services.db.transaction() as session:
+        created = ensure_initial_key(session, services.config.api_keys)
+    if created is not None:
+        print(f"Created the first API key (shown only once, store it now): {created.key}", flush=True)
+    try:
+        from webhooks import ensure_webhook_secret
+    except ImportError:  # pragma: no cover - webhooks module always ships
+        return
+    secret = ensure_webhook_secret(services.db, services.config)
+    if secret is not None:
+        print(f"Generated the webhook signing secret (shown only once): {secret}", flush=True)
+
+
+def create_app(
+    config: Config | None = None, *, database: Database | None = None, run_bootstrap: bool = True
+) -> Flask:
+    """Build the app. With no arguments: configuration from the environment and `.env`."""
+    config = config or load_config()
+    db = database or Database(resolve_database_url(config.database_url))
+    services = Services(config=config, db=db)
+    if run_bootstrap:
+        bootstrap(services)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["tron"] = services
+    register_error_handlers(app)
+
+    from api import bp
+
+    app.register_blueprint(bp)
+    return app
+
+
+def services_of(app: Flask) -> Services:
+    return app.extensions["tron"]
+
+
+def start_background(app: Flask) -> None:
+    """Start the watcher (if enabled) and the webhook dispatcher in this process, once."""
+    services = services_of(app)
+    if services.background:
+        return
+    from webhooks import WebhookDispatcher
+
+    dispatcher = WebhookDispatcher(services.db, services.config)
+    dispatcher.start()
+    services.background.append(dispatcher)
+    if services.config.watcher_enabled:
+        from watcher import Watcher
+
+        watcher = Watcher(services.db, services.config)
+        watcher.start()
+        services.background.append(watcher)
+
+
+def stop_background(app: Flask, timeout: float = 10.0) -> None:
+    services = services_of(app)
+    while services.background:
+        services.background.pop().stop(timeout)
+
+
+def main() -> int:
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config)
+    if config.allow_private_callbacks:
+        logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
+    try:
+        app = create_app(config)
+    except DatabaseError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return 1
+    start_background(app)
+    try:
+        app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
+    finally:
+        stop_background(app)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

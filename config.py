@@ -1,0 +1,182 @@
+"""Configuration, read from the environment (and `.env`) once, validated in one place."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, fields, replace
+from urllib.parse import urlparse
+
+logger = logging.getLogger(__name__)
+
+NETWORKS: dict[str, tuple[str, str]] = {
+    "mainnet": ("https://api.trongrid.io", "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"),
+    "nile": ("https://nile.trongrid.io", "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"),
+    "shasta": ("https://api.shasta.trongrid.io", "TG3XXyExBkPp9nzdajDZsozEu4BkaSJozs"),
+}
+STRATEGIES = ("account", "blocks", "auto")
+DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    database_url: str | None = None
+    tron_network: str = "mainnet"
+    trongrid_api_url: str = NETWORKS["mainnet"][0]
+    usdt_contract: str = NETWORKS["mainnet"][1]
+    trongrid_api_key: str | None = None
+    trongrid_max_rps: float = 10.0
+    watcher_strategy: str = "auto"
+    polling_interval_seconds: float = 10.0
+    payment_ttl_seconds: int = 3600
+    late_payment_window_seconds: int = 86400
+    webhook_secret: str | None = None
+    webhook_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
+    webhook_timeout_seconds: float = 10.0
+    api_keys: tuple[str, ...] = ()
+    watcher_enabled: bool = True
+    log_level: str = "INFO"
+    allow_private_callbacks: bool = False
+    # Internal knobs (not part of the public contract), handy for tests.
+    webhook_workers: int = 4
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def with_overrides(self, **changes: object) -> Config:
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _get(env: dict[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _number(env: dict[str, str], name: str, default: float, *, minimum: float, integer: bool) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")) or value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not parsed.netloc:
+        raise ConfigError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _schedule(env: dict[str, str]) -> tuple[int, ...]:
+    raw = _get(env, "WEBHOOK_RETRY_SCHEDULE")
+    if raw is None:
+        return DEFAULT_RETRY_SCHEDULE
+    try:
+        values = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"WEBHOOK_RETRY_SCHEDULE must be comma-separated whole seconds, got {raw!r}") from None
+    if any(v < 0 for v in values):
+        raise ConfigError(f"WEBHOOK_RETRY_SCHEDULE must not contain negative delays, got {raw!r}")
+    return values
+
+
+def load_config(env: dict[str, str] | None = None) -> Config:
+    """Build the configuration from `env` (default: the process environment after `.env`)."""
+    if env is None:
+        from dotenv import load_dotenv
+
+        load_dotenv()
+        env = dict(os.environ)
+
+    network = (_get(env, "TRON_NETWORK") or "mainnet").lower()
+    if network not in NETWORKS:
+        raise ConfigError(f"TRON_NETWORK must be one of {', '.join(NETWORKS)}, got {network!r}")
+    default_url, default_contract = NETWORKS[network]
+
+    strategy = (_get(env, "WATCHER_STRATEGY") or "auto").lower()
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"WATCHER_STRATEGY must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+
+    log_level = (_get(env, "LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+
+    database_url = _get(env, "DATABASE_URL")
+    if database_url is not None and not database_url.startswith(
+        ("postgresql://", "postgresql+psycopg2://", "postgres://")
+    ):
+        raise ConfigError(f"DATABASE_URL must start with postgresql://, got {database_url.split('@')[-1]!r}")
+
+    contract = _get(env, "USDT_CONTRACT") or default_contract
+    from addresses import is_valid_address
+
+    if not is_valid_address(contract):
+        raise ConfigError(f"USDT_CONTRACT must be a base58check TRON address, got {contract!r}")
+
+    secret = _get(env, "WEBHOOK_SECRET")
+    if secret is not None:
+        from webhook_signing import SecretError, parse_secret
+
+        try:
+            parse_secret(secret)
+        except SecretError as exc:
+            raise ConfigError(f"WEBHOOK_SECRET {exc}") from None
+
+    api_keys = tuple(k.strip() for k in (_get(env, "API_KEYS") or "").split(",") if k.strip())
+
+    return Config(
+        host=_get(env, "HOST") or "127.0.0.1",
+        port=int(_number(env, "PORT", 5000, minimum=1, integer=True)),
+        database_url=database_url,
+        tron_network=network,
+        trongrid_api_url=_url("TRONGRID_API_URL", _get(env, "TRONGRID_API_URL") or default_url, ("http", "https")),
+        usdt_contract=contract,
+        trongrid_api_key=_get(env, "TRONGRID_API_KEY"),
+        trongrid_max_rps=_number(env, "TRONGRID_MAX_RPS", 10.0, minimum=0.1, integer=False),
+        watcher_strategy=strategy,
+        polling_interval_seconds=_number(env, "POLLING_INTERVAL_SECONDS", 10.0, minimum=0.05, integer=False),
+        payment_ttl_seconds=int(_number(env, "PAYMENT_TTL_SECONDS", 3600, minimum=60, integer=True)),
+        late_payment_window_seconds=int(_number(env, "LATE_PAYMENT_WINDOW_SECONDS", 86400, minimum=0, integer=True)),
+        webhook_secret=secret,
+        webhook_retry_schedule=_schedule(env),
+        webhook_timeout_seconds=_number(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1, integer=False),
+        api_keys=api_keys,
+        watcher_enabled=_bool(env, "WATCHER_ENABLED", True),
+        log_level=log_level,
+        allow_private_callbacks=_bool(env, "ALLOW_PRIVATE_CALLBACKS", False),
+    )
+
+
+def configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=getattr(logging, config.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

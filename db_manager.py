@@ -1,0 +1,649 @@
+"""Admin CLI: `python db_manager.py [--database-url URL] <command>`; `--help` lists the commands.
+
+The database is DATABASE_URL (environment or `.env`), or `--database-url`; with neither, the
+embedded development PostgreSQL, exactly as the app does. Every failure exits non-zero with one
+line on stderr (argparse usage errors exit 2); `--debug` shows the traceback instead.
+
+Decisions:
+- `cleanup-logs` never deletes the logs of a payment that is still `pending`, nor of a payment
+  whose webhook events are not all settled (an event still `pending` delivery): both are live
+  stories. Logs without a payment (unmatched transfers, service notes) are deleted by age only.
+- `export` writes one consistent snapshot (REPEATABLE READ, read only), streamed, into a 0600
+  file that replaces F only once complete. API keys and stored secrets are never exported.
+- `reset` drops only the service's own tables and enum types (and `alembic_version`), then
+  migrates to head; other objects in the database are left alone. API keys and the stored
+  webhook secret go too: the next app start creates new ones.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import Enum as PyEnum
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any
+
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy import Table, create_engine, delete, exists, func, select, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from config import Config, ConfigError, load_config
+from database import Database, DatabaseError, describe_url, normalize_url, resolve_database_url
+
+logger = logging.getLogger(__name__)
+
+PROG = "db_manager.py"
+CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 10, "application_name": "tron-usdt-monitor db_manager"}
+MAX_CLEANUP_DAYS = 36500
+RESET_LOCK_TIMEOUT = "15s"
+TX_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+EXPORT_FORMAT = "tron-usdt-monitor-export"
+EXPORT_VERSION = 1
+
+
+class CliError(Exception):
+    """A failure reported as one line on stderr."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message, self.exit_code = message, exit_code
+
+
+# --- argument types ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TransferRef:
+    tx_hash: str
+    log_index: int
+
+    def __str__(self) -> str:
+        return f"{self.tx_hash}:{self.log_index}"
+
+
+def days_arg(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days, got {value!r}") from None
+    if not 1 <= days <= MAX_CLEANUP_DAYS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CLEANUP_DAYS}, got {days}")
+    return days
+
+
+def transfer_ref_arg(value: str) -> TransferRef:
+    tx_hash, sep, index = value.strip().rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected <tx_hash>:<log_index>, got {value!r}")
+    tx_hash = tx_hash.lower().removeprefix("0x")
+    if not TX_HASH_RE.match(tx_hash):
+        raise argparse.ArgumentTypeError(f"the transaction hash must be 64 hexadecimal characters, got {tx_hash!r}")
+    if not index.isdigit():
+        raise argparse.ArgumentTypeError(f"the log index must be a whole number ≥ 0, got {index!r}")
+    return TransferRef(tx_hash, int(index))
+
+
+def uuid_arg(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a payment id (UUID), got {value!r}") from None
+
+
+def key_name_arg(value: str) -> str:
+    name = value.strip()
+    if not name or len(name) > 128:
+        raise argparse.ArgumentTypeError("must be 1 to 128 characters")
+    return name
+
+
+# --- context -------------------------------------------------------------------------------------
+
+class Context:
+    """What a command needs, created lazily so argument errors never touch the database."""
+
+    def __init__(self, args: argparse.Namespace, config: Config) -> None:
+        self.args = args
+        self.config = config
+        self._url: str | None = None
+        self._db: Database | None = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            self._url = resolve_database_url(self.config.database_url)
+        return self._url
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = Database(self.url, connect_args=CONNECT_ARGS)
+        return self._db
+
+    def engine(self) -> Engine:
+        """A pool-less engine for one-off work (locks, DDL, snapshots)."""
+        return create_engine(normalize_url(self.url), poolclass=NullPool, connect_args=CONNECT_ARGS)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.dispose()
+
+
+def load_cli_config(database_url: str | None) -> Config:
+    """The app's configuration (environment after `.env`), with `--database-url` validated the same way."""
+    from dotenv import load_dotenv
+
+    load_dotenv()
+    env = dict(os.environ)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    return load_config(env)
+
+
+def optional_module(name: str, command: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        if exc.name == name:
+            raise CliError(f"{command} is not available: {name}.py is missing from this installation") from None
+        raise CliError(f"{command} is not available: cannot load {name}.py ({exc})") from None
+
+
+def first_line(value: object) -> str:
+    lines = str(value).strip().splitlines()
+    return lines[0].strip() if lines else type(value).__name__
+
+
+# --- create-tables, test -------------------------------------------------------------------------
+
+def cmd_create_tables(ctx: Context) -> int:
+    import migrate
+
+    before, after = migrate.upgrade_to_head(ctx.url)
+    head = migrate.head_revision()
+    print(f"database: {describe_url(ctx.url)}")
+    print(f"schema revision before: {before or 'none (empty database)'}")
+    print(f"schema revision after: {after}{' (head)' if after == head else ''}")
+    print("schema upgraded" if before != after else "schema already up to date")
+    return 0
+
+
+def cmd_test(ctx: Context) -> int:
+    import migrate
+
+    engine = ctx.engine()
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT current_setting('server_version'), current_database(), current_user")
+            ).one()
+    finally:
+        engine.dispose()
+    current, head = migrate.current_revision(ctx.url), migrate.head_revision()
+    print(f"connected to {describe_url(ctx.url)}")
+    print(f"server: PostgreSQL {row[0]}")
+    print(f"database: {row[1]} (user {row[2]})")
+    print(f"schema revision: {current or 'none'} (head: {head})")
+    if current != head:
+        state = "has no schema" if current is None else f"is at revision {current}, not head {head}"
+        raise CliError(f"the database {state}: run `python {PROG} create-tables`")
+    print("ok")
+    return 0
+
+
+# --- stats ---------------------------------------------------------------------------------------
+
+def count_by(session: Any, column: Any) -> dict[str, int]:
+    rows = session.execute(select(column, func.count()).group_by(column)).all()
+    return {(key.value if isinstance(key, PyEnum) else str(key)): count for key, count in rows}
+
+
+def collect_stats(ctx: Context) -> dict[str, Any]:
+    from models import EventState, Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+
+    with ctx.db.transaction() as session:
+        payments = count_by(session, Payment.status)
+        cancelled = session.scalar(select(func.count()).where(Payment.failure_reason == "cancelled")) or 0
+        transfers = count_by(session, Transfer.status)
+        events = count_by(session, WebhookEvent.state)
+        logs, oldest = session.execute(select(func.count(), func.min(PaymentLog.created_at))).one()
+    return {
+        "payments": {
+            "total": sum(payments.values()),
+            **{s.value: payments.get(s.value, 0) for s in PaymentStatus},
+            "cancelled": cancelled,
+        },
+        "transfers": {"total": sum(transfers.values()), **{s.value: transfers.get(s.value, 0) for s in TransferStatus}},
+        "webhook_events": {"total": sum(events.values()), **{s.value: events.get(s.value, 0) for s in EventState}},
+        "payment_logs": {"total": logs, "oldest": oldest.isoformat() if oldest else None},
+    }
+
+
+def print_stats(stats: dict[str, Any]) -> None:
+    p, t, e, logs = stats["payments"], stats["transfers"], stats["webhook_events"], stats["payment_logs"]
+    print(f"payments: {p['total']}")
+    for status in ("pending", "completed", "failed", "expired"):
+        suffix = f" (cancelled: {p['cancelled']})" if status == "failed" else ""
+        print(f"  {status}: {p[status]}{suffix}")
+    print(f"transfers: {t['total']}")
+    print(f"  unmatched: {t['unmatched']}")
+    print(f"  credited: {t['credited']}")
+    print(f"webhook events: {e['total']}")
+    for state in ("pending", "delivered", "failed"):
+        print(f"  {state}: {e[state]}")
+    oldest = f" (oldest {logs['oldest']})" if logs["oldest"] else ""
+    print(f"payment logs: {logs['total']}{oldest}")
+
+
+def cmd_stats(ctx: Context) -> int:
+    stats = collect_stats(ctx)
+    if ctx.args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print_stats(stats)
+    return 0
+
+
+# --- export --------------------------------------------------------------------------------------
+
+def json_value(value: Any) -> Any:
+    """Money as plain decimal strings, UUIDs and times as strings, enums as their values."""
+    from money import format_amount
+    from payments import iso
+
+    if isinstance(value, Decimal):
+        return format_amount(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, PyEnum):
+        return value.value
+    return value
+
+
+def export_tables() -> list[tuple[str, Table, list[Any]]]:
+    from models import Payment, PaymentLog, Transfer, WebhookEvent
+
+    return [
+        ("payments", Payment.__table__, [Payment.__table__.c.created_at, Payment.__table__.c.id]),
+        ("transfers", Transfer.__table__, [Transfer.__table__.c.id]),
+        ("webhook_events", WebhookEvent.__table__, [WebhookEvent.__table__.c.seq]),
+        ("payment_logs", PaymentLog.__table__, [PaymentLog.__table__.c.id]),
+    ]
+
+
+def stream_rows(conn: Connection, table: Table, order_by: list[Any]) -> Iterator[dict[str, Any]]:
+    result = conn.execution_options(stream_results=True, yield_per=1000).execute(select(table).order_by(*order_by))
+    for row in result.mappings():
+        yield {key: json_value(value) for key, value in row.items()}
+
+
+def write_export(conn: Connection, out: IO[str], database: str) -> dict[str, int]:
+    exported_at = conn.execute(select(func.now())).scalar_one()
+    header = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "exported_at": json_value(exported_at),
+        "database": database,
+        "schema_revision": MigrationContext.configure(conn).get_current_revision(),
+    }
+    out.write("{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in header.items()))
+    counts: dict[str, int] = {}
+    for name, table, order_by in export_tables():
+        out.write(f',\n  "{name}": [')
+        count = 0
+        for row in stream_rows(conn, table, order_by):
+            out.write(("," if count else "") + "\n    " + json.dumps(row, ensure_ascii=False))
+            count += 1
+        out.write("\n  ]" if count else "]")
+        counts[name] = count
+    out.write(",\n  \"counts\": " + json.dumps(counts) + "\n}\n")
+    return counts
+
+
+def export_snapshot(ctx: Context, out: IO[str]) -> dict[str, int]:
+    engine = ctx.engine()
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                return write_export(conn, out, describe_url(ctx.url))
+    finally:
+        engine.dispose()
+
+
+def export_to_file(ctx: Context, target: Path) -> dict[str, int]:
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise CliError(f"cannot write {target}: directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            counts = export_snapshot(ctx, out)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return counts
+
+
+def cmd_export(ctx: Context) -> int:
+    if ctx.args.file == "-":
+        export_snapshot(ctx, sys.stdout)
+        return 0
+    target = Path(ctx.args.file)
+    try:
+        counts = export_to_file(ctx, target)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    summary = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in counts.items())
+    print(f"exported {summary} to {target}")
+    return 0
+
+
+# --- cleanup-logs --------------------------------------------------------------------------------
+
+def delete_old_logs(ctx: Context, days: int, dry_run: bool) -> int:
+    from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent
+
+    in_flight = exists().where(
+        Payment.id == PaymentLog.payment_id, Payment.status == PaymentStatus.pending
+    ) | exists().where(WebhookEvent.payment_id == PaymentLog.payment_id, WebhookEvent.state == EventState.pending)
+    condition = (PaymentLog.created_at < func.now() - timedelta(days=days)) & ~in_flight
+    with ctx.db.transaction() as session:
+        if dry_run:
+            return session.scalar(select(func.count()).select_from(PaymentLog).where(condition)) or 0
+        result = session.execute(delete(PaymentLog).where(condition), execution_options={"synchronize_session": False})
+        return int(result.rowcount or 0)
+
+
+def cmd_cleanup_logs(ctx: Context) -> int:
+    days, dry_run = ctx.args.days, ctx.args.dry_run
+    count = delete_old_logs(ctx, days, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {count} payment log row{'s' if count != 1 else ''} older than {days} day{'s' if days != 1 else ''} "
+          "(logs of pending payments and of undelivered webhook events are kept)")
+    return 0
+
+
+# --- reset ---------------------------------------------------------------------------------------
+
+def service_objects() -> tuple[list[str], list[str]]:
+    """The service's tables (dependents first, then alembic_version) and enum type names."""
+    from models import Base
+
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)] + ["alembic_version"]
+    enums = sorted({
+        c.type.name for t in Base.metadata.tables.values() for c in t.columns
+        if isinstance(c.type, SAEnum) and c.type.name
+    })
+    return tables, enums
+
+
+def confirm_reset(ctx: Context, database: str) -> None:
+    if ctx.args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError("refusing to reset: standard input is not a terminal, so nobody can confirm; pass --yes")
+    sys.stderr.write(
+        f"This deletes ALL service data in database {database!r} ({describe_url(ctx.url)}): payments, transfers, "
+        "logs, webhook events, API keys and the stored webhook secret, then recreates the empty schema.\n"
+        f"Type the database name ({database}) or 'yes' to continue: "
+    )
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip()
+    if answer not in (database, "yes"):
+        raise CliError("reset cancelled: the answer was neither the database name nor 'yes'")
+
+
+def drop_service_schema(ctx: Context) -> None:
+    import migrate
+
+    tables, enums = service_objects()
+    engine = ctx.engine()
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{RESET_LOCK_TIMEOUT}'"))
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": migrate.MIGRATION_LOCK_ID})
+            for table in tables:
+                conn.execute(text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
+            for enum in enums:
+                conn.execute(text(f'DROP TYPE IF EXISTS "{enum}" CASCADE'))
+    finally:
+        engine.dispose()
+    logger.warning("reset: dropped the service tables of %s", describe_url(ctx.url))
+
+
+def cmd_reset(ctx: Context) -> int:
+    import migrate
+
+    database = make_url(ctx.url).database or ""
+    confirm_reset(ctx, database)
+    drop_service_schema(ctx)
+    _, after = migrate.upgrade_to_head(ctx.url)
+    print(f"database {database} reset: all service data deleted, empty schema recreated at revision {after}")
+    return 0
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+def cmd_create_api_key(ctx: Context) -> int:
+    from auth import create_api_key
+
+    with ctx.db.transaction() as session:
+        created = create_api_key(session, ctx.args.name)
+    label = f" {ctx.args.name!r}" if ctx.args.name else ""
+    print(f"Created API key{label} (prefix {created.prefix}). It is shown only once; store it now:")
+    print(created.key)
+    return 0
+
+
+def cmd_revoke_api_key(ctx: Context) -> int:
+    from auth import ApiKeyError, revoke_api_key
+
+    prefix = ctx.args.prefix.strip()
+    if prefix and any(k.startswith(prefix) for k in ctx.config.api_keys):
+        raise CliError(f"the key starting with {prefix!r} comes from API_KEYS: remove it there and restart the service")
+    try:
+        with ctx.db.transaction() as session:
+            revoke_api_key(session, prefix)
+    except ApiKeyError as exc:
+        raise CliError(str(exc)) from None
+    print(f"revoked the API key starting with {prefix}")
+    return 0
+
+
+def cmd_list_api_keys(ctx: Context) -> int:
+    from auth import list_api_keys
+
+    with ctx.db.transaction() as session:
+        keys = list_api_keys(session)
+    rows = [("PREFIX", "NAME", "CREATED", "REVOKED")] + [
+        (k.prefix, k.name or "-", k.created_at.isoformat(timespec="seconds"),
+         k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "-")
+        for k in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    if ctx.config.api_keys:
+        print(f"plus {len(ctx.config.api_keys)} key(s) from API_KEYS in the environment")
+    return 0
+
+
+# --- webhook secret and manual matching (webhooks.py and matching.py) ----------------------------
+
+def format_value(value: Any) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return "-" if value is None else str(value)
+
+
+def cmd_show_webhook_secret(ctx: Context) -> int:
+    webhooks = optional_module("webhooks", "show-webhook-secret")
+    with ctx.db.transaction() as session:
+        info = webhooks.describe_webhook_secrets(session, ctx.config)
+    for key, value in info.items():
+        print(f"{key}: {format_value(value)}")
+    return 0
+
+
+def cmd_rotate_webhook_secret(ctx: Context) -> int:
+    webhooks = optional_module("webhooks", "rotate-webhook-secret")
+    with ctx.db.transaction() as session:
+        secret = webhooks.rotate_webhook_secret(session, ctx.config)
+    print("Rotated the webhook signing secret. New secret (shown only once; give it to your webhook receiver):")
+    print(secret)
+    return 0
+
+
+def cmd_assign_transfer(ctx: Context) -> int:
+    from money import format_amount
+
+    matching = optional_module("matching", "assign-transfer")
+    ref: TransferRef = ctx.args.transfer
+    payment_id: uuid.UUID = ctx.args.payment_id
+    try:
+        with ctx.db.transaction() as session:
+            payment = matching.assign_transfer(session, ref.tx_hash, ref.log_index, payment_id, ctx.config)
+            status = payment.status.value
+            received, expected = format_amount(payment.received_amount_usdt), format_amount(payment.expected_amount_usdt)
+    except matching.AssignError as exc:
+        raise CliError(str(exc)) from None
+    print(f"transfer {ref} credited to payment {payment_id}: status {status}, received {received} of {expected} USDT")
+    return 0
+
+
+# --- parser and main -----------------------------------------------------------------------------
+
+Command = Callable[[Context], int]
+
+
+def add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--database-url", default=default, metavar="URL",
+                        help="PostgreSQL URL to use instead of DATABASE_URL (environment or .env)")
+    parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+                        help="log more (-v info, -vv debug) on stderr")
+    parser.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="show the traceback of a failure")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Administer the tron-usdt-monitor database.",
+        epilog="Exit status: 0 on success, 1 on failure (one line on stderr), 2 on bad usage.",
+    )
+    add_common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_common(p, top=False)
+        p.set_defaults(func=func)
+        return p
+
+    command("create-tables", cmd_create_tables,
+            "create or upgrade the schema to the newest migration (safe to run from several processes at once)")
+    p = command("stats", cmd_stats, "count payments by status, transfers, webhook events by state and log rows")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    command("test", cmd_test, "connect and report server version, database and schema revision; "
+                              "fails if the database is unreachable or the schema is not at head")
+    p = command("export", cmd_export,
+                "write all payments, transfers, webhook events and payment logs as JSON (one consistent snapshot)")
+    p.add_argument("--file", required=True, metavar="F", help="output file (created 0600), or - for stdout")
+    p = command("cleanup-logs", cmd_cleanup_logs,
+                "delete payment logs older than N days, except those of pending payments or undelivered events")
+    p.add_argument("--days", required=True, type=days_arg, metavar="N", help="age in days, at least 1")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    p = command("reset", cmd_reset, "drop and recreate every table of the service: ALL DATA IS LOST; asks first")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = command("create-api-key", cmd_create_api_key,
+                "create an API key, print it once and store only its SHA-256")
+    p.add_argument("--name", type=key_name_arg, help="a label to recognise the key by")
+    p = command("revoke-api-key", cmd_revoke_api_key, "revoke the API key that starts with PREFIX")
+    p.add_argument("prefix", help="the key's first characters (at least 6), as shown by list-api-keys")
+    command("list-api-keys", cmd_list_api_keys, "list API keys: prefix, name, created, revoked (never the key)")
+    command("show-webhook-secret", cmd_show_webhook_secret, "show the webhook signing secret(s) in use")
+    command("rotate-webhook-secret", cmd_rotate_webhook_secret,
+            "generate a new webhook signing secret; the old one keeps signing alongside it for a while")
+    p = command("assign-transfer", cmd_assign_transfer, "credit an unmatched transfer to a payment by hand (logged)")
+    p.add_argument("transfer", type=transfer_ref_arg, metavar="TX_HASH:LOG_INDEX", help="the transfer to credit")
+    p.add_argument("payment_id", type=uuid_arg, metavar="PAYMENT_ID", help="the payment (UUID) to credit it to")
+    return parser
+
+
+def describe_failure(exc: BaseException, ctx: Context | None) -> str:
+    """One line for a person, never a password."""
+    where = describe_url(ctx._url) if ctx is not None and ctx._url else "the configured URL"
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        code = getattr(orig, "pgcode", None)
+        reason = first_line(orig)
+        if code is None and (exc.connection_invalidated or type(orig).__name__ == "OperationalError"):
+            return f"cannot connect to the database at {where}: {reason}"
+        if code == "42P01":
+            return f"the schema is missing or outdated ({reason}): run `python {PROG} create-tables`"
+        if code == "55P03":
+            return f"the database is busy ({reason}): stop the service's processes and try again"
+        return f"database error: {reason}"
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error: {first_line(exc)}"
+    return f"unexpected error: {type(exc).__name__}: {first_line(exc)}"
+
+
+def configure_cli_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx: Context | None = None
+    try:
+        ctx = Context(args, load_cli_config(args.database_url))
+        return int(args.func(ctx))
+    except CliError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseError as exc:
+        print(f"database error: {first_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every other failure is still one line, unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {describe_failure(exc, ctx)}", file=sys.stderr)
+        return 1
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_cli_logging(args.verbose)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Matching money to payments (contract §4): one code path for every watcher strategy.
+
+The caller hands over transfers that are solidified and whose transaction succeeded; this module
+stores each once (unique transaction hash + log index), picks the payment it credits, applies
+the transition table, and writes the audit log and outbox event in the caller's transaction.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models import Payment, PaymentStatus, Transfer, TransferStatus
+from money import format_amount, from_micro, to_micro
+from payments import emit_event, log_event, wallet_lock
+
+logger = logging.getLogger(__name__)
+
+
+class AssignError(Exception):
+    """A hand assignment of a transfer cannot be done; the message is meant for a person."""
+
+
+@dataclass(frozen=True)
+class ObservedTransfer:
+    transaction_hash: str
+    log_index: int
+    from_address: str
+    to_address: str
+    amount: int  # micro-USDT
+    block_number: int
+    block_timestamp: int  # ms
+
+
+@dataclass(frozen=True)
+class Outcome:
+    transfer: ObservedTransfer
+    result: str  # "credited", "unmatched", "duplicate" or "ignored" (no candidate at its block time)
+    payment_id: uuid.UUID | None = None
+    event: str | None = None
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def closed_at(payment: Payment) -> datetime | None:
+    """When a payment stopped being pending without money: its expiry or cancellation."""
+    if payment.status == PaymentStatus.expired:
+        return payment.expires_at
+    if payment.status == PaymentStatus.failed and payment.failure_reason == "cancelled":
+        return payment.cancelled_at
+    return None
+
+
+def timing(payment: Payment, at: datetime, late_window: int) -> str | None:
+    """'on_time', 'late' or None (not a candidate) for money mined at chain time `at`."""
+    if payment.created_at > at:
+        return None
+    if payment.status == PaymentStatus.pending:
+        return "on_time"
+    closed = closed_at(payment)
+    if closed is None:
+        return None
+    if at < closed:
+        return "on_time"  # mined before the expiry or cancellation took effect
+    if at - closed <= timedelta(seconds=late_window):
+        return "late"
+    return None
+
+
+def remaining(payment: Payment) -> int:
+    return to_micro(payment.expected_amount_usdt) - to_micro(payment.received_amount_usdt)
+
+
+def choose_payment(candidates: list[tuple[Payment, str]], amount: int) -> tuple[Payment, str] | None:
+    exact = [c for c in candidates if remaining(c[0]) == amount]
+    if exact:
+        exact.sort(key=lambda c: (c[1] != "on_time", c[0].created_at, str(c[0].id)))
+        return exact[0]
+    if len(candidates) == 1:
+        return candidates[0]
+    return None
+
+
+def find_candidates(session: Session, wallet: str, at: datetime, late_window: int) -> list[tuple[Payment, str]]:
+    rows = session.scalars(
+        select(Payment)
+        .where(
+            Payment.wallet_address == wallet,
+            Payment.created_at <= at,
+            Payment.status.in_([PaymentStatus.pending, PaymentStatus.expired, PaymentStatus.failed]),
+        )
+        .order_by(Payment.created_at, Payment.id)
+        .with_for_update()
+    )
+    result = []
+    for payment in rows:
+        when = timing(payment, at, late_window)
+        if when is not None:
+            result.append((payment, when))
+    return result
+
+
+def is_stored(session: Session, t: ObservedTransfer) -> bool:
+    return session.scalar(
+        select(Transfer.id).where(Transfer.transaction_hash == t.transaction_hash, Transfer.log_index == t.log_index)
+    ) is not None
+
+
+def has_candidates(session: Session, wallet: str, at_ms: int, late_window: int) -> bool:
+    """Whether money mined at `at_ms` to `wallet` could go to a payment (no locks taken)."""
+    at = ms_to_datetime(at_ms)
+    rows = session.scalars(select(Payment).where(Payment.wallet_address == wallet, Payment.created_at <= at))
+    return any(timing(p, at, late_window) is not None for p in rows)
+
+
+def store_transfer(session: Session, t: ObservedTransfer) -> Transfer | None:
+    """Insert the transfer once; None when this (hash, log index) was stored before."""
+    inserted = session.execute(
+        insert(Transfer)
+        .values(
+            transaction_hash=t.transaction_hash,
+            log_index=t.log_index,
+            from_address=t.from_address,
+            to_address=t.to_address,
+            amount_usdt=from_micro(t.amount),
+            block_number=t.block_number,
+            block_timestamp=t.block_timestamp,
+            status=TransferStatus.unmatched,
+        )
+        .on_conflict_do_nothing(constraint="uq_transfers_tx_log")
+        .returning(Transfer.id)
+    ).scalar()
+    return session.get(Transfer, inserted) if inserted is not None else None
+
+
+def apply_credit(session: Session, payment: Payment, when: str, t: ObservedTransfer) -> str:
+    """Add the money to the payment and move it on by the transition table; returns the event type."""
+    at = ms_to_datetime(t.block_timestamp)
+    payment.received_amount_usdt = Decimal(payment.received_amount_usdt) + from_micro(t.amount)
+    payment.transaction_hash = t.transaction_hash
+    fully_paid = remaining(payment) <= 0
+    amounts = {
+        "amount_usdt": format_amount(t.amount),
+        "received_amount_usdt": format_amount(payment.received_amount_usdt),
+        "expected_amount_usdt": format_amount(payment.expected_amount_usdt),
+        "transaction_hash": t.transaction_hash,
+        "log_index": t.log_index,
+    }
+    if when == "on_time" and fully_paid:
+        if payment.status != PaymentStatus.pending:
+            log_event(session, payment.id, "reopened",
+                      f"money mined at {at.isoformat()} before the {payment.status.value} took effect",
+                      previous_status=payment.status.value, failure_reason=payment.failure_reason)
+        payment.status = PaymentStatus.completed
+        payment.failure_reason = None
+        payment.completed_at = at
+        log_event(session, payment.id, "completed", f"payment completed by {t.transaction_hash}", **amounts)
+        return "payment.completed"
+    if when == "late" and fully_paid:
+        payment.paid_late = True
+        log_event(session, payment.id, "paid_late",
+                  f"full amount arrived after the payment was {payment.status.value}", **amounts)
+        return "payment.paid_late"
+    log_event(session, payment.id, "partial",
+              f"received {format_amount(t.amount)} USDT, {format_amount(max(remaining(payment), 0))} still due",
+              late=(when == "late"), **amounts)
+    return "payment.partial"
+
+
+def credit_transfer(session: Session, t: ObservedTransfer, late_window: int) -> Outcome:
+    """Store one verified transfer and credit it by the rules; the caller owns the transaction."""
+    wallet_lock(session, t.to_address)
+    if is_stored(session, t):
+        return Outcome(t, "duplicate")
+    candidates = find_candidates(session, t.to_address, ms_to_datetime(t.block_timestamp), late_window)
+    if not candidates:
+        # Mined before every open payment of the wallet was created: it belongs to none of them.
+        logger.debug("transfer %s:%d predates every open payment of %s", t.transaction_hash, t.log_index,
+                     t.to_address)
+        return Outcome(t, "ignored")
+    row = store_transfer(session, t)
+    if row is None:
+        return Outcome(t, "duplicate")
+    chosen = choose_payment(candidates, t.amount)
+    described = f"{format_amount(t.amount)} USDT from {t.from_address} in {t.transaction_hash}:{t.log_index}"
+    if chosen is None:
+        meta = {"transaction_hash": t.transaction_hash, "log_index": t.log_index,
+                "amount_usdt": format_amount(t.amount)}
+        for payment, _ in candidates:
+            log_event(session, payment.id, "unmatched",
+                      f"{described} matches none of {len(candidates)} open payments on this wallet", **meta)
+        return Outcome(t, "unmatched")
+    payment, when = chosen
+    row.status = TransferStatus.credited
+    row.payment_id = payment.id
+    log_event(session, payment.id, "transfer_seen", f"{described} credited to this payment",
+              transaction_hash=t.transaction_hash, log_index=t.log_index, amount_usdt=format_amount(t.amount),
+              block_number=t.block_number, block_timestamp=t.block_timestamp)
+    event = apply_credit(session, payment, when, t)
+    emit_event(session, payment, event)
+    return Outcome(t, "credited", payment.id, event)
+
+
+def expire_due(session: Session, wallets: list[str] | None, read_up_to_ms: int) -> list[uuid.UUID]:
+    """Expire pending payments whose wallet was read past their expiry without the full amount."""
+    at = ms_to_datetime(read_up_to_ms)
+    query = select(Payment).where(Payment.status == PaymentStatus.pending, Payment.expires_at <= at)
+    if wallets is not None:
+        query = query.where(Payment.wallet_address.in_(wallets))
+    expired = []
+    for payment in session.scalars(query.order_by(Payment.expires_at).with_for_update(skip_locked=True)):
+        payment.status = PaymentStatus.expired
+        log_event(session, payment.id, "expired",
+                  f"chain read up to {at.isoformat()} without the full amount "
+                  f"({format_amount(payment.received_amount_usdt)} of {format_amount(payment.expected_amount_usdt)})",
+                  read_up_to=read_up_to_ms)
+        emit_event(session, payment, "payment.expired")
+        expired.append(payment.id)
+    return expired
+
+
+def assign_transfer(session: Session, tx_hash: str, log_index: int, payment_id: uuid.UUID, late_window: int) -> Payment:
+    """Credit an unmatched transfer to a payment by hand (admin), with the usual transition table."""
+    transfer = session.scalars(
+        select(Transfer).where(Transfer.transaction_hash == tx_hash, Transfer.log_index == log_index).with_for_update()
+    ).one_or_none()
+    if transfer is None:
+        raise AssignError(f"no observed transfer {tx_hash}:{log_index}")
+    if transfer.status != TransferStatus.unmatched:
+        raise AssignError(f"transfer {tx_hash}:{log_index} is already credited to payment {transfer.payment_id}")
+    payment = session.get(Payment, payment_id, with_for_update=True)
+    if payment is None:
+        raise AssignError(f"no payment {payment_id}")
+    if payment.wallet_address != transfer.to_address:
+        raise AssignError(
+            f"the transfer went to {transfer.to_address}, not to the payment's wallet {payment.wallet_address}"
+        )
+    if payment.status == PaymentStatus.completed:
+        when = "late"
+    else:
+        when = timing(payment, ms_to_datetime(transfer.block_timestamp), 10**9) or "late"
+    observed = ObservedTransfer(transfer.transaction_hash, transfer.log_index, transfer.from_address,
+                                transfer.to_address, to_micro(transfer.amount_usdt), transfer.block_number,
+                                transfer.block_timestamp)
+    transfer.status = TransferStatus.credited
+    transfer.payment_id = payment.id
+    log_event(session, payment.id, "assigned", f"transfer {tx_hash}:{log_index} assigned by an administrator",
+              transaction_hash=tx_hash, log_index=log_index, amount_usdt=format_amount(transfer.amount_usdt))
+    if payment.status == PaymentStatus.completed:
+        payment.received_amount_usdt = Decimal(payment.received_amount_usdt) + transfer.amount_usdt
+        payment.transaction_hash = tx_hash
+        log_event(session, payment.id, "partial", "extra money assigned to a completed payment",
+                  received_amount_usdt=format_amount(payment.received_amount_usdt))
+        emit_event(session, payment, "payment.partial")
+        return payment
+    emit_event(session, payment, apply_credit(session, payment, when, observed))
+    return payment

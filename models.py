@@ -1,0 +1,193 @@
+"""SQLAlchemy 2 models. The schema itself is created and upgraded by Alembic (migrations/)."""
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+AMOUNT = Numeric(20, 6)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PaymentStatus(str, enum.Enum):
+    pending = "pending"
+    completed = "completed"
+    failed = "failed"
+    expired = "expired"
+
+
+class TransferStatus(str, enum.Enum):
+    unmatched = "unmatched"
+    credited = "credited"
+
+
+class EventState(str, enum.Enum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e])
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    order_id: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    wallet_address: Mapped[str] = mapped_column(String(34), index=True)
+    expected_amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
+    requested_amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
+    received_amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT, default=Decimal(0), server_default="0")
+    status: Mapped[PaymentStatus] = mapped_column(
+        _enum(PaymentStatus, "payment_status"), default=PaymentStatus.pending, index=True
+    )
+    failure_reason: Mapped[str | None] = mapped_column(String(32))
+    transaction_hash: Mapped[str | None] = mapped_column(String(64))
+    callback_url: Mapped[str] = mapped_column(Text)
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    callback_success: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    paid_late: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict, server_default="{}")
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Chain time (ms) up to which this payment's wallet has been read.
+    last_checked_timestamp: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    __table_args__ = (Index("ix_payments_wallet_status", "wallet_address", "status"),)
+
+
+class PaymentLog(Base):
+    __tablename__ = "payment_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("payments.id", ondelete="CASCADE"), index=True
+    )
+    event_type: Mapped[str] = mapped_column(String(64), index=True)
+    message: Mapped[str] = mapped_column(Text)
+    event_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+
+
+class Transfer(Base):
+    """A USDT Transfer log to a watched wallet, seen on a solidified, successful transaction."""
+
+    __tablename__ = "transfers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    transaction_hash: Mapped[str] = mapped_column(String(64))
+    log_index: Mapped[int] = mapped_column(Integer)
+    from_address: Mapped[str] = mapped_column(String(34))
+    to_address: Mapped[str] = mapped_column(String(34), index=True)
+    amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[TransferStatus] = mapped_column(_enum(TransferStatus, "transfer_status"), index=True)
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("payments.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("transaction_hash", "log_index", name="uq_transfers_tx_log"),)
+
+
+class WebhookEvent(Base):
+    """The outbox: one row per event, written with the state change that caused it."""
+
+    __tablename__ = "webhook_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    payment_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("payments.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)  # exact JSON sent on every attempt
+    callback_url: Mapped[str] = mapped_column(Text)
+    state: Mapped[EventState] = mapped_column(_enum(EventState, "event_state"), default=EventState.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Attempts made in the current retry schedule; a manual retry starts a fresh schedule.
+    schedule_position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_webhook_events_due", "state", "next_attempt_at"),
+        Index(
+            "ix_webhook_events_pending_payment",
+            "payment_id",
+            "seq",
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WalletCursor(Base):
+    """How far (chain time, ms) the account strategy has read each wallet."""
+
+    __tablename__ = "wallet_cursors"
+
+    wallet_address: Mapped[str] = mapped_column(String(34), primary_key=True)
+    last_checked_timestamp: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class ServiceState(Base):
+    """Small named values shared by all processes: block cursor, webhook secrets, watcher status."""
+
+    __tablename__ = "service_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

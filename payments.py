@@ -1,0 +1,305 @@
+"""The payment domain: create, cancel, serialise, audit log and outbox events.
+
+Every function takes the caller's session; the caller owns the transaction, so a
+state change, its `payment_logs` row and its outbox event commit together.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.orm import Session
+
+from models import Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+from money import format_amount, from_micro, to_micro
+
+logger = logging.getLogger(__name__)
+
+UNIQUE_STEP_MICRO = 100  # 0.0001 USDT
+UNIQUE_MAX_STEPS = 100
+
+
+class PaymentError(Exception):
+    """A request the payment rules refuse; maps to an HTTP error."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+@dataclass(frozen=True)
+class NewPayment:
+    wallet_address: str
+    amount: Decimal
+    order_id: str
+    callback_url: str
+    expires_in_seconds: int
+    metadata: dict[str, Any]
+    unique_amount: bool
+    fingerprint: str
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def iso_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return iso(datetime.fromtimestamp(ms / 1000, tz=UTC))
+
+
+def request_fingerprint(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def wallet_lock(session: Session, wallet_address: str) -> None:
+    """Serialise amount checks and crediting on one wallet until the transaction ends."""
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"wallet:{wallet_address}"}
+    )
+
+
+def db_now(session: Session) -> datetime:
+    return session.execute(select(func.now())).scalar_one()
+
+
+# --- serialisation -----------------------------------------------------------------------------
+
+def transfer_to_dict(transfer: Transfer) -> dict[str, Any]:
+    return {
+        "transaction_hash": transfer.transaction_hash,
+        "log_index": transfer.log_index,
+        "from": transfer.from_address,
+        "to": transfer.to_address,
+        "amount_usdt": format_amount(transfer.amount_usdt),
+        "block_number": transfer.block_number,
+        "block_timestamp": iso_ms(transfer.block_timestamp),
+        "status": transfer.status.value,
+        "payment_id": str(transfer.payment_id) if transfer.payment_id else None,
+    }
+
+
+def credited_transfers(session: Session, payment_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Transfer]]:
+    result: dict[uuid.UUID, list[Transfer]] = {pid: [] for pid in payment_ids}
+    if not payment_ids:
+        return result
+    rows = session.scalars(
+        select(Transfer).where(Transfer.payment_id.in_(payment_ids)).order_by(Transfer.block_timestamp, Transfer.id)
+    )
+    for row in rows:
+        result[row.payment_id].append(row)  # type: ignore[index]
+    return result
+
+
+def payment_to_dict(payment: Payment, transfers: list[Transfer]) -> dict[str, Any]:
+    return {
+        "id": str(payment.id),
+        "order_id": payment.order_id,
+        "wallet_address": payment.wallet_address,
+        "expected_amount_usdt": format_amount(payment.expected_amount_usdt),
+        "received_amount_usdt": format_amount(payment.received_amount_usdt),
+        "status": payment.status.value,
+        "failure_reason": payment.failure_reason,
+        "transaction_hash": payment.transaction_hash,
+        "transfers": [transfer_to_dict(t) for t in transfers],
+        "created_at": iso(payment.created_at),
+        "expires_at": iso(payment.expires_at),
+        "completed_at": iso(payment.completed_at),
+        "callback_url": payment.callback_url,
+        "callback_attempts": payment.callback_attempts,
+        "callback_success": payment.callback_success,
+        "paid_late": payment.paid_late,
+        "metadata": payment.meta,
+    }
+
+
+def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[str, Any]]:
+    transfers = credited_transfers(session, [p.id for p in payments])
+    return [payment_to_dict(p, transfers[p.id]) for p in payments]
+
+
+def serialize_payment(session: Session, payment: Payment) -> dict[str, Any]:
+    return serialize_payments(session, [payment])[0]
+
+
+# --- audit log and outbox ----------------------------------------------------------------------
+
+def log_event(
+    session: Session, payment_id: uuid.UUID | None, event_type: str, message: str, **metadata: Any
+) -> PaymentLog:
+    entry = PaymentLog(
+        payment_id=payment_id, event_type=event_type, message=message, event_metadata=metadata or None
+    )
+    session.add(entry)
+    logger.info("%s payment=%s %s", event_type, payment_id, message)
+    return entry
+
+
+def emit_event(session: Session, payment: Payment, event_type: str) -> WebhookEvent:
+    """Write a webhook event into the outbox with the payment as it is now."""
+    session.flush()
+    event_id = f"evt_{uuid.uuid4().hex}"
+    created = db_now(session)
+    payment.callback_attempts = 0
+    payment.callback_success = False
+    session.flush()
+    body = {
+        "id": event_id,
+        "type": event_type,
+        "created_at": iso(created),
+        "data": serialize_payment(session, payment),
+    }
+    event = WebhookEvent(
+        id=event_id,
+        payment_id=payment.id,
+        type=event_type,
+        body=json.dumps(body, separators=(",", ":")),
+        callback_url=payment.callback_url,
+        next_attempt_at=created,
+    )
+    session.add(event)
+    log_event(session, payment.id, "webhook_queued", f"{event_type} event {event_id} queued", event_id=event_id)
+    return event
+
+
+# --- creation ----------------------------------------------------------------------------------
+
+def candidate_filter(wallet_address: str, now: datetime, late_window_seconds: int) -> Any:
+    """Payments of a wallet that may still receive money: pending, or closed inside the late window."""
+    window_start = now - timedelta(seconds=late_window_seconds)
+    return and_(
+        Payment.wallet_address == wallet_address,
+        or_(
+            Payment.status == PaymentStatus.pending,
+            and_(Payment.status == PaymentStatus.expired, Payment.expires_at >= window_start),
+            and_(
+                Payment.status == PaymentStatus.failed,
+                Payment.failure_reason == "cancelled",
+                Payment.cancelled_at >= window_start,
+            ),
+        ),
+    )
+
+
+def remaining_amounts_in_use(session: Session, wallet_address: str, now: datetime, late_window: int) -> set[int]:
+    rows = session.execute(
+        select(Payment.expected_amount_usdt, Payment.received_amount_usdt).where(
+            candidate_filter(wallet_address, now, late_window)
+        )
+    )
+    return {to_micro(expected) - to_micro(received) for expected, received in rows}
+
+
+def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool) -> Decimal:
+    micro = to_micro(requested)
+    if micro not in in_use:
+        return requested
+    if not unique_amount:
+        raise PaymentError(
+            409,
+            "amount_in_use",
+            "Another open payment on this wallet already awaits this amount; "
+            "send unique_amount: true to get a distinct amount.",
+            "expected_amount_usdt",
+        )
+    for step in range(1, UNIQUE_MAX_STEPS + 1):
+        candidate = micro + step * UNIQUE_STEP_MICRO
+        if candidate not in in_use:
+            return from_micro(candidate)
+    raise PaymentError(
+        409,
+        "amount_in_use",
+        f"No free amount within {UNIQUE_MAX_STEPS} steps of 0.0001 USDT above this one on this wallet.",
+        "expected_amount_usdt",
+    )
+
+
+def find_by_order_id(session: Session, order_id: str) -> Payment | None:
+    return session.scalars(select(Payment).where(Payment.order_id == order_id)).one_or_none()
+
+
+def replay_or_conflict(existing: Payment, new: NewPayment) -> Payment:
+    if existing.request_fingerprint != new.fingerprint:
+        raise PaymentError(
+            409,
+            "order_id_conflict",
+            "A payment with this order_id already exists with different details; use a new order_id.",
+            "order_id",
+        )
+    return existing
+
+
+def create_payment(session: Session, new: NewPayment, late_window: int) -> tuple[Payment, bool]:
+    """Create a payment, or return the existing one for a replayed request. Returns (payment, created)."""
+    existing = find_by_order_id(session, new.order_id)
+    if existing is not None:
+        return replay_or_conflict(existing, new), False
+    wallet_lock(session, new.wallet_address)
+    existing = find_by_order_id(session, new.order_id)  # a concurrent twin may have won the lock
+    if existing is not None:
+        return replay_or_conflict(existing, new), False
+    now = db_now(session)
+    amount = choose_amount(
+        new.amount, remaining_amounts_in_use(session, new.wallet_address, now, late_window), new.unique_amount
+    )
+    payment = Payment(
+        id=uuid.uuid4(),
+        order_id=new.order_id,
+        wallet_address=new.wallet_address,
+        expected_amount_usdt=amount,
+        requested_amount_usdt=new.amount,
+        received_amount_usdt=Decimal(0),
+        status=PaymentStatus.pending,
+        callback_url=new.callback_url,
+        meta=new.metadata,
+        request_fingerprint=new.fingerprint,
+        created_at=now,
+        expires_at=now + timedelta(seconds=new.expires_in_seconds),
+    )
+    session.add(payment)
+    session.flush()
+    note = "" if amount == new.amount else f" (raised from {format_amount(new.amount)} to be unique)"
+    log_event(
+        session,
+        payment.id,
+        "created",
+        f"payment created for {format_amount(amount)} USDT to {new.wallet_address}{note}",
+        order_id=new.order_id,
+        expected_amount_usdt=format_amount(amount),
+        requested_amount_usdt=format_amount(new.amount),
+        expires_at=iso(payment.expires_at),
+    )
+    return payment, True
+
+
+def cancel_payment(session: Session, payment: Payment) -> Payment:
+    wallet_lock(session, payment.wallet_address)
+    session.refresh(payment, with_for_update=True)
+    if payment.status != PaymentStatus.pending or payment.received_amount_usdt > 0:
+        raise PaymentError(
+            409,
+            "not_cancellable",
+            f"Only a pending payment that has received nothing can be cancelled; this one is {payment.status.value}"
+            + (" and has received money." if payment.received_amount_usdt > 0 else "."),
+        )
+    payment.status = PaymentStatus.failed
+    payment.failure_reason = "cancelled"
+    payment.cancelled_at = db_now(session)
+    log_event(session, payment.id, "cancelled", "payment cancelled by the merchant")
+    emit_event(session, payment, "payment.cancelled")
+    return payment
+
+
+def unmatched_transfer_count(session: Session) -> int:
+    return session.scalar(select(func.count()).where(Transfer.status == TransferStatus.unmatched)) or 0

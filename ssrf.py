@@ -1,0 +1,291 @@
+"""Callback address guard: webhooks only go to public addresses (SSRF protection).
+
+Two layers:
+
+* `check_callback_url` runs when a payment is created (the API answers 400 on failure).
+* `guarded_session` is what the webhook dispatcher sends with. Its connections resolve the
+  host themselves, refuse any non-public address and check `getpeername()` of the socket they
+  actually connected, so a DNS answer that changed after creation (DNS rebinding) cannot
+  reach an internal service. TLS still verifies the certificate and sends SNI for the
+  hostname: only the socket is made here, urllib3 wraps it as usual.
+
+`allow_private=True` (ALLOW_PRIVATE_CALLBACKS) skips every address check, keeping only the
+scheme and host syntax checks.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
+
+logger = logging.getLogger(__name__)
+
+Resolver = Callable[..., Sequence[tuple[Any, ...]]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+ALLOWED_SCHEMES = ("http", "https")
+# Ranges the ipaddress flags miss or that older Pythons classify differently, with the reason shown.
+BLOCKED_NETWORKS = {
+    ipaddress.ip_network(net): reason
+    for net, reason in (
+        ("0.0.0.0/8", "'this network'"),
+        ("100.64.0.0/10", "carrier-grade NAT"),
+        ("192.0.0.0/24", "IETF protocol assignments"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("240.0.0.0/4", "reserved"),
+        ("64:ff9b:1::/48", "local-use NAT64"),
+        ("fc00::/7", "unique-local"),
+        ("fec0::/10", "site-local"),
+    )
+}
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+# Digits, dots and hex markers only: what inet_aton may read as a (decimal, octal, hex) IPv4 address.
+NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
+
+
+class CallbackUrlError(ValueError):
+    """The callback address is not allowed; the message says why."""
+
+
+# --- addresses ---------------------------------------------------------------------------------
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def non_public_reason(ip: IPAddress) -> str | None:
+    """Why `ip` is not a public unicast address, or None when it is."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            reason = non_public_reason(inner)
+            return f"embeds {inner}, which is {reason}" if reason else None
+    checks = (
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+    )
+    named = next((name for name, hit in checks if hit), None)
+    blocked = next((why for net, why in BLOCKED_NETWORKS.items() if ip.version == net.version and ip in net), None)
+    if named or blocked:
+        return named or blocked
+    if ip.is_private:
+        return "private"
+    return None if ip.is_global else "not globally routable"
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """`text` as an IP address (IPv6 zone ids dropped), or None."""
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a numeric host names, including forms like 2130706433 and 0x7f.1."""
+    ip = parse_ip(host)
+    if ip is not None or not NUMERIC_HOST.match(host):
+        return ip
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def check_address(ip: IPAddress | str, host: str) -> None:
+    address = parse_ip(ip) if isinstance(ip, str) else ip
+    if address is None:
+        raise CallbackUrlError(f"{host} resolves to {ip!r}, which is not an IP address")
+    reason = non_public_reason(address)
+    if reason:
+        shown = host if host == str(address) else f"{host} ({address})"
+        raise CallbackUrlError(f"{shown} is not a public address: {reason}")
+
+
+# --- URLs --------------------------------------------------------------------------------------
+
+def split_callback_url(url: str) -> tuple[str, int]:
+    """(host, port) of a syntactically acceptable callback URL; raises CallbackUrlError."""
+    if not isinstance(url, str) or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise CallbackUrlError("must be a URL without spaces or control characters")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise CallbackUrlError("must start with http:// or https://")
+    host = parts.hostname
+    if not host:
+        raise CallbackUrlError("must name a host")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise CallbackUrlError("has an invalid port") from None
+    return host, port
+
+
+def resolve(host: str, port: int, resolver: Resolver) -> list[str]:
+    """Every address `host` resolves to (as text); raises CallbackUrlError when it does not resolve."""
+    try:
+        infos = resolver(host, port, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise CallbackUrlError(f"host {host} does not resolve ({exc})") from None
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses:
+        raise CallbackUrlError(f"host {host} does not resolve")
+    return addresses
+
+
+def check_callback_url(url: str, *, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> None:
+    """Raise CallbackUrlError unless `url` is http(s) with a host whose every address is public."""
+    host, port = split_callback_url(url)
+    if allow_private:
+        return
+    literal = literal_address(host)
+    if literal is not None:
+        check_address(literal, host)
+    for address in resolve(host, port, resolver):
+        check_address(address, host)
+
+
+# --- delivery-time enforcement -----------------------------------------------------------------
+
+class AddressGuard:
+    """Resolves and connects for the guarded connections below; checks unless private is allowed."""
+
+    def __init__(self, *, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> None:
+        self.allow_private = allow_private
+        self.resolver = resolver
+
+    def addresses(self, host: str, port: int) -> list[tuple[Any, ...]]:
+        host = host.strip("[]")
+        try:
+            infos = list(self.resolver(host, port, 0, socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:
+            raise CallbackUrlError(f"host {host} does not resolve ({exc})") from None
+        if not infos:
+            raise CallbackUrlError(f"host {host} does not resolve")
+        if not self.allow_private:
+            literal = literal_address(host)
+            if literal is not None:
+                check_address(literal, host)
+            for info in infos:
+                check_address(str(info[4][0]), host)
+        return infos
+
+    def check_peer(self, sock: socket.socket, host: str) -> None:
+        if not self.allow_private:
+            check_address(str(sock.getpeername()[0]), host)
+
+    def connect(self, host: str, port: int, timeout: Any, options: Any) -> socket.socket:
+        """A socket connected to a checked address of host:port."""
+        error: OSError | None = None
+        for family, socktype, proto, _, sockaddr in self.addresses(host, port):
+            sock = socket.socket(family, socktype, proto)
+            try:
+                for option in options or ():
+                    sock.setsockopt(*option)
+                sock.settimeout(timeout)
+                sock.connect(sockaddr)
+                self.check_peer(sock, host)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+            except CallbackUrlError:
+                sock.close()
+                raise
+        raise error or OSError(f"could not connect to {host}:{port}")
+
+
+class BlockedAddressError(NewConnectionError):
+    """urllib3's connection error for a refused address, so requests raises ConnectionError."""
+
+
+def guarded_new_conn(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
+    try:
+        return guard.connect(conn._dns_host, conn.port, conn.timeout, conn.socket_options)  # type: ignore[arg-type]
+    except CallbackUrlError as exc:
+        raise BlockedAddressError(conn, f"callback address refused: {exc}") from exc
+    except TimeoutError as exc:
+        raise NewConnectionError(conn, f"connection to {conn.host} timed out") from exc
+    except OSError as exc:
+        raise NewConnectionError(conn, f"failed to establish a new connection: {exc}") from exc
+
+
+def guarded_pool_classes(guard: AddressGuard) -> dict[str, type[HTTPConnectionPool]]:
+    """Pool classes for urllib3's PoolManager whose connections go through `guard`."""
+
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return guarded_new_conn(self, guard)
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return guarded_new_conn(self, guard)
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A requests adapter whose every connection is made (and checked) by an AddressGuard."""
+
+    def __init__(self, guard: AddressGuard, **kwargs: Any) -> None:
+        self.guard = guard
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self.guard)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        raise CallbackUrlError("proxies are not used for callbacks")
+
+
+def guarded_session(*, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> requests.Session:
+    """A requests session for callbacks: guarded connections, no proxies or .netrc from the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = GuardedAdapter(AddressGuard(allow_private=allow_private, resolver=resolver))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def blocked_reason(exc: BaseException) -> str | None:
+    """The refusal message if `exc` (or what caused it) is a blocked callback address."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, CallbackUrlError):
+            return str(current)
+        if isinstance(current, BlockedAddressError):
+            return str(current.__cause__ or current)
+        nested = getattr(current, "reason", None)
+        current = nested if isinstance(nested, BaseException) else (current.__cause__ or current.__context__)
+    return None

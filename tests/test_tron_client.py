@@ -1,0 +1,338 @@
+"""TronClient against the simulator over real HTTP: paging, receipts, rate limits, retries, faults."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tron_client import (
+    BlockRef,
+    TokenBucket,
+    TronBadResponse,
+    TronClient,
+    TronRateLimited,
+    TronUnavailable,
+    Trc20Transfer,
+    backoff_delay,
+    parse_retry_after,
+    parse_suspension,
+    seconds_until_utc_midnight,
+)
+from tron_sim import USDT_MAINNET, Simulator, random_address
+
+FAKE_TOKEN = "TXL6rJbvmjD46zeN1JssfgxvSo99qC8MRT"
+ClientFactory = Callable[..., TronClient]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    simulator = Simulator(block_interval=0.0, solidify_depth=2)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def make_client(sim: Simulator) -> ClientFactory:
+    def factory(**overrides: object) -> TronClient:
+        options: dict[str, object] = {"max_rps": 1000.0, "timeout": 0.5, "max_retries": 2, "backoff_base": 0.01,
+                                      "backoff_cap": 0.02}
+        options.update(overrides)
+        return TronClient(sim.url or "", USDT_MAINNET, **options)  # type: ignore[arg-type]
+
+    return factory
+
+
+@pytest.fixture
+def client(make_client: ClientFactory) -> TronClient:
+    return make_client()
+
+
+def trc20_requests(sim: Simulator) -> int:
+    return sim.count("/v1/")
+
+
+# -- TRC20 list ------------------------------------------------------------------------------------
+def test_reads_all_transfers_across_pages(sim: Simulator, client: TronClient) -> None:
+    wallet = random_address()
+    sent = [sim.transfer(wallet, 1_000_000 + i) for i in range(460)]
+    sim.mine()
+    sim.transfer(random_address(), 5)  # someone else's money
+    sim.solidify()
+    transfers = client.list_trc20_transfers(wallet, 0)
+    assert [t.transaction_id for t in transfers] == sent
+    assert [t.amount for t in transfers] == [1_000_000 + i for i in range(460)]
+    assert all(isinstance(t, Trc20Transfer) and t.to_address == wallet for t in transfers)
+    assert all(t.token_address == USDT_MAINNET and t.block_timestamp > 0 for t in transfers)
+    assert trc20_requests(sim) == 3
+    assert client.list_trc20_transfers(wallet, 0, max_pages=1) == transfers[:200]
+
+
+def test_min_timestamp_and_params(sim: Simulator, client: TronClient) -> None:
+    wallet = random_address()
+    sim.transfer(wallet, 1)
+    sim.solidify()
+    sim.advance(60)
+    late = sim.transfer(wallet, 2)
+    sim.solidify()
+    everything = client.list_trc20_transfers(wallet, 0)
+    assert [t.transaction_id for t in client.list_trc20_transfers(wallet, everything[-1].block_timestamp)] == [late]
+    query = sim.request_log[-1].query
+    for param in ("only_confirmed=true", "only_to=true", f"contract_address={USDT_MAINNET}",
+                  "order_by=block_timestamp%2Casc", "limit=200"):
+        assert param in query
+
+
+def test_fake_token_dropped_even_when_filter_ignored(sim: Simulator, client: TronClient) -> None:
+    wallet = random_address()
+    real = sim.transfer(wallet, 10)
+    sim.transfer(wallet, 10, contract=FAKE_TOKEN)
+    sim.solidify()
+    sim.set_fault("ignore_contract_filter", None)
+    assert [t.transaction_id for t in client.list_trc20_transfers(wallet, 0)] == [real]
+
+
+def test_records_for_other_wallets_or_approvals_dropped(client: TronClient) -> None:
+    wallet, other = random_address(), random_address()
+    record = {"transaction_id": "ab" * 32, "block_timestamp": 1, "from": other, "to": wallet, "type": "Transfer",
+              "value": "5", "token_info": {"symbol": "USDT", "address": USDT_MAINNET, "decimals": 6, "name": "T"}}
+    body = {"data": [record, {**record, "to": other}, {**record, "type": "Approval"}], "success": True, "meta": {}}
+    assert [t.amount for t in client._parse_trc20_page(body, wallet)] == [5]
+    with pytest.raises(TronBadResponse):
+        client._parse_trc20_page({"data": [{**record, "value": 5.0}]}, wallet)
+
+
+def test_unconfirmed_hidden_until_solidified(sim: Simulator, client: TronClient) -> None:
+    wallet = random_address()
+    tx_id = sim.transfer(wallet, 7)
+    sim.mine()
+    assert client.list_trc20_transfers(wallet, 0) == []
+    sim.set_fault("hide_unconfirmed_flag", 1)
+    assert len(client.list_trc20_transfers(wallet, 0)) == 1  # a misbehaving list...
+    assert client.get_transaction_info(tx_id) is None  # ...is caught by the solidified receipt check
+    sim.solidify()
+    assert [t.transaction_id for t in client.list_trc20_transfers(wallet, 0)] == [tx_id]
+
+
+# -- receipts --------------------------------------------------------------------------------------
+def test_receipt_success_failed_and_unknown(sim: Simulator, client: TronClient) -> None:
+    sender, wallet = random_address(), random_address()
+    ok = sim.transfer(wallet, 41_677_389, from_=sender)
+    failed = sim.transfer(wallet, 5, reverted=True)
+    sim.solidify()
+    info = client.get_transaction_info(ok)
+    assert info is not None and info.success and info.transaction_hash == ok
+    assert info.block_number == sim.tx_block(ok)
+    [log] = info.transfers
+    assert (log.from_address, log.to_address, log.amount, log.log_index) == (sender, wallet, 41_677_389, 0)
+    assert log.block_number == info.block_number and log.block_timestamp == info.block_timestamp
+    failed_info = client.get_transaction_info(failed)
+    assert failed_info is not None and not failed_info.success and failed_info.transfers == ()
+    assert client.get_transaction_info("cd" * 32) is None
+    with pytest.raises(ValueError):
+        client.get_transaction_info("nope")
+
+
+def test_batch_tx_has_two_logs_with_distinct_index(sim: Simulator, client: TronClient) -> None:
+    a, b = random_address(), random_address()
+    tx_id = sim.transaction([{"to": a, "amount": 1}, {"to": b, "amount": 2}, {"to": a, "amount": 3}])
+    sim.solidify()
+    info = client.get_transaction_info(tx_id)
+    assert info is not None
+    assert [(t.log_index, t.to_address, t.amount) for t in info.transfers] == [(0, a, 1), (1, b, 2), (2, a, 3)]
+    assert [t.amount for t in client.list_trc20_transfers(a, 0)] == [1, 3]
+
+
+def test_internal_call_tx_decoded(sim: Simulator, client: TronClient) -> None:
+    wallet = random_address()
+    tx_id = sim.transfer(wallet, 99, internal=True)
+    sim.solidify()
+    info = client.get_transaction_info(tx_id)
+    assert info is not None and info.success
+    [log] = info.transfers  # the DEX's own event is skipped, its index still counts
+    assert (log.log_index, log.to_address, log.amount) == (1, wallet, 99)
+
+
+def test_fake_token_logs_not_decoded(sim: Simulator, client: TronClient) -> None:
+    tx_id = sim.transfer(random_address(), 5, contract=FAKE_TOKEN)
+    sim.solidify()
+    info = client.get_transaction_info(tx_id)
+    assert info is not None and info.success and info.transfers == ()
+
+
+def test_solid_head_and_block_infos(sim: Simulator, client: TronClient) -> None:
+    wallet = random_address()
+    usdt = sim.transfer(wallet, 3)
+    failed = sim.transfer(wallet, 4, reverted=True)
+    trx = sim.trx_transfer(wallet)
+    block = sim.mine()
+    assert client.get_block_infos(block) == []  # not solidified yet
+    sim.solidify()
+    state = sim.state()
+    assert client.get_solid_head() == BlockRef(state["solid_head"], state["solid_timestamp"])
+    infos = client.get_block_infos(block)
+    assert [i.transaction_hash for i in infos] == [usdt, failed, trx]
+    assert [i.success for i in infos] == [True, False, False]  # a TRX transfer has no receipt.result
+    assert [len(i.transfers) for i in infos] == [1, 0, 0]
+    assert client.get_block_infos(block + 1) == []
+
+
+def test_has_v1_api_probe_cached(sim: Simulator, client: TronClient) -> None:
+    assert client.has_v1_api() is True
+    assert client.has_v1_api() is True
+    assert client.request_count == 1
+    bare = Simulator(v1_api=False)
+    url = bare.start()
+    try:
+        assert TronClient(url, USDT_MAINNET, timeout=1).has_v1_api() is False
+    finally:
+        bare.stop()
+
+
+def test_api_key_header_sent(sim: Simulator, make_client: ClientFactory) -> None:
+    make_client(api_key="secret-key").get_solid_head()
+    make_client().get_solid_head()
+    assert [r.api_key for r in sim.request_log] == ["secret-key", None]
+
+
+# -- rate limits -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["429", "403_suspended"])
+def test_rate_limit_pauses_all_calls(sim: Simulator, client: TronClient, kind: str) -> None:
+    sim.set_fault(kind, 1, seconds=0.4)
+    with pytest.raises(TronRateLimited) as caught:
+        client.get_solid_head()
+    assert caught.value.retry_after == pytest.approx(0.4)
+    paused = client.paused_until
+    assert paused is not None and 0 < paused - time.time() <= 0.4
+    sent = sim.request_counts()["total"]
+    for call in (client.get_solid_head, lambda: client.list_trc20_transfers(random_address(), 0)):
+        with pytest.raises(TronRateLimited):
+            call()
+    assert sim.request_counts()["total"] == sent == 1
+    time.sleep(0.45)
+    assert client.paused_until is None
+    assert client.get_solid_head().number == sim.state()["solid_head"]
+
+
+def test_daily_quota_pauses_long(sim: Simulator, make_client: ClientFactory) -> None:
+    client = make_client(daily_limit_pause_cap=0.3)
+    sim.set_fault("403_daily", 1)
+    with pytest.raises(TronRateLimited) as caught:
+        client.get_solid_head()
+    assert caught.value.retry_after == pytest.approx(0.3)
+    with pytest.raises(TronRateLimited):
+        client.get_solid_head()
+    assert sim.request_counts()["total"] == 1
+    assert make_client().get_solid_head()  # the pause belongs to the client that met the limit
+
+
+def test_4xx_is_bad_response_not_retried(sim: Simulator, client: TronClient) -> None:
+    bad = client._request  # 400 on an invalid address: a 4xx, never retried
+    with pytest.raises(TronBadResponse) as caught:
+        bad("GET", "/v1/accounts/TNotAnAddress/transactions/trc20")
+    assert caught.value.status_code == 400
+    assert client.request_count == 1 and client.paused_until is None
+
+
+# -- retries and bad answers -----------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["500", "503"])
+def test_5xx_retried_then_succeeds(sim: Simulator, client: TronClient, kind: str) -> None:
+    sim.set_fault(kind, 2)
+    assert client.get_solid_head().number == sim.state()["solid_head"]
+    assert client.request_count == 3 == sim.request_counts()["total"]
+
+
+def test_5xx_persistent_is_unavailable(sim: Simulator, client: TronClient) -> None:
+    sim.set_fault("500", None)
+    with pytest.raises(TronUnavailable):
+        client.get_transaction_info("ab" * 32)
+    assert client.request_count == 3  # 1 + max_retries
+
+
+@pytest.mark.parametrize("kind", ["error_200", "not_json"])
+def test_bad_answers_raise_after_one_retry(sim: Simulator, client: TronClient, kind: str) -> None:
+    sim.set_fault(kind, None)
+    with pytest.raises(TronBadResponse):
+        client.get_solid_head()
+    assert client.request_count == 2
+    sim.clear_faults()
+    sim.set_fault(kind, 1)
+    assert client.get_solid_head().number == sim.state()["solid_head"]
+
+
+def test_slow_answer_retried_then_unavailable(sim: Simulator, make_client: ClientFactory) -> None:
+    client = make_client(timeout=0.2, max_retries=1)
+    sim.set_fault("slow", 1, seconds=0.5)
+    assert client.get_solid_head().number == sim.state()["solid_head"]
+    assert client.request_count == 2
+    sim.set_fault("slow", None, seconds=0.5)
+    with pytest.raises(TronUnavailable):
+        client.get_solid_head()
+    assert client.request_count == 4
+
+
+def test_connection_refused_is_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = TronClient(f"http://127.0.0.1:{port}", USDT_MAINNET, timeout=0.5, max_retries=1, backoff_base=0.01)
+    with pytest.raises(TronUnavailable):
+        client.get_solid_head()
+    assert client.request_count == 2
+
+
+# -- client-side rate limiter ----------------------------------------------------------------------
+def test_rate_limiter_spaces_requests(sim: Simulator, make_client: ClientFactory) -> None:
+    client = make_client(max_rps=20.0, burst=2)
+    started = time.monotonic()
+    for _ in range(12):
+        client.get_solid_head()
+    assert time.monotonic() - started >= (12 - 2) / 20.0
+
+
+def test_rate_limiter_is_shared_by_threads(sim: Simulator, make_client: ClientFactory) -> None:
+    client = make_client(max_rps=25.0)
+    started = time.monotonic()
+    threads = [threading.Thread(target=client.get_solid_head) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started >= (10 - 1) / 25.0
+    stamps = sorted(r.at for r in sim.request_log)
+    assert len(stamps) == 10 and client.request_count == 10
+    assert stamps[-1] - stamps[0] >= 8 / 25.0
+
+
+def test_token_bucket_reservations() -> None:
+    now = [100.0]
+    bucket = TokenBucket(rate=10.0, capacity=3, clock=lambda: now[0], sleep=lambda s: None)
+    assert [bucket.reserve() for _ in range(5)] == pytest.approx([0.0, 0.0, 0.0, 0.1, 0.2])
+    now[0] += 1.0
+    assert bucket.reserve() == pytest.approx(0.0)
+
+
+# -- pure helpers ----------------------------------------------------------------------------------
+def test_backoff_delay_full_jitter() -> None:
+    assert backoff_delay(0, 0.5, 8.0, rand=lambda: 0.999) == pytest.approx(0.4995)
+    assert backoff_delay(3, 0.5, 8.0, rand=lambda: 0.5) == pytest.approx(2.0)
+    assert backoff_delay(10, 0.5, 8.0, rand=lambda: 1.0) == pytest.approx(8.0)
+    assert backoff_delay(2, 0.5, 8.0, rand=lambda: 0.0) == 0.0
+
+
+def test_rate_limit_message_parsing() -> None:
+    message = "The key exceeds the frequency limit(15), and the query server is suspended for 30s"
+    assert parse_suspension(message) == 30.0
+    assert parse_suspension("suspended for 0.5s") == 0.5
+    assert parse_suspension("Exceed the user daily usage (100000)") is None
+    assert parse_retry_after("12") == 12.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert parse_retry_after(None) is None
+
+
+def test_seconds_until_utc_midnight() -> None:
+    assert seconds_until_utc_midnight(86400 * 20_000 + 3600) == 82800
+    assert seconds_until_utc_midnight(86400 * 20_000) == 86400

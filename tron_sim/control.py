@@ -1,0 +1,139 @@
+"""HTTP control endpoints ``/_sim/...``, mirroring the Python API; all bodies are JSON.
+
+Amounts: ``amount`` is a JSON integer of micro-USDT (10^-6), or ``amount_usdt`` a decimal string of USDT
+(``"10.5"``); never a float.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tron_sim.simulator import Simulator
+
+logger = logging.getLogger(__name__)
+
+Result = tuple[int, Any]
+
+
+def parse_amount(item: dict[str, Any]) -> int:
+    """Micro-USDT from ``amount`` (integer micro-USDT) or ``amount_usdt`` (decimal string of USDT)."""
+    if "amount_usdt" in item:
+        value = item["amount_usdt"]
+        if not isinstance(value, str):
+            raise ValueError("amount_usdt must be a decimal string such as \"10.5\"")
+        try:
+            micro = Decimal(value) * 10**6
+        except InvalidOperation:
+            raise ValueError(f"amount_usdt is not a decimal: {value!r}") from None
+        if not micro.is_finite() or micro != micro.to_integral_value():
+            raise ValueError("amount_usdt has more than 6 decimals")
+        return int(micro)
+    value = item.get("amount")
+    if type(value) is not int:
+        raise ValueError("amount must be an integer of micro-USDT (or send amount_usdt as a string)")
+    return value
+
+
+def _transfer_item(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict) or "to" not in item:
+        raise ValueError("each transfer needs a \"to\" address")
+    return {"to": item["to"], "amount": parse_amount(item), "from": item.get("from"),
+            "contract": item.get("contract")}
+
+
+def _transfer(sim: Simulator, body: dict[str, Any]) -> Result:
+    item = _transfer_item(body)
+    tx_id = sim.transfer(item["to"], item["amount"], from_=item["from"], contract=item["contract"],
+                         reverted=bool(body.get("reverted")), internal=bool(body.get("internal")),
+                         list_reverted=bool(body.get("list_reverted", True)))
+    return 200, {"tx_id": tx_id}
+
+
+def _transaction(sim: Simulator, body: dict[str, Any]) -> Result:
+    transfers = body.get("transfers")
+    if not isinstance(transfers, list) or not transfers:
+        raise ValueError("transfers must be a non-empty list")
+    tx_id = sim.transaction([_transfer_item(item) for item in transfers], reverted=bool(body.get("reverted")),
+                            internal=bool(body.get("internal")),
+                            list_reverted=bool(body.get("list_reverted", True)))
+    return 200, {"tx_id": tx_id}
+
+
+def _trx_transfer(sim: Simulator, body: dict[str, Any]) -> Result:
+    amount = body.get("amount", 1_000_000)
+    tx_id = sim.trx_transfer(body.get("to"), amount, from_=body.get("from"))
+    return 200, {"tx_id": tx_id}
+
+
+def _mine(sim: Simulator, body: dict[str, Any]) -> Result:
+    blocks = body.get("blocks", 1)
+    if type(blocks) is not int or blocks < 0:
+        raise ValueError("blocks must be a non-negative integer")
+    sim.mine(blocks)
+    return 200, sim.control_state()
+
+
+def _solidify(sim: Simulator, body: dict[str, Any]) -> Result:
+    sim.solidify()
+    return 200, sim.control_state()
+
+
+def _advance(sim: Simulator, body: dict[str, Any]) -> Result:
+    seconds = body.get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        raise ValueError("seconds must be a non-negative number")
+    sim.advance(seconds)
+    return 200, sim.control_state()
+
+
+def _fault(sim: Simulator, body: dict[str, Any]) -> Result:
+    count = body.get("count", 1)
+    seconds = body.get("seconds")
+    if count is not None and type(count) is not int:
+        raise ValueError("count must be an integer or null")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+        raise ValueError("seconds must be a number")
+    sim.set_fault(str(body.get("kind")), count, seconds=seconds, path_prefix=body.get("path_prefix"))
+    return 200, {"faults": sim.faults.active()}
+
+
+def _clear_faults(sim: Simulator, body: dict[str, Any]) -> Result:
+    sim.clear_faults()
+    return 200, {"faults": []}
+
+
+def _reset_counts(sim: Simulator, body: dict[str, Any]) -> Result:
+    sim.reset_counts()
+    return 200, sim.control_state()
+
+
+def _state(sim: Simulator, body: dict[str, Any]) -> Result:
+    return 200, sim.control_state()
+
+
+ROUTES: dict[tuple[str, str], Callable[[Simulator, dict[str, Any]], Result]] = {
+    ("POST", "transfer"): _transfer,
+    ("POST", "transaction"): _transaction,
+    ("POST", "trx_transfer"): _trx_transfer,
+    ("POST", "mine"): _mine,
+    ("POST", "solidify"): _solidify,
+    ("POST", "advance"): _advance,
+    ("POST", "fault"): _fault,
+    ("POST", "clear_faults"): _clear_faults,
+    ("POST", "reset_counts"): _reset_counts,
+    ("GET", "state"): _state,
+}
+
+
+def control(sim: Simulator, method: str, path: str, body: dict[str, Any]) -> Result:
+    name = path.removeprefix("/_sim/").strip("/")
+    route = ROUTES.get((method, name))
+    if route is None:
+        return 404, {"error": "not_found", "message": f"no control endpoint {method} {path}"}
+    try:
+        return route(sim, body)
+    except (ValueError, KeyError, TypeError) as exc:
+        return 400, {"error": "bad_request", "message": str(exc)}

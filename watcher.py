@@ -1,0 +1,464 @@
+"""The watcher: finds confirmed USDT transfers to watched wallets and credits payments.
+
+Two strategies share everything after the transfers are found (matching.credit_transfer):
+
+* account: one TRC20 history listing per watched wallet (TronGrid's /v1 API), paging with
+  the fingerprint to the end, from a persisted per-wallet cursor with an overlap;
+* blocks: every solidified block's receipts (gettransactioninfobyblocknum) from a persisted
+  block cursor; its cost does not grow with the number of wallets, and it works on java-tron.
+
+One watcher is active across all processes and hosts: the holder of a PostgreSQL advisory lock
+taken on a dedicated connection (outside the pool, with TCP keepalives).
+`python watcher.py` runs it standalone; the app starts it as a thread when WATCHER_ENABLED.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg2
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from config import Config, ConfigError, configure_logging, load_config
+from database import Database, DatabaseError, resolve_database_url
+from matching import ObservedTransfer, Outcome, credit_transfer, expire_due, has_candidates
+from models import Payment, PaymentStatus, ServiceState, Transfer, WalletCursor
+from payments import log_event
+from tron_client import Trc20Transfer, TronClient, TronError, TronRateLimited, TxInfo
+
+logger = logging.getLogger(__name__)
+
+WATCHER_LOCK_ID = 0x7472_6F6E_0003
+OVERLAP_MS = 60_000  # re-read the last minute: page and clock boundaries never drop a transfer
+BLOCK_MS = 3_000
+SWITCH_TO_BLOCKS = 0.7  # share of the per-cycle request budget at which `auto` leaves `account`
+SWITCH_TO_ACCOUNT = 0.4  # ... and comes back (hysteresis)
+
+
+@dataclass
+class CycleResult:
+    strategy: str
+    wallets: int = 0
+    transfers_seen: int = 0
+    credited: int = 0
+    unmatched: int = 0
+    duplicates: int = 0
+    expired: int = 0
+    requests: int = 0
+    blocks: int = 0
+    seconds: float = 0.0
+    read_up_to: int | None = None  # chain time (ms) read completely
+    blocks_behind: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> None:
+        self.transfers_seen += 1
+        if outcome.result == "credited":
+            self.credited += 1
+        elif outcome.result == "unmatched":
+            self.unmatched += 1
+        elif outcome.result == "duplicate":
+            self.duplicates += 1
+
+
+# --- shared state in the database --------------------------------------------------------------
+
+def read_state(session: Session, key: str) -> Any:
+    row = session.get(ServiceState, key)
+    return row.value if row else None
+
+
+def write_state(session: Session, key: str, value: Any) -> None:
+    session.execute(
+        insert(ServiceState).values(key=key, value=value)
+        .on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": func.now()})
+    )
+
+
+def watched_wallets(session: Session, late_window: int) -> dict[str, datetime]:
+    """Wallets with candidates, each with the creation time of its oldest candidate."""
+    window_start = datetime.now(UTC) - timedelta(seconds=late_window)
+    rows = session.execute(
+        select(Payment.wallet_address, func.min(Payment.created_at))
+        .where(
+            or_(
+                Payment.status == PaymentStatus.pending,
+                (Payment.status == PaymentStatus.expired) & (Payment.expires_at >= window_start),
+                (Payment.status == PaymentStatus.failed) & (Payment.cancelled_at >= window_start),
+            )
+        )
+        .group_by(Payment.wallet_address)
+    )
+    return {wallet: oldest for wallet, oldest in rows}
+
+
+def to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+# --- the leader lock ---------------------------------------------------------------------------
+
+class LeaderLock:
+    """A session-level advisory lock on its own connection; lost when the connection dies."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conn: Any = None
+
+    def _connect(self) -> Any:
+        # keepalives: a vanished host is noticed within 10 + 5 * 3 = 25 s and its lock released.
+        conn = psycopg2.connect(self.dsn, keepalives=1, keepalives_idle=10, keepalives_interval=5,
+                                keepalives_count=3, connect_timeout=10, application_name="tron-usdt-watcher")
+        conn.autocommit = True
+        return conn
+
+    def acquire(self) -> bool:
+        """True while this process holds the lock (checked every cycle)."""
+        try:
+            if self.conn is not None and not self.conn.closed:
+                with self.conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                return True
+        except psycopg2.Error:
+            self.release()
+        try:
+            self.conn = self._connect()
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (WATCHER_LOCK_ID,))
+                held = bool(cur.fetchone()[0])
+        except psycopg2.Error as exc:
+            logger.warning("watcher lock: database unreachable: %s", exc)
+            self.release()
+            return False
+        if not held:
+            self.release()
+        return held
+
+    def release(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg2.Error:
+                pass
+        self.conn = None
+
+
+# --- the watcher -------------------------------------------------------------------------------
+
+class Watcher:
+    def __init__(self, db: Database, config: Config, client: TronClient | None = None) -> None:
+        self.db = db
+        self.config = config
+        self.client = client or TronClient(
+            config.trongrid_api_url, config.usdt_contract, api_key=config.trongrid_api_key,
+            max_rps=config.trongrid_max_rps,
+        )
+        self.lock = LeaderLock(db.url)
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.is_leader = False
+        self.strategy: str | None = None
+        self.last_result: CycleResult | None = None
+
+    # lifecycle
+    def start(self) -> None:
+        if self.thread is not None:
+            return
+        self.thread = threading.Thread(target=self.run_forever, name="watcher", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
+            self.thread = None
+        self.lock.release()
+
+    def run_forever(self) -> None:
+        logger.info("watcher started (strategy %s, every %.2fs)", self.config.watcher_strategy,
+                    self.config.polling_interval_seconds)
+        while True:
+            try:
+                self.run_once()
+            except Exception:  # one bad cycle must never stop the loop
+                logger.exception("watcher cycle failed")
+            if self.stop_event.wait(self.config.polling_interval_seconds):
+                break
+        logger.info("watcher stopped")
+
+    def run_once(self) -> CycleResult | None:
+        """One cycle if this process holds the leader lock; None otherwise."""
+        held = self.lock.acquire()
+        if held != self.is_leader:
+            logger.info("watcher %s the leader lock", "took" if held else "does not hold")
+            self.is_leader = held
+        if not held:
+            return None
+        started = time.monotonic()
+        before = self.client.request_count
+        result = self.cycle()
+        result.requests = self.client.request_count - before
+        result.seconds = time.monotonic() - started
+        self.last_result = result
+        self.report(result)
+        return result
+
+    # strategy choice
+    def budget_per_cycle(self) -> float:
+        return self.config.trongrid_max_rps * self.config.polling_interval_seconds
+
+    def choose_strategy(self, wallet_count: int) -> str:
+        configured = self.config.watcher_strategy
+        if configured != "auto":
+            return configured
+        if not self.client.has_v1_api():
+            return "blocks"
+        budget = self.budget_per_cycle()
+        current = self.strategy or "account"
+        if current == "account" and wallet_count > SWITCH_TO_BLOCKS * budget:
+            current = "blocks"
+        elif current == "blocks" and wallet_count < SWITCH_TO_ACCOUNT * budget:
+            current = "account"
+        return current
+
+    def cycle(self) -> CycleResult:
+        with self.db.Session() as session:
+            wallets = watched_wallets(session, self.config.late_payment_window_seconds)
+            previous = read_state(session, "watcher_strategy")
+        if self.strategy is None and previous:
+            self.strategy = previous.get("strategy")
+        strategy = self.choose_strategy(len(wallets))
+        if strategy != self.strategy:
+            self.switch(self.strategy, strategy, wallets)
+        if strategy == "blocks":
+            return self.blocks_cycle(wallets)
+        return self.account_cycle(wallets)
+
+    def switch(self, old: str | None, new: str, wallets: dict[str, datetime]) -> None:
+        logger.info("watcher strategy: %s -> %s (%d wallets with candidates, budget %.0f requests per cycle)",
+                    old or "none", new, len(wallets), self.budget_per_cycle())
+        with self.db.transaction() as session:
+            if new == "blocks":
+                self.seed_block_cursor(session, wallets)
+            elif old == "blocks":
+                self.seed_wallet_cursors(session, wallets)
+            write_state(session, "watcher_strategy", {"strategy": new, "since": time.time()})
+        self.strategy = new
+
+    def seed_block_cursor(self, session: Session, wallets: dict[str, datetime]) -> None:
+        """Start reading blocks where the oldest wallet cursor stands, so a switch leaves no gap."""
+        if not wallets:
+            return
+        cursors = dict(session.execute(
+            select(WalletCursor.wallet_address, WalletCursor.last_checked_timestamp)
+            .where(WalletCursor.wallet_address.in_(list(wallets)))
+        ).all())
+        oldest = min(cursors.get(w, to_ms(created)) for w, created in wallets.items()) - OVERLAP_MS
+        head = self.client.get_solid_head()
+        # Missed slots only make real blocks fewer than this estimate: it errs towards older blocks.
+        number = max(0, head.number - max(0, head.timestamp - oldest) // BLOCK_MS - 20)
+        current = read_state(session, "block_cursor")
+        if current is None or current["number"] > number:
+            write_state(session, "block_cursor", {"number": number, "timestamp": oldest})
+
+    def seed_wallet_cursors(self, session: Session, wallets: dict[str, datetime]) -> None:
+        block = read_state(session, "block_cursor")
+        if block is None or not wallets:
+            return
+        for wallet in wallets:
+            self.save_wallet_cursor(session, wallet, int(block["timestamp"]), only_lower=True)
+
+    def save_wallet_cursor(self, session: Session, wallet: str, value: int, *, only_lower: bool = False) -> None:
+        stmt = insert(WalletCursor).values(wallet_address=wallet, last_checked_timestamp=value)
+        new_value = (func.least(WalletCursor.last_checked_timestamp, value) if only_lower
+                     else func.greatest(WalletCursor.last_checked_timestamp, value))
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=["wallet_address"], set_={"last_checked_timestamp": new_value, "updated_at": func.now()}
+        ))
+
+    # shared: credit and expire
+    def credit(self, transfers: list[ObservedTransfer], result: CycleResult) -> None:
+        late = self.config.late_payment_window_seconds
+        for transfer in sorted(transfers, key=lambda t: (t.block_timestamp, t.transaction_hash, t.log_index)):
+            with self.db.transaction() as session:
+                result.count(credit_transfer(session, transfer, late))
+
+    def expire(self, wallets: list[str] | None, read_up_to: int, result: CycleResult) -> None:
+        with self.db.transaction() as session:
+            result.expired += len(expire_due(session, wallets, read_up_to))
+            query = update(Payment).where(Payment.status == PaymentStatus.pending)
+            if wallets is not None:
+                query = query.where(Payment.wallet_address.in_(wallets))
+            session.execute(query.values(last_checked_timestamp=read_up_to))
+
+    def log_rejected(self, info: TxInfo, wallet: str) -> None:
+        with self.db.transaction() as session:
+            for payment_id in session.scalars(
+                select(Payment.id).where(Payment.wallet_address == wallet, Payment.status == PaymentStatus.pending)
+            ):
+                log_event(session, payment_id, "transfer_rejected",
+                          f"transaction {info.transaction_hash} to this wallet failed on chain (not SUCCESS); "
+                          "nothing credited", transaction_hash=info.transaction_hash)
+
+    # account strategy
+    def account_cycle(self, wallets: dict[str, datetime]) -> CycleResult:
+        result = CycleResult("account", wallets=len(wallets))
+        if not wallets:
+            return result
+        head = self.client.get_solid_head()
+        with self.db.Session() as session:
+            cursors = dict(session.execute(select(WalletCursor.wallet_address, WalletCursor.last_checked_timestamp)
+                                           .where(WalletCursor.wallet_address.in_(list(wallets)))).all())
+        fully_read = []
+        for wallet, oldest in wallets.items():
+            if self.stop_event.is_set():
+                break
+            start = cursors.get(wallet, to_ms(oldest)) - OVERLAP_MS
+            try:
+                read_up_to = self.read_wallet(wallet, start, head.timestamp, result)
+            except TronRateLimited as exc:
+                result.errors.append(f"{wallet}: rate limited ({exc})")
+                break  # the client pauses every call; the next cycle resumes from the cursors
+            except TronError as exc:
+                logger.warning("watcher: wallet %s skipped this cycle: %s", wallet, exc)
+                result.errors.append(f"{wallet}: {exc}")
+                continue
+            with self.db.transaction() as session:
+                self.save_wallet_cursor(session, wallet, read_up_to)
+            if read_up_to >= head.timestamp:
+                fully_read.append(wallet)
+            self.expire([wallet], read_up_to, result)
+        result.read_up_to = head.timestamp if len(fully_read) == len(wallets) else None
+        return result
+
+    def read_wallet(self, wallet: str, start: int, solid_ts: int, result: CycleResult) -> int:
+        """Credit what the wallet received since `start`; returns the chain time read completely."""
+        records = [r for r in self.client.list_trc20_transfers(wallet, max(0, start))
+                   if r.block_timestamp <= solid_ts]
+        by_tx: dict[str, list[Trc20Transfer]] = {}
+        for record in records:
+            by_tx.setdefault(record.transaction_id, []).append(record)
+        with self.db.Session() as session:
+            known = set(session.scalars(select(Transfer.transaction_hash).where(
+                Transfer.to_address == wallet, Transfer.transaction_hash.in_(list(by_tx)))))
+            late = self.config.late_payment_window_seconds
+            relevant = {tx_id: group for tx_id, group in by_tx.items() if tx_id not in known
+                        and has_candidates(session, wallet, group[0].block_timestamp, late)}
+        read_up_to = solid_ts
+        for tx_id, group in relevant.items():
+            info = self.client.get_transaction_info(tx_id)
+            if info is None:  # not solidified on this node yet: read again from here next cycle
+                read_up_to = min(read_up_to, min(r.block_timestamp for r in group) - 1)
+                continue
+            if not info.success:
+                self.log_rejected(info, wallet)
+                continue
+            self.credit([observed(log) for log in info.transfers if log.to_address == wallet], result)
+        return read_up_to
+
+    # blocks strategy
+    def blocks_cycle(self, wallets: dict[str, datetime]) -> CycleResult:
+        result = CycleResult("blocks", wallets=len(wallets))
+        head = self.client.get_solid_head()
+        with self.db.Session() as session:
+            cursor = read_state(session, "block_cursor")
+        if cursor is None:
+            cursor = {"number": head.number, "timestamp": head.timestamp}
+            with self.db.transaction() as session:
+                write_state(session, "block_cursor", cursor)
+        number, read_ts = int(cursor["number"]), int(cursor["timestamp"])
+        budget = max(1, int(self.budget_per_cycle()) - 1)
+        last = min(head.number, number + budget)
+        try:
+            for num in range(number + 1, last + 1):
+                if self.stop_event.is_set():
+                    break
+                infos = self.client.get_block_infos(num)
+                transfers = [observed(log) for info in infos if info.success
+                             for log in info.transfers if log.to_address in wallets]
+                self.credit(transfers, result)
+                read_ts = head.timestamp if num == head.number else max([read_ts] + [i.block_timestamp for i in infos])
+                number = num
+                result.blocks += 1
+                with self.db.transaction() as session:
+                    write_state(session, "block_cursor", {"number": number, "timestamp": read_ts})
+        except TronError as exc:
+            logger.warning("watcher: block %d not read this cycle: %s", number + 1, exc)
+            result.errors.append(str(exc))
+        if number >= head.number:
+            read_ts = max(read_ts, head.timestamp)
+        result.blocks_behind = head.number - number
+        result.read_up_to = read_ts
+        self.expire(None, read_ts, result)
+        with self.db.transaction() as session:
+            for wallet in wallets:
+                self.save_wallet_cursor(session, wallet, read_ts)
+        return result
+
+    # reporting
+    def report(self, result: CycleResult) -> None:
+        behind = None
+        if result.read_up_to is not None:
+            try:
+                head = self.client.get_solid_head() if result.strategy == "account" else None
+            except TronError:
+                head = None
+            behind = max(0.0, ((head.timestamp if head else result.read_up_to) - result.read_up_to) / 1000)
+        status = {
+            "strategy": result.strategy,
+            "last_cycle_finished": time.time(),
+            "last_cycle_seconds": round(result.seconds, 3),
+            "seconds_behind": behind,
+            "blocks_behind": result.blocks_behind,
+            "paused_until": self.client.paused_until,
+            "wallets": result.wallets,
+            "requests": result.requests,
+            "last_error": result.errors[-1] if result.errors else None,
+        }
+        with self.db.transaction() as session:
+            write_state(session, "watcher_status", status)
+        logger.info("watcher cycle: %s, %d wallets, %d transfers (%d credited, %d unmatched), %d expired, "
+                    "%d requests, %.2fs", result.strategy, result.wallets, result.transfers_seen, result.credited,
+                    result.unmatched, result.expired, result.requests, result.seconds)
+
+
+def observed(log: Any) -> ObservedTransfer:
+    return ObservedTransfer(log.transaction_hash, log.log_index, log.from_address, log.to_address, log.amount,
+                            log.block_number, log.block_timestamp)
+
+
+def main() -> int:
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config)
+    try:
+        db = Database(resolve_database_url(config.database_url))
+        import migrate
+
+        migrate.upgrade_to_head(db.url)
+    except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
+        print(f"database error: {exc}", file=sys.stderr)
+        return 1
+    watcher = Watcher(db, config)
+    signal.signal(signal.SIGTERM, lambda *_: watcher.stop_event.set())
+    signal.signal(signal.SIGINT, lambda *_: watcher.stop_event.set())
+    watcher.run_forever()
+    watcher.lock.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,626 @@
+"""Webhooks: signing secrets, the outbox dispatcher, retries, and the event view for `/events`.
+
+Secrets (service_state key ``webhook_secrets``)
+  * ``WEBHOOK_SECRET`` unset: a secret is generated once, stored, and used by every process.
+  * ``WEBHOOK_SECRET`` set: it is the signing secret. ``rotate-webhook-secret`` still works: the
+    new secret is stored in the database together with a fingerprint of the environment secret
+    it replaced, and wins while WEBHOOK_SECRET keeps that value; the environment secret is then
+    the previous one. Setting WEBHOOK_SECRET to a different value later makes the environment
+    authoritative again, at once and alone (no overlap): that is an explicit operator decision.
+  * After a rotation the previous secret keeps signing for ``PREVIOUS_SECRET_TTL`` (24 h), so
+    every request carries two signatures (current first) until it expires or is dropped.
+
+Delivery
+  Events are claimed from the outbox with ``FOR UPDATE SKIP LOCKED`` and a lease, sent on the
+  dispatcher's own threads (never the watcher's), and the outcome is recorded only while this
+  dispatcher still holds the lease. Only the oldest pending event of a payment is eligible, so a
+  payment's events arrive in order. A refused (non-public) address at delivery is a failed
+  attempt retried on the schedule: DNS may change back, and the schedule ends it anyway.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import random
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from config import Config
+from database import Database
+from models import EventState, Payment, ServiceState, WebhookEvent
+from payments import db_now, iso, log_event
+from ssrf import Resolver, blocked_reason, guarded_session
+from webhook_signing import generate_secret, signature_header
+
+logger = logging.getLogger(__name__)
+
+SECRETS_KEY = "webhook_secrets"
+PREVIOUS_SECRET_TTL = timedelta(hours=24)
+MAX_RESPONSE_BYTES = 64 * 1024
+RETRY_AFTER_CAP_SECONDS = 86400.0
+JITTER_FRACTION = 0.1
+# A lease covers connect + response (each up to the timeout) plus this margin for DNS and the DB.
+LEASE_MARGIN_SECONDS = 30.0
+USER_AGENT = "tron-usdt-monitor-webhooks/1.0"
+MAX_ERROR_CHARS = 500
+
+CLAIM_SQL = text(
+    """
+    WITH due AS (
+        SELECT e.seq FROM webhook_events e
+        WHERE e.state = 'pending'
+          AND e.next_attempt_at <= now()
+          AND (e.lease_until IS NULL OR e.lease_until < now())
+          AND e.seq <> ALL(CAST(:exclude AS bigint[]))
+          AND NOT EXISTS (
+              SELECT 1 FROM webhook_events earlier
+              WHERE earlier.payment_id = e.payment_id AND earlier.state = 'pending' AND earlier.seq < e.seq
+          )
+        ORDER BY e.next_attempt_at, e.seq
+        LIMIT :limit
+        FOR UPDATE OF e SKIP LOCKED
+    )
+    UPDATE webhook_events w
+    SET lease_until = now() + make_interval(secs => :lease), leased_by = :worker
+    FROM due WHERE w.seq = due.seq
+    RETURNING w.seq, w.id, w.payment_id, w.type, w.body, w.callback_url
+    """
+)
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SecretSet:
+    current: str
+    previous: str | None
+    previous_expires_at: datetime | None
+    source: str  # "environment" or "database"
+
+    def signing(self) -> list[str]:
+        return [self.current] + ([self.previous] if self.previous else [])
+
+
+def secret_fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _load_state(session: Session, *, for_update: bool = False) -> dict[str, Any] | None:
+    query = select(ServiceState.value).where(ServiceState.key == SECRETS_KEY)
+    if for_update:
+        query = query.with_for_update()
+    value = session.scalars(query).one_or_none()
+    return dict(value) if value else None
+
+
+def _insert_state_if_missing(session: Session, value: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING: True if this call stored `value`."""
+    stmt = (
+        pg_insert(ServiceState)
+        .values(key=SECRETS_KEY, value=value)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(ServiceState.key)
+    )
+    return session.execute(stmt).first() is not None
+
+
+def _store_state(session: Session, value: dict[str, Any]) -> None:
+    stmt = pg_insert(ServiceState).values(key=SECRETS_KEY, value=value)
+    session.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": func.now()}))
+
+
+def _fresh_state(secret: str, now: datetime) -> dict[str, Any]:
+    return {"current": secret, "previous": None, "previous_expires_at": None, "env_fingerprint": None,
+            "created_at": iso(now), "rotated_at": None}
+
+
+def _active_secrets(state: dict[str, Any] | None, env_secret: str | None, now: datetime) -> SecretSet | None:
+    """The secrets in force: the environment's unless a rotation superseded that exact value."""
+    if env_secret and not (state and state.get("env_fingerprint") == secret_fingerprint(env_secret)):
+        return SecretSet(env_secret, None, None, "environment")
+    if state is None:
+        return None
+    previous, expires = state.get("previous"), _parse_time(state.get("previous_expires_at"))
+    if previous and expires is not None and expires <= now:
+        previous = None
+    return SecretSet(state["current"], previous, expires if previous else None, "database")
+
+
+def _secret_set(session: Session, config: Config) -> SecretSet:
+    now = db_now(session)
+    active = _active_secrets(_load_state(session), config.webhook_secret, now)
+    if active is None:
+        if _insert_state_if_missing(session, _fresh_state(generate_secret(), now)):
+            logger.info("generated and stored a new webhook signing secret")
+        active = _active_secrets(_load_state(session), config.webhook_secret, now)
+    assert active is not None
+    return active
+
+
+def get_signing_secrets(session: Session, config: Config) -> list[str]:
+    """The secrets to sign with, current first (two while a rotation overlaps)."""
+    return _secret_set(session, config).signing()
+
+
+def ensure_webhook_secret(db: Database, config: Config) -> str | None:
+    """Generate and store the secret when none is configured or stored; the new secret, else None.
+
+    Safe when several processes start at once: exactly one INSERT wins, the others read it.
+    """
+    if config.webhook_secret:
+        return None
+    secret = generate_secret()
+    with db.transaction() as session:
+        created = _insert_state_if_missing(session, _fresh_state(secret, db_now(session)))
+    if created:
+        logger.info("generated and stored the webhook signing secret")
+    return secret if created else None
+
+
+def describe_webhook_secrets(session: Session, config: Config) -> dict[str, Any]:
+    """What `db_manager.py show-webhook-secret` prints."""
+    active = _secret_set(session, config)
+    state = _load_state(session) or {}
+    return {
+        "current": active.current,
+        "source": active.source,
+        "previous": active.previous,
+        "previous_expires_at": iso(active.previous_expires_at),
+        "rotated_at": state.get("rotated_at") if active.source == "database" else None,
+        "environment_secret_set": bool(config.webhook_secret),
+        "environment_secret_superseded": bool(config.webhook_secret) and active.source == "database",
+    }
+
+
+def rotate_webhook_secret(session: Session, config: Config) -> str:
+    """Make a new current secret; the one in force so far stays valid as previous for 24 h."""
+    now = db_now(session)
+    state = _load_state(session, for_update=True)
+    active = _active_secrets(state, config.webhook_secret, now)
+    new_secret = generate_secret()
+    env = config.webhook_secret
+    _store_state(session, {
+        "current": new_secret,
+        "previous": active.current if active else None,
+        "previous_expires_at": iso(now + PREVIOUS_SECRET_TTL) if active else None,
+        "env_fingerprint": secret_fingerprint(env) if env else None,
+        "created_at": (state or {}).get("created_at") or iso(now),
+        "rotated_at": iso(now),
+    })
+    logger.info("webhook signing secret rotated; the previous one stays valid until %s",
+                iso(now + PREVIOUS_SECRET_TTL))
+    return new_secret
+
+
+def drop_previous_webhook_secret(session: Session) -> bool:
+    """Stop signing with the previous secret now; True if there was one."""
+    state = _load_state(session, for_update=True)
+    if not state or not state.get("previous"):
+        return False
+    _store_state(session, {**state, "previous": None, "previous_expires_at": None})
+    logger.info("previous webhook signing secret dropped")
+    return True
+
+
+# --- retry policy (pure) -----------------------------------------------------------------------
+
+def jittered(delay: float, rand: Callable[[], float] = random.random, fraction: float = JITTER_FRACTION) -> float:
+    """`delay` spread by ±fraction so receivers coming back are not hit by every retry at once."""
+    return max(0.0, delay * (1 + fraction * (2 * rand() - 1)))
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds asked for by a Retry-After header (delta seconds or HTTP date), capped; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_CAP_SECONDS)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP_SECONDS)
+
+
+def next_delay(
+    schedule: Sequence[float], position: int, retry_after: float | None, rand: Callable[[], float] = random.random
+) -> float | None:
+    """Seconds until the next attempt after attempt number `position` of the schedule; None when exhausted."""
+    if position > len(schedule):
+        return None
+    delay = jittered(schedule[position - 1], rand)
+    return delay if retry_after is None else max(delay, retry_after)
+
+
+# --- one attempt -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    seq: int
+    id: str
+    payment_id: uuid.UUID
+    type: str
+    body: str
+    callback_url: str
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    retry_after: float | None = None
+    response_excerpt: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def request_headers(event: ClaimedEvent, signing_secrets: list[str], timestamp: int) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": event.id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(signing_secrets, event.id, timestamp, event.body),
+    }
+
+
+def read_limited(response: requests.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """At most `limit` bytes of the (undecoded) body; the rest is never read."""
+    data = bytearray()
+    try:
+        for chunk in response.raw.stream(8192, decode_content=False):
+            data.extend(chunk)
+            if len(data) >= limit:
+                break
+    except Exception as exc:  # a body cut short or slow does not change the status we got
+        logger.debug("could not read the webhook response body: %s", exc)
+    return bytes(data[:limit])
+
+
+def describe_error(exc: BaseException, timeout: float) -> str:
+    blocked = blocked_reason(exc)
+    if blocked:
+        return blocked if blocked.startswith("callback address refused") else f"callback address refused: {blocked}"
+    if isinstance(exc, requests.Timeout):
+        return f"timed out after {timeout:g}s"
+    if isinstance(exc, requests.ConnectionError):
+        return f"connection failed: {exc}"[:MAX_ERROR_CHARS]
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+
+
+def response_error(response: requests.Response) -> str | None:
+    code = response.status_code
+    if 200 <= code < 300:
+        return None
+    if 300 <= code < 400:
+        return f"HTTP {code}: redirects are not followed (Location: {response.headers.get('location', '-')})"
+    return f"HTTP {code}"
+
+
+def send_attempt(
+    http: requests.Session, event: ClaimedEvent, signing_secrets: list[str], timeout: float
+) -> AttemptResult:
+    """POST the stored body once; never raises for HTTP or network failures."""
+    headers = request_headers(event, signing_secrets, int(time.time()))
+    started = time.monotonic()
+    try:
+        response = http.post(
+            event.callback_url, data=event.body.encode("utf-8"), headers=headers,
+            timeout=timeout, allow_redirects=False, stream=True,
+        )
+    except requests.RequestException as exc:
+        return AttemptResult(None, describe_error(exc, timeout), elapsed_ms(started))
+    with response:
+        body = read_limited(response)
+    code = response.status_code
+    retry_after = parse_retry_after(response.headers.get("retry-after")) if code in (429, 503) else None
+    excerpt = None if 200 <= code < 300 else body[:256].decode("utf-8", "replace")
+    return AttemptResult(code, response_error(response), elapsed_ms(started), retry_after, excerpt)
+
+
+def elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+# --- recording an outcome ----------------------------------------------------------------------
+
+def apply_outcome(event: WebhookEvent, result: AttemptResult, schedule: Sequence[float], now: datetime) -> str:
+    """Update the event for one attempt; returns the payment_logs event type."""
+    event.attempts += 1
+    event.schedule_position += 1
+    event.last_status_code = result.status_code
+    event.last_error = result.error
+    event.lease_until = None
+    event.leased_by = None
+    if result.ok:
+        event.state, event.delivered_at = EventState.delivered, now
+        return "webhook_delivered"
+    delay = None if result.status_code == 410 else next_delay(schedule, event.schedule_position, result.retry_after)
+    if delay is None:
+        event.state = EventState.failed
+        return "webhook_failed"
+    event.next_attempt_at = now + timedelta(seconds=delay)
+    return "webhook_attempt"
+
+
+def outcome_text(event: WebhookEvent, result: AttemptResult, now: datetime) -> str:
+    what = f"HTTP {result.status_code}" if result.error is None else result.error
+    if event.state == EventState.delivered:
+        return f"delivered ({what})"
+    if event.state == EventState.failed:
+        reason = "410 Gone stops this event" if result.status_code == 410 else "retry schedule exhausted"
+        return f"{what}; failed: {reason}"
+    return f"{what}; next attempt in {(event.next_attempt_at - now).total_seconds():.0f}s"
+
+
+def update_payment_summary(session: Session, event: WebhookEvent) -> None:
+    """callback_attempts/success describe the payment's latest event only."""
+    latest = session.scalar(select(func.max(WebhookEvent.seq)).where(WebhookEvent.payment_id == event.payment_id))
+    if latest != event.seq:
+        return
+    session.execute(
+        update(Payment)
+        .where(Payment.id == event.payment_id)
+        .values(callback_attempts=event.attempts, callback_success=event.state == EventState.delivered)
+    )
+
+
+def attempt_metadata(event_id: str, attempt: int | None, result: AttemptResult) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "event_id": event_id, "attempt": attempt, "status_code": result.status_code,
+        "error": result.error, "duration_ms": result.duration_ms,
+    }
+    if result.response_excerpt:
+        meta["response_excerpt"] = result.response_excerpt
+    return meta
+
+
+# --- the dispatcher ----------------------------------------------------------------------------
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"[-64:]
+
+
+class WebhookDispatcher:
+    """Delivers outbox events: a claimer thread plus `webhook_workers` sender threads, or `run_once()`."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        *,
+        worker_id: str | None = None,
+        resolver: Resolver = socket.getaddrinfo,
+        poll_interval: float = 1.0,
+        lease_margin_seconds: float = LEASE_MARGIN_SECONDS,
+    ) -> None:
+        self.db, self.config = db, config
+        self.worker_id = (worker_id or default_worker_id())[:64]
+        self.resolver = resolver
+        self.poll_interval = poll_interval
+        self.lease_seconds = 2 * config.webhook_timeout_seconds + lease_margin_seconds
+        self.workers = max(1, config.webhook_workers)
+        self._local = threading.local()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._free = self.workers
+        self._queue: queue.Queue[ClaimedEvent | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+
+    # lifecycle
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._claim_loop, name="webhook-claimer", daemon=True)]
+        self._threads += [
+            threading.Thread(target=self._send_loop, name=f"webhook-sender-{n}", daemon=True)
+            for n in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+        logger.info("webhook dispatcher %s started with %d senders", self.worker_id, self.workers)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; senders finish their current attempt (unfinished leases simply expire)."""
+        if not self._threads:
+            return
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._wake.set()
+        claimer, senders = self._threads[0], self._threads[1:]
+        claimer.join(max(0.0, deadline - time.monotonic()))
+        for _ in senders:  # after the claimer: events it queued are still sent
+            self._queue.put(None)
+        for thread in senders:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+        logger.info("webhook dispatcher %s stopped", self.worker_id)
+
+    def notify(self) -> None:
+        """Look for due events now instead of at the next poll (e.g. right after an event was written)."""
+        self._wake.set()
+
+    def run_once(self, limit: int = 100) -> int:
+        """Claim and deliver due events one by one, each at most once per call; returns the attempts made."""
+        attempted: list[int] = []
+        while len(attempted) < limit:
+            claimed = self.claim(1, exclude=attempted)
+            if not claimed:
+                break
+            self.deliver(claimed[0])
+            attempted.append(claimed[0].seq)
+        return len(attempted)
+
+    # claiming
+
+    def claim(self, limit: int, exclude: Sequence[int] = ()) -> list[ClaimedEvent]:
+        """Lease up to `limit` due events (the oldest pending one of each payment) to this dispatcher."""
+        params = {"limit": limit, "lease": self.lease_seconds, "worker": self.worker_id, "exclude": list(exclude)}
+        with self.db.transaction() as session:
+            rows = session.execute(CLAIM_SQL, params).all()
+        return [ClaimedEvent(r.seq, r.id, r.payment_id, r.type, r.body, r.callback_url) for r in rows]
+
+    def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                claimed = self._claim_for_free_senders()
+            except Exception:  # the database may be briefly unreachable; try again next poll
+                logger.exception("claiming webhook events failed")
+                claimed = []
+            if not claimed:
+                self._wake.wait(self.poll_interval)
+
+    def _claim_for_free_senders(self) -> list[ClaimedEvent]:
+        with self._lock:
+            free = self._free
+        if free == 0 or self._stop.is_set():
+            return []
+        claimed = self.claim(free)
+        with self._lock:
+            self._free -= len(claimed)
+        for event in claimed:
+            self._queue.put(event)
+        return claimed
+
+    def _send_loop(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                return
+            try:
+                self.deliver(event)
+            except Exception:  # recorded nowhere: the lease expires and another attempt follows
+                logger.exception("webhook delivery of %s (payment %s) failed", event.id, event.payment_id)
+            finally:
+                with self._lock:
+                    self._free += 1
+                self._wake.set()
+
+    # delivering
+
+    def http(self) -> requests.Session:
+        """One guarded requests session per thread (sessions are not shared across threads)."""
+        session = getattr(self._local, "http", None)
+        if session is None:
+            session = guarded_session(allow_private=self.config.allow_private_callbacks, resolver=self.resolver)
+            self._local.http = session
+        return session
+
+    def deliver(self, event: ClaimedEvent) -> AttemptResult:
+        """One attempt for a claimed event, recorded in one transaction."""
+        with self.db.transaction() as session:
+            signing = get_signing_secrets(session, self.config)
+        result = send_attempt(self.http(), event, signing, self.config.webhook_timeout_seconds)
+        self.record(event, result)
+        return result
+
+    def record(self, claimed: ClaimedEvent, result: AttemptResult) -> bool:
+        """Store the outcome if we still hold the lease; False when another dispatcher took it over."""
+        with self.db.transaction() as session:
+            # Lock order payment -> event, as the API's manual retry does, so the two cannot deadlock.
+            session.execute(select(Payment.id).where(Payment.id == claimed.payment_id).with_for_update())
+            event = session.scalars(
+                select(WebhookEvent)
+                .where(WebhookEvent.seq == claimed.seq, WebhookEvent.leased_by == self.worker_id)
+                .with_for_update()
+            ).one_or_none()
+            if event is None:
+                self._log_stale(session, claimed, result)
+                return False
+            now = db_now(session)
+            log_type = apply_outcome(event, result, self.config.webhook_retry_schedule, now)
+            update_payment_summary(session, event)
+            message = f"{event.type} event {event.id} attempt {event.attempts}: {outcome_text(event, result, now)}"
+            meta = attempt_metadata(event.id, event.attempts, result)
+            meta["next_attempt_at"] = iso(event.next_attempt_at) if event.state == EventState.pending else None
+            log_event(session, event.payment_id, log_type, message, **meta)
+        return True
+
+    def _log_stale(self, session: Session, claimed: ClaimedEvent, result: AttemptResult) -> None:
+        logger.warning("webhook %s: lease lost to another dispatcher; outcome not recorded", claimed.id)
+        message = (
+            f"{claimed.type} event {claimed.id}: an attempt by {self.worker_id} ended after its lease was taken "
+            f"over ({result.error or f'HTTP {result.status_code}'}); outcome not recorded"
+        )
+        log_event(session, claimed.payment_id, "webhook_attempt", message, stale=True,
+                  **attempt_metadata(claimed.id, None, result))
+
+
+# --- manual retry and the API view -------------------------------------------------------------
+
+def latest_event(session: Session, payment_id: uuid.UUID, *, for_update: bool = False) -> WebhookEvent | None:
+    query = select(WebhookEvent).where(WebhookEvent.payment_id == payment_id).order_by(WebhookEvent.seq.desc())
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query.limit(1)).first()
+
+
+def queue_retry(session: Session, payment: Payment) -> WebhookEvent | None:
+    """Send the payment's latest event again, now, with a fresh schedule (same id, same body).
+
+    An attempt already in flight keeps its lease and records its outcome as usual.
+    """
+    event = latest_event(session, payment.id, for_update=True)
+    if event is None:
+        return None
+    previous_state = event.state.value
+    event.state = EventState.pending
+    event.next_attempt_at = db_now(session)
+    event.schedule_position = 0
+    event.delivered_at = None
+    payment.callback_attempts = event.attempts
+    payment.callback_success = False
+    log_event(
+        session, payment.id, "webhook_retry_queued",
+        f"{event.type} event {event.id} queued again by request (was {previous_state})",
+        event_id=event.id, previous_state=previous_state,
+    )
+    return event
+
+
+def event_to_dict(event: WebhookEvent) -> dict[str, Any]:
+    pending = event.state == EventState.pending
+    return {
+        "id": event.id,
+        "type": event.type,
+        "payment_id": str(event.payment_id),
+        "created_at": iso(event.created_at),
+        "state": event.state.value,
+        "attempts": event.attempts,
+        "next_attempt_at": iso(event.next_attempt_at) if pending else None,
+        "last_status_code": event.last_status_code,
+        "last_error": event.last_error,
+        "delivered_at": iso(event.delivered_at),
+        "data": json.loads(event.body).get("data"),
+    }
