@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from config import Config, ConfigError, configure_logging, load_config
@@ -89,6 +90,19 @@ def bootstrap(services: Services) -> None:
         print(f"Generated the webhook signing secret (shown only once): {secret}", flush=True)
 
 
+def bootstrap_from_environment() -> None:
+    """Run `bootstrap` once for the configuration in the environment (gunicorn's master uses it)."""
+    config = load_config()
+    configure_logging(config)
+    if config.allow_private_callbacks:
+        logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
+    db = Database(resolve_database_url(config.database_url))
+    try:
+        bootstrap(Services(config=config, db=db))
+    finally:
+        db.dispose()
+
+
 def create_app(
     config: Config | None = None, *, database: Database | None = None, run_bootstrap: bool = True
 ) -> Flask:
@@ -150,8 +164,8 @@ def main() -> int:
         logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
     try:
         app = create_app(config)
-    except DatabaseError as exc:
-        print(f"database error: {exc}", file=sys.stderr)
+    except (DatabaseError, SQLAlchemyError) as exc:
+        print(f"database error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     start_background(app)
     try:

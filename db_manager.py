@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -426,7 +427,7 @@ def drop_service_schema(ctx: Context) -> None:
                 conn.execute(text(f'DROP TYPE IF EXISTS "{enum}" CASCADE'))
     finally:
         engine.dispose()
-    logger.warning("reset: dropped the service tables of %s", describe_url(ctx.url))
+    logger.info("reset: dropped the service tables of %s", describe_url(ctx.url))
 
 
 def cmd_reset(ctx: Context) -> int:
@@ -512,6 +513,14 @@ def cmd_rotate_webhook_secret(ctx: Context) -> int:
     return 0
 
 
+def assign_settings(matching: ModuleType, config: Config) -> Any:
+    """The last argument of matching.assign_transfer: the config, or (older signature) the late window."""
+    params = list(inspect.signature(matching.assign_transfer).parameters)
+    if len(params) >= 5 and params[4] == "late_window":
+        return config.late_payment_window_seconds
+    return config
+
+
 def cmd_assign_transfer(ctx: Context) -> int:
     from money import format_amount
 
@@ -520,9 +529,12 @@ def cmd_assign_transfer(ctx: Context) -> int:
     payment_id: uuid.UUID = ctx.args.payment_id
     try:
         with ctx.db.transaction() as session:
-            payment = matching.assign_transfer(session, ref.tx_hash, ref.log_index, payment_id, ctx.config)
+            payment = matching.assign_transfer(
+                session, ref.tx_hash, ref.log_index, payment_id, assign_settings(matching, ctx.config)
+            )
             status = payment.status.value
-            received, expected = format_amount(payment.received_amount_usdt), format_amount(payment.expected_amount_usdt)
+            received = format_amount(payment.received_amount_usdt)
+            expected = format_amount(payment.expected_amount_usdt)
     except matching.AssignError as exc:
         raise CliError(str(exc)) from None
     print(f"transfer {ref} credited to payment {payment_id}: status {status}, received {received} of {expected} USDT")
@@ -629,6 +641,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `export --file - | head`: the reader left, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except Exception as exc:  # every other failure is still one line, unless --debug
         if args.debug:
             traceback.print_exc()

@@ -37,13 +37,23 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
-def run(args: list[str]) -> int:
-    return subprocess.call(args, cwd=ROOT)
+def run(args: list[str], env: dict[str, str] | None = None) -> int:
+    return subprocess.call(args, cwd=ROOT, env=env)
+
+
+def serve(extra: list[str]) -> int:
+    """The service for development: local callback receivers allowed unless configured otherwise."""
+    env = dict(os.environ)
+    dotenv = ROOT / ".env"
+    configured = dotenv.exists() and "ALLOW_PRIVATE_CALLBACKS=" in dotenv.read_text()
+    if not configured:
+        env.setdefault("ALLOW_PRIVATE_CALLBACKS", "true")
+    return run([str(PYTHON), "app.py", *extra], env)
 
 
 def main(argv: list[str]) -> int:
     tasks = {
-        "serve": lambda extra: run([str(PYTHON), "app.py", *extra]),
+        "serve": serve,
         "test": lambda extra: run([str(PYTHON), "-m", "pytest", *extra]),
         "simulator": lambda extra: run([str(PYTHON), "-m", "tron_sim", "--port", "9000", *extra]),
         "watcher": lambda extra: run([str(PYTHON), "watcher.py", *extra]),

@@ -26,7 +26,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def guarded_new_conn(conn: HTTPConnection, guard: AddressGuard) -> socket.socket
     except CallbackUrlError as exc:
         raise BlockedAddressError(conn, f"callback address refused: {exc}") from exc
     except TimeoutError as exc:
-        raise NewConnectionError(conn, f"connection to {conn.host} timed out") from exc
+        raise ConnectTimeoutError(conn, f"connection to {conn.host} timed out") from exc
     except OSError as exc:
         raise NewConnectionError(conn, f"failed to establish a new connection: {exc}") from exc
 

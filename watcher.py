@@ -14,6 +14,7 @@ taken on a dedicated connection (outside the pool, with TCP keepalives).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -118,7 +119,8 @@ class LeaderLock:
     def _connect(self) -> Any:
         # keepalives: a vanished host is noticed within 10 + 5 * 3 = 25 s and its lock released.
         conn = psycopg2.connect(self.dsn, keepalives=1, keepalives_idle=10, keepalives_interval=5,
-                                keepalives_count=3, connect_timeout=10, application_name="tron-usdt-watcher")
+                                keepalives_count=3, connect_timeout=10,
+                                application_name=f"tron-usdt-watcher:{os.getpid()}")
         conn.autocommit = True
         return conn
 
@@ -206,7 +208,11 @@ class Watcher:
             return None
         started = time.monotonic()
         before = self.client.request_count
-        result = self.cycle()
+        try:
+            result = self.cycle()
+        except TronError as exc:  # upstream down or pausing us: nothing read, cursors unchanged
+            logger.warning("watcher cycle: upstream unavailable: %s", exc)
+            result = CycleResult(self.strategy or self.config.watcher_strategy, errors=[str(exc)])
         result.requests = self.client.request_count - before
         result.seconds = time.monotonic() - started
         self.last_result = result

@@ -40,6 +40,7 @@ import requests
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
+from urllib3.exceptions import NewConnectionError
 
 from config import Config
 from database import Database
@@ -153,7 +154,8 @@ def _secret_set(session: Session, config: Config) -> SecretSet:
         if _insert_state_if_missing(session, _fresh_state(generate_secret(), now)):
             logger.info("generated and stored a new webhook signing secret")
         active = _active_secrets(_load_state(session), config.webhook_secret, now)
-    assert active is not None
+    if active is None:  # pragma: no cover - the row was just inserted or already there
+        raise RuntimeError("no webhook signing secret could be stored or read")
     return active
 
 
@@ -311,8 +313,16 @@ def describe_error(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, requests.Timeout):
         return f"timed out after {timeout:g}s"
     if isinstance(exc, requests.ConnectionError):
-        return f"connection failed: {exc}"[:MAX_ERROR_CHARS]
+        return f"connection failed: {innermost_reason(exc)}"[:MAX_ERROR_CHARS]
     return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+
+
+def innermost_reason(exc: requests.RequestException) -> str:
+    """urllib3's reason without the pool/connection preamble ("[Errno 111] Connection refused")."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, NewConnectionError):
+        return str(reason).split("): ", 1)[-1]
+    return str(reason or exc)
 
 
 def response_error(response: requests.Response) -> str | None:
@@ -549,7 +559,12 @@ class WebhookDispatcher:
         """Store the outcome if we still hold the lease; False when another dispatcher took it over."""
         with self.db.transaction() as session:
             # Lock order payment -> event, as the API's manual retry does, so the two cannot deadlock.
-            session.execute(select(Payment.id).where(Payment.id == claimed.payment_id).with_for_update())
+            payment = session.execute(
+                select(Payment.id).where(Payment.id == claimed.payment_id).with_for_update()
+            ).scalar_one_or_none()
+            if payment is None:
+                logger.warning("webhook %s: payment %s was deleted meanwhile", claimed.id, claimed.payment_id)
+                return False
             event = session.scalars(
                 select(WebhookEvent)
                 .where(WebhookEvent.seq == claimed.seq, WebhookEvent.leased_by == self.worker_id)

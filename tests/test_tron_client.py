@@ -11,11 +11,11 @@ import pytest
 from tron_client import (
     BlockRef,
     TokenBucket,
+    Trc20Transfer,
     TronBadResponse,
     TronClient,
     TronRateLimited,
     TronUnavailable,
-    Trc20Transfer,
     backoff_delay,
     parse_retry_after,
     parse_suspension,

@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--usdt-contract", default=USDT_MAINNET)
     parser.add_argument("--start-time-ms", type=int, default=None, help="timestamp of the head block at start")
     parser.add_argument("--no-v1", action="store_true", help="answer 404 on /v1/... like a bare java-tron node")
+    parser.add_argument("--follow-clock", action="store_true",
+                        help="never mine a block older than the wall clock (chain time keeps up with real time)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sim = Simulator(block_interval=args.block_interval, solidify_depth=args.solidify_depth,
-                    usdt_contract=args.usdt_contract, v1_api=not args.no_v1, start_time_ms=args.start_time_ms)
+                    usdt_contract=args.usdt_contract, v1_api=not args.no_v1, start_time_ms=args.start_time_ms,
+                    follow_clock=args.follow_clock)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     url = sim.start(args.host, args.port)

@@ -116,8 +116,12 @@ class Chain:
     """Blocks, mempool and indexes. All public methods are thread-safe."""
 
     def __init__(self, usdt_contract: str = USDT_MAINNET, solidify_depth: int = 19,
-                 start_time_ms: int | None = None, first_block: int = FIRST_BLOCK) -> None:
+                 start_time_ms: int | None = None, first_block: int = FIRST_BLOCK,
+                 follow_clock: bool = False) -> None:
+        """``follow_clock``: a block is never older than the wall clock when it is mined, so chain time
+        keeps up with real time however rarely blocks are mined on demand (tests compare the two)."""
         decode_address(usdt_contract)
+        self.follow_clock = follow_clock
         if solidify_depth < 0:
             raise ValueError("solidify_depth must be >= 0")
         self.lock = threading.RLock()
@@ -212,6 +216,8 @@ class Chain:
         parent = self.head
         number = parent.number + 1
         timestamp = parent.timestamp + SLOT_MS + self._pending_advance_ms
+        if self.follow_clock:
+            timestamp = max(timestamp, int(time.time() * 1000))
         self._pending_advance_ms = 0
         block = Block(number, timestamp, parent.block_id, block_id_for(number, timestamp))
         block.txs, self.mempool = self.mempool, []

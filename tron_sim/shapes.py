@@ -14,9 +14,10 @@ Sources (see /work/shared/trongrid-captures/README.md):
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from addresses import to_hex20, to_hex41, to_topic
+import addresses
 from tron_sim.chain import Block, Record, Tx
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -25,6 +26,19 @@ REVERT_MESSAGE_HEX = b"REVERT opcode executed".hex()
 TRANSFER_SELECTOR = "a9059cbb"
 MULTISEND_SELECTOR = "1e83409a"
 ZERO_WORD = "0" * 64
+
+
+@lru_cache(maxsize=1 << 18)
+def to_hex20(address: str) -> str:
+    return addresses.to_hex20(address)
+
+
+def to_hex41(address: str) -> str:
+    return "41" + to_hex20(address)
+
+
+def to_topic(address: str) -> str:
+    return "0" * 24 + to_hex20(address)
 
 
 def word(value: int) -> str:

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -46,11 +47,18 @@ def _check_amount(amount: object) -> int:
     return amount
 
 
-def _check_address(address: str, name: str) -> str:
+@lru_cache(maxsize=1 << 16)
+def _is_address(address: str) -> bool:
     try:
         decode_address(address)
     except ValueError:
-        raise ValueError(f"{name} is not a TRON address: {address!r}") from None
+        return False
+    return True
+
+
+def _check_address(address: object, name: str) -> str:
+    if not isinstance(address, str) or not _is_address(address):
+        raise ValueError(f"{name} is not a TRON address: {address!r}")
     return address
 
 
@@ -58,10 +66,10 @@ class Simulator:
     """A TronGrid-compatible in-memory chain served over HTTP."""
 
     def __init__(self, block_interval: float = 0.0, solidify_depth: int = 2, usdt_contract: str = USDT_MAINNET,
-                 v1_api: bool = True, start_time_ms: int | None = None) -> None:
+                 v1_api: bool = True, start_time_ms: int | None = None, follow_clock: bool = False) -> None:
         self.block_interval = block_interval
         self.v1_api = v1_api
-        self.chain = Chain(usdt_contract, solidify_depth, start_time_ms)
+        self.chain = Chain(usdt_contract, solidify_depth, start_time_ms, follow_clock=follow_clock)
         self.usdt_contract = usdt_contract
         self.faults = FaultBook()
         self.witness = random_address()
@@ -136,10 +144,9 @@ class Simulator:
 
     def _spec(self, item: dict[str, Any]) -> TransferSpec:
         to = _check_address(item["to"], "to")
-        sender = item.get("from") or random_address()
+        sender = _check_address(item["from"], "from") if item.get("from") else random_address()
         contract = item.get("contract") or self.usdt_contract
-        return TransferSpec(_check_address(contract, "contract"), _check_address(sender, "from"), to,
-                            _check_amount(item["amount"]))
+        return TransferSpec(_check_address(contract, "contract"), sender, to, _check_amount(item["amount"]))
 
     def trx_transfer(self, to: str | None = None, amount: int = 1_000_000, *, from_: str | None = None) -> str:
         """Queue a plain TRX transfer (``amount`` in sun); noise that is never in the TRC20 list."""
@@ -264,6 +271,7 @@ def _handler_class(sim: Simulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "tron-sim/1.0"
+        disable_nagle_algorithm = True  # headers and body go in separate writes: avoid 40 ms delayed-ACK stalls
 
         def log_message(self, format: str, *args: Any) -> None:
             logger.debug("%s " + format, self.address_string(), *args)

@@ -1,0 +1,421 @@
+"""End to end: simulated TronGrid over HTTP -> watcher -> PostgreSQL -> API. One test per rule of §4."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from config import Config
+from matching import AssignError, assign_transfer, ms_to_datetime
+from models import Payment, Transfer, WebhookEvent
+from tron_client import TronClient
+from tron_sim import Simulator
+from watcher import WATCHER_LOCK_ID, Watcher
+
+ROOT = Path(__file__).resolve().parent.parent
+USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
+FAKE_USDT = "TXL6rJbvmjD46zeN1JssfgxvSo99qC8MRT"
+WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"
+WALLET_B = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
+PAYER = "TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    simulator = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, follow_clock=True)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def watch_config(config: Config, sim: Simulator) -> Config:
+    return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="account", trongrid_max_rps=500.0,
+                                 polling_interval_seconds=0.2)
+
+
+def make_watcher(db, cfg: Config) -> Watcher:
+    client = TronClient(cfg.trongrid_api_url, cfg.usdt_contract, max_rps=cfg.trongrid_max_rps, timeout=2.0,
+                        max_retries=2, backoff_base=0.01, backoff_cap=0.05)
+    return Watcher(db, cfg, client=client)
+
+
+@pytest.fixture
+def watcher(db, watch_config: Config) -> Iterator[Watcher]:
+    w = make_watcher(db, watch_config)
+    yield w
+    w.stop()
+
+
+def create(client, auth, amount: str, order_id: str | None = None, wallet: str = WALLET, **extra) -> dict:
+    body = {"wallet_address": wallet, "expected_amount_usdt": amount, "order_id": order_id or uuid.uuid4().hex,
+            "callback_url": "http://127.0.0.1:9/hook", **extra}
+    r = client.post("/payments", json=body, headers=auth)
+    assert r.status_code == 201, r.get_json()
+    return r.get_json()
+
+
+def get(client, auth, payment: dict) -> dict:
+    return client.get(f"/payments/{payment['id']}", headers=auth).get_json()
+
+
+def pay(sim: Simulator, to: str, micro: int, **kwargs) -> str:
+    tx = sim.transfer(to, micro, from_=PAYER, **kwargs)
+    sim.solidify()
+    return tx
+
+
+def pass_time(sim: Simulator, seconds: float) -> None:
+    """Move chain time on and solidify the blocks after the jump."""
+    sim.advance(seconds)
+    sim.mine(3)
+
+
+def events(db, payment: dict) -> list[str]:
+    with db.Session() as s:
+        rows = s.scalars(select(WebhookEvent.type).where(WebhookEvent.payment_id == uuid.UUID(payment["id"]))
+                         .order_by(WebhookEvent.seq))
+        return list(rows)
+
+
+def log_types(client, auth, payment: dict) -> list[str]:
+    return [e["event_type"] for e in client.get(f"/payments/{payment['id']}/logs", headers=auth).get_json()["logs"]]
+
+
+def set_created_at(db, payment: dict, ms: int) -> None:
+    with db.transaction() as s:
+        s.get(Payment, uuid.UUID(payment["id"])).created_at = ms_to_datetime(ms)
+
+
+def test_exact_payment_completes_with_event_and_logs(client, auth, db, sim, watcher):
+    p = create(client, auth, "10.5")
+    tx = pay(sim, WALLET, 10_500_000)
+    result = watcher.run_once()
+    assert result is not None and result.credited == 1
+    got = get(client, auth, p)
+    assert got["status"] == "completed" and got["received_amount_usdt"] == "10.5"
+    assert got["transaction_hash"] == tx and got["completed_at"] is not None
+    assert [t["transaction_hash"] for t in got["transfers"]] == [tx]
+    assert events(db, p) == ["payment.completed"]
+    assert {"transfer_seen", "completed", "webhook_queued"} <= set(log_types(client, auth, p))
+    listed = client.get("/transfers?status=credited", headers=auth).get_json()["transfers"]
+    assert listed[0]["payment_id"] == p["id"] and listed[0]["amount_usdt"] == "10.5"
+
+
+def test_more_than_200_transfers_between_two_polls(client, auth, db, sim, watcher):
+    a = create(client, auth, "7")
+    b = create(client, auth, "9")
+    for _ in range(250):
+        sim.transfer(WALLET, 1_000_000, from_=PAYER)
+    sim.transfer(WALLET, 7_000_000, from_=PAYER)
+    sim.transfer(WALLET, 9_000_000, from_=PAYER)
+    sim.solidify()
+    result = watcher.run_once()
+    assert result.credited == 2 and result.unmatched == 250
+    assert get(client, auth, a)["status"] == "completed" and get(client, auth, b)["status"] == "completed"
+    assert sim.request_counts().get(f"/v1/accounts/{WALLET}/transactions/trc20", 0) >= 2  # paged
+
+
+def test_fake_usdt_from_another_contract_is_ignored(client, auth, db, sim, watcher):
+    p = create(client, auth, "5")
+    sim.set_fault("ignore_contract_filter", count=None)
+    pay(sim, WALLET, 5_000_000, contract=FAKE_USDT)
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "pending"
+    assert client.get("/transfers", headers=auth).get_json()["transfers"] == []
+
+
+def test_unconfirmed_transfer_waits_for_solidification(client, auth, db, sim, watcher):
+    p = create(client, auth, "3")
+    sim.transfer(WALLET, 3_000_000, from_=PAYER)
+    sim.mine(1)
+    sim.set_fault("hide_unconfirmed_flag", count=None)  # even a list that leaks unconfirmed ones is safe
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "pending"
+    sim.clear_faults()
+    sim.solidify()
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "completed"
+
+
+def test_reverted_transaction_credits_nothing(client, auth, db, sim, watcher):
+    p = create(client, auth, "4")
+    pay(sim, WALLET, 4_000_000, reverted=True)
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "pending"
+    assert "transfer_rejected" in log_types(client, auth, p)
+    assert client.get("/transfers", headers=auth).get_json()["transfers"] == []
+
+
+def test_transfer_older_than_the_payment_does_not_count(client, auth, db, sim, watcher):
+    p = create(client, auth, "6")
+    pay(sim, WALLET, 6_000_000)
+    block_ts = sim.state()["head_timestamp"]
+    set_created_at(db, p, block_ts + 1000)  # the payment was made after that block
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "pending"
+
+
+def test_same_transaction_seen_twice_is_credited_once(client, auth, db, sim, watcher):
+    p = create(client, auth, "2", unique_amount=True)
+    pay(sim, WALLET, 1_000_000)
+    watcher.run_once()
+    with db.transaction() as s:
+        s.execute(text("DELETE FROM wallet_cursors"))  # forget how far we read: everything is read again
+    watcher.run_once()
+    got = get(client, auth, p)
+    assert got["received_amount_usdt"] == "1" and len(got["transfers"]) == 1
+    assert events(db, p) == ["payment.partial"]
+
+
+def test_one_transaction_pays_two_payments(client, auth, db, sim, watcher):
+    a = create(client, auth, "1.5")
+    b = create(client, auth, "2.5")
+    c = create(client, auth, "8", wallet=WALLET_B)
+    tx = sim.transaction([{"to": WALLET, "amount": 1_500_000, "from": PAYER},
+                          {"to": WALLET, "amount": 2_500_000, "from": PAYER},
+                          {"to": WALLET_B, "amount": 8_000_000, "from": PAYER}])
+    sim.solidify()
+    watcher.run_once()
+    for p in (a, b, c):
+        got = get(client, auth, p)
+        assert got["status"] == "completed" and got["transaction_hash"] == tx
+    indexes = sorted(t["log_index"] for t in client.get("/transfers", headers=auth).get_json()["transfers"])
+    assert indexes == [0, 1, 2]
+
+
+def test_partial_then_complete(client, auth, db, sim, watcher):
+    p = create(client, auth, "10")
+    pay(sim, WALLET, 4_000_000)
+    watcher.run_once()
+    got = get(client, auth, p)
+    assert got["status"] == "pending" and got["received_amount_usdt"] == "4"
+    pay(sim, WALLET, 6_000_000)
+    watcher.run_once()
+    got = get(client, auth, p)
+    assert got["status"] == "completed" and got["received_amount_usdt"] == "10" and len(got["transfers"]) == 2
+    assert events(db, p) == ["payment.partial", "payment.completed"]
+
+
+def test_overpayment_completes_and_keeps_the_larger_amount(client, auth, db, sim, watcher):
+    p = create(client, auth, "10")
+    pay(sim, WALLET, 12_345_678)
+    watcher.run_once()
+    got = get(client, auth, p)
+    assert got["status"] == "completed" and got["received_amount_usdt"] == "12.345678"
+
+
+def test_unmatched_transfer_is_kept_listed_and_assigned_by_hand(client, auth, db, sim, watcher, watch_config):
+    a = create(client, auth, "10")
+    create(client, auth, "20")
+    tx = pay(sim, WALLET, 15_000_000)
+    result = watcher.run_once()
+    assert result.unmatched == 1
+    unmatched = client.get("/transfers?status=unmatched", headers=auth).get_json()["transfers"]
+    assert [(t["transaction_hash"], t["amount_usdt"], t["payment_id"]) for t in unmatched] == [(tx, "15", None)]
+    assert client.get("/stats").get_json()["unmatched_transfers"] == 1
+    assert "unmatched" in log_types(client, auth, a)
+    with db.transaction() as s:
+        assign_transfer(s, tx, unmatched[0]["log_index"], uuid.UUID(a["id"]), watch_config.late_payment_window_seconds)
+    got = get(client, auth, a)
+    assert got["status"] == "completed" and got["received_amount_usdt"] == "15"
+    assert "assigned" in log_types(client, auth, a)
+    with db.transaction() as s, pytest.raises(AssignError):
+        assign_transfer(s, tx, unmatched[0]["log_index"], uuid.UUID(a["id"]), 60)
+    assert client.get("/transfers?status=unmatched", headers=auth).get_json()["transfers"] == []
+
+
+def test_mined_before_expiry_solidified_after_is_on_time(client, auth, db, sim, watcher):
+    p = create(client, auth, "10", expires_in_seconds=60)
+    sim.transfer(WALLET, 10_000_000, from_=PAYER)
+    sim.mine(1)
+    mined_at = sim.state()["head_timestamp"]
+    watcher.run_once()  # not solidified yet: nothing, and no expiry either
+    assert get(client, auth, p)["status"] == "pending"
+    sim.advance(120)
+    sim.mine(4)  # the solid head is now past expires_at, and so is the block with the transfer
+    assert sim.state()["solid_timestamp"] > mined_at + 60_000
+    watcher.run_once()
+    got = get(client, auth, p)
+    assert got["status"] == "completed" and got["paid_late"] is False
+    assert events(db, p) == ["payment.completed"]
+
+
+def test_expiry_by_chain_time_then_late_payment(client, auth, db, sim, watcher):
+    p = create(client, auth, "10", expires_in_seconds=60)
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "pending"  # chain time has not reached expires_at
+    pass_time(sim, 61)
+    watcher.run_once()
+    got = get(client, auth, p)
+    assert got["status"] == "expired" and events(db, p) == ["payment.expired"]
+    pay(sim, WALLET, 10_000_000)
+    watcher.run_once()
+    got = get(client, auth, p)
+    assert got["status"] == "expired" and got["paid_late"] is True and got["received_amount_usdt"] == "10"
+    assert events(db, p) == ["payment.expired", "payment.paid_late"]
+
+
+def test_late_money_while_a_new_payment_is_pending_on_the_wallet(client, auth, db, sim, watcher):
+    old = create(client, auth, "10", expires_in_seconds=60)
+    pass_time(sim, 61)
+    watcher.run_once()
+    assert get(client, auth, old)["status"] == "expired"
+    new = create(client, auth, "20")
+    pay(sim, WALLET, 10_000_000)
+    watcher.run_once()
+    assert get(client, auth, old)["paid_late"] is True
+    assert get(client, auth, new)["status"] == "pending" and get(client, auth, new)["received_amount_usdt"] == "0"
+    pay(sim, WALLET, 20_000_000)
+    watcher.run_once()
+    assert get(client, auth, new)["status"] == "completed"
+
+
+def test_money_before_and_after_a_cancellation(client, auth, db, sim, watcher):
+    before = create(client, auth, "10")
+    sim.transfer(WALLET, 10_000_000, from_=PAYER)
+    sim.mine(1)
+    mined_at = sim.state()["head_timestamp"]
+    assert client.post(f"/payments/{before['id']}/cancel", headers=auth).status_code == 200
+    with db.transaction() as s:  # the merchant cancelled after that block was mined
+        s.get(Payment, uuid.UUID(before["id"])).cancelled_at = ms_to_datetime(mined_at) + timedelta(seconds=1)
+    sim.solidify()
+    watcher.run_once()
+    got = get(client, auth, before)
+    assert got["status"] == "completed" and got["failure_reason"] is None and got["paid_late"] is False
+    assert events(db, before) == ["payment.cancelled", "payment.completed"]
+
+    after = create(client, auth, "7")
+    assert client.post(f"/payments/{after['id']}/cancel", headers=auth).status_code == 200
+    with db.transaction() as s:
+        head = sim.state()["head_timestamp"]
+        s.get(Payment, uuid.UUID(after["id"])).cancelled_at = ms_to_datetime(head)
+    pay(sim, WALLET, 7_000_000)
+    watcher.run_once()
+    got = get(client, auth, after)
+    assert got["status"] == "failed" and got["failure_reason"] == "cancelled" and got["paid_late"] is True
+    assert events(db, after) == ["payment.cancelled", "payment.paid_late"]
+
+
+def test_429_storm_pauses_then_recovers(client, auth, db, sim, watcher):
+    p = create(client, auth, "10")
+    pay(sim, WALLET, 10_000_000)
+    sim.set_fault("429", count=None, seconds=1)
+    result = watcher.run_once()
+    assert result.errors and get(client, auth, p)["status"] == "pending"
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded" and health["watcher"]["upstream_paused_until"] is not None
+    sent_while_paused = sim.count("/")
+    watcher.run_once()  # still paused: sends nothing
+    assert sim.count("/") == sent_while_paused
+    sim.clear_faults()
+    time.sleep(1.1)
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "completed"
+
+
+def test_5xx_answers_are_retried(client, auth, db, sim, watcher):
+    p = create(client, auth, "10")
+    pay(sim, WALLET, 10_000_000)
+    sim.set_fault("500", count=2)
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "completed"
+
+
+@pytest.mark.parametrize("fault", ["error_200", "not_json", "503"])
+def test_malformed_or_failing_answers_lose_nothing(client, auth, db, sim, watcher, fault):
+    p = create(client, auth, "10")
+    pay(sim, WALLET, 10_000_000)
+    sim.set_fault(fault, count=None, path_prefix="/v1/")
+    result = watcher.run_once()
+    assert result.errors and get(client, auth, p)["status"] == "pending"
+    sim.clear_faults()
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "completed"
+
+
+def test_an_error_on_one_wallet_does_not_stop_the_others(client, auth, db, sim, watcher):
+    a = create(client, auth, "10")
+    b = create(client, auth, "10", wallet=WALLET_B)
+    pay(sim, WALLET, 10_000_000)
+    pay(sim, WALLET_B, 10_000_000)
+    sim.set_fault("not_json", count=None, path_prefix=f"/v1/accounts/{WALLET}/")
+    watcher.run_once()
+    assert get(client, auth, a)["status"] == "pending" and get(client, auth, b)["status"] == "completed"
+
+
+def test_two_watchers_in_one_database_credit_once(client, auth, db, sim, watch_config):
+    p = create(client, auth, "10")
+    one, two = make_watcher(db, watch_config), make_watcher(db, watch_config)
+    try:
+        assert one.run_once() is not None
+        assert two.run_once() is None  # stands by while the other holds the lock
+        pay(sim, WALLET, 10_000_000)
+        one.run_once()
+        two.run_once()
+    finally:
+        one.stop()
+        two.stop()
+    with db.Session() as s:
+        assert len(s.scalars(select(Transfer)).all()) == 1
+    assert events(db, p) == ["payment.completed"]
+
+
+def watcher_process(database_url: str, sim_url: str) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url, "TRONGRID_API_URL": sim_url, "WATCHER_STRATEGY": "account",
+           "POLLING_INTERVAL_SECONDS": "0.2", "TRONGRID_MAX_RPS": "200", "LOG_LEVEL": "INFO"}
+    return subprocess.Popen([sys.executable, "watcher.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def lock_holder_pid(db) -> int | None:
+    with db.Session() as s:
+        name = s.scalar(text(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.classid = :hi AND l.objid = :lo AND l.granted"),
+            {"hi": WATCHER_LOCK_ID >> 32, "lo": WATCHER_LOCK_ID & 0xFFFFFFFF})
+    return int(name.rsplit(":", 1)[1]) if name else None
+
+
+def test_standalone_watchers_take_over_when_the_holder_is_killed(client, auth, db, sim, database_url):
+    first = watcher_process(database_url, sim.url)
+    second = watcher_process(database_url, sim.url)
+    try:
+        p = create(client, auth, "10")
+        pay(sim, WALLET, 10_000_000)
+        assert wait_for(lambda: get(client, auth, p)["status"] == "completed")
+        holder_pid = lock_holder_pid(db)
+        assert holder_pid in (first.pid, second.pid)
+        holder, standby = (first, second) if holder_pid == first.pid else (second, first)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(5)
+        assert wait_for(lambda: lock_holder_pid(db) == standby.pid, timeout=5)  # within a few intervals
+        q = create(client, auth, "11")
+        pay(sim, WALLET, 11_000_000)
+        assert wait_for(lambda: get(client, auth, q)["status"] == "completed", timeout=10)
+        standby.send_signal(signal.SIGTERM)
+        assert standby.wait(10) == 0
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert events(db, p) == ["payment.completed"] and events(db, q) == ["payment.completed"]

@@ -1,0 +1,623 @@
+"""Webhook delivery against real HTTP receivers on 127.0.0.1 and a real PostgreSQL."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from standardwebhooks.webhooks import Webhook
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import migrate  # noqa: E402
+from config import Config  # noqa: E402
+from database import Database, normalize_url  # noqa: E402
+from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
+from payments import emit_event  # noqa: E402
+from webhook_signing import generate_secret  # noqa: E402
+from webhooks import (  # noqa: E402
+    AttemptResult,
+    WebhookDispatcher,
+    describe_webhook_secrets,
+    drop_previous_webhook_secret,
+    ensure_webhook_secret,
+    event_to_dict,
+    get_signing_secrets,
+    jittered,
+    next_delay,
+    parse_retry_after,
+    queue_retry,
+    rotate_webhook_secret,
+)
+
+SECRET = generate_secret()
+SERVER_URL = os.environ.get("TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+TABLES = "webhook_events, transfers, payment_logs, payments, service_state"
+
+
+# --- fixtures: database ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def wh_url() -> Iterator[str]:
+    name = f"webhooks_test_{os.getpid()}"
+    admin = create_engine(normalize_url(SERVER_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(normalize_url(SERVER_URL)).set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade_to_head(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def wh_db(wh_url: str) -> Iterator[Database]:
+    db = Database(wh_url)
+    with db.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    yield db
+    db.dispose()
+
+
+def make_config(**overrides: Any) -> Config:
+    options: dict[str, Any] = {
+        "allow_private_callbacks": True,
+        "webhook_secret": SECRET,
+        "webhook_retry_schedule": (0, 0, 0),
+        "webhook_timeout_seconds": 1.0,
+        "webhook_workers": 2,
+    }
+    return Config(**{**options, **overrides})
+
+
+def make_payment(db: Database, callback_url: str) -> uuid.UUID:
+    with db.transaction() as session:
+        payment = Payment(
+            id=uuid.uuid4(),
+            order_id=f"order-{uuid.uuid4().hex[:12]}",
+            wallet_address="TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf",
+            expected_amount_usdt=Decimal("10.5"),
+            requested_amount_usdt=Decimal("10.5"),
+            status=PaymentStatus.pending,
+            callback_url=callback_url,
+            meta={"cart": 7},
+            request_fingerprint="0" * 64,
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+        )
+        session.add(payment)
+    return payment.id
+
+
+def emit(db: Database, payment_id: uuid.UUID, event_type: str = "payment.completed") -> str:
+    with db.transaction() as session:
+        return emit_event(session, session.get(Payment, payment_id), event_type).id  # type: ignore[arg-type]
+
+
+def load_event(db: Database, event_id: str) -> WebhookEvent:
+    with db.Session() as session:
+        return session.scalars(select(WebhookEvent).where(WebhookEvent.id == event_id)).one()
+
+
+def load_payment(db: Database, payment_id: uuid.UUID) -> Payment:
+    with db.Session() as session:
+        return session.get(Payment, payment_id)  # type: ignore[return-value]
+
+
+def attempt_logs(db: Database, payment_id: uuid.UUID) -> list[PaymentLog]:
+    with db.Session() as session:
+        return list(session.scalars(
+            select(PaymentLog)
+            .where(PaymentLog.payment_id == payment_id, PaymentLog.event_type.like("webhook_%"))
+            .where(PaymentLog.event_type.not_in(["webhook_queued", "webhook_retry_queued"]))
+            .order_by(PaymentLog.id)
+        ))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+# --- fixtures: receiver ------------------------------------------------------------------------
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    delay: float = 0.0
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+class Receiver:
+    """A real HTTP server; each path answers its scripted replies in turn, then 200."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.scripts: dict[str, list[Reply]] = {}
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.server.server_address[1]}{path}"
+
+    def script(self, path: str, *replies: Reply) -> None:
+        self.scripts[path] = list(replies)
+
+    def to(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    def next_reply(self, path: str) -> Reply:
+        with self.lock:
+            queue = self.scripts.get(path) or []
+            return queue.pop(0) if queue else Reply()
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.requests.append(Received(self.path, headers, body, time.monotonic()))
+                reply = receiver.next_reply(self.path)
+                time.sleep(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    for name, value in {"content-length": str(len(reply.body)), **reply.headers}.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except OSError:  # the client gave up (timeout): nothing to answer
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+# --- signing and secrets -----------------------------------------------------------------------
+
+def test_delivered_request_verifies_with_the_standardwebhooks_library(wh_db: Database, receiver: Receiver) -> None:
+    payment_id = make_payment(wh_db, receiver.url())
+    event_id = emit(wh_db, payment_id)
+    assert WebhookDispatcher(wh_db, make_config()).run_once() == 1
+
+    [request] = receiver.requests
+    payload = Webhook(SECRET).verify(request.body, request.headers)
+    assert request.headers["webhook-id"] == event_id == payload["id"]
+    assert request.headers["content-type"] == "application/json"
+    assert request.body.decode() == load_event(wh_db, event_id).body
+    assert payload["type"] == "payment.completed"
+    assert payload["data"]["id"] == str(payment_id) and payload["data"]["expected_amount_usdt"] == "10.5"
+    event = load_event(wh_db, event_id)
+    assert (event.state, event.attempts, event.last_status_code) == (EventState.delivered, 1, 200)
+    assert event.leased_by is None and event.lease_until is None
+    payment = load_payment(wh_db, payment_id)
+    assert (payment.callback_attempts, payment.callback_success) == (1, True)
+    [log] = attempt_logs(wh_db, payment_id)
+    assert log.event_type == "webhook_delivered"
+    assert log.event_metadata["status_code"] == 200 and log.event_metadata["event_id"] == event_id
+    assert log.event_metadata["attempt"] == 1 and isinstance(log.event_metadata["duration_ms"], int)
+
+
+def test_rotation_signs_with_both_secrets_each_verifying_alone(wh_db: Database, receiver: Receiver) -> None:
+    config = make_config(webhook_secret=None)
+    old = ensure_webhook_secret(wh_db, config)
+    assert old is not None and ensure_webhook_secret(wh_db, config) is None
+    with wh_db.transaction() as session:
+        new = rotate_webhook_secret(session, config)
+    payment_id = make_payment(wh_db, receiver.url())
+    emit(wh_db, payment_id)
+    WebhookDispatcher(wh_db, config).run_once()
+
+    [request] = receiver.requests
+    signatures = request.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2
+    Webhook(new).verify(request.body, request.headers)
+    Webhook(old).verify(request.body, request.headers)
+    for secret, signature in zip((new, old), signatures, strict=True):  # current first
+        Webhook(secret).verify(request.body, {**request.headers, "webhook-signature": signature})
+    with pytest.raises(Exception):  # noqa: B017 - the library raises its own WebhookVerificationError
+        Webhook(old).verify(request.body, {**request.headers, "webhook-signature": signatures[0]})
+
+    with wh_db.transaction() as session:
+        assert drop_previous_webhook_secret(session) is True
+        assert get_signing_secrets(session, config) == [new]
+
+
+def test_environment_secret_and_database_rotation(wh_db: Database) -> None:
+    config = make_config()
+    with wh_db.transaction() as session:
+        assert get_signing_secrets(session, config) == [SECRET]
+        assert describe_webhook_secrets(session, config)["source"] == "environment"
+        new = rotate_webhook_secret(session, config)
+    with wh_db.transaction() as session:
+        assert get_signing_secrets(session, config) == [new, SECRET]
+        shown = describe_webhook_secrets(session, config)
+        assert shown["current"] == new and shown["previous"] == SECRET and shown["environment_secret_superseded"]
+    replaced = generate_secret()  # the operator sets WEBHOOK_SECRET to something else: it wins again
+    with wh_db.transaction() as session:
+        assert get_signing_secrets(session, make_config(webhook_secret=replaced)) == [replaced]
+
+
+def test_previous_secret_expires(wh_db: Database) -> None:
+    config = make_config(webhook_secret=None)
+    with wh_db.transaction() as session:
+        first = get_signing_secrets(session, config)[0]
+        new = rotate_webhook_secret(session, config)
+    assert first != new
+    with wh_db.engine.begin() as conn:
+        conn.execute(text(
+            "UPDATE service_state SET value = jsonb_set(value, '{previous_expires_at}', '\"2000-01-01T00:00:00Z\"') "
+            "WHERE key = 'webhook_secrets'"
+        ))
+    with wh_db.transaction() as session:
+        assert get_signing_secrets(session, config) == [new]
+
+
+def test_secret_is_generated_once_by_concurrent_starts(wh_db: Database) -> None:
+    config = make_config(webhook_secret=None)
+    barrier = threading.Barrier(4)
+    results: list[str | None] = []
+
+    def start() -> None:
+        barrier.wait()
+        results.append(ensure_webhook_secret(wh_db, config))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    generated = [r for r in results if r is not None]
+    assert len(generated) == 1
+    with wh_db.transaction() as session:
+        assert get_signing_secrets(session, config) == generated
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+def test_failing_receiver_gets_the_same_event_until_it_succeeds(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(500), Reply(503), Reply(404), Reply(204))
+    payment_id = make_payment(wh_db, receiver.url())
+    event_id = emit(wh_db, payment_id)
+    dispatcher = WebhookDispatcher(wh_db, make_config())
+    assert [dispatcher.run_once() for _ in range(5)] == [1, 1, 1, 1, 0]
+
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [event_id] * 4
+    assert len({r.body for r in receiver.requests}) == 1
+    for request in receiver.requests:
+        Webhook(SECRET).verify(request.body, request.headers)
+    event = load_event(wh_db, event_id)
+    assert (event.state, event.attempts, event.last_status_code, event.last_error) == (
+        EventState.delivered, 4, 204, None
+    )
+    logs = attempt_logs(wh_db, payment_id)
+    assert [log.event_type for log in logs] == ["webhook_attempt"] * 3 + ["webhook_delivered"]
+    assert [log.event_metadata["status_code"] for log in logs] == [500, 503, 404, 204]
+    assert [log.event_metadata["attempt"] for log in logs] == [1, 2, 3, 4]
+    payment = load_payment(wh_db, payment_id)
+    assert (payment.callback_attempts, payment.callback_success) == (4, True)
+
+
+def test_410_gone_stops_the_event(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(410))
+    payment_id = make_payment(wh_db, receiver.url())
+    event_id = emit(wh_db, payment_id)
+    dispatcher = WebhookDispatcher(wh_db, make_config())
+    assert dispatcher.run_once() == 1
+    assert dispatcher.run_once() == 0
+    event = load_event(wh_db, event_id)
+    assert (event.state, event.attempts, event.last_status_code) == (EventState.failed, 1, 410)
+    assert [log.event_type for log in attempt_logs(wh_db, payment_id)] == ["webhook_failed"]
+
+
+def test_retry_after_on_429_is_waited_for(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(429, headers={"Retry-After": "1"}))
+    payment_id = make_payment(wh_db, receiver.url())
+    event_id = emit(wh_db, payment_id)
+    dispatcher = WebhookDispatcher(wh_db, make_config(webhook_retry_schedule=(0, 0)))
+    assert dispatcher.run_once() == 1
+    assert dispatcher.run_once() == 0  # the schedule says "now", the receiver said "in a second"
+    event = load_event(wh_db, event_id)
+    with wh_db.Session() as session:
+        wait = (event.next_attempt_at - session.scalar(select(func.now()))).total_seconds()
+    assert 0.5 < wait <= 1.0
+    wait_until(lambda: dispatcher.run_once() == 1, timeout=3)
+    first, second = receiver.requests
+    assert second.at - first.at >= 0.95
+    assert load_event(wh_db, event_id).state == EventState.delivered
+
+
+def test_exhausted_schedule_fails_and_a_manual_retry_sends_the_same_event(
+    wh_db: Database, receiver: Receiver
+) -> None:
+    receiver.script("/hook", *[Reply(500)] * 3)
+    payment_id = make_payment(wh_db, receiver.url())
+    event_id = emit(wh_db, payment_id)
+    dispatcher = WebhookDispatcher(wh_db, make_config(webhook_retry_schedule=(0, 0)))
+    assert [dispatcher.run_once() for _ in range(4)] == [1, 1, 1, 0]
+    event = load_event(wh_db, event_id)
+    assert (event.state, event.attempts, event.last_error) == (EventState.failed, 3, "HTTP 500")
+    assert event_to_dict(event)["next_attempt_at"] is None
+    with wh_db.Session() as session:
+        failed = session.scalar(select(func.count()).where(WebhookEvent.state == EventState.failed))
+    assert failed == 1
+    assert [log.event_type for log in attempt_logs(wh_db, payment_id)][-1] == "webhook_failed"
+    assert (load_payment(wh_db, payment_id).callback_attempts, load_payment(wh_db, payment_id).callback_success) == (
+        3, False
+    )
+
+    with wh_db.transaction() as session:
+        retried = queue_retry(session, session.get(Payment, payment_id))  # type: ignore[arg-type]
+        assert retried is not None and retried.id == event_id
+    assert dispatcher.run_once() == 1
+    assert receiver.requests[-1].headers["webhook-id"] == event_id
+    assert receiver.requests[-1].body == receiver.requests[0].body
+    event = load_event(wh_db, event_id)
+    assert (event.state, event.attempts, event.schedule_position) == (EventState.delivered, 4, 1)
+    assert (load_payment(wh_db, payment_id).callback_attempts, load_payment(wh_db, payment_id).callback_success) == (
+        4, True
+    )
+
+
+def test_queue_retry_without_event_returns_none(wh_db: Database, receiver: Receiver) -> None:
+    payment_id = make_payment(wh_db, receiver.url())
+    with wh_db.transaction() as session:
+        assert queue_retry(session, session.get(Payment, payment_id)) is None  # type: ignore[arg-type]
+
+
+def test_retry_policy_functions() -> None:
+    assert jittered(10, rand=lambda: 0.0) == pytest.approx(9.0)
+    assert jittered(10, rand=lambda: 1.0) == pytest.approx(11.0)
+    assert jittered(0, rand=lambda: 0.0) == 0.0
+    assert next_delay((5, 300), 1, None, rand=lambda: 0.5) == 5
+    assert next_delay((5, 300), 2, 1000, rand=lambda: 0.5) == 1000
+    assert next_delay((5, 300), 2, 10, rand=lambda: 0.5) == 300
+    assert next_delay((5, 300), 3, None) is None
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after("Thu, 01 Jan 2026 12:01:30 GMT", now) == 90
+    assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0
+    assert parse_retry_after("9999999") == 86400
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+# --- ordering, concurrency, crashes --------------------------------------------------------------
+
+def test_a_payments_events_go_out_in_order(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(500))
+    payment_id = make_payment(wh_db, receiver.url())
+    ids = [emit(wh_db, payment_id, t) for t in ("payment.partial", "payment.partial", "payment.completed")]
+    dispatcher = WebhookDispatcher(wh_db, make_config())
+    assert dispatcher.run_once() == 1  # the first failed; the later two wait for it
+    assert load_event(wh_db, ids[1]).attempts == 0
+    assert dispatcher.run_once() == 3
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [ids[0], ids[0], ids[1], ids[2]]
+
+
+def test_callback_summary_follows_the_latest_event_only(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(500), Reply(500))
+    payment_id = make_payment(wh_db, receiver.url())
+    emit(wh_db, payment_id, "payment.partial")
+    dispatcher = WebhookDispatcher(wh_db, make_config())
+    dispatcher.run_once()
+    assert load_payment(wh_db, payment_id).callback_attempts == 1
+    emit(wh_db, payment_id, "payment.completed")
+    dispatcher.run_once()  # the older event's second attempt: not the payment's latest event any more
+    assert load_payment(wh_db, payment_id).callback_attempts == 0
+
+
+def test_threads_deliver_many_payments_each_in_order(wh_db: Database, receiver: Receiver) -> None:
+    paths = [f"/p{n}" for n in range(5)]
+    expected: dict[str, list[str]] = {}
+    for path in paths:
+        receiver.script(path, Reply(500, delay=0.05), Reply(200, delay=0.02))
+        payment_id = make_payment(wh_db, receiver.url(path))
+        expected[path] = [emit(wh_db, payment_id, t) for t in ("payment.partial", "payment.paid_late")]
+    dispatcher = WebhookDispatcher(wh_db, make_config(webhook_workers=3), poll_interval=0.05)
+    dispatcher.start()
+    try:
+        wait_until(lambda: len(receiver.requests) >= 15, timeout=10)
+    finally:
+        dispatcher.stop(5)
+    for path in paths:
+        first, second = expected[path]
+        assert [r.headers["webhook-id"] for r in receiver.to(path)] == [first, first, second]
+
+
+def test_a_hanging_receiver_does_not_hold_up_another_payment(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/slow", Reply(200, delay=3))
+    slow_event = emit(wh_db, make_payment(wh_db, receiver.url("/slow")))
+    fast_event = emit(wh_db, make_payment(wh_db, receiver.url("/fast")))
+    config = make_config(webhook_timeout_seconds=0.5, webhook_retry_schedule=(60,))
+    dispatcher = WebhookDispatcher(wh_db, config, poll_interval=0.05)
+    started = time.monotonic()
+    dispatcher.start()
+    try:
+        assert time.monotonic() - started < 0.2  # start() never waits for a delivery
+        wait_until(lambda: load_event(wh_db, fast_event).state == EventState.delivered, timeout=2)
+        assert time.monotonic() - started < 1.0
+        wait_until(lambda: load_event(wh_db, slow_event).attempts == 1, timeout=2)
+    finally:
+        dispatcher.stop(2)
+    slow = load_event(wh_db, slow_event)
+    assert slow.state == EventState.pending and "timed out" in (slow.last_error or "")
+
+
+def test_two_dispatchers_never_send_the_same_attempt(wh_db: Database, receiver: Receiver) -> None:
+    for n in range(24):
+        path = f"/m{n}"
+        receiver.script(path, Reply(200, delay=0.01))
+        emit(wh_db, make_payment(wh_db, receiver.url(path)))
+    dispatchers = [WebhookDispatcher(wh_db, make_config(), worker_id=f"w{n}") for n in range(2)]
+    counts: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def run(dispatcher: WebhookDispatcher) -> None:
+        barrier.wait()
+        counts.append(dispatcher.run_once())
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in dispatchers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(counts) == 24 and all(counts)  # both took part
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert len(ids) == 24 == len(set(ids))
+    with wh_db.Session() as session:
+        assert set(session.scalars(select(WebhookEvent.attempts))) == {1}
+
+
+def test_a_dangling_lease_is_taken_over_with_the_same_event_id(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(500))
+    payment_id = make_payment(wh_db, receiver.url())
+    event_id = emit(wh_db, payment_id)
+    config = make_config(webhook_timeout_seconds=0.2)
+    crashed = WebhookDispatcher(wh_db, config, worker_id="crashed", lease_margin_seconds=0.2)
+    assert crashed.run_once() == 1  # attempt 1 fails
+    [claimed] = crashed.claim(1)  # attempt 2 claimed, then the process "dies"
+    successor = WebhookDispatcher(wh_db, config, worker_id="successor")
+    assert successor.run_once() == 0  # the lease still holds
+    time.sleep(0.7)
+    assert successor.run_once() == 1
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [event_id, event_id]
+    # The "dead" process wakes up and tries to record its attempt: the lease is gone, nothing changes.
+    assert crashed.record(claimed, AttemptResult(200, None, 5)) is False
+    event = load_event(wh_db, event_id)
+    assert (event.state, event.attempts, event.leased_by) == (EventState.delivered, 2, None)
+    assert any(log.event_metadata.get("stale") for log in attempt_logs(wh_db, payment_id))
+
+
+def test_a_stopped_dispatcher_is_continued_by_a_new_one(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(500))
+    event_id = emit(wh_db, make_payment(wh_db, receiver.url()))
+    config = make_config(webhook_retry_schedule=(0.5, 0.5))
+    first = WebhookDispatcher(wh_db, config, worker_id="first", poll_interval=0.05)
+    first.start()
+    try:
+        wait_until(lambda: load_event(wh_db, event_id).attempts == 1)
+    finally:
+        first.stop(2)
+    second = WebhookDispatcher(wh_db, config, worker_id="second")
+    wait_until(lambda: second.run_once() == 1, timeout=3)
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [event_id, event_id]
+    event = load_event(wh_db, event_id)
+    assert (event.state, event.attempts) == (EventState.delivered, 2)
+
+
+# --- what the receiver answers -----------------------------------------------------------------
+
+def test_redirects_are_not_followed(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(302, headers={"Location": receiver.url("/elsewhere")}))
+    event_id = emit(wh_db, make_payment(wh_db, receiver.url()))
+    assert WebhookDispatcher(wh_db, make_config()).run_once() == 1
+    assert [r.path for r in receiver.requests] == ["/hook"]
+    event = load_event(wh_db, event_id)
+    assert event.state == EventState.pending and event.last_status_code == 302
+    assert "redirects are not followed" in (event.last_error or "")
+
+
+def test_a_huge_response_is_read_no_further_than_64kb(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(500, body=b"x" * 5_000_000), Reply(200, body=b"y" * 5_000_000))
+    payment_id = make_payment(wh_db, receiver.url())
+    event_id = emit(wh_db, payment_id)
+    dispatcher = WebhookDispatcher(wh_db, make_config())
+    started = time.monotonic()
+    assert dispatcher.run_once() + dispatcher.run_once() == 2
+    assert time.monotonic() - started < 3
+    assert load_event(wh_db, event_id).state == EventState.delivered
+    first_log = attempt_logs(wh_db, payment_id)[0]
+    assert first_log.event_metadata["response_excerpt"] == "x" * 256
+
+
+def test_unreachable_receiver_is_a_failed_attempt(wh_db: Database) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    event_id = emit(wh_db, make_payment(wh_db, f"http://127.0.0.1:{port}/hook"))
+    assert WebhookDispatcher(wh_db, make_config()).run_once() == 1
+    event = load_event(wh_db, event_id)
+    assert event.state == EventState.pending and event.last_status_code is None
+    assert "connection failed" in (event.last_error or "")
+
+
+def test_delivery_refuses_an_address_that_became_private(wh_db: Database, receiver: Receiver) -> None:
+    """Created with a public-looking name; at delivery the name resolves to 127.0.0.1."""
+    port = receiver.server.server_address[1]
+
+    def rebound(host: str, port: int, *args: Any) -> list[tuple[Any, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    payment_id = make_payment(wh_db, f"http://shop.example:{port}/hook")
+    event_id = emit(wh_db, payment_id)
+    config = make_config(allow_private_callbacks=False)
+    assert WebhookDispatcher(wh_db, config, resolver=rebound).run_once() == 1
+    assert receiver.requests == []
+    event = load_event(wh_db, event_id)
+    assert event.state == EventState.pending and event.attempts == 1
+    assert "callback address refused" in (event.last_error or "") and "loopback" in (event.last_error or "")
+    [log] = attempt_logs(wh_db, payment_id)
+    assert "callback address refused" in log.event_metadata["error"]
+
+
+def test_event_to_dict(wh_db: Database, receiver: Receiver) -> None:
+    payment_id = make_payment(wh_db, receiver.url())
+    event_id = emit(wh_db, payment_id, "payment.partial")
+    pending = event_to_dict(load_event(wh_db, event_id))
+    assert pending["state"] == "pending" and pending["next_attempt_at"] is not None
+    WebhookDispatcher(wh_db, make_config()).run_once()
+    shown = event_to_dict(load_event(wh_db, event_id))
+    assert set(shown) == {
+        "id", "type", "payment_id", "created_at", "state", "attempts", "next_attempt_at",
+        "last_status_code", "last_error", "delivered_at", "data",
+    }
+    assert shown["id"] == event_id and shown["type"] == "payment.partial"
+    assert shown["payment_id"] == str(payment_id) and shown["state"] == "delivered"
+    assert shown["attempts"] == 1 and shown["next_attempt_at"] is None and shown["last_status_code"] == 200
+    assert shown["delivered_at"].endswith("Z") and shown["created_at"].endswith("Z")
+    assert shown["data"] == json.loads(receiver.requests[0].body)["data"]
