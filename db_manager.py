@@ -29,7 +29,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum as PyEnum
 from pathlib import Path
@@ -164,6 +164,13 @@ def optional_module(name: str, command: str) -> ModuleType:
         raise CliError(f"{command} is not available: cannot load {name}.py ({exc})") from None
 
 
+def utc_text(value: datetime | None) -> str | None:
+    """A time as ISO 8601 UTC to the second, e.g. 2026-01-02T03:04:05Z."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def first_line(value: object) -> str:
     lines = str(value).strip().splitlines()
     return lines[0].strip() if lines else type(value).__name__
@@ -230,7 +237,7 @@ def collect_stats(ctx: Context) -> dict[str, Any]:
         },
         "transfers": {"total": sum(transfers.values()), **{s.value: transfers.get(s.value, 0) for s in TransferStatus}},
         "webhook_events": {"total": sum(events.values()), **{s.value: events.get(s.value, 0) for s in EventState}},
-        "payment_logs": {"total": logs, "oldest": oldest.isoformat() if oldest else None},
+        "payment_logs": {"total": logs, "oldest": utc_text(oldest)},
     }
 
 
@@ -475,8 +482,7 @@ def cmd_list_api_keys(ctx: Context) -> int:
     with ctx.db.transaction() as session:
         keys = list_api_keys(session)
     rows = [("PREFIX", "NAME", "CREATED", "REVOKED")] + [
-        (k.prefix, k.name or "-", k.created_at.isoformat(timespec="seconds"),
-         k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "-")
+        (k.prefix, k.name or "-", utc_text(k.created_at) or "-", utc_text(k.revoked_at) or "-")
         for k in keys
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]

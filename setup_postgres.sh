@@ -25,9 +25,9 @@
 # Passwords (decision):
 #   - a password given in DATABASE_URL is the role's password: it is applied on every run (same value,
 #     so nothing changes in effect);
-#   - without one, a random password is generated only when the role is created, stored in
-#     PASSWORD_FILE (mode 0600) and set; later runs read it back from that file and do not touch the
-#     role's password;
+#   - without one, a random password is generated only when the role is created (unless PASSWORD_FILE
+#     already holds one), stored in PASSWORD_FILE (mode 0600) before the role is created with it; later
+#     runs read it back from that file and do not touch the role's password;
 #   - without one, for a role that already exists and no PASSWORD_FILE: the password is left alone and
 #     the URL is printed with <existing password>; give DATABASE_URL with the password to set a new one.
 set -euo pipefail
@@ -48,8 +48,8 @@ case "${1:-}" in
     *) die "unknown argument '$1' (configuration is by environment; see --help)" ;;
 esac
 
-urldecode() {
-    local data="${1//+/ }"
+urldecode() {   # percent-decoding only ('+' stays '+' in the user and password, as libpq reads them)
+    local data="${1//\\/\\\\}"
     printf '%b' "${data//%/\\x}"
 }
 
@@ -184,21 +184,29 @@ write_password_file() {
     say "stored the generated password in $PASSWORD_FILE (mode 0600)"
 }
 
-set_password() {
+ROLE_ATTRIBUTES="LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+
+set_password() {   # the SQL goes through stdin, so the password never shows in the process list
     admin_psql postgres <<<"ALTER ROLE \"$DB_USER\" PASSWORD $(sql_literal "$DB_PASSWORD");"
+}
+
+create_role() {
+    if [[ $PASSWORD_GIVEN -eq 0 ]]; then
+        if read_password_file; then
+            say "using the password kept in $PASSWORD_FILE"
+        else
+            DB_PASSWORD="$(generate_password)"
+            write_password_file
+        fi
+    fi
+    admin_psql postgres <<<"CREATE ROLE \"$DB_USER\" $ROLE_ATTRIBUTES PASSWORD $(sql_literal "$DB_PASSWORD");"
+    say "created role $DB_USER (LOGIN, no superuser/createdb/createrole) with its password"
 }
 
 ensure_role() {
     PASSWORD_KNOWN=1
     if ! role_exists; then
-        admin_psql postgres -c "CREATE ROLE \"$DB_USER\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-        say "created role $DB_USER (LOGIN, no superuser/createdb/createrole)"
-        if [[ $PASSWORD_GIVEN -eq 0 ]]; then
-            DB_PASSWORD="$(generate_password)"
-            write_password_file
-        fi
-        set_password
-        say "set the password of role $DB_USER"
+        create_role
         return 0
     fi
     say "role $DB_USER exists"
@@ -219,7 +227,7 @@ ensure_role_attributes() {
     attrs="$(admin_psql postgres -c "SELECT concat_ws(',', rolcanlogin, rolsuper, rolcreatedb, rolcreaterole,
         rolreplication, rolbypassrls) FROM pg_roles WHERE rolname = '$DB_USER'")"
     if [[ "$attrs" != "t,f,f,f,f,f" ]]; then
-        admin_psql postgres -c "ALTER ROLE \"$DB_USER\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+        admin_psql postgres -c "ALTER ROLE \"$DB_USER\" $ROLE_ATTRIBUTES"
         say "reduced role $DB_USER to LOGIN only (it had more privileges than the service needs)"
     fi
 }

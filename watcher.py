@@ -295,7 +295,7 @@ class Watcher:
     # shared: credit and expire
     def credit(self, transfers: list[ObservedTransfer], result: CycleResult) -> None:
         late = self.config.late_payment_window_seconds
-        for transfer in sorted(transfers, key=lambda t: (t.block_timestamp, t.transaction_hash, t.log_index)):
+        for transfer in transfers:  # chain order: the rules of §4 depend on which transfer comes first
             with self.db.transaction() as session:
                 result.count(credit_transfer(session, transfer, late))
 
@@ -385,11 +385,17 @@ class Watcher:
         number, read_ts = int(cursor["number"]), int(cursor["timestamp"])
         budget = max(1, int(self.budget_per_cycle()) - 1)
         last = min(head.number, number + budget)
+        snapshot_ms = int(time.time() * 1000)
         try:
             for num in range(number + 1, last + 1):
                 if self.stop_event.is_set():
                     break
                 infos = self.client.get_block_infos(num)
+                if any(i.block_timestamp >= snapshot_ms - OVERLAP_MS for i in infos):
+                    # A block this recent may pay a payment created after the wallet list was read.
+                    snapshot_ms = int(time.time() * 1000)
+                    with self.db.Session() as session:
+                        wallets = watched_wallets(session, self.config.late_payment_window_seconds)
                 transfers = [observed(log) for info in infos if info.success
                              for log in info.transfers if log.to_address in wallets]
                 self.credit(transfers, result)

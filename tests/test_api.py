@@ -162,7 +162,8 @@ def test_amount_in_use_and_unique_amount(client, auth, db):
     clash = client.post("/payments", json=body(order_id="b"), headers=auth)
     assert clash.status_code == 409 and clash.get_json()["error"] == "amount_in_use"
     # another wallet may use the same amount
-    assert client.post("/payments", json=body(order_id="c", wallet_address=OTHER_WALLET), headers=auth).status_code == 201
+    other_wallet = client.post("/payments", json=body(order_id="c", wallet_address=OTHER_WALLET), headers=auth)
+    assert other_wallet.status_code == 201
     raised = client.post("/payments", json=body(order_id="d", unique_amount=True), headers=auth)
     assert raised.status_code == 201 and raised.get_json()["expected_amount_usdt"] == "10.5001"
     second = client.post("/payments", json=body(order_id="e", unique_amount=True), headers=auth)

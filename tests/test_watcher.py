@@ -37,9 +37,15 @@ def sim() -> Iterator[Simulator]:
     simulator.stop()
 
 
+@pytest.fixture(params=["account", "blocks"])
+def strategy(request) -> str:
+    """Every rule is checked under both strategies: the same chain gives the same outcomes."""
+    return request.param
+
+
 @pytest.fixture
-def watch_config(config: Config, sim: Simulator) -> Config:
-    return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="account", trongrid_max_rps=500.0,
+def watch_config(config: Config, sim: Simulator, strategy: str) -> Config:
+    return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
                                  polling_interval_seconds=0.2)
 
 
@@ -111,7 +117,7 @@ def test_exact_payment_completes_with_event_and_logs(client, auth, db, sim, watc
     assert listed[0]["payment_id"] == p["id"] and listed[0]["amount_usdt"] == "10.5"
 
 
-def test_more_than_200_transfers_between_two_polls(client, auth, db, sim, watcher):
+def test_more_than_200_transfers_between_two_polls(client, auth, db, sim, watcher, strategy):
     a = create(client, auth, "7")
     b = create(client, auth, "9")
     for _ in range(250):
@@ -122,7 +128,8 @@ def test_more_than_200_transfers_between_two_polls(client, auth, db, sim, watche
     result = watcher.run_once()
     assert result.credited == 2 and result.unmatched == 250
     assert get(client, auth, a)["status"] == "completed" and get(client, auth, b)["status"] == "completed"
-    assert sim.request_counts().get(f"/v1/accounts/{WALLET}/transactions/trc20", 0) >= 2  # paged
+    if strategy == "account":
+        assert sim.request_counts().get(f"/v1/accounts/{WALLET}/transactions/trc20", 0) >= 2  # paged
 
 
 def test_fake_usdt_from_another_contract_is_ignored(client, auth, db, sim, watcher):
@@ -147,12 +154,13 @@ def test_unconfirmed_transfer_waits_for_solidification(client, auth, db, sim, wa
     assert get(client, auth, p)["status"] == "completed"
 
 
-def test_reverted_transaction_credits_nothing(client, auth, db, sim, watcher):
+def test_reverted_transaction_credits_nothing(client, auth, db, sim, watcher, strategy):
     p = create(client, auth, "4")
     pay(sim, WALLET, 4_000_000, reverted=True)
     watcher.run_once()
     assert get(client, auth, p)["status"] == "pending"
-    assert "transfer_rejected" in log_types(client, auth, p)
+    if strategy == "account":  # the TRC20 list showed it, the receipt said REVERT: logged as rejected
+        assert "transfer_rejected" in log_types(client, auth, p)
     assert client.get("/transfers", headers=auth).get_json()["transfers"] == []
 
 
@@ -332,10 +340,12 @@ def test_5xx_answers_are_retried(client, auth, db, sim, watcher):
 
 
 @pytest.mark.parametrize("fault", ["error_200", "not_json", "503"])
-def test_malformed_or_failing_answers_lose_nothing(client, auth, db, sim, watcher, fault):
+def test_malformed_or_failing_answers_lose_nothing(client, auth, db, sim, watcher, fault, strategy):
     p = create(client, auth, "10")
+    watcher.run_once()
     pay(sim, WALLET, 10_000_000)
-    sim.set_fault(fault, count=None, path_prefix="/v1/")
+    prefix = "/v1/" if strategy == "account" else "/walletsolidity/gettransactioninfobyblocknum"
+    sim.set_fault(fault, count=None, path_prefix=prefix)
     result = watcher.run_once()
     assert result.errors and get(client, auth, p)["status"] == "pending"
     sim.clear_faults()
@@ -343,7 +353,9 @@ def test_malformed_or_failing_answers_lose_nothing(client, auth, db, sim, watche
     assert get(client, auth, p)["status"] == "completed"
 
 
-def test_an_error_on_one_wallet_does_not_stop_the_others(client, auth, db, sim, watcher):
+def test_an_error_on_one_wallet_does_not_stop_the_others(client, auth, db, sim, watcher, strategy):
+    if strategy == "blocks":
+        pytest.skip("the blocks strategy makes no per-wallet request")
     a = create(client, auth, "10")
     b = create(client, auth, "10", wallet=WALLET_B)
     pay(sim, WALLET, 10_000_000)
@@ -395,7 +407,9 @@ def lock_holder_pid(db) -> int | None:
     return int(name.rsplit(":", 1)[1]) if name else None
 
 
-def test_standalone_watchers_take_over_when_the_holder_is_killed(client, auth, db, sim, database_url):
+def test_standalone_watchers_take_over_when_the_holder_is_killed(client, auth, db, sim, database_url, strategy):
+    if strategy == "blocks":
+        pytest.skip("the leader lock does not depend on the strategy; checked once")
     first = watcher_process(database_url, sim.url)
     second = watcher_process(database_url, sim.url)
     try:

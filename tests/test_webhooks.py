@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import threading
@@ -17,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select, text
 from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import migrate  # noqa: E402
 from config import Config  # noqa: E402
-from database import Database, normalize_url  # noqa: E402
+from database import Database  # noqa: E402
 from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
 from payments import emit_event  # noqa: E402
 from webhook_signing import generate_secret  # noqa: E402
@@ -45,34 +42,11 @@ from webhooks import (  # noqa: E402
 )
 
 SECRET = generate_secret()
-SERVER_URL = os.environ.get("TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-TABLES = "webhook_events, transfers, payment_logs, payments, service_state"
-
-
-# --- fixtures: database ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def wh_url() -> Iterator[str]:
-    name = f"webhooks_test_{os.getpid()}"
-    admin = create_engine(normalize_url(SERVER_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(normalize_url(SERVER_URL)).set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade_to_head(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
+# --- fixtures: database (conftest's per-run test database, emptied per test) -------------------
 
 @pytest.fixture
-def wh_db(wh_url: str) -> Iterator[Database]:
-    db = Database(wh_url)
-    with db.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-    yield db
-    db.dispose()
+def wh_db(db: Database) -> Database:
+    return db
 
 
 def make_config(**overrides: Any) -> Config:
