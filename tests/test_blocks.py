@@ -1,0 +1,149 @@
+"""The blocks strategy (solidified blocks' receipts): catch-up, internal calls, auto switching, java-tron nodes."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from config import Config
+from models import Transfer, WebhookEvent
+from tests.test_watcher import PAYER, USDT, WALLET, WALLET_B, create, get, make_watcher, pass_time, pay
+from tron_sim import Simulator, random_address
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    simulator = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, follow_clock=True)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def blocks_config(config: Config, sim: Simulator) -> Config:
+    return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="blocks", trongrid_max_rps=1000.0,
+                                 polling_interval_seconds=0.2)
+
+
+def completed_events(db) -> int:
+    with db.Session() as s:
+        return s.scalar(select(func.count()).where(WebhookEvent.type == "payment.completed")) or 0
+
+
+def test_catches_up_after_1000_missed_blocks_oldest_first(client, auth, db, sim, blocks_config):
+    watcher = make_watcher(db, blocks_config)
+    wallets = [random_address() for _ in range(20)]
+    payments = [create(client, auth, "5", wallet=w) for w in wallets]
+    watcher.run_once()  # the cursor is set; then the watcher is "down" for 1,000 blocks
+    for i in range(1000):
+        if i % 50 == 0:
+            sim.transfer(wallets[i // 50], 5_000_000, from_=PAYER)
+        sim.transfer(random_address(), 1_000_000, from_=PAYER)  # someone else's USDT: most of the chain
+        sim.mine(1)
+    sim.mine(3)
+    result = watcher.run_once()
+    budget = int(blocks_config.trongrid_max_rps * blocks_config.polling_interval_seconds) - 1
+    assert result.blocks == budget and result.blocks_behind > 0  # one cycle's request budget, no more
+    health = client.get("/health").get_json()
+    assert health["watcher"]["blocks_behind"] == result.blocks_behind
+    cycles = 1
+    while result.blocks_behind:
+        result = watcher.run_once()
+        cycles += 1
+        assert cycles < 30
+    assert cycles >= 1000 // budget
+    assert all(get(client, auth, p)["status"] == "completed" for p in payments)
+    assert completed_events(db) == 20
+    with db.Session() as s:  # only transfers to watched wallets are kept
+        assert s.scalar(select(func.count()).select_from(Transfer)) == 20
+    watcher.stop()
+
+
+def test_transfer_made_by_an_internal_call_is_found(client, auth, db, sim, blocks_config):
+    watcher = make_watcher(db, blocks_config)
+    p = create(client, auth, "12")
+    watcher.run_once()
+    tx = pay(sim, WALLET, 12_000_000, internal=True)
+    watcher.run_once()
+    got = get(client, auth, p)
+    assert got["status"] == "completed" and got["transaction_hash"] == tx
+    assert got["transfers"][0]["log_index"] == 1  # the calling contract's own log comes first
+    watcher.stop()
+
+
+def test_java_tron_node_without_v1_api_uses_blocks(client, auth, db, config):
+    node = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, v1_api=False, follow_clock=True)
+    node.start()
+    try:
+        cfg = config.with_overrides(trongrid_api_url=node.url, watcher_strategy="auto", trongrid_max_rps=1000.0)
+        watcher = make_watcher(db, cfg)
+        p = create(client, auth, "3")
+        assert watcher.run_once().strategy == "blocks"
+        pay(node, WALLET, 3_000_000)
+        assert watcher.run_once().strategy == "blocks"
+        assert get(client, auth, p)["status"] == "completed"
+        assert node.count("/v1/") <= 1  # the probe only
+        watcher.stop()
+    finally:
+        node.stop()
+
+
+def test_auto_switches_both_ways_without_losing_or_double_crediting(client, auth, db, sim, config):
+    # budget = 100 rps * 0.05 s = 5 requests a cycle: blocks above 3.5 wallets, account again below 2
+    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="auto", trongrid_max_rps=100.0,
+                                polling_interval_seconds=0.05)
+    watcher = make_watcher(db, cfg)
+    first = create(client, auth, "1", wallet=WALLET)
+    assert watcher.run_once().strategy == "account"
+    many = [create(client, auth, "2", wallet=random_address()) for _ in range(4)]
+    pay(sim, WALLET, 400_000)  # partial payment just before the switch
+    seen = [watcher.run_once().strategy]
+    pay(sim, WALLET, 300_000)
+    for p in many:
+        pay(sim, p["wallet_address"], 2_000_000)
+    for _ in range(60):  # 4 blocks a cycle: catching up from the oldest wallet cursor takes a while
+        result = watcher.run_once()
+        seen.append(result.strategy)
+        if result.strategy == "blocks" and result.blocks_behind == 0:
+            break
+    assert seen[-1] == "blocks"
+    assert all(get(client, auth, p)["status"] == "completed" for p in many)
+    # 5 wallets dropped to 1: back to account (hysteresis), and the rest of the first payment arrives
+    pay(sim, WALLET, 300_000)
+    after = [watcher.run_once().strategy for _ in range(3)]
+    assert after[-1] == "account"
+    got = get(client, auth, first)
+    assert got["status"] == "completed" and got["received_amount_usdt"] == "1" and len(got["transfers"]) == 3
+    with db.Session() as s:
+        assert s.scalar(select(func.count()).select_from(Transfer)) == 7  # each transfer once
+        kinds = list(s.scalars(select(WebhookEvent.type).where(WebhookEvent.payment_id == uuid.UUID(first["id"]))
+                               .order_by(WebhookEvent.seq)))
+    assert kinds == ["payment.partial", "payment.partial", "payment.completed"]
+    watcher.stop()
+
+
+def test_auto_does_not_flap_at_the_threshold(client, auth, db, sim, config):
+    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="auto", trongrid_max_rps=100.0,
+                                polling_interval_seconds=0.05)
+    watcher = make_watcher(db, cfg)
+    for _ in range(3):  # 3 wallets: between the two thresholds (2 and 3.5)
+        create(client, auth, "2", wallet=random_address())
+    strategies = [watcher.run_once().strategy for _ in range(3)]
+    assert strategies == ["account"] * 3
+    create(client, auth, "2", wallet=random_address())  # 4 > 3.5: blocks
+    assert watcher.run_once().strategy == "blocks"
+    assert watcher.run_once().strategy == "blocks"
+    watcher.stop()
+
+
+def test_blocks_expire_by_chain_time(client, auth, db, sim, blocks_config):
+    watcher = make_watcher(db, blocks_config)
+    p = create(client, auth, "9", expires_in_seconds=60, wallet=WALLET_B)
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "pending"
+    pass_time(sim, 61)
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "expired"
+    watcher.stop()
