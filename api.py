@@ -336,6 +336,7 @@ def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict
     behind = report.get("seconds_behind")
     paused = report.get("paused_until")
     stale = last is None or now - float(last) > 3 * interval
+    failing = bool(report.get("errors"))  # the last cycle could not read everything it should have
     lagging = behind is not None and float(behind) > 3 * interval
     is_paused = paused is not None and float(paused) > now
     body = {
@@ -350,7 +351,7 @@ def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict
         ),
         "last_error": report.get("last_error"),
     }
-    return body, stale or lagging or is_paused
+    return body, stale or lagging or is_paused or failing
 
 
 @bp.get("/health")

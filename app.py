@@ -114,6 +114,7 @@ def create_app(
         bootstrap(services)
 
     app = Flask(__name__)
+    app.url_map.merge_slashes = False  # "/payments//logs" is a JSON 404, not an HTML redirect
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tron"] = services

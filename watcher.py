@@ -57,7 +57,8 @@ class CycleResult:
     requests: int = 0
     blocks: int = 0
     seconds: float = 0.0
-    read_up_to: int | None = None  # chain time (ms) read completely
+    read_up_to: int | None = None  # chain time (ms) up to which every watched wallet was read
+    head_timestamp: int | None = None  # the solidified head's time when the cycle started
     blocks_behind: int | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -243,6 +244,8 @@ class Watcher:
             previous = read_state(session, "watcher_strategy")
         if self.strategy is None and previous:
             self.strategy = previous.get("strategy")
+        if not wallets and self.strategy != "blocks" and self.config.watcher_strategy != "blocks":
+            return CycleResult(self.strategy or "account")  # nothing to watch: no upstream call at all
         strategy = self.choose_strategy(len(wallets))
         if strategy != self.strategy:
             self.switch(self.strategy, strategy, wallets)
@@ -325,7 +328,8 @@ class Watcher:
         with self.db.Session() as session:
             cursors = dict(session.execute(select(WalletCursor.wallet_address, WalletCursor.last_checked_timestamp)
                                            .where(WalletCursor.wallet_address.in_(list(wallets)))).all())
-        fully_read = []
+        result.head_timestamp = head.timestamp
+        read_times = []
         for wallet, oldest in wallets.items():
             if self.stop_event.is_set():
                 break
@@ -341,10 +345,10 @@ class Watcher:
                 continue
             with self.db.transaction() as session:
                 self.save_wallet_cursor(session, wallet, read_up_to)
-            if read_up_to >= head.timestamp:
-                fully_read.append(wallet)
+            read_times.append(read_up_to)
             self.expire([wallet], read_up_to, result)
-        result.read_up_to = head.timestamp if len(fully_read) == len(wallets) else None
+        if len(read_times) == len(wallets):
+            result.read_up_to = min(read_times)
         return result
 
     def read_wallet(self, wallet: str, start: int, solid_ts: int, result: CycleResult) -> int:
@@ -411,6 +415,7 @@ class Watcher:
             read_ts = max(read_ts, head.timestamp)
         result.blocks_behind = head.number - number
         result.read_up_to = read_ts
+        result.head_timestamp = head.timestamp
         self.expire(None, read_ts, result)
         with self.db.transaction() as session:
             for wallet in wallets:
@@ -420,12 +425,10 @@ class Watcher:
     # reporting
     def report(self, result: CycleResult) -> None:
         behind = None
-        if result.read_up_to is not None:
-            try:
-                head = self.client.get_solid_head() if result.strategy == "account" else None
-            except TronError:
-                head = None
-            behind = max(0.0, ((head.timestamp if head else result.read_up_to) - result.read_up_to) / 1000)
+        if result.read_up_to is not None and result.head_timestamp is not None:
+            behind = max(0.0, (result.head_timestamp - result.read_up_to) / 1000)
+        elif not result.wallets and not result.errors:
+            behind = 0.0  # nothing to watch: nothing to be behind on
         status = {
             "strategy": result.strategy,
             "last_cycle_finished": time.time(),
@@ -436,6 +439,7 @@ class Watcher:
             "wallets": result.wallets,
             "requests": result.requests,
             "last_error": result.errors[-1] if result.errors else None,
+            "errors": len(result.errors),
         }
         with self.db.transaction() as session:
             write_state(session, "watcher_status", status)

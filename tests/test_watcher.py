@@ -433,3 +433,27 @@ def test_standalone_watchers_take_over_when_the_holder_is_killed(client, auth, d
                 proc.kill()
                 proc.wait()
     assert events(db, p) == ["payment.completed"] and events(db, q) == ["payment.completed"]
+
+
+def test_health_reports_the_watcher(client, auth, db, sim, watcher, strategy):
+    create(client, auth, "10")
+    watcher.run_once()
+    health = client.get("/health").get_json()
+    assert health["status"] == "healthy"
+    assert health["watcher"]["strategy"] == strategy and health["watcher"]["last_cycle_at"]
+    assert health["watcher"]["seconds_behind"] == 0
+    sim.set_fault("503", count=None)
+    watcher.run_once()
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded" and "503" in health["watcher"]["last_error"]
+
+
+def test_idle_account_watcher_sends_nothing_upstream(db, sim, watch_config, strategy):
+    if strategy == "blocks":
+        pytest.skip("the blocks strategy keeps its block cursor moving while idle")
+    idle = make_watcher(db, watch_config)
+    try:
+        assert idle.run_once().requests == 0
+        assert sim.count("/") == 0
+    finally:
+        idle.stop()
