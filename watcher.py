@@ -119,9 +119,13 @@ class LeaderLock:
 
     def _connect(self) -> Any:
         # keepalives: a vanished host is noticed within 10 + 5 * 3 = 25 s and its lock released.
+        # The server side must notice too, since it is the server that releases the lock:
+        # the same keepalive settings for this session's backend.
         conn = psycopg2.connect(self.dsn, keepalives=1, keepalives_idle=10, keepalives_interval=5,
                                 keepalives_count=3, connect_timeout=10,
-                                application_name=f"tron-usdt-watcher:{os.getpid()}")
+                                application_name=f"tron-usdt-watcher:{os.getpid()}",
+                                options="-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 "
+                                        "-c tcp_keepalives_count=3")
         conn.autocommit = True
         return conn
 
@@ -442,10 +446,21 @@ class Watcher:
             "errors": len(result.errors),
         }
         with self.db.transaction() as session:
+            previous = read_state(session, "watcher_status") or {}
+            self.log_error_transition(session, previous.get("last_error"), status["last_error"])
             write_state(session, "watcher_status", status)
         logger.info("watcher cycle: %s, %d wallets, %d transfers (%d credited, %d unmatched), %d expired, "
                     "%d requests, %.2fs", result.strategy, result.wallets, result.transfers_seen, result.credited,
                     result.unmatched, result.expired, result.requests, result.seconds)
+
+
+    @staticmethod
+    def log_error_transition(session: Session, before: str | None, now: str | None) -> None:
+        """Audit-log upstream trouble when it starts, changes or ends, not on every cycle."""
+        if now and now != before:
+            log_event(session, None, "watcher_error", f"watcher cycle incomplete: {now}")
+        elif before and not now:
+            log_event(session, None, "watcher_recovered", "watcher cycle complete again after errors")
 
 
 def observed(log: Any) -> ObservedTransfer:

@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 
 from config import Config
 from matching import AssignError, assign_transfer, ms_to_datetime
-from models import Payment, Transfer, WebhookEvent
+from models import Payment, PaymentLog, Transfer, WebhookEvent
 from tron_client import TronClient
 from tron_sim import Simulator
 from watcher import WATCHER_LOCK_ID, Watcher
@@ -446,6 +446,14 @@ def test_health_reports_the_watcher(client, auth, db, sim, watcher, strategy):
     watcher.run_once()
     health = client.get("/health").get_json()
     assert health["status"] == "degraded" and "503" in health["watcher"]["last_error"]
+    watcher.run_once()  # the same trouble again: logged once, when it started
+    sim.clear_faults()
+    watcher.run_once()
+    assert client.get("/health").get_json()["status"] == "healthy"
+    with db.Session() as s:
+        kinds = list(s.scalars(select(PaymentLog.event_type).where(PaymentLog.payment_id.is_(None))
+                               .order_by(PaymentLog.id)))
+    assert kinds == ["watcher_error", "watcher_recovered"]
 
 
 def test_idle_account_watcher_sends_nothing_upstream(db, sim, watch_config, strategy):
