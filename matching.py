@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -114,11 +115,18 @@ def is_stored(session: Session, t: ObservedTransfer) -> bool:
     ) is not None
 
 
-def has_candidates(session: Session, wallet: str, at_ms: int, late_window: int) -> bool:
-    """Whether money mined at `at_ms` to `wallet` could go to a payment (no locks taken)."""
-    at = ms_to_datetime(at_ms)
-    rows = session.scalars(select(Payment).where(Payment.wallet_address == wallet, Payment.created_at <= at))
-    return any(timing(p, at, late_window) is not None for p in rows)
+def wallet_payments(session: Session, wallet: str) -> list[Payment]:
+    """The wallet's payments that may still take money (a snapshot, no locks: for planning only)."""
+    return list(session.scalars(select(Payment).where(
+        Payment.wallet_address == wallet,
+        Payment.status.in_([PaymentStatus.pending, PaymentStatus.expired, PaymentStatus.failed]),
+    )))
+
+
+def would_credit(candidates: list[Payment], records: list[Any]) -> bool:
+    """Whether rule 1 or 2 would give one of these records (TRC20 list rows) to a payment."""
+    remainders = {remaining(p) for p in candidates}
+    return len(candidates) == 1 or any(r.amount in remainders for r in records)
 
 
 def store_transfer(session: Session, t: ObservedTransfer) -> Transfer | None:

@@ -31,7 +31,16 @@ from sqlalchemy.orm import Session
 
 from config import Config, ConfigError, configure_logging, load_config
 from database import Database, DatabaseError, resolve_database_url
-from matching import ObservedTransfer, Outcome, credit_transfer, expire_due, has_candidates
+from matching import (
+    ObservedTransfer,
+    Outcome,
+    credit_transfer,
+    expire_due,
+    ms_to_datetime,
+    timing,
+    wallet_payments,
+    would_credit,
+)
 from models import Payment, PaymentStatus, ServiceState, Transfer, WalletCursor
 from payments import log_event
 from tron_client import Trc20Transfer, TronClient, TronError, TronRateLimited, TxInfo
@@ -176,6 +185,7 @@ class Watcher:
         self.is_leader = False
         self.strategy: str | None = None
         self.last_result: CycleResult | None = None
+        self.cycle_started_requests = 0
 
     # lifecycle
     def start(self) -> None:
@@ -212,7 +222,7 @@ class Watcher:
         if not held:
             return None
         started = time.monotonic()
-        before = self.client.request_count
+        before = self.cycle_started_requests = self.client.request_count
         try:
             result = self.cycle()
         except TronError as exc:  # upstream down or pausing us: nothing read, cursors unchanged
@@ -365,20 +375,34 @@ class Watcher:
         with self.db.Session() as session:
             known = set(session.scalars(select(Transfer.transaction_hash).where(
                 Transfer.to_address == wallet, Transfer.transaction_hash.in_(list(by_tx)))))
-            late = self.config.late_payment_window_seconds
-            relevant = {tx_id: group for tx_id, group in by_tx.items() if tx_id not in known
-                        and has_candidates(session, wallet, group[0].block_timestamp, late)}
+            payments = wallet_payments(session, wallet)
+        late = self.config.late_payment_window_seconds
         read_up_to = solid_ts
-        for tx_id, group in relevant.items():
+        for tx_id, group in by_tx.items():
+            if tx_id in known:
+                continue
+            candidates = [p for p in payments if timing(p, ms_to_datetime(group[0].block_timestamp), late)]
+            if not candidates:
+                continue  # mined before every open payment of the wallet: no receipt needed
+            # Receipts for money that would credit a payment always; for money that would stay
+            # unmatched only while this cycle's request budget lasts, so a busy wallet cannot starve
+            # the others. The wallet then stops here and goes on next cycle: transfers are taken in
+            # chain order, because the rules of §4 depend on which came first.
+            if not would_credit(candidates, group) and self.cycle_requests() >= self.budget_per_cycle():
+                read_up_to = min(read_up_to, group[0].block_timestamp - 1)
+                break
             info = self.client.get_transaction_info(tx_id)
             if info is None:  # not solidified on this node yet: read again from here next cycle
-                read_up_to = min(read_up_to, min(r.block_timestamp for r in group) - 1)
-                continue
+                read_up_to = min(read_up_to, group[0].block_timestamp - 1)
+                break
             if not info.success:
                 self.log_rejected(info, wallet)
                 continue
             self.credit([observed(log) for log in info.transfers if log.to_address == wallet], result)
         return read_up_to
+
+    def cycle_requests(self) -> int:
+        return self.client.request_count - self.cycle_started_requests
 
     # blocks strategy
     def blocks_cycle(self, wallets: dict[str, datetime]) -> CycleResult:
