@@ -27,6 +27,7 @@ from payments import (
     create_payment,
     find_by_order_id,
     iso,
+    payment_to_dict,
     replay_or_conflict,
     request_fingerprint,
     serialize_payment,
@@ -80,7 +81,7 @@ def encode_cursor(*parts: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps([str(p) for p in parts]).encode()).decode().rstrip("=")
 
 
-def decode_cursor(raw: str | None, size: int) -> list[str] | None:
+def decode_cursor(raw: str | None, size: int, field: str = "cursor") -> list[str] | None:
     if raw is None:
         return None
     try:
@@ -88,7 +89,7 @@ def decode_cursor(raw: str | None, size: int) -> list[str] | None:
     except (ValueError, binascii.Error, UnicodeDecodeError):
         parts = None
     if not isinstance(parts, list) or len(parts) != size or not all(isinstance(p, str) for p in parts):
-        raise fail(400, "invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
+        raise fail(400, "invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.", field)
     return parts
 
 
@@ -137,15 +138,18 @@ def check_callback_address(url: str) -> None:
 def create() -> Any:
     new = parse_new_payment(json_body())
     db = services().db
-    with db.Session() as session:
-        existing = find_by_order_id(session, new.order_id)
-        if existing is not None:
-            return replay(session, existing, new)
-    check_callback_address(new.callback_url)
     try:
+        # One transaction for the replay lookup and the creation: a connection checkout (with its
+        # pre-ping), BEGIN and ROLLBACK fewer per request. The callback check runs before any lock.
         with db.transaction() as session:
-            payment, created = create_payment(session, new, services().config.late_payment_window_seconds)
-            body = serialize_payment(session, payment)
+            existing = find_by_order_id(session, new.order_id)
+            if existing is not None:
+                return replay(session, existing, new)
+            check_callback_address(new.callback_url)
+            payment, created = create_payment(session, new, services().config.late_payment_window_seconds,
+                                              looked_up=True)
+            # a new payment has no transfers yet: no query for them
+            body = payment_to_dict(payment, []) if created else serialize_payment(session, payment)
     except PaymentError as exc:
         raise translate(exc) from None
     except IntegrityError:  # a concurrent request with the same order_id committed first
@@ -191,9 +195,9 @@ def list_payments() -> Any:
     if status:
         query = query.where(Payment.status == PaymentStatus(status))
     if args.get("wallet_address"):
-        query = query.where(Payment.wallet_address == args["wallet_address"])
+        query = query.where(Payment.wallet_address == v.filter_text(args["wallet_address"], "wallet_address"))
     if args.get("order_id"):
-        query = query.where(Payment.order_id == args["order_id"])
+        query = query.where(Payment.order_id == v.filter_text(args["order_id"], "order_id"))
     if cursor:
         try:
             created, pid = datetime.fromisoformat(cursor[0]), v.payment_uuid(cursor[1])
@@ -272,7 +276,7 @@ def list_transfers() -> Any:
     if status:
         query = query.where(Transfer.status == TransferStatus(status))
     if args.get("wallet_address"):
-        query = query.where(Transfer.to_address == args["wallet_address"])
+        query = query.where(Transfer.to_address == v.filter_text(args["wallet_address"], "wallet_address"))
     if cursor:
         if not cursor[0].isdigit():
             raise fail(400, "invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
@@ -292,14 +296,17 @@ def list_events() -> Any:
 
     args = request.args
     limit = v.limit(args.get("limit"))
-    after = decode_cursor(args.get("after"), 1)
+    after = decode_cursor(args.get("after"), 1, "after")
     query = select(WebhookEvent)
     if after:
         if not after[0].isdigit():
             raise fail(400, "invalid_cursor", "after must be a next_cursor value returned by /events.", "after")
         query = query.where(WebhookEvent.seq > int(after[0]))
     if args.get("payment_id"):
-        query = query.where(WebhookEvent.payment_id == v.payment_uuid(args["payment_id"]))
+        pid = v.payment_uuid(args["payment_id"])
+        if pid is None:
+            raise fail(400, "invalid_payment_id", "payment_id must be a payment's UUID.", "payment_id")
+        query = query.where(WebhookEvent.payment_id == pid)
     query = query.order_by(WebhookEvent.seq).limit(limit + 1)
     with services().db.Session() as session:
         rows = list(session.scalars(query))

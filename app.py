@@ -90,17 +90,28 @@ def bootstrap(services: Services) -> None:
         print(f"Generated the webhook signing secret (shown only once): {secret}", flush=True)
 
 
-def bootstrap_from_environment() -> None:
-    """Run `bootstrap` once for the configuration in the environment (gunicorn's master uses it)."""
-    config = load_config()
+def bootstrap_from_environment() -> int:
+    """Run `bootstrap` once for the configuration in the environment (gunicorn's master uses it).
+
+    Returns an exit status; a bad setting or an unreachable database is one line on stderr."""
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     configure_logging(config)
     if config.allow_private_callbacks:
         logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
-    db = Database(resolve_database_url(config.database_url))
     try:
-        bootstrap(Services(config=config, db=db))
-    finally:
-        db.dispose()
+        db = Database(resolve_database_url(config.database_url))
+        try:
+            bootstrap(Services(config=config, db=db))
+        finally:
+            db.dispose()
+    except (DatabaseError, SQLAlchemyError) as exc:
+        print(f"database error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def create_app(

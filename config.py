@@ -76,6 +76,20 @@ def _number(env: dict[str, str], name: str, default: float, *, minimum: float, i
     return value
 
 
+def _port(env: dict[str, str]) -> int:
+    port = int(_number(env, "PORT", 5000, minimum=1, integer=True))
+    if port > 65535:
+        raise ConfigError(f"PORT must be from 1 to 65535, got {port}")
+    return port
+
+
+def _ttl(env: dict[str, str]) -> int:
+    ttl = int(_number(env, "PAYMENT_TTL_SECONDS", 3600, minimum=60, integer=True))
+    if ttl > 2_592_000:  # the longest expires_in_seconds a request may ask for
+        raise ConfigError(f"PAYMENT_TTL_SECONDS must be from 60 to 2592000, got {ttl}")
+    return ttl
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = _get(env, name)
     if raw is None:
@@ -90,7 +104,12 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
 
 def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     parsed = urlparse(raw)
-    if parsed.scheme not in schemes or not parsed.netloc:
+    try:
+        host = parsed.hostname
+        parsed.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        host = None
+    if parsed.scheme not in schemes or not host:
         raise ConfigError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {raw!r}")
     return raw.rstrip("/")
 
@@ -154,7 +173,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
 
     return Config(
         host=_get(env, "HOST") or "127.0.0.1",
-        port=int(_number(env, "PORT", 5000, minimum=1, integer=True)),
+        port=_port(env),
         database_url=database_url,
         tron_network=network,
         trongrid_api_url=_url("TRONGRID_API_URL", _get(env, "TRONGRID_API_URL") or default_url, ("http", "https")),
@@ -163,7 +182,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         trongrid_max_rps=_number(env, "TRONGRID_MAX_RPS", 10.0, minimum=0.1, integer=False),
         watcher_strategy=strategy,
         polling_interval_seconds=_number(env, "POLLING_INTERVAL_SECONDS", 10.0, minimum=0.05, integer=False),
-        payment_ttl_seconds=int(_number(env, "PAYMENT_TTL_SECONDS", 3600, minimum=60, integer=True)),
+        payment_ttl_seconds=_ttl(env),
         late_payment_window_seconds=int(_number(env, "LATE_PAYMENT_WINDOW_SECONDS", 86400, minimum=0, integer=True)),
         webhook_secret=secret,
         webhook_retry_schedule=_schedule(env),

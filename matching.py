@@ -64,9 +64,9 @@ def timing(payment: Payment, at: datetime, late_window: int) -> str | None:
     """'on_time', 'late' or None (not a candidate) for money mined at chain time `at`."""
     if payment.created_at > at:
         return None
-    if payment.status == PaymentStatus.pending:
+    if payment.status == PaymentStatus.pending and at < payment.expires_at:
         return "on_time"
-    closed = closed_at(payment)
+    closed = payment.expires_at if payment.status == PaymentStatus.pending else closed_at(payment)
     if closed is None:
         return None
     if at < closed:
@@ -177,6 +177,14 @@ def apply_credit(session: Session, payment: Payment, when: str, t: ObservedTrans
         log_event(session, payment.id, "paid_late",
                   f"full amount arrived after the payment was {payment.status.value}", **amounts)
         return "payment.paid_late"
+    if when == "on_time" and payment.status == PaymentStatus.failed:
+        # Mined before the cancellation: as if it had not been cancelled, and with money received
+        # it could not have been. The payment is open again.
+        log_event(session, payment.id, "reopened",
+                  f"money mined at {at.isoformat()} before the cancellation took effect; the payment is open again",
+                  previous_status=payment.status.value, failure_reason=payment.failure_reason)
+        payment.status = PaymentStatus.pending
+        payment.failure_reason = None
     log_event(session, payment.id, "partial",
               f"received {format_amount(t.amount)} USDT, {format_amount(max(remaining(payment), 0))} still due",
               late=(when == "late"), **amounts)
@@ -188,6 +196,9 @@ def credit_transfer(session: Session, t: ObservedTransfer, late_window: int) -> 
     wallet_lock(session, t.to_address)
     if is_stored(session, t):
         return Outcome(t, "duplicate")
+    # Transfers come in chain order, so the wallet has been read up to this one: a payment whose
+    # expiry is not after it expires first, and this money is then late for it.
+    expire_due(session, [t.to_address], t.block_timestamp)
     candidates = find_candidates(session, t.to_address, ms_to_datetime(t.block_timestamp), late_window)
     if not candidates:
         # Mined before every open payment of the wallet was created: it belongs to none of them.

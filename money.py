@@ -6,7 +6,7 @@ from decimal import Decimal
 
 MICRO = 10**6
 MAX_MICRO = 10**20 - 1  # NUMERIC(20,6) holds 14 integer digits
-_PLAIN = re.compile(r"^(\d+)(?:\.(\d+))?$")
+_PLAIN = re.compile(r"^([0-9]+)(?:\.([0-9]+))?$")  # ASCII digits only
 
 
 class AmountError(ValueError):

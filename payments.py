@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from models import Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
-from money import format_amount, from_micro, to_micro
+from money import MAX_MICRO, format_amount, from_micro, to_micro
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,8 @@ def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool) -> 
         )
     for step in range(1, UNIQUE_MAX_STEPS + 1):
         candidate = micro + step * UNIQUE_STEP_MICRO
+        if candidate > MAX_MICRO:
+            break
         if candidate not in in_use:
             return from_micro(candidate)
     raise PaymentError(
@@ -240,11 +242,16 @@ def replay_or_conflict(existing: Payment, new: NewPayment) -> Payment:
     return existing
 
 
-def create_payment(session: Session, new: NewPayment, late_window: int) -> tuple[Payment, bool]:
-    """Create a payment, or return the existing one for a replayed request. Returns (payment, created)."""
-    existing = find_by_order_id(session, new.order_id)
-    if existing is not None:
-        return replay_or_conflict(existing, new), False
+def create_payment(session: Session, new: NewPayment, late_window: int, *,
+                   looked_up: bool = False) -> tuple[Payment, bool]:
+    """Create a payment, or return the existing one for a replayed request. Returns (payment, created).
+
+    `looked_up`: the caller has just looked for the order_id in this transaction; skip that lookup
+    (the one under the wallet lock below is the one that decides)."""
+    if not looked_up:
+        existing = find_by_order_id(session, new.order_id)
+        if existing is not None:
+            return replay_or_conflict(existing, new), False
     wallet_lock(session, new.wallet_address)
     existing = find_by_order_id(session, new.order_id)  # a concurrent twin may have won the lock
     if existing is not None:

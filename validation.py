@@ -108,8 +108,15 @@ def _plain(value: Any) -> Any:
     """JSON-ready copy of metadata. Metadata is opaque merchant data, never money, so a
     fractional number in it is stored as JSON stores it (a double), like any JSON API."""
     if isinstance(value, JsonNumber):
-        return float(value)
+        number = float(value)
+        if number in (float("inf"), float("-inf")):
+            raise ValidationError("invalid_metadata", "metadata holds a number too large to store.", "metadata")
+        return number
+    if isinstance(value, str) and "\x00" in value:
+        raise ValidationError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
     if isinstance(value, dict):
+        if any("\x00" in key for key in value):
+            raise ValidationError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
@@ -132,6 +139,16 @@ def boolean(value: Any, field: str) -> bool:
         return False
     if not isinstance(value, bool):
         raise ValidationError(f"invalid_{field}", f"{field} must be true or false.", field)
+    return value
+
+
+def filter_text(value: str | None, field: str) -> str | None:
+    """A free-text query filter: printable, bounded (PostgreSQL refuses NUL characters)."""
+    if value is None:
+        return None
+    if len(value) > MAX_ORDER_ID or not value.isprintable():
+        raise ValidationError(f"invalid_{field}", f"{field} must be at most {MAX_ORDER_ID} printable characters.",
+                              field)
     return value
 
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg2
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -52,6 +52,7 @@ OVERLAP_MS = 60_000  # re-read the last minute: page and clock boundaries never 
 BLOCK_MS = 3_000
 SWITCH_TO_BLOCKS = 0.7  # share of the per-cycle request budget at which `auto` leaves `account`
 SWITCH_TO_ACCOUNT = 0.4  # ... and comes back (hysteresis)
+LAST_CHECKED_LAG_MS = 60_000  # payments.last_checked_timestamp may trail the wallet cursor by this much
 
 
 @dataclass
@@ -95,21 +96,32 @@ def write_state(session: Session, key: str, value: Any) -> None:
     )
 
 
-def watched_wallets(session: Session, late_window: int) -> dict[str, datetime]:
-    """Wallets with candidates, each with the creation time of its oldest candidate."""
-    window_start = datetime.now(UTC) - timedelta(seconds=late_window)
-    rows = session.execute(
+def watched_wallets(session: Session, late_window: int, created_since: datetime | None = None) -> dict[str, datetime]:
+    """Wallets with candidates, each with the creation time of its oldest candidate.
+
+    With `created_since`, only candidates created since then count (a cheap refresh through the
+    created_at index: the blocks strategy merges it into the list it read at the start of the cycle)."""
+    # The late window runs in chain time: up to where each wallet has been read (a wallet never read
+    # is watched whatever the wall clock says), so a watcher that is behind loses no late money.
+    window = timedelta(seconds=late_window)
+    read_to = func.to_timestamp(WalletCursor.last_checked_timestamp / 1000.0)
+    unread = WalletCursor.last_checked_timestamp.is_(None)
+    query = (
         select(Payment.wallet_address, func.min(Payment.created_at))
+        .outerjoin(WalletCursor, WalletCursor.wallet_address == Payment.wallet_address)
         .where(
             or_(
                 Payment.status == PaymentStatus.pending,
-                (Payment.status == PaymentStatus.expired) & (Payment.expires_at >= window_start),
-                (Payment.status == PaymentStatus.failed) & (Payment.cancelled_at >= window_start),
+                (Payment.status == PaymentStatus.expired) & (unread | (Payment.expires_at + window >= read_to)),
+                (Payment.status == PaymentStatus.failed) & (Payment.failure_reason == "cancelled")
+                & (unread | (Payment.cancelled_at + window >= read_to)),
             )
         )
         .group_by(Payment.wallet_address)
     )
-    return {wallet: oldest for wallet, oldest in rows}
+    if created_since is not None:
+        query = query.where(Payment.created_at >= created_since)
+    return {wallet: oldest for wallet, oldest in session.execute(query)}
 
 
 def to_ms(value: datetime) -> int:
@@ -298,16 +310,25 @@ class Watcher:
         block = read_state(session, "block_cursor")
         if block is None or not wallets:
             return
-        for wallet in wallets:
-            self.save_wallet_cursor(session, wallet, int(block["timestamp"]), only_lower=True)
+        self.save_wallet_cursors(session, list(wallets), int(block["timestamp"]), only_lower=True)
 
     def save_wallet_cursor(self, session: Session, wallet: str, value: int, *, only_lower: bool = False) -> None:
-        stmt = insert(WalletCursor).values(wallet_address=wallet, last_checked_timestamp=value)
-        new_value = (func.least(WalletCursor.last_checked_timestamp, value) if only_lower
-                     else func.greatest(WalletCursor.last_checked_timestamp, value))
-        session.execute(stmt.on_conflict_do_update(
-            index_elements=["wallet_address"], set_={"last_checked_timestamp": new_value, "updated_at": func.now()}
-        ))
+        self.save_wallet_cursors(session, [wallet], value, only_lower=only_lower)
+
+    def save_wallet_cursors(self, session: Session, wallets: list[str], value: int, *,
+                            only_lower: bool = False) -> None:
+        """Move the cursors of `wallets` to `value` (never backwards, or never forwards with only_lower):
+        one statement however many wallets (the blocks strategy moves every watched wallet each cycle)."""
+        if not wallets:
+            return
+        pick = "LEAST" if only_lower else "GREATEST"
+        session.execute(text(
+            "INSERT INTO wallet_cursors (wallet_address, last_checked_timestamp) "
+            "SELECT w, :value FROM unnest(CAST(:wallets AS varchar[])) AS w "
+            "ON CONFLICT (wallet_address) DO UPDATE SET "
+            f"last_checked_timestamp = {pick}(wallet_cursors.last_checked_timestamp, EXCLUDED.last_checked_timestamp), "
+            "updated_at = now()"
+        ), {"value": int(value), "wallets": sorted(set(wallets))})
 
     # shared: credit and expire
     def credit(self, transfers: list[ObservedTransfer], result: CycleResult) -> None:
@@ -319,7 +340,14 @@ class Watcher:
     def expire(self, wallets: list[str] | None, read_up_to: int, result: CycleResult) -> None:
         with self.db.transaction() as session:
             result.expired += len(expire_due(session, wallets, read_up_to))
-            query = update(Payment).where(Payment.status == PaymentStatus.pending)
+            # Informational copy of the wallet cursor on each pending payment: rewritten only once it is
+            # LAST_CHECKED_LAG_MS behind, so a cycle does not rewrite every pending row (100,000 rows
+            # every 10 s otherwise); wallet_cursors holds the exact value.
+            query = update(Payment).where(
+                Payment.status == PaymentStatus.pending,
+                or_(Payment.last_checked_timestamp.is_(None),
+                    Payment.last_checked_timestamp < read_up_to - LAST_CHECKED_LAG_MS),
+            )
             if wallets is not None:
                 query = query.where(Payment.wallet_address.in_(wallets))
             session.execute(query.values(last_checked_timestamp=read_up_to))
@@ -424,10 +452,13 @@ class Watcher:
                     break
                 infos = self.client.get_block_infos(num)
                 if any(i.block_timestamp >= snapshot_ms - OVERLAP_MS for i in infos):
-                    # A block this recent may pay a payment created after the wallet list was read.
+                    # A block this recent may pay a payment created after the wallet list was read:
+                    # add the wallets of payments created since (with the same overlap for slow commits).
+                    since = datetime.fromtimestamp((snapshot_ms - OVERLAP_MS) / 1000, tz=UTC)
                     snapshot_ms = int(time.time() * 1000)
                     with self.db.Session() as session:
-                        wallets = watched_wallets(session, self.config.late_payment_window_seconds)
+                        recent = watched_wallets(session, self.config.late_payment_window_seconds, since)
+                    wallets = {**recent, **wallets}
                 transfers = [observed(log) for info in infos if info.success
                              for log in info.transfers if log.to_address in wallets]
                 self.credit(transfers, result)
@@ -446,8 +477,7 @@ class Watcher:
         result.head_timestamp = head.timestamp
         self.expire(None, read_ts, result)
         with self.db.transaction() as session:
-            for wallet in wallets:
-                self.save_wallet_cursor(session, wallet, read_ts)
+            self.save_wallet_cursors(session, list(wallets), read_ts)
         return result
 
     # reporting
@@ -505,7 +535,7 @@ def main() -> int:
 
         migrate.upgrade_to_head(db.url)
     except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
-        print(f"database error: {exc}", file=sys.stderr)
+        print(f"database error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     watcher = Watcher(db, config)
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop_event.set())

@@ -1,0 +1,146 @@
+"""Review tests: §1 a bad configuration value stops every entry point with one clear line naming it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEAD_DB = "postgresql://u@127.0.0.1:1/x"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def run(args: list[str], env_extra: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "TRON_NETWORK", "TRONGRID_API_URL", "POLLING_INTERVAL_SECONDS", "WEBHOOK_SECRET", "PORT", "HOST",
+        "USDT_CONTRACT", "WATCHER_STRATEGY", "LOG_LEVEL", "API_KEYS")}
+    env.update({"DATABASE_URL": DEAD_DB, "TRONGRID_API_URL": "http://127.0.0.1:1", "WATCHER_ENABLED": "false"})
+    env.update(env_extra)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_one_clear_line(proc: subprocess.CompletedProcess, variable: str) -> None:
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert variable in lines[0], lines
+
+
+BAD_VALUES = [
+    ("TRON_NETWORK", "foo"),
+    ("POLLING_INTERVAL_SECONDS", "abc"),
+    ("POLLING_INTERVAL_SECONDS", "nan"),
+    ("POLLING_INTERVAL_SECONDS", "-1"),
+    ("TRONGRID_API_URL", "notaurl"),
+    ("TRONGRID_API_URL", "ftp://api.trongrid.io"),
+    ("WEBHOOK_SECRET", "bad"),
+    ("WEBHOOK_SECRET", "whsec_!!!notbase64"),
+    ("PORT", "abc"),
+    ("TRONGRID_MAX_RPS", "0"),
+    ("WEBHOOK_RETRY_SCHEDULE", "5,,300"),
+    ("WEBHOOK_RETRY_SCHEDULE", "-5"),
+    ("WEBHOOK_TIMEOUT_SECONDS", "x"),
+    ("PAYMENT_TTL_SECONDS", "10"),
+    ("LATE_PAYMENT_WINDOW_SECONDS", "-1"),
+    ("WATCHER_STRATEGY", "fast"),
+    ("WATCHER_ENABLED", "maybe"),
+    ("ALLOW_PRIVATE_CALLBACKS", "perhaps"),
+    ("LOG_LEVEL", "verbose"),
+    ("USDT_CONTRACT", "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6u"),
+    ("DATABASE_URL", "mysql://u@h/db"),
+]
+
+
+def test_review_bad_value_is_one_line_naming_the_variable_in_every_entry_point():
+    """Every bad value against app.py, watcher.py and db_manager.py (run in parallel to stay fast)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    entries = [["app.py"], ["watcher.py"], ["db_manager.py", "stats"]]
+    cases = [(entry, variable, value) for i, (variable, value) in enumerate(BAD_VALUES)
+             for entry in (entries if i % 4 == 0 else [entries[i % 3]])]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        procs = list(pool.map(lambda c: run(c[0], {c[1]: c[2]}), cases))
+    problems = []
+    for (entry, variable, value), proc in zip(cases, procs, strict=True):
+        try:
+            assert_one_clear_line(proc, variable)
+        except AssertionError as exc:
+            problems.append(f"{entry[0]} {variable}={value!r}: {str(exc)[:300]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_review_url_without_host_is_refused():
+    assert_one_clear_line(run(["db_manager.py", "stats"], {"TRONGRID_API_URL": "http://:80"}), "TRONGRID_API_URL")
+
+
+def test_review_out_of_range_port_is_a_configuration_error(database_url):
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
+    env.update({"PORT": "70000", "DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET, "API_KEYS": "tum_review_key",
+                "WATCHER_ENABLED": "false", "TRONGRID_API_URL": "http://127.0.0.1:1"})
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        _, stderr = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # it went on serving (werkzeug wraps 70000 to port 4464)
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("PORT=70000 was accepted and the app kept running") from None
+    completed = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
+    assert_one_clear_line(completed, "PORT")
+
+
+def test_review_gunicorn_bad_value_is_one_clear_line():
+    proc = run(["-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
+               {"TRON_NETWORK": "foo", "GUNICORN_WORKERS": "1"}, timeout=60)
+    assert proc.returncode != 0
+    assert "TRON_NETWORK" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
+
+
+def test_review_watcher_unreachable_database_is_one_line():
+    proc = run(["watcher.py"], {})
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+
+
+def test_review_app_unreachable_database_is_one_line():
+    proc = run(["app.py"], {})
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "database" in lines[0], lines
+
+
+DB_MANAGER_MISUSE = [
+    ["revoke-api-key", "tum_nosuchprefix"],
+    ["assign-transfer", "nothex:0", "00000000-0000-0000-0000-000000000000"],
+    ["assign-transfer", "ab" * 32 + ":x", "00000000-0000-0000-0000-000000000000"],
+    ["assign-transfer", "ab" * 32 + ":0", "not-a-uuid"],
+    ["cleanup-logs", "--days", "-3"],
+    ["cleanup-logs", "--days", "abc"],
+    ["export"],
+    ["no-such-command"],
+]
+
+
+def test_review_db_manager_bad_use_is_nonzero_without_traceback(database_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = {"DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        procs = list(pool.map(lambda args: run(["db_manager.py", *args], env), DB_MANAGER_MISUSE))
+    for args, proc in zip(DB_MANAGER_MISUSE, procs, strict=True):
+        assert proc.returncode != 0, args
+        assert "Traceback" not in proc.stderr, (args, proc.stderr[-1500:])
+        assert [line for line in proc.stderr.splitlines() if line.strip()], args
+
+
+def test_review_db_manager_assign_unknown_transfer_is_one_line(database_url, db):
+    proc = run(["db_manager.py", "assign-transfer", "ab" * 32 + ":0", "00000000-0000-0000-0000-000000000001"],
+               {"DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET})
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
