@@ -11,7 +11,7 @@ from flask import Flask, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from config import Config, ConfigError, configure_logging, load_config
+from config import Config, first_line, load_config, startup_config
 from database import Database, DatabaseError, resolve_database_url
 
 logger = logging.getLogger(__name__)
@@ -94,14 +94,7 @@ def bootstrap_from_environment() -> int:
     """Run `bootstrap` once for the configuration in the environment (gunicorn's master uses it).
 
     Returns an exit status; a bad setting or an unreachable database is one line on stderr."""
-    try:
-        config = load_config()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(config)
-    if config.allow_private_callbacks:
-        logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
+    config = startup_config()
     try:
         db = Database(resolve_database_url(config.database_url))
         try:
@@ -109,7 +102,7 @@ def bootstrap_from_environment() -> int:
         finally:
             db.dispose()
     except (DatabaseError, SQLAlchemyError) as exc:
-        print(f"database error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"database error: {first_line(exc)}", file=sys.stderr)
         return 1
     return 0
 
@@ -166,18 +159,11 @@ def stop_background(app: Flask, timeout: float = 10.0) -> None:
 
 
 def main() -> int:
-    try:
-        config = load_config()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(config)
-    if config.allow_private_callbacks:
-        logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
+    config = startup_config()
     try:
         app = create_app(config)
     except (DatabaseError, SQLAlchemyError) as exc:
-        print(f"database error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"database error: {first_line(exc)}", file=sys.stderr)
         return 1
     start_background(app)
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlparse
 
@@ -192,6 +193,25 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         log_level=log_level,
         allow_private_callbacks=_bool(env, "ALLOW_PRIVATE_CALLBACKS", False),
     )
+
+
+def startup_config() -> Config:
+    """The configuration for a process entry point: a bad value exits with one line (status 2)."""
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(config)
+    if config.allow_private_callbacks:
+        logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
+    return config
+
+
+def first_line(exc: BaseException) -> str:
+    """A driver error's first line: what a person needs, without the background text."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def configure_logging(config: Config) -> None:

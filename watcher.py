@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from config import Config, ConfigError, configure_logging, load_config
+from config import Config, first_line, startup_config
 from database import Database, DatabaseError, resolve_database_url
 from matching import (
     ObservedTransfer,
@@ -523,19 +523,14 @@ def observed(log: Any) -> ObservedTransfer:
 
 
 def main() -> int:
-    try:
-        config = load_config()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(config)
+    config = startup_config()
     try:
         db = Database(resolve_database_url(config.database_url))
         import migrate
 
         migrate.upgrade_to_head(db.url)
     except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
-        print(f"database error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"database error: {first_line(exc)}", file=sys.stderr)
         return 1
     watcher = Watcher(db, config)
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop_event.set())

@@ -24,6 +24,7 @@ from database import Database, embedded_server_url, normalize_url  # noqa: E402
 
 TABLES = ("webhook_events", "transfers", "payment_logs", "payments", "api_keys", "wallet_cursors", "service_state")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
+USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 
 
 def server_url() -> str:
@@ -100,3 +101,20 @@ def client(app):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TEST_API_KEY}"}
+
+
+@pytest.fixture
+def sim():  # type: ignore[no-untyped-def]
+    """A TronGrid simulator on 127.0.0.1, blocks mined on demand, never older than the wall clock."""
+    from tron_sim import Simulator
+
+    simulator = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, follow_clock=True)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture(params=["account", "blocks"])
+def strategy(request) -> str:  # type: ignore[no-untyped-def]
+    """Every watcher rule is checked under both strategies: the same chain gives the same outcomes."""
+    return request.param

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, select
@@ -11,14 +10,6 @@ from config import Config
 from models import Transfer, WebhookEvent
 from tests.test_watcher import PAYER, USDT, WALLET, WALLET_B, create, get, make_watcher, pass_time, pay
 from tron_sim import Simulator, random_address
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    simulator = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, follow_clock=True)
-    simulator.start()
-    yield simulator
-    simulator.stop()
 
 
 @pytest.fixture

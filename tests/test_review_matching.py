@@ -20,19 +20,6 @@ from webhooks import WebhookDispatcher
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    simulator = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, follow_clock=True)
-    simulator.start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture(params=["account", "blocks"])
-def strategy(request) -> str:
-    return request.param
-
-
-@pytest.fixture
 def watch_config(config: Config, sim: Simulator, strategy: str) -> Config:
     return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
                                  polling_interval_seconds=0.2, late_payment_window_seconds=3600)

@@ -30,20 +30,6 @@ PAYER = "TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL"
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    simulator = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, follow_clock=True)
-    simulator.start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture(params=["account", "blocks"])
-def strategy(request) -> str:
-    """Every rule is checked under both strategies: the same chain gives the same outcomes."""
-    return request.param
-
-
-@pytest.fixture
 def watch_config(config: Config, sim: Simulator, strategy: str) -> Config:
     return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
                                  polling_interval_seconds=0.2)
