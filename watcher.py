@@ -53,6 +53,7 @@ BLOCK_MS = 3_000
 SWITCH_TO_BLOCKS = 0.7  # share of the per-cycle request budget at which `auto` leaves `account`
 SWITCH_TO_ACCOUNT = 0.4  # ... and comes back (hysteresis)
 LAST_CHECKED_LAG_MS = 60_000  # payments.last_checked_timestamp may trail the wallet cursor by this much
+LAST_CHECKED_BATCH = 10_000  # ... plus the cycles needed to refresh every pending payment this many at a time
 
 
 @dataclass
@@ -341,16 +342,18 @@ class Watcher:
         with self.db.transaction() as session:
             result.expired += len(expire_due(session, wallets, read_up_to))
             # Informational copy of the wallet cursor on each pending payment: rewritten only once it is
-            # LAST_CHECKED_LAG_MS behind, so a cycle does not rewrite every pending row (100,000 rows
-            # every 10 s otherwise); wallet_cursors holds the exact value.
-            query = update(Payment).where(
+            # LAST_CHECKED_LAG_MS behind, and at most LAST_CHECKED_BATCH rows per cycle, so a cycle never
+            # rewrites every pending row (100,000 rows, seconds of database time); wallet_cursors holds
+            # the exact value.
+            stale = select(Payment.id).where(
                 Payment.status == PaymentStatus.pending,
                 or_(Payment.last_checked_timestamp.is_(None),
                     Payment.last_checked_timestamp < read_up_to - LAST_CHECKED_LAG_MS),
-            )
+            ).limit(LAST_CHECKED_BATCH)
             if wallets is not None:
-                query = query.where(Payment.wallet_address.in_(wallets))
-            session.execute(query.values(last_checked_timestamp=read_up_to))
+                stale = stale.where(Payment.wallet_address.in_(wallets))
+            session.execute(update(Payment).where(Payment.id.in_(stale))
+                            .values(last_checked_timestamp=read_up_to))
 
     def log_rejected(self, info: TxInfo, wallet: str) -> None:
         with self.db.transaction() as session:

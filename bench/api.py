@@ -1,0 +1,323 @@
+"""API benchmark: the service under gunicorn (production gunicorn.conf.py) on a real PostgreSQL.
+
+    .venv/bin/python -m bench.api                 # full run, writes bench/results/api.json
+    .venv/bin/python -m bench.api --quick --out /tmp/api.json
+
+A load generator in its own process (bench/loadgen.py, asyncio, open loop) offers a fixed 200 req/s
+to POST /payments, then to GET /payments/<id>, and reports p50/p95/p99 latency measured from each
+request's due time. Throughput at saturation comes from `wrk` (Debian package) when installed,
+otherwise from the same generator in closed loop. The CPU used by each generator is reported (to show
+it is not the bottleneck), as are the CPU of the gunicorn workers and of PostgreSQL, and the RSS of
+the gunicorn master and workers (sampled every 0.25 s, maximum kept).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+from bench.common import (
+    DEFAULT_PG,
+    RESULTS,
+    ROOT,
+    BenchDatabase,
+    free_port,
+    machine,
+    print_table,
+    wait_quiet,
+    write_json,
+)
+
+API_KEY = "tum_bench_key_0123456789abcdef"
+PYTHON = sys.executable
+
+
+class ProcessWatch:
+    """Samples RSS of the gunicorn master and workers; CPU of workers and PostgreSQL per phase."""
+
+    def __init__(self, master_pid: int) -> None:
+        self.master = psutil.Process(master_pid)
+        self.rss: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def workers(self) -> list[psutil.Process]:
+        try:
+            return self.master.children()
+        except psutil.Error:
+            return []
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            procs = [("master", self.master)] + [(f"worker-{p.pid}", p) for p in self.workers()]
+            for name, proc in procs:
+                try:
+                    mb = proc.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                self.rss[name] = max(self.rss.get(name, 0.0), mb)
+
+    def cpu_snapshot(self) -> dict[str, float]:
+        def total(procs: list[psutil.Process]) -> float:
+            seconds = 0.0
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    seconds += t.user + t.system
+                except psutil.Error:
+                    pass
+            return seconds
+
+        machine_times = psutil.cpu_times()
+        busy = machine_times.user + machine_times.system + getattr(machine_times, "nice", 0.0) + getattr(
+            machine_times, "irq", 0.0) + getattr(machine_times, "softirq", 0.0)
+        return {"gunicorn": total([self.master] + self.workers()), "machine": busy, "wall": time.monotonic()}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+def cpu_share(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    wall = max(1e-9, after["wall"] - before["wall"])
+    return {"gunicorn_cpu_percent_of_one_core": round(100 * (after["gunicorn"] - before["gunicorn"]) / wall, 1),
+            "machine_cpu_percent_of_all_cores": round(100 * (after["machine"] - before["machine"]) / wall
+                                                      / (os.cpu_count() or 1), 1)}
+
+
+def start_gunicorn(db_url: str, port: int, workers: int | None, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": db_url, "API_KEYS": API_KEY, "WATCHER_ENABLED": "false",
+           "ALLOW_PRIVATE_CALLBACKS": "true", "PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "WARNING",
+           "TRONGRID_API_URL": "http://127.0.0.1:9", "WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+    if workers:
+        env["GUNICORN_WORKERS"] = str(workers)
+    gunicorn = str(Path(PYTHON).parent / "gunicorn")
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([gunicorn, "-c", "gunicorn.conf.py", "app:create_app(run_bootstrap=False)"],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {log.read_text()[-2000:]}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code in (200, 503):
+                expected = workers or int(env.get("GUNICORN_WORKERS", min(4, os.cpu_count() or 1)))
+                if len(psutil.Process(proc.pid).children()) >= expected:
+                    time.sleep(1.0)  # let every worker finish post_worker_init
+                    return proc
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("gunicorn did not answer /health within 60 s")
+
+
+def loadgen(port: int, mode: str, rate: float, duration: float, tmp: Path, *, connections: int = 32,
+            save_ids: Path | None = None, ids: Path | None = None, prefix: str = "lg", base: int = 100
+            ) -> dict[str, Any]:
+    cmd = [PYTHON, "-m", "bench.loadgen", "--port", str(port), "--key", API_KEY, "--mode", mode, "--base", str(base),
+           "--rate", str(rate), "--duration", str(duration), "--connections", str(connections),
+           "--wallets", str(tmp / "wallets.txt"), "--prefix", prefix]
+    if save_ids:
+        cmd += ["--save-ids", str(save_ids)]
+    if ids:
+        cmd += ["--ids", str(ids)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=duration + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+WRK_POST = """
+local wallets = {%s}
+local n = 0
+local tid = 0
+local count = 0
+function setup(thread) thread:set("tid", count); count = count + 1 end
+function request()
+  n = n + 1
+  local body = string.format('{"wallet_address":"%%s","expected_amount_usdt":"%%d.%%06d","order_id":"wrk-%s-%%d-%%d","callback_url":"http://127.0.0.1:9/hook"}',
+                             wallets[(n %% #wallets) + 1], 500 + tid, n %% 1000000, tid, n)
+  return wrk.format("POST", "/payments", {["Content-Type"]="application/json", ["Authorization"]="Bearer %s"}, body)
+end
+"""
+
+WRK_GET = """
+local ids = {%s}
+function request()
+  return wrk.format("GET", "/payments/" .. ids[math.random(#ids)], {["Authorization"]="Bearer %s"})
+end
+"""
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    def ms(value: str) -> float:
+        number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+        return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    result: dict[str, Any] = {"requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))}  # type: ignore[union-attr]
+    result["requests"] = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    result["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+    errors = re.search(r"Socket errors: (.*)", text)
+    result["socket_errors"] = errors.group(1).strip() if errors else None
+    result["latency_ms"] = {f"p{p}": ms(v) for p, v in re.findall(r"^\s+(50|90|99)%\s+(\S+)", text, re.M)}
+    return result
+
+
+def saturate(port: int, mode: str, duration: float, tmp: Path, connections: int, prefix: str) -> dict[str, Any]:
+    """Closed-loop saturation: wrk when installed (1 thread), else the Python generator at rate 0."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        result = loadgen(port, mode, 0, duration, tmp, connections=connections, ids=tmp / "ids.txt", prefix=prefix,
+                         base=500)
+        result["tool"] = "bench.loadgen (closed loop)"
+        result["requests_per_second"] = result["achieved_rate"]
+        return result
+    if mode == "post":
+        wallets = ",".join(f'"{w}"' for w in (tmp / "wallets.txt").read_text().split())
+        script = WRK_POST % (wallets, prefix, API_KEY)
+    else:
+        ids = ",".join(f'"{i}"' for i in (tmp / "ids.txt").read_text().split()[:5000])
+        script = WRK_GET % (ids, API_KEY)
+    lua = tmp / f"wrk_{mode}.lua"
+    lua.write_text(script)
+    proc = subprocess.Popen([wrk, "-t1", f"-c{connections}", f"-d{int(max(1, duration))}s", "--latency", "-s", str(lua),
+                             f"http://127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = time.monotonic()
+    output = proc.stdout.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed: {output}")
+    result = parse_wrk(output)
+    cpu = usage.ru_utime + usage.ru_stime
+    result.update({"tool": f"wrk -t1 -c{connections}", "cpu_seconds": round(cpu, 2),
+                   "cpu_percent_of_one_core": round(100 * cpu / wall, 1)})
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny run for the test suite (a few seconds)")
+    parser.add_argument("--pg-url", default=DEFAULT_PG, help="a PostgreSQL server (superuser); default %(default)s")
+    parser.add_argument("--rate", type=float, default=200.0, help="offered rate for the latency runs (req/s)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per latency run")
+    parser.add_argument("--saturation-duration", type=float, default=15.0)
+    parser.add_argument("--connections", type=int, default=16, help="connections of the saturation runs")
+    parser.add_argument("--workers", type=int, default=None, help="GUNICORN_WORKERS (default: gunicorn.conf.py's)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "api.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.saturation_duration, args.rate = 2.0, 1.0, 50.0
+
+    from tron_sim import random_address
+
+    bench_db = BenchDatabase(args.pg_url, "api")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_api_"))
+    (tmp / "wallets.txt").write_text("\n".join(random_address() for _ in range(1000)) + "\n")
+    proc = None
+    watch = None
+    try:
+        bench_db.migrate()
+        port = free_port()
+        proc = start_gunicorn(bench_db.url, port, args.workers, tmp / "gunicorn.log")
+        watch = ProcessWatch(proc.pid)
+        idle_rss = {"master": round(watch.master.memory_info().rss / 2**20, 1),
+                    "workers": [round(p.memory_info().rss / 2**20, 1) for p in watch.workers()]}
+        runs: dict[str, Any] = {}
+        # warm-up: connections, pools, caches (not reported)
+        loadgen(port, "post", 50, 1.0 if args.quick else 3.0, tmp, save_ids=tmp / "warm_ids.txt", prefix="warm",
+                base=100)
+
+        fixed_runs = (("create_fixed_rate", "post", {"save_ids": tmp / "ids.txt", "prefix": "fixed", "base": 300}),
+                      ("status_fixed_rate", "get", {"ids": tmp / "ids.txt"}))
+        for name, mode, extra in fixed_runs:
+            idle = wait_quiet(timeout=5 if args.quick else 300)
+            before = watch.cpu_snapshot()
+            runs[name] = loadgen(port, mode, args.rate, args.duration, tmp, **extra)
+            runs[name].update(cpu_share(before, watch.cpu_snapshot()), machine_busy_before_percent=idle)
+            print(f"{name}: {json.dumps(runs[name])}", flush=True)
+        for name, mode in (("status_saturation", "get"), ("create_saturation", "post")):
+            idle = wait_quiet(timeout=5 if args.quick else 300)
+            before = watch.cpu_snapshot()
+            runs[name] = saturate(port, mode, args.saturation_duration, tmp, args.connections, prefix="sat")
+            runs[name].update(cpu_share(before, watch.cpu_snapshot()), machine_busy_before_percent=idle)
+            print(f"{name}: {json.dumps(runs[name])}", flush=True)
+        time.sleep(0.5)
+        watch.stop()
+        workers = sorted(v for k, v in watch.rss.items() if k.startswith("worker"))
+        memory = {"idle": idle_rss, "max_rss_mb": {"master": round(watch.rss.get("master", 0), 1),
+                                                   "workers": [round(v, 1) for v in workers]}}
+    finally:
+        if watch:
+            watch.stop()
+        if proc is not None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        bench_db.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    report(args, runs, memory)
+    return 0
+
+
+def report(args: argparse.Namespace, runs: dict[str, Any], memory: dict[str, Any]) -> None:
+    headers = ["route", "run", "offered", "achieved req/s", "p50 ms", "p95 ms", "p99 ms", "non-2xx/errors",
+               "loadgen CPU % (1 core)", "gunicorn CPU % (1 core)", "machine CPU % (all cores)"]
+    rows = []
+    for route, fixed, sat in (("POST /payments", "create_fixed_rate", "create_saturation"),
+                              ("GET /payments/<id>", "status_fixed_rate", "status_saturation")):
+        f, s = runs[fixed], runs[sat]
+        bad = sum(v for k, v in f["statuses"].items() if not k.startswith("2")) + f["errors"]
+        rows.append([route, "fixed rate", f"{f['offered_rate']:g}/s", f["achieved_rate"], f["latency_ms"]["p50"],
+                     f["latency_ms"]["p95"], f["latency_ms"]["p99"], bad, f["cpu_percent_of_one_core"],
+                     f["gunicorn_cpu_percent_of_one_core"], f["machine_cpu_percent_of_all_cores"]])
+        rows.append([route, f"saturation ({s['tool']})", "closed loop", round(s["requests_per_second"], 1),
+                     s["latency_ms"].get("p50"), s["latency_ms"].get("p95", "-"), s["latency_ms"].get("p99"),
+                     s.get("non_2xx", 0), s["cpu_percent_of_one_core"], s["gunicorn_cpu_percent_of_one_core"],
+                     s["machine_cpu_percent_of_all_cores"]])
+    table = print_table(headers, rows)
+    rss = memory["max_rss_mb"]
+    print(f"RSS (max, MB): master {rss['master']}, workers {rss['workers']}; idle workers {memory['idle']['workers']}")
+    targets = {
+        "create_p99_ms_at_200": {"target": 10, "measured": runs["create_fixed_rate"]["latency_ms"]["p99"]},
+        "status_p99_ms_at_200": {"target": 5, "measured": runs["status_fixed_rate"]["latency_ms"]["p99"]},
+        "status_throughput_rps": {"target": 1000,
+                                  "measured": round(runs["status_saturation"]["requests_per_second"], 1)},
+        "rss_mb_per_process": {"target": 75, "measured": max([rss["master"]] + rss["workers"])},
+    }
+    for name, t in targets.items():
+        m = t["measured"]
+        t["met"] = m is not None and (m >= t["target"] if name == "status_throughput_rps" else m <= t["target"])
+    print("targets:", json.dumps(targets), flush=True)
+    write_json(args.out, {
+        "benchmark": "api", "quick": args.quick, "machine": machine(),
+        "command": "python -m bench.api " + " ".join(sys.argv[1:]),
+        "settings": {"rate": args.rate, "duration_s": args.duration, "saturation_duration_s": args.saturation_duration,
+                     "saturation_connections": args.connections,
+                     "gunicorn": "gunicorn -c gunicorn.conf.py app:create_app(run_bootstrap=False)",
+                     "workers": args.workers or "gunicorn.conf.py default (min(4, cpus))", "threads": "4 (gthread)"},
+        "runs": runs, "memory": memory, "targets": targets, "table": table,
+    })
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The benchmark scripts still run: each once at its smallest size (`--quick`), results into tmp_path.
+
+Benchmarks are scripts, not tests (see README, Performance); this only keeps them working.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(module: str, pg_server: str, out: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", module, "--quick", "--pg-url", pg_server, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| " in done.stdout  # the table was printed
+    return json.loads(out.read_text())
+
+
+@pytest.mark.timeout(150)
+def test_api_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.api", pg_server, tmp_path / "api.json")
+    runs = result["runs"]
+    assert runs["create_fixed_rate"]["statuses"].get("201", 0) > 0
+    assert runs["status_fixed_rate"]["statuses"].get("200", 0) > 0
+    assert runs["status_saturation"]["requests_per_second"] > 0
+    assert result["memory"]["max_rss_mb"]["workers"]
+    assert set(result["targets"]) == {"create_p99_ms_at_200", "status_p99_ms_at_200", "status_throughput_rps",
+                                      "rss_mb_per_process"}
+
+
+@pytest.mark.timeout(150)
+def test_watcher_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.watcher", pg_server, tmp_path / "watcher.json")
+    assert {r["strategy"] for r in result["results"]} == {"blocks", "account"}
+    for r in result["results"]:
+        assert r["cycles"] >= 2 and r["paid"] > 0
+        assert r["detected"] == r["paid"], r
+        assert r["upstream_requests"] > 0 and r["watcher_rss_mb"] > 0
+    assert (tmp_path / "watcher.svg").read_text().startswith("<svg")
