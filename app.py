@@ -11,6 +11,7 @@ from flask import Flask, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from auth import KeyCache
 from config import Config, first_line, load_config, startup_config
 from database import Database, DatabaseError, resolve_database_url
 
@@ -27,6 +28,10 @@ class Services:
     db: Database
     started_at: float = field(default_factory=time.time)
     background: list[Any] = field(default_factory=list)
+    key_cache: KeyCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key_cache = KeyCache(self.config.api_key_cache_seconds)
 
 
 def error_response(status: int, code: str, message: str, field_name: str | None = None) -> Any:
@@ -147,7 +152,7 @@ def start_background(app: Flask) -> None:
     if services.config.watcher_enabled:
         from watcher import Watcher
 
-        watcher = Watcher(services.db, services.config)
+        watcher = Watcher(services.db, services.config, on_events=dispatcher.notify)
         watcher.start()
         services.background.append(watcher)
 

@@ -5,6 +5,9 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -76,6 +79,33 @@ def is_valid_key(session: Session, presented: str, configured: tuple[str, ...]) 
         select(func.count()).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
     )
     return bool(found)
+
+
+class KeyCache:
+    """Remembers accepted keys (by hash) for `ttl` seconds, so most requests skip the key lookup.
+
+    Only acceptances are cached: a revoked key stops working within `ttl` seconds in every process.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._accepted: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def is_valid(self, session_factory: Callable[[], Session], presented: str, configured: tuple[str, ...]) -> bool:
+        digest = hash_key(presented)
+        now = time.monotonic()
+        with self._lock:
+            if self._accepted.get(digest, 0.0) > now:
+                return True
+        with session_factory() as session:
+            valid = is_valid_key(session, presented, configured)
+        if valid and self.ttl > 0:
+            with self._lock:
+                if len(self._accepted) > 10_000:  # bounded: keys are few, garbage is not stored
+                    self._accepted.clear()
+                self._accepted[digest] = now + self.ttl
+        return valid
 
 
 def ensure_initial_key(session: Session, configured: tuple[str, ...]) -> CreatedKey | None:

@@ -46,6 +46,7 @@ class Config:
     allow_private_callbacks: bool = False
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
+    api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
     extra: dict[str, str] = field(default_factory=dict)
 
     def with_overrides(self, **changes: object) -> Config:

@@ -20,6 +20,9 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count())))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
+# Each worker gets its own listening socket (SO_REUSEPORT) and the kernel spreads new connections
+# over them: without it, a few busy keep-alive clients can all land on one worker.
+reuse_port = True
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from models import Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
@@ -175,8 +175,9 @@ def emit_event(session: Session, payment: Payment, event_type: str) -> WebhookEv
 
 # --- creation ----------------------------------------------------------------------------------
 
-def candidate_filter(wallet_address: str, now: datetime, late_window_seconds: int) -> Any:
-    """Payments of a wallet that may still receive money: pending, or closed inside the late window."""
+def candidate_filter(wallet_address: str, now: Any, late_window_seconds: int) -> Any:
+    """Payments of a wallet that may still receive money: pending, or closed inside the late window.
+    `now` is a time, or the SQL expression `func.now()`."""
     window_start = now - timedelta(seconds=late_window_seconds)
     return and_(
         Payment.wallet_address == wallet_address,
@@ -192,13 +193,20 @@ def candidate_filter(wallet_address: str, now: datetime, late_window_seconds: in
     )
 
 
-def remaining_amounts_in_use(session: Session, wallet_address: str, now: datetime, late_window: int) -> set[int]:
+def amounts_under_lock(
+    session: Session, wallet_address: str, order_id: str, late_window: int
+) -> tuple[datetime, set[int], bool]:
+    """In one round trip: the transaction's time, the remaining amounts of the wallet's candidates,
+    and whether a payment with `order_id` exists by now (a concurrent twin that won the lock)."""
+    one = select(literal(1).label("one")).subquery()
+    taken = select(Payment.id).where(Payment.order_id == order_id).exists()
     rows = session.execute(
-        select(Payment.expected_amount_usdt, Payment.received_amount_usdt).where(
-            candidate_filter(wallet_address, now, late_window)
-        )
-    )
-    return {to_micro(expected) - to_micro(received) for expected, received in rows}
+        select(func.now(), taken, Payment.expected_amount_usdt, Payment.received_amount_usdt)
+        .select_from(one)
+        .outerjoin(Payment, candidate_filter(wallet_address, func.now(), late_window))
+    ).all()
+    in_use = {to_micro(expected) - to_micro(received) for _, _, expected, received in rows if expected is not None}
+    return rows[0][0], in_use, bool(rows[0][1])
 
 
 def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool) -> Decimal:
@@ -246,20 +254,18 @@ def create_payment(session: Session, new: NewPayment, late_window: int, *,
                    looked_up: bool = False) -> tuple[Payment, bool]:
     """Create a payment, or return the existing one for a replayed request. Returns (payment, created).
 
-    `looked_up`: the caller has just looked for the order_id in this transaction; skip that lookup
-    (the one under the wallet lock below is the one that decides)."""
+    `looked_up`: the caller has just looked for the order_id in this transaction (the check under
+    the wallet lock below still decides; a twin on another wallet fails the INSERT on the unique
+    order_id, and the caller answers with it as for any replay)."""
     if not looked_up:
         existing = find_by_order_id(session, new.order_id)
         if existing is not None:
             return replay_or_conflict(existing, new), False
     wallet_lock(session, new.wallet_address)
-    existing = find_by_order_id(session, new.order_id)  # a concurrent twin may have won the lock
-    if existing is not None:
-        return replay_or_conflict(existing, new), False
-    now = db_now(session)
-    amount = choose_amount(
-        new.amount, remaining_amounts_in_use(session, new.wallet_address, now, late_window), new.unique_amount
-    )
+    now, in_use, order_taken = amounts_under_lock(session, new.wallet_address, new.order_id, late_window)
+    if order_taken:
+        return replay_or_conflict(find_by_order_id(session, new.order_id), new), False  # type: ignore[arg-type]
+    amount = choose_amount(new.amount, in_use, new.unique_amount)
     payment = Payment(
         id=uuid.uuid4(),
         order_id=new.order_id,

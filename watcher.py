@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -185,9 +186,13 @@ class LeaderLock:
 # --- the watcher -------------------------------------------------------------------------------
 
 class Watcher:
-    def __init__(self, db: Database, config: Config, client: TronClient | None = None) -> None:
+    def __init__(self, db: Database, config: Config, client: TronClient | None = None, *,
+                 on_events: Callable[[], None] | None = None) -> None:
+        """`on_events` is called after a cycle that may have written webhook events (the dispatcher's
+        `notify`), so they go out at once instead of at the dispatcher's next poll."""
         self.db = db
         self.config = config
+        self.on_events = on_events
         self.client = client or TronClient(
             config.trongrid_api_url, config.usdt_contract, api_key=config.trongrid_api_key,
             max_rps=config.trongrid_max_rps,
@@ -245,6 +250,8 @@ class Watcher:
         result.seconds = time.monotonic() - started
         self.last_result = result
         self.report(result)
+        if self.on_events is not None and (result.transfers_seen or result.expired):
+            self.on_events()
         return result
 
     # strategy choice
@@ -535,11 +542,18 @@ def main() -> int:
     except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
         print(f"database error: {first_line(exc)}", file=sys.stderr)
         return 1
-    watcher = Watcher(db, config)
+    # The standalone worker delivers webhooks too (claims are shared safely with any app process),
+    # and its dispatcher is woken as soon as a cycle has written events.
+    from webhooks import WebhookDispatcher
+
+    dispatcher = WebhookDispatcher(db, config)
+    dispatcher.start()
+    watcher = Watcher(db, config, on_events=dispatcher.notify)
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: watcher.stop_event.set())
     watcher.run_forever()
     watcher.lock.release()
+    dispatcher.stop(10)
     return 0
 
 

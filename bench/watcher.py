@@ -13,7 +13,8 @@ For each strategy and size (N, W):
     wallet has one payment);
   * the real watcher loop in its own process (bench/watcher_proc.py = `python watcher.py` + counters),
     with the production TronClient and TRONGRID_MAX_RPS;
-  * a real WebhookDispatcher (production settings, polls every 1 s) delivering to an HTTP receiver on
+  * a real WebhookDispatcher (production settings, in the watcher's process, woken after each cycle
+    that wrote events) delivering to an HTTP receiver on
     127.0.0.1.
 Detection latency = when the receiver got the payment.completed webhook - when the transfer's block became
 solidified in the simulator (the wall time at which block b + depth was mined).
@@ -152,10 +153,7 @@ def seed_cursors(url: str, strategy: str, wallets: list[str], solid: dict[str, i
 
 
 def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str, Any]:
-    from config import Config
-    from database import Database
     from tron_sim import Simulator, random_address
-    from webhooks import WebhookDispatcher
 
     print(f"--- {strategy}: N={n:,} payments over W={w:,} wallets", flush=True)
     idle = wait_quiet(timeout=5 if args.quick else 300)
@@ -165,7 +163,6 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
     tmp = Path(tempfile.mkdtemp(prefix="bench_watch_"))
     cycles_file = tmp / "cycles.jsonl"
     child = None
-    dispatcher = None
     dispatch_db = None
     try:
         bench_db.migrate()
@@ -201,11 +198,6 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
         chain._mine_one = mine_and_stream  # type: ignore[method-assign]
         sim.start()
         seed_cursors(bench_db.url, strategy, wallets, sim.state())
-        config = Config(database_url=bench_db.url, trongrid_api_url=sim.url, allow_private_callbacks=True,
-                        webhook_secret=SECRET, log_level="WARNING")
-        dispatch_db = Database(bench_db.url)
-        dispatcher = WebhookDispatcher(dispatch_db, config)
-        dispatcher.start()
         max_rps = args.max_rps if strategy == "blocks" else args.account_max_rps
         with open(tmp / "watcher.log", "w") as stderr:
             child = subprocess.Popen([sys.executable, "-m", "bench.watcher_proc", "--db-url", bench_db.url,
@@ -251,8 +243,6 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
     finally:
         if child is not None and child.poll() is None:
             child.kill()
-        if dispatcher is not None:
-            dispatcher.stop(5)
         if dispatch_db is not None:
             dispatch_db.dispose()
         sim.stop()

@@ -1,4 +1,5 @@
-"""The watcher as its own process (what `python watcher.py` runs), instrumented for bench/watcher.py:
+"""The watcher as its own process (what `python watcher.py` runs: the watcher loop and a webhook
+dispatcher woken after each cycle that wrote events), instrumented for bench/watcher.py:
 
     python -m bench.watcher_proc --db-url URL --sim-url URL --strategy blocks --interval 10 --max-rps 10 --out F
 
@@ -74,11 +75,18 @@ def main(argv: list[str] | None = None) -> int:
                 }) + "\n")
             return result
 
-    watcher = BenchWatcher(db, config)
+    # As `python watcher.py` does: a webhook dispatcher in the same process, woken after each cycle
+    # that wrote events (its own engine, so the watcher's statement counts stay the watcher's).
+    from webhooks import WebhookDispatcher
+
+    dispatcher = WebhookDispatcher(Database(args.db_url), config)
+    dispatcher.start()
+    watcher = BenchWatcher(db, config, on_events=dispatcher.notify)
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: watcher.stop_event.set())
     watcher.run_forever()
     watcher.lock.release()
+    dispatcher.stop(5)
     return 0
 
 

@@ -82,6 +82,7 @@ def config(database_url: str) -> Config:
         watcher_enabled=False,
         allow_private_callbacks=True,
         polling_interval_seconds=0.2,
+        api_key_cache_seconds=0.0,
         webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     )
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -336,3 +337,20 @@ def test_health_is_503_when_database_is_unreachable(config: Config):
     assert r.get_json()["status"] == "unhealthy" and r.get_json()["database"] == "disconnected"
     r = client.get("/payments", headers={"Authorization": "Bearer x"})
     assert r.status_code == 503 and r.get_json()["error"] == "database_unavailable"
+
+
+def test_a_revoked_key_stops_working_within_the_cache_time(config, db):
+    from app import create_app
+
+    client = create_app(config.with_overrides(api_key_cache_seconds=0.5), database=db,
+                        run_bootstrap=False).test_client()
+    with db.transaction() as s:
+        made = create_api_key(s, "cached")
+    headers = {"Authorization": f"Bearer {made.key}"}
+    assert client.get("/payments", headers=headers).status_code == 200
+    with db.transaction() as s:
+        revoke_api_key(s, made.prefix)
+    assert client.get("/payments", headers=headers).status_code == 200  # remembered for up to 0.5 s
+    time.sleep(0.6)
+    assert client.get("/payments", headers=headers).status_code == 401
+    assert client.get("/payments", headers={"Authorization": "Bearer never-valid"}).status_code == 401
