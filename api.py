@@ -136,14 +136,22 @@ def check_callback_address(url: str) -> None:
 def create() -> Any:
     new = parse_new_payment(json_body())
     db = services().db
+    # The callback's DNS answer is awaited before any connection is taken; its verdict counts only
+    # for a new payment (a replay answers with the existing one whatever DNS says now).
+    try:
+        check_callback_address(new.callback_url)
+        refused = None
+    except v.ValidationError as exc:
+        refused = exc
     try:
         # One transaction for the replay lookup and the creation: a connection checkout (with its
-        # pre-ping), BEGIN and ROLLBACK fewer per request. The callback check runs before any lock.
+        # pre-ping), BEGIN and ROLLBACK fewer per request.
         with db.transaction() as session:
             existing = find_by_order_id(session, new.order_id)
             if existing is not None:
                 return replay(session, existing, new)
-            check_callback_address(new.callback_url)
+            if refused is not None:
+                raise refused
             payment, created = create_payment(session, new, services().config.late_payment_window_seconds,
                                               looked_up=True)
             # a new payment has no transfers yet: no query for them

@@ -86,10 +86,8 @@ def bootstrap(services: Services) -> None:
         created = ensure_initial_key(session, services.config.api_keys)
     if created is not None:
         print(f"Created the first API key (shown only once, store it now): {created.key}", flush=True)
-    try:
-        from webhooks import ensure_webhook_secret
-    except ImportError:  # pragma: no cover - webhooks module always ships
-        return
+    from webhooks import ensure_webhook_secret
+
     secret = ensure_webhook_secret(services.db, services.config)
     if secret is not None:
         print(f"Generated the webhook signing secret (shown only once): {secret}", flush=True)

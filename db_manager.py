@@ -17,8 +17,6 @@ Decisions:
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import logging
 import os
@@ -33,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum as PyEnum
 from pathlib import Path
-from types import ModuleType
 from typing import IO, Any
 
 from alembic.runtime.migration import MigrationContext
@@ -43,7 +40,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from config import Config, ConfigError, load_config
+from config import Config, ConfigError, first_line, load_config
 from database import Database, DatabaseError, describe_url, normalize_url, resolve_database_url
 
 logger = logging.getLogger(__name__)
@@ -155,25 +152,11 @@ def load_cli_config(database_url: str | None) -> Config:
     return load_config(env)
 
 
-def optional_module(name: str, command: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        if exc.name == name:
-            raise CliError(f"{command} is not available: {name}.py is missing from this installation") from None
-        raise CliError(f"{command} is not available: cannot load {name}.py ({exc})") from None
-
-
 def utc_text(value: datetime | None) -> str | None:
     """A time as ISO 8601 UTC to the second, e.g. 2026-01-02T03:04:05Z."""
     if value is None:
         return None
     return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def first_line(value: object) -> str:
-    lines = str(value).strip().splitlines()
-    return lines[0].strip() if lines else type(value).__name__
 
 
 # --- create-tables, test -------------------------------------------------------------------------
@@ -502,7 +485,8 @@ def format_value(value: Any) -> str:
 
 
 def cmd_show_webhook_secret(ctx: Context) -> int:
-    webhooks = optional_module("webhooks", "show-webhook-secret")
+    import webhooks
+
     with ctx.db.transaction() as session:
         info = webhooks.describe_webhook_secrets(session, ctx.config)
     for key, value in info.items():
@@ -511,7 +495,8 @@ def cmd_show_webhook_secret(ctx: Context) -> int:
 
 
 def cmd_rotate_webhook_secret(ctx: Context) -> int:
-    webhooks = optional_module("webhooks", "rotate-webhook-secret")
+    import webhooks
+
     with ctx.db.transaction() as session:
         secret = webhooks.rotate_webhook_secret(session, ctx.config)
     print("Rotated the webhook signing secret. New secret (shown only once; give it to your webhook receiver):")
@@ -519,24 +504,16 @@ def cmd_rotate_webhook_secret(ctx: Context) -> int:
     return 0
 
 
-def assign_settings(matching: ModuleType, config: Config) -> Any:
-    """The last argument of matching.assign_transfer: the config, or (older signature) the late window."""
-    params = list(inspect.signature(matching.assign_transfer).parameters)
-    if len(params) >= 5 and params[4] == "late_window":
-        return config.late_payment_window_seconds
-    return config
-
-
 def cmd_assign_transfer(ctx: Context) -> int:
+    import matching
     from money import format_amount
 
-    matching = optional_module("matching", "assign-transfer")
     ref: TransferRef = ctx.args.transfer
     payment_id: uuid.UUID = ctx.args.payment_id
     try:
         with ctx.db.transaction() as session:
             payment = matching.assign_transfer(
-                session, ref.tx_hash, ref.log_index, payment_id, assign_settings(matching, ctx.config)
+                session, ref.tx_hash, ref.log_index, payment_id, ctx.config.late_payment_window_seconds
             )
             status = payment.status.value
             received = format_amount(payment.received_amount_usdt)

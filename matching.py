@@ -198,7 +198,7 @@ def credit_transfer(session: Session, t: ObservedTransfer, late_window: int) -> 
         return Outcome(t, "duplicate")
     # Transfers come in chain order, so the wallet has been read up to this one: a payment whose
     # expiry is not after it expires first, and this money is then late for it.
-    expire_due(session, [t.to_address], t.block_timestamp)
+    expire_due(session, [t.to_address], t.block_timestamp, skip_locked=False)  # must not pass one by
     candidates = find_candidates(session, t.to_address, ms_to_datetime(t.block_timestamp), late_window)
     if not candidates:
         # Mined before every open payment of the wallet was created: it belongs to none of them.
@@ -228,14 +228,16 @@ def credit_transfer(session: Session, t: ObservedTransfer, late_window: int) -> 
     return Outcome(t, "credited", payment.id, event)
 
 
-def expire_due(session: Session, wallets: list[str] | None, read_up_to_ms: int) -> list[uuid.UUID]:
+def expire_due(
+    session: Session, wallets: list[str] | None, read_up_to_ms: int, *, skip_locked: bool = True
+) -> list[uuid.UUID]:
     """Expire pending payments whose wallet was read past their expiry without the full amount."""
     at = ms_to_datetime(read_up_to_ms)
     query = select(Payment).where(Payment.status == PaymentStatus.pending, Payment.expires_at <= at)
     if wallets is not None:
         query = query.where(Payment.wallet_address.in_(wallets))
     expired = []
-    for payment in session.scalars(query.order_by(Payment.expires_at).with_for_update(skip_locked=True)):
+    for payment in session.scalars(query.order_by(Payment.expires_at).with_for_update(skip_locked=skip_locked)):
         payment.status = PaymentStatus.expired
         log_event(session, payment.id, "expired",
                   f"chain read up to {at.isoformat()} without the full amount "
@@ -253,6 +255,7 @@ def assign_transfer(session: Session, tx_hash: str, log_index: int, payment_id: 
     ).one_or_none()
     if transfer is None:
         raise AssignError(f"no observed transfer {tx_hash}:{log_index}")
+    wallet_lock(session, transfer.to_address)  # remaining amounts change only under the wallet lock
     if transfer.status != TransferStatus.unmatched:
         raise AssignError(f"transfer {tx_hash}:{log_index} is already credited to payment {transfer.payment_id}")
     payment = session.get(Payment, payment_id, with_for_update=True)

@@ -13,6 +13,7 @@ taken on a dedicated connection (outside the pool, with TCP keepalives).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -130,6 +131,13 @@ def to_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
+def read_from(cursor: int | None, oldest_candidate: datetime) -> int:
+    """Where to (re)start reading a wallet: its cursor, but never before its oldest candidate was
+    created (earlier money cannot go to any of them: an address reused after a month is not read
+    back a month), minus the overlap."""
+    return max(cursor or 0, to_ms(oldest_candidate)) - OVERLAP_MS
+
+
 # --- the leader lock ---------------------------------------------------------------------------
 
 class LeaderLock:
@@ -204,6 +212,7 @@ class Watcher:
         self.strategy: str | None = None
         self.last_result: CycleResult | None = None
         self.cycle_started_requests = 0
+        self.rejected: set[str] = set()
 
     # lifecycle
     def start(self) -> None:
@@ -274,9 +283,10 @@ class Watcher:
 
     def cycle(self) -> CycleResult:
         with self.db.Session() as session:
+            listed_at = to_ms(session.scalar(select(func.now())))  # the database's clock, as created_at's
             wallets = watched_wallets(session, self.config.late_payment_window_seconds)
             previous = read_state(session, "watcher_strategy")
-        if self.strategy is None and previous:
+        if previous:  # another process may have led, and switched, since this one last did
             self.strategy = previous.get("strategy")
         if not wallets and self.strategy != "blocks" and self.config.watcher_strategy != "blocks":
             return CycleResult(self.strategy or "account")  # nothing to watch: no upstream call at all
@@ -284,7 +294,7 @@ class Watcher:
         if strategy != self.strategy:
             self.switch(self.strategy, strategy, wallets)
         if strategy == "blocks":
-            return self.blocks_cycle(wallets)
+            return self.blocks_cycle(wallets, listed_at)
         return self.account_cycle(wallets)
 
     def switch(self, old: str | None, new: str, wallets: dict[str, datetime]) -> None:
@@ -306,13 +316,11 @@ class Watcher:
             select(WalletCursor.wallet_address, WalletCursor.last_checked_timestamp)
             .where(WalletCursor.wallet_address.in_(list(wallets)))
         ).all())
-        oldest = min(cursors.get(w, to_ms(created)) for w, created in wallets.items()) - OVERLAP_MS
+        oldest = min(read_from(cursors.get(w), created) for w, created in wallets.items())
         head = self.client.get_solid_head()
         # Missed slots only make real blocks fewer than this estimate: it errs towards older blocks.
         number = max(0, head.number - max(0, head.timestamp - oldest) // BLOCK_MS - 20)
-        current = read_state(session, "block_cursor")
-        if current is None or current["number"] > number:
-            write_state(session, "block_cursor", {"number": number, "timestamp": oldest})
+        write_state(session, "block_cursor", {"number": number, "timestamp": oldest})
 
     def seed_wallet_cursors(self, session: Session, wallets: dict[str, datetime]) -> None:
         block = read_state(session, "block_cursor")
@@ -340,10 +348,13 @@ class Watcher:
 
     # shared: credit and expire
     def credit(self, transfers: list[ObservedTransfer], result: CycleResult) -> None:
+        """Credit in chain order (the rules of §4 depend on which transfer comes first), one database
+        transaction per chain transaction: the account strategy takes a stored hash as fully read."""
         late = self.config.late_payment_window_seconds
-        for transfer in transfers:  # chain order: the rules of §4 depend on which transfer comes first
+        for _, group in itertools.groupby(transfers, key=lambda t: t.transaction_hash):
             with self.db.transaction() as session:
-                result.count(credit_transfer(session, transfer, late))
+                for transfer in group:
+                    result.count(credit_transfer(session, transfer, late))
 
     def expire(self, wallets: list[str] | None, read_up_to: int, result: CycleResult) -> None:
         with self.db.transaction() as session:
@@ -385,7 +396,7 @@ class Watcher:
         for wallet, oldest in wallets.items():
             if self.stop_event.is_set():
                 break
-            start = cursors.get(wallet, to_ms(oldest)) - OVERLAP_MS
+            start = read_from(cursors.get(wallet), oldest)
             try:
                 read_up_to = self.read_wallet(wallet, start, head.timestamp, result)
             except TronRateLimited as exc:
@@ -398,7 +409,9 @@ class Watcher:
             with self.db.transaction() as session:
                 self.save_wallet_cursor(session, wallet, read_up_to)
             read_times.append(read_up_to)
-            self.expire([wallet], read_up_to, result)
+            # TronGrid's /v1 index may trail the solidified head it reported a little: expire only
+            # what lies an overlap behind, which the next listing reads again anyway.
+            self.expire([wallet], read_up_to - OVERLAP_MS, result)
         if len(read_times) == len(wallets):
             result.read_up_to = min(read_times)
         return result
@@ -409,7 +422,10 @@ class Watcher:
                    if r.block_timestamp <= solid_ts]
         by_tx: dict[str, list[Trc20Transfer]] = {}
         for record in records:
-            by_tx.setdefault(record.transaction_id, []).append(record)
+            if record.transaction_id not in self.rejected:
+                by_tx.setdefault(record.transaction_id, []).append(record)
+        if not by_tx:
+            return solid_ts
         with self.db.Session() as session:
             known = set(session.scalars(select(Transfer.transaction_hash).where(
                 Transfer.to_address == wallet, Transfer.transaction_hash.in_(list(by_tx)))))
@@ -435,15 +451,22 @@ class Watcher:
                 break
             if not info.success:
                 self.log_rejected(info, wallet)
+                self.remember_rejected(tx_id)
                 continue
             self.credit([observed(log) for log in info.transfers if log.to_address == wallet], result)
         return read_up_to
+
+    def remember_rejected(self, tx_id: str) -> None:
+        """A failed transaction stays failed: the overlap re-lists it, but it is fetched and logged once."""
+        if len(self.rejected) >= 10_000:
+            self.rejected.clear()
+        self.rejected.add(tx_id)
 
     def cycle_requests(self) -> int:
         return self.client.request_count - self.cycle_started_requests
 
     # blocks strategy
-    def blocks_cycle(self, wallets: dict[str, datetime]) -> CycleResult:
+    def blocks_cycle(self, wallets: dict[str, datetime], listed_at: int) -> CycleResult:
         result = CycleResult("blocks", wallets=len(wallets))
         head = self.client.get_solid_head()
         with self.db.Session() as session:
@@ -455,7 +478,7 @@ class Watcher:
         number, read_ts = int(cursor["number"]), int(cursor["timestamp"])
         budget = max(1, int(self.budget_per_cycle()) - 1)
         last = min(head.number, number + budget)
-        snapshot_ms = int(time.time() * 1000)
+        snapshot_ms = listed_at
         try:
             for num in range(number + 1, last + 1):
                 if self.stop_event.is_set():
@@ -465,8 +488,8 @@ class Watcher:
                     # A block this recent may pay a payment created after the wallet list was read:
                     # add the wallets of payments created since (with the same overlap for slow commits).
                     since = datetime.fromtimestamp((snapshot_ms - OVERLAP_MS) / 1000, tz=UTC)
-                    snapshot_ms = int(time.time() * 1000)
                     with self.db.Session() as session:
+                        snapshot_ms = to_ms(session.scalar(select(func.now())))
                         recent = watched_wallets(session, self.config.late_payment_window_seconds, since)
                     wallets = {**recent, **wallets}
                 transfers = [observed(log) for info in infos if info.success

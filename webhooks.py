@@ -268,6 +268,7 @@ class ClaimedEvent:
     type: str
     body: str
     callback_url: str
+    lease: str  # this claim's token in leased_by: a later claim, even by this dispatcher, has another
 
 
 @dataclass(frozen=True)
@@ -495,10 +496,11 @@ class WebhookDispatcher:
 
     def claim(self, limit: int, exclude: Sequence[int] = ()) -> list[ClaimedEvent]:
         """Lease up to `limit` due events (the oldest pending one of each payment) to this dispatcher."""
-        params = {"limit": limit, "lease": self.lease_seconds, "worker": self.worker_id, "exclude": list(exclude)}
+        token = f"{self.worker_id[-50:]}:{secrets.token_hex(6)}"
+        params = {"limit": limit, "lease": self.lease_seconds, "worker": token, "exclude": list(exclude)}
         with self.db.transaction() as session:
             rows = session.execute(CLAIM_SQL, params).all()
-        return [ClaimedEvent(r.seq, r.id, r.payment_id, r.type, r.body, r.callback_url) for r in rows]
+        return [ClaimedEvent(r.seq, r.id, r.payment_id, r.type, r.body, r.callback_url, token) for r in rows]
 
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
@@ -567,7 +569,7 @@ class WebhookDispatcher:
                 return False
             event = session.scalars(
                 select(WebhookEvent)
-                .where(WebhookEvent.seq == claimed.seq, WebhookEvent.leased_by == self.worker_id)
+                .where(WebhookEvent.seq == claimed.seq, WebhookEvent.leased_by == claimed.lease)
                 .with_for_update()
             ).one_or_none()
             if event is None:

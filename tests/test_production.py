@@ -131,7 +131,7 @@ def test_crash_in_the_middle_of_a_retry_schedule_keeps_the_event_id(db, database
         receiver.scripts["/flaky"] = []  # the receiver recovers
         web = start_gunicorn(env)
         assert wait_for(lambda: receiver.to("/flaky")[-1].headers.get("x-ok") == "1" or any(
-            e["state"] == "delivered" for e in events(base)), timeout=40)
+            e["state"] == "delivered" for e in events(base)), timeout=75)  # the dead lease: 2 x 2 s + 30 s
         ids = {r.headers["webhook-id"] for r in receiver.to("/flaky")}
         assert ids == failed_ids and len(ids) == 1
         for delivery in receiver.to("/flaky"):

@@ -62,7 +62,7 @@ def test_review_transfer_mined_after_expiry_is_late_even_if_read_in_the_expiry_p
 # --- the transition table for late money -------------------------------------------------------
 
 def expire_now(sim, watcher, client, auth, p) -> None:
-    sim.advance(61)
+    sim.advance(121)  # past expires_at plus the account strategy's 60 s overlap
     sim.mine(3)
     watcher.run_once()
     assert get(client, auth, p)["status"] == "expired"
