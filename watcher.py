@@ -565,19 +565,24 @@ def main() -> int:
     except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
         print(f"database error: {first_line(exc)}", file=sys.stderr)
         return 1
-    # The standalone worker delivers webhooks too (claims are shared safely with any app process),
-    # and its dispatcher is woken as soon as a cycle has written events.
+    run_worker(db, config)
+    return 0
+
+
+def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = Watcher,
+               dispatch_db: Database | None = None) -> None:
+    """The standalone worker until SIGTERM/SIGINT: the watcher loop, and a webhook dispatcher (claims
+    are shared safely with any app process) woken as soon as a cycle has written events."""
     from webhooks import WebhookDispatcher
 
-    dispatcher = WebhookDispatcher(db, config)
+    dispatcher = WebhookDispatcher(dispatch_db or db, config)
     dispatcher.start()
-    watcher = Watcher(db, config, on_events=dispatcher.notify)
+    watcher = watcher_class(db, config, on_events=dispatcher.notify)
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: watcher.stop_event.set())
     watcher.run_forever()
     watcher.lock.release()
     dispatcher.stop(10)
-    return 0
 
 
 if __name__ == "__main__":

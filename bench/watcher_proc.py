@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 import time
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from config import Config, configure_logging
     from database import Database
-    from watcher import Watcher
+    from watcher import Watcher, run_worker
 
     config = Config(database_url=args.db_url, trongrid_api_url=args.sim_url, watcher_strategy=args.strategy,
                     polling_interval_seconds=args.interval, trongrid_max_rps=args.max_rps, watcher_enabled=True,
@@ -75,18 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                 }) + "\n")
             return result
 
-    # As `python watcher.py` does: a webhook dispatcher in the same process, woken after each cycle
-    # that wrote events (its own engine, so the watcher's statement counts stay the watcher's).
-    from webhooks import WebhookDispatcher
-
-    dispatcher = WebhookDispatcher(Database(args.db_url), config)
-    dispatcher.start()
-    watcher = BenchWatcher(db, config, on_events=dispatcher.notify)
-    signal.signal(signal.SIGTERM, lambda *_: watcher.stop_event.set())
-    signal.signal(signal.SIGINT, lambda *_: watcher.stop_event.set())
-    watcher.run_forever()
-    watcher.lock.release()
-    dispatcher.stop(5)
+    # What `python watcher.py` runs; the dispatcher gets its own engine, so the watcher's statement
+    # counts stay the watcher's.
+    run_worker(db, config, watcher_class=BenchWatcher, dispatch_db=Database(args.db_url))
     return 0
 
 
