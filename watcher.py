@@ -147,6 +147,7 @@ class LeaderLock:
         parsed = make_url(url)
         self.dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         self.conn: Any = None
+        self.held = False
 
     def _connect(self) -> Any:
         # keepalives: a vanished host is noticed within 10 + 5 * 3 = 25 s and its lock released.
@@ -161,26 +162,22 @@ class LeaderLock:
         return conn
 
     def acquire(self) -> bool:
-        """True while this process holds the lock (checked every cycle)."""
+        """True while this process holds the lock (checked every cycle). A stand-by keeps its one
+        connection and asks again on it; a broken connection is replaced on the next call."""
         try:
-            if self.conn is not None and not self.conn.closed:
-                with self.conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-                return True
-        except psycopg2.Error:
-            self.release()
-        try:
-            self.conn = self._connect()
+            if self.conn is None or self.conn.closed:
+                self.conn, self.held = self._connect(), False
             with self.conn.cursor() as cur:
-                cur.execute("SELECT pg_try_advisory_lock(%s)", (WATCHER_LOCK_ID,))
-                held = bool(cur.fetchone()[0])
+                if self.held:  # the lock lives exactly as long as this connection: check it is alive
+                    cur.execute("SELECT 1")
+                else:
+                    cur.execute("SELECT pg_try_advisory_lock(%s)", (WATCHER_LOCK_ID,))
+                    self.held = bool(cur.fetchone()[0])
+            return self.held
         except psycopg2.Error as exc:
             logger.warning("watcher lock: database unreachable: %s", exc)
             self.release()
             return False
-        if not held:
-            self.release()
-        return held
 
     def release(self) -> None:
         if self.conn is not None:
@@ -188,7 +185,7 @@ class LeaderLock:
                 self.conn.close()
             except psycopg2.Error:
                 pass
-        self.conn = None
+        self.conn, self.held = None, False
 
 
 # --- the watcher -------------------------------------------------------------------------------

@@ -136,7 +136,10 @@ def test_crash_in_the_middle_of_a_retry_schedule_keeps_the_event_id(db, database
         assert ids == failed_ids and len(ids) == 1
         for delivery in receiver.to("/flaky"):
             Webhook(SECRET).verify(delivery.body, delivery.headers)
-        assert events(base)[0]["attempts"] >= 3
+        assert len(receiver.to("/flaky")) >= 3  # two failures before the crash, then the success
+        # an attempt sent just before the kill may not have been recorded: sent again, same id (§3)
+        final = events(base)[0]
+        assert final["state"] == "delivered" and final["attempts"] >= 2
     finally:
         stop(web)
 
