@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -175,22 +176,25 @@ def emit_event(session: Session, payment: Payment, event_type: str) -> WebhookEv
 
 # --- creation ----------------------------------------------------------------------------------
 
-def candidate_filter(wallet_address: str, now: Any, late_window_seconds: int) -> Any:
-    """Payments of a wallet that may still receive money: pending, or closed inside the late window.
-    `now` is a time, or the SQL expression `func.now()`."""
-    window_start = now - timedelta(seconds=late_window_seconds)
-    return and_(
-        Payment.wallet_address == wallet_address,
-        or_(
-            Payment.status == PaymentStatus.pending,
-            and_(Payment.status == PaymentStatus.expired, Payment.expires_at >= window_start),
-            and_(
-                Payment.status == PaymentStatus.failed,
-                Payment.failure_reason == "cancelled",
-                Payment.cancelled_at >= window_start,
-            ),
+def may_take_money(closed_within_window: Callable[[Any], Any]) -> Any:
+    """Payments that may still receive money: pending, or expired/cancelled with
+    `closed_within_window(<expires_at or cancelled_at column>)` true."""
+    return or_(
+        Payment.status == PaymentStatus.pending,
+        and_(Payment.status == PaymentStatus.expired, closed_within_window(Payment.expires_at)),
+        and_(
+            Payment.status == PaymentStatus.failed,
+            Payment.failure_reason == "cancelled",
+            closed_within_window(Payment.cancelled_at),
         ),
     )
+
+
+def candidate_filter(wallet_address: str, now: Any, late_window_seconds: int) -> Any:
+    """Payments of a wallet that may still receive money, the late window ending at `now` (a time,
+    or the SQL expression `func.now()`)."""
+    window_start = now - timedelta(seconds=late_window_seconds)
+    return and_(Payment.wallet_address == wallet_address, may_take_money(lambda closed: closed >= window_start))
 
 
 def amounts_under_lock(

@@ -44,7 +44,7 @@ from matching import (
     would_credit,
 )
 from models import Payment, PaymentStatus, ServiceState, Transfer, WalletCursor
-from payments import log_event
+from payments import log_event, may_take_money
 from tron_client import Trc20Transfer, TronClient, TronError, TronRateLimited, TxInfo
 
 logger = logging.getLogger(__name__)
@@ -112,14 +112,7 @@ def watched_wallets(session: Session, late_window: int, created_since: datetime 
     query = (
         select(Payment.wallet_address, func.min(Payment.created_at))
         .outerjoin(WalletCursor, WalletCursor.wallet_address == Payment.wallet_address)
-        .where(
-            or_(
-                Payment.status == PaymentStatus.pending,
-                (Payment.status == PaymentStatus.expired) & (unread | (Payment.expires_at + window >= read_to)),
-                (Payment.status == PaymentStatus.failed) & (Payment.failure_reason == "cancelled")
-                & (unread | (Payment.cancelled_at + window >= read_to)),
-            )
-        )
+        .where(may_take_money(lambda closed: unread | (closed + window >= read_to)))
         .group_by(Payment.wallet_address)
     )
     if created_since is not None:
