@@ -17,7 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import validation as v
-from models import Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+from matching import FOUND_BY_RECONCILIATION
+from models import Payment, PaymentLog, PaymentStatus, RejectedTransfer, Transfer, TransferStatus, WebhookEvent
 from money import format_amount
 from payments import (
     NewPayment,
@@ -349,6 +350,18 @@ def watcher_report(session: Session) -> dict[str, Any] | None:
     return state.value if state else None
 
 
+def unix_iso(value: float | None) -> str | None:
+    return iso(datetime.fromtimestamp(float(value), tz=UTC)) if value is not None else None
+
+
+def upstream_health(upstream: dict[str, Any], now: float) -> dict[str, Any]:
+    """An upstream as the last cycle left it; a pause that has run out since is over."""
+    paused = upstream.get("paused_until")
+    paused = paused if paused is not None and float(paused) > now else None
+    state = "paused" if paused is not None else "failing" if upstream.get("state") == "failing" else "ok"
+    return {**upstream, "state": state, "paused_until": unix_iso(paused)}
+
+
 def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict[str, Any], bool]:
     """The watcher block of /health and whether it makes the service degraded."""
     if report is None:
@@ -356,24 +369,33 @@ def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict
     now = time.time()
     last = report.get("last_cycle_finished")
     behind = report.get("seconds_behind")
-    paused = report.get("paused_until")
     stale = last is None or now - float(last) > 3 * interval
     failing = bool(report.get("errors"))  # the last cycle could not read everything it should have
     lagging = behind is not None and float(behind) > 3 * interval
-    is_paused = paused is not None and float(paused) > now
+    upstreams = [upstream_health(u, now) for u in report.get("upstreams") or []]
+    upstream_trouble = any(u["state"] != "ok" for u in upstreams)
+    refused = report.get("refused") or []
+    reconciliation = dict(report.get("reconciliation") or {})
+    completed = reconciliation.pop("last_complete_pass_at", None)
+    reconciliation["last_complete_pass_at"] = unix_iso(completed)
+    reconciliation["last_complete_pass_age_seconds"] = round(now - completed, 1) if completed else None
+    paused = report.get("paused_until")
     body = {
         "running": not stale,
+        "network": report.get("network"),
         "strategy": report.get("strategy"),
-        "last_cycle_at": iso(datetime.fromtimestamp(float(last), tz=UTC)) if last else None,
+        "last_cycle_at": unix_iso(last),
         "last_cycle_seconds": report.get("last_cycle_seconds"),
         "seconds_behind": behind,
         "blocks_behind": report.get("blocks_behind"),
-        "upstream_paused_until": (
-            iso(datetime.fromtimestamp(float(paused), tz=UTC)) if is_paused else None
-        ),
+        "upstream_paused_until": unix_iso(paused) if paused is not None and float(paused) > now else None,
         "last_error": report.get("last_error"),
+        "refused_answers": refused,
+        "upstreams": upstreams,
+        "reconciliation": reconciliation,
     }
-    return body, stale or lagging or is_paused or failing
+    is_paused = body["upstream_paused_until"] is not None
+    return body, stale or lagging or failing or upstream_trouble or is_paused or bool(refused)
 
 
 @bp.get("/health")
@@ -387,7 +409,7 @@ def health() -> Any:
             report = watcher_report(session)
     except Exception as exc:  # any failure to reach the database means unhealthy
         logger.error("health check: database unreachable: %s", exc)
-        body = {"status": "unhealthy", "timestamp": now, "database": "disconnected",
+        body = {"status": "unhealthy", "timestamp": now, "network": svc.config.tron_network, "database": "disconnected",
                 "active_payments": None, "total_payments": None, "watcher": None}
         return jsonify(body), 503
     watcher, degraded = watcher_health(report, svc.config.polling_interval_seconds)
@@ -395,6 +417,7 @@ def health() -> Any:
         {
             "status": "degraded" if degraded else "healthy",
             "timestamp": now,
+            "network": svc.config.tron_network,
             "active_payments": counts["pending"],
             "total_payments": sum(counts.values()),
             "database": "connected",
@@ -412,6 +435,8 @@ def stats() -> Any:
             session.execute(select(WebhookEvent.state, func.count()).group_by(WebhookEvent.state)).all()
         )
         unmatched = unmatched_transfer_count(session)
+        reconciled = session.scalar(select(func.count()).where(Transfer.found_by == FOUND_BY_RECONCILIATION))
+        rejected = session.scalar(select(func.count()).select_from(RejectedTransfer))
     from models import EventState
 
     return jsonify(
@@ -423,7 +448,10 @@ def stats() -> Any:
             "expired_payments": counts["expired"],
             "uptime_seconds": round(time.time() - svc.started_at, 3),
             "polling_interval": svc.config.polling_interval_seconds,
+            "network": svc.config.tron_network,
             "unmatched_transfers": unmatched,
+            "reconciled_transfers": reconciled or 0,
+            "rejected_transfers": rejected or 0,
             "webhooks_pending": webhook_counts.get(EventState.pending, 0),
             "webhooks_failed": webhook_counts.get(EventState.failed, 0),
         }

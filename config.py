@@ -33,6 +33,10 @@ class Config:
     usdt_contract: str = NETWORKS["mainnet"][1]
     trongrid_api_key: str | None = None
     trongrid_max_rps: float = 10.0
+    trongrid_timeout_seconds: float = 15.0
+    tron_block_seconds: float = 3.0
+    upstream_clock_skew_seconds: float = 30.0
+    reconcile_interval_seconds: float = 300.0
     watcher_strategy: str = "auto"
     polling_interval_seconds: float = 10.0
     payment_ttl_seconds: int = 3600
@@ -48,6 +52,16 @@ class Config:
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def upstream_urls(self) -> tuple[str, ...]:
+        """The upstreams of TRONGRID_API_URL, in order of preference (comma-separated)."""
+        return tuple(part.strip().rstrip("/") for part in self.trongrid_api_url.split(",") if part.strip())
+
+    @property
+    def chain_key(self) -> str:
+        """What cursors are recorded with: a change of network or token contract never reuses them."""
+        return f"{self.tron_network}:{self.usdt_contract}"
 
     def with_overrides(self, **changes: object) -> Config:
         known = {f.name for f in fields(self)}
@@ -116,6 +130,16 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw.rstrip("/")
 
 
+def _urls(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    """One URL or several comma-separated ones, each checked like `_url`; no duplicates."""
+    urls = [_url(name, part.strip(), schemes) for part in raw.split(",") if part.strip()]
+    if not urls:
+        raise ConfigError(f"{name} must hold at least one URL, got {raw!r}")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{name} lists the same URL twice: {raw!r}")
+    return ",".join(urls)
+
+
 def _schedule(env: dict[str, str]) -> tuple[int, ...]:
     raw = _get(env, "WEBHOOK_RETRY_SCHEDULE")
     if raw is None:
@@ -178,10 +202,14 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         port=_port(env),
         database_url=database_url,
         tron_network=network,
-        trongrid_api_url=_url("TRONGRID_API_URL", _get(env, "TRONGRID_API_URL") or default_url, ("http", "https")),
+        trongrid_api_url=_urls("TRONGRID_API_URL", _get(env, "TRONGRID_API_URL") or default_url, ("http", "https")),
         usdt_contract=contract,
         trongrid_api_key=_get(env, "TRONGRID_API_KEY"),
         trongrid_max_rps=_number(env, "TRONGRID_MAX_RPS", 10.0, minimum=0.1, integer=False),
+        trongrid_timeout_seconds=_number(env, "TRONGRID_TIMEOUT_SECONDS", 15.0, minimum=0.1, integer=False),
+        tron_block_seconds=_number(env, "TRON_BLOCK_SECONDS", 3.0, minimum=0.0001, integer=False),
+        upstream_clock_skew_seconds=_number(env, "UPSTREAM_CLOCK_SKEW_SECONDS", 30.0, minimum=0, integer=False),
+        reconcile_interval_seconds=_number(env, "RECONCILE_INTERVAL_SECONDS", 300.0, minimum=1, integer=False),
         watcher_strategy=strategy,
         polling_interval_seconds=_number(env, "POLLING_INTERVAL_SECONDS", 10.0, minimum=0.05, integer=False),
         payment_ttl_seconds=_ttl(env),

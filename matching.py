@@ -17,9 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Payment, PaymentStatus, Transfer, TransferStatus
-from money import format_amount, from_micro, to_micro
+from models import Payment, PaymentStatus, RejectedTransfer, Transfer, TransferStatus
+from money import MAX_MICRO, format_amount, from_micro, to_micro
 from payments import emit_event, log_event, wallet_lock
+from tron_client import RejectedLog, TransferLog
 
 logger = logging.getLogger(__name__)
 
@@ -28,21 +29,15 @@ class AssignError(Exception):
     """A hand assignment of a transfer cannot be done; the message is meant for a person."""
 
 
-@dataclass(frozen=True)
-class ObservedTransfer:
-    transaction_hash: str
-    log_index: int
-    from_address: str
-    to_address: str
-    amount: int  # micro-USDT
-    block_number: int
-    block_timestamp: int  # ms
+FOUND_BY_SCAN = "scan"
+FOUND_BY_RECONCILIATION = "reconciliation"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    transfer: ObservedTransfer
-    result: str  # "credited", "unmatched", "duplicate" or "ignored" (no candidate at its block time)
+    transfer: TransferLog
+    # "credited", "unmatched", "duplicate", "ignored" (no candidate at its block time) or "rejected"
+    result: str
     payment_id: uuid.UUID | None = None
     event: str | None = None
 
@@ -109,7 +104,7 @@ def find_candidates(session: Session, wallet: str, at: datetime, late_window: in
     return result
 
 
-def is_stored(session: Session, t: ObservedTransfer) -> bool:
+def is_stored(session: Session, t: TransferLog) -> bool:
     return session.scalar(
         select(Transfer.id).where(Transfer.transaction_hash == t.transaction_hash, Transfer.log_index == t.log_index)
     ) is not None
@@ -124,12 +119,13 @@ def wallet_payments(session: Session, wallet: str) -> list[Payment]:
 
 
 def would_credit(candidates: list[Payment], records: list[Any]) -> bool:
-    """Whether rule 1 or 2 would give one of these records (TRC20 list rows) to a payment."""
+    """Whether rule 1 or 2 would give one of these records (TRC20 list rows) to a payment; a record whose amount
+    is not known (the listing left it out) may."""
     remainders = {remaining(p) for p in candidates}
-    return len(candidates) == 1 or any(r.amount in remainders for r in records)
+    return len(candidates) == 1 or any(r.amount is None or r.amount in remainders for r in records)
 
 
-def store_transfer(session: Session, t: ObservedTransfer) -> Transfer | None:
+def store_transfer(session: Session, t: TransferLog, found_by: str) -> Transfer | None:
     """Insert the transfer once; None when this (hash, log index) was stored before."""
     inserted = session.execute(
         insert(Transfer)
@@ -142,6 +138,7 @@ def store_transfer(session: Session, t: ObservedTransfer) -> Transfer | None:
             block_number=t.block_number,
             block_timestamp=t.block_timestamp,
             status=TransferStatus.unmatched,
+            found_by=found_by,
         )
         .on_conflict_do_nothing(constraint="uq_transfers_tx_log")
         .returning(Transfer.id)
@@ -149,7 +146,7 @@ def store_transfer(session: Session, t: ObservedTransfer) -> Transfer | None:
     return session.get(Transfer, inserted) if inserted is not None else None
 
 
-def apply_credit(session: Session, payment: Payment, when: str, t: ObservedTransfer) -> str:
+def apply_credit(session: Session, payment: Payment, when: str, t: TransferLog) -> str:
     """Add the money to the payment and move it on by the transition table; returns the event type."""
     at = ms_to_datetime(t.block_timestamp)
     payment.received_amount_usdt = Decimal(payment.received_amount_usdt) + from_micro(t.amount)
@@ -191,8 +188,42 @@ def apply_credit(session: Session, payment: Payment, when: str, t: ObservedTrans
     return "payment.partial"
 
 
-def credit_transfer(session: Session, t: ObservedTransfer, late_window: int) -> Outcome:
+def unstorable(t: TransferLog) -> str | None:
+    """Why a transfer cannot be credited whatever the payments, or None."""
+    if t.amount <= 0:
+        return "a zero amount (such transfers are spam that imitates a payer's address)"
+    if t.amount > MAX_MICRO:
+        return f"an amount of {t.amount} micro-USDT, above the largest this service stores ({MAX_MICRO})"
+    return None
+
+
+def record_rejected(session: Session, rejected: RejectedLog) -> bool:
+    """Record a transfer that cannot be credited, once, with why; True the first time it is seen."""
+    inserted = session.execute(
+        insert(RejectedTransfer)
+        .values(transaction_hash=rejected.transaction_hash, log_index=rejected.log_index,
+                to_address=rejected.to_address, amount_raw=rejected.amount_raw, reason=rejected.reason,
+                block_number=rejected.block_number, block_timestamp=rejected.block_timestamp)
+        .on_conflict_do_nothing(constraint="uq_rejected_transfers_tx_log")
+        .returning(RejectedTransfer.id)
+    ).scalar()
+    if inserted is None:
+        return False
+    where = rejected.to_address or "an unreadable address"
+    log_event(session, None, "transfer_rejected",
+              f"transfer {rejected.transaction_hash}:{rejected.log_index} to {where} not credited: {rejected.reason}",
+              transaction_hash=rejected.transaction_hash, log_index=rejected.log_index,
+              to_address=rejected.to_address, amount_raw=rejected.amount_raw, reason=rejected.reason)
+    return True
+
+
+def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by: str = FOUND_BY_SCAN) -> Outcome:
     """Store one verified transfer and credit it by the rules; the caller owns the transaction."""
+    reason = unstorable(t)
+    if reason is not None:
+        record_rejected(session, RejectedLog(t.transaction_hash, t.log_index, reason, t.to_address, str(t.amount),
+                                             t.block_number, t.block_timestamp))
+        return Outcome(t, "rejected")
     wallet_lock(session, t.to_address)
     if is_stored(session, t):
         return Outcome(t, "duplicate")
@@ -205,14 +236,16 @@ def credit_transfer(session: Session, t: ObservedTransfer, late_window: int) -> 
         logger.debug("transfer %s:%d predates every open payment of %s", t.transaction_hash, t.log_index,
                      t.to_address)
         return Outcome(t, "ignored")
-    row = store_transfer(session, t)
+    row = store_transfer(session, t, found_by)
     if row is None:
         return Outcome(t, "duplicate")
     chosen = choose_payment(candidates, t.amount)
     described = f"{format_amount(t.amount)} USDT from {t.from_address} in {t.transaction_hash}:{t.log_index}"
+    if found_by != FOUND_BY_SCAN:
+        described += f" (found by {found_by})"
     if chosen is None:
         meta = {"transaction_hash": t.transaction_hash, "log_index": t.log_index,
-                "amount_usdt": format_amount(t.amount)}
+                "amount_usdt": format_amount(t.amount), "found_by": found_by}
         for payment, _ in candidates:
             log_event(session, payment.id, "unmatched",
                       f"{described} matches none of {len(candidates)} open payments on this wallet", **meta)
@@ -222,7 +255,7 @@ def credit_transfer(session: Session, t: ObservedTransfer, late_window: int) -> 
     row.payment_id = payment.id
     log_event(session, payment.id, "transfer_seen", f"{described} credited to this payment",
               transaction_hash=t.transaction_hash, log_index=t.log_index, amount_usdt=format_amount(t.amount),
-              block_number=t.block_number, block_timestamp=t.block_timestamp)
+              block_number=t.block_number, block_timestamp=t.block_timestamp, found_by=found_by)
     event = apply_credit(session, payment, when, t)
     emit_event(session, payment, event)
     return Outcome(t, "credited", payment.id, event)
@@ -269,9 +302,9 @@ def assign_transfer(session: Session, tx_hash: str, log_index: int, payment_id: 
         when = "late"
     else:
         when = timing(payment, ms_to_datetime(transfer.block_timestamp), 10**9) or "late"
-    observed = ObservedTransfer(transfer.transaction_hash, transfer.log_index, transfer.from_address,
-                                transfer.to_address, to_micro(transfer.amount_usdt), transfer.block_number,
-                                transfer.block_timestamp)
+    observed = TransferLog(transfer.transaction_hash, transfer.log_index, transfer.from_address,
+                           transfer.to_address, to_micro(transfer.amount_usdt), transfer.block_number,
+                           transfer.block_timestamp)
     transfer.status = TransferStatus.credited
     transfer.payment_id = payment.id
     log_event(session, payment.id, "assigned", f"transfer {tx_hash}:{log_index} assigned by an administrator",

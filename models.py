@@ -117,9 +117,29 @@ class Transfer(Base):
     payment_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("payments.id", ondelete="SET NULL"), index=True
     )
+    # Which read found it first: "scan" (the watcher's strategy) or "reconciliation" (the second look).
+    found_by: Mapped[str] = mapped_column(String(16), server_default="scan")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (UniqueConstraint("transaction_hash", "log_index", name="uq_transfers_tx_log"),)
+
+
+class RejectedTransfer(Base):
+    """A USDT Transfer log that cannot be credited (amount out of range, malformed): recorded once, with why."""
+
+    __tablename__ = "rejected_transfers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    transaction_hash: Mapped[str] = mapped_column(String(64))
+    log_index: Mapped[int] = mapped_column(Integer)
+    to_address: Mapped[str | None] = mapped_column(String(34), index=True)
+    amount_raw: Mapped[str | None] = mapped_column(Text)  # the log's integer amount as text, when readable
+    reason: Mapped[str] = mapped_column(Text)
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    block_timestamp: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("transaction_hash", "log_index", name="uq_rejected_transfers_tx_log"),)
 
 
 class WebhookEvent(Base):
@@ -170,10 +190,11 @@ class ApiKey(Base):
 
 
 class WalletCursor(Base):
-    """How far (chain time, ms) the account strategy has read each wallet."""
+    """How far (chain time, ms) each wallet has been read, on one chain (network and token contract)."""
 
     __tablename__ = "wallet_cursors"
 
+    chain: Mapped[str] = mapped_column(String(80), primary_key=True)
     wallet_address: Mapped[str] = mapped_column(String(34), primary_key=True)
     last_checked_timestamp: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(

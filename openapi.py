@@ -141,10 +141,15 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "status": {"enum": ["healthy", "degraded", "unhealthy"]},
             "timestamp": TIME,
+            "network": {"type": "string"},
             "active_payments": {"type": ["integer", "null"]},
             "total_payments": {"type": ["integer", "null"]},
             "database": {"enum": ["connected", "disconnected"]},
-            "watcher": {"type": ["object", "null"]},
+            "watcher": {
+                "type": ["object", "null"],
+                "description": "strategy, last cycle, seconds and blocks behind, last_error, refused_answers, "
+                               "each upstream's state and pause, and the reconciliation's last complete pass",
+            },
         },
     },
     "Stats": {
@@ -153,10 +158,12 @@ SCHEMAS: dict[str, Any] = {
             name: {"type": "integer"}
             for name in (
                 "total_payments", "pending_payments", "completed_payments", "failed_payments",
-                "expired_payments", "unmatched_transfers", "webhooks_pending", "webhooks_failed",
+                "expired_payments", "unmatched_transfers", "reconciled_transfers", "rejected_transfers",
+                "webhooks_pending", "webhooks_failed",
             )
         }
-        | {"uptime_seconds": {"type": "number"}, "polling_interval": {"type": "number"}},
+        | {"uptime_seconds": {"type": "number"}, "polling_interval": {"type": "number"},
+           "network": {"type": "string"}},
     },
 }
 

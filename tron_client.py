@@ -1,26 +1,33 @@
-"""The service's TronGrid / java-tron HTTP client.
+"""The service's TronGrid / java-tron HTTP client, over one or several upstreams.
 
-* one ``requests.Session``, a timeout on every call, ``TRON-PRO-API-KEY`` when a key is configured;
-* a client-side token bucket: never more than ``max_rps`` requests per second (thread-safe, blocks the caller);
-* retries with exponential backoff and full jitter on timeouts, connection errors and 5xx (never on 4xx);
-* TronGrid rate limits (429, or 403 saying "frequency limit" / "suspended for N s" / "Exceed the user daily
-  usage") pause every call of this client until the limit is over: the call that met the limit, and every call
-  made while paused, raises :class:`TronRateLimited` at once, without sending anything;
+* :class:`Upstream` is one endpoint (TronGrid, or an operator's java-tron node): its own token bucket (never more
+  than ``max_rps`` requests per second), its own rate-limit pause, its own failure state and ``/v1`` probe. The
+  ``TRON-PRO-API-KEY`` header goes to TronGrid's own hosts only, never to another upstream.
+* :class:`TronClient` makes the calls the watcher needs over a list of upstreams, in order of preference: an
+  upstream that fails (after its retries) or pauses for a rate limit hands the call to the next one. Views of
+  the same upstreams in another order (:meth:`TronClient.rotated`) let a second reader prefer another upstream.
+* Each attempt has a total deadline (connect, headers and the whole body) and a body size cap; past either it is
+  a failure like a timeout. Timeouts, connection errors and 5xx are retried with full-jitter backoff; 429 and 503
+  (TronGrid's rate-limit answers), a 403 or an HTTP 200 naming a rate limit pause that upstream for the time the
+  answer names (``Retry-After``, "suspended for N s"), the daily quota until UTC midnight (capped).
 * HTTP 200 with ``{"Error": ...}`` or a body that is not JSON raises :class:`TronBadResponse` (retried once).
+* A malformed USDT ``Transfer`` log is rejected alone (:class:`RejectedLog`), never the whole answer.
 
 Amounts are integers of the token's smallest unit (micro-USDT for USDT), never floats.
 """
 from __future__ import annotations
 
 import calendar
+import json
 import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -31,11 +38,18 @@ logger = logging.getLogger(__name__)
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 PAGE_LIMIT = 200
 API_KEY_HEADER = "TRON-PRO-API-KEY"
+TRONGRID_DOMAIN = "trongrid.io"
+# The largest answer read from an upstream. A mainnet block's receipts are a few MB at most; anything far larger
+# is an upstream gone wrong, and reading it whole would take the process's memory with it.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+FAILURE_COOLDOWN_SECONDS = 30.0  # a failing upstream is asked last for this long, then first again
 _SUSPENDED = re.compile(r"suspended for\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
-_FREQUENCY = re.compile(r"frequency limit|suspended for", re.IGNORECASE)
+_RATE_LIMIT = re.compile(r"frequency limit|suspended for|allowed_rps|rate limit|lack of computing resources",
+                         re.IGNORECASE)
 _DAILY = re.compile(r"exceed the user daily usage", re.IGNORECASE)
 _TX_ID = re.compile(r"^[0-9a-fA-F]{64}$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+_WORD_HEX = 64  # a log's data word: one uint256
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -44,7 +58,7 @@ class TronError(Exception):
 
 
 class TronRateLimited(TronError):
-    """Upstream rate limit: this client is paused for ``retry_after`` more seconds."""
+    """Upstream rate limit: the upstream is paused for ``retry_after`` more seconds."""
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -52,7 +66,7 @@ class TronRateLimited(TronError):
 
 
 class TronUnavailable(TronError):
-    """Timeouts, connection errors or 5xx, still failing after the retries."""
+    """Timeouts, connection errors, oversized answers or 5xx, still failing after the retries."""
 
 
 class TronBadResponse(TronError):
@@ -66,14 +80,21 @@ class TronBadResponse(TronError):
 # -- results ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Trc20Transfer:
-    """One record of the TRC20 list (no block number, no log index there)."""
+    """One record of the TRC20 list (no block number, no log index there).
+
+    ``token_address``, ``amount`` or the addresses are None when the record lacks them (TronGrid sometimes lists
+    ``token_info: {}``): such a record is decided by its transaction's receipt."""
 
     transaction_id: str
-    from_address: str
-    to_address: str
-    amount: int  # micro-USDT
+    from_address: str | None
+    to_address: str | None
+    amount: int | None  # micro-USDT
     block_timestamp: int  # ms
-    token_address: str
+    token_address: str | None
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.from_address, self.to_address, self.amount, self.token_address)
 
 
 @dataclass(frozen=True)
@@ -90,18 +111,39 @@ class TransferLog:
 
 
 @dataclass(frozen=True)
+class RejectedLog:
+    """A log of the USDT contract with the Transfer topic that cannot be read as a transfer, and why."""
+
+    transaction_hash: str
+    log_index: int
+    reason: str
+    to_address: str | None
+    amount_raw: str | None
+    block_number: int
+    block_timestamp: int
+
+
+@dataclass(frozen=True)
 class TxInfo:
     transaction_hash: str
     block_number: int
     block_timestamp: int
     success: bool  # receipt.result == "SUCCESS" and no top-level "result": "FAILED"
     transfers: tuple[TransferLog, ...]
+    rejected: tuple[RejectedLog, ...] = ()
 
 
 @dataclass(frozen=True)
 class BlockRef:
     number: int
     timestamp: int  # ms
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    number: int
+    timestamp: int  # ms
+    transaction_count: int
 
 
 # -- small pure helpers ----------------------------------------------------------------------------
@@ -135,7 +177,22 @@ def seconds_until_utc_midnight(now: float) -> float:
 
 
 def is_rate_limit_message(status: int, message: str) -> bool:
-    return status == 429 or bool(_FREQUENCY.search(message) or _DAILY.search(message))
+    return status in (429, 503) or bool(_RATE_LIMIT.search(message) or _DAILY.search(message))
+
+
+def is_trongrid_host(url: str) -> bool:
+    """Whether ``url`` is one of TronGrid's own hosts: the only ones that are sent the API key."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    return host == TRONGRID_DOMAIN or host.endswith("." + TRONGRID_DOMAIN)
+
+
+def display_url(url: str) -> str:
+    """``scheme://host[:port]`` of an upstream: what logs and /health name (no credentials, no path)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 class TokenBucket:
@@ -172,7 +229,7 @@ class TokenBucket:
             self._sleep(wait)
 
 
-# -- the client ------------------------------------------------------------------------------------
+# -- one upstream ----------------------------------------------------------------------------------
 class _Retry(Exception):
     """Internal: this attempt failed in a way worth retrying."""
 
@@ -182,38 +239,266 @@ class _Retry(Exception):
         self.bad_response = bad_response
 
 
-class TronClient:
-    """TronGrid (``/v1``) and java-tron (``/wallet``, ``/walletsolidity``) calls the watcher needs."""
+@dataclass(frozen=True)
+class Answer:
+    """What one attempt read: status, headers and the body (at most the size cap)."""
 
-    def __init__(self, api_url: str, usdt_contract: str, api_key: str | None = None, max_rps: float = 10.0,
-                 timeout: float = 10.0, max_retries: int = 3, session: requests.Session | None = None, *,
-                 burst: float = 1.0, backoff_base: float = 0.5, backoff_cap: float = 8.0,
-                 rate_limit_pause: float = 5.0, daily_limit_pause_cap: float = 3600.0) -> None:
-        """``burst`` is the token bucket's size (1 = requests evenly spaced, so never more than ``max_rps`` in
-        any one-second window); ``rate_limit_pause`` is the first pause for a rate limit that names no duration
-        (doubling while they repeat, up to 300 s); a daily-quota answer pauses until the next UTC midnight,
-        capped at ``daily_limit_pause_cap`` seconds, so the quota is probed again at most hourly."""
-        if not is_valid_address(usdt_contract):
-            raise ValueError(f"usdt_contract is not a TRON address: {usdt_contract!r}")
-        self.api_url = api_url.rstrip("/")
-        self.usdt_contract = usdt_contract
-        self.usdt_hex20 = to_hex20(usdt_contract)
+    status_code: int
+    headers: Any
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+class Upstream:
+    """One TronGrid or java-tron HTTP endpoint with its own rate limit, pause and failure state."""
+
+    def __init__(self, url: str, *, api_key: str | None = None, max_rps: float = 10.0, timeout: float = 15.0,
+                 max_retries: int = 3, session: requests.Session | None = None, burst: float = 1.0,
+                 backoff_base: float = 0.5, backoff_cap: float = 8.0, rate_limit_pause: float = 5.0,
+                 daily_limit_pause_cap: float = 3600.0, max_bytes: int = MAX_ANSWER_BYTES) -> None:
+        """``burst`` is the token bucket's size (1 = requests evenly spaced, so never more than ``max_rps`` in any
+        one-second window); ``rate_limit_pause`` is the first pause for a rate limit that names no duration
+        (doubling while they repeat, up to 300 s); a daily-quota answer pauses until the next UTC midnight, capped
+        at ``daily_limit_pause_cap`` seconds, so the quota is probed again at most hourly."""
+        self.url = url.rstrip("/")
+        self.name = display_url(self.url)
         self.timeout = timeout
         self.max_retries = max(0, max_retries)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.rate_limit_pause = rate_limit_pause
         self.daily_limit_pause_cap = daily_limit_pause_cap
+        self.max_bytes = max_bytes
         self.session = session or requests.Session()
         self.session.headers.setdefault("Accept", "application/json")
-        if api_key:
-            self.session.headers[API_KEY_HEADER] = api_key
+        self.sends_api_key = bool(api_key) and is_trongrid_host(self.url)
+        if self.sends_api_key:
+            self.session.headers[API_KEY_HEADER] = api_key  # type: ignore[assignment]
         self.request_count = 0
         self._limiter = TokenBucket(max_rps, burst)
         self._lock = threading.Lock()
         self._paused_until: float | None = None
+        self._pause_reason = ""
         self._rate_limit_streak = 0
-        self._has_v1: bool | None = None
+        self._failing_until = 0.0
+        self.last_error: str | None = None
+        self.has_v1: bool | None = None  # learnt by TronClient.has_v1_api
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def paused_until(self) -> float | None:
+        """Unix time until which calls to this upstream are paused by a rate limit, or None."""
+        with self._lock:
+            if self._paused_until is not None and self._paused_until <= time.time():
+                self._paused_until = None
+            return self._paused_until
+
+    @property
+    def failing(self) -> bool:
+        """The last call failed (after its retries) and no call has succeeded since."""
+        return self.last_error is not None
+
+    def usable(self) -> bool:
+        """Neither paused nor in the cool-down after a failure: worth asking first."""
+        return self.paused_until is None and time.monotonic() >= self._failing_until
+
+    def state(self) -> dict[str, Any]:
+        """This upstream as /health shows it."""
+        paused = self.paused_until
+        status = "paused" if paused is not None else "failing" if self.failing else "ok"
+        return {"url": self.name, "state": status, "paused_until": paused, "last_error": self.last_error,
+                "v1_api": self.has_v1}
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            self._rate_limit_streak = 0
+        if self.last_error is not None:
+            logger.info("upstream %s answers again", self.name)
+        self.last_error = None
+        self._failing_until = 0.0
+
+    def _failed(self, error: TronError) -> None:
+        if not isinstance(error, TronRateLimited) and self.last_error is None:
+            logger.warning("upstream %s failing: %s", self.name, error)
+        self.last_error = str(error)
+        if not isinstance(error, TronRateLimited):
+            self._failing_until = time.monotonic() + FAILURE_COOLDOWN_SECONDS
+
+    # -- requests ---------------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None,
+                allow_404: bool = False, on_sent: Callable[[], None] | None = None) -> Any:
+        """Send with rate limiting and retries; the decoded JSON (None for an allowed 404). `on_sent` is called for
+        every request actually sent (retries included), for the caller's own request budget."""
+        attempt = 0
+        bad_retried = False
+        while True:
+            try:
+                body = self._attempt(method, path, params, json_body, allow_404, on_sent)
+            except _Retry as retry:
+                if attempt >= self.max_retries or (retry.bad_response and bad_retried):
+                    self._failed(retry.error)
+                    raise retry.error from retry.__cause__
+                bad_retried = bad_retried or retry.bad_response
+                delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
+                logger.debug("%s %s %s failed (%s), retry %d in %.2fs", self.name, method, path, retry.error,
+                             attempt + 1, delay)
+                attempt += 1
+                time.sleep(delay)
+            except TronError as exc:
+                self._failed(exc)
+                raise
+            else:
+                self._succeeded()
+                return body
+
+    def _attempt(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any,
+                 allow_404: bool, on_sent: Callable[[], None] | None) -> Any:
+        self._raise_if_paused()
+        self._limiter.acquire()
+        self._raise_if_paused()
+        with self._lock:
+            self.request_count += 1
+        if on_sent is not None:
+            on_sent()
+        answer = self._send(method, path, params, json_body)
+        return self._handle(answer, path, allow_404)
+
+    def _send(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any) -> Answer:
+        """One HTTP exchange within the deadline and the size cap; failures are retried."""
+        deadline = time.monotonic() + self.timeout
+        what = f"{self.name}: {endpoint_name(path)}"
+        try:
+            with self.session.request(method, self.url + path, params=params, json=json_body, stream=True,
+                                      timeout=self.timeout, allow_redirects=False) as response:
+                declared = response.headers.get("Content-Length")
+                if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+                    raise _Retry(TronUnavailable(f"{what}: answer of {declared} bytes is over the "
+                                                 f"{self.max_bytes}-byte cap"))
+                content = bytearray()
+                for chunk in response.iter_content(65536):
+                    content.extend(chunk)
+                    if len(content) > self.max_bytes:
+                        raise _Retry(TronUnavailable(f"{what}: answer over the {self.max_bytes}-byte cap"))
+                    if time.monotonic() > deadline:
+                        raise _Retry(TronUnavailable(f"{what}: no complete answer within {self.timeout:g}s"))
+                return Answer(response.status_code, response.headers, bytes(content))
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            kind = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
+            raise _Retry(TronUnavailable(f"{what}: {kind} ({type(exc).__name__})")) from exc
+
+    def _handle(self, answer: Answer, path: str, allow_404: bool) -> Any:
+        status = answer.status_code
+        text = answer.text
+        what = f"{self.name}: {endpoint_name(path)}"
+        if status in (429, 503) or (status == 403 and is_rate_limit_message(status, text)):
+            self._pause_for(answer, text)
+        if status >= 500:
+            raise _Retry(TronUnavailable(f"{what}: HTTP {status}"))
+        if status == 404 and allow_404:
+            return None
+        if status >= 400:
+            raise TronBadResponse(f"{what}: HTTP {status}: {text[:200]}", status)
+        try:
+            body = json.loads(answer.content)
+        except ValueError:
+            raise _Retry(TronBadResponse(f"{what}: answer is not JSON: {text[:100]!r}", status),
+                         bad_response=True) from None
+        if isinstance(body, dict) and "Error" in body:
+            message = str(body["Error"])
+            if is_rate_limit_message(status, message):
+                self._pause_for(answer, message)
+            raise _Retry(TronBadResponse(f"{what}: {message[:200]}", status), bad_response=True)
+        return body
+
+    # -- rate-limit pause -------------------------------------------------------------------------
+    def _raise_if_paused(self) -> None:
+        """While paused, every call fails at once with the answer that caused the pause (one stable text, so
+        the trouble is logged when it starts, not on every call)."""
+        until = self.paused_until
+        if until is not None:
+            raise TronRateLimited(self._pause_reason, until - time.time())
+
+    def _pause_for(self, answer: Answer, message: str) -> None:
+        """Pause every call to this upstream and raise TronRateLimited."""
+        now = time.time()
+        reason = f"{self.name}: rate limit (HTTP {answer.status_code}: {message.strip()[:160] or 'no text'})"
+        with self._lock:
+            seconds = self._pause_seconds(answer, message, now)
+            self._paused_until = max(self._paused_until or 0.0, now + seconds)
+            self._pause_reason = reason
+            self._rate_limit_streak += 1
+        logger.warning("%s; pausing its calls for %.1fs", reason, seconds)
+        raise TronRateLimited(reason, seconds)
+
+    def _pause_seconds(self, answer: Answer, message: str, now: float) -> float:
+        if _DAILY.search(message):
+            return min(self.daily_limit_pause_cap, seconds_until_utc_midnight(now))
+        suspended = parse_suspension(message)
+        if suspended is not None:
+            return suspended
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        if retry_after is not None:
+            return retry_after
+        return min(300.0, self.rate_limit_pause * (2 ** self._rate_limit_streak))
+
+
+def endpoint_name(path: str) -> str:
+    """What a request asked, without the wallet it was about: "TRC20 listing", "getnowblock", ..."""
+    if path.startswith("/v1/accounts/"):
+        return "TRC20 listing"
+    if path.startswith("/v1/contracts/"):
+        return "event index"
+    return path.rstrip("/").rsplit("/", 1)[-1] or path
+
+
+# -- the client over its upstreams -----------------------------------------------------------------
+class TronClient:
+    """TronGrid (``/v1``) and java-tron (``/wallet``, ``/walletsolidity``) calls the watcher needs, with failover
+    over its upstreams in order of preference."""
+
+    def __init__(self, api_url: str | Sequence[str], usdt_contract: str, api_key: str | None = None,
+                 max_rps: float = 10.0, timeout: float = 15.0, max_retries: int = 3,
+                 session: requests.Session | None = None, *, upstreams: Sequence[Upstream] | None = None,
+                 **upstream_options: Any) -> None:
+        """``api_url``: one URL, several comma-separated, or a sequence. Each becomes an :class:`Upstream` with
+        ``max_rps``, ``timeout``, ``max_retries`` and ``upstream_options`` (see :class:`Upstream`)."""
+        if not is_valid_address(usdt_contract):
+            raise ValueError(f"usdt_contract is not a TRON address: {usdt_contract!r}")
+        self.usdt_contract = usdt_contract
+        self.usdt_hex20 = to_hex20(usdt_contract)
+        if upstreams is None:
+            urls = [u.strip() for u in api_url.split(",")] if isinstance(api_url, str) else list(api_url)
+            urls = [u for u in urls if u]
+            if not urls:
+                raise ValueError("at least one upstream URL is needed")
+            upstreams = [Upstream(url, api_key=api_key, max_rps=max_rps, timeout=timeout, max_retries=max_retries,
+                                  session=session if len(urls) == 1 else None, **upstream_options)
+                         for url in urls]
+        self.upstreams: list[Upstream] = list(upstreams)
+        self.request_count = 0  # requests sent through this view (each view counts its own)
+        self._count_lock = threading.Lock()
+
+    # -- views ------------------------------------------------------------------------------------
+    def rotated(self, by: int = 1) -> TronClient:
+        """The same upstreams (shared limits and pauses), another one first: for a second, independent look."""
+        shift = by % len(self.upstreams)
+        return TronClient("", self.usdt_contract, upstreams=self.upstreams[shift:] + self.upstreams[:shift])
+
+    def only(self, upstream: Upstream) -> TronClient:
+        """A view that asks this one upstream only."""
+        return TronClient("", self.usdt_contract, upstreams=[upstream])
+
+    @property
+    def paused_until(self) -> float | None:
+        """While every upstream is paused: when the first comes back. None otherwise."""
+        pauses = [u.paused_until for u in self.upstreams]
+        return None if any(p is None for p in pauses) else min(p for p in pauses if p is not None)
+
+    def states(self) -> list[dict[str, Any]]:
+        return [u.state() for u in self.upstreams]
 
     # -- public calls ---------------------------------------------------------------------------
     def list_trc20_transfers(self, wallet: str, min_timestamp: int, max_pages: int | None = None
@@ -221,7 +506,9 @@ class TronClient:
         """Solidified USDT transfers *to* ``wallet`` with block_timestamp >= ``min_timestamp``, oldest first.
 
         Follows ``meta.fingerprint`` until it is absent (or ``max_pages`` pages were read: the result is then
-        the oldest part, and the caller continues from its last timestamp, deduplicating by tx id).
+        the oldest part, and the caller continues from its last timestamp, deduplicating by tx id). All pages come
+        from one upstream. Records without token information are kept (``complete`` False): their receipt
+        decides them.
         """
         if not is_valid_address(wallet):
             raise ValueError(f"not a TRON address: {wallet!r}")
@@ -230,63 +517,129 @@ class TronClient:
             "min_timestamp": int(min_timestamp), "order_by": "block_timestamp,asc", "limit": PAGE_LIMIT,
         }
         path = f"/v1/accounts/{wallet}/transactions/trc20"
-        transfers: list[Trc20Transfer] = []
-        seen_fingerprints: set[str] = set()
-        pages = 0
-        while max_pages is None or pages < max_pages:
-            body = self._request("GET", path, params=params)
-            pages += 1
-            transfers.extend(self._parse_trc20_page(body, wallet))
-            fingerprint = _next_fingerprint(body)
-            if fingerprint is None or not body.get("data"):
-                break
-            if fingerprint in seen_fingerprints:
-                raise TronBadResponse(f"TronGrid repeated the fingerprint {fingerprint!r}")
-            seen_fingerprints.add(fingerprint)
-            params = {**params, "fingerprint": fingerprint}
-        return transfers
+
+        def read(upstream: Upstream) -> list[Trc20Transfer]:
+            transfers: list[Trc20Transfer] = []
+            seen: set[str] = set()
+            page_params, pages = params, 0
+            while max_pages is None or pages < max_pages:
+                body = self._send(upstream, "GET", path, params=page_params)
+                pages += 1
+                transfers.extend(self._parse_trc20_page(body, wallet))
+                fingerprint = _next_fingerprint(body)
+                if fingerprint is None or not body.get("data"):
+                    break
+                if fingerprint in seen:
+                    raise TronBadResponse(f"{upstream.name}: TRC20 listing repeated the fingerprint {fingerprint!r}")
+                seen.add(fingerprint)
+                page_params = {**params, "fingerprint": fingerprint}
+            return transfers
+
+        return self._failover(read, need_v1=True)
+
+    def index_watermark(self) -> int | None:
+        """The block time (ms) of the newest confirmed USDT Transfer the ``/v1`` event index lists: how far the
+        index has demonstrably reached (USDT moves in every mainnet block). None when it lists none."""
+        body = self._call("GET", f"/v1/contracts/{self.usdt_contract}/events", need_v1=True, params={
+            "event_name": "Transfer", "only_confirmed": "true", "order_by": "block_timestamp,desc", "limit": 1})
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise TronBadResponse("event index answer has no data list")
+        if not body["data"]:
+            return None
+        try:
+            return _int(body["data"][0]["block_timestamp"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TronBadResponse(f"event index record has no block_timestamp: {exc!r}") from None
 
     def get_transaction_info(self, tx_id: str) -> TxInfo | None:
-        """The solidified transaction's info, or None when java-tron answers ``{}`` (unknown or not solid yet)."""
+        """The solidified transaction's info, or None when the node answers ``{}`` (unknown to it, or not
+        solidified there yet: a node behind the others answers so too)."""
         if not _TX_ID.match(tx_id):
             raise ValueError(f"not a transaction id: {tx_id!r}")
-        body = self._request("POST", "/walletsolidity/gettransactioninfobyid", json_body={"value": tx_id})
+        body = self._call("POST", "/walletsolidity/gettransactioninfobyid", json_body={"value": tx_id})
         if not isinstance(body, dict):
             raise TronBadResponse("gettransactioninfobyid did not answer an object")
         return self._parse_tx_info(body) if body else None
 
     def get_solid_head(self) -> BlockRef:
-        body = self._request("POST", "/walletsolidity/getnowblock", json_body={})
-        try:
-            raw = body["block_header"]["raw_data"]
-            return BlockRef(_int(raw["number"]), _int(raw["timestamp"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TronBadResponse(f"getnowblock answer has no block header: {exc}") from None
+        body = self._call("POST", "/walletsolidity/getnowblock", json_body={})
+        header = _block_header(body)
+        if header is None:
+            raise TronBadResponse("getnowblock answer has no block header")
+        return BlockRef(header.number, header.timestamp)
+
+    def get_block(self, num: int) -> BlockHeader | None:
+        """Solidified block ``num``'s header and transaction count, or None when the node answers ``{}`` (it
+        has not reached that block)."""
+        body = self._call("POST", "/walletsolidity/getblockbynum", json_body={"num": int(num)})
+        if body == {}:
+            return None
+        header = _block_header(body)
+        if header is None or header.number != num:
+            raise TronBadResponse(f"getblockbynum {num} answered another or no block")
+        return header
 
     def get_block_infos(self, num: int) -> list[TxInfo]:
-        """Infos of every transaction of solidified block ``num`` (``[]`` when empty or not solidified)."""
-        body = self._request("POST", "/walletsolidity/gettransactioninfobyblocknum", json_body={"num": int(num)})
+        """Infos of every transaction of solidified block ``num``. ``[]`` means an empty block OR a node that has
+        not reached it: only :meth:`get_block` can tell which."""
+        body = self._call("POST", "/walletsolidity/gettransactioninfobyblocknum", json_body={"num": int(num)})
         if body == {}:
             return []
         if not isinstance(body, list):
             raise TronBadResponse("gettransactioninfobyblocknum did not answer a list")
-        return [self._parse_tx_info(item) for item in body]
+        infos = [self._parse_tx_info(item) for item in body]
+        if any(info.block_number != num for info in infos):
+            raise TronBadResponse(f"gettransactioninfobyblocknum {num} answered transactions of another block")
+        return infos
 
     def has_v1_api(self) -> bool:
-        """Whether the upstream is TronGrid (serves ``/v1``); a 404 means a bare java-tron node. Cached."""
-        if self._has_v1 is None:
-            body = self._request("GET", f"/v1/accounts/{self.usdt_contract}/transactions/trc20",
-                                 params={"limit": 1, "only_confirmed": "true"}, allow_404=True)
-            self._has_v1 = body is not None
-        return self._has_v1
+        """Whether any upstream serves TronGrid's ``/v1`` API (a 404 means a bare java-tron node). Learnt once per
+        upstream; an upstream that cannot be asked now counts as without, until it can."""
+        return any(self._probe_v1(u) is True for u in self.upstreams)
 
-    @property
-    def paused_until(self) -> float | None:
-        """Unix time until which upstream calls are paused by a rate limit, or None."""
-        with self._lock:
-            if self._paused_until is not None and self._paused_until <= time.time():
-                self._paused_until = None
-            return self._paused_until
+    # -- failover ---------------------------------------------------------------------------------
+    def _probe_v1(self, upstream: Upstream) -> bool | None:
+        """Whether this upstream serves /v1; None while it cannot be asked (it is failing or paused)."""
+        if upstream.has_v1 is None:
+            try:
+                body = self._send(upstream, "GET", f"/v1/contracts/{self.usdt_contract}/events",
+                                  params={"limit": 1, "only_confirmed": "true"}, allow_404=True)
+            except TronError:
+                return None
+            upstream.has_v1 = body is not None
+        return upstream.has_v1
+
+    def _ordered(self, need_v1: bool) -> Iterator[Upstream]:
+        """Usable upstreams first, in order of preference; paused or cooling-down ones after them. With
+        `need_v1`, those known to lack /v1 are left out (one that could not be asked yet is tried: its call
+        then fails as the probe did)."""
+        candidates = [u for u in self.upstreams if not need_v1 or self._probe_v1(u) is not False]
+        yield from sorted(candidates, key=lambda u: not u.usable())
+
+    def _failover(self, read: Callable[[Upstream], Any], *, need_v1: bool = False) -> Any:
+        errors: list[TronError] = []
+        for upstream in self._ordered(need_v1):
+            try:
+                return read(upstream)
+            except TronError as exc:
+                errors.append(exc)
+        if not errors:
+            raise TronBadResponse("no upstream serves TronGrid's /v1 API")
+        if all(isinstance(e, TronRateLimited) for e in errors):
+            raise min(errors, key=lambda e: e.retry_after)  # type: ignore[attr-defined]
+        raise next(e for e in errors if not isinstance(e, TronRateLimited))
+
+    def _call(self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None,
+              need_v1: bool = False) -> Any:
+        return self._failover(lambda u: self._send(u, method, path, params=params, json_body=json_body),
+                              need_v1=need_v1)
+
+    def _send(self, upstream: Upstream, method: str, path: str, **kwargs: Any) -> Any:
+        return upstream.request(method, path, on_sent=self._count, **kwargs)
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self.request_count += 1
 
     # -- parsing --------------------------------------------------------------------------------
     def _parse_trc20_page(self, body: Any, wallet: str) -> list[Trc20Transfer]:
@@ -295,27 +648,27 @@ class TronClient:
         if body.get("success") is False:
             raise TronBadResponse(f"TRC20 list answered success=false: {body.get('error')}")
         records = [self._parse_trc20_record(item) for item in body["data"]]
-        kept = [r for r in records if r is not None and r.to_address == wallet]
-        if len(kept) != len(records):
-            logger.debug("dropped %d TRC20 records not for USDT to %s", len(records) - len(kept), wallet)
-        return kept
+        return [r for r in records if r is not None and r.to_address in (wallet, None)]
 
     def _parse_trc20_record(self, item: Any) -> Trc20Transfer | None:
-        """The record, or None when it is not a USDT ``Transfer`` (other tokens, approvals)."""
+        """The record, or None when it is surely not a USDT ``Transfer`` (other tokens, approvals, no usable tx
+        id). Missing or malformed fields are left None for the receipt to decide."""
+        if not isinstance(item, dict) or item.get("type", "Transfer") != "Transfer":
+            return None
         try:
-            token_address = item["token_info"]["address"]
-            if token_address != self.usdt_contract or item.get("type", "Transfer") != "Transfer":
-                return None
-            return Trc20Transfer(
-                transaction_id=_tx_hash(item["transaction_id"]),
-                from_address=_address(item["from"]),
-                to_address=_address(item["to"]),
-                amount=_amount(item["value"]),
-                block_timestamp=_int(item["block_timestamp"]),
-                token_address=token_address,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TronBadResponse(f"malformed TRC20 record: {exc!r}") from None
+            tx_id = _tx_hash(item.get("transaction_id"))
+            timestamp = _int(item.get("block_timestamp"))
+        except (TypeError, ValueError):
+            logger.warning("TRC20 listing record without a usable transaction id or time skipped: %.200r", item)
+            return None
+        token = item.get("token_info")
+        token_address = token.get("address") if isinstance(token, dict) else None
+        if token_address is not None and token_address != self.usdt_contract:
+            return None
+        return Trc20Transfer(transaction_id=tx_id, from_address=_optional(_address, item.get("from")),
+                             to_address=_optional(_address, item.get("to")),
+                             amount=_optional(_amount, item.get("value")), block_timestamp=timestamp,
+                             token_address=token_address)
 
     def _parse_tx_info(self, body: Any) -> TxInfo:
         try:
@@ -325,118 +678,69 @@ class TronClient:
             receipt = body.get("receipt") or {}
             success = receipt.get("result") == "SUCCESS" and body.get("result") != "FAILED"
             logs = body.get("log") or []
-            transfers = tuple(
-                log for index, entry in enumerate(logs)
-                if (log := self._decode_log(entry, index, tx_hash, block_number, block_timestamp)) is not None
-            )
+            if not isinstance(logs, list):
+                raise TypeError("log is not a list")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TronBadResponse(f"malformed transaction info: {exc!r}") from None
-        return TxInfo(tx_hash, block_number, block_timestamp, success, transfers)
+        transfers: list[TransferLog] = []
+        rejected: list[RejectedLog] = []
+        for index, entry in enumerate(logs):
+            if not self._is_usdt_transfer(entry):
+                continue
+            try:
+                transfers.append(self._decode_log(entry, index, tx_hash, block_number, block_timestamp))
+            except ValueError as exc:
+                rejected.append(RejectedLog(tx_hash, index, f"malformed Transfer log: {exc}",
+                                            _log_recipient(entry), _log_amount_text(entry), block_number,
+                                            block_timestamp))
+        return TxInfo(tx_hash, block_number, block_timestamp, success, tuple(transfers), tuple(rejected))
 
-    def _decode_log(self, entry: dict[str, Any], index: int, tx_hash: str, block_number: int,
-                    block_timestamp: int) -> TransferLog | None:
-        """A USDT Transfer log (contract address, Transfer topic, 3 topics), or None for any other log."""
+    def _is_usdt_transfer(self, entry: Any) -> bool:
+        """A log emitted by the USDT contract whose first topic is Transfer (judged by contract, never symbol)."""
+        if not isinstance(entry, dict):
+            return False
         address = str(entry.get("address", "")).lower().removeprefix("0x")
         if address.startswith("41") and len(address) == 42:
             address = address[2:]
-        topics = entry.get("topics") or []
-        if address != self.usdt_hex20 or len(topics) != 3 or str(topics[0]).lower() != TRANSFER_TOPIC:
-            return None
+        topics = entry.get("topics")
+        return (address == self.usdt_hex20 and isinstance(topics, list) and bool(topics)
+                and str(topics[0]).lower() == TRANSFER_TOPIC)
+
+    @staticmethod
+    def _decode_log(entry: dict[str, Any], index: int, tx_hash: str, block_number: int,
+                    block_timestamp: int) -> TransferLog:
+        topics = entry["topics"]
+        if len(topics) != 3:
+            raise ValueError(f"{len(topics)} topics instead of 3")
         data = str(entry.get("data", ""))
-        if not data or not _HEX.match(data):
-            raise ValueError(f"Transfer log data is not hex: {data!r}")
+        if len(data) != _WORD_HEX or not _HEX.match(data):
+            raise ValueError(f"data is not one 32-byte word: {data[:80]!r}")
         try:
-            from_address, to_address = from_hex(topics[1]), from_hex(topics[2])
+            from_address, to_address = from_hex(str(topics[1])), from_hex(str(topics[2]))
         except AddressError as exc:
             raise ValueError(str(exc)) from None
         return TransferLog(tx_hash, index, from_address, to_address, int(data, 16), block_number, block_timestamp)
 
-    # -- transport ------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                 json_body: Any = None, allow_404: bool = False) -> Any:
-        """Send with rate limiting and retries; the decoded JSON (None for an allowed 404)."""
-        attempt = 0
-        bad_retried = False
-        while True:
-            try:
-                return self._attempt(method, path, params, json_body, allow_404)
-            except _Retry as retry:
-                if attempt >= self.max_retries or (retry.bad_response and bad_retried):
-                    raise retry.error from retry.__cause__
-                bad_retried = bad_retried or retry.bad_response
-                delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
-                logger.warning("TRON %s %s failed (%s), retry %d in %.2fs", method, path, retry.error,
-                               attempt + 1, delay)
-                attempt += 1
-                time.sleep(delay)
 
-    def _attempt(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any,
-                 allow_404: bool) -> Any:
-        self._raise_if_paused()
-        self._limiter.acquire()
-        self._raise_if_paused()
-        with self._lock:
-            self.request_count += 1
-        try:
-            response = self.session.request(method, self.api_url + path, params=params, json=json_body,
-                                            timeout=self.timeout)
-        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise _Retry(TronUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}")) from exc
-        return self._handle_response(response, path, allow_404)
+def _block_header(body: Any) -> BlockHeader | None:
+    try:
+        raw = body["block_header"]["raw_data"]
+        transactions = body.get("transactions") or []
+        return BlockHeader(_int(raw["number"]), _int(raw["timestamp"]), len(transactions))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
-    def _handle_response(self, response: requests.Response, path: str, allow_404: bool) -> Any:
-        status = response.status_code
-        text = response.text
-        if status in (429, 403) and is_rate_limit_message(status, text):
-            self._pause_for(response, text)
-        if status >= 500:
-            raise _Retry(TronUnavailable(f"{path}: HTTP {status}"))
-        if status == 404 and allow_404:
-            return None
-        if status >= 400:
-            raise TronBadResponse(f"{path}: HTTP {status}: {text[:200]}", status)
-        try:
-            body = response.json()
-        except ValueError:
-            raise _Retry(TronBadResponse(f"{path}: answer is not JSON: {text[:100]!r}", status),
-                         bad_response=True) from None
-        if isinstance(body, dict) and "Error" in body:
-            message = str(body["Error"])
-            if is_rate_limit_message(status, message):
-                self._pause_for(response, message)
-            raise _Retry(TronBadResponse(f"{path}: {message[:200]}", status), bad_response=True)
-        with self._lock:
-            self._rate_limit_streak = 0
-        return body
 
-    # -- rate-limit pause -----------------------------------------------------------------------
-    def _raise_if_paused(self) -> None:
-        until = self.paused_until
-        if until is not None:
-            raise TronRateLimited(f"TronGrid rate limit, paused until {until:.0f}", until - time.time())
+def _log_recipient(entry: Any) -> str | None:
+    try:
+        return from_hex(str(entry["topics"][2]))
+    except (KeyError, IndexError, TypeError, AddressError):
+        return None
 
-    def _pause_for(self, response: requests.Response, message: str) -> None:
-        """Pause every call of this client and raise TronRateLimited."""
-        now = time.time()
-        with self._lock:
-            seconds = self._pause_seconds(response, message, now)
-            until = now + seconds
-            self._paused_until = max(self._paused_until or 0.0, until)
-            self._rate_limit_streak += 1
-        logger.warning("TronGrid rate limit (HTTP %d: %s); pausing upstream calls for %.1fs",
-                       response.status_code, message[:120], seconds)
-        raise TronRateLimited(f"TronGrid rate limit: {message[:200]}", seconds)
 
-    def _pause_seconds(self, response: requests.Response, message: str, now: float) -> float:
-        if _DAILY.search(message):
-            return min(self.daily_limit_pause_cap, seconds_until_utc_midnight(now))
-        suspended = parse_suspension(message)
-        if suspended is not None:
-            return suspended
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if retry_after is not None:
-            return retry_after
-        return min(300.0, self.rate_limit_pause * (2 ** self._rate_limit_streak))
+def _log_amount_text(entry: Any) -> str | None:
+    data = str(entry.get("data", "")) if isinstance(entry, dict) else ""
+    return str(int(data, 16)) if data and _HEX.match(data) and len(data) <= 2 * _WORD_HEX else None
 
 
 def _next_fingerprint(body: dict[str, Any]) -> str | None:
@@ -458,6 +762,13 @@ def _amount(value: Any) -> int:
     if type(value) is int and value >= 0:
         return value
     raise ValueError(f"not a token amount: {value!r}")
+
+
+def _optional(parse: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return parse(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _tx_hash(value: Any) -> str:

@@ -139,16 +139,20 @@ def seed_cursors(url: str, strategy: str, wallets: list[str], solid: dict[str, i
     """Steady state: the watcher has read everything up to the current solid head."""
     from sqlalchemy import create_engine, text
 
+    from config import Config
     from database import normalize_url
 
+    chain = Config().chain_key  # the benchmark's watcher reads "mainnet" USDT, served by the simulator
     engine = create_engine(normalize_url(url))
     with engine.begin() as conn:
+        head = {"number": solid["solid_head"], "timestamp": solid["solid_timestamp"]}
         conn.execute(text("INSERT INTO service_state (key, value) VALUES (:k, CAST(:v AS jsonb))"),
-                     [{"k": "watcher_strategy", "v": json.dumps({"strategy": strategy, "since": time.time()})},
-                      {"k": "block_cursor", "v": json.dumps({"number": solid["solid_head"],
-                                                              "timestamp": solid["solid_timestamp"]})}])
-        conn.execute(text("INSERT INTO wallet_cursors (wallet_address, last_checked_timestamp) VALUES (:w, :t)"),
-                     [{"w": wallet, "t": solid["solid_timestamp"]} for wallet in wallets])
+                     [{"k": f"watcher_strategy:{chain}", "v": json.dumps({"strategy": strategy, "since": time.time()})},
+                      {"k": f"block_cursor:{chain}", "v": json.dumps(head)},
+                      {"k": f"solid_head:{chain}", "v": json.dumps({**head, "accepted_at": time.time()})}])
+        conn.execute(text("INSERT INTO wallet_cursors (chain, wallet_address, last_checked_timestamp) "
+                          "VALUES (:c, :w, :t)"),
+                     [{"c": chain, "w": wallet, "t": solid["solid_timestamp"]} for wallet in wallets])
     engine.dispose()
 
 

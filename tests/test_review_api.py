@@ -399,7 +399,7 @@ def test_review_unique_amount_at_the_top_of_the_range_is_409_not_500(client, aut
 def write_watcher_status(db, **values) -> None:
     import time
 
-    from watcher import write_state
+    from chain_view import write_state
 
     status = {"strategy": "account", "last_cycle_finished": time.time(), "last_cycle_seconds": 0.01,
               "seconds_behind": 0.0, "blocks_behind": None, "paused_until": None, "errors": 0, "last_error": None}

@@ -52,7 +52,7 @@ def client(make_client: ClientFactory) -> TronClient:
 
 
 def trc20_requests(sim: Simulator) -> int:
-    return sim.count("/v1/")
+    return sim.count("/v1/accounts/")
 
 
 # -- TRC20 list ------------------------------------------------------------------------------------
@@ -101,8 +101,11 @@ def test_records_for_other_wallets_or_approvals_dropped(client: TronClient) -> N
               "value": "5", "token_info": {"symbol": "USDT", "address": USDT_MAINNET, "decimals": 6, "name": "T"}}
     body = {"data": [record, {**record, "to": other}, {**record, "type": "Approval"}], "success": True, "meta": {}}
     assert [t.amount for t in client._parse_trc20_page(body, wallet)] == [5]
+    # A value that is not an exact integer is never read as money: the record's receipt decides it.
+    [odd] = client._parse_trc20_page({"data": [{**record, "value": 5.0}]}, wallet)
+    assert odd.amount is None and not odd.complete
     with pytest.raises(TronBadResponse):
-        client._parse_trc20_page({"data": [{**record, "value": 5.0}]}, wallet)
+        client._parse_trc20_page({"data": "nothing"}, wallet)
 
 
 def test_unconfirmed_hidden_until_solidified(sim: Simulator, client: TronClient) -> None:
@@ -192,10 +195,22 @@ def test_has_v1_api_probe_cached(sim: Simulator, client: TronClient) -> None:
         bare.stop()
 
 
-def test_api_key_header_sent(sim: Simulator, make_client: ClientFactory) -> None:
-    make_client(api_key="secret-key").get_solid_head()
-    make_client().get_solid_head()
-    assert [r.api_key for r in sim.request_log] == ["secret-key", None]
+def test_api_key_goes_to_trongrid_hosts_only(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRONGRID_API_KEY is TronGrid's: an operator's own node (any other host) never receives it. No DNS runs
+    here, so api.trongrid.io is made to resolve to the simulator on 127.0.0.1 for this test."""
+    port = int((sim.url or "").rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return real("127.0.0.1" if host == "api.trongrid.io" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    urls = [f"http://api.trongrid.io:{port}", f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    for url in urls:
+        TronClient(url, USDT_MAINNET, api_key="secret-key", timeout=2).get_solid_head()
+    assert [r.api_key for r in sim.request_log] == ["secret-key", None, None]
+    both = TronClient(",".join(urls[1:2] + urls[:1]), USDT_MAINNET, api_key="secret-key", timeout=2)
+    assert [u.sends_api_key for u in both.upstreams] == [False, True]
 
 
 # -- rate limits -----------------------------------------------------------------------------------
@@ -230,19 +245,32 @@ def test_daily_quota_pauses_long(sim: Simulator, make_client: ClientFactory) -> 
 
 
 def test_4xx_is_bad_response_not_retried(sim: Simulator, client: TronClient) -> None:
-    bad = client._request  # 400 on an invalid address: a 4xx, never retried
+    bad = client.upstreams[0].request  # 400 on an invalid address: a 4xx, never retried
     with pytest.raises(TronBadResponse) as caught:
         bad("GET", "/v1/accounts/TNotAnAddress/transactions/trc20")
     assert caught.value.status_code == 400
-    assert client.request_count == 1 and client.paused_until is None
+    assert client.upstreams[0].request_count == 1 and client.paused_until is None
 
 
 # -- retries and bad answers -----------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["500", "503"])
-def test_5xx_retried_then_succeeds(sim: Simulator, client: TronClient, kind: str) -> None:
-    sim.set_fault(kind, 2)
+def test_5xx_retried_then_succeeds(sim: Simulator, client: TronClient) -> None:
+    sim.set_fault("500", 2)
     assert client.get_solid_head().number == sim.state()["solid_head"]
     assert client.request_count == 3 == sim.request_counts()["total"]
+
+
+def test_503_is_a_rate_limit_that_pauses_the_upstream(sim: Simulator, make_client: ClientFactory) -> None:
+    """TronGrid answers 503 when a key or an IP sends too much: a pause, not an outage retried at once."""
+    client = make_client(rate_limit_pause=0.3)
+    sim.set_fault("503", 1)
+    with pytest.raises(TronRateLimited) as caught:
+        client.get_solid_head()
+    assert caught.value.retry_after == pytest.approx(0.3)
+    with pytest.raises(TronRateLimited):
+        client.get_solid_head()
+    assert sim.request_counts()["total"] == 1
+    time.sleep(0.35)
+    assert client.get_solid_head().number == sim.state()["solid_head"]
 
 
 def test_5xx_persistent_is_unavailable(sim: Simulator, client: TronClient) -> None:

@@ -37,7 +37,8 @@ def watch_config(config: Config, sim: Simulator, strategy: str) -> Config:
 
 def make_watcher(db, cfg: Config) -> Watcher:
     client = TronClient(cfg.trongrid_api_url, cfg.usdt_contract, max_rps=cfg.trongrid_max_rps, timeout=2.0,
-                        max_retries=2, backoff_base=0.01, backoff_cap=0.05)
+                        max_retries=2, backoff_base=0.01, backoff_cap=0.05,
+                        rate_limit_pause=0.01)
     return Watcher(db, cfg, client=client)
 
 
@@ -440,6 +441,7 @@ def test_health_reports_the_watcher(client, auth, db, sim, watcher, strategy):
     assert health["status"] == "degraded" and "503" in health["watcher"]["last_error"]
     watcher.run_once()  # the same trouble again: logged once, when it started
     sim.clear_faults()
+    assert wait_for(lambda: watcher.client.paused_until is None, timeout=2)  # 503 pauses the upstream a moment
     watcher.run_once()
     assert client.get("/health").get_json()["status"] == "healthy"
     with db.Session() as s:

@@ -9,11 +9,12 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-import watcher as watcher_module
-from matching import ObservedTransfer, credit_transfer
+import scanning
+from chain_view import to_ms
+from matching import credit_transfer
 from models import Payment, Transfer, WalletCursor, WebhookEvent
 from tests.test_watcher import PAYER, WALLET, create, get, log_types, make_watcher, pay
-from watcher import read_state, to_ms, watched_wallets
+from tron_client import TransferLog
 
 
 @pytest.fixture
@@ -30,16 +31,16 @@ def test_a_crash_between_two_logs_of_one_transaction_loses_neither(client, auth,
                      {"to": WALLET, "amount": 2_500_000, "from": PAYER}])
     sim.solidify()
     watcher = make_watcher(db, account_config)
-    real = watcher_module.credit_transfer
+    real = scanning.credit_transfer
     failures = []
 
-    def crash_once_on_the_second_log(session, transfer, late):  # type: ignore[no-untyped-def]
+    def crash_once_on_the_second_log(session, transfer, late, found_by):  # type: ignore[no-untyped-def]
         if transfer.log_index == 1 and not failures:
             failures.append(transfer)
             raise RuntimeError("the process dies between the two logs")
-        return real(session, transfer, late)
+        return real(session, transfer, late, found_by)
 
-    monkeypatch.setattr(watcher_module, "credit_transfer", crash_once_on_the_second_log)
+    monkeypatch.setattr(scanning, "credit_transfer", crash_once_on_the_second_log)
     with pytest.raises(RuntimeError):
         watcher.run_once()
     watcher.run_once()
@@ -53,12 +54,14 @@ def test_a_wallet_reused_after_a_month_is_not_read_back_a_month(client, auth, db
     create(client, auth, "3")
     head = sim.chain.head
     with db.transaction() as s:
-        s.add(WalletCursor(wallet_address=WALLET, last_checked_timestamp=head.timestamp - 30 * 86400 * 1000))
+        s.add(WalletCursor(chain=account_config.chain_key, wallet_address=WALLET,
+                           last_checked_timestamp=head.timestamp - 30 * 86400 * 1000))
     watcher = make_watcher(db, account_config.with_overrides(watcher_strategy="blocks"))
-    with db.transaction() as s:
-        watcher.seed_block_cursor(s, watched_wallets(s, 86400))
     with db.Session() as s:
-        cursor = read_state(s, "block_cursor")
+        wallets = watcher.view.watched_wallets(s)
+    watcher.blocks.seed(head.number, head.timestamp, wallets)
+    with db.Session() as s:
+        cursor = watcher.view.state(s, "block_cursor")
     assert head.number - cursor["number"] < 100  # the new payment's creation, not the month-old cursor
     watcher.stop()
 
@@ -68,7 +71,7 @@ def test_expiry_waits_for_a_locked_payment_instead_of_passing_it_by(client, auth
     pid = uuid.UUID(p["id"])
     with db.Session() as s:
         expires = s.get(Payment, pid).expires_at
-    late = ObservedTransfer("ab" * 32, 0, PAYER, WALLET, 5_000_000, 1, to_ms(expires) + 1000)
+    late = TransferLog("ab" * 32, 0, PAYER, WALLET, 5_000_000, 1, to_ms(expires) + 1000)
     holder = db.Session()
     holder.begin()
     holder.execute(select(Payment.id).where(Payment.id == pid).with_for_update())  # e.g. a webhook being recorded

@@ -1,0 +1,170 @@
+"""What the watcher believes about the chain it reads: the accepted solid head and how far it has read.
+
+Everything here is recorded per chain (network and token contract, ``Config.chain_key``), so a change of
+``TRON_NETWORK`` or ``USDT_CONTRACT`` never reuses a cursor of another chain.
+
+Nothing upstream is believed alone. A solid head is accepted only when it is plausible against the last accepted
+one and this machine's clock (:func:`implausibility`); cursors never move past an accepted head.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from config import Config
+from models import Payment, ServiceState, WalletCursor
+from payments import may_take_money
+from tron_client import BlockRef
+
+logger = logging.getLogger(__name__)
+
+OVERLAP_MS = 60_000  # re-read the last minute: page and clock boundaries never drop a transfer
+# A solid head may advance by the blocks the elapsed time allows plus this many: nodes of one pool differ by some
+# blocks, and the first head accepted after a start may come from one that is behind.
+HEAD_MARGIN_BLOCKS = 30
+
+
+# --- service_state: small named values shared by every process ---------------------------------
+
+def read_state(session: Session, key: str) -> Any:
+    row = session.get(ServiceState, key)
+    return row.value if row else None
+
+
+def write_state(session: Session, key: str, value: Any) -> None:
+    session.execute(
+        insert(ServiceState).values(key=key, value=value)
+        .on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": func.now()})
+    )
+
+
+# --- the solid head ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AcceptedHead:
+    number: int
+    timestamp: int  # ms, chain time
+    accepted_at: float  # unix seconds, this machine's clock
+
+    def as_ref(self) -> BlockRef:
+        return BlockRef(self.number, self.timestamp)
+
+
+def implausibility(head: BlockRef, last: AcceptedHead | None, now: float, block_seconds: float,
+                   skew_seconds: float) -> str | None:
+    """Why ``head`` cannot be believed, or None when it is plausible.
+
+    Refused: a timestamp ahead of this machine's clock by more than ``skew_seconds``; a number below the last
+    accepted head's (the answer of a node behind the others); more blocks since the last accepted head than the
+    elapsed time allows at one block every ``block_seconds`` plus ``HEAD_MARGIN_BLOCKS``; or more blocks than
+    chain time passed (blocks are at least ``block_seconds`` apart in chain time too)."""
+    ahead = head.timestamp / 1000 - now
+    if ahead > skew_seconds:
+        return f"its timestamp is {ahead:.0f}s ahead of this machine's clock (at most {skew_seconds:g}s allowed)"
+    if last is None:
+        return None
+    if head.number < last.number:
+        return f"it went back from block {last.number} to {head.number} (a node behind the others)"
+    advanced = head.number - last.number
+    allowed = int(max(0.0, now - last.accepted_at) / block_seconds) + HEAD_MARGIN_BLOCKS
+    if advanced > allowed:
+        return (f"it jumped {advanced} blocks in {max(0.0, now - last.accepted_at):.0f}s "
+                f"(at most {allowed} at one block every {block_seconds:g}s)")
+    chain_ms = head.timestamp - last.timestamp
+    if advanced > 0 and chain_ms < advanced * block_seconds * 1000:
+        return f"its {advanced} new blocks span only {chain_ms / 1000:g}s of chain time"
+    return None
+
+
+# --- cursors -------------------------------------------------------------------------------------
+
+def to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def read_from(cursor: int | None, oldest_candidate: datetime) -> int:
+    """Where to (re)start reading a wallet: its cursor, but never before its oldest candidate was created
+    (earlier money cannot go to any of them: an address reused after a month is not read back a month), minus
+    the overlap."""
+    return max(cursor or 0, to_ms(oldest_candidate)) - OVERLAP_MS
+
+
+class ChainView:
+    """The accepted head and the cursors of one chain, read and written in the caller's session."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.chain = config.chain_key
+
+    def _key(self, name: str) -> str:
+        return f"{name}:{self.chain}"  # at most 60 characters: service_state keys hold 64
+
+    # head
+    def accepted_head(self, session: Session) -> AcceptedHead | None:
+        value = read_state(session, self._key("solid_head"))
+        return AcceptedHead(int(value["number"]), int(value["timestamp"]), float(value["accepted_at"])) \
+            if value else None
+
+    def accept_head(self, session: Session, head: AcceptedHead) -> None:
+        write_state(session, self._key("solid_head"),
+                    {"number": head.number, "timestamp": head.timestamp, "accepted_at": head.accepted_at})
+
+    def check(self, head: BlockRef, last: AcceptedHead | None, now: float) -> str | None:
+        return implausibility(head, last, now, self.config.tron_block_seconds,
+                              self.config.upstream_clock_skew_seconds)
+
+    # named values of this chain: the block cursor, the strategy, the reconciliation's progress
+    def state(self, session: Session, name: str) -> Any:
+        return read_state(session, self._key(name))
+
+    def set_state(self, session: Session, name: str, value: Any) -> None:
+        write_state(session, self._key(name), value)
+
+    # wallets
+    def wallet_cursors(self, session: Session, wallets: list[str]) -> dict[str, int]:
+        return dict(session.execute(
+            select(WalletCursor.wallet_address, WalletCursor.last_checked_timestamp)
+            .where(WalletCursor.chain == self.chain, WalletCursor.wallet_address.in_(wallets))
+        ).all())
+
+    def save_wallet_cursors(self, session: Session, wallets: list[str], value: int, *,
+                            only_lower: bool = False) -> None:
+        """Move the cursors of `wallets` to `value` (never backwards, or never forwards with only_lower): one
+        statement however many wallets (the blocks strategy moves every watched wallet each cycle)."""
+        if not wallets:
+            return
+        pick = "LEAST" if only_lower else "GREATEST"
+        session.execute(text(
+            "INSERT INTO wallet_cursors (chain, wallet_address, last_checked_timestamp) "
+            "SELECT :chain, w, :value FROM unnest(CAST(:wallets AS varchar[])) AS w "
+            "ON CONFLICT (chain, wallet_address) DO UPDATE SET "
+            f"last_checked_timestamp = {pick}(wallet_cursors.last_checked_timestamp, EXCLUDED.last_checked_timestamp), "
+            "updated_at = now()"
+        ), {"chain": self.chain, "value": int(value), "wallets": sorted(set(wallets))})
+
+    def watched_wallets(self, session: Session, created_since: datetime | None = None) -> dict[str, datetime]:
+        """Wallets with candidates, each with the creation time of its oldest candidate.
+
+        With `created_since`, only candidates created since then count (a cheap refresh through the created_at
+        index: the blocks strategy merges it into the list it read at the start of the cycle)."""
+        # The late window runs in chain time: up to where each wallet has been read (a wallet never read is
+        # watched whatever the wall clock says), so a watcher that is behind loses no late money.
+        window = timedelta(seconds=self.config.late_payment_window_seconds)
+        read_to = func.to_timestamp(WalletCursor.last_checked_timestamp / 1000.0)
+        unread = WalletCursor.last_checked_timestamp.is_(None)
+        query = (
+            select(Payment.wallet_address, func.min(Payment.created_at))
+            .outerjoin(WalletCursor, and_(WalletCursor.wallet_address == Payment.wallet_address,
+                                          WalletCursor.chain == self.chain))
+            .where(may_take_money(lambda closed: unread | (closed + window >= read_to)))
+            .group_by(Payment.wallet_address)
+        )
+        if created_since is not None:
+            query = query.where(Payment.created_at >= created_since)
+        return {wallet: oldest for wallet, oldest in session.execute(query)}

@@ -1,0 +1,131 @@
+"""Reconciliation: a second look that heals what the scan missed.
+
+Round-robin over the wallets that have candidates, the sweep re-reads each one's whole candidate window (from its
+oldest candidate's creation up to where the scan has read it) and credits what it finds through the scan's own
+code path (``AccountScan.read_wallet``, ``matching.credit_transfer``): a transfer the ``/v1`` index listed later
+than the scan's overlap, or that one upstream left out, is credited all the same and recorded as found by
+reconciliation. It reads through another upstream than the scan's when several are configured.
+
+Where no upstream offers ``/v1``, it re-reads the blocks of the last interval through another upstream; with a
+single java-tron node it is off (the complete-block check already refuses what a node has not reached).
+
+A full pass aims at ``RECONCILE_INTERVAL_SECONDS`` but never takes more than a fifth of the request budget:
+with many wallets a pass takes longer, and /health shows the age of the last complete pass.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from chain_view import ChainView, read_from
+from config import Config
+from database import Database
+from matching import FOUND_BY_RECONCILIATION
+from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
+from tron_client import TronClient, TronError
+
+logger = logging.getLogger(__name__)
+
+
+class Reconciler:
+    """Runs a slice of the current pass each cycle; its progress lives in the database (any leader resumes it)."""
+
+    def __init__(self, db: Database, config: Config, client: TronClient, view: ChainView,
+                 stop: threading.Event, failed_txs: set[str]) -> None:
+        self.db, self.config, self.view = db, config, view
+        self.client = client.rotated(1)  # another upstream first, when there are several
+        self.account = AccountScan(db, config, self.client, view, stop, failed_txs, share=RECONCILE_SHARE)
+        self.blocks = BlockScan(db, config, self.client, view, stop, failed_txs, share=RECONCILE_SHARE)
+        self.last_error: str | None = None
+
+    def shares_the_scan_upstream(self) -> bool:
+        """Whether the sweep must use the scan's one upstream (then it takes a fifth of that budget)."""
+        return len(self.client.upstreams) == 1 and self.mode() is not None
+
+    def mode(self) -> str | None:
+        if self.client.has_v1_api():
+            return "wallets"
+        return "blocks" if len(self.client.upstreams) > 1 else None
+
+    def run(self, wallets: dict[str, datetime], result: CycleResult) -> None:
+        mode = self.mode()
+        if mode is None:
+            return
+        with self.db.Session() as session:
+            progress = self.view.state(session, "reconcile") or {}
+        now = time.time()
+        if progress.get("mode") != mode or (progress.get("complete") and
+                                            now - progress.get("started_at", 0) >= self.interval()):
+            progress = {"mode": mode, "started_at": now, "complete": False, "done": 0,
+                        "last_complete_at": progress.get("last_complete_at")}
+        if not progress["complete"]:
+            self.account.start_cycle()
+            self.blocks.start_cycle()
+            try:
+                if mode == "wallets":
+                    self.sweep_wallets(wallets, progress, now, result)
+                else:
+                    self.sweep_blocks(wallets, progress, result)
+                self.last_error = None
+            except TronError as exc:
+                self.last_error = f"reconciliation paused this cycle: {exc}"
+                logger.warning("%s", self.last_error)
+        with self.db.transaction() as session:
+            self.view.set_state(session, "reconcile", progress)
+
+    def interval(self) -> float:
+        return self.config.reconcile_interval_seconds
+
+    def due(self, total: int, progress: dict[str, Any], now: float) -> int:
+        """How many items of the pass should be done by the end of this cycle to finish on time."""
+        elapsed = now - progress["started_at"] + self.config.polling_interval_seconds
+        return min(total, math.ceil(total * min(1.0, elapsed / self.interval())))
+
+    def sweep_wallets(self, wallets: dict[str, datetime], progress: dict[str, Any], now: float,
+                      result: CycleResult) -> None:
+        with self.db.Session() as session:
+            cursors = self.view.wallet_cursors(session, list(wallets))
+        after = progress.get("after")
+        todo = sorted(w for w in wallets if after is None or w > after)
+        want = self.due(len(wallets), progress, now) - progress["done"]
+        for wallet in todo[:max(0, want)]:
+            if self.account.cycle_requests() >= self.account.budget():
+                return
+            cursor = cursors.get(wallet)
+            if cursor is not None:  # a wallet the scan has not read yet has nothing to look at again
+                read = self.account.read_wallet(wallet, read_from(None, wallets[wallet]), cursor, result,
+                                                FOUND_BY_RECONCILIATION)
+                if read < cursor:
+                    return  # out of budget or a receipt not there yet: this wallet again next cycle
+            progress["after"], progress["done"] = wallet, progress["done"] + 1
+        if not [w for w in wallets if progress.get("after") is None or w > progress["after"]]:
+            self.finish(progress)
+
+    def sweep_blocks(self, wallets: dict[str, datetime], progress: dict[str, Any], result: CycleResult) -> None:
+        with self.db.Session() as session:
+            cursor = self.view.state(session, "block_cursor")
+        if cursor is None:
+            return
+        if "next_block" not in progress:
+            span = int(self.interval() / self.config.tron_block_seconds)
+            progress["next_block"], progress["end_block"] = max(0, int(cursor["number"]) - span + 1), int(
+                cursor["number"])
+        while progress["next_block"] <= progress["end_block"]:
+            if self.blocks.cycle_requests() >= self.blocks.budget():
+                return
+            block = self.blocks.read_block(progress["next_block"])
+            if block is None:
+                return  # not yet complete on the upstreams asked: again next cycle
+            for info in block[1]:
+                if info.success:
+                    self.blocks.take(info, wallets, result, FOUND_BY_RECONCILIATION)
+            progress["next_block"] += 1
+        self.finish(progress)
+
+    def finish(self, progress: dict[str, Any]) -> None:
+        progress["complete"], progress["last_complete_at"] = True, time.time()
+        logger.info("reconciliation pass complete (%s, %d wallets)", progress["mode"], progress.get("done", 0))

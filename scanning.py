@@ -1,0 +1,348 @@
+"""The watcher's two ways of reading the chain; both hand what they find to matching.credit_transfer.
+
+* :class:`AccountScan` lists each watched wallet's confirmed USDT transfers on TronGrid's ``/v1`` index, from a
+  per-wallet cursor, and fetches receipts only for transfers that could credit a payment. The index may lag: the
+  cursors and chain-time expiry advance at most to the index's watermark (the newest confirmed USDT event it
+  lists), never to the solid head alone.
+* :class:`BlockScan` reads every solidified block's receipts from a persisted block cursor. A block is used only
+  when its answer is known complete: ``[]`` is an empty block only if ``getblockbynum`` shows no transaction;
+  otherwise it is "not yet" (a node behind the others) and is asked again, never skipped.
+
+Both work in chain order (the matching rules depend on which transfer came first), one database transaction per
+chain transaction.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import func, or_, select, update
+
+from chain_view import OVERLAP_MS, ChainView, read_from, to_ms
+from config import Config
+from database import Database
+from matching import (
+    FOUND_BY_SCAN,
+    Outcome,
+    credit_transfer,
+    expire_due,
+    ms_to_datetime,
+    record_rejected,
+    timing,
+    wallet_payments,
+    would_credit,
+)
+from models import Payment, PaymentStatus, Transfer
+from payments import log_event
+from tron_client import RejectedLog, TransferLog, Trc20Transfer, TronClient, TronError, TronRateLimited, TxInfo
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKED_LAG_MS = 60_000  # payments.last_checked_timestamp may trail the wallet cursor by this much
+LAST_CHECKED_BATCH = 10_000  # ... plus the cycles needed to refresh every pending payment this many at a time
+NOT_YET_TRIES = 3  # a "not yet" answer is asked again this often in a cycle (a pool answers from another node)
+RECONCILE_SHARE = 0.2  # the part of the request budget the reconciliation may take
+
+
+@dataclass
+class CycleResult:
+    strategy: str
+    wallets: int = 0
+    transfers_seen: int = 0
+    credited: int = 0
+    unmatched: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    expired: int = 0
+    reconciled: int = 0  # transfers the reconciliation found that the scan had missed
+    requests: int = 0
+    blocks: int = 0
+    seconds: float = 0.0
+    read_up_to: int | None = None  # chain time (ms) up to which every watched wallet was read
+    head_timestamp: int | None = None  # the accepted solid head's time
+    blocks_behind: int | None = None
+    errors: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # upstream answers not believed this cycle
+
+    def count(self, outcome: Outcome) -> None:
+        self.transfers_seen += 1
+        if outcome.result == "credited":
+            self.credited += 1
+        elif outcome.result == "unmatched":
+            self.unmatched += 1
+        elif outcome.result == "duplicate":
+            self.duplicates += 1
+        elif outcome.result == "rejected":
+            self.rejected += 1
+
+
+class Scan:
+    """What the strategies share: crediting in chain order, expiry, the request budget, "not yet" retries."""
+
+    name = ""
+
+    def __init__(self, db: Database, config: Config, client: TronClient, view: ChainView,
+                 stop: threading.Event, failed_txs: set[str], *, share: float = 1.0) -> None:
+        """`failed_txs`: failed transactions already fetched and logged, shared by every reader of a watcher (the
+        overlap and the reconciliation list them again). `share`: the part of an upstream's requests per interval
+        this reader may use."""
+        self.db, self.config, self.client, self.view, self.stop = db, config, client, view, stop
+        self.share = share
+        self.failed_txs = failed_txs
+        self.cycle_started_requests = 0
+
+    def start_cycle(self) -> None:
+        self.cycle_started_requests = self.client.request_count
+
+    def budget(self) -> int:
+        """Requests this reader may send per cycle: its share of one upstream's rate over one interval."""
+        return max(1, int(self.share * self.config.trongrid_max_rps * self.config.polling_interval_seconds))
+
+    def cycle_requests(self) -> int:
+        return self.client.request_count - self.cycle_started_requests
+
+    def tries(self) -> Iterator[TronClient]:
+        """Views to ask a "not yet" question again: every upstream at least once, at least NOT_YET_TRIES times."""
+        views = [self.client.only(u) for u in self.client.upstreams]
+        for attempt in range(max(NOT_YET_TRIES, len(views))):
+            yield views[attempt % len(views)]
+
+    def credit(self, transfers: list[TransferLog], result: CycleResult, found_by: str = FOUND_BY_SCAN) -> None:
+        """Credit in chain order, one database transaction per chain transaction: the account strategy takes a
+        stored hash as fully read."""
+        late = self.config.late_payment_window_seconds
+        for _, group in itertools.groupby(transfers, key=lambda t: t.transaction_hash):
+            with self.db.transaction() as session:
+                outcomes = [credit_transfer(session, transfer, late, found_by) for transfer in group]
+            for outcome in outcomes:
+                result.count(outcome)
+                if found_by != FOUND_BY_SCAN and outcome.result in ("credited", "unmatched"):
+                    result.reconciled += 1
+                    logger.info("transfer %s:%d found by %s (%s)", outcome.transfer.transaction_hash,
+                                outcome.transfer.log_index, found_by, outcome.result)
+
+    def reject(self, logs: list[RejectedLog], result: CycleResult) -> None:
+        if not logs:
+            return
+        with self.db.transaction() as session:
+            for log in logs:
+                if record_rejected(session, log):
+                    logger.warning("transfer %s:%d rejected: %s", log.transaction_hash, log.log_index, log.reason)
+                    result.rejected += 1
+
+    def take(self, info: TxInfo, wallets: set[str] | dict[str, datetime], result: CycleResult,
+             found_by: str = FOUND_BY_SCAN) -> None:
+        """Credit a successful transaction's USDT transfers to watched wallets; record its unreadable ones."""
+        self.reject([r for r in info.rejected if r.to_address is None or r.to_address in wallets], result)
+        self.credit([log for log in info.transfers if log.to_address in wallets], result, found_by)
+
+    def expire(self, wallets: list[str] | None, read_up_to: int, result: CycleResult) -> None:
+        with self.db.transaction() as session:
+            result.expired += len(expire_due(session, wallets, read_up_to))
+            # Informational copy of the wallet cursor on each pending payment: rewritten only once it is
+            # LAST_CHECKED_LAG_MS behind, and at most LAST_CHECKED_BATCH rows per cycle, so a cycle never rewrites
+            # every pending row (100,000 rows, seconds of database time); wallet_cursors holds the exact value.
+            stale = select(Payment.id).where(
+                Payment.status == PaymentStatus.pending,
+                or_(Payment.last_checked_timestamp.is_(None),
+                    Payment.last_checked_timestamp < read_up_to - LAST_CHECKED_LAG_MS),
+            ).limit(LAST_CHECKED_BATCH)
+            if wallets is not None:
+                stale = stale.where(Payment.wallet_address.in_(wallets))
+            session.execute(update(Payment).where(Payment.id.in_(stale)).values(last_checked_timestamp=read_up_to))
+
+    def log_failed_transaction(self, info: TxInfo, wallet: str) -> None:
+        """A failed transaction stays failed: the overlap re-lists it, but it is fetched and logged once."""
+        if len(self.failed_txs) >= 10_000:
+            self.failed_txs.clear()
+        self.failed_txs.add(info.transaction_hash)
+        with self.db.transaction() as session:
+            for payment_id in session.scalars(
+                select(Payment.id).where(Payment.wallet_address == wallet, Payment.status == PaymentStatus.pending)
+            ):
+                log_event(session, payment_id, "transfer_rejected",
+                          f"transaction {info.transaction_hash} to this wallet failed on chain (not SUCCESS); "
+                          "nothing credited", transaction_hash=info.transaction_hash)
+
+
+class AccountScan(Scan):
+    """Reads each watched wallet's TRC20 history on the /v1 index, up to the index's watermark."""
+
+    name = "account"
+
+    def run(self, wallets: dict[str, datetime], head_timestamp: int, result: CycleResult) -> None:
+        watermark = self.client.index_watermark()
+        if watermark is None:
+            result.errors.append("the event index lists no confirmed USDT transfer: how far it reached is unknown")
+            return
+        limit = min(head_timestamp, watermark)
+        with self.db.Session() as session:
+            cursors = self.view.wallet_cursors(session, list(wallets))
+        read_times = []
+        failures = 0
+        for wallet, oldest in wallets.items():
+            if self.stop.is_set():
+                break
+            try:
+                read_up_to = self.read_wallet(wallet, read_from(cursors.get(wallet), oldest), limit, result)
+            except TronRateLimited as exc:
+                result.errors.append(f"rate limited ({exc})")
+                break  # that upstream pauses its calls; the next cycle resumes from the cursors
+            except TronError as exc:
+                failures += 1
+                logger.warning("watcher: wallet %s skipped this cycle: %s", wallet, exc)
+                result.errors.append(f"{failures} wallet(s) not read this cycle: {exc}")
+                continue
+            with self.db.transaction() as session:
+                self.view.save_wallet_cursors(session, [wallet], read_up_to)
+            read_times.append(read_up_to)
+            # Expire only what lies an overlap behind the watermark, which the next listing reads again anyway.
+            self.expire([wallet], read_up_to - OVERLAP_MS, result)
+        if len(read_times) == len(wallets):
+            result.read_up_to = min(read_times)
+
+    def read_wallet(self, wallet: str, start: int, limit: int, result: CycleResult,
+                    found_by: str = FOUND_BY_SCAN) -> int:
+        """Credit what the wallet received from `start` up to `limit`; returns the chain time read completely."""
+        records = [r for r in self.client.list_trc20_transfers(wallet, max(0, start)) if r.block_timestamp <= limit]
+        by_tx: dict[str, list[Trc20Transfer]] = {}
+        for record in records:
+            if record.transaction_id not in self.failed_txs:
+                by_tx.setdefault(record.transaction_id, []).append(record)
+        if not by_tx:
+            return limit
+        with self.db.Session() as session:
+            known = set(session.scalars(select(Transfer.transaction_hash).where(
+                Transfer.to_address == wallet, Transfer.transaction_hash.in_(list(by_tx)))))
+            payments = wallet_payments(session, wallet)
+        late = self.config.late_payment_window_seconds
+        for tx_id, group in by_tx.items():
+            if tx_id in known:
+                continue
+            at = group[0].block_timestamp
+            candidates = [p for p in payments if timing(p, ms_to_datetime(at), late)]
+            if not candidates:
+                continue  # mined before every open payment of the wallet: no receipt needed
+            # Receipts for money that would credit a payment always; for money that would stay unmatched only while
+            # this cycle's request budget lasts, so a busy wallet cannot starve the others. The wallet then stops
+            # here and goes on next cycle: transfers are taken in chain order.
+            if not would_credit(candidates, group) and self.cycle_requests() >= self.budget():
+                return at - 1
+            info = self.receipt(tx_id)
+            if info is None:  # not solidified on any node asked yet: read again from here next cycle
+                return at - 1
+            if not info.success:
+                self.log_failed_transaction(info, wallet)
+                continue
+            self.take(info, {wallet}, result, found_by)
+        return limit
+
+    def receipt(self, tx_id: str) -> TxInfo | None:
+        """The transaction's receipt; ``{}`` (a node behind, or not solidified yet) is asked again a few times."""
+        for view in self.tries():
+            info = view.get_transaction_info(tx_id)
+            if info is not None:
+                return info
+        return None
+
+
+class BlockScan(Scan):
+    """Reads every solidified block's receipts from the block cursor, oldest first, within the budget."""
+
+    name = "blocks"
+
+    def run(self, wallets: dict[str, datetime], listed_at: int, head_number: int, head_timestamp: int,
+            result: CycleResult) -> None:
+        with self.db.Session() as session:
+            cursor = self.view.state(session, "block_cursor")
+        number, read_ts = int(cursor["number"]), int(cursor["timestamp"])
+        last = min(head_number, number + max(1, self.budget() - 1))
+        snapshot_ms = listed_at
+        for num in range(number + 1, last + 1):
+            if self.stop.is_set():
+                break
+            try:
+                block = self.read_block(num)
+            except TronError as exc:
+                logger.warning("watcher: block %d not read this cycle: %s", num, exc)
+                result.errors.append(f"block {num} not read: {exc}")
+                break
+            if block is None:
+                result.errors.append(f"block {num}: no upstream has given its complete receipts yet; asked again "
+                                     "next cycle")
+                break
+            timestamp, infos = block
+            if timestamp >= snapshot_ms - OVERLAP_MS:
+                # A block this recent may pay a payment created after the wallet list was read: add the wallets of
+                # payments created since (with the same overlap for slow commits).
+                since = datetime.fromtimestamp((snapshot_ms - OVERLAP_MS) / 1000, tz=UTC)
+                with self.db.Session() as session:
+                    snapshot_ms = to_ms(session.scalar(select(func.now())))
+                    wallets = {**self.view.watched_wallets(session, since), **wallets}
+            for info in infos:
+                if info.success:
+                    self.take(info, wallets, result)
+            number, read_ts = num, max(read_ts, timestamp)
+            result.blocks += 1
+            with self.db.transaction() as session:
+                self.view.set_state(session, "block_cursor", {"number": number, "timestamp": read_ts})
+        result.blocks_behind = head_number - number
+        result.read_up_to = read_ts
+        self.expire(None, read_ts, result)
+        with self.db.transaction() as session:
+            self.view.save_wallet_cursors(session, list(wallets), read_ts)
+
+    def read_block(self, num: int) -> tuple[int, list[TxInfo]] | None:
+        """(timestamp, receipts) of block ``num`` once its answer is known complete; None for "not yet".
+
+        A node either has a block with every receipt or has not reached it, so a non-empty answer is complete;
+        ``[]`` is ambiguous and is believed only when ``getblockbynum`` shows the block with no transaction."""
+        for view in self.tries():
+            infos = view.get_block_infos(num)
+            if infos:
+                return infos[0].block_timestamp, infos
+            header = view.get_block(num)
+            if header is not None and header.transaction_count == 0:
+                return header.timestamp, []
+        return None
+
+    def seed(self, head_number: int, head_timestamp: int, wallets: dict[str, datetime]) -> None:
+        """Start reading blocks where the oldest wallet cursor (or oldest candidate) stands, so a start or a
+        switch from the account strategy leaves no gap."""
+        with self.db.Session() as session:
+            cursors = self.view.wallet_cursors(session, list(wallets))
+        target = min((read_from(cursors.get(w), c) for w, c in wallets.items()), default=head_timestamp)
+        if target >= head_timestamp:
+            number, timestamp = head_number, head_timestamp
+        else:
+            number, timestamp = self.block_before(target, head_number), target
+        with self.db.transaction() as session:
+            self.view.set_state(session, "block_cursor", {"number": number, "timestamp": timestamp})
+        logger.info("block cursor set to block %d (chain time %s)", number, ms_to_datetime(timestamp).isoformat())
+
+    def block_before(self, timestamp: int, head_number: int) -> int:
+        """A block mined before chain time `timestamp` (the cursor then reads the blocks after it): found by
+        stepping back from the head in doubling steps, then halving the interval. A block a node cannot give
+        counts as newer, so every doubt leads to an older block, never to a gap."""
+
+        def older(number: int) -> bool:
+            header = self.client.get_block(number)
+            return header is not None and header.timestamp < timestamp
+
+        newer, step = head_number, 1
+        while True:
+            candidate = max(0, head_number - step)
+            if candidate == 0 or older(candidate):
+                break
+            newer, step = candidate, step * 2
+        while newer - candidate > 1:
+            middle = (candidate + newer) // 2
+            if older(middle):
+                candidate = middle
+            else:
+                newer = middle
+        return candidate
