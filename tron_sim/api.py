@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from addresses import AddressError, decode_address, from_hex, is_valid_address
-from tron_sim.chain import Chain, Record, RecordKey, Window, query_index
+from tron_sim.chain import AddressIndex, Chain, Record, RecordKey, Window, query_index
 from tron_sim.shapes import (
     account_json,
     block_json,
@@ -179,7 +179,7 @@ def trc20_list(chain: Chain, address: str, params: dict[str, str], base_url: str
     return _page_answer(records, more, lambda r: trc20_record(r, blank), params, base_url)
 
 
-def _pick_index(chain: Chain, address: str, only_to: bool, only_from: bool) -> Any:
+def _pick_index(chain: Chain, address: str, only_to: bool, only_from: bool) -> AddressIndex | None:
     if only_to and not only_from:
         return chain.by_to.get(address)
     if only_from and not only_to:

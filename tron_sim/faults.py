@@ -3,13 +3,14 @@
 Every fault has a ``count`` (how many matching requests it affects; None: until cleared) and an optional
 ``path_prefix``. The real texts and where they come from:
 
-* ``429``: ``{"Error": "The key exceeds the frequency limit(15), and the query server is suspended for 27 s"}``
-  (TronGrid's documented text, developers.tron.network "Rate Limits", as answered today with a space before
-  the ``s``: the ``N s`` spelling is what clients such as iexbase/tron-api issue 171 quote). On ``/v1/...``
-  TronGrid wraps it as ``{"Success": false, "Error": ..., "StatusCode": 429}`` (same page, "v1 interface").
+* ``429``: ``{"Error": "The key exceeds the frequency limit(15), and the query server is suspended for 27 s"}``:
+  TronGrid's documented text (developers.tron.network, "Rate Limits"), with the space before ``s`` that its
+  answers carry today (the ``allowed_rps`` text below has it too). On ``/v1/...`` TronGrid wraps it as
+  ``{"Success": false, "Error": ..., "StatusCode": 429}`` (same page, "v1 interface").
 * ``429_allowed_rps``: ``request rate exceeded the allowed_rps(3), and the query server is suspended for 5 s``
-  (iexbase/tron-api issue 171; keyless TronGrid).
-* ``403_suspended``: the documented 403 for requests without a key, ``... suspended for 30s`` (TronGrid docs).
+  (iexbase/tron-api issue 171 quotes it with ``allowed_rps(10)``; keyless TronGrid).
+* ``403_suspended``: the documented 403 for requests without a key, spelled as documented: ``... suspended for
+  30s`` (TronGrid docs).
 * ``403_daily``: ``Exceed the user daily usage (100000), the maximum query frequency is 1 time per second``
   (the text tronpy's ``HTTPProvider`` looks for on a 403).
 * ``503``: TronGrid's rate-limit answer, an openresty HTML page (tronprotocol/tronweb issue 237: "503 means you
@@ -27,9 +28,9 @@ default 1), ``endless`` (a chunked answer that never ends; a chunk every ``secon
 client goes away), ``huge`` (a valid JSON answer of ``size`` bytes, default 50 MB, streamed from a fixed buffer).
 ``slow`` delays the answer by ``seconds``.
 
-One-shot head lies, on ``getnowblock`` (``/wallet`` and ``/walletsolidity``): ``head_future`` (the real head,
-its timestamp ``seconds`` ahead, default ten years), ``head_ahead`` / ``head_behind`` (a head ``blocks`` ahead /
-behind, default 300, number, id and timestamp consistent).
+Head lies (one-shot with the default ``count`` of 1), on ``getnowblock`` (``/wallet`` and ``/walletsolidity``):
+``head_future`` (the real head, its timestamp ``seconds`` ahead, default ten years), ``head_ahead`` /
+``head_behind`` (a head ``blocks`` ahead / behind, default 300, number, id and timestamp consistent).
 
 Listing behaviours, on ``/v1``: ``ignore_contract_filter``, ``hide_unconfirmed_flag`` (only_confirmed ignored),
 ``blank_token_info`` (every record's ``token_info`` is ``{}``, as seen in TRON-US/trongrid-js issue 41).

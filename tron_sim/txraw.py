@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from addresses import decode_address
 
@@ -126,7 +126,7 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tag(number: int, wire_type: int) -> bytes:
     return _varint(number << 3 | wire_type)
 
