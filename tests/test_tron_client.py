@@ -177,10 +177,12 @@ def test_solid_head_and_block_infos(sim: Simulator, client: TronClient) -> None:
     state = sim.state()
     assert client.get_solid_head() == BlockRef(state["solid_head"], state["solid_timestamp"])
     infos = client.get_block_infos(block)
-    assert [i.transaction_hash for i in infos] == [usdt, failed, trx]
-    assert [i.success for i in infos] == [True, False, False]  # a TRX transfer has no receipt.result
-    assert [len(i.transfers) for i in infos] == [1, 0, 0]
-    assert client.get_block_infos(block + 1) == []
+    [noise] = infos[3:]  # the block's own USDT traffic follows the transactions sent here
+    assert [i.transaction_hash for i in infos[:3]] == [usdt, failed, trx]
+    assert [i.success for i in infos[:3]] == [True, False, False]  # a TRX transfer has no receipt.result
+    assert [len(i.transfers) for i in infos[:3]] == [1, 0, 0]
+    assert noise.success and noise.transfers[0].to_address != wallet
+    assert client.get_block_infos(block - 1) == []  # a block without transactions
 
 
 def test_has_v1_api_probe_cached(sim: Simulator, client: TronClient) -> None:

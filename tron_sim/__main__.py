@@ -1,4 +1,4 @@
-"""``python -m tron_sim --port 9000 [--block-interval 3] [--solidify-depth 19] [--no-v1]``."""
+"""``python -m tron_sim --port 9000 [--block-interval 3] [--solidify-depth 19] [--no-v1] ...`` (``--help``)."""
 from __future__ import annotations
 
 import argparse
@@ -24,16 +24,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-v1", action="store_true", help="answer 404 on /v1/... like a bare java-tron node")
     parser.add_argument("--follow-clock", action="store_true",
                         help="never mine a block older than the wall clock (chain time keeps up with real time)")
+    parser.add_argument("--usdt-noise-per-block", type=int, default=1,
+                        help="USDT transfers between random addresses in every mined block; 0 = none")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the noise transfers' addresses and amounts")
+    parser.add_argument("--node-lag-fraction", type=float, default=0.0,
+                        help="share of /wallet and /walletsolidity requests answered by a node that lags behind")
+    parser.add_argument("--node-lag-blocks", type=int, default=0, help="how many blocks that node is behind")
+    parser.add_argument("--node-lag-seed", type=int, default=None)
+    parser.add_argument("--index-lag", type=float, default=0.0, metavar="SECONDS",
+                        help="/v1 lists only blocks this much older (chain time) than the solid head")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> Simulator:
+    sim = Simulator(block_interval=args.block_interval, solidify_depth=args.solidify_depth,
+                    usdt_contract=args.usdt_contract, v1_api=not args.no_v1, start_time_ms=args.start_time_ms,
+                    follow_clock=args.follow_clock, usdt_noise_per_block=args.usdt_noise_per_block, seed=args.seed)
+    sim.set_node_lag(args.node_lag_fraction, args.node_lag_blocks, args.node_lag_seed)
+    sim.set_index_lag(args.index_lag)
+    return sim
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sim = Simulator(block_interval=args.block_interval, solidify_depth=args.solidify_depth,
-                    usdt_contract=args.usdt_contract, v1_api=not args.no_v1, start_time_ms=args.start_time_ms,
-                    follow_clock=args.follow_clock)
+    try:
+        sim = build(args)
+    except ValueError as exc:
+        raise SystemExit(f"python -m tron_sim: {exc}") from None
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     url = sim.start(args.host, args.port)

@@ -1,4 +1,8 @@
-"""The TronGrid / java-tron endpoints the simulator serves (pure functions over a :class:`Chain`)."""
+"""The TronGrid / java-tron endpoints the simulator serves (functions over a :class:`Chain` and its views).
+
+``/v1/...`` is TronGrid's index (``IndexLag``); ``/wallet/...`` and ``/walletsolidity/...`` are answered by one
+node of the pool (``NodeView``). Parameters follow TRON-US/trongrid's README and java-tron's servlets.
+"""
 from __future__ import annotations
 
 import base64
@@ -7,33 +11,51 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from addresses import is_valid_address
-from tron_sim.chain import Chain, ListQuery, RecordKey, query_records
-from tron_sim.shapes import block_json, trc20_record, tx_info
+from addresses import AddressError, decode_address, from_hex, is_valid_address
+from tron_sim.chain import AddressIndex, Chain, Record, RecordKey, Window, query_index
+from tron_sim.shapes import (
+    account_json,
+    block_json,
+    chain_parameters,
+    event_record,
+    node_info,
+    transaction_json,
+    trc20_record,
+    tx_info,
+)
+from tron_sim.views import IndexLag, NodeView
 
 logger = logging.getLogger(__name__)
 
 TRC20_PATH = re.compile(r"^/v1/accounts/([^/]+)/transactions/trc20/?$")
+EVENTS_PATH = re.compile(r"^/v1/contracts/([^/]+)/events/?$")
 TX_ID = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 20
+NUMBER_ERROR = "class java.lang.NumberFormatException : num is required"
+HEX_ERROR = "class org.tron.core.services.http.JsonFormat$ParseException : 1:10: INVALID hex String"
 
 
 @dataclass(frozen=True)
 class Answer:
     status: int
-    payload: Any
+    payload: Any  # None: an empty body
 
     def body(self) -> bytes:
-        return json.dumps(self.payload, separators=(",", ":")).encode()
+        return b"" if self.payload is None else json.dumps(self.payload, separators=(",", ":")).encode()
 
 
 class BadParam(ValueError):
     """A TronGrid query parameter is invalid (answered with 400)."""
+
+
+class LimitTooLarge(BadParam):
+    """``limit`` over 200: TronGrid answers HTTP 400 with an empty body, it does not clamp."""
 
 
 def trongrid_error(message: str, status: int = 400) -> Answer:
@@ -41,7 +63,11 @@ def trongrid_error(message: str, status: int = 400) -> Answer:
     return Answer(status, {"success": False, "error": message, "statusCode": status})
 
 
-# -- GET /v1/accounts/{address}/transactions/trc20 ------------------------------------------------
+def not_found() -> Answer:
+    return Answer(404, {"success": False, "error": "Not Found", "statusCode": 404})
+
+
+# -- /v1 parameters --------------------------------------------------------------------------------
 def encode_fingerprint(key: RecordKey) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
 
@@ -61,107 +87,230 @@ def _flag(params: dict[str, str], name: str) -> bool:
     return params.get(name, "false").strip().lower() == "true"
 
 
-def _int_param(params: dict[str, str], name: str, default: int | None) -> int | None:
-    text = params.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise BadParam(f"{name} must be an integer") from None
+def _int_param(params: dict[str, str], names: tuple[str, ...], default: int | None) -> int | None:
+    for name in names:
+        text = params.get(name)
+        if text is None or text == "":
+            continue
+        try:
+            return int(text)
+        except ValueError:
+            raise BadParam(f"{name} must be an integer") from None
+    return default
 
 
-def _order(params: dict[str, str]) -> bool:
-    order = params.get("order_by", "block_timestamp,desc").replace(" ", "")
-    if order not in ("block_timestamp,desc", "block_timestamp,asc"):
+def _descending(params: dict[str, str]) -> bool:
+    order = params.get("order_by", "block_timestamp,desc").replace(" ", "").removeprefix("block_")
+    if order not in ("timestamp,desc", "timestamp,asc"):
         raise BadParam("order_by must be block_timestamp,asc or block_timestamp,desc")
     return order.endswith("desc")
 
 
-def parse_list_query(address: str, params: dict[str, str], behaviours: set[str]) -> ListQuery:
-    if not is_valid_address(address):
-        raise BadParam(f"invalid address {address}")
-    contract = params.get("contract_address") or None
-    if contract is not None and not is_valid_address(contract):
-        raise BadParam(f"invalid contract_address {contract}")
-    if "ignore_contract_filter" in behaviours:
-        contract = None
-    limit = _int_param(params, "limit", DEFAULT_LIMIT) or DEFAULT_LIMIT
+def _limit(params: dict[str, str]) -> int:
+    limit = _int_param(params, ("limit",), DEFAULT_LIMIT) or DEFAULT_LIMIT
+    if limit > MAX_LIMIT:
+        raise LimitTooLarge(f"limit must be at most {MAX_LIMIT}")
+    return max(1, limit)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    only_confirmed: bool
+    only_unconfirmed: bool
+
+
+def _window(chain: Chain, params: dict[str, str], confirmation: Confirmation, index_lag: IndexLag,
+            time_names: tuple[tuple[str, ...], tuple[str, ...]]) -> Window:
+    """Timestamps a page may cover: the query's range, the confirmation filter and the index's lag."""
+    low = _int_param(params, time_names[0], 0) or 0
+    high = _int_param(params, time_names[1], None)
+    solid_ts = chain.solid_block.timestamp
+    if confirmation.only_confirmed:
+        high = solid_ts if high is None else min(high, solid_ts)
+    elif confirmation.only_unconfirmed:
+        low = max(low, solid_ts + 1)
+    cutoff = index_lag.cutoff(solid_ts)
+    if cutoff is not None:
+        high = cutoff if high is None else min(high, cutoff)
     fingerprint = params.get("fingerprint")
-    hide_flag = "hide_unconfirmed_flag" in behaviours
-    return ListQuery(
-        address=address,
-        only_confirmed=_flag(params, "only_confirmed") and not hide_flag,
-        only_unconfirmed=_flag(params, "only_unconfirmed"),
-        only_to=_flag(params, "only_to"),
-        only_from=_flag(params, "only_from"),
-        contract=contract,
-        min_timestamp=_int_param(params, "min_timestamp", 0) or 0,
-        max_timestamp=_int_param(params, "max_timestamp", None),
-        descending=_order(params),
-        limit=max(1, min(MAX_LIMIT, limit)),
-        after=decode_fingerprint(fingerprint) if fingerprint else None,
-    )
+    return Window(low, high, _descending(params), _limit(params),
+                  decode_fingerprint(fingerprint) if fingerprint else None)
 
 
-def trc20_list(chain: Chain, address: str, params: dict[str, str], base_url: str, behaviours: set[str]) -> Answer:
-    try:
-        query = parse_list_query(address, params, behaviours)
-    except BadParam as exc:
-        return trongrid_error(str(exc))
-    with chain.lock:
-        page, more = query_records(chain, query)
-        data = [trc20_record(record) for record in page]
-    meta: dict[str, Any] = {"at": int(time.time() * 1000), "page_size": len(data)}
+def _page_answer(records: list[Record], more: bool, render: Callable[[Record], dict[str, Any]],
+                 params: dict[str, str], base_url: str) -> Answer:
+    meta: dict[str, Any] = {"at": int(time.time() * 1000), "page_size": len(records)}
     if more:
-        fingerprint = encode_fingerprint(page[-1].key)
+        fingerprint = encode_fingerprint(records[-1].key)
         next_params = {k: v for k, v in params.items() if k != "fingerprint"} | {"fingerprint": fingerprint}
         meta["fingerprint"] = fingerprint
         meta["links"] = {"next": f"{base_url}?{urlencode(next_params)}"}
-    return Answer(200, {"data": data, "success": True, "meta": meta})
+    return Answer(200, {"data": [render(record) for record in records], "success": True, "meta": meta})
+
+
+def _bad_param_answer(exc: BadParam) -> Answer:
+    return Answer(400, None) if isinstance(exc, LimitTooLarge) else trongrid_error(str(exc))
+
+
+# -- GET /v1/accounts/{address}/transactions/trc20 ------------------------------------------------
+def trc20_list(chain: Chain, address: str, params: dict[str, str], base_url: str, behaviours: set[str],
+               index_lag: IndexLag) -> Answer:
+    """Every TRC20 event row of ``address`` (transfers and approvals), as the index lists them."""
+    try:
+        if not is_valid_address(address):
+            raise BadParam(f"invalid address {address}")
+        contract = params.get("contract_address") or None
+        if contract is not None and not is_valid_address(contract):
+            raise BadParam(f"invalid contract_address {contract}")
+        if "ignore_contract_filter" in behaviours:
+            contract = None
+        only_to, only_from = _flag(params, "only_to"), _flag(params, "only_from")
+        confirmation = Confirmation(_flag(params, "only_confirmed") and "hide_unconfirmed_flag" not in behaviours,
+                                    _flag(params, "only_unconfirmed"))
+        with chain.lock:
+            window = _window(chain, params, confirmation, index_lag, (("min_timestamp",), ("max_timestamp",)))
+            index = _pick_index(chain, address, only_to, only_from)
+            solid_ts = chain.solid_block.timestamp
+            records, more = query_index(index, window, lambda r: (contract is None or r.token.address == contract)
+                                        and index_lag.lists(r, solid_ts))
+    except BadParam as exc:
+        return _bad_param_answer(exc)
+    blank = "blank_token_info" in behaviours
+    return _page_answer(records, more, lambda r: trc20_record(r, blank), params, base_url)
+
+
+def _pick_index(chain: Chain, address: str, only_to: bool, only_from: bool) -> AddressIndex | None:
+    if only_to and not only_from:
+        return chain.by_to.get(address)
+    if only_from and not only_to:
+        return chain.by_from.get(address)
+    return chain.by_any.get(address)
+
+
+# -- GET /v1/contracts/{contract}/events ----------------------------------------------------------
+def contract_events(chain: Chain, contract: str, params: dict[str, str], base_url: str,
+                    index_lag: IndexLag) -> Answer:
+    """The contract's Transfer and Approval events (TRON-US/trongrid README, "Get Events By Contract Address")."""
+    try:
+        if not is_valid_address(contract):
+            raise BadParam(f"invalid contract address {contract}")
+        confirmation = Confirmation(_flag(params, "only_confirmed"), _flag(params, "only_unconfirmed"))
+        if confirmation.only_confirmed and confirmation.only_unconfirmed:
+            raise BadParam("only_confirmed and only_unconfirmed cannot be used together")
+        event_name = params.get("event_name") or None
+        block_number = _int_param(params, ("block_number",), None)
+        with chain.lock:
+            window = _window(chain, params, confirmation, index_lag,
+                             (("min_block_timestamp", "min_timestamp"), ("max_block_timestamp", "max_timestamp")))
+            solid_ts = chain.solid_block.timestamp
+            records, more = query_index(
+                chain.by_contract.get(contract), window,
+                lambda r: (event_name is None or r.event == event_name)
+                and (block_number is None or r.key[1] == block_number) and index_lag.lists(r, solid_ts))
+    except BadParam as exc:
+        return _bad_param_answer(exc)
+    return _page_answer(records, more, lambda r: event_record(r, r.key[0] > solid_ts), params, base_url)
 
 
 # -- /wallet and /walletsolidity -------------------------------------------------------------------
-def now_block(chain: Chain, solid: bool, witness: str) -> Answer:
-    with chain.lock:
-        block = chain.solid_block if solid else chain.head
-        return Answer(200, block_json(block, witness))
+@dataclass(frozen=True)
+class NodeCall:
+    """One call to a node: its view of the chain, the request's arguments and how to print addresses."""
+
+    view: NodeView
+    solid: bool
+    args: dict[str, Any]
+    visible: bool
+    witness: str
+
+    @property
+    def chain(self) -> Chain:
+        return self.view.chain
 
 
-def block_by_num(chain: Chain, solid: bool, args: dict[str, Any], witness: str) -> Answer:
-    number = _num_arg(args)
+def now_block(call: NodeCall) -> Answer:
+    with call.chain.lock:
+        return Answer(200, block_json(call.view.now_block(call.solid), call.witness, call.visible))
+
+
+def block_by_num(call: NodeCall) -> Answer:
+    number = _num_arg(call.args)
     if number is None:
-        return Answer(200, {"Error": "class java.lang.NumberFormatException : num is required"})
-    with chain.lock:
-        block = chain.block(number)
-        if block is None or (solid and number > chain.solid_number):
-            return Answer(200, {})  # java-tron: unknown block → {}
-        return Answer(200, block_json(block, witness))
+        return Answer(200, {"Error": NUMBER_ERROR})
+    with call.chain.lock:
+        block = call.view.block(number, call.solid)
+        if block is None:
+            return Answer(200, {})  # java-tron: a block it does not have → {}
+        return Answer(200, block_json(block, call.witness, call.visible))
 
 
-def transaction_info(chain: Chain, solid: bool, args: dict[str, Any]) -> Answer:
+def block_by_id(call: NodeCall) -> Answer:
+    block_id = str(call.args.get("value", ""))
+    if not TX_ID.match(block_id):
+        return Answer(200, {"Error": HEX_ERROR})
+    with call.chain.lock:
+        block = call.view.block_by_id(block_id, call.solid)
+        return Answer(200, {} if block is None else block_json(block, call.witness, call.visible))
+
+
+def transaction_by_id(call: NodeCall) -> Answer:
+    """The transaction, or ``{}`` when this node has no block holding it (pending ones included)."""
+    tx_id = str(call.args.get("value", ""))
+    if not TX_ID.match(tx_id):
+        return Answer(200, {"Error": HEX_ERROR})
+    with call.chain.lock:
+        tx = call.view.tx(tx_id, call.solid)
+        return Answer(200, {} if tx is None else transaction_json(tx, call.visible))
+
+
+def transaction_info(call: NodeCall) -> Answer:
     """java-tron answers ``{}`` for an unknown tx, and on /walletsolidity for one not solidified yet."""
-    tx_id = str(args.get("value", ""))
+    tx_id = str(call.args.get("value", ""))
     if not TX_ID.match(tx_id):
         return Answer(200, {"Error": "class java.lang.IllegalArgumentException : invalid transaction id"})
-    with chain.lock:
-        tx = chain.txs.get(tx_id.lower())
-        if tx is None or tx.block_number is None or (solid and not chain.is_solid(tx)):
-            return Answer(200, {})
-        return Answer(200, tx_info(tx))
+    with call.chain.lock:
+        tx = call.view.tx(tx_id, call.solid)
+        return Answer(200, {} if tx is None else tx_info(tx, call.visible))
 
 
-def transaction_infos_by_block(chain: Chain, solid: bool, args: dict[str, Any]) -> Answer:
-    """A list of txinfo objects, one per tx of the block; ``[]`` for an empty, unknown or (on /walletsolidity)
-    not yet solidified block."""
-    number = _num_arg(args)
+def transaction_infos_by_block(call: NodeCall) -> Answer:
+    """A list of txinfo objects, one per tx of the block; ``[]`` for an empty block and for one this node (its
+    solid part, on /walletsolidity) has not reached; ``{}`` for ``num <= 0`` (GetTransactionInfoByBlockNumServlet)."""
+    number = _num_arg(call.args)
     if number is None:
-        return Answer(200, {"Error": "class java.lang.NumberFormatException : num is required"})
-    with chain.lock:
-        block = chain.block(number)
-        if block is None or (solid and number > chain.solid_number):
+        return Answer(200, {"Error": NUMBER_ERROR})
+    if number <= 0:
+        return Answer(200, {})
+    with call.chain.lock:
+        block = call.view.block(number, call.solid)
+        if block is None:
             return Answer(200, [])
-        return Answer(200, [tx_info(tx) for tx in block.txs])
+        return Answer(200, [tx_info(tx, call.visible) for tx in block.txs])
+
+
+def account(call: NodeCall) -> Answer:
+    """``{}`` for an address that never signed or received TRX (a TRC20 transfer does not create an account)."""
+    text = str(call.args.get("address", ""))
+    try:
+        address = text if call.visible else from_hex(text) if len(text) == 42 else ""
+        decode_address(address)
+    except AddressError:
+        kind = "base58" if call.visible else "hex"
+        return Answer(200, {"Error": f"class org.tron.core.services.http.JsonFormat$ParseException : "
+                                     f"1:12: INVALID {kind} String"})
+    with call.chain.lock:
+        found = call.chain.accounts.get(address)
+        return Answer(200, {} if found is None else account_json(address, found, call.visible))
+
+
+def node_status(call: NodeCall) -> Answer:
+    with call.chain.lock:
+        view = call.view
+        return Answer(200, node_info(view.now_block(False), view.now_block(True), call.chain.first_number))
+
+
+def parameters(call: NodeCall) -> Answer:
+    return Answer(200, chain_parameters())
 
 
 def _num_arg(args: dict[str, Any]) -> int | None:
@@ -172,3 +321,28 @@ def _num_arg(args: dict[str, Any]) -> int | None:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+# name → (handler, served on /walletsolidity too, where ``visible`` is read from)
+NODE_ENDPOINTS: dict[str, tuple[Callable[[NodeCall], Answer], bool, str]] = {
+    "getnowblock": (now_block, True, "query"),
+    "getblockbynum": (block_by_num, True, "request"),
+    "getblockbyid": (block_by_id, True, "request"),
+    "gettransactionbyid": (transaction_by_id, True, "request"),
+    "gettransactioninfobyid": (transaction_info, True, "request"),
+    "gettransactioninfobyblocknum": (transaction_infos_by_block, True, "request"),
+    "getaccount": (account, True, "request"),
+    "getnodeinfo": (node_status, True, "none"),
+    "getchainparameters": (parameters, False, "query"),
+}
+
+
+def visible_flag(source: str, method: str, query: dict[str, str], body: Any) -> bool:
+    """java-tron's rule: ``Util.getVisible`` reads the URL query (GET, and servlets that ignore the body);
+    ``Util.getVisiblePost`` reads the JSON body of a POST."""
+    if source == "none":
+        return False
+    if source == "query" or method == "GET":
+        return query.get("visible", "").strip().lower() == "true"
+    value = body.get("visible") if isinstance(body, dict) else None
+    return str(value).lower() == "true"

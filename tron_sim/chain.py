@@ -1,40 +1,64 @@
-"""The simulator's in-memory chain: blocks, transactions, Transfer logs and a per-address index.
+"""The simulator's in-memory chain: blocks, transactions, token logs, accounts and the indexes TronGrid keeps.
 
-Everything here is guarded by the :class:`Chain`'s lock; JSON shapes live in :mod:`tron_sim.shapes`.
+Everything here is guarded by the :class:`Chain`'s lock; JSON shapes live in :mod:`tron_sim.shapes`. Several
+simulators may serve one chain (see ``Simulator.replica``).
 """
 from __future__ import annotations
 
 import bisect
 import hashlib
-import itertools
 import logging
-import os
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import base58
 
 from addresses import decode_address
+from tron_sim.txraw import (
+    APPROVE_SELECTOR,
+    MULTISEND_SELECTOR,
+    TRANSFER_SELECTOR,
+    RawContract,
+    RawData,
+    call_data,
+    ref_block,
+    remember_address,
+)
 
 logger = logging.getLogger(__name__)
 
 USDT_MAINNET = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
-SLOT_MS = 3000  # TRON produces a block every 3 s
+SLOT_MS = 3000  # TRON produces a block every 3 s, on 3-second boundaries of unix time
 FIRST_BLOCK = 70_000_000
+HISTORY_BLOCKS = 1200  # empty blocks below the start head: an hour of chain a lagging node can still answer
+NOISE_ADDRESSES = 256
+UINT256_LIMIT = 1 << 256
+TX_LIFETIME_MS = 60_000  # expiration = reference block time + 60 s, as wallets set it
+TRC20_FEE_LIMIT = 50_000_000
+MALFORMED_KINDS = ("data", "short", "topics")
+EVENTS = ("Transfer", "Approval")
 
-# Sort key of a Transfer record: (block_timestamp, block_number, position of tx in block, log index).
+# Sort key of a log record: (block_timestamp, block_number, position of tx in block, log index).
 RecordKey = tuple[int, int, int, int]
 
 
-def random_address() -> str:
-    """A fresh, valid base58check TRON address."""
-    return base58.b58encode_check(b"\x41" + os.urandom(20)).decode()
+def random_address(rng: random.Random | None = None) -> str:
+    """A fresh, valid base58check TRON address (from ``rng`` when given, for reproducible addresses)."""
+    raw = b"\x41" + (rng or _SYSTEM_RANDOM).randbytes(20)
+    address = base58.b58encode_check(raw).decode()
+    remember_address(address, raw)
+    return address
 
 
-def new_tx_id(*parts: object) -> str:
-    seed = "|".join(str(p) for p in parts).encode() + os.urandom(16)
-    return hashlib.sha256(seed).hexdigest()
+_SYSTEM_RANDOM = random.SystemRandom()
+
+
+def align_to_slot(ms: int) -> int:
+    """The first 3-second boundary at or after ``ms``."""
+    return -(-ms // SLOT_MS) * SLOT_MS
 
 
 @dataclass(frozen=True)
@@ -46,13 +70,17 @@ class Token:
 
 
 @dataclass(frozen=True)
-class TransferSpec:
-    """One TRC20 Transfer event inside a transaction."""
+class LogSpec:
+    """One TRC20 event log inside a transaction: ``Transfer(from, to, value)`` or ``Approval(owner, spender,
+    value)`` (``from_address``/``to_address`` are the owner/spender then)."""
 
     contract: str
     from_address: str
     to_address: str
     amount: int
+    event: str = "Transfer"
+    index_token_info: bool = True  # False: the TRC20 list shows this record with ``token_info: {}``
+    malformed: str | None = None  # one of MALFORMED_KINDS: the receipt's log is broken that way
 
 
 @dataclass
@@ -61,7 +89,8 @@ class Tx:
 
     tx_id: str
     kind: str
-    transfers: tuple[TransferSpec, ...] = ()
+    raw: RawData
+    logs: tuple[LogSpec, ...] = ()
     reverted: bool = False
     internal: bool = False
     list_reverted: bool = True
@@ -69,6 +98,7 @@ class Tx:
     trx_to: str = ""
     trx_amount: int = 0
     caller_contract: str = ""  # top-level contract of an internal-call tx (a DEX / multisend)
+    noise: bool = False  # mainnet's background USDT traffic, not asked for by a test
     block_number: int | None = None
     block_timestamp: int | None = None
     index_in_block: int = 0
@@ -83,9 +113,18 @@ class Block:
     txs: list[Tx] = field(default_factory=list)
 
 
+@dataclass
+class Account:
+    """What ``getaccount`` reports. TRX an account sends beyond what it received counts as funded at genesis."""
+
+    create_time: int
+    balance: int = 0
+    latest_operation_time: int = 0
+
+
 @dataclass(frozen=True)
 class Record:
-    """One row of the TRC20 list: one Transfer log (or listed transfer of a reverted tx)."""
+    """One indexed log: a row of the TRC20 list and of the contract events list."""
 
     key: RecordKey
     tx_id: str
@@ -93,10 +132,12 @@ class Record:
     from_address: str
     to_address: str
     amount: int
+    event: str = "Transfer"
+    token_info: bool = True
 
 
 class AddressIndex:
-    """Records of one address, kept sorted by key (blocks are appended in chain order)."""
+    """Records of one address (or contract), kept sorted by key (blocks are appended in chain order)."""
 
     def __init__(self) -> None:
         self.keys: list[RecordKey] = []
@@ -113,37 +154,47 @@ def block_id_for(number: int, timestamp: int) -> str:
 
 
 class Chain:
-    """Blocks, mempool and indexes. All public methods are thread-safe."""
+    """Blocks, mempool, accounts and indexes. All public methods are thread-safe."""
 
     def __init__(self, usdt_contract: str = USDT_MAINNET, solidify_depth: int = 19,
                  start_time_ms: int | None = None, first_block: int = FIRST_BLOCK,
-                 follow_clock: bool = False) -> None:
-        """``follow_clock``: a block is never older than the wall clock when it is mined, so chain time
-        keeps up with real time however rarely blocks are mined on demand (tests compare the two)."""
+                 follow_clock: bool = False, usdt_noise_per_block: int = 1, seed: int | None = None) -> None:
+        """``follow_clock``: a block is never older than the wall clock when it is mined, so chain time keeps up
+        with real time however rarely blocks are mined on demand (tests compare the two).
+        ``usdt_noise_per_block``: USDT transfers between the chain's own random addresses in every mined block
+        (USDT moves in every mainnet block); ``seed`` makes those addresses and amounts reproducible."""
         decode_address(usdt_contract)
-        self.follow_clock = follow_clock
         if solidify_depth < 0:
             raise ValueError("solidify_depth must be >= 0")
+        if usdt_noise_per_block < 0:
+            raise ValueError("usdt_noise_per_block must be >= 0")
+        self.follow_clock = follow_clock
         self.lock = threading.RLock()
         self.usdt = Token(usdt_contract)
         self.solidify_depth = solidify_depth
+        self.usdt_noise_per_block = usdt_noise_per_block
         self.tokens: dict[str, Token] = {usdt_contract: self.usdt}
         self.blocks: list[Block] = []
         self.mempool: list[Tx] = []
         self.txs: dict[str, Tx] = {}
+        self.accounts: dict[str, Account] = {}
         self.by_to: dict[str, AddressIndex] = {}
         self.by_from: dict[str, AddressIndex] = {}
         self.by_any: dict[str, AddressIndex] = {}
+        self.by_contract: dict[str, AddressIndex] = {}
         self._pending_advance_ms = 0
-        self._counter = itertools.count()
+        self._last_user_block = 0
+        self._tx_clock = 0
+        self._noise_rng = random.Random(seed)
+        self._noise_pool = [random_address(self._noise_rng) for _ in range(NOISE_ADDRESSES)]
         start = int(time.time() * 1000) if start_time_ms is None else int(start_time_ms)
-        self._create_initial_blocks(first_block, start)
+        self._create_initial_blocks(first_block, align_to_slot(start))
 
     # -- construction -------------------------------------------------------------------------
     def _create_initial_blocks(self, head_number: int, head_timestamp: int) -> None:
-        """Empty blocks so that head = ``head_number`` at ``head_timestamp`` and the solid head exists."""
+        """Empty blocks so that head = ``head_number`` at ``head_timestamp``, with history below the solid head."""
         parent = "0" * 64
-        for number in range(head_number - self.solidify_depth, head_number + 1):
+        for number in range(head_number - self.solidify_depth - HISTORY_BLOCKS, head_number + 1):
             timestamp = head_timestamp - SLOT_MS * (head_number - number)
             block = Block(number, timestamp, parent, block_id_for(number, timestamp))
             self.blocks.append(block)
@@ -155,6 +206,10 @@ class Chain:
         return self.blocks[-1]
 
     @property
+    def first_number(self) -> int:
+        return self.blocks[0].number
+
+    @property
     def solid_number(self) -> int:
         return self.head.number - self.solidify_depth
 
@@ -163,6 +218,14 @@ class Chain:
         if 0 <= index < len(self.blocks):
             return self.blocks[index]
         return None
+
+    def block_by_id(self, block_id: str) -> Block | None:
+        try:
+            number = int(block_id[:16], 16)
+        except ValueError:
+            return None
+        block = self.block(number)
+        return block if block is not None and block.block_id == block_id.lower() else None
 
     @property
     def solid_block(self) -> Block:
@@ -186,10 +249,37 @@ class Chain:
         with self.lock:
             self.tokens[token.address] = token
 
-    def submit(self, tx: Tx) -> str:
+    def submit_trc20(self, logs: tuple[LogSpec, ...], *, reverted: bool = False, internal: bool = False,
+                     list_reverted: bool = True, caller_contract: str = "", noise: bool = False) -> str:
+        """Queue a smart-contract call emitting ``logs``; its id is the hash of its raw data."""
         with self.lock:
+            owner = logs[0].from_address
+            target = caller_contract if internal else logs[0].contract
+            contract = RawContract("TriggerSmartContract", owner, target, data=_trc20_call_data(logs, internal))
+            raw = self._raw(contract, TRC20_FEE_LIMIT)
+            tx = Tx(raw.tx_id(), "trc20", raw, logs, reverted=reverted, internal=internal,
+                    list_reverted=list_reverted, owner=owner, caller_contract=caller_contract, noise=noise)
+            return self._submit(tx)
+
+    def submit_trx(self, owner: str, to: str, amount: int) -> str:
+        with self.lock:
+            raw = self._raw(RawContract("TransferContract", owner, to, amount=amount), 0)
+            tx = Tx(raw.tx_id(), "trx", raw, owner=owner, trx_to=to, trx_amount=amount)
+            return self._submit(tx)
+
+    def _raw(self, contract: RawContract, fee_limit: int) -> RawData:
+        """Raw data referring to the current head; a strictly increasing timestamp keeps equal payments apart."""
+        head = self.head
+        self._tx_clock = max(self._tx_clock + 1, head.timestamp)
+        ref_bytes, ref_hash = ref_block(head.number, head.block_id)
+        return RawData(contract, ref_bytes, ref_hash, head.timestamp + TX_LIFETIME_MS, self._tx_clock, fee_limit)
+
+    def _submit(self, tx: Tx) -> str:
+        if tx.tx_id in self.txs:
+            raise ValueError(f"transaction {tx.tx_id} already exists")
+        if not tx.noise:
             self.mempool.append(tx)
-            self.txs[tx.tx_id] = tx
+        self.txs[tx.tx_id] = tx
         return tx.tx_id
 
     def advance(self, ms: int) -> None:
@@ -205,95 +295,113 @@ class Chain:
             return self.head.number
 
     def blocks_to_solidify(self) -> int:
-        """How many blocks to mine so that every queued or mined tx is solidified."""
+        """How many blocks to mine so that every queued or mined tx a caller made is solidified."""
         with self.lock:
-            last = max((tx.block_number or 0 for tx in self.txs.values()), default=0)
             if self.mempool:
                 return self.solidify_depth + 1
-            return max(0, last - self.solid_number)
+            return max(0, self._last_user_block - self.solid_number)
 
     def _mine_one(self) -> None:
         parent = self.head
         number = parent.number + 1
-        timestamp = parent.timestamp + SLOT_MS + self._pending_advance_ms
+        timestamp = align_to_slot(parent.timestamp + SLOT_MS + self._pending_advance_ms)
         if self.follow_clock:
-            timestamp = max(timestamp, int(time.time() * 1000))
+            timestamp = max(timestamp, align_to_slot(int(time.time() * 1000)))
         self._pending_advance_ms = 0
         block = Block(number, timestamp, parent.block_id, block_id_for(number, timestamp))
-        block.txs, self.mempool = self.mempool, []
+        if self.mempool:
+            self._last_user_block = number
+        block.txs, self.mempool = self.mempool + self._noise_txs(), []
         for position, tx in enumerate(block.txs):
             tx.block_number, tx.block_timestamp, tx.index_in_block = number, timestamp, position
             self._index(tx)
+            self._settle_accounts(tx, timestamp)
         self.blocks.append(block)
-        if block.txs:
+        if len(block.txs) > self.usdt_noise_per_block:
             logger.debug("mined block %d with %d transactions", number, len(block.txs))
+
+    def _noise_txs(self) -> list[Tx]:
+        """Mainnet's background: USDT moving between the chain's own addresses, never a caller's."""
+        noise: list[Tx] = []
+        for _ in range(self.usdt_noise_per_block):
+            sender, receiver = self._noise_rng.sample(self._noise_pool, 2)
+            amount = self._noise_rng.randrange(1, 10_000_000_000)
+            tx_id = self.submit_trc20((LogSpec(self.usdt.address, sender, receiver, amount),), noise=True)
+            noise.append(self.txs[tx_id])
+        return noise
 
     def _index(self, tx: Tx) -> None:
         if tx.kind != "trc20" or (tx.reverted and not tx.list_reverted):
             return
         assert tx.block_number is not None and tx.block_timestamp is not None
         offset = 1 if tx.internal else 0  # internal-call txs carry the caller's own event first
-        for log_index, spec in enumerate(tx.transfers):
+        for log_index, spec in enumerate(tx.logs):
             key = (tx.block_timestamp, tx.block_number, tx.index_in_block, log_index + offset)
             record = Record(key, tx.tx_id, self.token(spec.contract), spec.from_address, spec.to_address,
-                            spec.amount)
+                            spec.amount, spec.event, spec.index_token_info)
             self.by_to.setdefault(spec.to_address, AddressIndex()).append(record)
             self.by_from.setdefault(spec.from_address, AddressIndex()).append(record)
             self.by_any.setdefault(spec.to_address, AddressIndex()).append(record)
             if spec.from_address != spec.to_address:
                 self.by_any.setdefault(spec.from_address, AddressIndex()).append(record)
+            if not tx.reverted:  # a reverted call emitted nothing: no event for the events list
+                self.by_contract.setdefault(spec.contract, AddressIndex()).append(record)
+
+    def _settle_accounts(self, tx: Tx, timestamp: int) -> None:
+        owner = self._account(tx.owner, timestamp)
+        owner.latest_operation_time = timestamp
+        if tx.kind == "trx" and not tx.reverted:
+            owner.balance = max(0, owner.balance - tx.trx_amount)
+            self._account(tx.trx_to, timestamp).balance += tx.trx_amount
+
+    def _account(self, address: str, timestamp: int) -> Account:
+        account = self.accounts.get(address)
+        if account is None:
+            account = self.accounts[address] = Account(create_time=timestamp)
+        return account
 
 
+def _trc20_call_data(logs: tuple[LogSpec, ...], internal: bool) -> str:
+    if len(logs) == 1 and not internal:
+        spec = logs[0]
+        selector = APPROVE_SELECTOR if spec.event == "Approval" else TRANSFER_SELECTOR
+        return call_data(selector, [(spec.to_address, spec.amount)])
+    return call_data(MULTISEND_SELECTOR, [(spec.to_address, spec.amount) for spec in logs])
+
+
+# -- index queries ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ListQuery:
-    """Parameters of one TRC20 list page (already validated)."""
+class Window:
+    """One page of an index, already validated: timestamps inclusive, ``after`` the last key of the previous
+    page (fingerprint)."""
 
-    address: str
-    only_confirmed: bool = False
-    only_unconfirmed: bool = False
-    only_to: bool = False
-    only_from: bool = False
-    contract: str | None = None
-    min_timestamp: int = 0
-    max_timestamp: int | None = None
+    low_ts: int = 0
+    high_ts: int | None = None
     descending: bool = True
     limit: int = 20
     after: RecordKey | None = None
 
 
-def query_records(chain: Chain, query: ListQuery) -> tuple[list[Record], bool]:
-    """One page of records and whether more follow. Confirmation is by timestamp: block times strictly grow."""
-    index = _pick_index(chain, query)
+def query_index(index: AddressIndex | None, window: Window, keep: Callable[[Record], bool]
+                ) -> tuple[list[Record], bool]:
+    """One page of records that ``keep`` accepts, and whether more follow. Block times strictly grow, so a
+    timestamp range is a key range."""
     if index is None:
         return [], False
-    low_ts, high_ts = query.min_timestamp, query.max_timestamp
-    solid_ts = chain.solid_block.timestamp
-    if query.only_confirmed:
-        high_ts = solid_ts if high_ts is None else min(high_ts, solid_ts)
-    elif query.only_unconfirmed:
-        low_ts = max(low_ts, solid_ts + 1)
-    start = bisect.bisect_left(index.keys, (low_ts,))
-    end = len(index.keys) if high_ts is None else bisect.bisect_left(index.keys, (high_ts + 1,))
-    if query.after is not None:
-        if query.descending:
-            end = min(end, bisect.bisect_left(index.keys, query.after))
+    start = bisect.bisect_left(index.keys, (window.low_ts,))
+    end = len(index.keys) if window.high_ts is None else bisect.bisect_left(index.keys, (window.high_ts + 1,))
+    if window.after is not None:
+        if window.descending:
+            end = min(end, bisect.bisect_left(index.keys, window.after))
         else:
-            start = max(start, bisect.bisect_right(index.keys, query.after))
-    positions = range(end - 1, start - 1, -1) if query.descending else range(start, end)
+            start = max(start, bisect.bisect_right(index.keys, window.after))
+    positions = range(end - 1, start - 1, -1) if window.descending else range(start, end)
     page: list[Record] = []
     for position in positions:
         record = index.records[position]
-        if query.contract is not None and record.token.address != query.contract:
+        if not keep(record):
             continue
-        if len(page) == query.limit:
+        if len(page) == window.limit:
             return page, True
         page.append(record)
     return page, False
-
-
-def _pick_index(chain: Chain, query: ListQuery) -> AddressIndex | None:
-    if query.only_to and not query.only_from:
-        return chain.by_to.get(query.address)
-    if query.only_from and not query.only_to:
-        return chain.by_from.get(query.address)
-    return chain.by_any.get(query.address)

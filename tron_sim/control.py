@@ -2,6 +2,22 @@
 
 Amounts: ``amount`` is a JSON integer of micro-USDT (10^-6), or ``amount_usdt`` a decimal string of USDT
 (``"10.5"``); never a float.
+
+Endpoints (body fields; ``?`` optional) and the Python API each mirrors:
+
+* ``POST /_sim/transfer``: ``to``, amount, ``from``?, ``contract``?, ``reverted``?, ``internal``?,
+  ``list_reverted``?, ``index_token_info``?, ``malformed``? (``transfer``)
+* ``POST /_sim/transaction``: ``transfers`` (a list of the above), ``reverted``?, ``internal``?,
+  ``list_reverted``? (``transaction``)
+* ``POST /_sim/approve``: ``owner``, ``spender``, amount, ``contract``? (``approve``)
+* ``POST /_sim/trx_transfer``: ``to``?, ``amount``? in sun, ``from``? (``trx_transfer``)
+* ``POST /_sim/mine`` (``blocks``), ``/_sim/solidify``, ``/_sim/advance`` (``seconds``)
+* ``POST /_sim/fault``: ``kind``, ``count``?, ``seconds``?, ``path_prefix``?, ``blocks``?, ``size``?,
+  ``retry_after``? (``set_fault``); ``POST /_sim/clear_faults``, ``/_sim/reset_counts``
+* ``POST /_sim/node_lag``: ``fraction``, ``blocks``, ``seed``? (``set_node_lag``)
+* ``POST /_sim/index_lag``: ``seconds`` (``set_index_lag``); ``POST /_sim/delay_in_index``: ``tx_id``,
+  ``seconds`` (``delay_in_index``)
+* ``GET /_sim/state`` (``control_state``)
 """
 from __future__ import annotations
 
@@ -41,14 +57,29 @@ def _transfer_item(item: Any) -> dict[str, Any]:
     if not isinstance(item, dict) or "to" not in item:
         raise ValueError("each transfer needs a \"to\" address")
     return {"to": item["to"], "amount": parse_amount(item), "from": item.get("from"),
-            "contract": item.get("contract")}
+            "contract": item.get("contract"), "index_token_info": _bool(item, "index_token_info", True),
+            "malformed": item.get("malformed")}
+
+
+def _bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
 
 
 def _transfer(sim: Simulator, body: dict[str, Any]) -> Result:
     item = _transfer_item(body)
     tx_id = sim.transfer(item["to"], item["amount"], from_=item["from"], contract=item["contract"],
-                         reverted=bool(body.get("reverted")), internal=bool(body.get("internal")),
-                         list_reverted=bool(body.get("list_reverted", True)))
+                         reverted=_bool(body, "reverted"), internal=_bool(body, "internal"),
+                         list_reverted=_bool(body, "list_reverted", True), index_token_info=item["index_token_info"],
+                         malformed=item["malformed"])
+    return 200, {"tx_id": tx_id}
+
+
+def _approve(sim: Simulator, body: dict[str, Any]) -> Result:
+    tx_id = sim.approve(body.get("owner"), body.get("spender"), parse_amount(body),  # type: ignore[arg-type]
+                        contract=body.get("contract"))
     return 200, {"tx_id": tx_id}
 
 
@@ -56,9 +87,8 @@ def _transaction(sim: Simulator, body: dict[str, Any]) -> Result:
     transfers = body.get("transfers")
     if not isinstance(transfers, list) or not transfers:
         raise ValueError("transfers must be a non-empty list")
-    tx_id = sim.transaction([_transfer_item(item) for item in transfers], reverted=bool(body.get("reverted")),
-                            internal=bool(body.get("internal")),
-                            list_reverted=bool(body.get("list_reverted", True)))
+    tx_id = sim.transaction([_transfer_item(item) for item in transfers], reverted=_bool(body, "reverted"),
+                            internal=_bool(body, "internal"), list_reverted=_bool(body, "list_reverted", True))
     return 200, {"tx_id": tx_id}
 
 
@@ -90,14 +120,34 @@ def _advance(sim: Simulator, body: dict[str, Any]) -> Result:
 
 
 def _fault(sim: Simulator, body: dict[str, Any]) -> Result:
-    count = body.get("count", 1)
-    seconds = body.get("seconds")
-    if count is not None and type(count) is not int:
-        raise ValueError("count must be an integer or null")
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
-        raise ValueError("seconds must be a number")
-    sim.set_fault(str(body.get("kind")), count, seconds=seconds, path_prefix=body.get("path_prefix"))
+    sim.set_fault(str(body.get("kind")), body.get("count", 1), seconds=body.get("seconds"),
+                  path_prefix=body.get("path_prefix"), blocks=body.get("blocks"), size=body.get("size"),
+                  retry_after=body.get("retry_after"))
     return 200, {"faults": sim.faults.active()}
+
+
+def _node_lag(sim: Simulator, body: dict[str, Any]) -> Result:
+    fraction = body.get("fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ValueError("fraction must be a number between 0 and 1")
+    seed = body.get("seed")
+    if seed is not None and type(seed) is not int:
+        raise ValueError("seed must be an integer or null")
+    sim.set_node_lag(fraction, body.get("blocks"), seed)  # type: ignore[arg-type]
+    return 200, sim.control_state()
+
+
+def _index_lag(sim: Simulator, body: dict[str, Any]) -> Result:
+    sim.set_index_lag(body.get("seconds"))  # type: ignore[arg-type]
+    return 200, sim.control_state()
+
+
+def _delay_in_index(sim: Simulator, body: dict[str, Any]) -> Result:
+    tx_id = body.get("tx_id")
+    if not isinstance(tx_id, str) or len(tx_id) != 64:
+        raise ValueError("tx_id must be a 64-character transaction id")
+    sim.delay_in_index(tx_id, body.get("seconds"))  # type: ignore[arg-type]
+    return 200, sim.control_state()
 
 
 def _clear_faults(sim: Simulator, body: dict[str, Any]) -> Result:
@@ -117,6 +167,7 @@ def _state(sim: Simulator, body: dict[str, Any]) -> Result:
 ROUTES: dict[tuple[str, str], Callable[[Simulator, dict[str, Any]], Result]] = {
     ("POST", "transfer"): _transfer,
     ("POST", "transaction"): _transaction,
+    ("POST", "approve"): _approve,
     ("POST", "trx_transfer"): _trx_transfer,
     ("POST", "mine"): _mine,
     ("POST", "solidify"): _solidify,
@@ -124,6 +175,9 @@ ROUTES: dict[tuple[str, str], Callable[[Simulator, dict[str, Any]], Result]] = {
     ("POST", "fault"): _fault,
     ("POST", "clear_faults"): _clear_faults,
     ("POST", "reset_counts"): _reset_counts,
+    ("POST", "node_lag"): _node_lag,
+    ("POST", "index_lag"): _index_lag,
+    ("POST", "delay_in_index"): _delay_in_index,
     ("GET", "state"): _state,
 }
 

@@ -1,16 +1,28 @@
 """JSON shapes the simulator answers with, copied from real TronGrid / java-tron answers.
 
-Sources (see /work/shared/trongrid-captures/README.md):
+Sources (each real answer is vendored in ``tests/data`` and named in ``tests/data/README.md``):
 
 * TRC20 record: ``trc20_page.json`` (LedgerHQ/ledger-live fixture ``fetchTronAccountTxsTrc20.fixture.json``);
-  next-page ``meta``: TRON-US/trongrid README.
+  next-page ``meta``: TRON-US/trongrid README; a record with ``"token_info": {}``:
+  ``trc20_record_token_info_empty.json`` (tronprotocol/java-tron issue 3741, also TRON-US/trongrid-js issue 41);
+  ``"type": "Approval"`` rows: the list shows every TRC20 event of the address, not only transfers.
+* Contract event record: ``trongrid_events_page.json`` (a TronGrid answer of ``/v1/contracts/<USDT>/events``
+  captured in coollazy/UCollection ``internal/tronclient/events_test.go``); unconfirmed ones carry
+  ``"_unconfirmed": true`` (tronweb ``IEventResponse``).
 * Transaction info: ``txinfo_usdt_success.json`` and ``txinfo_trx_transfer.json`` (ledger-live fixture
   ``getTransactionInfoById.fixture.json``); failed call (``REVERT``, ``result: FAILED``, ``resMessage``, no ``log``):
-  tronprotocol/wallet-cli docs. ``internal_transactions`` follows java-tron's ``InternalTransaction`` protobuf
-  (hash, caller_address, transferTo_address, callValueInfo, note, rejected) rendered as java-tron renders bytes
-  (hex); it is a minimal rendering, not copied from a capture.
-* Block: documentation-en ``getnowblock.md``. Transactions inside a block are minimal (``ret``, ``txID`` and
-  ``raw_data`` with its contract); ``signature`` and ``raw_data_hex`` are left out.
+  tronprotocol/wallet-cli docs. ``internal_transactions`` follows java-tron's ``InternalTransaction`` protobuf and
+  the documentation-en ``gettransactioninfobyid.md`` example.
+* Block and transaction: documentation-en ``getnowblock.md``, ``getblockbynum.md``, ``gettransactionbyid.md``
+  (``javatron_*.json``) and the ledger-live TRC20 ``detail`` objects (``trongrid_trc20_detail.json``):
+  ``raw_data_hex`` is the protobuf encoding of ``raw_data`` and the ``txID`` its SHA-256 (:mod:`tron_sim.txraw`).
+* Account, node info, chain parameters: documentation-en ``getaccount.md``, ``getnodeinfo.md``,
+  ``getchainparameters.md``.
+
+``visible``: java-tron's ``JsonFormat`` prints the fields listed in ``HttpSelfFormatFieldName`` (witness, owner,
+to and contract addresses, ``TransactionInfo.contract_address``, log ``address``, internal-transaction
+addresses, permission key addresses) in base58check when ``visible=true`` and ``resMessage`` as text; everything
+else stays hex. The transaction info servlets prefix a log's 20-byte address with ``41`` before that.
 """
 from __future__ import annotations
 
@@ -18,14 +30,23 @@ from functools import lru_cache
 from typing import Any
 
 import addresses
-from tron_sim.chain import Block, Record, Tx
+from tron_sim.chain import Account, Block, LogSpec, Record, Tx
+from tron_sim.txraw import signature_for, word
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+APPROVAL_TOPIC = "8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925"
 SWAP_TOPIC = "c42079f94a6350d7e6235f29174924f928cc2ac818eb64fed8004e115fbcca67"  # the DEX's own event
-REVERT_MESSAGE_HEX = b"REVERT opcode executed".hex()
-TRANSFER_SELECTOR = "a9059cbb"
-MULTISEND_SELECTOR = "1e83409a"
+REVERT_MESSAGE = b"REVERT opcode executed"
 ZERO_WORD = "0" * 64
+EVENT_TOPICS = {"Transfer": TRANSFER_TOPIC, "Approval": APPROVAL_TOPIC}
+EVENT_SIGNATURES = {
+    "Transfer": "Transfer(address indexed from, address indexed to, uint256 value)",
+    "Approval": "Approval(address indexed owner, address indexed spender, uint256 value)",
+}
+EVENT_ARGUMENTS = {"Transfer": ("from", "to"), "Approval": ("owner", "spender")}
+# documentation-en getaccount.md: the default active permission's operations bitmap
+ACTIVE_OPERATIONS = "7fff1fc0033efb0f000000000000000000000000000000000000000000000000"
+WINDOW_MS = 28_800_000
 
 
 @lru_cache(maxsize=1 << 18)
@@ -41,35 +62,67 @@ def to_topic(address: str) -> str:
     return "0" * 24 + to_hex20(address)
 
 
-def word(value: int) -> str:
-    return f"{value:064x}"
+def address_field(address: str, visible: bool) -> str:
+    """An address field of a java-tron answer: hex with the ``41`` prefix, or base58check when visible."""
+    return address if visible else to_hex41(address)
 
 
-def trc20_record(record: Record) -> dict[str, Any]:
+# -- TronGrid /v1 ----------------------------------------------------------------------------------
+def trc20_record(record: Record, blank_token_info: bool = False) -> dict[str, Any]:
     """One element of ``data`` in ``GET /v1/accounts/{address}/transactions/trc20`` (trc20_page.json)."""
     token = record.token
+    token_info: dict[str, Any] = {}
+    if record.token_info and not blank_token_info:
+        token_info = {"symbol": token.symbol, "address": token.address, "decimals": token.decimals,
+                      "name": token.name}
     return {
         "transaction_id": record.tx_id,
-        "token_info": {"symbol": token.symbol, "address": token.address, "decimals": token.decimals,
-                       "name": token.name},
+        "token_info": token_info,
         "block_timestamp": record.key[0],
         "from": record.from_address,
         "to": record.to_address,
-        "type": "Transfer",
+        "type": record.event,
         "value": str(record.amount),
     }
 
 
-def transfer_log(contract: str, from_address: str, to_address: str, amount: int) -> dict[str, Any]:
-    """A Transfer event log entry as in txinfo_usdt_success.json."""
-    return {
-        "address": to_hex20(contract),
-        "topics": [TRANSFER_TOPIC, to_topic(from_address), to_topic(to_address)],
-        "data": word(amount),
+def event_record(record: Record, unconfirmed: bool) -> dict[str, Any]:
+    """One element of ``data`` in ``GET /v1/contracts/{contract}/events`` (trongrid_events_page.json)."""
+    first, second = EVENT_ARGUMENTS[record.event]
+    a, b, value = "0x" + to_hex20(record.from_address), "0x" + to_hex20(record.to_address), str(record.amount)
+    answer: dict[str, Any] = {
+        "block_number": record.key[1],
+        "block_timestamp": record.key[0],
+        "caller_contract_address": record.token.address,
+        "contract_address": record.token.address,
+        "event_index": record.key[3],
+        "event_name": record.event,
+        "result": {"0": a, "1": b, "2": value, first: a, second: b, "value": value},
+        "result_type": {first: "address", second: "address", "value": "uint256"},
+        "event": EVENT_SIGNATURES[record.event],
+        "transaction_id": record.tx_id,
     }
+    if unconfirmed:
+        answer["_unconfirmed"] = True
+    return answer
 
 
-def tx_info(tx: Tx) -> dict[str, Any]:
+# -- transaction info ------------------------------------------------------------------------------
+def token_log(spec: LogSpec, visible: bool) -> dict[str, Any]:
+    """A Transfer / Approval event log entry as in txinfo_usdt_success.json, broken as ``spec.malformed`` says."""
+    topics = [EVENT_TOPICS[spec.event], to_topic(spec.from_address), to_topic(spec.to_address)]
+    data = word(spec.amount)
+    if spec.malformed == "data":
+        data = "zz" + data[2:]  # not hex
+    elif spec.malformed == "short":
+        data = data[:40]  # truncated to 20 bytes
+    elif spec.malformed == "topics":
+        topics = topics[:2]  # the recipient's topic is missing
+    address = spec.contract if visible else to_hex20(spec.contract)
+    return {"address": address, "topics": topics, "data": data}
+
+
+def tx_info(tx: Tx, visible: bool = False) -> dict[str, Any]:
     """``gettransactioninfobyid`` answer for a mined transaction."""
     if tx.kind == "trx":
         return _trx_info(tx)
@@ -79,19 +132,19 @@ def tx_info(tx: Tx) -> dict[str, Any]:
         "blockNumber": tx.block_number,
         "blockTimeStamp": tx.block_timestamp,
         "contractResult": [ZERO_WORD if not tx.reverted else ""],  # as in the capture
-        "contract_address": to_hex41(_top_contract(tx)),
+        "contract_address": address_field(_top_contract(tx), visible),
     }
     if tx.reverted:
         # wallet-cli docs: failed call receipt, top-level result FAILED, resMessage, and no log.
         info["receipt"] = {"energy_usage_total": 130285, "net_usage": 345, "result": "REVERT"}
         info["result"] = "FAILED"
-        info["resMessage"] = REVERT_MESSAGE_HEX
+        info["resMessage"] = REVERT_MESSAGE.decode() if visible else REVERT_MESSAGE.hex()
     else:
         info["receipt"] = {"energy_usage": 4475, "energy_fee": 26420100, "energy_usage_total": 130285,
                            "net_usage": 345, "result": "SUCCESS", "energy_penalty_total": 100635}
-        info["log"] = _logs(tx)
+        info["log"] = _logs(tx, visible)
     if tx.internal:
-        info["internal_transactions"] = _internal_transactions(tx)
+        info["internal_transactions"] = _internal_transactions(tx, visible)
     return info
 
 
@@ -108,41 +161,43 @@ def _trx_info(tx: Tx) -> dict[str, Any]:
 
 
 def _top_contract(tx: Tx) -> str:
-    return tx.caller_contract if tx.internal else tx.transfers[0].contract
+    return tx.caller_contract if tx.internal else tx.logs[0].contract
 
 
-def _logs(tx: Tx) -> list[dict[str, Any]]:
-    logs = [transfer_log(s.contract, s.from_address, s.to_address, s.amount) for s in tx.transfers]
+def _logs(tx: Tx, visible: bool) -> list[dict[str, Any]]:
+    logs = [token_log(spec, visible) for spec in tx.logs]
     if tx.internal:
-        swap = {"address": to_hex20(tx.caller_contract), "topics": [SWAP_TOPIC, to_topic(tx.owner)],
-                "data": word(1) + word(0)}
+        swap = {"address": tx.caller_contract if visible else to_hex20(tx.caller_contract),
+                "topics": [SWAP_TOPIC, to_topic(tx.owner)], "data": word(1) + word(0)}
         logs.insert(0, swap)
     return logs
 
 
-def _internal_transactions(tx: Tx) -> list[dict[str, Any]]:
+def _internal_transactions(tx: Tx, visible: bool) -> list[dict[str, Any]]:
+    """The DEX calling the token contract once per log (java-tron's InternalTransaction, rendered as bytes)."""
     return [
         {
-            "hash": f"{index:02x}" + tx.tx_id[2:],
-            "caller_address": to_hex41(tx.caller_contract),
-            "transferTo_address": to_hex41(spec.contract),
+            "hash": word(index + 1)[:56] + tx.tx_id[:8],
+            "caller_address": address_field(tx.caller_contract, visible),
+            "transferTo_address": address_field(spec.contract, visible),
             "callValueInfo": [{}],
             "note": b"call".hex(),
             **({"rejected": True} if tx.reverted else {}),
         }
-        for index, spec in enumerate(tx.transfers)
+        for index, spec in enumerate(tx.logs)
     ]
 
 
-def block_json(block: Block, witness: str) -> dict[str, Any]:
-    """``getnowblock`` / ``getblockbynum`` answer (documentation-en getnowblock.md)."""
+# -- blocks and transactions -----------------------------------------------------------------------
+def block_json(block: Block, witness: str, visible: bool = False) -> dict[str, Any]:
+    """``getnowblock`` / ``getblockbynum`` / ``getblockbyid`` answer (documentation-en getnowblock.md)."""
     answer: dict[str, Any] = {
         "blockID": block.block_id,
         "block_header": {
             "raw_data": {
                 "number": block.number,
                 "txTrieRoot": ZERO_WORD if not block.txs else block.block_id[::-1],
-                "witness_address": to_hex41(witness),
+                "witness_address": address_field(witness, visible),
                 "parentHash": block.parent_hash,
                 "version": 31,
                 "timestamp": block.timestamp,
@@ -151,28 +206,86 @@ def block_json(block: Block, witness: str) -> dict[str, Any]:
         },
     }
     if block.txs:  # java-tron's JSON printer leaves out empty repeated fields
-        answer["transactions"] = [_block_tx(tx) for tx in block.txs]
+        answer["transactions"] = [transaction_json(tx, visible) for tx in block.txs]
     return answer
 
 
-def _block_tx(tx: Tx) -> dict[str, Any]:
-    if tx.kind == "trx":
-        contract = {"type": "TransferContract", "parameter": {
-            "value": {"amount": tx.trx_amount, "owner_address": to_hex41(tx.owner), "to_address": to_hex41(tx.trx_to)},
-            "type_url": "type.googleapis.com/protocol.TransferContract"}}
-        result = "SUCCESS"
+def transaction_json(tx: Tx, visible: bool = False) -> dict[str, Any]:
+    """``gettransactionbyid`` answer, and an element of a block's ``transactions`` (gettransactionbyid.md)."""
+    raw, contract = tx.raw, tx.raw.contract
+    if contract.kind == "TransferContract":
+        value: dict[str, Any] = {"amount": contract.amount, "owner_address": address_field(contract.owner, visible),
+                                 "to_address": address_field(contract.target, visible)}
     else:
-        contract = {"type": "TriggerSmartContract", "parameter": {
-            "value": {"data": _call_data(tx), "owner_address": to_hex41(tx.owner),
-                      "contract_address": to_hex41(_top_contract(tx))},
-            "type_url": "type.googleapis.com/protocol.TriggerSmartContract"}}
-        result = "REVERT" if tx.reverted else "SUCCESS"
-    return {"ret": [{"contractRet": result}], "txID": tx.tx_id,
-            "raw_data": {"contract": [contract], "timestamp": tx.block_timestamp}}
+        value = {"data": contract.data, "owner_address": address_field(contract.owner, visible),
+                 "contract_address": address_field(contract.target, visible)}
+    raw_data: dict[str, Any] = {
+        "contract": [{"parameter": {"value": value, "type_url": contract.type_url}, "type": contract.kind}],
+        "ref_block_bytes": raw.ref_block_bytes,
+        "ref_block_hash": raw.ref_block_hash,
+        "expiration": raw.expiration,
+    }
+    if raw.fee_limit:
+        raw_data["fee_limit"] = raw.fee_limit
+    raw_data["timestamp"] = raw.timestamp
+    result = "REVERT" if tx.reverted else "SUCCESS"
+    return {"ret": [{"contractRet": result}], "signature": [signature_for(tx.tx_id)], "txID": tx.tx_id,
+            "raw_data": raw_data, "raw_data_hex": raw.hex()}
 
 
-def _call_data(tx: Tx) -> str:
-    if len(tx.transfers) == 1 and not tx.internal:
-        spec = tx.transfers[0]
-        return TRANSFER_SELECTOR + to_topic(spec.to_address) + word(spec.amount)
-    return MULTISEND_SELECTOR + "".join(to_topic(s.to_address) + word(s.amount) for s in tx.transfers)
+# -- accounts and the node -------------------------------------------------------------------------
+def account_json(address: str, account: Account, visible: bool = False) -> dict[str, Any]:
+    """``getaccount`` answer (documentation-en getaccount.md); proto3 JSON leaves a zero balance out."""
+    key = [{"address": address_field(address, visible), "weight": 1}]
+    answer: dict[str, Any] = {"address": address_field(address, visible)}
+    if account.balance:
+        answer["balance"] = account.balance
+    answer.update({
+        "create_time": account.create_time,
+        "latest_opration_time": account.latest_operation_time,  # sic: java-tron's field name
+        "net_window_size": WINDOW_MS,
+        "net_window_optimized": True,
+        "account_resource": {"energy_window_size": WINDOW_MS, "energy_window_optimized": True},
+        "owner_permission": {"permission_name": "owner", "threshold": 1, "keys": key},
+        "active_permission": [{"type": "Active", "id": 2, "permission_name": "active", "threshold": 1,
+                               "operations": ACTIVE_OPERATIONS, "keys": key}],
+        "frozenV2": [{}, {"type": "ENERGY"}, {"type": "TRON_POWER"}],
+    })
+    return answer
+
+
+def node_info(head: Block, solid: Block, first_number: int) -> dict[str, Any]:
+    """``getnodeinfo`` answer: documentation-en getnodeinfo.md's example with this node's blocks."""
+    return {
+        "activeConnectCount": 3,
+        "beginSyncNum": first_number,
+        "block": f"Num:{head.number},ID:{head.block_id}",
+        "solidityBlock": f"Num:{solid.number},ID:{solid.block_id}",
+        "currentConnectCount": 60,
+        "passiveConnectCount": 57,
+        "totalFlow": 0,
+        "configNodeInfo": {"codeVersion": "4.8.1", "versionNum": "18636", "p2pVersion": "201910292",
+                           "listenPort": 18888, "discoverEnable": True, "maxConnectCount": 60,
+                           "supportConstant": True, "dbVersion": 2},
+        "machineInfo": {"cpuCount": 16, "cpuRate": 0.06666666666666667, "totalMemory": 32726257664,
+                        "freeMemory": 232448000, "jvmTotalMemory": 18683133952, "jvmFreeMemory": 7802853696,
+                        "javaVersion": "1.8.0_291", "osName": "Linux 3.10.0-1160.49.1.el7.x86_64",
+                        "threadCount": 361, "deadLockThreadCount": 0},
+    }
+
+
+# documentation-en getchainparameters.md: the first entries of Nile's list (the page shows 8 of 75)
+CHAIN_PARAMETERS = (
+    ("getMaintenanceTimeInterval", 1800000),
+    ("getAccountUpgradeCost", 9999000000),
+    ("getCreateAccountFee", 100000),
+    ("getTransactionFee", 1000),
+    ("getAssetIssueFee", 1024000000),
+    ("getWitnessPayPerBlock", 8000000),
+    ("getWitnessStandbyAllowance", 100000000),
+    ("getCreateNewAccountFeeInSystemContract", 1000000),
+)
+
+
+def chain_parameters() -> dict[str, Any]:
+    return {"chainParameter": [{"key": key, "value": value} for key, value in CHAIN_PARAMETERS]}

@@ -8,28 +8,33 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from addresses import decode_address
 from tron_sim import api
 from tron_sim.chain import (
+    EVENTS,
+    MALFORMED_KINDS,
+    SLOT_MS,
+    UINT256_LIMIT,
     USDT_MAINNET,
     Chain,
+    LogSpec,
     Token,
-    TransferSpec,
-    Tx,
-    new_tx_id,
+    block_id_for,
     random_address,
 )
 from tron_sim.control import control
-from tron_sim.faults import FaultBook
+from tron_sim.faults import Fault, FaultBook
+from tron_sim.server import Reply, handler_class
+from tron_sim.shapes import block_json
+from tron_sim.views import IndexLag, NodeLag, NodeView
 
 logger = logging.getLogger(__name__)
 
 REQUEST_LOG_SIZE = 100_000
-MAX_BODY = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -41,9 +46,16 @@ class RequestRecord:
     at: float
 
 
-def _check_amount(amount: object) -> int:
+def _check_token_amount(amount: object) -> int:
+    """Any uint256 a token log can carry: zero (address-poisoning spam) up to 2**256 - 1."""
+    if type(amount) is not int or not 0 <= amount < UINT256_LIMIT:
+        raise ValueError("amount must be an integer from 0 to 2**256 - 1 (token units, micro-USDT for USDT)")
+    return amount
+
+
+def _check_sun(amount: object) -> int:
     if type(amount) is not int or amount <= 0:
-        raise ValueError("amount must be a positive integer of micro-USDT (10^-6)")
+        raise ValueError("amount must be a positive integer of sun (10^-6 TRX)")
     return amount
 
 
@@ -63,15 +75,21 @@ def _check_address(address: object, name: str) -> str:
 
 
 class Simulator:
-    """A TronGrid-compatible in-memory chain served over HTTP."""
+    """A TronGrid-compatible in-memory chain served over HTTP. See the package docstring for the options."""
 
     def __init__(self, block_interval: float = 0.0, solidify_depth: int = 2, usdt_contract: str = USDT_MAINNET,
-                 v1_api: bool = True, start_time_ms: int | None = None, follow_clock: bool = False) -> None:
+                 v1_api: bool = True, start_time_ms: int | None = None, follow_clock: bool = False,
+                 usdt_noise_per_block: int = 1, seed: int | None = None, *, chain: Chain | None = None) -> None:
+        """``chain``: serve an existing chain instead of creating one (what :meth:`replica` does); the chain's own
+        settings (depth, contract, clock, noise) then come with it and the arguments for them are ignored."""
         self.block_interval = block_interval
         self.v1_api = v1_api
-        self.chain = Chain(usdt_contract, solidify_depth, start_time_ms, follow_clock=follow_clock)
-        self.usdt_contract = usdt_contract
+        self.chain = chain or Chain(usdt_contract, solidify_depth, start_time_ms, follow_clock=follow_clock,
+                                    usdt_noise_per_block=usdt_noise_per_block, seed=seed)
+        self.usdt_contract = self.chain.usdt.address
         self.faults = FaultBook()
+        self.node_lag = NodeLag()
+        self.index_lag = IndexLag()
         self.witness = random_address()
         self.url: str | None = None
         self._log_lock = threading.Lock()
@@ -79,6 +97,7 @@ class Simulator:
         self._counts: collections.Counter[str] = collections.Counter()
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
+        self._replicas: list[Simulator] = []
         self._stopping = threading.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -86,7 +105,7 @@ class Simulator:
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
         self._stopping.clear()
-        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._server = ThreadingHTTPServer((host, port), handler_class(self.handle, self._stopping))
         self._server.daemon_threads = True
         bound_host, bound_port = self._server.server_address[:2]
         self.url = f"http://{bound_host}:{bound_port}"
@@ -98,6 +117,9 @@ class Simulator:
         return self.url
 
     def stop(self) -> None:
+        """Stop serving (and every replica made from this simulator); streaming answers end at once."""
+        for replica in self._replicas:
+            replica.stop()
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
@@ -124,11 +146,25 @@ class Simulator:
         while not self._stopping.wait(self.block_interval):
             self.chain.mine(1)
 
+    def replica(self, v1_api: bool = True) -> Simulator:
+        """Another upstream serving the SAME chain, started: its own HTTP server, faults, request log and counts,
+        node lag and index lag (e.g. TronGrid plus the operator's own java-tron node, ``v1_api=False``). Mining
+        through either is seen by both; only this simulator's miner mines. Stopped with this one."""
+        other = Simulator(v1_api=v1_api, chain=self.chain)
+        other.start()
+        self._replicas.append(other)
+        return other
+
     # -- chain --------------------------------------------------------------------------------
     def transfer(self, to: str, amount: int, *, from_: str | None = None, contract: str | None = None,
-                 reverted: bool = False, internal: bool = False, list_reverted: bool = True) -> str:
-        """Queue a tx with one Transfer log of ``contract`` (default USDT); ``amount`` in micro-USDT."""
-        return self.transaction([{"to": to, "amount": amount, "from": from_, "contract": contract}],
+                 reverted: bool = False, internal: bool = False, list_reverted: bool = True,
+                 index_token_info: bool = True, malformed: str | None = None) -> str:
+        """Queue a tx with one Transfer log of ``contract`` (default USDT); ``amount`` in token units
+        (micro-USDT), any uint256 including 0. ``index_token_info=False``: the TRC20 list shows the record with
+        ``token_info: {}``. ``malformed``: ``data`` (not hex), ``short`` (truncated) or ``topics`` (recipient topic
+        missing): the receipt's log is broken that way while the index lists the transfer as sent."""
+        return self.transaction([{"to": to, "amount": amount, "from": from_, "contract": contract,
+                                  "index_token_info": index_token_info, "malformed": malformed}],
                                 reverted=reverted, internal=internal, list_reverted=list_reverted)
 
     def transaction(self, transfers: list[dict[str, Any]], reverted: bool = False, internal: bool = False,
@@ -137,23 +173,33 @@ class Simulator:
         if not transfers:
             raise ValueError("a transaction needs at least one transfer")
         specs = tuple(self._spec(item) for item in transfers)
-        owner = specs[0].from_address
-        tx = Tx(new_tx_id(owner, len(self.chain.txs)), "trc20", specs, reverted=reverted, internal=internal,
-                list_reverted=list_reverted, owner=owner, caller_contract=random_address() if internal else "")
-        return self.chain.submit(tx)
+        caller = random_address() if internal else ""
+        return self.chain.submit_trc20(specs, reverted=reverted, internal=internal, list_reverted=list_reverted,
+                                       caller_contract=caller)
 
-    def _spec(self, item: dict[str, Any]) -> TransferSpec:
+    def approve(self, owner: str, spender: str, amount: int, contract: str | None = None) -> str:
+        """Queue an ``approve`` call: its receipt carries an ``Approval`` log and the TRC20 list shows it with
+        ``"type": "Approval"`` (``from`` = owner, ``to`` = spender) for both addresses."""
+        spec = self._spec({"from": _check_address(owner, "owner"), "to": spender, "amount": amount,
+                           "contract": contract}, event="Approval")
+        return self.chain.submit_trc20((spec,))
+
+    def _spec(self, item: dict[str, Any], event: str = "Transfer") -> LogSpec:
+        assert event in EVENTS
         to = _check_address(item["to"], "to")
         sender = _check_address(item["from"], "from") if item.get("from") else random_address()
-        contract = item.get("contract") or self.usdt_contract
-        return TransferSpec(_check_address(contract, "contract"), sender, to, _check_amount(item["amount"]))
+        contract = _check_address(item.get("contract") or self.usdt_contract, "contract")
+        malformed = item.get("malformed")
+        if malformed is not None and malformed not in MALFORMED_KINDS:
+            raise ValueError(f"malformed must be one of {', '.join(MALFORMED_KINDS)}")
+        return LogSpec(contract, sender, to, _check_token_amount(item["amount"]), event,
+                       bool(item.get("index_token_info", True)), malformed)
 
     def trx_transfer(self, to: str | None = None, amount: int = 1_000_000, *, from_: str | None = None) -> str:
         """Queue a plain TRX transfer (``amount`` in sun); noise that is never in the TRC20 list."""
         owner = _check_address(from_ or random_address(), "from")
         target = _check_address(to or random_address(), "to")
-        tx = Tx(new_tx_id(owner, target), "trx", owner=owner, trx_to=target, trx_amount=_check_amount(amount))
-        return self.chain.submit(tx)
+        return self.chain.submit_trx(owner, target, _check_sun(amount))
 
     def register_token(self, address: str, symbol: str, name: str, decimals: int = 6) -> None:
         """Give a non-USDT contract its own token_info (unregistered contracts call themselves USDT)."""
@@ -163,11 +209,12 @@ class Simulator:
         return self.chain.mine(n)
 
     def solidify(self) -> int:
-        """Mine until every queued or mined transaction is solidified; the new head."""
+        """Mine until every queued or mined transaction a caller made is solidified; the new head."""
         return self.chain.mine(self.chain.blocks_to_solidify())
 
     def advance(self, seconds: float) -> None:
-        """The next block's timestamp jumps forward by ``seconds`` (on top of the 3 s slot)."""
+        """The next block's timestamp jumps forward by ``seconds`` (on top of the 3 s slot, rounded up to the
+        next 3-second boundary)."""
         self.chain.advance(round(seconds * 1000))
 
     def tx_block(self, tx_id: str) -> int | None:
@@ -181,10 +228,28 @@ class Simulator:
             return {"head": head.number, "solid_head": solid.number, "head_timestamp": head.timestamp,
                     "solid_timestamp": solid.timestamp, "mempool": len(self.chain.mempool)}
 
-    # -- faults -------------------------------------------------------------------------------
+    # -- upstream behaviour -------------------------------------------------------------------
+    def set_node_lag(self, fraction: float, blocks: int, seed: int | None = None) -> None:
+        """Each ``/wallet`` and ``/walletsolidity`` request is answered, with probability ``fraction`` (seeded),
+        by a node ``blocks`` behind: its heads are that much lower, and for blocks above its own head it answers
+        ``[]`` / ``{}``. ``fraction=0`` turns it off. The ``/v1`` index is not affected."""
+        self.node_lag.set(fraction, blocks, seed)
+
+    def set_index_lag(self, seconds: float) -> None:
+        """The ``/v1`` lists (TRC20 and events) show only records of blocks at least ``seconds`` older, in chain
+        time, than the solid head. 0 turns it off."""
+        self.index_lag.set_lag(seconds)
+
+    def delay_in_index(self, tx_id: str, seconds: float) -> None:
+        """This transaction is listed by ``/v1`` only once the solid head is ``seconds`` past its block."""
+        self.index_lag.delay(tx_id, seconds)
+
     def set_fault(self, kind: str, count: int | None = 1, *, seconds: float | None = None,
-                  path_prefix: str | None = None) -> None:
-        self.faults.add(kind, count, seconds=seconds, path_prefix=path_prefix)
+                  path_prefix: str | None = None, blocks: int | None = None, size: int | None = None,
+                  retry_after: float | None = None) -> None:
+        """Inject a fault (see :mod:`tron_sim.faults` for the kinds and their real texts)."""
+        self.faults.add(kind, count, seconds=seconds, path_prefix=path_prefix, blocks=blocks, size=size,
+                        retry_after=retry_after)
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -219,100 +284,83 @@ class Simulator:
 
     # -- HTTP dispatch ------------------------------------------------------------------------
     def handle(self, method: str, path: str, params: dict[str, str], body: Any, base_url: str,
-               api_key: str | None) -> tuple[int, bytes, str]:
-        """Answer one request: (status, body, content type)."""
+               api_key: str | None) -> Reply:
+        """Answer one request."""
         if path.startswith("/_sim/"):
             return self._control(method, path, body)
         self._record(RequestRecord(method, path, urlsplit(base_url).query, api_key, time.time()))
         delay = self.faults.take_delay(path)
         if delay:
-            time.sleep(delay)
+            self._stopping.wait(delay)
         canned = self.faults.take_response(path)
         if canned is not None:
-            return canned.status, canned.body, canned.content_type
-        answer = self._route(path, params, body, base_url)
-        return answer.status, answer.body(), "application/json"
+            return Reply(canned.status, canned.body, canned.content_type, canned.headers)
+        answer = self._route(method, path, params, body, base_url)
+        stream = self.faults.take_stream(path)
+        if stream is None:
+            return Reply(answer.status, answer.body())
+        return Reply(answer.status, answer.body(), mode=stream.kind, seconds=stream.duration(),
+                     size=stream.huge_size())
 
-    def _route(self, path: str, params: dict[str, str], body: Any, base_url: str) -> api.Answer:
-        match = api.TRC20_PATH.match(path)
+    def _route(self, method: str, path: str, params: dict[str, str], body: Any, base_url: str) -> api.Answer:
         if path.startswith("/v1/"):
-            if not self.v1_api or match is None:
-                return api.Answer(404, {"success": False, "error": "Not Found", "statusCode": 404})
-            behaviours = self.faults.take_behaviours(path)
-            return api.trc20_list(self.chain, match.group(1), params, base_url.split("?")[0], behaviours)
-        args = body if isinstance(body, dict) else {}
-        args = {**params, **args}
+            return self._index_call(path, params, base_url.split("?")[0])
         for prefix, solid in (("/walletsolidity/", True), ("/wallet/", False)):
             if path.startswith(prefix):
-                return self._node_call(path[len(prefix):].rstrip("/").lower(), solid, args)
+                return self._node_call(path, path[len(prefix):].rstrip("/").lower(), solid, method, params, body)
         return api.Answer(404, {"Error": f"no such endpoint {path}"})
 
-    def _node_call(self, name: str, solid: bool, args: dict[str, Any]) -> api.Answer:
-        if name == "getnowblock":
-            return api.now_block(self.chain, solid, self.witness)
-        if name == "getblockbynum":
-            return api.block_by_num(self.chain, solid, args, self.witness)
-        if name == "gettransactioninfobyid":
-            return api.transaction_info(self.chain, solid, args)
-        if name == "gettransactioninfobyblocknum":
-            return api.transaction_infos_by_block(self.chain, solid, args)
-        return api.Answer(404, {"Error": f"no such endpoint {name}"})
+    def _index_call(self, path: str, params: dict[str, str], base_url: str) -> api.Answer:
+        if not self.v1_api:
+            return api.not_found()
+        match = api.TRC20_PATH.match(path)
+        if match is not None:
+            behaviours = self.faults.take_behaviours(path)
+            return api.trc20_list(self.chain, match.group(1), params, base_url, behaviours, self.index_lag)
+        match = api.EVENTS_PATH.match(path)
+        if match is not None:
+            return api.contract_events(self.chain, match.group(1), params, base_url, self.index_lag)
+        return api.not_found()
 
-    def _control(self, method: str, path: str, body: Any) -> tuple[int, bytes, str]:
+    def _node_call(self, path: str, name: str, solid: bool, method: str, params: dict[str, str],
+                   body: Any) -> api.Answer:
+        endpoint = api.NODE_ENDPOINTS.get(name)
+        if endpoint is None or (solid and not endpoint[1]):
+            return api.Answer(404, {"Error": f"no such endpoint {path}"})
+        handler, _, visible_source = endpoint
+        args = {**params, **(body if isinstance(body, dict) else {})}
+        visible = api.visible_flag(visible_source, method, params, body)
+        call = api.NodeCall(NodeView(self.chain, self.node_lag.draw()), solid, args, visible, self.witness)
+        answer = handler(call)
+        if name == "getnowblock":
+            lie = self.faults.take_head(path)
+            if lie is not None:
+                return self._head_lie(answer, lie, call)
+        return answer
+
+    def _head_lie(self, answer: api.Answer, lie: Fault, call: api.NodeCall) -> api.Answer:
+        """The one-shot wrong head of a ``head_*`` fault, built from the true answer."""
+        raw = answer.payload["block_header"]["raw_data"]
+        if lie.kind == "head_future":
+            raw["timestamp"] += round(lie.duration() * 1000)
+            return answer
+        number = raw["number"] + (lie.head_blocks() if lie.kind == "head_ahead" else -lie.head_blocks())
+        with self.chain.lock:
+            block = self.chain.block(max(number, self.chain.first_number))
+            if lie.kind == "head_behind" and block is not None:
+                return api.Answer(200, block_json(block, call.witness, call.visible))
+        timestamp = raw["timestamp"] + SLOT_MS * lie.head_blocks()
+        payload = answer.payload | {"blockID": block_id_for(number, timestamp)}
+        payload["block_header"]["raw_data"] |= {"number": number, "timestamp": timestamp,
+                                                "parentHash": block_id_for(number - 1, timestamp - SLOT_MS)}
+        payload.pop("transactions", None)
+        return api.Answer(200, payload)
+
+    def _control(self, method: str, path: str, body: Any) -> Reply:
         status, payload = control(self, method, path, body if isinstance(body, dict) else {})
-        return status, json.dumps(payload).encode(), "application/json"
+        return Reply(status, json.dumps(payload).encode())
 
     def control_state(self) -> dict[str, Any]:
         return {**self.state(), "requests": self.request_counts(), "faults": self.faults.active(),
-                "usdt_contract": self.usdt_contract, "v1_api": self.v1_api}
-
-
-def _handler_class(sim: Simulator) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "tron-sim/1.0"
-        disable_nagle_algorithm = True  # headers and body go in separate writes: avoid 40 ms delayed-ACK stalls
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("%s " + format, self.address_string(), *args)
-
-        def do_GET(self) -> None:
-            self._serve("GET")
-
-        def do_POST(self) -> None:
-            self._serve("POST")
-
-        def _serve(self, method: str) -> None:
-            parts = urlsplit(self.path)
-            params = dict(parse_qsl(parts.query, keep_blank_values=True))
-            body = self._read_body()
-            base_url = f"http://{self.headers.get('Host', '127.0.0.1')}{self.path}"
-            try:
-                status, payload, content_type = sim.handle(method, parts.path, params, body, base_url,
-                                                           self.headers.get("TRON-PRO-API-KEY"))
-            except Exception:  # a simulator bug must not kill the connection silently
-                logger.exception("simulator error on %s %s", method, self.path)
-                status, payload, content_type = 500, b'{"Error": "simulator error"}', "application/json"
-            self._write(status, payload, content_type)
-
-        def _read_body(self) -> Any:
-            length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
-            raw = self.rfile.read(length) if length else b""
-            if not raw.strip():
-                return None
-            try:
-                return json.loads(raw)
-            except ValueError:
-                return None
-
-        def _write(self, status: int, payload: bytes, content_type: str) -> None:
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", f"{content_type}; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                logger.debug("client went away before the answer to %s", self.path)
-
-    return Handler
+                "usdt_contract": self.usdt_contract, "v1_api": self.v1_api, "node_lag": self.node_lag.state(),
+                "index": self.index_lag.state(), "usdt_noise_per_block": self.chain.usdt_noise_per_block}
