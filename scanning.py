@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, or_, select, update
 
-from chain_view import OVERLAP_MS, ChainView, read_from, to_ms
+from chain_view import HEAD_MARGIN_BLOCKS, OVERLAP_MS, ChainView, read_from, to_ms
 from config import Config
 from database import Database
 from matching import (
@@ -326,12 +326,15 @@ class BlockScan(Scan):
 
     def block_before(self, timestamp: int, head_number: int) -> int:
         """A block mined before chain time `timestamp` (the cursor then reads the blocks after it): found by
-        stepping back from the head in doubling steps, then halving the interval. A block a node cannot give
-        counts as newer, so every doubt leads to an older block, never to a gap."""
+        stepping back from the head in doubling steps, then halving the interval. A recent block a node cannot
+        give counts as newer (the node is behind), so every doubt leads to an older block, never to a gap; an old
+        one it cannot give is below the history it keeps, where reading cannot start anyway."""
 
         def older(number: int) -> bool:
             header = self.client.get_block(number)
-            return header is not None and header.timestamp < timestamp
+            if header is None:
+                return number < head_number - HEAD_MARGIN_BLOCKS
+            return header.timestamp < timestamp
 
         newer, step = head_number, 1
         while True:

@@ -613,7 +613,8 @@ class TronClient:
         """Usable upstreams first, in order of preference; paused or cooling-down ones after them. With
         `need_v1`, those known to lack /v1 are left out (one that could not be asked yet is tried: its call
         then fails as the probe did)."""
-        candidates = [u for u in self.upstreams if not need_v1 or self._probe_v1(u) is not False]
+        probe = need_v1 and len(self.upstreams) > 1  # a single upstream is simply asked
+        candidates = [u for u in self.upstreams if not probe or self._probe_v1(u) is not False]
         yield from sorted(candidates, key=lambda u: not u.usable())
 
     def _failover(self, read: Callable[[Upstream], Any], *, need_v1: bool = False) -> Any:

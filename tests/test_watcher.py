@@ -342,6 +342,7 @@ def test_malformed_or_failing_answers_lose_nothing(client, auth, db, sim, watche
     result = watcher.run_once()
     assert result.errors and get(client, auth, p)["status"] == "pending"
     sim.clear_faults()
+    assert wait_for(lambda: watcher.client.paused_until is None, timeout=2)  # 503 pauses the upstream a moment
     watcher.run_once()
     assert get(client, auth, p)["status"] == "completed"
 

@@ -192,13 +192,17 @@ class Chain:
 
     # -- construction -------------------------------------------------------------------------
     def _create_initial_blocks(self, head_number: int, head_timestamp: int) -> None:
-        """Empty blocks so that head = ``head_number`` at ``head_timestamp``, with history below the solid head."""
+        """Empty blocks so that head = ``head_number`` at ``head_timestamp``, with history below the solid head. The
+        solid head carries the USDT noise of a block, so the event index lists a transfer from the start (on
+        mainnet it always does)."""
         parent = "0" * 64
         for number in range(head_number - self.solidify_depth - HISTORY_BLOCKS, head_number + 1):
             timestamp = head_timestamp - SLOT_MS * (head_number - number)
             block = Block(number, timestamp, parent, block_id_for(number, timestamp))
             self.blocks.append(block)
             parent = block.block_id
+            if number == head_number - self.solidify_depth:
+                self._place(block, self._noise_txs())
 
     # -- reading ------------------------------------------------------------------------------
     @property
@@ -311,14 +315,19 @@ class Chain:
         block = Block(number, timestamp, parent.block_id, block_id_for(number, timestamp))
         if self.mempool:
             self._last_user_block = number
-        block.txs, self.mempool = self.mempool + self._noise_txs(), []
-        for position, tx in enumerate(block.txs):
-            tx.block_number, tx.block_timestamp, tx.index_in_block = number, timestamp, position
-            self._index(tx)
-            self._settle_accounts(tx, timestamp)
+        txs, self.mempool = self.mempool + self._noise_txs(), []
+        self._place(block, txs)
         self.blocks.append(block)
         if len(block.txs) > self.usdt_noise_per_block:
             logger.debug("mined block %d with %d transactions", number, len(block.txs))
+
+    def _place(self, block: Block, txs: list[Tx]) -> None:
+        """Put `txs` into `block`, in this order, and index them."""
+        block.txs = txs
+        for position, tx in enumerate(txs):
+            tx.block_number, tx.block_timestamp, tx.index_in_block = block.number, block.timestamp, position
+            self._index(tx)
+            self._settle_accounts(tx, block.timestamp)
 
     def _noise_txs(self) -> list[Tx]:
         """Mainnet's background: USDT moving between the chain's own addresses, never a caller's."""
