@@ -16,9 +16,10 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import func, or_, select, update
 
@@ -41,6 +42,7 @@ from payments import log_event
 from tron_client import RejectedLog, TransferLog, Trc20Transfer, TronClient, TronError, TronRateLimited, TxInfo
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LAST_CHECKED_LAG_MS = 60_000  # payments.last_checked_timestamp may trail the wallet cursor by this much
 LAST_CHECKED_BATCH = 10_000  # ... plus the cycles needed to refresh every pending payment this many at a time
@@ -105,11 +107,26 @@ class Scan:
     def cycle_requests(self) -> int:
         return self.client.request_count - self.cycle_started_requests
 
-    def tries(self) -> Iterator[TronClient]:
-        """Views to ask a "not yet" question again: every upstream at least once, at least NOT_YET_TRIES times."""
-        views = [self.client.only(u) for u in self.client.upstreams]
-        for attempt in range(max(NOT_YET_TRIES, len(views))):
-            yield views[attempt % len(views)]
+    def ask(self, question: Callable[[TronClient], T | None]) -> T | None:
+        """Ask `question` of the upstreams in turn until one answers (not None). A "not yet" (None) is asked again,
+        of the next upstream when there are several, NOT_YET_TRIES times at least and every upstream once; an
+        upstream that fails hands over to the next. None when every answer was "not yet"; the first failure is
+        raised when no upstream answered at all."""
+        upstreams = sorted(self.client.upstreams, key=lambda u: not u.usable())
+        failure: TronError | None = None
+        answered = False
+        for attempt in range(max(NOT_YET_TRIES, len(upstreams))):
+            try:
+                answer = question(self.client.only(upstreams[attempt % len(upstreams)]))
+            except TronError as exc:
+                failure = failure or exc
+                continue
+            answered = True
+            if answer is not None:
+                return answer
+        if not answered and failure is not None:
+            raise failure
+        return None
 
     def credit(self, transfers: list[TransferLog], result: CycleResult, found_by: str = FOUND_BY_SCAN) -> None:
         """Credit in chain order, one database transaction per chain transaction: the account strategy takes a
@@ -243,11 +260,7 @@ class AccountScan(Scan):
 
     def receipt(self, tx_id: str) -> TxInfo | None:
         """The transaction's receipt; ``{}`` (a node behind, or not solidified yet) is asked again a few times."""
-        for view in self.tries():
-            info = view.get_transaction_info(tx_id)
-            if info is not None:
-                return info
-        return None
+        return self.ask(lambda view: view.get_transaction_info(tx_id))
 
 
 class BlockScan(Scan):
@@ -301,14 +314,15 @@ class BlockScan(Scan):
 
         A node either has a block with every receipt or has not reached it, so a non-empty answer is complete;
         ``[]`` is ambiguous and is believed only when ``getblockbynum`` shows the block with no transaction."""
-        for view in self.tries():
+
+        def complete(view: TronClient) -> tuple[int, list[TxInfo]] | None:
             infos = view.get_block_infos(num)
             if infos:
                 return infos[0].block_timestamp, infos
             header = view.get_block(num)
-            if header is not None and header.transaction_count == 0:
-                return header.timestamp, []
-        return None
+            return (header.timestamp, []) if header is not None and header.transaction_count == 0 else None
+
+        return self.ask(complete)
 
     def seed(self, head_number: int, head_timestamp: int, wallets: dict[str, datetime]) -> None:
         """Start reading blocks where the oldest wallet cursor (or oldest candidate) stands, so a start or a
