@@ -101,7 +101,7 @@ def app(config: Config, db: Database):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def client(app):  # type: ignore[no-untyped-def]
-    return app.test_client()
+    return app.watcher_client()
 
 
 @pytest.fixture
@@ -124,3 +124,28 @@ def sim():  # type: ignore[no-untyped-def]
 def strategy(request) -> str:  # type: ignore[no-untyped-def]
     """Every watcher rule is checked under both strategies: the same chain gives the same outcomes."""
     return request.param
+
+
+def watcher_client(cfg: Config):  # type: ignore[no-untyped-def]
+    """The watcher's TRON client with short retries and pauses, so faults cost milliseconds in tests."""
+    from tron_client import TronClient
+
+    return TronClient(cfg.trongrid_api_url, cfg.usdt_contract, max_rps=cfg.trongrid_max_rps, timeout=2.0,
+                      max_retries=2, backoff_base=0.01, backoff_cap=0.05, rate_limit_pause=0.01)
+
+
+@pytest.fixture
+def new_watcher(db: Database):  # type: ignore[no-untyped-def]
+    """Watchers for a test (a test client unless one is given), each stopped at the end whatever happens: a watcher
+    left running would keep the leader lock from the next test."""
+    from watcher import Watcher
+
+    made: list[Watcher] = []
+
+    def factory(cfg: Config, client=None) -> Watcher:  # type: ignore[no-untyped-def]
+        made.append(Watcher(db, cfg, client=client or watcher_client(cfg)))
+        return made[-1]
+
+    yield factory
+    for made_watcher in made:
+        made_watcher.stop()

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from chain_view import ChainView
 from config import Config
 from models import Payment, PaymentLog, RejectedTransfer, Transfer, WalletCursor
-from tests.test_watcher import PAYER, WALLET, WALLET_B, create, events, get, make_watcher, pay
+from tests.test_watcher import PAYER, WALLET, WALLET_B, create, events, get, pay
 from tron_client import TronClient
 from tron_sim import Simulator
 from watcher import Watcher
@@ -22,21 +22,6 @@ from watcher import Watcher
 def cfg(config: Config, sim: Simulator, strategy: str) -> Config:
     return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
                                  polling_interval_seconds=0.2)
-
-
-@pytest.fixture
-def new_watcher(db):  # type: ignore[no-untyped-def]
-    """make_watcher, each stopped at the end of the test whatever happens (a watcher left running would keep the
-    leader lock from the next test)."""
-    made: list[Watcher] = []
-
-    def factory(cfg: Config, client: TronClient | None = None) -> Watcher:
-        made.append(Watcher(db, cfg, client=client) if client is not None else make_watcher(db, cfg))
-        return made[-1]
-
-    yield factory
-    for w in made:
-        w.stop()
 
 
 @pytest.fixture

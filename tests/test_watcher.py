@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from config import Config
 from matching import AssignError, assign_transfer, ms_to_datetime
 from models import Payment, PaymentLog, Transfer, WebhookEvent
-from tron_client import TronClient
+from tests.conftest import watcher_client
 from tron_sim import Simulator
 from watcher import WATCHER_LOCK_ID, Watcher
 
@@ -36,10 +36,7 @@ def watch_config(config: Config, sim: Simulator, strategy: str) -> Config:
 
 
 def make_watcher(db, cfg: Config) -> Watcher:
-    client = TronClient(cfg.trongrid_api_url, cfg.usdt_contract, max_rps=cfg.trongrid_max_rps, timeout=2.0,
-                        max_retries=2, backoff_base=0.01, backoff_cap=0.05,
-                        rate_limit_pause=0.01)
-    return Watcher(db, cfg, client=client)
+    return Watcher(db, cfg, client=watcher_client(cfg))
 
 
 @pytest.fixture
