@@ -101,7 +101,7 @@ def app(config: Config, db: Database):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def client(app):  # type: ignore[no-untyped-def]
-    return app.watcher_client()
+    return app.test_client()
 
 
 @pytest.fixture
