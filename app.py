@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from auth import KeyCache
 from config import Config, first_line, load_config, startup_config
@@ -49,7 +49,12 @@ HTTP_ERROR_CODES = {
     404: ("not_found", "There is nothing at this address; see /openapi.json for the routes."),
     405: ("method_not_allowed", "This method is not allowed here; see /openapi.json for the routes."),
     413: ("payload_too_large", "The request body must be at most 64 KB."),
+    415: ("unsupported_media_type", "Send the request body as JSON with 'Content-Type: application/json'."),
 }
+
+
+def database_unavailable() -> Any:
+    return error_response(503, "database_unavailable", "The database is unreachable; try again shortly.")
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -63,15 +68,19 @@ def register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException) -> Any:
         status = exc.code or 500
         code, message = HTTP_ERROR_CODES.get(status, ("http_error", exc.description or "Request failed."))
-        return error_response(status, code, message)
+        response = error_response(status, code, message)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import InterfaceError, OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-        if isinstance(exc, (OperationalError, DatabaseError)):
+        if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout, DatabaseError)):
             logger.error("database unavailable: %s", exc)
-            return error_response(503, "database_unavailable", "The database is unreachable; try again shortly.")
+            return database_unavailable()
         logger.exception("unhandled error")
         return error_response(500, "internal_error", "An unexpected error occurred; it has been logged.")
 

@@ -20,11 +20,11 @@ import logging
 import re
 import socket
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from urllib3.connection import HTTPConnection
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import LocationParseError, NewConnectionError
+from urllib3.util import parse_url
 
 from outbound import Resolver, SocketOpener, deadline_session
 from outbound import resolve as bounded_resolve
@@ -53,6 +53,10 @@ BLOCKED_NETWORKS = {
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 # Digits, dots and hex markers only: what inet_aton may read as a (decimal, octal, hex) IPv4 address.
 NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
+# What follows "scheme://" up to the path, query or fragment (user information, host, port). The
+# same text serves Python and PostgreSQL (POSIX) regular expressions.
+AUTHORITY_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
+_AUTHORITY = re.compile(AUTHORITY_PATTERN)
 
 
 class CallbackUrlError(ValueError):
@@ -126,22 +130,37 @@ def check_address(ip: IPAddress | str, host: str) -> None:
 
 # --- URLs --------------------------------------------------------------------------------------
 
+def authority(url: str) -> str:
+    match = _AUTHORITY.match(url)
+    return match.group(1) if match else ""
+
+
 def split_callback_url(url: str) -> tuple[str, int]:
-    """(host, port) of a syntactically acceptable callback URL; raises CallbackUrlError."""
+    """(host, port) of a syntactically acceptable callback URL; raises CallbackUrlError.
+
+    The URL is read by urllib3's parser, exactly as the sender will read it, so the host checked
+    here is the host connected to later. Forms that parsers disagree on are refused outright."""
     if not isinstance(url, str) or any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise CallbackUrlError("must be a URL without spaces or control characters")
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ALLOWED_SCHEMES:
+    if "\\" in url:
+        raise CallbackUrlError("must not contain backslashes")
+    if "@" in authority(url):
+        raise CallbackUrlError("must not contain user information (user@host)")
+    try:
+        parts = parse_url(url)
+        requests.PreparedRequest().prepare_url(url, None)  # what the sender does with it
+    except (LocationParseError, requests.RequestException, ValueError):
+        raise CallbackUrlError("is not a valid URL") from None
+    if (parts.scheme or "").lower() not in ALLOWED_SCHEMES:
         raise CallbackUrlError("must start with http:// or https://")
-    host = parts.hostname
+    if parts.auth is not None:
+        raise CallbackUrlError("must not contain user information (user@host)")
+    host = (parts.host or "").strip("[]")
     if not host:
         raise CallbackUrlError("must name a host")
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        raise CallbackUrlError("has an invalid port") from None
-    return host, port
+    if parts.port == 0:
+        raise CallbackUrlError("has an invalid port (0)")
+    return host, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def lookup(host: str, port: int, resolver: Resolver, wait: float | None) -> list[tuple[Any, ...]]:

@@ -31,7 +31,6 @@ import logging
 import os
 import queue
 import random
-import re
 import secrets
 import socket
 import threading
@@ -55,7 +54,7 @@ from database import Database
 from models import EventState, Payment, ServiceState, WebhookEvent
 from outbound import BoundedResponse, bounded_request
 from payments import db_now, iso, log_event
-from ssrf import Resolver, blocked_reason, guarded_session
+from ssrf import AUTHORITY_PATTERN, Resolver, authority, blocked_reason, guarded_session
 from webhook_signing import generate_secret, signature_header
 
 logger = logging.getLogger(__name__)
@@ -99,14 +98,11 @@ RELEASE_SQL = text(
     "UPDATE webhook_events SET lease_until = NULL, leased_by = NULL "
     "WHERE seq = ANY(CAST(:seqs AS bigint[])) AND leased_by = :worker"
 )
-# The authority of a URL, the same in PostgreSQL (POSIX) and Python: which receiver an event goes to.
-RECEIVER_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
-_RECEIVER = re.compile(RECEIVER_PATTERN)
 
 
 def receiver_of(url: str) -> str:
-    match = _RECEIVER.match(url)
-    return match.group(1).lower() if match else ""
+    """Which receiver an event goes to: its URL's authority, as CLAIM_SQL computes it too."""
+    return authority(url).lower()
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -516,7 +512,7 @@ class WebhookDispatcher:
         none for a receiver in `busy`."""
         token = f"{self.worker_id[-50:]}:{secrets.token_hex(6)}"
         params = {"limit": limit, "lease": self.lease_seconds, "worker": token, "exclude": list(exclude),
-                  "busy": list(busy), "receiver_pattern": RECEIVER_PATTERN}
+                  "busy": list(busy), "receiver_pattern": AUTHORITY_PATTERN}
         # Taken before the claim: the lease, counted from the database's clock inside the claim,
         # surely lasts until lease_ends on this clock.
         lease_ends = time.monotonic() + self.lease_seconds
