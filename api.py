@@ -171,7 +171,7 @@ def parse_new_payment(body: dict[str, Any]) -> NewPayment:
             "expected_amount_usdt": format_amount(amount),
             "order_id": order_id,
             "callback_url": callback,
-            "expires_in_seconds": body.get("expires_in_seconds"),
+            "expires_in_seconds": expires if body.get("expires_in_seconds") is not None else None,
             "metadata": metadata,
             "unique_amount": unique,
         }

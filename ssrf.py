@@ -140,7 +140,7 @@ def split_callback_url(url: str) -> tuple[str, int]:
 
     The URL is read by urllib3's parser, exactly as the sender will read it, so the host checked
     here is the host connected to later. Forms that parsers disagree on are refused outright."""
-    if not isinstance(url, str) or any(ch.isspace() or ord(ch) < 32 for ch in url):
+    if not isinstance(url, str) or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise CallbackUrlError("must be a URL without spaces or control characters")
     if "\\" in url:
         raise CallbackUrlError("must not contain backslashes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from itertools import accumulate
 from typing import Any
 
@@ -35,11 +35,16 @@ AMOUNT_PATTERN = (
 ADDRESS_PATTERN = r"^T[1-9A-HJ-NP-Za-km-z]{33}$"
 # No whitespace at either end; "printable" (no control or format characters) is checked besides.
 ORDER_ID_PATTERN = r"^\S(?:.*\S)?$"
+# What every accepted callback URL looks like; the rest (a host the URL parser accepts, port
+# 1-65535, public addresses) is checked by ssrf.py and stated in words in /openapi.json.
+CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#@\\]+(?:[/?#][^\x00-\x20\x7f\\]*)?$"
 # next_cursor values: unpadded URL-safe base64 of a short JSON list.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 MAX_BIGINT = 2**63 - 1
 _AMOUNT = re.compile(AMOUNT_PATTERN[1:-1])
 _CURSOR = re.compile(CURSOR_PATTERN[1:-1])
+_UUID = re.compile(UUID_PATTERN[1:-1])
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -92,7 +97,7 @@ def json_depth(text: str) -> int:
     return max(accumulate(1 if ch in "[{" else -1 for ch in brackets), default=0)
 
 
-def _lone_surrogate_field(value: Any) -> tuple[bool, str | None]:
+def lone_surrogate_field(value: Any) -> tuple[bool, str | None]:
     """(whether a string or key anywhere in `value` holds a lone UTF-16 surrogate, the top-level key)."""
     stack: list[tuple[Any, str | None]] = [(value, None)]
     while stack:
@@ -127,7 +132,7 @@ def parse_json_body(raw: bytes) -> Any:
                            object_pairs_hook=_unique_keys)
     except ValueError:
         raise ValidationError("invalid_json", "The request body is not valid JSON.") from None
-    found, field = _lone_surrogate_field(value)
+    found, field = lone_surrogate_field(value)
     if found:
         raise ValidationError("invalid_json", "The request body holds a lone UTF-16 surrogate escape "
                                               "(such as \\ud800), which is not text.", field)
@@ -199,16 +204,35 @@ def callback_url(value: Any) -> str:
     return value
 
 
+def whole_number(value: Any) -> int | None:
+    """A JSON number with a whole value (600, 600.0 and 6e2 alike, as JSON Schema's "integer"), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, JsonNumber):
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return None
+    # adjusted() bounds the size first: int(Decimal("1e999999999")) would take forever.
+    if not number.is_finite() or number.adjusted() > 18 or number != number.to_integral_value():
+        return None
+    return int(number)
+
+
 def expires_in_seconds(value: Any, default: int) -> int:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_EXPIRES <= value <= MAX_EXPIRES:
+    number = whole_number(value)
+    if number is None or not MIN_EXPIRES <= number <= MAX_EXPIRES:
         raise ValidationError(
             "invalid_expires_in_seconds",
             f"expires_in_seconds must be a whole number from {MIN_EXPIRES} to {MAX_EXPIRES}.",
             "expires_in_seconds",
         )
-    return value
+    return number
 
 
 def _plain(value: Any, depth: int = 1) -> Any:
@@ -263,10 +287,10 @@ def filter_text(value: str | None, field: str) -> str | None:
 
 
 def payment_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
+    """The UUID in its one written form (8-4-4-4-12 hex digits), as /openapi.json states it."""
+    if not _UUID.fullmatch(value):
         return None
+    return uuid.UUID(value)
 
 
 def ascii_number(value: str, maximum: int) -> int | None:

@@ -302,3 +302,27 @@ def test_a_chunked_text_body_is_415_and_a_chunked_huge_text_body_413(base_url, a
     r = requests.post(f"{base_url}/payments", data=chunks(b"x" * 100_000), timeout=10,
                       headers={**auth, "Content-Type": "text/plain"})
     assert r.status_code == 413
+
+
+# --- numbers as JSON Schema reads them --------------------------------------------------------
+
+@pytest.mark.parametrize("raw, accepted", [("600", True), ("600.0", True), ("6e2", True), ("6.0E2", True),
+                                           ("600.5", False), ("1e999999999", False), ('"600"', False),
+                                           ("59.0", False), ("true", False)])
+def test_expires_in_seconds_is_a_whole_number_however_written(client, auth, raw, accepted):
+    body = json.dumps(payload(expires_in_seconds=0)).replace('"expires_in_seconds": 0', f'"expires_in_seconds": {raw}')
+    r = post_raw(client, auth, body)
+    if accepted:
+        assert r.status_code == 201, r.get_json()
+        again = post_raw(client, auth, json.dumps(payload(expires_in_seconds=600)))
+        assert again.status_code == 200 and again.get_json()["id"] == r.get_json()["id"]  # the same request
+    else:
+        assert error_of(r, 400)["field"] == "expires_in_seconds"
+
+
+def test_ids_are_uuids_in_their_written_form(client, auth):
+    pid = client.post("/payments", json=payload(), headers=auth).get_json()["id"]
+    assert client.get(f"/payments/{pid.upper()}", headers=auth).status_code == 200
+    for other_form in (pid.replace("-", ""), "{" + pid + "}", "urn:uuid:" + pid):
+        assert error_of(client.get(f"/payments/{other_form}", headers=auth), 404)["error"] == "payment_not_found"
+        assert error_of(client.get(f"/events?payment_id={other_form}", headers=auth), 400)["field"] == "payment_id"
