@@ -134,7 +134,8 @@ def filter_case(context: Any, case: Any) -> bool:
 
 
 @schemathesis.hook
-def map_case(context: Any, case: Any) -> Any:
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    """Right before sending: later steps (stateful links, value pools) may have replaced fields."""
     method, path = operation_of(case)
     if method == "POST" and path == "/payments" and isinstance(case.body, dict) and is_positive(
             case, ParameterLocation.BODY):
@@ -150,4 +151,3 @@ def map_case(context: Any, case: Any) -> Any:
         if "after" in query:
             query["after"] = cursor(random.randrange(2**63))
         case.query = query
-    return case

@@ -50,7 +50,7 @@ def test_the_api_keeps_to_its_openapi_document(base_url: str, tmp_path: Path) ->
         "--request-timeout", "15",
         "--report", "junit", "--report-dir", str(tmp_path),
     ]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     report = done.stdout + done.stderr
     assert done.returncode == 0, report[-12_000:]
     assert "No issues found" in report or "passed" in report.lower(), report[-4_000:]
