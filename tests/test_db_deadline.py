@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -22,8 +23,8 @@ class FreezableProxy:
     """Forwards TCP to the test PostgreSQL until frozen; frozen, it reads but passes nothing on and
     leaves new connections waiting, until thawed."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target  # (host, port), or the path of a Unix socket
         self.thawed = threading.Event()
         self.thawed.set()
         self.sockets: list[socket.socket] = []
@@ -49,7 +50,11 @@ class FreezableProxy:
     def _connect(self, client: socket.socket) -> None:
         self.thawed.wait()
         try:
-            upstream = socket.create_connection(self.target)
+            if isinstance(self.target, str):
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(self.target)
+            else:
+                upstream = socket.create_connection(self.target)
         except OSError:
             client.close()
             return
@@ -77,19 +82,26 @@ class FreezableProxy:
             sock.close()
 
 
+def upstream_of(database_url: str) -> tuple[str, int] | str:
+    """Where the test PostgreSQL listens: host and port, or its Unix socket (the embedded server)."""
+    url = make_url(database_url)
+    socket_dir = url.query.get("host") or (url.host if url.host and url.host.startswith("/") else None)
+    if socket_dir:
+        return str(Path(str(socket_dir)) / f".s.PGSQL.{url.port or 5432}")
+    return (url.host or "127.0.0.1", url.port or 5432)
+
+
 @pytest.fixture
 def proxy(database_url: str, db: Database) -> Iterator[FreezableProxy]:
-    url = make_url(database_url)
-    if not url.host or url.host.startswith("/"):
-        pytest.skip("the test database is reached through a Unix socket")
-    server = FreezableProxy(url.host, url.port or 5432)
+    server = FreezableProxy(upstream_of(database_url))
     yield server
     server.close()
 
 
 @pytest.fixture
 def proxied(database_url: str, proxy: FreezableProxy) -> Iterator[Database]:
-    url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
+    url = make_url(database_url)
+    url = url.set(host="127.0.0.1", port=proxy.port, query={k: v for k, v in url.query.items() if k != "host"})
     database = Database(url.render_as_string(hide_password=False))
     yield database
     proxy.thaw()
