@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -64,10 +64,53 @@ def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def json_body() -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > current_app.config["MAX_CONTENT_LENGTH"]:
+# --- request bodies: size first, then media type, then JSON ---------------------------------------
+
+def read_capped_body(limit: int) -> bytes:
+    """The whole request body, refused (413) past `limit` bytes, whether its length is declared or
+    it is chunked (counted while it is read; never cut at the limit and parsed as if whole)."""
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise fail(413, "payload_too_large", "The request body must be at most 64 KB.")
+        return request.get_data(cache=True)
+    if not request.environ.get("wsgi.input_terminated"):
+        return b""  # neither a length nor a server-delimited stream: HTTP says there is no body
+    stream = request.environ["wsgi.input"]
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = stream.read(min(64 * 1024, limit + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > limit:
         raise fail(413, "payload_too_large", "The request body must be at most 64 KB.")
-    return v.require_object(v.parse_json_body(request.get_data(cache=False)))
+    return bytes(data)
+
+
+@bp.before_request
+def check_request_body() -> None:
+    """Every API route: 413 for a body over 64 KB (checked first), 415 for a non-empty body that
+    is not declared `application/json` (UTF-8). Routes meant for browser forms would opt out here."""
+    raw = read_capped_body(current_app.config["MAX_CONTENT_LENGTH"])
+    if raw and not v.is_json_media_type(request.headers.get("Content-Type")):
+        raise fail(415, "unsupported_media_type",
+                   "Send the request body as JSON with 'Content-Type: application/json' (UTF-8).")
+    g.raw_body = raw
+
+
+def json_body() -> dict[str, Any]:
+    return v.require_object(v.parse_json_body(g.raw_body))
+
+
+def no_fields_body() -> None:
+    """A route whose body is optional and has no fields: nothing, or an empty JSON object."""
+    if not g.raw_body:
+        return
+    body = json_body()
+    if body:
+        name = sorted(body)[0]
+        raise fail(400, "unknown_field", f"Unknown field {name[:40]!r}: this call takes no fields.", name[:128])
 
 
 def translate(exc: PaymentError) -> v.ValidationError:
@@ -81,15 +124,29 @@ def encode_cursor(*parts: Any) -> str:
 
 
 def decode_cursor(raw: str | None, size: int, field: str = "cursor") -> list[str] | None:
-    if raw is None:
+    text = v.cursor_text(raw, field)
+    if text is None:
         return None
     try:
-        parts = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        parts = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         parts = None
     if not isinstance(parts, list) or len(parts) != size or not all(isinstance(p, str) for p in parts):
         raise fail(400, "invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.", field)
     return parts
+
+
+def payments_cursor_key(parts: list[str]) -> tuple[datetime, Any]:
+    """(created_at, id) of the last payment of the previous page."""
+    try:
+        created = datetime.fromisoformat(parts[0])
+        created = created.astimezone(UTC) if created.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        created = None
+    pid = v.payment_uuid(parts[1])
+    if created is None or pid is None:
+        raise fail(400, "invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
+    return created, pid
 
 
 # --- payments ----------------------------------------------------------------------------------
@@ -115,7 +172,7 @@ def parse_new_payment(body: dict[str, Any]) -> NewPayment:
             "expected_amount_usdt": format_amount(amount),
             "order_id": order_id,
             "callback_url": callback,
-            "expires_in_seconds": body.get("expires_in_seconds"),
+            "expires_in_seconds": expires if body.get("expires_in_seconds") is not None else None,
             "metadata": metadata,
             "unique_amount": unique,
         }
@@ -215,12 +272,7 @@ def list_payments() -> Any:
     if args.get("order_id"):
         query = query.where(Payment.order_id == v.filter_text(args["order_id"], "order_id"))
     if cursor:
-        try:
-            created, pid = datetime.fromisoformat(cursor[0]), v.payment_uuid(cursor[1])
-        except ValueError:
-            created, pid = None, None
-        if created is None or pid is None:
-            raise fail(400, "invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
+        created, pid = payments_cursor_key(cursor)
         query = query.where(tuple_(Payment.created_at, Payment.id) < tuple_(created, pid))
     query = query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit + 1)
     with services().db.Session() as session:
@@ -235,6 +287,7 @@ def list_payments() -> Any:
 @bp.post("/payments/<payment_id>/cancel")
 @require_api_key
 def cancel(payment_id: str) -> Any:
+    no_fields_body()
     try:
         with services().db.transaction() as session:
             payment = cancel_payment(session, load_payment(session, payment_id))
@@ -270,6 +323,7 @@ def payment_logs(payment_id: str) -> Any:
 def retry_callback(payment_id: str) -> Any:
     from webhooks import queue_retry
 
+    no_fields_body()
     with services().db.transaction() as session:
         payment = load_payment(session, payment_id, for_update=True)
         event = queue_retry(session, payment)
@@ -294,9 +348,7 @@ def list_transfers() -> Any:
     if args.get("wallet_address"):
         query = query.where(Transfer.to_address == v.filter_text(args["wallet_address"], "wallet_address"))
     if cursor:
-        if not cursor[0].isdigit():
-            raise fail(400, "invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
-        query = query.where(Transfer.id < int(cursor[0]))
+        query = query.where(Transfer.id < v.cursor_number(cursor[0], "cursor"))
     query = query.order_by(Transfer.id.desc()).limit(limit + 1)
     with services().db.Session() as session:
         rows = list(session.scalars(query))
@@ -312,13 +364,12 @@ def list_events() -> Any:
 
     args = request.args
     limit = v.limit(args.get("limit"))
-    after = decode_cursor(args.get("after"), 1, "after")
+    after_parts = decode_cursor(args.get("after"), 1, "after")
+    after = v.cursor_number(after_parts[0], "after") if after_parts else None
     query = select(WebhookEvent)
-    if after:
-        if not after[0].isdigit():
-            raise fail(400, "invalid_cursor", "after must be a next_cursor value returned by /events.", "after")
-        query = query.where(WebhookEvent.seq > int(after[0]))
-    if args.get("payment_id"):
+    if after is not None:
+        query = query.where(WebhookEvent.seq > after)
+    if "payment_id" in args:
         pid = v.payment_uuid(args["payment_id"])
         if pid is None:
             raise fail(400, "invalid_payment_id", "payment_id must be a payment's UUID.", "payment_id")
@@ -328,7 +379,7 @@ def list_events() -> Any:
         rows = list(session.scalars(query))
     page = rows[:limit]
     # With no further page the cursor still points after the last event, so a merchant can poll from it.
-    last = page[-1].seq if page else (int(after[0]) if after else None)
+    last = page[-1].seq if page else after
     next_cursor = encode_cursor(last) if last is not None else None
     events = [event_to_dict(e) for e in page]
     return jsonify({"events": events, "next_cursor": next_cursor, "has_more": len(rows) > limit})

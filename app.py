@@ -4,20 +4,27 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from auth import KeyCache
 from config import Config, first_line, load_config, startup_config
-from database import Database, DatabaseError, resolve_database_url
+from database import Database, DatabaseError, current_deadline, database_deadline, resolve_database_url
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# Client-side bounds on the database work of one request (README: "Deadlines"). /health answers
+# 503 within a few seconds when the database hangs; every other route gets a bound no healthy
+# request comes near (they take milliseconds), so a hung database gives a 503, never a hang.
+HEALTH_DB_DEADLINE_SECONDS = 3.0
+API_DB_DEADLINE_SECONDS = 10.0
+HEALTH_ENDPOINT = "api.health"
 
 
 @dataclass
@@ -49,7 +56,12 @@ HTTP_ERROR_CODES = {
     404: ("not_found", "There is nothing at this address; see /openapi.json for the routes."),
     405: ("method_not_allowed", "This method is not allowed here; see /openapi.json for the routes."),
     413: ("payload_too_large", "The request body must be at most 64 KB."),
+    415: ("unsupported_media_type", "Send the request body as JSON with 'Content-Type: application/json'."),
 }
+
+
+def database_unavailable() -> Any:
+    return error_response(503, "database_unavailable", "The database is unreachable; try again shortly.")
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -63,17 +75,42 @@ def register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException) -> Any:
         status = exc.code or 500
         code, message = HTTP_ERROR_CODES.get(status, ("http_error", exc.description or "Request failed."))
-        return error_response(status, code, message)
+        response = error_response(status, code, message)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import InterfaceError, OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-        if isinstance(exc, (OperationalError, DatabaseError)):
+        deadline = current_deadline()
+        if deadline is not None and deadline.expired:
+            logger.error("database did not answer within %gs: %s", deadline.seconds, exc)
+            return database_unavailable()
+        if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout, DatabaseError)):
             logger.error("database unavailable: %s", exc)
-            return error_response(503, "database_unavailable", "The database is unreachable; try again shortly.")
+            return database_unavailable()
         logger.exception("unhandled error")
         return error_response(500, "internal_error", "An unexpected error occurred; it has been logged.")
+
+
+def register_database_deadline(app: Flask) -> None:
+    """Each request's database work runs under a client-side deadline (database.database_deadline)."""
+
+    @app.before_request
+    def _start() -> None:
+        name = "HEALTH_DB_DEADLINE_SECONDS" if request.endpoint == HEALTH_ENDPOINT else "API_DB_DEADLINE_SECONDS"
+        stack = ExitStack()
+        stack.enter_context(database_deadline(app.config[name]))
+        g.database_deadline = stack
+
+    @app.teardown_request
+    def _end(exc: BaseException | None) -> None:
+        stack = g.pop("database_deadline", None)
+        if stack is not None:
+            stack.close()
 
 
 def bootstrap(services: Services) -> None:
@@ -123,9 +160,12 @@ def create_app(
     app = Flask(__name__)
     app.url_map.merge_slashes = False  # "/payments//logs" is a JSON 404, not an HTML redirect
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["HEALTH_DB_DEADLINE_SECONDS"] = HEALTH_DB_DEADLINE_SECONDS
+    app.config["API_DB_DEADLINE_SECONDS"] = API_DB_DEADLINE_SECONDS
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tron"] = services
     register_error_handlers(app)
+    register_database_deadline(app)
 
     from api import bp
 

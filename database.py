@@ -1,16 +1,24 @@
-"""The engine, sessions, the embedded PostgreSQL default, and the project's database errors."""
+"""The engine, sessions, the embedded PostgreSQL default, the client-side database deadline,
+and the project's database errors."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+import psycopg2
+import psycopg2.extensions
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from outbound import Deadline, start_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +30,10 @@ EMBEDDED_DB_NAME = "tron_payments"
 # connections; with N gunicorn workers plus one watcher, budget
 # (N + 1) * 30 + the watcher's lock connection against max_connections.
 POOL_OPTIONS = {"pool_size": 10, "max_overflow": 20, "pool_recycle": 120, "pool_pre_ping": True}
+# libpq's connect_timeout (TCP connect and start-up together) when nothing shorter applies;
+# libpq treats anything under 2 s as 2 s.
+CONNECT_TIMEOUT_SECONDS = 10
+LIBPQ_MIN_CONNECT_TIMEOUT = 2
 
 
 class DatabaseError(RuntimeError):
@@ -77,9 +89,72 @@ def resolve_database_url(database_url: str | None) -> str:
     return str(make_url(server).set(database=EMBEDDED_DB_NAME).render_as_string(hide_password=False))
 
 
+# --- the client-side deadline ------------------------------------------------------------------
+#
+# A frozen server (SIGSTOP, a hung host) runs no statement_timeout and its kernel still
+# acknowledges packets, so only the client can end the wait. Inside `database_deadline(seconds)`
+# every connection this thread uses has its socket watched by outbound's watchdog from its first
+# statement on (the pool's pre-ping included: it is a statement too), and shut down at the
+# deadline: libpq then fails the statement at once, SQLAlchemy drops the connection. A new
+# connection gets libpq's connect_timeout from the time left, none once the deadline has passed.
+
+_deadlines = threading.local()
+
+
+def current_deadline() -> Deadline | None:
+    return getattr(_deadlines, "deadline", None)
+
+
+@contextmanager
+def database_deadline(seconds: float) -> Iterator[Deadline]:
+    """Everything this thread asks the database inside the block ends within `seconds`."""
+    deadline = start_deadline(seconds)
+    previous = current_deadline()
+    _deadlines.deadline = deadline
+    try:
+        yield deadline
+    finally:
+        _deadlines.deadline = previous
+        deadline.finish()
+
+
+class DeadlineConnection(psycopg2.extensions.connection):
+    """A psycopg2 connection that puts its socket under the thread's database deadline, if any,
+    whenever a statement starts (every statement, pre-ping included, starts with cursor())."""
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = current_deadline()
+        if deadline is not None:
+            deadline.watch_fd(self.fileno())
+        return super().cursor(*args, **kwargs)
+
+
+def bounded_connect_timeout(cparams: dict[str, Any]) -> None:
+    """libpq's connect_timeout for a new connection: the configured one, cut to the deadline."""
+    try:
+        timeout = int(cparams.get("connect_timeout", CONNECT_TIMEOUT_SECONDS))
+    except (TypeError, ValueError):
+        timeout = CONNECT_TIMEOUT_SECONDS
+    if timeout <= 0:  # libpq: wait forever
+        timeout = CONNECT_TIMEOUT_SECONDS
+    deadline = current_deadline()
+    if deadline is not None:
+        if deadline.expired:
+            raise psycopg2.OperationalError("the database did not answer before the deadline")
+        timeout = min(timeout, max(LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(deadline.remaining())))
+    cparams["connect_timeout"] = timeout
+
+
 def make_engine(url: str, **overrides: object) -> Engine:
-    options = {**POOL_OPTIONS, **overrides}
-    return create_engine(normalize_url(url), future=True, **options)  # type: ignore[arg-type]
+    connect_args = {"connection_factory": DeadlineConnection, **dict(overrides.pop("connect_args", None) or {})}
+    options = {**POOL_OPTIONS, **overrides, "connect_args": connect_args}
+    engine = create_engine(normalize_url(url), future=True, **options)  # type: ignore[arg-type]
+
+    @event.listens_for(engine, "do_connect")
+    def _bounded_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        bounded_connect_timeout(cparams)
+
+    return engine
 
 
 class Database:

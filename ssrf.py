@@ -3,8 +3,9 @@
 Two layers:
 
 * `check_callback_url` runs when a payment is created (the API answers 400 on failure).
-* `guarded_session` is what the webhook dispatcher sends with. Its connections resolve the
-  host themselves, refuse any non-public address and check `getpeername()` of the socket they
+* `guarded_session` is what the webhook dispatcher sends with (through
+  `outbound.bounded_request`, which bounds each attempt). Its connections resolve the host
+  themselves, refuse any non-public address and check `getpeername()` of the socket they
   actually connected, so a DNS answer that changed after creation (DNS rebinding) cannot
   reach an internal service. TLS still verifies the certificate and sends SNI for the
   hostname: only the socket is made here, urllib3 wraps it as usual.
@@ -18,22 +19,23 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import LocationParseError, NewConnectionError
+from urllib3.util import parse_url
+
+from outbound import Resolver, SocketOpener, deadline_session
+from outbound import resolve as bounded_resolve
 
 logger = logging.getLogger(__name__)
 
-Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ALLOWED_SCHEMES = ("http", "https")
+# How long a payment creation waits for the callback host's DNS answer.
+CREATION_LOOKUP_SECONDS = 5.0
 # Ranges the ipaddress flags miss or that older Pythons classify differently, with the reason shown.
 BLOCKED_NETWORKS = {
     ipaddress.ip_network(net): reason
@@ -51,6 +53,10 @@ BLOCKED_NETWORKS = {
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 # Digits, dots and hex markers only: what inet_aton may read as a (decimal, octal, hex) IPv4 address.
 NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
+# What follows "scheme://" up to the path, query or fragment (user information, host, port). The
+# same text serves Python and PostgreSQL (POSIX) regular expressions.
+AUTHORITY_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
+_AUTHORITY = re.compile(AUTHORITY_PATTERN)
 
 
 class CallbackUrlError(ValueError):
@@ -124,34 +130,56 @@ def check_address(ip: IPAddress | str, host: str) -> None:
 
 # --- URLs --------------------------------------------------------------------------------------
 
+def authority(url: str) -> str:
+    match = _AUTHORITY.match(url)
+    return match.group(1) if match else ""
+
+
 def split_callback_url(url: str) -> tuple[str, int]:
-    """(host, port) of a syntactically acceptable callback URL; raises CallbackUrlError."""
-    if not isinstance(url, str) or any(ch.isspace() or ord(ch) < 32 for ch in url):
+    """(host, port) of a syntactically acceptable callback URL; raises CallbackUrlError.
+
+    The URL is read by urllib3's parser, exactly as the sender will read it, so the host checked
+    here is the host connected to later. Forms that parsers disagree on are refused outright."""
+    if not isinstance(url, str) or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise CallbackUrlError("must be a URL without spaces or control characters")
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ALLOWED_SCHEMES:
+    if "\\" in url:
+        raise CallbackUrlError("must not contain backslashes")
+    if "@" in authority(url):
+        raise CallbackUrlError("must not contain user information (user@host)")
+    try:
+        parts = parse_url(url)
+        requests.PreparedRequest().prepare_url(url, None)  # what the sender does with it
+    except (LocationParseError, requests.RequestException, ValueError):
+        raise CallbackUrlError("is not a valid URL") from None
+    if (parts.scheme or "").lower() not in ALLOWED_SCHEMES:
         raise CallbackUrlError("must start with http:// or https://")
-    host = parts.hostname
+    if parts.auth is not None:
+        raise CallbackUrlError("must not contain user information (user@host)")
+    host = (parts.host or "").strip("[]")
     if not host:
         raise CallbackUrlError("must name a host")
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        raise CallbackUrlError("has an invalid port") from None
-    return host, port
+    if parts.port == 0:
+        raise CallbackUrlError("has an invalid port (0)")
+    return host, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def resolve(host: str, port: int, resolver: Resolver) -> list[str]:
-    """Every address `host` resolves to (as text); raises CallbackUrlError when it does not resolve."""
+def lookup(host: str, port: int, resolver: Resolver, wait: float | None) -> list[tuple[Any, ...]]:
+    """getaddrinfo answers for host:port within `wait` seconds; CallbackUrlError when it does not resolve."""
     try:
-        infos = resolver(host, port, 0, socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+        infos = bounded_resolve(resolver, host, port, wait)
+    except (socket.gaierror, UnicodeError) as exc:
         raise CallbackUrlError(f"host {host} does not resolve ({exc})") from None
-    addresses = [str(info[4][0]) for info in infos]
-    if not addresses:
+    if not infos:
         raise CallbackUrlError(f"host {host} does not resolve")
-    return addresses
+    return infos
+
+
+def check_infos(infos: list[tuple[Any, ...]], host: str) -> None:
+    literal = literal_address(host)
+    if literal is not None:
+        check_address(literal, host)
+    for info in infos:
+        check_address(str(info[4][0]), host)
 
 
 def check_callback_url(url: str, *, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> None:
@@ -162,118 +190,47 @@ def check_callback_url(url: str, *, allow_private: bool, resolver: Resolver = so
     literal = literal_address(host)
     if literal is not None:
         check_address(literal, host)
-    for address in resolve(host, port, resolver):
-        check_address(address, host)
+    try:
+        infos = lookup(host, port, resolver, CREATION_LOOKUP_SECONDS)
+    except OSError as exc:  # a resolver that timed out or failed: the address cannot be vouched for
+        raise CallbackUrlError(f"host {host} does not resolve ({exc})") from None
+    check_infos(infos, host)
 
 
 # --- delivery-time enforcement -----------------------------------------------------------------
 
-class AddressGuard:
+class AddressGuard(SocketOpener):
     """Resolves and connects for the guarded connections below; checks unless private is allowed."""
 
     def __init__(self, *, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> None:
+        super().__init__(resolver)
         self.allow_private = allow_private
-        self.resolver = resolver
 
-    def addresses(self, host: str, port: int) -> list[tuple[Any, ...]]:
-        host = host.strip("[]")
-        try:
-            infos = list(self.resolver(host, port, 0, socket.SOCK_STREAM))
-        except (OSError, UnicodeError) as exc:
-            raise CallbackUrlError(f"host {host} does not resolve ({exc})") from None
-        if not infos:
-            raise CallbackUrlError(f"host {host} does not resolve")
+    def addresses(self, host: str, port: int, wait: float | None) -> list[tuple[Any, ...]]:
+        infos = lookup(host, port, self.resolver, wait)
         if not self.allow_private:
-            literal = literal_address(host)
-            if literal is not None:
-                check_address(literal, host)
-            for info in infos:
-                check_address(str(info[4][0]), host)
+            check_infos(infos, host)
         return infos
 
     def check_peer(self, sock: socket.socket, host: str) -> None:
         if not self.allow_private:
             check_address(str(sock.getpeername()[0]), host)
 
-    def connect(self, host: str, port: int, timeout: Any, options: Any) -> socket.socket:
-        """A socket connected to a checked address of host:port."""
-        error: OSError | None = None
-        for family, socktype, proto, _, sockaddr in self.addresses(host, port):
-            sock = socket.socket(family, socktype, proto)
-            try:
-                for option in options or ():
-                    sock.setsockopt(*option)
-                sock.settimeout(timeout)
-                sock.connect(sockaddr)
-                self.check_peer(sock, host)
-                return sock
-            except OSError as exc:
-                sock.close()
-                error = exc
-            except CallbackUrlError:
-                sock.close()
-                raise
-        raise error or OSError(f"could not connect to {host}:{port}")
+    def new_connection(self, conn: HTTPConnection) -> socket.socket:
+        try:
+            return super().new_connection(conn)
+        except CallbackUrlError as exc:
+            raise BlockedAddressError(conn, f"callback address refused: {exc}") from exc
 
 
 class BlockedAddressError(NewConnectionError):
     """urllib3's connection error for a refused address, so requests raises ConnectionError."""
 
 
-def guarded_new_conn(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
-    try:
-        return guard.connect(conn._dns_host, conn.port, conn.timeout, conn.socket_options)  # type: ignore[arg-type]
-    except CallbackUrlError as exc:
-        raise BlockedAddressError(conn, f"callback address refused: {exc}") from exc
-    except TimeoutError as exc:
-        raise ConnectTimeoutError(conn, f"connection to {conn.host} timed out") from exc
-    except OSError as exc:
-        raise NewConnectionError(conn, f"failed to establish a new connection: {exc}") from exc
-
-
-def guarded_pool_classes(guard: AddressGuard) -> dict[str, type[HTTPConnectionPool]]:
-    """Pool classes for urllib3's PoolManager whose connections go through `guard`."""
-
-    class GuardedHTTPConnection(HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            return guarded_new_conn(self, guard)
-
-    class GuardedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self) -> socket.socket:
-            return guarded_new_conn(self, guard)
-
-    class GuardedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
-
-    class GuardedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
-
-    return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
-
-
-class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose every connection is made (and checked) by an AddressGuard."""
-
-    def __init__(self, guard: AddressGuard, **kwargs: Any) -> None:
-        self.guard = guard
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self.guard)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        raise CallbackUrlError("proxies are not used for callbacks")
-
-
 def guarded_session(*, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> requests.Session:
-    """A requests session for callbacks: guarded connections, no proxies or .netrc from the environment."""
-    session = requests.Session()
-    session.trust_env = False
-    adapter = GuardedAdapter(AddressGuard(allow_private=allow_private, resolver=resolver))
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    """A session for callbacks (use it with `outbound.bounded_request`): every connection made and
+    checked by an AddressGuard, no proxies or .netrc from the environment."""
+    return deadline_session(AddressGuard(allow_private=allow_private, resolver=resolver))
 
 
 def blocked_reason(exc: BaseException) -> str | None:

@@ -1,10 +1,15 @@
-"""Request validation: exact JSON numbers, and one checker per input field."""
+"""Request validation: strict JSON bodies (UTF-8, exact numbers, no repeated keys, bounded
+nesting), and one checker per input field. The patterns here are also what /openapi.json states."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+from itertools import accumulate
 from typing import Any
+
+from werkzeug.http import parse_options_header
 
 from addresses import AddressError, decode_address
 from money import AmountError, parse_amount
@@ -15,6 +20,34 @@ MAX_EXPIRES = 2_592_000
 MAX_METADATA_BYTES = 4096
 MAX_ORDER_ID = 128
 MAX_URL = 2048
+# Deeper bodies are refused before they are parsed, so no recursion can run out of stack;
+# metadata, stored and sent back in webhooks, gets a tighter bound.
+MAX_JSON_DEPTH = 64
+MAX_METADATA_DEPTH = 32
+# A positive amount with at most 6 decimals and 14 integer digits (NUMERIC(20,6)), written plainly:
+# no sign, exponent, spaces or leading zeros ("0.5" has its one zero). Lookahead-free, so every
+# JSON Schema validator reads it alike.
+AMOUNT_PATTERN = (
+    r"^(?:[1-9][0-9]{0,13}(?:\.[0-9]{1,6})?"
+    r"|0\.(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$"
+)
+# What a TRON address looks like (base58, 34 characters from T); its checksum is checked besides.
+ADDRESS_PATTERN = r"^T[1-9A-HJ-NP-Za-km-z]{33}$"
+# No whitespace at either end; "printable" (no control or format characters) is checked besides.
+ORDER_ID_PATTERN = r"^\S(?:.*\S)?$"
+# What every accepted callback URL looks like; the rest (a host the URL parser accepts, port
+# 1-65535, public addresses) is checked by ssrf.py and stated in words in /openapi.json.
+CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#@\\]+(?:[/?#][^\x00-\x20\x7f\\]*)?$"
+# next_cursor values: unpadded URL-safe base64 of a short JSON list.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+MAX_BIGINT = 2**63 - 1
+_AMOUNT = re.compile(AMOUNT_PATTERN[1:-1])
+_CURSOR = re.compile(CURSOR_PATTERN[1:-1])
+_UUID = re.compile(UUID_PATTERN[1:-1])
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 CREATE_FIELDS = {
     "wallet_address", "expected_amount_usdt", "order_id", "callback_url",
     "expires_in_seconds", "metadata", "unique_amount",
@@ -31,17 +64,86 @@ class JsonNumber(str):
     """The exact text of a JSON number with a fraction or exponent (never a float)."""
 
 
+def is_text(value: Any) -> bool:
+    """A JSON string (a JSON number's text is kept as a JsonNumber, which is no string to a client)."""
+    return isinstance(value, str) and not isinstance(value, JsonNumber)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object of the body; a key given twice is refused (json would silently keep the last)."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValidationError("invalid_json", f"The request body repeats the key {_shown(key)}; "
+                                                  "each key may appear once in an object.")
+        seen.add(key)
+    return obj
+
+
+def _shown(key: str) -> str:
+    return json.dumps(key[:40] + ("..." if len(key) > 40 else ""))
+
+
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in `text` (brackets inside strings do not count)."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub('""', text))
+    return max(accumulate(1 if ch in "[{" else -1 for ch in brackets), default=0)
+
+
+def lone_surrogate_field(value: Any) -> tuple[bool, str | None]:
+    """(whether a string or key anywhere in `value` holds a lone UTF-16 surrogate, the top-level key)."""
+    stack: list[tuple[Any, str | None]] = [(value, None)]
+    while stack:
+        item, top = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True, top
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                where = top if top is not None else key
+                if _SURROGATE.search(key):
+                    return True, where
+                stack.append((child, where))
+        elif isinstance(item, list):
+            stack.extend((child, top) for child in item)
+    return False, None
+
+
 def parse_json_body(raw: bytes) -> Any:
-    if not raw.strip():
-        raise ValidationError("invalid_json", "The request body must be a JSON object.")
+    """A request body as JSON: UTF-8, nested at most MAX_JSON_DEPTH deep, no repeated keys, no
+    NaN/Infinity, real Unicode text only; numbers with a fraction or exponent as JsonNumber."""
     try:
-        return json.loads(raw, parse_float=JsonNumber, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("invalid_json", "The request body must be JSON encoded as UTF-8.") from None
+    if not text.strip():
+        raise ValidationError("invalid_json", "The request body must be a JSON object.")
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ValidationError("invalid_json", f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    try:
+        value = json.loads(text, parse_float=JsonNumber, parse_constant=_reject_constant,
+                           object_pairs_hook=_unique_keys)
+    except ValueError:
         raise ValidationError("invalid_json", "The request body is not valid JSON.") from None
+    found, field = lone_surrogate_field(value)
+    if found:
+        raise ValidationError("invalid_json", "The request body holds a lone UTF-16 surrogate escape "
+                                              "(such as \\ud800), which is not text.", field)
+    return value
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """`application/json`, with parameters allowed but no charset other than UTF-8."""
+    mimetype, params = parse_options_header(content_type or "")
+    charset = params.get("charset")
+    return mimetype.lower() == "application/json" and (charset is None or charset.lower() in ("utf-8", "utf8"))
 
 
 def require_object(body: Any) -> dict[str, Any]:
@@ -51,7 +153,7 @@ def require_object(body: Any) -> dict[str, Any]:
 
 
 def wallet_address(value: Any, field: str = "wallet_address") -> str:
-    if not isinstance(value, str):
+    if not is_text(value):
         raise ValidationError("invalid_wallet_address", "wallet_address must be a TRON address string.", field)
     try:
         decode_address(value)
@@ -63,25 +165,37 @@ def wallet_address(value: Any, field: str = "wallet_address") -> str:
 
 
 def amount(value: Any, field: str = "expected_amount_usdt") -> Decimal:
+    """A string or an exact JSON number; the text must be plain (see AMOUNT_PATTERN)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValidationError("invalid_amount", f"{field} must be a decimal string such as \"10.5\".", field)
+    text = str(value)
     try:
-        return parse_amount(str(value))
+        parsed = parse_amount(text)
     except AmountError as exc:
         raise ValidationError("invalid_amount", f"{field} {exc}.", field) from None
+    if not _AMOUNT.fullmatch(text):
+        raise ValidationError(
+            "invalid_amount",
+            f"{field} must be written plainly, without spaces or leading zeros (\"0.5\" and \"10\", not \"010\").",
+            field,
+        )
+    return parsed
 
 
 def order_id(value: Any) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ORDER_ID or not value.isprintable():
+    if (not is_text(value) or not 1 <= len(value) <= MAX_ORDER_ID or not value.isprintable()
+            or value != value.strip()):
         raise ValidationError(
-            "invalid_order_id", f"order_id must be 1 to {MAX_ORDER_ID} printable characters.", "order_id"
+            "invalid_order_id",
+            f"order_id must be 1 to {MAX_ORDER_ID} printable characters, not starting or ending with a space.",
+            "order_id",
         )
     return value
 
 
 def callback_url(value: Any) -> str:
     """Syntax only (scheme, host, port, no spaces); where it points is checked by ssrf.py."""
-    if not isinstance(value, str) or len(value) > MAX_URL:
+    if not is_text(value) or len(value) > MAX_URL:
         raise ValidationError("invalid_callback_url", "callback_url must be an http or https URL.", "callback_url")
     try:
         split_callback_url(value)
@@ -90,19 +204,38 @@ def callback_url(value: Any) -> str:
     return value
 
 
+def whole_number(value: Any) -> int | None:
+    """A JSON number with a whole value (600, 600.0 and 6e2 alike, as JSON Schema's "integer"), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, JsonNumber):
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return None
+    # adjusted() bounds the size first: int(Decimal("1e999999999")) would take forever.
+    if not number.is_finite() or number.adjusted() > 18 or number != number.to_integral_value():
+        return None
+    return int(number)
+
+
 def expires_in_seconds(value: Any, default: int) -> int:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_EXPIRES <= value <= MAX_EXPIRES:
+    number = whole_number(value)
+    if number is None or not MIN_EXPIRES <= number <= MAX_EXPIRES:
         raise ValidationError(
             "invalid_expires_in_seconds",
             f"expires_in_seconds must be a whole number from {MIN_EXPIRES} to {MAX_EXPIRES}.",
             "expires_in_seconds",
         )
-    return value
+    return number
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, depth: int = 1) -> Any:
     """JSON-ready copy of metadata. Metadata is opaque merchant data, never money, so a
     fractional number in it is stored as JSON stores it (a double), like any JSON API."""
     if isinstance(value, JsonNumber):
@@ -112,12 +245,15 @@ def _plain(value: Any) -> Any:
         return number
     if isinstance(value, str) and "\x00" in value:
         raise ValidationError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
+    if isinstance(value, (dict, list)) and depth > MAX_METADATA_DEPTH:
+        raise ValidationError("invalid_metadata", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels.",
+                              "metadata")
     if isinstance(value, dict):
         if any("\x00" in key for key in value):
             raise ValidationError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v, depth + 1) for v in value]
     return value
 
 
@@ -151,18 +287,46 @@ def filter_text(value: str | None, field: str) -> str | None:
 
 
 def payment_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
+    """The UUID in its one written form (8-4-4-4-12 hex digits), as /openapi.json states it."""
+    if not _UUID.fullmatch(value):
         return None
+    return uuid.UUID(value)
+
+
+def ascii_number(value: str, maximum: int) -> int | None:
+    """`value` as a whole number if it is ASCII digits only and at most `maximum`, else None.
+    ("²".isdigit() is true and int() refuses it; a thousand digits are refused before int())."""
+    if not value.isascii() or not value.isdigit() or len(value) > len(str(maximum)):
+        return None
+    number = int(value)
+    return number if number <= maximum else None
 
 
 def limit(value: str | None) -> int:
     if value is None:
         return 50
-    if not value.isdigit() or not 1 <= int(value) <= 200:
+    number = ascii_number(value, 200)
+    if number is None or number < 1:
         raise ValidationError("invalid_limit", "limit must be a whole number from 1 to 200.", "limit")
-    return int(value)
+    return number
+
+
+def cursor_text(value: str | None, field: str) -> str | None:
+    """The raw form of a next_cursor value: short unpadded URL-safe base64."""
+    if value is None:
+        return None
+    if not _CURSOR.fullmatch(value):
+        raise ValidationError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
+                              field)
+    return value
+
+
+def cursor_number(value: str, field: str) -> int:
+    number = ascii_number(value, MAX_BIGINT)
+    if number is None:
+        raise ValidationError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
+                              field)
+    return number
 
 
 def one_of(value: str | None, allowed: tuple[str, ...], field: str) -> str | None:

@@ -16,6 +16,12 @@ Delivery
   dispatcher still holds the lease. Only the oldest pending event of a payment is eligible, so a
   payment's events arrive in order. A refused (non-public) address at delivery is a failed
   attempt retried on the schedule: DNS may change back, and the schedule ends it anyway.
+
+  Each attempt has a total deadline of WEBHOOK_TIMEOUT_SECONDS (DNS, connect, send, the whole
+  answer; `outbound.bounded_request`), cut shorter if less of its lease is left, so an attempt
+  always ends before its lease does and no event is claimed again while its attempt can still be
+  running. One receiver never occupies every sender: at most `senders - 1` attempts of a
+  dispatcher go to one receiver (scheme, host and port) at a time.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,8 +52,9 @@ from urllib3.exceptions import NewConnectionError
 from config import Config
 from database import Database
 from models import EventState, Payment, ServiceState, WebhookEvent
+from outbound import BoundedResponse, bounded_request
 from payments import db_now, iso, log_event
-from ssrf import Resolver, blocked_reason, guarded_session
+from ssrf import AUTHORITY_PATTERN, Resolver, authority, blocked_reason, guarded_session
 from webhook_signing import generate_secret, signature_header
 
 logger = logging.getLogger(__name__)
@@ -56,8 +64,10 @@ PREVIOUS_SECRET_TTL = timedelta(hours=24)
 MAX_RESPONSE_BYTES = 64 * 1024
 RETRY_AFTER_CAP_SECONDS = 86400.0
 JITTER_FRACTION = 0.1
-# A lease covers connect + response (each up to the timeout) plus this margin for DNS and the DB.
+# A lease covers the attempt's deadline plus this margin for the database work around it. The
+# attempt's deadline is also cut to end LEASE_SLACK_SECONDS before the lease does (watchdog latency).
 LEASE_MARGIN_SECONDS = 30.0
+LEASE_SLACK_SECONDS = 0.5
 USER_AGENT = "tron-usdt-monitor-webhooks/1.0"
 MAX_ERROR_CHARS = 500
 
@@ -69,6 +79,7 @@ CLAIM_SQL = text(
           AND e.next_attempt_at <= now()
           AND (e.lease_until IS NULL OR e.lease_until < now())
           AND e.seq <> ALL(CAST(:exclude AS bigint[]))
+          AND lower(substring(e.callback_url from :receiver_pattern)) <> ALL(CAST(:busy AS text[]))
           AND NOT EXISTS (
               SELECT 1 FROM webhook_events earlier
               WHERE earlier.payment_id = e.payment_id AND earlier.state = 'pending' AND earlier.seq < e.seq
@@ -83,6 +94,15 @@ CLAIM_SQL = text(
     RETURNING w.seq, w.id, w.payment_id, w.type, w.body, w.callback_url
     """
 )
+RELEASE_SQL = text(
+    "UPDATE webhook_events SET lease_until = NULL, leased_by = NULL "
+    "WHERE seq = ANY(CAST(:seqs AS bigint[])) AND leased_by = :worker"
+)
+
+
+def receiver_of(url: str) -> str:
+    """Which receiver an event goes to: its URL's authority, as CLAIM_SQL computes it too."""
+    return authority(url).lower()
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -269,6 +289,11 @@ class ClaimedEvent:
     body: str
     callback_url: str
     lease: str  # this claim's token in leased_by: a later claim, even by this dispatcher, has another
+    lease_ends: float = float("inf")  # time.monotonic() by which the lease has surely expired
+
+    @property
+    def receiver(self) -> str:
+        return receiver_of(self.callback_url)
 
 
 @dataclass(frozen=True)
@@ -294,19 +319,6 @@ def request_headers(event: ClaimedEvent, signing_secrets: list[str], timestamp: 
     }
 
 
-def read_limited(response: requests.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
-    """At most `limit` bytes of the (undecoded) body; the rest is never read."""
-    data = bytearray()
-    try:
-        for chunk in response.raw.stream(8192, decode_content=False):
-            data.extend(chunk)
-            if len(data) >= limit:
-                break
-    except Exception as exc:  # a body cut short or slow does not change the status we got
-        logger.debug("could not read the webhook response body: %s", exc)
-    return bytes(data[:limit])
-
-
 def describe_error(exc: BaseException, timeout: float) -> str:
     blocked = blocked_reason(exc)
     if blocked:
@@ -326,7 +338,7 @@ def innermost_reason(exc: requests.RequestException) -> str:
     return str(reason or exc)
 
 
-def response_error(response: requests.Response) -> str | None:
+def response_error(response: BoundedResponse) -> str | None:
     code = response.status_code
     if 200 <= code < 300:
         return None
@@ -338,21 +350,19 @@ def response_error(response: requests.Response) -> str | None:
 def send_attempt(
     http: requests.Session, event: ClaimedEvent, signing_secrets: list[str], timeout: float
 ) -> AttemptResult:
-    """POST the stored body once; never raises for HTTP or network failures."""
+    """POST the stored body once, all within `timeout` seconds; never raises for HTTP or network failures."""
     headers = request_headers(event, signing_secrets, int(time.time()))
     started = time.monotonic()
     try:
-        response = http.post(
-            event.callback_url, data=event.body.encode("utf-8"), headers=headers,
-            timeout=timeout, allow_redirects=False, stream=True,
+        response = bounded_request(
+            http, "POST", event.callback_url, deadline=timeout, max_bytes=MAX_RESPONSE_BYTES, truncate=True,
+            data=event.body.encode("utf-8"), headers=headers, allow_redirects=False,
         )
     except requests.RequestException as exc:
         return AttemptResult(None, describe_error(exc, timeout), elapsed_ms(started))
-    with response:
-        body = read_limited(response)
     code = response.status_code
     retry_after = parse_retry_after(response.headers.get("retry-after")) if code in (429, 503) else None
-    excerpt = None if 200 <= code < 300 else body[:256].decode("utf-8", "replace")
+    excerpt = None if response.ok else response.content[:256].decode("utf-8", "replace")
     return AttemptResult(code, response_error(response), elapsed_ms(started), retry_after, excerpt)
 
 
@@ -436,13 +446,16 @@ class WebhookDispatcher:
         self.worker_id = (worker_id or default_worker_id())[:64]
         self.resolver = resolver
         self.poll_interval = poll_interval
-        self.lease_seconds = 2 * config.webhook_timeout_seconds + lease_margin_seconds
+        self.lease_seconds = config.webhook_timeout_seconds + lease_margin_seconds
+        self.lease_slack = min(LEASE_SLACK_SECONDS, lease_margin_seconds / 2)
         self.workers = max(1, config.webhook_workers)
+        self.per_receiver = max(1, self.workers - 1)
         self._local = threading.local()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._free = self.workers
+        self._in_flight: Counter[str] = Counter()  # receiver -> attempts being sent or queued
         self._queue: queue.Queue[ClaimedEvent | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
 
@@ -494,13 +507,28 @@ class WebhookDispatcher:
 
     # claiming
 
-    def claim(self, limit: int, exclude: Sequence[int] = ()) -> list[ClaimedEvent]:
-        """Lease up to `limit` due events (the oldest pending one of each payment) to this dispatcher."""
+    def claim(self, limit: int, exclude: Sequence[int] = (), busy: Sequence[str] = ()) -> list[ClaimedEvent]:
+        """Lease up to `limit` due events (the oldest pending one of each payment) to this dispatcher,
+        none for a receiver in `busy`."""
         token = f"{self.worker_id[-50:]}:{secrets.token_hex(6)}"
-        params = {"limit": limit, "lease": self.lease_seconds, "worker": token, "exclude": list(exclude)}
+        params = {"limit": limit, "lease": self.lease_seconds, "worker": token, "exclude": list(exclude),
+                  "busy": list(busy), "receiver_pattern": AUTHORITY_PATTERN}
+        # Taken before the claim: the lease, counted from the database's clock inside the claim,
+        # surely lasts until lease_ends on this clock.
+        lease_ends = time.monotonic() + self.lease_seconds
         with self.db.transaction() as session:
             rows = session.execute(CLAIM_SQL, params).all()
-        return [ClaimedEvent(r.seq, r.id, r.payment_id, r.type, r.body, r.callback_url, token) for r in rows]
+        return [ClaimedEvent(r.seq, r.id, r.payment_id, r.type, r.body, r.callback_url, token, lease_ends)
+                for r in rows]
+
+    def release(self, events: Sequence[ClaimedEvent]) -> None:
+        """Give leases back unused, so the events can be claimed again at once."""
+        if not events:
+            return
+        with self.db.transaction() as session:
+            for token in {e.lease for e in events}:
+                seqs = [e.seq for e in events if e.lease == token]
+                session.execute(RELEASE_SQL, {"seqs": seqs, "worker": token})
 
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
@@ -516,14 +544,28 @@ class WebhookDispatcher:
     def _claim_for_free_senders(self) -> list[ClaimedEvent]:
         with self._lock:
             free = self._free
+            busy = [receiver for receiver, n in self._in_flight.items() if n >= self.per_receiver]
         if free == 0 or self._stop.is_set():
             return []
-        claimed = self.claim(free)
-        with self._lock:
-            self._free -= len(claimed)
-        for event in claimed:
+        taken, surplus = self._within_receiver_limit(self.claim(free, busy=busy))
+        self.release(surplus)
+        for event in taken:
             self._queue.put(event)
-        return claimed
+        return taken
+
+    def _within_receiver_limit(self, claimed: list[ClaimedEvent]) -> tuple[list[ClaimedEvent], list[ClaimedEvent]]:
+        """(events to send, events over their receiver's share of the senders), counting the kept ones."""
+        taken: list[ClaimedEvent] = []
+        surplus: list[ClaimedEvent] = []
+        with self._lock:
+            for event in claimed:
+                if self._in_flight[event.receiver] >= self.per_receiver:
+                    surplus.append(event)
+                    continue
+                self._in_flight[event.receiver] += 1
+                self._free -= 1
+                taken.append(event)
+        return taken, surplus
 
     def _send_loop(self) -> None:
         while True:
@@ -537,6 +579,9 @@ class WebhookDispatcher:
             finally:
                 with self._lock:
                     self._free += 1
+                    self._in_flight[event.receiver] -= 1
+                    if self._in_flight[event.receiver] <= 0:
+                        del self._in_flight[event.receiver]
                 self._wake.set()
 
     # delivering
@@ -549,11 +594,17 @@ class WebhookDispatcher:
             self._local.http = session
         return session
 
-    def deliver(self, event: ClaimedEvent) -> AttemptResult:
-        """One attempt for a claimed event, recorded in one transaction."""
+    def deliver(self, event: ClaimedEvent) -> AttemptResult | None:
+        """One attempt for a claimed event, recorded in one transaction; None when too little of the
+        lease was left to send (the lease then runs out and the event is claimed again)."""
         with self.db.transaction() as session:
             signing = get_signing_secrets(session, self.config)
-        result = send_attempt(self.http(), event, signing, self.config.webhook_timeout_seconds)
+        budget = min(self.config.webhook_timeout_seconds, event.lease_ends - self.lease_slack - time.monotonic())
+        if budget <= 0:
+            logger.warning("webhook %s (payment %s): its lease ran out before sending; it will be sent again",
+                           event.id, event.payment_id)
+            return None
+        result = send_attempt(self.http(), event, signing, budget)
         self.record(event, result)
         return result
 

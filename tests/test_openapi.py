@@ -39,3 +39,69 @@ def test_openapi_refs_resolve_and_payment_schema_matches_responses(client, auth)
     import validation
 
     assert create_fields == validation.CREATE_FIELDS
+
+
+def schema_pattern(spec: dict, *path: str) -> re.Pattern[str]:
+    node = spec
+    for key in path:
+        node = node[key]
+    pattern = node["pattern"]
+    assert pattern.startswith("^") and pattern.endswith("$")
+    return re.compile(pattern[1:-1])  # used with fullmatch: "$" never admits a trailing newline
+
+
+AMOUNT_SAMPLES = ["1", "0.5", "10.50", "0.000001", "99999999999999.999999", "100000000000000", "0", "0.0", "00.5",
+                  "01", " 1", "1 ", "1\n", "\u00a01", "1.0000001", "1e3", "-1", "+1", ".5", "5.", "\u0661", "0.000000",
+                  "1.000000", "0.100000", "007.100"]
+
+
+def test_the_amount_pattern_is_exactly_what_the_api_accepts(client) -> None:
+    import validation
+
+    spec = client.get("/openapi.json").get_json()
+    string_form = spec["components"]["schemas"]["CreatePayment"]["properties"]["expected_amount_usdt"]["oneOf"][0]
+    pattern = schema_pattern(string_form)
+    for sample in AMOUNT_SAMPLES:
+        try:
+            validation.amount(sample)
+            accepted = True
+        except validation.ValidationError:
+            accepted = False
+        assert bool(pattern.fullmatch(sample)) == accepted, sample
+
+
+def test_order_id_and_callback_patterns_admit_everything_the_api_accepts(client) -> None:
+    import validation
+
+    spec = client.get("/openapi.json").get_json()
+    properties = spec["components"]["schemas"]["CreatePayment"]["properties"]
+    order_pattern = schema_pattern(properties["order_id"])
+    for sample in ["a", "order-1", "a b", "Ünïcode ✓", " a", "a ", "   ", "a\tb", "\u200b", "x" * 128]:
+        try:
+            validation.order_id(sample)
+            accepted = True
+        except validation.ValidationError:
+            accepted = False
+        if accepted:  # printable-ness is stated in words; the pattern admits every accepted id
+            assert order_pattern.fullmatch(sample), sample
+        if sample.isprintable():
+            assert bool(order_pattern.fullmatch(sample)) == accepted, sample
+    url_pattern = schema_pattern(properties["callback_url"])
+    for sample in ["http://a.example/x", "HTTPS://a.example:8443/x?y=1#z", "http://[::1]:8080/", "ftp://a.example/",
+                   "http://u@a.example/", "http://a.example\\x", "http://a.example/ x", "http:///x", "http://a.example/\x7f"]:
+        try:
+            validation.callback_url(sample)
+            accepted = True
+        except validation.ValidationError:
+            accepted = False
+        assert bool(url_pattern.fullmatch(sample)) == accepted, sample
+
+
+def test_every_merchant_route_documents_its_error_answers(client) -> None:
+    spec = client.get("/openapi.json").get_json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if "security" in operation:
+                assert {"400", "401", "503"} <= set(operation["responses"]), (method, path)
+            if "requestBody" in operation:
+                assert {"413", "415"} <= set(operation["responses"]), (method, path)

@@ -61,6 +61,7 @@ def fake_resolver(mapping: dict[str, list[str]]) -> Any:
         "http://[::ffff:127.0.0.1]/hook",
         "http://[::ffff:10.0.0.1]/hook",
         "http://[::ffff:169.254.169.254]/hook",
+        "http://%31%32%37.0.0.1/hook",  # the sender decodes the host: 127.0.0.1
     ],
 )
 def test_non_public_addresses_are_refused(url: str) -> None:
@@ -101,11 +102,22 @@ def test_public_addresses_are_allowed() -> None:
 @pytest.mark.parametrize(
     "url",
     ["ftp://shop.example/hook", "file:///etc/passwd", "gopher://shop.example/", "shop.example/hook", "http:///hook",
-     "https://shop.example:99999/hook", "http://shop.example/ho ok", ""],
+     "https://shop.example:99999/hook", "http://shop.example/ho ok", "",
+     "http://127.0.0.1:38050\\@shop.example/", "http://shop.example\\@127.0.0.1/", "http://a@shop.example/",
+     "http://a:b@shop.example/", "http://@shop.example/", "http://shop.example:0/hook"],
 )
 def test_bad_syntax_is_refused_even_when_private_addresses_are_allowed(url: str) -> None:
     with pytest.raises(CallbackUrlError):
         check_callback_url(url, allow_private=True, resolver=fake_resolver({"shop.example": [PUBLIC_IP]}))
+
+
+def test_the_host_checked_is_the_host_the_sender_connects_to() -> None:
+    from ssrf import split_callback_url
+
+    assert split_callback_url("http://%31%32%37.0.0.1:8080/x") == ("127.0.0.1", 8080)
+    assert split_callback_url("HTTP://Shop.Example/x?a=@b#@c") == ("shop.example", 80)
+    assert split_callback_url("https://[2606:4700::1111]/x") == ("2606:4700::1111", 443)
+    assert split_callback_url("http://bücher.example/x") == ("xn--bcher-kva.example", 80)
 
 
 def test_allow_private_skips_address_checks() -> None:

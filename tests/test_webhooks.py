@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import select as io_select
 import socket
 import sys
 import threading
@@ -460,6 +461,134 @@ def test_a_hanging_receiver_does_not_hold_up_another_payment(wh_db: Database, re
         dispatcher.stop(2)
     slow = load_event(wh_db, slow_event)
     assert slow.state == EventState.pending and "timed out" in (slow.last_error or "")
+
+
+class DrippingReceiver:
+    """Reads each webhook, then answers one byte every `every` seconds for as long as the client listens.
+
+    It records every connection per webhook-id: when it opened and closed, and the most that were
+    open at once for one id."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.every = every
+        self.lock = threading.Lock()
+        self.open: dict[str, int] = {}
+        self.most_open: dict[str, int] = {}
+        self.spans: list[tuple[str, float, float]] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/drip") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            webhook_id = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"webhook-id:")), "?")
+            opened = time.monotonic()
+            with self.lock:
+                self.open[webhook_id] = self.open.get(webhook_id, 0) + 1
+                self.most_open[webhook_id] = max(self.most_open.get(webhook_id, 0), self.open[webhook_id])
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"z" * 100_000:
+                    conn.sendall(bytes([byte]))
+                    # Wait for the next byte's turn, noticing at once when the sender hangs up.
+                    if io_select.select([conn], [], [], self.every)[0] and not conn.recv(1):
+                        break
+            except OSError:  # the sender gave up: its deadline
+                pass
+            finally:
+                with self.lock:
+                    self.open[webhook_id] -= 1
+                    self.spans.append((webhook_id, opened, time.monotonic()))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dripping() -> Iterator[DrippingReceiver]:
+    server = DrippingReceiver()
+    yield server
+    server.close()
+
+
+def test_a_dripping_receiver_never_delays_other_payments_webhooks(
+    wh_db: Database, receiver: Receiver, dripping: DrippingReceiver
+) -> None:
+    """Six payments call back a receiver that answers a byte every 0.1 s (each attempt would last
+    hours); meanwhile 50 other payments' webhooks each arrive within 2 s of their event."""
+    config = make_config(webhook_workers=4, webhook_timeout_seconds=1.5, webhook_retry_schedule=(0,) * 20)
+    slow_events = [emit(wh_db, make_payment(wh_db, dripping.url())) for _ in range(6)]
+    dispatcher = WebhookDispatcher(wh_db, config, poll_interval=0.05)
+    dispatcher.start()
+    emitted: dict[str, float] = {}
+    try:
+        wait_until(lambda: sum(dripping.open.values()) >= 3, timeout=3)  # the slow attempts are running
+        for n in range(50):
+            event_id = emit(wh_db, make_payment(wh_db, receiver.url(f"/fast{n}")))
+            emitted[event_id] = time.monotonic()
+            dispatcher.notify()
+            time.sleep(0.05)
+        wait_until(lambda: len(receiver.requests) >= 50, timeout=5)
+    finally:
+        dispatcher.stop(5)
+    wait_until(lambda: sum(dripping.open.values()) == 0, timeout=3)  # the receiver saw the last hang-ups
+    arrived = {r.headers["webhook-id"]: r.at for r in receiver.requests}
+    delays = sorted(arrived[event_id] - at for event_id, at in emitted.items())
+    assert len(delays) == 50 and delays[-1] < 2.0, delays[-5:]
+    # the slow receiver kept its share of the senders all along, each attempt cut at its deadline
+    assert {webhook_id for webhook_id, _, _ in dripping.spans} <= set(slow_events)
+    assert len(dripping.spans) >= 6
+    assert all(closed - opened < 1.5 + 0.5 for _, opened, closed in dripping.spans)
+    for event_id in slow_events:
+        event = load_event(wh_db, event_id)
+        if event.attempts:
+            assert "timed out after 1.5s" in (event.last_error or "")
+
+
+def test_a_dripping_receivers_event_is_never_claimed_again_while_its_attempt_runs(
+    wh_db: Database, dripping: DrippingReceiver
+) -> None:
+    """Two dispatchers with a lease just longer than the attempt deadline: each attempt ends before
+    its lease, so the event is never sent twice at the same time."""
+    # A short pause between attempts, so that attempts one after the other never look simultaneous.
+    config = make_config(webhook_workers=2, webhook_timeout_seconds=0.5, webhook_retry_schedule=(0.15,) * 50)
+    event_id = emit(wh_db, make_payment(wh_db, dripping.url()))
+    dispatchers = [WebhookDispatcher(wh_db, config, worker_id=f"d{n}", poll_interval=0.02, lease_margin_seconds=0.3)
+                   for n in range(2)]
+    assert dispatchers[0].lease_seconds == pytest.approx(0.8)
+    for dispatcher in dispatchers:
+        dispatcher.start()
+    try:
+        wait_until(lambda: load_event(wh_db, event_id).attempts >= 4, timeout=10)
+    finally:
+        for dispatcher in dispatchers:
+            dispatcher.stop(5)
+    wait_until(lambda: sum(dripping.open.values()) == 0, timeout=3)
+    assert dripping.most_open == {event_id: 1}
+    spans = sorted((opened, closed) for _, opened, closed in dripping.spans)
+    assert len(spans) >= 4
+    assert all(closed - opened < 0.5 + 0.3 for opened, closed in spans)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+    with wh_db.Session() as session:
+        stale = session.scalars(select(PaymentLog).where(PaymentLog.event_type == "webhook_attempt")).all()
+    assert not any((log.event_metadata or {}).get("stale") for log in stale)
 
 
 def test_two_dispatchers_never_send_the_same_attempt(wh_db: Database, receiver: Receiver) -> None:
