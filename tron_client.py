@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import requests
 
 from addresses import AddressError, from_hex, is_valid_address, to_hex20
+from outbound import BoundedResponse, DeadlineExceeded, ResponseTooLarge, bounded_request, deadline_session
 
 logger = logging.getLogger(__name__)
 
@@ -239,19 +240,6 @@ class _Retry(Exception):
         self.bad_response = bad_response
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What one attempt read: status, headers and the body (at most the size cap)."""
-
-    status_code: int
-    headers: Any
-    content: bytes
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
-
 class Upstream:
     """One TronGrid or java-tron HTTP endpoint with its own rate limit, pause and failure state."""
 
@@ -272,7 +260,7 @@ class Upstream:
         self.rate_limit_pause = rate_limit_pause
         self.daily_limit_pause_cap = daily_limit_pause_cap
         self.max_bytes = max_bytes
-        self.session = session or requests.Session()
+        self.session = session or deadline_session()
         self.session.headers.setdefault("Accept", "application/json")
         self.sends_api_key = bool(api_key) and is_trongrid_host(self.url)
         if self.sends_api_key:
@@ -366,30 +354,20 @@ class Upstream:
         answer = self._send(method, path, params, json_body)
         return self._handle(answer, path, allow_404)
 
-    def _send(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any) -> Answer:
-        """One HTTP exchange within the deadline and the size cap; failures are retried."""
-        deadline = time.monotonic() + self.timeout
+    def _send(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any) -> BoundedResponse:
+        """One HTTP exchange within the total deadline and the size cap; failures are retried."""
         what = f"{self.name}: {endpoint_name(path)}"
         try:
-            with self.session.request(method, self.url + path, params=params, json=json_body, stream=True,
-                                      timeout=self.timeout, allow_redirects=False) as response:
-                declared = response.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                    raise _Retry(TronUnavailable(f"{what}: answer of {declared} bytes is over the "
-                                                 f"{self.max_bytes}-byte cap"))
-                content = bytearray()
-                for chunk in response.iter_content(65536):
-                    content.extend(chunk)
-                    if len(content) > self.max_bytes:
-                        raise _Retry(TronUnavailable(f"{what}: answer over the {self.max_bytes}-byte cap"))
-                    if time.monotonic() > deadline:
-                        raise _Retry(TronUnavailable(f"{what}: no complete answer within {self.timeout:g}s"))
-                return Answer(response.status_code, response.headers, bytes(content))
-        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            kind = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
-            raise _Retry(TronUnavailable(f"{what}: {kind} ({type(exc).__name__})")) from exc
+            return bounded_request(self.session, method, self.url + path, deadline=self.timeout,
+                                   max_bytes=self.max_bytes, params=params, json=json_body, allow_redirects=False)
+        except ResponseTooLarge as exc:
+            raise _Retry(TronUnavailable(f"{what}: answer over the {self.max_bytes}-byte cap")) from exc
+        except DeadlineExceeded as exc:
+            raise _Retry(TronUnavailable(f"{what}: no complete answer within {self.timeout:g}s")) from exc
+        except requests.RequestException as exc:
+            raise _Retry(TronUnavailable(f"{what}: unreachable ({type(exc).__name__})")) from exc
 
-    def _handle(self, answer: Answer, path: str, allow_404: bool) -> Any:
+    def _handle(self, answer: BoundedResponse, path: str, allow_404: bool) -> Any:
         status = answer.status_code
         text = answer.text
         what = f"{self.name}: {endpoint_name(path)}"
@@ -421,7 +399,7 @@ class Upstream:
         if until is not None:
             raise TronRateLimited(self._pause_reason, until - time.time())
 
-    def _pause_for(self, answer: Answer, message: str) -> None:
+    def _pause_for(self, answer: BoundedResponse, message: str) -> None:
         """Pause every call to this upstream and raise TronRateLimited."""
         now = time.time()
         reason = f"{self.name}: rate limit (HTTP {answer.status_code}: {message.strip()[:160] or 'no text'})"
@@ -433,7 +411,7 @@ class Upstream:
         logger.warning("%s; pausing its calls for %.1fs", reason, seconds)
         raise TronRateLimited(reason, seconds)
 
-    def _pause_seconds(self, answer: Answer, message: str, now: float) -> float:
+    def _pause_seconds(self, answer: BoundedResponse, message: str, now: float) -> float:
         if _DAILY.search(message):
             return min(self.daily_limit_pause_cap, seconds_until_utc_midnight(now))
         suspended = parse_suspension(message)

@@ -118,3 +118,85 @@ def test_internal_call_receipt_has_no_usdt_transfer(replay: Replay, client: Tron
     replay.serve("/walletsolidity/gettransactioninfobyid", "javatron_gettransactioninfobyid_internal.json")
     info = client.get_transaction_info("01b4cde4197b9d1a1ff09ef5d2b1d939d3ec2401b3f002ebd0802c0f30a6e4ca")
     assert info is not None and info.success and info.transfers == ()  # another contract's event
+
+
+# -- the watcher over recorded answers -----------------------------------------------------------------------
+PAYEE = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"  # the recipient of 0130dfde…, the recorded USDT receipt
+RECORDED_TX = "0130dfde9281a48378109039ef512229d5359fbee2a8adbb17ad73aebc67ea99"
+
+
+def recorded_head(number: int, timestamp: int) -> bytes:
+    """A getnowblock answer in the documented shape (javatron_getnowblock.json) for a block of the recorded chain:
+    no mainnet getnowblock was captured, so the newest recorded event's block stands for the solid head."""
+    block = json.loads((DATA / "javatron_getnowblock.json").read_text())
+    block["block_header"]["raw_data"].update(number=number, timestamp=timestamp)
+    return json.dumps(block).encode()
+
+
+def test_the_watcher_credits_a_recorded_mainnet_transfer(replay: Replay, app, auth, db, config) -> None:
+    from sqlalchemy import update
+
+    from models import Payment
+    from tests.conftest import watcher_client
+    from watcher import Watcher
+
+    events = json.loads((DATA / "trongrid_events_page.json").read_text())["data"]
+    replay.answers[f"/v1/accounts/{PAYEE}/transactions/trc20"] = (DATA / "trc20_page.json").read_bytes()
+    replay.answers[f"/v1/contracts/{USDT_MAINNET}/events"] = (DATA / "trongrid_events_page.json").read_bytes()
+    replay.answers["/walletsolidity/gettransactioninfobyid"] = (DATA / "txinfo_usdt_success.json").read_bytes()
+    replay.answers["/walletsolidity/getnowblock"] = recorded_head(events[0]["block_number"],
+                                                                  events[0]["block_timestamp"])
+    cfg = config.with_overrides(trongrid_api_url=replay.url, watcher_strategy="account", trongrid_max_rps=1000.0,
+                                upstream_clock_skew_seconds=30.0)
+    body = {"wallet_address": PAYEE, "expected_amount_usdt": "41.677389", "order_id": "recorded-1",
+            "callback_url": "http://127.0.0.1:9/hook"}
+    api = app.test_client()
+    created = api.post("/payments", json=body, headers=auth).get_json()
+    with db.transaction() as s:  # the payment was opened just before the recorded transfer (2025-02-03)
+        s.execute(update(Payment).where(Payment.order_id == "recorded-1").values(
+            created_at=ms(1_738_601_400_000), expires_at=ms(1_738_605_000_000)))
+    watcher = Watcher(db, cfg, client=watcher_client(cfg))
+    try:
+        result = watcher.run_once()
+    finally:
+        watcher.stop()
+    assert result is not None and result.credited == 1 and not result.errors
+    got = api.get(f"/payments/{created['id']}", headers=auth).get_json()
+    assert got["status"] == "completed" and got["transaction_hash"] == RECORDED_TX
+    assert got["received_amount_usdt"] == "41.677389" and got["transfers"][0]["from"] == WALLET
+    # the SUNDOG record and the transfer to another wallet on the recorded page were never fetched
+    assert [p for m, p, _ in replay.asked if m == "POST" and "gettransactioninfobyid" in p] == [
+        "/walletsolidity/gettransactioninfobyid"]
+
+
+def test_the_blocks_strategy_reads_a_recorded_block_and_refuses_a_mislabelled_one(replay: Replay, db,
+                                                                                  config) -> None:
+    from chain_view import ChainView
+    from tests.conftest import watcher_client
+    from watcher import Watcher
+
+    replay.answers["/walletsolidity/getnowblock"] = (DATA / "javatron_getnowblock.json").read_bytes()
+    replay.answers["/walletsolidity/gettransactioninfobyblocknum"] = (
+        DATA / "javatron_gettransactioninfobyblocknum.json").read_bytes()  # block 66987565 of Nile, whatever asked
+    cfg = config.with_overrides(tron_network="nile", usdt_contract="TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf",
+                                trongrid_api_url=replay.url, watcher_strategy="blocks", trongrid_max_rps=1000.0)
+    view = ChainView(cfg)
+    with db.transaction() as s:
+        view.set_state(s, "block_cursor", {"number": 66_987_564, "timestamp": 1_777_445_118_000})
+        view.set_state(s, "watcher_strategy", {"strategy": "blocks", "since": 0})
+    watcher = Watcher(db, cfg, client=watcher_client(cfg))
+    try:
+        result = watcher.run_once()
+    finally:
+        watcher.stop()
+    with db.Session() as s:
+        cursor = view.state(s, "block_cursor")
+    assert cursor == {"number": 66_987_565, "timestamp": 1_777_445_121_000}  # the recorded block, read
+    assert result is not None and result.blocks == 1
+    assert "another block" in result.errors[0]  # the same answer for block 66987566 is not believed
+
+
+def ms(value: int):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(value / 1000, tz=UTC)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from outbound import SocketOpener, deadline_session
 from tron_client import (
     BlockRef,
     TokenBucket,
@@ -197,19 +198,18 @@ def test_has_v1_api_probe_cached(sim: Simulator, client: TronClient) -> None:
         bare.stop()
 
 
-def test_api_key_goes_to_trongrid_hosts_only(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_goes_to_trongrid_hosts_only(sim: Simulator) -> None:
     """TRONGRID_API_KEY is TronGrid's: an operator's own node (any other host) never receives it. No DNS runs
-    here, so api.trongrid.io is made to resolve to the simulator on 127.0.0.1 for this test."""
+    here, so the client's resolver makes api.trongrid.io the simulator on 127.0.0.1 for this test."""
     port = int((sim.url or "").rsplit(":", 1)[1])
-    real = socket.getaddrinfo
 
     def resolve(host, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return real("127.0.0.1" if host == "api.trongrid.io" else host, *args, **kwargs)
+        return socket.getaddrinfo("127.0.0.1" if host == "api.trongrid.io" else host, *args, **kwargs)
 
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
     urls = [f"http://api.trongrid.io:{port}", f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
     for url in urls:
-        TronClient(url, USDT_MAINNET, api_key="secret-key", timeout=2).get_solid_head()
+        session = deadline_session(SocketOpener(resolve))
+        TronClient(url, USDT_MAINNET, api_key="secret-key", timeout=2, session=session).get_solid_head()
     assert [r.api_key for r in sim.request_log] == ["secret-key", None, None]
     both = TronClient(",".join(urls[1:2] + urls[:1]), USDT_MAINNET, api_key="secret-key", timeout=2)
     assert [u.sends_api_key for u in both.upstreams] == [False, True]
