@@ -102,8 +102,9 @@ class Reconciler:
                 if read < cursor:
                     return  # out of budget or a receipt not there yet: this wallet again next cycle
             progress["after"], progress["done"] = wallet, progress["done"] + 1
+            result.swept += 1
         if not [w for w in wallets if progress.get("after") is None or w > progress["after"]]:
-            self.finish(progress)
+            self.finish(progress, result)
 
     def sweep_blocks(self, wallets: dict[str, datetime], progress: dict[str, Any], result: CycleResult) -> None:
         with self.db.Session() as session:
@@ -124,8 +125,10 @@ class Reconciler:
                 if info.success:
                     self.blocks.take(info, wallets, result, FOUND_BY_RECONCILIATION)
             progress["next_block"] += 1
-        self.finish(progress)
+            result.swept += 1
+        self.finish(progress, result)
 
-    def finish(self, progress: dict[str, Any]) -> None:
+    def finish(self, progress: dict[str, Any], result: CycleResult) -> None:
         progress["complete"], progress["last_complete_at"] = True, time.time()
+        result.passes += 1
         logger.info("reconciliation pass complete (%s, %d wallets)", progress["mode"], progress.get("done", 0))

@@ -61,7 +61,10 @@ class CycleResult:
     rejected: int = 0
     expired: int = 0
     reconciled: int = 0  # transfers the reconciliation found that the scan had missed
-    requests: int = 0
+    requests: int = 0  # every upstream request of the cycle, the sweep's included
+    sweep_requests: int = 0  # the reconciliation's share of them
+    swept: int = 0  # wallets (or blocks) the reconciliation re-read this cycle
+    passes: int = 0  # reconciliation passes completed this cycle
     blocks: int = 0
     seconds: float = 0.0
     read_up_to: int | None = None  # chain time (ms) up to which every watched wallet was read

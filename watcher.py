@@ -161,7 +161,7 @@ class Watcher:
         if not held:
             return None
         started = time.monotonic()
-        before = self.client.request_count + self.reconciler.client.request_count
+        before, sweep_before = self.client.request_count, self.reconciler.client.request_count
         self.account.start_cycle()
         self.blocks.start_cycle()
         try:
@@ -169,7 +169,8 @@ class Watcher:
         except TronError as exc:  # every upstream down or pausing us: nothing read, cursors unchanged
             logger.warning("watcher cycle: upstream unavailable: %s", exc)
             result = CycleResult(self.strategy or self.config.watcher_strategy, errors=[str(exc)])
-        result.requests = self.client.request_count + self.reconciler.client.request_count - before
+        result.sweep_requests = self.reconciler.client.request_count - sweep_before
+        result.requests = self.client.request_count - before + result.sweep_requests
         result.seconds = time.monotonic() - started
         self.last_result = result
         self.report(result)

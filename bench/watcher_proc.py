@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 out.write(json.dumps({
                     "started": started, "finished": time.time(), "strategy": result.strategy,
                     "seconds": result.seconds, "requests": result.requests, "wallets": result.wallets,
+                    "sweep_requests": result.sweep_requests, "swept": result.swept, "passes": result.passes,
                     "blocks": result.blocks, "transfers_seen": result.transfers_seen, "credited": result.credited,
                     "unmatched": result.unmatched, "expired": result.expired, "errors": result.errors[-3:],
                     "blocks_behind": result.blocks_behind, "db_seconds": totals["seconds"] - db_before,
