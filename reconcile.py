@@ -93,7 +93,7 @@ class Reconciler:
         todo = sorted(w for w in wallets if after is None or w > after)
         want = self.due(len(wallets), progress, now) - progress["done"]
         for wallet in todo[:max(0, want)]:
-            if self.account.cycle_requests() >= self.account.budget():
+            if self.account.spent():
                 return
             cursor = cursors.get(wallet)
             if cursor is not None:  # a wallet the scan has not read yet has nothing to look at again
@@ -116,7 +116,7 @@ class Reconciler:
             progress["next_block"], progress["end_block"] = max(0, int(cursor["number"]) - span + 1), int(
                 cursor["number"])
         while progress["next_block"] <= progress["end_block"]:
-            if self.blocks.cycle_requests() >= self.blocks.budget():
+            if self.blocks.spent():
                 return
             block = self.blocks.read_block(progress["next_block"])
             if block is None:

@@ -99,8 +99,13 @@ class Scan:
         self.share = share
         self.failed_txs = failed_txs
         self.cycle_started_requests = 0
+        self.allowance = 0
 
     def start_cycle(self) -> None:
+        """A new cycle's allowance: one budget, less what the last cycle spent beyond its own (a listing of several
+        pages or a receipt can overshoot), so that on average a reader never uses more than its budget."""
+        spent = self.client.request_count - self.cycle_started_requests
+        self.allowance = min(self.budget(), self.allowance - spent + self.budget())
         self.cycle_started_requests = self.client.request_count
 
     def budget(self) -> int:
@@ -109,6 +114,10 @@ class Scan:
 
     def cycle_requests(self) -> int:
         return self.client.request_count - self.cycle_started_requests
+
+    def spent(self) -> bool:
+        """This cycle's allowance is used up."""
+        return self.cycle_requests() >= self.allowance
 
     def ask(self, question: Callable[[TronClient], T | None]) -> T | None:
         """Ask `question` of the upstreams in turn until one answers (not None). A "not yet" (None) is asked again,
@@ -250,7 +259,7 @@ class AccountScan(Scan):
             # Receipts for money that would credit a payment always; for money that would stay unmatched only while
             # this cycle's request budget lasts, so a busy wallet cannot starve the others. The wallet then stops
             # here and goes on next cycle: transfers are taken in chain order.
-            if not would_credit(candidates, group) and self.cycle_requests() >= self.budget():
+            if not would_credit(candidates, group) and self.spent():
                 return at - 1
             info = self.receipt(tx_id)
             if info is None:  # not solidified on any node asked yet: read again from here next cycle

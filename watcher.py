@@ -144,11 +144,15 @@ class Watcher:
         logger.info("watcher started (strategy %s, every %.2fs, upstreams %s)", self.config.watcher_strategy,
                     self.config.polling_interval_seconds, ", ".join(u.name for u in self.client.upstreams))
         while True:
+            started = time.monotonic()
             try:
                 self.run_once()
             except Exception:  # one bad cycle must never stop the loop
                 logger.exception("watcher cycle failed")
-            if self.stop_event.wait(self.config.polling_interval_seconds):
+            # Cycles start an interval apart: a cycle's own length (the sweep's share, a slow upstream) is not
+            # added to the time a transfer waits to be seen.
+            pause = self.config.polling_interval_seconds - (time.monotonic() - started)
+            if self.stop_event.wait(max(0.0, pause)):
                 break
         logger.info("watcher stopped")
 
@@ -162,8 +166,6 @@ class Watcher:
             return None
         started = time.monotonic()
         before, sweep_before = self.client.request_count, self.reconciler.client.request_count
-        self.account.start_cycle()
-        self.blocks.start_cycle()
         try:
             result = self.cycle()
         except TronError as exc:  # every upstream down or pausing us: nothing read, cursors unchanged
@@ -174,9 +176,13 @@ class Watcher:
         result.seconds = time.monotonic() - started
         self.last_result = result
         self.report(result)
+        self.events_written(result)
+        return result
+
+    def events_written(self, result: CycleResult) -> None:
+        """Wake the dispatcher when the cycle may have written webhook events (again after the sweep)."""
         if self.on_events is not None and (result.transfers_seen or result.expired):
             self.on_events()
-        return result
 
     # strategy choice
     def budget_per_cycle(self) -> float:
@@ -207,6 +213,10 @@ class Watcher:
         if not wallets and self.strategy != "blocks" and self.config.watcher_strategy != "blocks":
             return CycleResult(self.strategy or "account")  # nothing to watch: no upstream call at all
         strategy = self.choose_strategy(len(wallets))
+        share = 1.0 - RECONCILE_SHARE if self.reconciler.shares_the_scan_upstream() else 1.0
+        for scan in (self.account, self.blocks):
+            scan.share = share
+            scan.start_cycle()
         result = CycleResult(strategy, wallets=len(wallets))
         head = self.plausible_head(result)
         if head is None:
@@ -214,12 +224,11 @@ class Watcher:
         result.head_timestamp = head.timestamp
         if strategy != self.strategy or (strategy == "blocks" and not has_block_cursor):
             self.switch(self.strategy, strategy, wallets, head)
-        share = 1.0 - RECONCILE_SHARE if self.reconciler.shares_the_scan_upstream() else 1.0
-        self.account.share = self.blocks.share = share
         if strategy == "blocks":
             self.blocks.run(wallets, listed_at, head.number, head.timestamp, result)
         else:
             self.account.run(wallets, head.timestamp, result)
+        self.events_written(result)  # what the scan credited goes out now, not after the sweep
         self.reconciler.run(wallets, result)
         return result
 
