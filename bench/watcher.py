@@ -270,8 +270,10 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
     requests_total = upstream.get("total", 0)
     sweep_requests = sum(c.get("sweep_requests", 0) for c in cycles)
     swept = sum(c.get("swept", 0) for c in cycles)
-    # A full pass of the reconciliation: W wallets (or the blocks of one interval) at the rate it swept them here.
-    sweep_rate = swept / elapsed if elapsed else 0.0
+    # Cycles start one interval apart: the sweep's rate is per interval of the cycles it ran in (counting over
+    # the run's wall time would charge a partial last interval). A full pass: W wallets at the rate it swept here.
+    sweep_span = len(cycles) * args.interval
+    sweep_rate = swept / sweep_span if sweep_span else 0.0
     result = {
         "strategy": strategy, "payments": n, "wallets": w, "seed_seconds": round(seed_seconds, 2),
         "max_rps": max_rps, "run_seconds": round(elapsed, 1), "cycles": len(cycles),
@@ -281,7 +283,7 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
         "upstream_requests": requests_total,
         "upstream_requests_per_second": round(requests_total / elapsed, 3),
         "main_scan_requests_per_second": round((requests_total - sweep_requests) / elapsed, 3),
-        "sweep_requests_per_second": round(sweep_requests / elapsed, 3),
+        "sweep_requests_per_second": round(sweep_requests / sweep_span, 3) if sweep_span else None,
         "sweep_items_per_second": round(sweep_rate, 3),
         "sweep_full_pass_seconds": round(w / sweep_rate) if sweep_rate else None,
         "sweep_passes_completed": sum(c.get("passes", 0) for c in cycles),

@@ -134,3 +134,24 @@ def test_the_sweep_credits_through_the_same_rules(new_watcher, client, auth, db,
     pay(sim, WALLET, 5_000_000)
     watcher.run_once()
     assert get(client, auth, a)["status"] == "completed"
+
+
+def test_a_pass_keeps_pace_with_the_reconcile_interval(new_watcher, client, auth, db, sim, config):
+    """With budget to spare, a pass over W wallets spreads over RECONCILE_INTERVAL_SECONDS and ends on time."""
+    cfg = account_config(config, sim.url, polling_interval_seconds=0.2, reconcile_interval_seconds=2.0)
+    watcher = new_watcher(cfg)
+    for _ in range(20):
+        create(client, auth, "1", wallet=random_address())
+    sim.mine(3)
+    started = time.monotonic()
+    swept = [watcher.run_once().swept]  # every wallet read once (cursors set); the pass starts
+    while time.monotonic() - started < 4.0:
+        cycle_start = time.monotonic()
+        result = watcher.run_once()
+        swept.append(result.swept)
+        if result.passes:
+            break
+        time.sleep(max(0.0, 0.2 - (time.monotonic() - cycle_start)))
+    elapsed = time.monotonic() - started
+    assert sum(swept) == 20 and 1.0 <= elapsed <= 3.0, (swept, elapsed)  # paced, not all at once, and on time
+    assert max(swept) <= 5
