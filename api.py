@@ -1,4 +1,4 @@
-"""HTTP routes of the contract (§2)."""
+"""The HTTP routes: payments, transfers and events for the merchant (API key), and the operator routes."""
 from __future__ import annotations
 
 import base64

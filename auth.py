@@ -50,7 +50,7 @@ def create_api_key(session: Session, name: str | None = None) -> CreatedKey:
     return CreatedKey(key=key, prefix=prefix)
 
 
-def revoke_api_key(session: Session, prefix: str) -> int:
+def revoke_api_key(session: Session, prefix: str) -> None:
     """Revoke the active keys starting with `prefix`; refuses an ambiguous or unknown prefix."""
     if len(prefix) < 6:
         raise ApiKeyError("give at least the first 6 characters of the key (as printed by create-api-key)")
@@ -64,7 +64,6 @@ def revoke_api_key(session: Session, prefix: str) -> int:
         raise ApiKeyError(f"{len(keys)} active keys start with {prefix!r}; give more characters")
     keys[0].revoked_at = datetime.now(UTC)
     logger.info("API key %s revoked", keys[0].prefix)
-    return 1
 
 
 def list_api_keys(session: Session) -> list[ApiKey]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ class Config:
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def upstream_urls(self) -> tuple[str, ...]:

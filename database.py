@@ -171,14 +171,6 @@ class Database:
         with self.Session() as session, session.begin():
             yield session
 
-    def ping(self) -> bool:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return True
-        except Exception:  # any driver or pool failure means "unreachable"
-            return False
-
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -187,6 +179,3 @@ def describe_url(url: str) -> str:
     """The URL without its password, for log lines and CLI output."""
     return make_url(normalize_url(url)).render_as_string(hide_password=True)
 
-
-def env_database_url() -> str | None:
-    return os.environ.get("DATABASE_URL") or None

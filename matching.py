@@ -1,8 +1,14 @@
-"""Matching money to payments (contract §4): one code path for every watcher strategy.
+"""Matching money to payments: one code path for every watcher strategy.
 
 The caller hands over transfers that are solidified and whose transaction succeeded; this module
 stores each once (unique transaction hash + log index), picks the payment it credits, applies
 the transition table, and writes the audit log and outbox event in the caller's transaction.
+
+The rules. A transfer's candidates are the payments on its recipient wallet created at or before its
+block time that are pending, or expired or cancelled within the late window. A candidate whose
+remaining amount (expected - received) equals the transfer gets it, pending ones before late ones,
+oldest first; otherwise the only candidate gets it; otherwise the transfer is stored unmatched.
+Time is chain time: money mined before an expiry or cancellation took effect is on time.
 """
 from __future__ import annotations
 
