@@ -26,7 +26,6 @@ from payments import (
     cancel_payment,
     create_payment,
     find_by_order_id,
-    iso,
     payment_to_dict,
     replay_or_conflict,
     request_fingerprint,
@@ -35,6 +34,7 @@ from payments import (
     transfer_to_dict,
     unmatched_transfer_count,
 )
+from times import iso, iso_unix
 
 logger = logging.getLogger(__name__)
 
@@ -401,16 +401,12 @@ def watcher_report(session: Session) -> dict[str, Any] | None:
     return state.value if state else None
 
 
-def unix_iso(value: float | None) -> str | None:
-    return iso(datetime.fromtimestamp(float(value), tz=UTC)) if value is not None else None
-
-
 def upstream_health(upstream: dict[str, Any], now: float) -> dict[str, Any]:
     """An upstream as the last cycle left it; a pause that has run out since is over."""
     paused = upstream.get("paused_until")
     paused = paused if paused is not None and float(paused) > now else None
     state = "paused" if paused is not None else "failing" if upstream.get("state") == "failing" else "ok"
-    return {**upstream, "state": state, "paused_until": unix_iso(paused)}
+    return {**upstream, "state": state, "paused_until": iso_unix(paused)}
 
 
 def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict[str, Any], bool]:
@@ -428,18 +424,18 @@ def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict
     refused = report.get("refused") or []
     reconciliation = dict(report.get("reconciliation") or {})
     completed = reconciliation.pop("last_complete_pass_at", None)
-    reconciliation["last_complete_pass_at"] = unix_iso(completed)
+    reconciliation["last_complete_pass_at"] = iso_unix(completed)
     reconciliation["last_complete_pass_age_seconds"] = round(now - completed, 1) if completed else None
     paused = report.get("paused_until")
     body = {
         "running": not stale,
         "network": report.get("network"),
         "strategy": report.get("strategy"),
-        "last_cycle_at": unix_iso(last),
+        "last_cycle_at": iso_unix(last),
         "last_cycle_seconds": report.get("last_cycle_seconds"),
         "seconds_behind": behind,
         "blocks_behind": report.get("blocks_behind"),
-        "upstream_paused_until": unix_iso(paused) if paused is not None and float(paused) > now else None,
+        "upstream_paused_until": iso_unix(paused) if paused is not None and float(paused) > now else None,
         "last_error": report.get("last_error"),
         "refused_answers": refused,
         "upstreams": upstreams,

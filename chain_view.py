@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from config import Config
 from models import Payment, ServiceState, WalletCursor
 from payments import may_take_money
+from times import to_ms
 from tron_client import BlockRef
 
 logger = logging.getLogger(__name__)
@@ -83,10 +84,6 @@ def implausibility(head: BlockRef, last: AcceptedHead | None, now: float, block_
 
 
 # --- cursors -------------------------------------------------------------------------------------
-
-def to_ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
 
 def read_from(cursor: int | None, oldest_candidate: datetime) -> int:
     """Where to (re)start reading a wallet: its cursor, but never before its oldest candidate was created

@@ -27,7 +27,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum as PyEnum
 from pathlib import Path
@@ -42,6 +42,7 @@ from sqlalchemy.pool import NullPool
 
 from config import Config, ConfigError, first_line, load_config
 from database import Database, DatabaseError, describe_url, normalize_url, resolve_database_url
+from times import iso
 
 logger = logging.getLogger(__name__)
 
@@ -152,13 +153,6 @@ def load_cli_config(database_url: str | None) -> Config:
     return load_config(env)
 
 
-def utc_text(value: datetime | None) -> str | None:
-    """A time as ISO 8601 UTC to the second, e.g. 2026-01-02T03:04:05Z."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 # --- create-tables, test -------------------------------------------------------------------------
 
 def cmd_create_tables(ctx: Context) -> int:
@@ -220,7 +214,7 @@ def collect_stats(ctx: Context) -> dict[str, Any]:
         },
         "transfers": {"total": sum(transfers.values()), **{s.value: transfers.get(s.value, 0) for s in TransferStatus}},
         "webhook_events": {"total": sum(events.values()), **{s.value: events.get(s.value, 0) for s in EventState}},
-        "payment_logs": {"total": logs, "oldest": utc_text(oldest)},
+        "payment_logs": {"total": logs, "oldest": iso(oldest, "seconds")},
     }
 
 
@@ -254,7 +248,6 @@ def cmd_stats(ctx: Context) -> int:
 def json_value(value: Any) -> Any:
     """Money as plain decimal strings, UUIDs and times as strings, enums as their values."""
     from money import format_amount
-    from payments import iso
 
     if isinstance(value, Decimal):
         return format_amount(value)
@@ -465,7 +458,7 @@ def cmd_list_api_keys(ctx: Context) -> int:
     with ctx.db.transaction() as session:
         keys = list_api_keys(session)
     rows = [("PREFIX", "NAME", "CREATED", "REVOKED")] + [
-        (k.prefix, k.name or "-", utc_text(k.created_at) or "-", utc_text(k.revoked_at) or "-")
+        (k.prefix, k.name or "-", iso(k.created_at, "seconds") or "-", iso(k.revoked_at, "seconds") or "-")
         for k in keys
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from models import Payment, PaymentStatus, RejectedTransfer, Transfer, TransferStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
 from payments import emit_event, log_event, wallet_lock
+from times import ms_to_datetime
 from tron_client import RejectedLog, TransferLog
 
 logger = logging.getLogger(__name__)
@@ -46,10 +47,6 @@ class Outcome:
     result: str
     payment_id: uuid.UUID | None = None
     event: str | None = None
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def closed_at(payment: Payment) -> datetime | None:

@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from models import Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
 from money import MAX_MICRO, format_amount, from_micro, to_micro
+from times import db_now, iso, iso_ms
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +48,6 @@ class NewPayment:
     fingerprint: str
 
 
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def iso_ms(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return iso(datetime.fromtimestamp(ms / 1000, tz=UTC))
-
-
 def request_fingerprint(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -69,10 +58,6 @@ def wallet_lock(session: Session, wallet_address: str) -> None:
     session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"wallet:{wallet_address}"}
     )
-
-
-def db_now(session: Session) -> datetime:
-    return session.execute(select(func.now())).scalar_one()
 
 
 # --- serialisation -----------------------------------------------------------------------------

@@ -18,12 +18,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 
-from chain_view import HEAD_MARGIN_BLOCKS, OVERLAP_MS, ChainView, read_from, to_ms
+from chain_view import HEAD_MARGIN_BLOCKS, OVERLAP_MS, ChainView, read_from
 from config import Config
 from database import Database
 from matching import (
@@ -31,7 +31,6 @@ from matching import (
     Outcome,
     credit_transfer,
     expire_due,
-    ms_to_datetime,
     record_rejected,
     timing,
     wallet_payments,
@@ -39,6 +38,7 @@ from matching import (
 )
 from models import Payment, PaymentStatus, Transfer
 from payments import log_event
+from times import db_now, ms_to_datetime, to_ms
 from tron_client import RejectedLog, TransferLog, Trc20Transfer, TronClient, TronError, TronRateLimited, TxInfo
 
 logger = logging.getLogger(__name__)
@@ -304,9 +304,9 @@ class BlockScan(Scan):
             if timestamp >= snapshot_ms - OVERLAP_MS:
                 # A block this recent may pay a payment created after the wallet list was read: add the wallets of
                 # payments created since (with the same overlap for slow commits).
-                since = datetime.fromtimestamp((snapshot_ms - OVERLAP_MS) / 1000, tz=UTC)
+                since = ms_to_datetime(snapshot_ms - OVERLAP_MS)
                 with self.db.Session() as session:
-                    snapshot_ms = to_ms(session.scalar(select(func.now())))
+                    snapshot_ms = to_ms(db_now(session))
                     wallets = {**self.view.watched_wallets(session, since), **wallets}
             for info in infos:
                 if info.success:

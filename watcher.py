@@ -22,16 +22,16 @@ from datetime import datetime
 from typing import Any
 
 import psycopg2
-from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from chain_view import AcceptedHead, ChainView, read_state, to_ms, write_state
+from chain_view import AcceptedHead, ChainView, read_state, write_state
 from config import Config, first_line, startup_config
 from database import Database, DatabaseError, resolve_database_url
 from payments import log_event
 from reconcile import Reconciler
 from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
+from times import db_now, to_ms
 from tron_client import TronClient, TronError
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class Watcher:
 
     def cycle(self) -> CycleResult:
         with self.db.Session() as session:
-            listed_at = to_ms(session.scalar(select(func.now())))  # the database's clock, as created_at's
+            listed_at = to_ms(db_now(session))  # the database's clock, as created_at's
             wallets = self.view.watched_wallets(session)
             previous = self.view.state(session, "watcher_strategy")
             has_block_cursor = self.view.state(session, "block_cursor") is not None

@@ -53,8 +53,9 @@ from config import Config
 from database import Database
 from models import EventState, Payment, ServiceState, WebhookEvent
 from outbound import BoundedResponse, bounded_request
-from payments import db_now, iso, log_event
+from payments import log_event
 from ssrf import AUTHORITY_PATTERN, Resolver, authority, blocked_reason, guarded_session
+from times import db_now, iso, parse_iso
 from webhook_signing import generate_secret, signature_header
 
 logger = logging.getLogger(__name__)
@@ -122,10 +123,6 @@ def secret_fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
 def _load_state(session: Session, *, for_update: bool = False) -> dict[str, Any] | None:
     query = select(ServiceState.value).where(ServiceState.key == SECRETS_KEY)
     if for_update:
@@ -161,7 +158,7 @@ def _active_secrets(state: dict[str, Any] | None, env_secret: str | None, now: d
         return SecretSet(env_secret, None, None, "environment")
     if state is None:
         return None
-    previous, expires = state.get("previous"), _parse_time(state.get("previous_expires_at"))
+    previous, expires = state.get("previous"), parse_iso(state.get("previous_expires_at"))
     if previous and expires is not None and expires <= now:
         previous = None
     return SecretSet(state["current"], previous, expires if previous else None, "database")

@@ -11,10 +11,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from config import Config
-from matching import ms_to_datetime
 from models import Payment, PaymentStatus
 from tests.test_watcher import PAYER, USDT, WALLET, WALLET_B, create, events, get, log_types, make_watcher, pay
 from tests.test_webhooks import Receiver, Reply
+from times import ms_to_datetime
 from tron_sim import Simulator
 from webhooks import WebhookDispatcher
 

@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import select, text
 
 from config import Config
-from matching import AssignError, assign_transfer, ms_to_datetime
+from matching import AssignError, assign_transfer
 from models import Payment, PaymentLog, Transfer, WebhookEvent
 from tests.conftest import watcher_client
+from times import ms_to_datetime
 from tron_sim import Simulator
 from watcher import WATCHER_LOCK_ID, Watcher
 

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 import scanning
-from chain_view import to_ms
 from matching import credit_transfer
 from models import Payment, Transfer, WalletCursor, WebhookEvent
 from tests.test_watcher import PAYER, WALLET, create, get, log_types, make_watcher, pay
+from times import to_ms
 from tron_client import TransferLog
 
 
