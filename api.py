@@ -34,6 +34,7 @@ from payments import (
     transfer_to_dict,
     unmatched_transfer_count,
 )
+from service_state import WATCHER_STATUS, read_state
 from times import iso, iso_unix
 
 logger = logging.getLogger(__name__)
@@ -394,13 +395,6 @@ def count_by_status(session: Session) -> dict[str, int]:
     return counts
 
 
-def watcher_report(session: Session) -> dict[str, Any] | None:
-    from models import ServiceState
-
-    state = session.get(ServiceState, "watcher_status")
-    return state.value if state else None
-
-
 def upstream_health(upstream: dict[str, Any], now: float) -> dict[str, Any]:
     """An upstream as the last cycle left it; a pause that has run out since is over."""
     paused = upstream.get("paused_until")
@@ -453,7 +447,7 @@ def health() -> Any:
         with svc.db.Session() as session:
             session.execute(text("SELECT 1"))
             counts = count_by_status(session)
-            report = watcher_report(session)
+            report = read_state(session, WATCHER_STATUS)
     except Exception as exc:  # any failure to reach the database means unhealthy
         logger.error("health check: database unreachable: %s", exc)
         body = {"status": "unhealthy", "timestamp": now, "network": svc.config.tron_network, "database": "disconnected",

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from config import Config
-from models import Payment, ServiceState, WalletCursor
+from models import Payment, WalletCursor
 from payments import may_take_money
+from service_state import read_state, write_state
 from times import to_ms
 from tron_client import BlockRef
 
@@ -29,20 +29,6 @@ OVERLAP_MS = 60_000  # re-read the last minute: page and clock boundaries never 
 # A solid head may advance by the blocks the elapsed time allows plus this many: nodes of one pool differ by some
 # blocks, and the first head accepted after a start may come from one that is behind.
 HEAD_MARGIN_BLOCKS = 30
-
-
-# --- service_state: small named values shared by every process ---------------------------------
-
-def read_state(session: Session, key: str) -> Any:
-    row = session.get(ServiceState, key)
-    return row.value if row else None
-
-
-def write_state(session: Session, key: str, value: Any) -> None:
-    session.execute(
-        insert(ServiceState).values(key=key, value=value)
-        .on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": func.now()})
-    )
 
 
 # --- the solid head ------------------------------------------------------------------------------

@@ -25,12 +25,13 @@ import psycopg2
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from chain_view import AcceptedHead, ChainView, read_state, write_state
+from chain_view import AcceptedHead, ChainView
 from config import Config, first_line, startup_config
 from database import Database, DatabaseError, resolve_database_url
 from payments import log_event
 from reconcile import Reconciler
 from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
+from service_state import WATCHER_STATUS, read_state, write_state
 from times import db_now, to_ms
 from tron_client import TronClient, TronError
 
@@ -307,9 +308,9 @@ class Watcher:
                                "last_error": public_text(self.reconciler.last_error)},
         }
         with self.db.transaction() as session:
-            previous = read_state(session, "watcher_status") or {}
+            previous = read_state(session, WATCHER_STATUS) or {}
             self.log_error_transition(session, previous.get("last_error"), status["last_error"])
-            write_state(session, "watcher_status", status)
+            write_state(session, WATCHER_STATUS, status)
         logger.info("watcher cycle: %s, %d wallets, %d transfers (%d credited, %d unmatched, %d rejected, "
                     "%d reconciled), %d expired, %d requests, %.2fs", result.strategy, result.wallets,
                     result.transfers_seen, result.credited, result.unmatched, result.rejected, result.reconciled,

@@ -45,15 +45,15 @@ from typing import Any
 
 import requests
 from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 from urllib3.exceptions import NewConnectionError
 
 from config import Config
 from database import Database
-from models import EventState, Payment, ServiceState, WebhookEvent
+from models import EventState, Payment, WebhookEvent
 from outbound import BoundedResponse, bounded_request
 from payments import log_event
+from service_state import insert_state, read_state, write_state
 from ssrf import AUTHORITY_PATTERN, Resolver, authority, blocked_reason, guarded_session
 from times import db_now, iso, parse_iso
 from webhook_signing import generate_secret, signature_header
@@ -124,27 +124,8 @@ def secret_fingerprint(secret: str) -> str:
 
 
 def _load_state(session: Session, *, for_update: bool = False) -> dict[str, Any] | None:
-    query = select(ServiceState.value).where(ServiceState.key == SECRETS_KEY)
-    if for_update:
-        query = query.with_for_update()
-    value = session.scalars(query).one_or_none()
+    value = read_state(session, SECRETS_KEY, for_update=for_update)
     return dict(value) if value else None
-
-
-def _insert_state_if_missing(session: Session, value: dict[str, Any]) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING: True if this call stored `value`."""
-    stmt = (
-        pg_insert(ServiceState)
-        .values(key=SECRETS_KEY, value=value)
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(ServiceState.key)
-    )
-    return session.execute(stmt).first() is not None
-
-
-def _store_state(session: Session, value: dict[str, Any]) -> None:
-    stmt = pg_insert(ServiceState).values(key=SECRETS_KEY, value=value)
-    session.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": func.now()}))
 
 
 def _fresh_state(secret: str, now: datetime) -> dict[str, Any]:
@@ -168,7 +149,7 @@ def _secret_set(session: Session, config: Config) -> SecretSet:
     now = db_now(session)
     active = _active_secrets(_load_state(session), config.webhook_secret, now)
     if active is None:
-        if _insert_state_if_missing(session, _fresh_state(generate_secret(), now)):
+        if insert_state(session, SECRETS_KEY, _fresh_state(generate_secret(), now)):
             logger.info("generated and stored a new webhook signing secret")
         active = _active_secrets(_load_state(session), config.webhook_secret, now)
     if active is None:  # pragma: no cover - the row was just inserted or already there
@@ -190,7 +171,7 @@ def ensure_webhook_secret(db: Database, config: Config) -> str | None:
         return None
     secret = generate_secret()
     with db.transaction() as session:
-        created = _insert_state_if_missing(session, _fresh_state(secret, db_now(session)))
+        created = insert_state(session, SECRETS_KEY, _fresh_state(secret, db_now(session)))
     if created:
         logger.info("generated and stored the webhook signing secret")
     return secret if created else None
@@ -218,7 +199,7 @@ def rotate_webhook_secret(session: Session, config: Config) -> str:
     active = _active_secrets(state, config.webhook_secret, now)
     new_secret = generate_secret()
     env = config.webhook_secret
-    _store_state(session, {
+    write_state(session, SECRETS_KEY, {
         "current": new_secret,
         "previous": active.current if active else None,
         "previous_expires_at": iso(now + PREVIOUS_SECRET_TTL) if active else None,
@@ -236,7 +217,7 @@ def drop_previous_webhook_secret(session: Session) -> bool:
     state = _load_state(session, for_update=True)
     if not state or not state.get("previous"):
         return False
-    _store_state(session, {**state, "previous": None, "previous_expires_at": None})
+    write_state(session, SECRETS_KEY, {**state, "previous": None, "previous_expires_at": None})
     logger.info("previous webhook signing secret dropped")
     return True
 

@@ -399,13 +399,13 @@ def test_review_unique_amount_at_the_top_of_the_range_is_409_not_500(client, aut
 def write_watcher_status(db, **values) -> None:
     import time
 
-    from chain_view import write_state
+    from service_state import WATCHER_STATUS, write_state
 
     status = {"strategy": "account", "last_cycle_finished": time.time(), "last_cycle_seconds": 0.01,
               "seconds_behind": 0.0, "blocks_behind": None, "paused_until": None, "errors": 0, "last_error": None}
     status.update(values)
     with db.transaction() as s:
-        write_state(s, "watcher_status", status)
+        write_state(s, WATCHER_STATUS, status)
 
 
 def test_review_health_degraded_only_beyond_three_intervals(client, db, config):
