@@ -11,6 +11,8 @@ The same `Deadline` serves the database (`database.py` registers libpq's socket 
   at most `max_bytes` after decompression; the answer is an immutable `BoundedResponse`.
 * `deadline_session()`: a requests session whose connections take part (upstream calls);
   `ssrf.guarded_session()` is the same session with an address-checking `SocketOpener`.
+* `parse_retry_after(value)`: how long an answer's `Retry-After` asks to wait (upstreams and webhook
+  receivers alike).
 
 The watchdog shuts down a duplicate of each socket's file descriptor: shutdown acts on the
 connection, not the descriptor, so the original (plain or TLS-wrapped, even while urllib3 swaps
@@ -28,6 +30,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -35,6 +38,8 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -56,6 +61,10 @@ MAX_PARALLEL_LOOKUPS = 32
 ACCEPT_ENCODING = "gzip, deflate"
 # A compressed body may be a little larger than what it decodes to (framing, stored blocks).
 RAW_SLACK_BYTES = 1024
+# The longest wait a Retry-After is believed for: a day (a receiver or upstream asking for more is
+# asked again after a day, or the schedule goes on).
+RETRY_AFTER_CAP_SECONDS = 86400.0
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # ASCII only: "²".isdigit() is true, float() refuses it
 
 
 class DeadlineExceeded(requests.Timeout):
@@ -421,6 +430,25 @@ def deadline_session(opener: SocketOpener | None = None) -> requests.Session:
 
 
 # --- the answer --------------------------------------------------------------------------------
+
+def parse_retry_after(value: str | None, now: datetime | None = None,
+                      cap: float = RETRY_AFTER_CAP_SECONDS) -> float | None:
+    """Seconds a `Retry-After` header asks to wait: delta seconds (fractions allowed, as some servers send
+    them) or an HTTP date (a past one is 0), at most `cap`; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        return min(float(value), cap)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), cap)
+
 
 class Headers(Mapping[str, str]):
     """Read-only, case-insensitive response headers (repeated headers joined with ", ")."""

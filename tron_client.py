@@ -32,7 +32,14 @@ from urllib.parse import urlsplit
 import requests
 
 from addresses import AddressError, from_hex, is_valid_address, to_hex20
-from outbound import BoundedResponse, DeadlineExceeded, ResponseTooLarge, bounded_request, deadline_session
+from outbound import (
+    BoundedResponse,
+    DeadlineExceeded,
+    ResponseTooLarge,
+    bounded_request,
+    deadline_session,
+    parse_retry_after,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -157,17 +164,6 @@ def parse_suspension(message: str) -> float | None:
     """Seconds from TronGrid's "... the query server is suspended for 30s", or None."""
     match = _SUSPENDED.search(message)
     return float(match.group(1)) if match else None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds of a ``Retry-After`` header given in seconds (HTTP dates are ignored)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 def seconds_until_utc_midnight(now: float) -> float:

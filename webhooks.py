@@ -39,8 +39,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -51,7 +50,7 @@ from urllib3.exceptions import NewConnectionError
 from config import Config
 from database import Database
 from models import EventState, Payment, WebhookEvent
-from outbound import BoundedResponse, bounded_request
+from outbound import BoundedResponse, bounded_request, parse_retry_after
 from payments import log_event
 from service_state import insert_state, read_state, write_state
 from ssrf import AUTHORITY_PATTERN, Resolver, authority, blocked_reason, guarded_session
@@ -63,7 +62,6 @@ logger = logging.getLogger(__name__)
 SECRETS_KEY = "webhook_secrets"
 PREVIOUS_SECRET_TTL = timedelta(hours=24)
 MAX_RESPONSE_BYTES = 64 * 1024
-RETRY_AFTER_CAP_SECONDS = 86400.0
 JITTER_FRACTION = 0.1
 # A lease covers the attempt's deadline plus this margin for the database work around it. The
 # attempt's deadline is also cut to end LEASE_SLACK_SECONDS before the lease does (watchdog latency).
@@ -227,23 +225,6 @@ def drop_previous_webhook_secret(session: Session) -> bool:
 def jittered(delay: float, rand: Callable[[], float] = random.random, fraction: float = JITTER_FRACTION) -> float:
     """`delay` spread by ±fraction so receivers coming back are not hit by every retry at once."""
     return max(0.0, delay * (1 + fraction * (2 * rand() - 1)))
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds asked for by a Retry-After header (delta seconds or HTTP date), capped; None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), RETRY_AFTER_CAP_SECONDS)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return min(max(seconds, 0.0), RETRY_AFTER_CAP_SECONDS)
 
 
 def next_delay(

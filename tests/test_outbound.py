@@ -10,6 +10,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from outbound import (
     SocketOpener,
     bounded_request,
     deadline_session,
+    parse_retry_after,
     start_deadline,
 )
 
@@ -482,3 +484,18 @@ def test_a_socket_watched_after_its_deadline_is_shut_down_at_once() -> None:
     finally:
         left.close()
         right.close()
+
+
+# --- Retry-After ----------------------------------------------------------------------------------
+
+def test_retry_after_in_seconds_or_as_an_http_date_capped_at_a_day() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after("12") == 12.0
+    assert parse_retry_after(" 0.5 ") == 0.5  # some upstreams send fractions
+    assert parse_retry_after("Thu, 01 Jan 2026 12:01:30 GMT", now) == 90
+    assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date gone by: no wait
+    assert parse_retry_after("9999999") == 86400
+    assert parse_retry_after("inf") is None and parse_retry_after("-5") is None and parse_retry_after("\u00b2") is None
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None and parse_retry_after("") is None

@@ -18,7 +18,6 @@ from tron_client import (
     TronRateLimited,
     TronUnavailable,
     backoff_delay,
-    parse_retry_after,
     parse_suspension,
     seconds_until_utc_midnight,
 )
@@ -358,9 +357,6 @@ def test_rate_limit_message_parsing() -> None:
     assert parse_suspension(message) == 30.0
     assert parse_suspension("suspended for 0.5s") == 0.5
     assert parse_suspension("Exceed the user daily usage (100000)") is None
-    assert parse_retry_after("12") == 12.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
-    assert parse_retry_after(None) is None
 
 
 def test_seconds_until_utc_midnight() -> None:
