@@ -3,12 +3,19 @@
 * base58check: ``T...`` (34 characters), what people and the TRC20 list use;
 * hex with the ``41`` network prefix (21 bytes), what java-tron's wallet API uses;
 * 20-byte hex without prefix, what event logs carry (topics left-pad it to 32 bytes).
+
+A TRC20 ``Transfer`` log carries the sender and the recipient as its second and third topics, after
+:data:`TRANSFER_TOPIC`.
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 import base58
 
 PREFIX = 0x41
+# keccak256("Transfer(address,address,uint256)"): the first topic of every TRC20 (ERC-20) Transfer log
+TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 
 
 class AddressError(ValueError):
@@ -37,9 +44,11 @@ def is_valid_address(address: object) -> bool:
 
 
 def to_hex41(address: str) -> str:
-    return decode_address(address).hex()
+    return f"{PREFIX:02x}" + to_hex20(address)
 
 
+# Cached: the same addresses are written over and over (every answer the simulator renders names them).
+@lru_cache(maxsize=1 << 18)
 def to_hex20(address: str) -> str:
     return decode_address(address)[1:].hex()
 

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from addresses import AddressError, from_hex, is_valid_address, to_hex20
+from addresses import TRANSFER_TOPIC, AddressError, from_hex, is_valid_address, to_hex20
 from outbound import (
     BoundedResponse,
     DeadlineExceeded,
@@ -43,7 +43,6 @@ from outbound import (
 
 logger = logging.getLogger(__name__)
 
-TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 PAGE_LIMIT = 200
 API_KEY_HEADER = "TRON-PRO-API-KEY"
 TRONGRID_DOMAIN = "trongrid.io"

@@ -362,3 +362,12 @@ def test_rate_limit_message_parsing() -> None:
 def test_seconds_until_utc_midnight() -> None:
     assert seconds_until_utc_midnight(86400 * 20_000 + 3600) == 82800
     assert seconds_until_utc_midnight(86400 * 20_000) == 86400
+
+
+def test_the_transfer_topic_is_the_keccak_of_the_event_signature() -> None:
+    """The client and the simulator share the constant; an independent hash keeps it honest."""
+    from eth_hash.auto import keccak
+
+    from addresses import TRANSFER_TOPIC
+
+    assert keccak(b"Transfer(address,address,uint256)").hex() == TRANSFER_TOPIC

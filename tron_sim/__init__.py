@@ -53,9 +53,10 @@ How it behaves like the real TronGrid, each an option:
 """
 from __future__ import annotations
 
+from addresses import TRANSFER_TOPIC
 from tron_sim.chain import SLOT_MS, USDT_MAINNET, random_address
 from tron_sim.faults import FAULT_KINDS
-from tron_sim.shapes import APPROVAL_TOPIC, TRANSFER_TOPIC
+from tron_sim.shapes import APPROVAL_TOPIC
 from tron_sim.simulator import RequestRecord, Simulator
 
 __all__ = ["APPROVAL_TOPIC", "FAULT_KINDS", "SLOT_MS", "TRANSFER_TOPIC", "USDT_MAINNET", "RequestRecord", "Simulator",

@@ -26,14 +26,12 @@ else stays hex. The transaction info servlets prefix a log's 20-byte address wit
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-import addresses
+from addresses import TRANSFER_TOPIC, to_hex20, to_hex41, to_topic
 from tron_sim.chain import Account, Block, LogSpec, Record, Tx
 from tron_sim.txraw import signature_for, word
 
-TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 APPROVAL_TOPIC = "8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925"
 SWAP_TOPIC = "c42079f94a6350d7e6235f29174924f928cc2ac818eb64fed8004e115fbcca67"  # the DEX's own event
 REVERT_MESSAGE = b"REVERT opcode executed"
@@ -47,19 +45,6 @@ EVENT_ARGUMENTS = {"Transfer": ("from", "to"), "Approval": ("owner", "spender")}
 # documentation-en getaccount.md: the default active permission's operations bitmap
 ACTIVE_OPERATIONS = "7fff1fc0033efb0f000000000000000000000000000000000000000000000000"
 WINDOW_MS = 28_800_000
-
-
-@lru_cache(maxsize=1 << 18)
-def to_hex20(address: str) -> str:
-    return addresses.to_hex20(address)
-
-
-def to_hex41(address: str) -> str:
-    return "41" + to_hex20(address)
-
-
-def to_topic(address: str) -> str:
-    return "0" * 24 + to_hex20(address)
 
 
 def address_field(address: str, visible: bool) -> str:
