@@ -26,13 +26,17 @@ from payments import (
     cancel_payment,
     create_payment,
     find_by_order_id,
-    payment_to_dict,
     replay_or_conflict,
     request_fingerprint,
+    unmatched_transfer_count,
+)
+from schemas import (
+    event_to_dict,
+    log_to_dict,
+    payment_to_dict,
     serialize_payment,
     serialize_payments,
     transfer_to_dict,
-    unmatched_transfer_count,
 )
 from service_state import WATCHER_STATUS, read_state
 from times import iso, iso_unix
@@ -298,16 +302,6 @@ def cancel(payment_id: str) -> Any:
     return jsonify(body)
 
 
-def log_to_dict(entry: PaymentLog) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "event_type": entry.event_type,
-        "message": entry.message,
-        "metadata": entry.event_metadata,
-        "created_at": iso(entry.created_at),
-    }
-
-
 @bp.get("/payments/<payment_id>/logs")
 @require_api_key
 def payment_logs(payment_id: str) -> Any:
@@ -361,8 +355,6 @@ def list_transfers() -> Any:
 @bp.get("/events")
 @require_api_key
 def list_events() -> Any:
-    from webhooks import event_to_dict
-
     args = request.args
     limit = v.limit(args.get("limit"))
     after_parts = decode_cursor(args.get("after"), 1, "after")

@@ -1,4 +1,4 @@
-"""The payment domain: create, cancel, serialise, audit log and outbox events.
+"""The payment domain: create, cancel, audit log and outbox events.
 
 Every function takes the caller's session; the caller owns the transaction, so a
 state change, its `payment_logs` row and its outbox event commit together.
@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from models import Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
 from money import MAX_MICRO, format_amount, from_micro, to_micro
-from times import db_now, iso, iso_ms
+from schemas import serialize_payment
+from times import db_now, iso
 
 logger = logging.getLogger(__name__)
 
@@ -58,65 +59,6 @@ def wallet_lock(session: Session, wallet_address: str) -> None:
     session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"wallet:{wallet_address}"}
     )
-
-
-# --- serialisation -----------------------------------------------------------------------------
-
-def transfer_to_dict(transfer: Transfer) -> dict[str, Any]:
-    return {
-        "transaction_hash": transfer.transaction_hash,
-        "log_index": transfer.log_index,
-        "from": transfer.from_address,
-        "to": transfer.to_address,
-        "amount_usdt": format_amount(transfer.amount_usdt),
-        "block_number": transfer.block_number,
-        "block_timestamp": iso_ms(transfer.block_timestamp),
-        "status": transfer.status.value,
-        "payment_id": str(transfer.payment_id) if transfer.payment_id else None,
-    }
-
-
-def credited_transfers(session: Session, payment_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Transfer]]:
-    result: dict[uuid.UUID, list[Transfer]] = {pid: [] for pid in payment_ids}
-    if not payment_ids:
-        return result
-    rows = session.scalars(
-        select(Transfer).where(Transfer.payment_id.in_(payment_ids)).order_by(Transfer.block_timestamp, Transfer.id)
-    )
-    for row in rows:
-        result[row.payment_id].append(row)  # type: ignore[index]
-    return result
-
-
-def payment_to_dict(payment: Payment, transfers: list[Transfer]) -> dict[str, Any]:
-    return {
-        "id": str(payment.id),
-        "order_id": payment.order_id,
-        "wallet_address": payment.wallet_address,
-        "expected_amount_usdt": format_amount(payment.expected_amount_usdt),
-        "received_amount_usdt": format_amount(payment.received_amount_usdt),
-        "status": payment.status.value,
-        "failure_reason": payment.failure_reason,
-        "transaction_hash": payment.transaction_hash,
-        "transfers": [transfer_to_dict(t) for t in transfers],
-        "created_at": iso(payment.created_at),
-        "expires_at": iso(payment.expires_at),
-        "completed_at": iso(payment.completed_at),
-        "callback_url": payment.callback_url,
-        "callback_attempts": payment.callback_attempts,
-        "callback_success": payment.callback_success,
-        "paid_late": payment.paid_late,
-        "metadata": payment.meta,
-    }
-
-
-def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[str, Any]]:
-    transfers = credited_transfers(session, [p.id for p in payments])
-    return [payment_to_dict(p, transfers[p.id]) for p in payments]
-
-
-def serialize_payment(session: Session, payment: Payment) -> dict[str, Any]:
-    return serialize_payments(session, [payment])[0]
 
 
 # --- audit log and outbox ----------------------------------------------------------------------

@@ -26,7 +26,6 @@ Delivery
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -636,18 +635,3 @@ def queue_retry(session: Session, payment: Payment) -> WebhookEvent | None:
     return event
 
 
-def event_to_dict(event: WebhookEvent) -> dict[str, Any]:
-    pending = event.state == EventState.pending
-    return {
-        "id": event.id,
-        "type": event.type,
-        "payment_id": str(event.payment_id),
-        "created_at": iso(event.created_at),
-        "state": event.state.value,
-        "attempts": event.attempts,
-        "next_attempt_at": iso(event.next_attempt_at) if pending else None,
-        "last_status_code": event.last_status_code,
-        "last_error": event.last_error,
-        "delivered_at": iso(event.delivered_at),
-        "data": json.loads(event.body).get("data"),
-    }

@@ -26,6 +26,7 @@ from config import Config  # noqa: E402
 from database import Database  # noqa: E402
 from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
 from payments import emit_event  # noqa: E402
+from schemas import event_to_dict  # noqa: E402
 from webhook_signing import generate_secret  # noqa: E402
 from webhooks import (  # noqa: E402
     AttemptResult,
@@ -33,7 +34,6 @@ from webhooks import (  # noqa: E402
     describe_webhook_secrets,
     drop_previous_webhook_secret,
     ensure_webhook_secret,
-    event_to_dict,
     get_signing_secrets,
     jittered,
     next_delay,
