@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import validation as v
+from events import queue_retry
 from matching import FOUND_BY_RECONCILIATION
 from models import Payment, PaymentLog, PaymentStatus, RejectedTransfer, Transfer, TransferStatus, WebhookEvent
 from money import format_amount
@@ -316,8 +317,6 @@ def payment_logs(payment_id: str) -> Any:
 @bp.post("/payments/<payment_id>/callback/retry")
 @require_api_key
 def retry_callback(payment_id: str) -> Any:
-    from webhooks import queue_retry
-
     no_fields_body()
     with services().db.transaction() as session:
         payment = load_payment(session, payment_id, for_update=True)

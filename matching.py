@@ -23,9 +23,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from events import emit_event, log_event
 from models import Payment, PaymentStatus, RejectedTransfer, Transfer, TransferStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
-from payments import emit_event, log_event, wallet_lock
+from payments import wallet_lock
 from times import ms_to_datetime
 from tron_client import RejectedLog, TransferLog
 

@@ -1,4 +1,4 @@
-"""The payment domain: create, cancel, audit log and outbox events.
+"""The payment domain: create and cancel payments; a new payment's amount must be free on its wallet.
 
 Every function takes the caller's session; the caller owns the transaction, so a
 state change, its `payment_logs` row and its outbox event commit together.
@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import and_, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
-from models import Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+from events import emit_event, log_event
+from models import Payment, PaymentStatus, Transfer, TransferStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
-from schemas import serialize_payment
 from times import db_now, iso
 
 logger = logging.getLogger(__name__)
@@ -59,46 +59,6 @@ def wallet_lock(session: Session, wallet_address: str) -> None:
     session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"wallet:{wallet_address}"}
     )
-
-
-# --- audit log and outbox ----------------------------------------------------------------------
-
-def log_event(
-    session: Session, payment_id: uuid.UUID | None, event_type: str, message: str, **metadata: Any
-) -> PaymentLog:
-    entry = PaymentLog(
-        payment_id=payment_id, event_type=event_type, message=message, event_metadata=metadata or None
-    )
-    session.add(entry)
-    logger.info("%s payment=%s %s", event_type, payment_id, message)
-    return entry
-
-
-def emit_event(session: Session, payment: Payment, event_type: str) -> WebhookEvent:
-    """Write a webhook event into the outbox with the payment as it is now."""
-    session.flush()
-    event_id = f"evt_{uuid.uuid4().hex}"
-    created = db_now(session)
-    payment.callback_attempts = 0
-    payment.callback_success = False
-    session.flush()
-    body = {
-        "id": event_id,
-        "type": event_type,
-        "created_at": iso(created),
-        "data": serialize_payment(session, payment),
-    }
-    event = WebhookEvent(
-        id=event_id,
-        payment_id=payment.id,
-        type=event_type,
-        body=json.dumps(body, separators=(",", ":")),
-        callback_url=payment.callback_url,
-        next_attempt_at=created,
-    )
-    session.add(event)
-    log_event(session, payment.id, "webhook_queued", f"{event_type} event {event_id} queued", event_id=event_id)
-    return event
 
 
 # --- creation ----------------------------------------------------------------------------------

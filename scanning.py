@@ -26,6 +26,7 @@ from sqlalchemy import or_, select, update
 from chain_view import HEAD_MARGIN_BLOCKS, OVERLAP_MS, ChainView, read_from
 from config import Config
 from database import Database
+from events import log_event
 from matching import (
     FOUND_BY_SCAN,
     Outcome,
@@ -37,7 +38,6 @@ from matching import (
     would_credit,
 )
 from models import Payment, PaymentStatus, Transfer
-from payments import log_event
 from times import db_now, ms_to_datetime, to_ms
 from tron_client import RejectedLog, TransferLog, Trc20Transfer, TronClient, TronError, TronRateLimited, TxInfo
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from chain_view import AcceptedHead, ChainView
 from config import Config, first_line, startup_config
 from database import Database, DatabaseError, resolve_database_url
-from payments import log_event
+from events import log_event
 from reconcile import Reconciler
 from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
 from service_state import WATCHER_STATUS, read_state, write_state

@@ -1,4 +1,4 @@
-"""Webhooks: signing secrets, the outbox dispatcher, retries, and the event view for `/events`.
+"""Webhooks: signing secrets, the outbox dispatcher and its retries.
 
 Secrets (service_state key ``webhook_secrets``)
   * ``WEBHOOK_SECRET`` unset: a secret is generated once, stored, and used by every process.
@@ -42,17 +42,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from urllib3.exceptions import NewConnectionError
 
 from config import Config
 from database import Database
+from events import claim_due, log_event, release_leases, update_payment_summary
 from models import EventState, Payment, WebhookEvent
 from outbound import BoundedResponse, bounded_request, parse_retry_after
-from payments import log_event
 from service_state import insert_state, read_state, write_state
-from ssrf import AUTHORITY_PATTERN, Resolver, authority, blocked_reason, guarded_session
+from ssrf import Resolver, authority, blocked_reason, guarded_session
 from times import db_now, iso, parse_iso
 from webhook_signing import generate_secret, signature_header
 
@@ -69,37 +69,8 @@ LEASE_SLACK_SECONDS = 0.5
 USER_AGENT = "tron-usdt-monitor-webhooks/1.0"
 MAX_ERROR_CHARS = 500
 
-CLAIM_SQL = text(
-    """
-    WITH due AS (
-        SELECT e.seq FROM webhook_events e
-        WHERE e.state = 'pending'
-          AND e.next_attempt_at <= now()
-          AND (e.lease_until IS NULL OR e.lease_until < now())
-          AND e.seq <> ALL(CAST(:exclude AS bigint[]))
-          AND lower(substring(e.callback_url from :receiver_pattern)) <> ALL(CAST(:busy AS text[]))
-          AND NOT EXISTS (
-              SELECT 1 FROM webhook_events earlier
-              WHERE earlier.payment_id = e.payment_id AND earlier.state = 'pending' AND earlier.seq < e.seq
-          )
-        ORDER BY e.next_attempt_at, e.seq
-        LIMIT :limit
-        FOR UPDATE OF e SKIP LOCKED
-    )
-    UPDATE webhook_events w
-    SET lease_until = now() + make_interval(secs => :lease), leased_by = :worker
-    FROM due WHERE w.seq = due.seq
-    RETURNING w.seq, w.id, w.payment_id, w.type, w.body, w.callback_url
-    """
-)
-RELEASE_SQL = text(
-    "UPDATE webhook_events SET lease_until = NULL, leased_by = NULL "
-    "WHERE seq = ANY(CAST(:seqs AS bigint[])) AND leased_by = :worker"
-)
-
-
 def receiver_of(url: str) -> str:
-    """Which receiver an event goes to: its URL's authority, as CLAIM_SQL computes it too."""
+    """Which receiver an event goes to: its URL's authority, as `events.claim_due` computes it too."""
     return authority(url).lower()
 
 
@@ -359,18 +330,6 @@ def outcome_text(event: WebhookEvent, result: AttemptResult, now: datetime) -> s
     return f"{what}; next attempt in {(event.next_attempt_at - now).total_seconds():.0f}s"
 
 
-def update_payment_summary(session: Session, event: WebhookEvent) -> None:
-    """callback_attempts/success describe the payment's latest event only."""
-    latest = session.scalar(select(func.max(WebhookEvent.seq)).where(WebhookEvent.payment_id == event.payment_id))
-    if latest != event.seq:
-        return
-    session.execute(
-        update(Payment)
-        .where(Payment.id == event.payment_id)
-        .values(callback_attempts=event.attempts, callback_success=event.state == EventState.delivered)
-    )
-
-
 def attempt_metadata(event_id: str, attempt: int | None, result: AttemptResult) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "event_id": event_id, "attempt": attempt, "status_code": result.status_code,
@@ -469,13 +428,11 @@ class WebhookDispatcher:
         """Lease up to `limit` due events (the oldest pending one of each payment) to this dispatcher,
         none for a receiver in `busy`."""
         token = f"{self.worker_id[-50:]}:{secrets.token_hex(6)}"
-        params = {"limit": limit, "lease": self.lease_seconds, "worker": token, "exclude": list(exclude),
-                  "busy": list(busy), "receiver_pattern": AUTHORITY_PATTERN}
         # Taken before the claim: the lease, counted from the database's clock inside the claim,
         # surely lasts until lease_ends on this clock.
         lease_ends = time.monotonic() + self.lease_seconds
         with self.db.transaction() as session:
-            rows = session.execute(CLAIM_SQL, params).all()
+            rows = claim_due(session, limit, self.lease_seconds, token, exclude, busy)
         return [ClaimedEvent(r.seq, r.id, r.payment_id, r.type, r.body, r.callback_url, token, lease_ends)
                 for r in rows]
 
@@ -486,7 +443,7 @@ class WebhookDispatcher:
         with self.db.transaction() as session:
             for token in {e.lease for e in events}:
                 seqs = [e.seq for e in events if e.lease == token]
-                session.execute(RELEASE_SQL, {"seqs": seqs, "worker": token})
+                release_leases(session, seqs, token)
 
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
@@ -601,37 +558,3 @@ class WebhookDispatcher:
         )
         log_event(session, claimed.payment_id, "webhook_attempt", message, stale=True,
                   **attempt_metadata(claimed.id, None, result))
-
-
-# --- manual retry and the API view -------------------------------------------------------------
-
-def latest_event(session: Session, payment_id: uuid.UUID, *, for_update: bool = False) -> WebhookEvent | None:
-    query = select(WebhookEvent).where(WebhookEvent.payment_id == payment_id).order_by(WebhookEvent.seq.desc())
-    if for_update:
-        query = query.with_for_update()
-    return session.scalars(query.limit(1)).first()
-
-
-def queue_retry(session: Session, payment: Payment) -> WebhookEvent | None:
-    """Send the payment's latest event again, now, with a fresh schedule (same id, same body).
-
-    An attempt already in flight keeps its lease and records its outcome as usual.
-    """
-    event = latest_event(session, payment.id, for_update=True)
-    if event is None:
-        return None
-    previous_state = event.state.value
-    event.state = EventState.pending
-    event.next_attempt_at = db_now(session)
-    event.schedule_position = 0
-    event.delivered_at = None
-    payment.callback_attempts = event.attempts
-    payment.callback_success = False
-    log_event(
-        session, payment.id, "webhook_retry_queued",
-        f"{event.type} event {event.id} queued again by request (was {previous_state})",
-        event_id=event.id, previous_state=previous_state,
-    )
-    return event
-
-

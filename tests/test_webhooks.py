@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import Config  # noqa: E402
 from database import Database  # noqa: E402
+from events import emit_event, queue_retry  # noqa: E402
 from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
-from payments import emit_event  # noqa: E402
 from schemas import event_to_dict  # noqa: E402
 from webhook_signing import generate_secret  # noqa: E402
 from webhooks import (  # noqa: E402
@@ -37,7 +37,6 @@ from webhooks import (  # noqa: E402
     get_signing_secrets,
     jittered,
     next_delay,
-    queue_retry,
     rotate_webhook_secret,
 )
 
