@@ -17,8 +17,8 @@ from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session
 
 from config import Config
+from matching import may_take_money
 from models import Payment, WalletCursor
-from payments import may_take_money
 from service_state import read_state, write_state
 from times import to_ms
 from tron_client import BlockRef

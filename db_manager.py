@@ -198,11 +198,11 @@ def count_by(session: Any, column: Any) -> dict[str, int]:
 
 
 def collect_stats(ctx: Context) -> dict[str, Any]:
-    from models import EventState, Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+    from models import CANCELLED, EventState, Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
 
     with ctx.db.transaction() as session:
         payments = count_by(session, Payment.status)
-        cancelled = session.scalar(select(func.count()).where(Payment.failure_reason == "cancelled")) or 0
+        cancelled = session.scalar(select(func.count()).where(Payment.failure_reason == CANCELLED)) or 0
         transfers = count_by(session, Transfer.status)
         events = count_by(session, WebhookEvent.state)
         logs, oldest = session.execute(select(func.count(), func.min(PaymentLog.created_at))).one()

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select, text, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from events import emit_event, log_event
-from models import Payment, PaymentStatus, RejectedTransfer, Transfer, TransferStatus
+from models import CANCELLED, Payment, PaymentStatus, RejectedTransfer, Transfer, TransferStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
-from payments import wallet_lock
 from times import ms_to_datetime
 from tron_client import RejectedLog, TransferLog
 
@@ -50,12 +50,22 @@ class Outcome:
     event: str | None = None
 
 
+# --- which payments may still take money ----------------------------------------------------------
+#
+# A pending payment may take money. One that closed without being paid, by expiring or by being cancelled, may
+# still take what was mined before it closed (on time) or within the late window after (late). CLOSED_BY says how
+# a payment closes; the Python rule (`closed_at`, `timing`) and the SQL one (`may_take_money`) both read it.
+CLOSED_BY: tuple[tuple[PaymentStatus, str | None, str], ...] = (
+    (PaymentStatus.expired, None, "expires_at"),
+    (PaymentStatus.failed, CANCELLED, "cancelled_at"),
+)
+
+
 def closed_at(payment: Payment) -> datetime | None:
-    """When a payment stopped being pending without money: its expiry or cancellation."""
-    if payment.status == PaymentStatus.expired:
-        return payment.expires_at
-    if payment.status == PaymentStatus.failed and payment.failure_reason == "cancelled":
-        return payment.cancelled_at
+    """When a payment closed without being paid (its expiry or cancellation); None if it did not."""
+    for status, reason, column in CLOSED_BY:
+        if payment.status == status and (reason is None or payment.failure_reason == reason):
+            return getattr(payment, column)
     return None
 
 
@@ -75,6 +85,32 @@ def timing(payment: Payment, at: datetime, late_window: int) -> str | None:
     return None
 
 
+def may_take_money(within_window: Callable[[Any], Any] = lambda closed: true()) -> ColumnElement[bool]:
+    """SQL: payments that may still take money: pending ones, and closed ones for which `within_window(<when it
+    closed>)` holds (by default every closed one: `timing` then decides)."""
+    closed = [and_(Payment.status == status, *([Payment.failure_reason == reason] if reason else []),
+                   within_window(getattr(Payment, column)))
+              for status, reason, column in CLOSED_BY]
+    return or_(Payment.status == PaymentStatus.pending, *closed)
+
+
+def candidate_filter(wallet_address: str, at: Any, late_window: int) -> ColumnElement[bool]:
+    """SQL: the payments of a wallet that may take money mined at `at` (a time, or the SQL expression
+    `func.now()`), before `timing` looks at their creation and expiry."""
+    window_start = at - timedelta(seconds=late_window)
+    return and_(Payment.wallet_address == wallet_address, may_take_money(lambda closed: closed >= window_start))
+
+
+def wallet_lock(session: Session, wallet_address: str) -> None:
+    """Serialise amount checks and crediting on one wallet until the transaction ends: the remaining amounts of a
+    wallet's candidates change only under this lock."""
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"wallet:{wallet_address}"}
+    )
+
+
+# --- crediting ------------------------------------------------------------------------------------
+
 def remaining(payment: Payment) -> int:
     return to_micro(payment.expected_amount_usdt) - to_micro(payment.received_amount_usdt)
 
@@ -92,11 +128,7 @@ def choose_payment(candidates: list[tuple[Payment, str]], amount: int) -> tuple[
 def find_candidates(session: Session, wallet: str, at: datetime, late_window: int) -> list[tuple[Payment, str]]:
     rows = session.scalars(
         select(Payment)
-        .where(
-            Payment.wallet_address == wallet,
-            Payment.created_at <= at,
-            Payment.status.in_([PaymentStatus.pending, PaymentStatus.expired, PaymentStatus.failed]),
-        )
+        .where(candidate_filter(wallet, at, late_window), Payment.created_at <= at)
         .order_by(Payment.created_at, Payment.id)
         .with_for_update()
     )
@@ -116,10 +148,7 @@ def is_stored(session: Session, t: TransferLog) -> bool:
 
 def wallet_payments(session: Session, wallet: str) -> list[Payment]:
     """The wallet's payments that may still take money (a snapshot, no locks: for planning only)."""
-    return list(session.scalars(select(Payment).where(
-        Payment.wallet_address == wallet,
-        Payment.status.in_([PaymentStatus.pending, PaymentStatus.expired, PaymentStatus.failed]),
-    )))
+    return list(session.scalars(select(Payment).where(Payment.wallet_address == wallet, may_take_money())))
 
 
 def would_credit(candidates: list[Payment], records: list[Any]) -> bool:

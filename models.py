@@ -39,6 +39,9 @@ class PaymentStatus(str, enum.Enum):
     expired = "expired"
 
 
+CANCELLED = "cancelled"  # the failure_reason of a payment the merchant cancelled (its only one so far)
+
+
 class TransferStatus(str, enum.Enum):
     unmatched = "unmatched"
     credited = "credited"

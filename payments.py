@@ -9,17 +9,17 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, text
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from events import emit_event, log_event
-from models import Payment, PaymentStatus, Transfer, TransferStatus
+from matching import candidate_filter, wallet_lock
+from models import CANCELLED, Payment, PaymentStatus, Transfer, TransferStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
 from times import db_now, iso
 
@@ -54,35 +54,7 @@ def request_fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def wallet_lock(session: Session, wallet_address: str) -> None:
-    """Serialise amount checks and crediting on one wallet until the transaction ends."""
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"wallet:{wallet_address}"}
-    )
-
-
 # --- creation ----------------------------------------------------------------------------------
-
-def may_take_money(closed_within_window: Callable[[Any], Any]) -> Any:
-    """Payments that may still receive money: pending, or expired/cancelled with
-    `closed_within_window(<expires_at or cancelled_at column>)` true."""
-    return or_(
-        Payment.status == PaymentStatus.pending,
-        and_(Payment.status == PaymentStatus.expired, closed_within_window(Payment.expires_at)),
-        and_(
-            Payment.status == PaymentStatus.failed,
-            Payment.failure_reason == "cancelled",
-            closed_within_window(Payment.cancelled_at),
-        ),
-    )
-
-
-def candidate_filter(wallet_address: str, now: Any, late_window_seconds: int) -> Any:
-    """Payments of a wallet that may still receive money, the late window ending at `now` (a time,
-    or the SQL expression `func.now()`)."""
-    window_start = now - timedelta(seconds=late_window_seconds)
-    return and_(Payment.wallet_address == wallet_address, may_take_money(lambda closed: closed >= window_start))
-
 
 def amounts_under_lock(
     session: Session, wallet_address: str, order_id: str, late_window: int
@@ -198,7 +170,7 @@ def cancel_payment(session: Session, payment: Payment) -> Payment:
             + (" and has received money." if payment.received_amount_usdt > 0 else "."),
         )
     payment.status = PaymentStatus.failed
-    payment.failure_reason = "cancelled"
+    payment.failure_reason = CANCELLED
     payment.cancelled_at = db_now(session)
     log_event(session, payment.id, "cancelled", "payment cancelled by the merchant")
     emit_event(session, payment, "payment.cancelled")
