@@ -123,7 +123,7 @@ def bootstrap(services: Services) -> None:
         created = ensure_initial_key(session, services.config.api_keys)
     if created is not None:
         print(f"Created the first API key (shown only once, store it now): {created.key}", flush=True)
-    from webhooks import ensure_webhook_secret
+    from webhook_signing import ensure_webhook_secret
 
     secret = ensure_webhook_secret(services.db, services.config)
     if secret is not None:

@@ -469,7 +469,7 @@ def cmd_list_api_keys(ctx: Context) -> int:
     return 0
 
 
-# --- webhook secret and manual matching (webhooks.py and matching.py) ----------------------------
+# --- webhook secret and manual matching (webhook_signing.py and matching.py) ---------------------
 
 def format_value(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
@@ -478,20 +478,20 @@ def format_value(value: Any) -> str:
 
 
 def cmd_show_webhook_secret(ctx: Context) -> int:
-    import webhooks
+    import webhook_signing
 
     with ctx.db.transaction() as session:
-        info = webhooks.describe_webhook_secrets(session, ctx.config)
+        info = webhook_signing.describe_webhook_secrets(session, ctx.config)
     for key, value in info.items():
         print(f"{key}: {format_value(value)}")
     return 0
 
 
 def cmd_rotate_webhook_secret(ctx: Context) -> int:
-    import webhooks
+    import webhook_signing
 
     with ctx.db.transaction() as session:
-        secret = webhooks.rotate_webhook_secret(session, ctx.config)
+        secret = webhook_signing.rotate_webhook_secret(session, ctx.config)
     print("Rotated the webhook signing secret. New secret (shown only once; give it to your webhook receiver):")
     print(secret)
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,18 +27,14 @@ from database import Database  # noqa: E402
 from events import emit_event, queue_retry  # noqa: E402
 from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
 from schemas import event_to_dict  # noqa: E402
-from webhook_signing import generate_secret  # noqa: E402
-from webhooks import (  # noqa: E402
-    AttemptResult,
-    WebhookDispatcher,
-    describe_webhook_secrets,
+from webhook_signing import (  # noqa: E402
     drop_previous_webhook_secret,
     ensure_webhook_secret,
+    generate_secret,
     get_signing_secrets,
-    jittered,
-    next_delay,
     rotate_webhook_secret,
 )
+from webhooks import AttemptResult, WebhookDispatcher, jittered, next_delay  # noqa: E402
 
 SECRET = generate_secret()
 # --- fixtures: database (conftest's per-run test database, emptied per test) -------------------
@@ -191,7 +187,7 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-# --- signing and secrets -----------------------------------------------------------------------
+# --- signing ------------------------------------------------------------------------------------
 
 def test_delivered_request_verifies_with_the_standardwebhooks_library(wh_db: Database, receiver: Receiver) -> None:
     payment_id = make_payment(wh_db, receiver.url())
@@ -239,56 +235,6 @@ def test_rotation_signs_with_both_secrets_each_verifying_alone(wh_db: Database, 
     with wh_db.transaction() as session:
         assert drop_previous_webhook_secret(session) is True
         assert get_signing_secrets(session, config) == [new]
-
-
-def test_environment_secret_and_database_rotation(wh_db: Database) -> None:
-    config = make_config()
-    with wh_db.transaction() as session:
-        assert get_signing_secrets(session, config) == [SECRET]
-        assert describe_webhook_secrets(session, config)["source"] == "environment"
-        new = rotate_webhook_secret(session, config)
-    with wh_db.transaction() as session:
-        assert get_signing_secrets(session, config) == [new, SECRET]
-        shown = describe_webhook_secrets(session, config)
-        assert shown["current"] == new and shown["previous"] == SECRET and shown["environment_secret_superseded"]
-    replaced = generate_secret()  # the operator sets WEBHOOK_SECRET to something else: it wins again
-    with wh_db.transaction() as session:
-        assert get_signing_secrets(session, make_config(webhook_secret=replaced)) == [replaced]
-
-
-def test_previous_secret_expires(wh_db: Database) -> None:
-    config = make_config(webhook_secret=None)
-    with wh_db.transaction() as session:
-        first = get_signing_secrets(session, config)[0]
-        new = rotate_webhook_secret(session, config)
-    assert first != new
-    with wh_db.engine.begin() as conn:
-        conn.execute(text(
-            "UPDATE service_state SET value = jsonb_set(value, '{previous_expires_at}', '\"2000-01-01T00:00:00Z\"') "
-            "WHERE key = 'webhook_secrets'"
-        ))
-    with wh_db.transaction() as session:
-        assert get_signing_secrets(session, config) == [new]
-
-
-def test_secret_is_generated_once_by_concurrent_starts(wh_db: Database) -> None:
-    config = make_config(webhook_secret=None)
-    barrier = threading.Barrier(4)
-    results: list[str | None] = []
-
-    def start() -> None:
-        barrier.wait()
-        results.append(ensure_webhook_secret(wh_db, config))
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    generated = [r for r in results if r is not None]
-    assert len(generated) == 1
-    with wh_db.transaction() as session:
-        assert get_signing_secrets(session, config) == generated
 
 
 # --- retries -----------------------------------------------------------------------------------
