@@ -17,13 +17,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import validation as v
+from app import Services, services_of
+from errors import ApiError
 from events import queue_retry
 from matching import FOUND_BY_RECONCILIATION
 from models import Payment, PaymentLog, PaymentStatus, RejectedTransfer, Transfer, TransferStatus, WebhookEvent
 from money import format_amount
 from payments import (
     NewPayment,
-    PaymentError,
     cancel_payment,
     create_payment,
     find_by_order_id,
@@ -47,12 +48,8 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 
-def services() -> Any:
-    return current_app.extensions["tron"]
-
-
-def fail(status: int, code: str, message: str, field: str | None = None) -> v.ValidationError:
-    return v.ValidationError(code, message, field, status)
+def services() -> Services:
+    return services_of(current_app)
 
 
 def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,10 +58,10 @@ def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise fail(401, "unauthorized", "Send your API key as 'Authorization: Bearer <key>'.")
+            raise ApiError("unauthorized", "Send your API key as 'Authorization: Bearer <key>'.", status=401)
         svc = services()
         if not svc.key_cache.is_valid(svc.db.Session, key.strip(), svc.config.api_keys):
-            raise fail(401, "unauthorized", "This API key is unknown or revoked.")
+            raise ApiError("unauthorized", "This API key is unknown or revoked.", status=401)
         return view(*args, **kwargs)
 
     return wrapper
@@ -78,7 +75,7 @@ def read_capped_body(limit: int) -> bytes:
     length = request.content_length
     if length is not None:
         if length > limit:
-            raise fail(413, "payload_too_large", "The request body must be at most 64 KB.")
+            raise ApiError("payload_too_large", "The request body must be at most 64 KB.", status=413)
         return request.get_data(cache=True)
     if not request.environ.get("wsgi.input_terminated"):
         return b""  # neither a length nor a server-delimited stream: HTTP says there is no body
@@ -90,7 +87,7 @@ def read_capped_body(limit: int) -> bytes:
             break
         data += chunk
     if len(data) > limit:
-        raise fail(413, "payload_too_large", "The request body must be at most 64 KB.")
+        raise ApiError("payload_too_large", "The request body must be at most 64 KB.", status=413)
     return bytes(data)
 
 
@@ -100,8 +97,8 @@ def check_request_body() -> None:
     is not declared `application/json` (UTF-8). Routes meant for browser forms would opt out here."""
     raw = read_capped_body(current_app.config["MAX_CONTENT_LENGTH"])
     if raw and not v.is_json_media_type(request.headers.get("Content-Type")):
-        raise fail(415, "unsupported_media_type",
-                   "Send the request body as JSON with 'Content-Type: application/json' (UTF-8).")
+        raise ApiError("unsupported_media_type",
+                       "Send the request body as JSON with 'Content-Type: application/json' (UTF-8).", status=415)
     g.raw_body = raw
 
 
@@ -116,11 +113,7 @@ def no_fields_body() -> None:
     body = json_body()
     if body:
         name = sorted(body)[0]
-        raise fail(400, "unknown_field", f"Unknown field {name[:40]!r}: this call takes no fields.", name[:128])
-
-
-def translate(exc: PaymentError) -> v.ValidationError:
-    return fail(exc.status, exc.code, exc.message, exc.field)
+        raise ApiError("unknown_field", f"Unknown field {name[:40]!r}: this call takes no fields.", name[:128])
 
 
 # --- cursors: opaque base64 of the last row's sort key -----------------------------------------
@@ -138,7 +131,7 @@ def decode_cursor(raw: str | None, size: int, field: str = "cursor") -> list[str
     except (ValueError, binascii.Error, UnicodeDecodeError):
         parts = None
     if not isinstance(parts, list) or len(parts) != size or not all(isinstance(p, str) for p in parts):
-        raise fail(400, "invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.", field)
+        raise ApiError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.", field)
     return parts
 
 
@@ -151,7 +144,7 @@ def payments_cursor_key(parts: list[str]) -> tuple[datetime, Any]:
         created = None
     pid = v.payment_uuid(parts[1])
     if created is None or pid is None:
-        raise fail(400, "invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
+        raise ApiError("invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
     return created, pid
 
 
@@ -160,10 +153,10 @@ def payments_cursor_key(parts: list[str]) -> tuple[datetime, Any]:
 def parse_new_payment(body: dict[str, Any]) -> NewPayment:
     unknown = sorted(set(body) - v.CREATE_FIELDS)
     if unknown:
-        raise fail(400, "unknown_field", f"Unknown field {unknown[0]!r}; see /openapi.json.", unknown[0])
+        raise ApiError("unknown_field", f"Unknown field {unknown[0]!r}; see /openapi.json.", unknown[0])
     for name in ("wallet_address", "expected_amount_usdt", "order_id", "callback_url"):
         if body.get(name) is None:
-            raise fail(400, "missing_field", f"{name} is required.", name)
+            raise ApiError("missing_field", f"{name} is required.", name)
     config = services().config
     wallet = v.wallet_address(body["wallet_address"])
     amount = v.amount(body["expected_amount_usdt"])
@@ -192,7 +185,7 @@ def check_callback_address(url: str) -> None:
     try:
         check_callback_url(url, allow_private=services().config.allow_private_callbacks)
     except CallbackUrlError as exc:
-        raise fail(400, "invalid_callback_url", f"callback_url is not allowed: {exc}", "callback_url") from None
+        raise ApiError("invalid_callback_url", f"callback_url is not allowed: {exc}", "callback_url") from None
 
 
 @bp.post("/payments")
@@ -205,7 +198,7 @@ def create() -> Any:
     try:
         check_callback_address(new.callback_url)
         refused = None
-    except v.ValidationError as exc:
+    except ApiError as exc:
         refused = exc
     try:
         # One transaction for the replay lookup and the creation: a connection checkout (with its
@@ -220,8 +213,6 @@ def create() -> Any:
                                               looked_up=True)
             # a new payment has no transfers yet: no query for them
             body = payment_to_dict(payment, []) if created else serialize_payment(session, payment)
-    except PaymentError as exc:
-        raise translate(exc) from None
     except IntegrityError:  # a concurrent request with the same order_id committed first
         with db.Session() as session:
             existing = find_by_order_id(session, new.order_id)
@@ -232,10 +223,7 @@ def create() -> Any:
 
 
 def replay(session: Session, existing: Payment, new: NewPayment) -> Any:
-    try:
-        payment = replay_or_conflict(existing, new)
-    except PaymentError as exc:
-        raise translate(exc) from None
+    payment = replay_or_conflict(existing, new)
     return jsonify(serialize_payment(session, payment)), 200
 
 
@@ -243,7 +231,7 @@ def load_payment(session: Session, payment_id: str, *, for_update: bool = False)
     pid = v.payment_uuid(payment_id)
     payment = session.get(Payment, pid, with_for_update=for_update) if pid else None
     if payment is None:
-        raise fail(404, "payment_not_found", "No payment has this id.")
+        raise ApiError("payment_not_found", "No payment has this id.", status=404)
     return payment
 
 
@@ -258,7 +246,7 @@ def get_payment(payment_id: str) -> Any:
             .where(Payment.id == pid).order_by(Transfer.block_timestamp, Transfer.id)
         ).all() if pid else []
         if not rows:
-            raise fail(404, "payment_not_found", "No payment has this id.")
+            raise ApiError("payment_not_found", "No payment has this id.", status=404)
         transfers = [transfer for _, transfer in rows if transfer is not None]
         return jsonify(payment_to_dict(rows[0][0], transfers))
 
@@ -294,12 +282,9 @@ def list_payments() -> Any:
 @require_api_key
 def cancel(payment_id: str) -> Any:
     no_fields_body()
-    try:
-        with services().db.transaction() as session:
-            payment = cancel_payment(session, load_payment(session, payment_id))
-            body = serialize_payment(session, payment)
-    except PaymentError as exc:
-        raise translate(exc) from None
+    with services().db.transaction() as session:
+        payment = cancel_payment(session, load_payment(session, payment_id))
+        body = serialize_payment(session, payment)
     return jsonify(body)
 
 
@@ -322,7 +307,7 @@ def retry_callback(payment_id: str) -> Any:
         payment = load_payment(session, payment_id, for_update=True)
         event = queue_retry(session, payment)
         if event is None:
-            raise fail(409, "no_event", "This payment has no webhook event yet; nothing to send again.")
+            raise ApiError("no_event", "This payment has no webhook event yet; nothing to send again.", status=409)
         event_id = event.id
     return jsonify({"queued": True, "event_id": event_id}), 202
 
@@ -364,7 +349,7 @@ def list_events() -> Any:
     if "payment_id" in args:
         pid = v.payment_uuid(args["payment_id"])
         if pid is None:
-            raise fail(400, "invalid_payment_id", "payment_id must be a payment's UUID.", "payment_id")
+            raise ApiError("invalid_payment_id", "payment_id must be a payment's UUID.", "payment_id")
         query = query.where(WebhookEvent.payment_id == pid)
     query = query.order_by(WebhookEvent.seq).limit(limit + 1)
     with services().db.Session() as session:

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from auth import KeyCache
 from config import Config, first_line, load_config, startup_config
 from database import Database, DatabaseError, current_deadline, database_deadline, resolve_database_url
+from errors import ApiError
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,8 @@ def database_unavailable() -> Any:
 
 
 def register_error_handlers(app: Flask) -> None:
-    from validation import ValidationError
-
-    @app.errorhandler(ValidationError)
-    def _validation(exc: ValidationError) -> Any:
+    @app.errorhandler(ApiError)
+    def _refused(exc: ApiError) -> Any:
         return error_response(exc.status, exc.code, exc.message, exc.field)
 
     @app.errorhandler(HTTPException)

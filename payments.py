@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
+from errors import ApiError
 from events import emit_event, log_event
 from matching import candidate_filter, wallet_lock
 from models import CANCELLED, Payment, PaymentStatus, Transfer, TransferStatus
@@ -27,14 +28,6 @@ logger = logging.getLogger(__name__)
 
 UNIQUE_STEP_MICRO = 100  # 0.0001 USDT
 UNIQUE_MAX_STEPS = 100
-
-
-class PaymentError(Exception):
-    """A request the payment rules refuse; maps to an HTTP error."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
 
 
 @dataclass(frozen=True)
@@ -77,12 +70,12 @@ def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool) -> 
     if micro not in in_use:
         return requested
     if not unique_amount:
-        raise PaymentError(
-            409,
+        raise ApiError(
             "amount_in_use",
             "Another open payment on this wallet already awaits this amount; "
             "send unique_amount: true to get a distinct amount.",
             "expected_amount_usdt",
+            409,
         )
     for step in range(1, UNIQUE_MAX_STEPS + 1):
         candidate = micro + step * UNIQUE_STEP_MICRO
@@ -90,11 +83,11 @@ def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool) -> 
             break
         if candidate not in in_use:
             return from_micro(candidate)
-    raise PaymentError(
-        409,
+    raise ApiError(
         "amount_in_use",
         f"No free amount within {UNIQUE_MAX_STEPS} steps of 0.0001 USDT above this one on this wallet.",
         "expected_amount_usdt",
+        409,
     )
 
 
@@ -104,11 +97,11 @@ def find_by_order_id(session: Session, order_id: str) -> Payment | None:
 
 def replay_or_conflict(existing: Payment, new: NewPayment) -> Payment:
     if existing.request_fingerprint != new.fingerprint:
-        raise PaymentError(
-            409,
+        raise ApiError(
             "order_id_conflict",
             "A payment with this order_id already exists with different details; use a new order_id.",
             "order_id",
+            409,
         )
     return existing
 
@@ -163,11 +156,11 @@ def cancel_payment(session: Session, payment: Payment) -> Payment:
     wallet_lock(session, payment.wallet_address)
     session.refresh(payment, with_for_update=True)
     if payment.status != PaymentStatus.pending or payment.received_amount_usdt > 0:
-        raise PaymentError(
-            409,
+        raise ApiError(
             "not_cancellable",
             f"Only a pending payment that has received nothing can be cancelled; this one is {payment.status.value}"
             + (" and has received money." if payment.received_amount_usdt > 0 else "."),
+            status=409,
         )
     payment.status = PaymentStatus.failed
     payment.failure_reason = CANCELLED

@@ -12,6 +12,7 @@ from typing import Any
 from werkzeug.http import parse_options_header
 
 from addresses import AddressError, decode_address
+from errors import ApiError
 from money import AmountError, parse_amount
 from ssrf import CallbackUrlError, split_callback_url
 
@@ -54,12 +55,6 @@ CREATE_FIELDS = {
 }
 
 
-class ValidationError(Exception):
-    def __init__(self, code: str, message: str, field: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.message, self.field, self.status = code, message, field, status
-
-
 class JsonNumber(str):
     """The exact text of a JSON number with a fraction or exponent (never a float)."""
 
@@ -81,7 +76,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: set[str] = set()
     for key, _ in pairs:
         if key in seen:
-            raise ValidationError("invalid_json", f"The request body repeats the key {_shown(key)}; "
+            raise ApiError("invalid_json", f"The request body repeats the key {_shown(key)}; "
                                                   "each key may appear once in an object.")
         seen.add(key)
     return obj
@@ -122,19 +117,19 @@ def parse_json_body(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValidationError("invalid_json", "The request body must be JSON encoded as UTF-8.") from None
+        raise ApiError("invalid_json", "The request body must be JSON encoded as UTF-8.") from None
     if not text.strip():
-        raise ValidationError("invalid_json", "The request body must be a JSON object.")
+        raise ApiError("invalid_json", "The request body must be a JSON object.")
     if json_depth(text) > MAX_JSON_DEPTH:
-        raise ValidationError("invalid_json", f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+        raise ApiError("invalid_json", f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
         value = json.loads(text, parse_float=JsonNumber, parse_constant=_reject_constant,
                            object_pairs_hook=_unique_keys)
     except ValueError:
-        raise ValidationError("invalid_json", "The request body is not valid JSON.") from None
+        raise ApiError("invalid_json", "The request body is not valid JSON.") from None
     found, field = lone_surrogate_field(value)
     if found:
-        raise ValidationError("invalid_json", "The request body holds a lone UTF-16 surrogate escape "
+        raise ApiError("invalid_json", "The request body holds a lone UTF-16 surrogate escape "
                                               "(such as \\ud800), which is not text.", field)
     return value
 
@@ -148,17 +143,17 @@ def is_json_media_type(content_type: str | None) -> bool:
 
 def require_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ValidationError("invalid_json", "The request body must be a JSON object.")
+        raise ApiError("invalid_json", "The request body must be a JSON object.")
     return body
 
 
 def wallet_address(value: Any, field: str = "wallet_address") -> str:
     if not is_text(value):
-        raise ValidationError("invalid_wallet_address", "wallet_address must be a TRON address string.", field)
+        raise ApiError("invalid_wallet_address", "wallet_address must be a TRON address string.", field)
     try:
         decode_address(value)
     except AddressError as exc:
-        raise ValidationError(
+        raise ApiError(
             "invalid_wallet_address", f"wallet_address is not a valid TRON address: {exc}.", field
         ) from None
     return value
@@ -167,14 +162,14 @@ def wallet_address(value: Any, field: str = "wallet_address") -> str:
 def amount(value: Any, field: str = "expected_amount_usdt") -> Decimal:
     """A string or an exact JSON number; the text must be plain (see AMOUNT_PATTERN)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValidationError("invalid_amount", f"{field} must be a decimal string such as \"10.5\".", field)
+        raise ApiError("invalid_amount", f"{field} must be a decimal string such as \"10.5\".", field)
     text = str(value)
     try:
         parsed = parse_amount(text)
     except AmountError as exc:
-        raise ValidationError("invalid_amount", f"{field} {exc}.", field) from None
+        raise ApiError("invalid_amount", f"{field} {exc}.", field) from None
     if not _AMOUNT.fullmatch(text):
-        raise ValidationError(
+        raise ApiError(
             "invalid_amount",
             f"{field} must be written plainly, without spaces or leading zeros (\"0.5\" and \"10\", not \"010\").",
             field,
@@ -185,7 +180,7 @@ def amount(value: Any, field: str = "expected_amount_usdt") -> Decimal:
 def order_id(value: Any) -> str:
     if (not is_text(value) or not 1 <= len(value) <= MAX_ORDER_ID or not value.isprintable()
             or value != value.strip()):
-        raise ValidationError(
+        raise ApiError(
             "invalid_order_id",
             f"order_id must be 1 to {MAX_ORDER_ID} printable characters, not starting or ending with a space.",
             "order_id",
@@ -196,11 +191,11 @@ def order_id(value: Any) -> str:
 def callback_url(value: Any) -> str:
     """Syntax only (scheme, host, port, no spaces); where it points is checked by ssrf.py."""
     if not is_text(value) or len(value) > MAX_URL:
-        raise ValidationError("invalid_callback_url", "callback_url must be an http or https URL.", "callback_url")
+        raise ApiError("invalid_callback_url", "callback_url must be an http or https URL.", "callback_url")
     try:
         split_callback_url(value)
     except CallbackUrlError as exc:
-        raise ValidationError("invalid_callback_url", f"callback_url {exc}.", "callback_url") from None
+        raise ApiError("invalid_callback_url", f"callback_url {exc}.", "callback_url") from None
     return value
 
 
@@ -227,7 +222,7 @@ def expires_in_seconds(value: Any, default: int) -> int:
         return default
     number = whole_number(value)
     if number is None or not MIN_EXPIRES <= number <= MAX_EXPIRES:
-        raise ValidationError(
+        raise ApiError(
             "invalid_expires_in_seconds",
             f"expires_in_seconds must be a whole number from {MIN_EXPIRES} to {MAX_EXPIRES}.",
             "expires_in_seconds",
@@ -241,16 +236,16 @@ def _plain(value: Any, depth: int = 1) -> Any:
     if isinstance(value, JsonNumber):
         number = float(value)
         if number in (float("inf"), float("-inf")):
-            raise ValidationError("invalid_metadata", "metadata holds a number too large to store.", "metadata")
+            raise ApiError("invalid_metadata", "metadata holds a number too large to store.", "metadata")
         return number
     if isinstance(value, str) and "\x00" in value:
-        raise ValidationError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
+        raise ApiError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
     if isinstance(value, (dict, list)) and depth > MAX_METADATA_DEPTH:
-        raise ValidationError("invalid_metadata", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels.",
+        raise ApiError("invalid_metadata", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels.",
                               "metadata")
     if isinstance(value, dict):
         if any("\x00" in key for key in value):
-            raise ValidationError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
+            raise ApiError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
         return {k: _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v, depth + 1) for v in value]
@@ -261,10 +256,10 @@ def metadata(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValidationError("invalid_metadata", "metadata must be a JSON object.", "metadata")
+        raise ApiError("invalid_metadata", "metadata must be a JSON object.", "metadata")
     encoded = json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False)
     if len(encoded.encode()) > MAX_METADATA_BYTES:
-        raise ValidationError("invalid_metadata", "metadata must be at most 4 KB of JSON.", "metadata")
+        raise ApiError("invalid_metadata", "metadata must be at most 4 KB of JSON.", "metadata")
     return json.loads(encoded)
 
 
@@ -272,7 +267,7 @@ def boolean(value: Any, field: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise ValidationError(f"invalid_{field}", f"{field} must be true or false.", field)
+        raise ApiError(f"invalid_{field}", f"{field} must be true or false.", field)
     return value
 
 
@@ -281,7 +276,7 @@ def filter_text(value: str | None, field: str) -> str | None:
     if value is None:
         return None
     if len(value) > MAX_ORDER_ID or not value.isprintable():
-        raise ValidationError(f"invalid_{field}", f"{field} must be at most {MAX_ORDER_ID} printable characters.",
+        raise ApiError(f"invalid_{field}", f"{field} must be at most {MAX_ORDER_ID} printable characters.",
                               field)
     return value
 
@@ -307,7 +302,7 @@ def limit(value: str | None) -> int:
         return 50
     number = ascii_number(value, 200)
     if number is None or number < 1:
-        raise ValidationError("invalid_limit", "limit must be a whole number from 1 to 200.", "limit")
+        raise ApiError("invalid_limit", "limit must be a whole number from 1 to 200.", "limit")
     return number
 
 
@@ -316,7 +311,7 @@ def cursor_text(value: str | None, field: str) -> str | None:
     if value is None:
         return None
     if not _CURSOR.fullmatch(value):
-        raise ValidationError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
+        raise ApiError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
                               field)
     return value
 
@@ -324,7 +319,7 @@ def cursor_text(value: str | None, field: str) -> str | None:
 def cursor_number(value: str, field: str) -> int:
     number = ascii_number(value, MAX_BIGINT)
     if number is None:
-        raise ValidationError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
+        raise ApiError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
                               field)
     return number
 
@@ -333,5 +328,5 @@ def one_of(value: str | None, allowed: tuple[str, ...], field: str) -> str | Non
     if value is None:
         return None
     if value not in allowed:
-        raise ValidationError(f"invalid_{field}", f"{field} must be one of: {', '.join(allowed)}.", field)
+        raise ApiError(f"invalid_{field}", f"{field} must be one of: {', '.join(allowed)}.", field)
     return value
