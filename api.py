@@ -1,10 +1,7 @@
 """The HTTP routes: payments, transfers and events for the merchant (API key), and the operator routes."""
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
-from sqlalchemy import func, select, text, tuple_
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +20,7 @@ from events import queue_retry
 from matching import FOUND_BY_RECONCILIATION
 from models import Payment, PaymentLog, PaymentStatus, RejectedTransfer, Transfer, TransferStatus, WebhookEvent
 from money import format_amount
+from paging import Keyset, number_key, page_size, time_key, uuid_key
 from payments import (
     NewPayment,
     cancel_payment,
@@ -114,38 +112,6 @@ def no_fields_body() -> None:
     if body:
         name = sorted(body)[0]
         raise ApiError("unknown_field", f"Unknown field {name[:40]!r}: this call takes no fields.", name[:128])
-
-
-# --- cursors: opaque base64 of the last row's sort key -----------------------------------------
-
-def encode_cursor(*parts: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps([str(p) for p in parts]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(raw: str | None, size: int, field: str = "cursor") -> list[str] | None:
-    text = v.cursor_text(raw, field)
-    if text is None:
-        return None
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        parts = None
-    if not isinstance(parts, list) or len(parts) != size or not all(isinstance(p, str) for p in parts):
-        raise ApiError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.", field)
-    return parts
-
-
-def payments_cursor_key(parts: list[str]) -> tuple[datetime, Any]:
-    """(created_at, id) of the last payment of the previous page."""
-    try:
-        created = datetime.fromisoformat(parts[0])
-        created = created.astimezone(UTC) if created.tzinfo is not None else None
-    except (ValueError, OverflowError):
-        created = None
-    pid = v.payment_uuid(parts[1])
-    if created is None or pid is None:
-        raise ApiError("invalid_cursor", "cursor must be a next_cursor value returned by this endpoint.", "cursor")
-    return created, pid
 
 
 # --- payments ----------------------------------------------------------------------------------
@@ -251,13 +217,18 @@ def get_payment(payment_id: str) -> Any:
         return jsonify(payment_to_dict(rows[0][0], transfers))
 
 
+PAYMENTS = Keyset((time_key(Payment.created_at), uuid_key(Payment.id)), newest_first=True)
+TRANSFERS = Keyset((number_key(Transfer.id),), newest_first=True)
+EVENTS = Keyset((number_key(WebhookEvent.seq),))
+
+
 @bp.get("/payments")
 @require_api_key
 def list_payments() -> Any:
     args = request.args
-    limit = v.limit(args.get("limit"))
+    limit = page_size(args.get("limit"))
     status = v.one_of(args.get("status"), tuple(s.value for s in PaymentStatus), "status")
-    cursor = decode_cursor(args.get("cursor"), 2)
+    cursor = PAYMENTS.cursor(args.get("cursor"))
     query = select(Payment)
     if status:
         query = query.where(Payment.status == PaymentStatus(status))
@@ -265,17 +236,9 @@ def list_payments() -> Any:
         query = query.where(Payment.wallet_address == v.filter_text(args["wallet_address"], "wallet_address"))
     if args.get("order_id"):
         query = query.where(Payment.order_id == v.filter_text(args["order_id"], "order_id"))
-    if cursor:
-        created, pid = payments_cursor_key(cursor)
-        query = query.where(tuple_(Payment.created_at, Payment.id) < tuple_(created, pid))
-    query = query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit + 1)
     with services().db.Session() as session:
-        rows = list(session.scalars(query))
-        page = rows[:limit]
-        next_cursor = (
-            encode_cursor(page[-1].created_at.isoformat(), page[-1].id) if len(rows) > limit else None
-        )
-        return jsonify({"payments": serialize_payments(session, page), "next_cursor": next_cursor})
+        page = PAYMENTS.page(session, query, limit, cursor)
+        return jsonify({"payments": serialize_payments(session, page.rows), "next_cursor": page.next_cursor})
 
 
 @bp.post("/payments/<payment_id>/cancel")
@@ -318,48 +281,36 @@ def retry_callback(payment_id: str) -> Any:
 @require_api_key
 def list_transfers() -> Any:
     args = request.args
-    limit = v.limit(args.get("limit"))
+    limit = page_size(args.get("limit"))
     status = v.one_of(args.get("status"), tuple(s.value for s in TransferStatus), "status")
-    cursor = decode_cursor(args.get("cursor"), 1)
+    cursor = TRANSFERS.cursor(args.get("cursor"))
     query = select(Transfer)
     if status:
         query = query.where(Transfer.status == TransferStatus(status))
     if args.get("wallet_address"):
         query = query.where(Transfer.to_address == v.filter_text(args["wallet_address"], "wallet_address"))
-    if cursor:
-        query = query.where(Transfer.id < v.cursor_number(cursor[0], "cursor"))
-    query = query.order_by(Transfer.id.desc()).limit(limit + 1)
     with services().db.Session() as session:
-        rows = list(session.scalars(query))
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
-    return jsonify({"transfers": [transfer_to_dict(t) for t in page], "next_cursor": next_cursor})
+        page = TRANSFERS.page(session, query, limit, cursor)
+    return jsonify({"transfers": [transfer_to_dict(t) for t in page.rows], "next_cursor": page.next_cursor})
 
 
 @bp.get("/events")
 @require_api_key
 def list_events() -> Any:
     args = request.args
-    limit = v.limit(args.get("limit"))
-    after_parts = decode_cursor(args.get("after"), 1, "after")
-    after = v.cursor_number(after_parts[0], "after") if after_parts else None
+    limit = page_size(args.get("limit"))
+    after = EVENTS.cursor(args.get("after"), "after")
     query = select(WebhookEvent)
-    if after is not None:
-        query = query.where(WebhookEvent.seq > after)
     if "payment_id" in args:
         pid = v.payment_uuid(args["payment_id"])
         if pid is None:
             raise ApiError("invalid_payment_id", "payment_id must be a payment's UUID.", "payment_id")
         query = query.where(WebhookEvent.payment_id == pid)
-    query = query.order_by(WebhookEvent.seq).limit(limit + 1)
     with services().db.Session() as session:
-        rows = list(session.scalars(query))
-    page = rows[:limit]
-    # With no further page the cursor still points after the last event, so a merchant can poll from it.
-    last = page[-1].seq if page else after
-    next_cursor = encode_cursor(last) if last is not None else None
-    events = [event_to_dict(e) for e in page]
-    return jsonify({"events": events, "next_cursor": next_cursor, "has_more": len(rows) > limit})
+        # With no further page the cursor still points after the last event, so a merchant can poll from it.
+        page = EVENTS.page(session, query, limit, after, keep_position=True)
+    events = [event_to_dict(e) for e in page.rows]
+    return jsonify({"events": events, "next_cursor": page.next_cursor, "has_more": page.has_more})
 
 
 # --- operator routes ---------------------------------------------------------------------------

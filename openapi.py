@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from paging import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
 from validation import (
     ADDRESS_PATTERN,
     AMOUNT_PATTERN,
     CALLBACK_URL_PATTERN,
-    CURSOR_PATTERN,
     MAX_EXPIRES,
     MAX_JSON_DEPTH,
     MAX_METADATA_BYTES,
@@ -77,7 +77,7 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 
 PAYMENT_ID = {"name": "payment_id", "in": "path", "required": True, "schema": UUID,
               "description": "A payment's id (a UUID written 8-4-4-4-12); any other text is a 404."}
-LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
               "Page size, written in ASCII digits")
 CURSOR = query("cursor", {"type": "string", "pattern": CURSOR_PATTERN},
                "Exactly a next_cursor value returned by this endpoint (anything else is a 400)")

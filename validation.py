@@ -39,12 +39,9 @@ ORDER_ID_PATTERN = r"^\S(?:.*\S)?$"
 # What every accepted callback URL looks like; the rest (a host the URL parser accepts, port
 # 1-65535, public addresses) is checked by ssrf.py and stated in words in /openapi.json.
 CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#@\\]+(?:[/?#][^\x00-\x20\x7f\\]*)?$"
-# next_cursor values: unpadded URL-safe base64 of a short JSON list.
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 MAX_BIGINT = 2**63 - 1
 _AMOUNT = re.compile(AMOUNT_PATTERN[1:-1])
-_CURSOR = re.compile(CURSOR_PATTERN[1:-1])
 _UUID = re.compile(UUID_PATTERN[1:-1])
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]")
@@ -295,33 +292,6 @@ def ascii_number(value: str, maximum: int) -> int | None:
         return None
     number = int(value)
     return number if number <= maximum else None
-
-
-def limit(value: str | None) -> int:
-    if value is None:
-        return 50
-    number = ascii_number(value, 200)
-    if number is None or number < 1:
-        raise ApiError("invalid_limit", "limit must be a whole number from 1 to 200.", "limit")
-    return number
-
-
-def cursor_text(value: str | None, field: str) -> str | None:
-    """The raw form of a next_cursor value: short unpadded URL-safe base64."""
-    if value is None:
-        return None
-    if not _CURSOR.fullmatch(value):
-        raise ApiError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
-                              field)
-    return value
-
-
-def cursor_number(value: str, field: str) -> int:
-    number = ascii_number(value, MAX_BIGINT)
-    if number is None:
-        raise ApiError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
-                              field)
-    return number
 
 
 def one_of(value: str | None, allowed: tuple[str, ...], field: str) -> str | None:

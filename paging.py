@@ -1,0 +1,143 @@
+"""Keyset pagination for the list routes (`/payments`, `/transfers`, `/events`).
+
+A page is read after (or, newest first, before) the sort key of the last row of the previous page; that key
+travels as an opaque cursor, the unpadded URL-safe base64 of a JSON list of its parts as text. A cursor this
+API did not make is a 400 naming the parameter it came in.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from errors import ApiError
+from validation import MAX_BIGINT, ascii_number, payment_uuid
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+# next_cursor values: unpadded URL-safe base64 of a short JSON list.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+_CURSOR = re.compile(CURSOR_PATTERN[1:-1])
+
+
+def page_size(value: str | None) -> int:
+    """The `limit` parameter: ASCII digits, 1 to MAX_LIMIT; DEFAULT_LIMIT when absent."""
+    if value is None:
+        return DEFAULT_LIMIT
+    number = ascii_number(value, MAX_LIMIT)
+    if number is None or number < 1:
+        raise ApiError("invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.", "limit")
+    return number
+
+
+# --- the parts of a sort key, written into and read from a cursor -------------------------------
+
+def _time_part(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError("a cursor's time carries its offset")
+    return value.astimezone(UTC)
+
+
+def _uuid_part(text: str) -> Any:
+    value = payment_uuid(text)
+    if value is None:
+        raise ValueError("not a UUID written 8-4-4-4-12")
+    return value
+
+
+def _number_part(text: str) -> int:
+    value = ascii_number(text, MAX_BIGINT)
+    if value is None:
+        raise ValueError("not a row number")
+    return value
+
+
+@dataclass(frozen=True)
+class KeyPart:
+    column: InstrumentedAttribute[Any]
+    read: Callable[[str], Any]  # raises ValueError (or OverflowError) for text this API did not write
+    write: Callable[[Any], str] = str
+
+
+def time_key(column: InstrumentedAttribute[Any]) -> KeyPart:
+    return KeyPart(column, _time_part, datetime.isoformat)
+
+
+def uuid_key(column: InstrumentedAttribute[Any]) -> KeyPart:
+    return KeyPart(column, _uuid_part)
+
+
+def number_key(column: InstrumentedAttribute[Any]) -> KeyPart:
+    return KeyPart(column, _number_part)
+
+
+# --- pages ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    next_cursor: str | None
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """A unique sort key of a list (its parts in order) and its direction."""
+
+    parts: tuple[KeyPart, ...]
+    newest_first: bool = False
+
+    def cursor(self, raw: str | None, field: str = "cursor") -> tuple[Any, ...] | None:
+        """The sort key a `next_cursor` value holds; None when none was given."""
+        if raw is None:
+            return None
+        texts = _decode(raw) if _CURSOR.fullmatch(raw) else None
+        try:
+            if texts is None or len(texts) != len(self.parts):
+                raise ValueError("not a cursor of this list")
+            return tuple(part.read(text) for part, text in zip(self.parts, texts, strict=True))
+        except (ValueError, OverflowError):
+            raise ApiError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
+                           field) from None
+
+    def page(self, session: Session, query: Select[Any], limit: int, after: tuple[Any, ...] | None, *,
+             keep_position: bool = False) -> Page:
+        """Up to `limit` rows of `query` after the key `after`. `keep_position`: the last page's cursor still
+        points after its last row (or where the caller already was), so a client can poll from it."""
+        columns = [part.column for part in self.parts]
+        if after is not None:
+            position = tuple_(*columns) < tuple_(*after) if self.newest_first else tuple_(*columns) > tuple_(*after)
+            query = query.where(position)
+        order = [c.desc() for c in columns] if self.newest_first else columns
+        rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+        page, has_more = rows[:limit], len(rows) > limit
+        last = self._key(page[-1]) if page else after
+        next_cursor = _encode(self.parts, last) if last is not None and (has_more or keep_position) else None
+        return Page(page, next_cursor, has_more)
+
+    def _key(self, row: Any) -> tuple[Any, ...]:
+        return tuple(getattr(row, part.column.key) for part in self.parts)
+
+
+def _encode(parts: tuple[KeyPart, ...], key: tuple[Any, ...]) -> str:
+    texts = [part.write(value) for part, value in zip(parts, key, strict=True)]
+    return base64.urlsafe_b64encode(json.dumps(texts).encode()).decode().rstrip("=")
+
+
+def _decode(raw: str) -> list[str] | None:
+    try:
+        texts = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        return None
+    return texts
