@@ -18,7 +18,16 @@ from app import Services, services_of
 from errors import ApiError
 from events import queue_retry
 from matching import FOUND_BY_RECONCILIATION
-from models import Payment, PaymentLog, PaymentStatus, RejectedTransfer, Transfer, TransferStatus, WebhookEvent
+from models import (
+    EventState,
+    Payment,
+    PaymentLog,
+    PaymentStatus,
+    RejectedTransfer,
+    Transfer,
+    TransferStatus,
+    WebhookEvent,
+)
 from money import format_amount
 from paging import Keyset, number_key, page_size, time_key, uuid_key
 from payments import (
@@ -28,7 +37,6 @@ from payments import (
     find_by_order_id,
     replay_or_conflict,
     request_fingerprint,
-    unmatched_transfer_count,
 )
 from schemas import (
     event_to_dict,
@@ -39,6 +47,7 @@ from schemas import (
     transfer_to_dict,
 )
 from service_state import WATCHER_STATUS, read_state
+from stats import count_by
 from times import iso, iso_unix
 
 logger = logging.getLogger(__name__)
@@ -315,13 +324,6 @@ def list_events() -> Any:
 
 # --- operator routes ---------------------------------------------------------------------------
 
-def count_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Payment.status, func.count()).group_by(Payment.status))
-    counts = {s.value: 0 for s in PaymentStatus}
-    counts.update({status.value: n for status, n in rows})
-    return counts
-
-
 def upstream_health(upstream: dict[str, Any], now: float) -> dict[str, Any]:
     """An upstream as the last cycle left it; a pause that has run out since is over."""
     paused = upstream.get("paused_until")
@@ -373,7 +375,7 @@ def health() -> Any:
     try:
         with svc.db.Session() as session:
             session.execute(text("SELECT 1"))
-            counts = count_by_status(session)
+            counts = count_by(session, Payment.status)
             report = read_state(session, WATCHER_STATUS)
     except Exception as exc:  # any failure to reach the database means unhealthy
         logger.error("health check: database unreachable: %s", exc)
@@ -398,15 +400,11 @@ def health() -> Any:
 def stats() -> Any:
     svc = services()
     with svc.db.Session() as session:
-        counts = count_by_status(session)
-        webhook_counts = dict(
-            session.execute(select(WebhookEvent.state, func.count()).group_by(WebhookEvent.state)).all()
-        )
-        unmatched = unmatched_transfer_count(session)
+        counts = count_by(session, Payment.status)
+        webhook_counts = count_by(session, WebhookEvent.state)
+        unmatched = count_by(session, Transfer.status)[TransferStatus.unmatched.value]
         reconciled = session.scalar(select(func.count()).where(Transfer.found_by == FOUND_BY_RECONCILIATION))
         rejected = session.scalar(select(func.count()).select_from(RejectedTransfer))
-    from models import EventState
-
     return jsonify(
         {
             "total_payments": sum(counts.values()),
@@ -420,8 +418,8 @@ def stats() -> Any:
             "unmatched_transfers": unmatched,
             "reconciled_transfers": reconciled or 0,
             "rejected_transfers": rejected or 0,
-            "webhooks_pending": webhook_counts.get(EventState.pending, 0),
-            "webhooks_failed": webhook_counts.get(EventState.failed, 0),
+            "webhooks_pending": webhook_counts[EventState.pending.value],
+            "webhooks_failed": webhook_counts[EventState.failed.value],
         }
     )
 

@@ -192,13 +192,9 @@ def cmd_test(ctx: Context) -> int:
 
 # --- stats ---------------------------------------------------------------------------------------
 
-def count_by(session: Any, column: Any) -> dict[str, int]:
-    rows = session.execute(select(column, func.count()).group_by(column)).all()
-    return {(key.value if isinstance(key, PyEnum) else str(key)): count for key, count in rows}
-
-
 def collect_stats(ctx: Context) -> dict[str, Any]:
-    from models import CANCELLED, EventState, Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+    from models import CANCELLED, Payment, PaymentLog, Transfer, WebhookEvent
+    from stats import count_by
 
     with ctx.db.transaction() as session:
         payments = count_by(session, Payment.status)
@@ -209,11 +205,11 @@ def collect_stats(ctx: Context) -> dict[str, Any]:
     return {
         "payments": {
             "total": sum(payments.values()),
-            **{s.value: payments.get(s.value, 0) for s in PaymentStatus},
+            **payments,
             "cancelled": cancelled,
         },
-        "transfers": {"total": sum(transfers.values()), **{s.value: transfers.get(s.value, 0) for s in TransferStatus}},
-        "webhook_events": {"total": sum(events.values()), **{s.value: events.get(s.value, 0) for s in EventState}},
+        "transfers": {"total": sum(transfers.values()), **transfers},
+        "webhook_events": {"total": sum(events.values()), **events},
         "payment_logs": {"total": logs, "oldest": iso(oldest, "seconds")},
     }
 

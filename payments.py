@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from errors import ApiError
 from events import emit_event, log_event
 from matching import candidate_filter, wallet_lock
-from models import CANCELLED, Payment, PaymentStatus, Transfer, TransferStatus
+from models import CANCELLED, Payment, PaymentStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
 from times import db_now, iso
 
@@ -170,5 +170,3 @@ def cancel_payment(session: Session, payment: Payment) -> Payment:
     return payment
 
 
-def unmatched_transfer_count(session: Session) -> int:
-    return session.scalar(select(func.count()).where(Transfer.status == TransferStatus.unmatched)) or 0
