@@ -210,7 +210,78 @@ def attempt_metadata(event_id: str, attempt: int | None, result: AttemptResult) 
     return meta
 
 
-# --- the dispatcher ----------------------------------------------------------------------------
+# --- sending one attempt -----------------------------------------------------------------------
+
+class Sender:
+    """Sends one attempt of a claimed event, signed, within what is left of its lease, and records the outcome
+    while the lease still holds. Each thread keeps its own HTTP session."""
+
+    def __init__(self, db: Database, config: Config, worker_id: str, resolver: Resolver, lease_slack: float) -> None:
+        self.db, self.config, self.worker_id = db, config, worker_id
+        self.resolver = resolver
+        self.lease_slack = lease_slack
+        self._local = threading.local()
+
+    def http(self) -> requests.Session:
+        """One guarded requests session per thread (sessions are not shared across threads)."""
+        session = getattr(self._local, "http", None)
+        if session is None:
+            session = guarded_session(allow_private=self.config.allow_private_callbacks, resolver=self.resolver)
+            self._local.http = session
+        return session
+
+    def deliver(self, event: ClaimedEvent) -> AttemptResult | None:
+        """One attempt for a claimed event, recorded in one transaction; None when too little of the
+        lease was left to send (the lease then runs out and the event is claimed again)."""
+        with self.db.transaction() as session:
+            signing = get_signing_secrets(session, self.config)
+        budget = min(self.config.webhook_timeout_seconds, event.lease_ends - self.lease_slack - time.monotonic())
+        if budget <= 0:
+            logger.warning("webhook %s (payment %s): its lease ran out before sending; it will be sent again",
+                           event.id, event.payment_id)
+            return None
+        result = send_attempt(self.http(), event, signing, budget)
+        self.record(event, result)
+        return result
+
+    def record(self, claimed: ClaimedEvent, result: AttemptResult) -> bool:
+        """Store the outcome if we still hold the lease; False when another dispatcher took it over."""
+        with self.db.transaction() as session:
+            # Lock order payment -> event, as the API's manual retry does, so the two cannot deadlock.
+            payment = session.execute(
+                select(Payment.id).where(Payment.id == claimed.payment_id).with_for_update()
+            ).scalar_one_or_none()
+            if payment is None:
+                logger.warning("webhook %s: payment %s was deleted meanwhile", claimed.id, claimed.payment_id)
+                return False
+            event = session.scalars(
+                select(WebhookEvent)
+                .where(WebhookEvent.seq == claimed.seq, WebhookEvent.leased_by == claimed.lease)
+                .with_for_update()
+            ).one_or_none()
+            if event is None:
+                self._log_stale(session, claimed, result)
+                return False
+            now = db_now(session)
+            log_type = apply_outcome(event, result, self.config.webhook_retry_schedule, now)
+            update_payment_summary(session, event)
+            message = f"{event.type} event {event.id} attempt {event.attempts}: {outcome_text(event, result, now)}"
+            meta = attempt_metadata(event.id, event.attempts, result)
+            meta["next_attempt_at"] = iso(event.next_attempt_at) if event.state == EventState.pending else None
+            log_event(session, event.payment_id, log_type, message, **meta)
+        return True
+
+    def _log_stale(self, session: Session, claimed: ClaimedEvent, result: AttemptResult) -> None:
+        logger.warning("webhook %s: lease lost to another dispatcher; outcome not recorded", claimed.id)
+        message = (
+            f"{claimed.type} event {claimed.id}: an attempt by {self.worker_id} ended after its lease was taken "
+            f"over ({result.error or f'HTTP {result.status_code}'}); outcome not recorded"
+        )
+        log_event(session, claimed.payment_id, "webhook_attempt", message, stale=True,
+                  **attempt_metadata(claimed.id, None, result))
+
+
+# --- the dispatcher: claiming, and the sender threads -------------------------------------------
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"[-64:]
@@ -231,13 +302,12 @@ class WebhookDispatcher:
     ) -> None:
         self.db, self.config = db, config
         self.worker_id = (worker_id or default_worker_id())[:64]
-        self.resolver = resolver
         self.poll_interval = poll_interval
         self.lease_seconds = config.webhook_timeout_seconds + lease_margin_seconds
         self.lease_slack = min(LEASE_SLACK_SECONDS, lease_margin_seconds / 2)
         self.workers = max(1, config.webhook_workers)
         self.per_receiver = max(1, self.workers - 1)
-        self._local = threading.local()
+        self.sender = Sender(db, config, self.worker_id, resolver, self.lease_slack)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -288,7 +358,7 @@ class WebhookDispatcher:
             claimed = self.claim(1, exclude=attempted)
             if not claimed:
                 break
-            self.deliver(claimed[0])
+            self.sender.deliver(claimed[0])
             attempted.append(claimed[0].seq)
         return len(attempted)
 
@@ -358,7 +428,7 @@ class WebhookDispatcher:
             if event is None:
                 return
             try:
-                self.deliver(event)
+                self.sender.deliver(event)
             except Exception:  # recorded nowhere: the lease expires and another attempt follows
                 logger.exception("webhook delivery of %s (payment %s) failed", event.id, event.payment_id)
             finally:
@@ -368,63 +438,3 @@ class WebhookDispatcher:
                     if self._in_flight[event.receiver] <= 0:
                         del self._in_flight[event.receiver]
                 self._wake.set()
-
-    # delivering
-
-    def http(self) -> requests.Session:
-        """One guarded requests session per thread (sessions are not shared across threads)."""
-        session = getattr(self._local, "http", None)
-        if session is None:
-            session = guarded_session(allow_private=self.config.allow_private_callbacks, resolver=self.resolver)
-            self._local.http = session
-        return session
-
-    def deliver(self, event: ClaimedEvent) -> AttemptResult | None:
-        """One attempt for a claimed event, recorded in one transaction; None when too little of the
-        lease was left to send (the lease then runs out and the event is claimed again)."""
-        with self.db.transaction() as session:
-            signing = get_signing_secrets(session, self.config)
-        budget = min(self.config.webhook_timeout_seconds, event.lease_ends - self.lease_slack - time.monotonic())
-        if budget <= 0:
-            logger.warning("webhook %s (payment %s): its lease ran out before sending; it will be sent again",
-                           event.id, event.payment_id)
-            return None
-        result = send_attempt(self.http(), event, signing, budget)
-        self.record(event, result)
-        return result
-
-    def record(self, claimed: ClaimedEvent, result: AttemptResult) -> bool:
-        """Store the outcome if we still hold the lease; False when another dispatcher took it over."""
-        with self.db.transaction() as session:
-            # Lock order payment -> event, as the API's manual retry does, so the two cannot deadlock.
-            payment = session.execute(
-                select(Payment.id).where(Payment.id == claimed.payment_id).with_for_update()
-            ).scalar_one_or_none()
-            if payment is None:
-                logger.warning("webhook %s: payment %s was deleted meanwhile", claimed.id, claimed.payment_id)
-                return False
-            event = session.scalars(
-                select(WebhookEvent)
-                .where(WebhookEvent.seq == claimed.seq, WebhookEvent.leased_by == claimed.lease)
-                .with_for_update()
-            ).one_or_none()
-            if event is None:
-                self._log_stale(session, claimed, result)
-                return False
-            now = db_now(session)
-            log_type = apply_outcome(event, result, self.config.webhook_retry_schedule, now)
-            update_payment_summary(session, event)
-            message = f"{event.type} event {event.id} attempt {event.attempts}: {outcome_text(event, result, now)}"
-            meta = attempt_metadata(event.id, event.attempts, result)
-            meta["next_attempt_at"] = iso(event.next_attempt_at) if event.state == EventState.pending else None
-            log_event(session, event.payment_id, log_type, message, **meta)
-        return True
-
-    def _log_stale(self, session: Session, claimed: ClaimedEvent, result: AttemptResult) -> None:
-        logger.warning("webhook %s: lease lost to another dispatcher; outcome not recorded", claimed.id)
-        message = (
-            f"{claimed.type} event {claimed.id}: an attempt by {self.worker_id} ended after its lease was taken "
-            f"over ({result.error or f'HTTP {result.status_code}'}); outcome not recorded"
-        )
-        log_event(session, claimed.payment_id, "webhook_attempt", message, stale=True,
-                  **attempt_metadata(claimed.id, None, result))

@@ -568,7 +568,7 @@ def test_a_dangling_lease_is_taken_over_with_the_same_event_id(wh_db: Database, 
     assert successor.run_once() == 1
     assert [r.headers["webhook-id"] for r in receiver.requests] == [event_id, event_id]
     # The "dead" process wakes up and tries to record its attempt: the lease is gone, nothing changes.
-    assert crashed.record(claimed, AttemptResult(200, None, 5)) is False
+    assert crashed.sender.record(claimed, AttemptResult(200, None, 5)) is False
     event = load_event(wh_db, event_id)
     assert (event.state, event.attempts, event.leased_by) == (EventState.delivered, 2, None)
     assert any(log.event_metadata.get("stale") for log in attempt_logs(wh_db, payment_id))
