@@ -104,9 +104,56 @@ class LeaderLock:
         self.conn, self.held = None, False
 
 
+# --- the strategy ------------------------------------------------------------------------------
+
+class Strategies:
+    """Which strategy reads the chain (`auto`: `account` while the watched wallets need less than SWITCH_TO_BLOCKS of
+    the per-cycle request budget, `blocks` above it and back below SWITCH_TO_ACCOUNT; `blocks` without a /v1
+    upstream), and the hand-over when it changes: the new one starts where the old one stopped."""
+
+    def __init__(self, db: Database, config: Config, client: TronClient, view: ChainView, blocks: BlockScan) -> None:
+        self.db, self.config, self.client, self.view, self.blocks = db, config, client, view, blocks
+        self.current: str | None = None
+
+    def budget_per_cycle(self) -> float:
+        return self.config.trongrid_max_rps * self.config.polling_interval_seconds
+
+    def choose(self, wallet_count: int) -> str:
+        configured = self.config.watcher_strategy
+        if configured != "auto":
+            return configured
+        if not self.client.has_v1_api():
+            return "blocks"
+        budget = self.budget_per_cycle()
+        current = self.current or "account"
+        if current == "account" and wallet_count > SWITCH_TO_BLOCKS * budget:
+            current = "blocks"
+        elif current == "blocks" and wallet_count < SWITCH_TO_ACCOUNT * budget:
+            current = "account"
+        return current
+
+    def switch(self, new: str, wallets: dict[str, datetime], head: AcceptedHead) -> None:
+        """Start `new` where the current strategy stopped (also `blocks` again when its cursor is missing)."""
+        old = self.current
+        logger.info("watcher strategy: %s -> %s (%d wallets with candidates, budget %.0f requests per cycle)",
+                    old or "none", new, len(wallets), self.budget_per_cycle())
+        if new == "blocks":
+            self.blocks.seed(head.number, head.timestamp, wallets)
+        with self.db.transaction() as session:
+            if old == "blocks" and new != "blocks":
+                block = self.view.state(session, "block_cursor")
+                if block is not None:
+                    self.view.save_wallet_cursors(session, list(wallets), int(block["timestamp"]), only_lower=True)
+            self.view.set_state(session, "watcher_strategy", {"strategy": new, "since": time.time()})
+        self.current = new
+
+
 # --- the watcher -------------------------------------------------------------------------------
 
 class Watcher:
+    """One cycle after another while this process holds the leader lock: a plausible solid head, the chosen
+    strategy's scan, a slice of the reconciliation, and the report /health reads."""
+
     def __init__(self, db: Database, config: Config, client: TronClient | None = None, *,
                  on_events: Callable[[], None] | None = None) -> None:
         """`on_events` is called after a cycle that may have written webhook events (the dispatcher's `notify`),
@@ -122,9 +169,9 @@ class Watcher:
         self.account = AccountScan(db, config, self.client, self.view, self.stop_event, failed_txs)
         self.blocks = BlockScan(db, config, self.client, self.view, self.stop_event, failed_txs)
         self.reconciler = Reconciler(db, config, self.client, self.view, self.stop_event, failed_txs)
+        self.strategies = Strategies(db, config, self.client, self.view, self.blocks)
         self.thread: threading.Thread | None = None
         self.is_leader = False
-        self.strategy: str | None = None
         self.last_result: CycleResult | None = None
 
     # lifecycle
@@ -171,7 +218,7 @@ class Watcher:
             result = self.cycle()
         except TronError as exc:  # every upstream down or pausing us: nothing read, cursors unchanged
             logger.warning("watcher cycle: upstream unavailable: %s", exc)
-            result = CycleResult(self.strategy or self.config.watcher_strategy, errors=[str(exc)])
+            result = CycleResult(self.strategies.current or self.config.watcher_strategy, errors=[str(exc)])
         result.sweep_requests = self.reconciler.client.request_count - sweep_before
         result.requests = self.client.request_count - before + result.sweep_requests
         result.seconds = time.monotonic() - started
@@ -185,24 +232,6 @@ class Watcher:
         if self.on_events is not None and (result.transfers_seen or result.expired):
             self.on_events()
 
-    # strategy choice
-    def budget_per_cycle(self) -> float:
-        return self.config.trongrid_max_rps * self.config.polling_interval_seconds
-
-    def choose_strategy(self, wallet_count: int) -> str:
-        configured = self.config.watcher_strategy
-        if configured != "auto":
-            return configured
-        if not self.client.has_v1_api():
-            return "blocks"
-        budget = self.budget_per_cycle()
-        current = self.strategy or "account"
-        if current == "account" and wallet_count > SWITCH_TO_BLOCKS * budget:
-            current = "blocks"
-        elif current == "blocks" and wallet_count < SWITCH_TO_ACCOUNT * budget:
-            current = "account"
-        return current
-
     def cycle(self) -> CycleResult:
         with self.db.Session() as session:
             listed_at = to_ms(db_now(session))  # the database's clock, as created_at's
@@ -210,10 +239,11 @@ class Watcher:
             previous = self.view.state(session, "watcher_strategy")
             has_block_cursor = self.view.state(session, "block_cursor") is not None
         if previous:  # another process may have led, and switched, since this one last did
-            self.strategy = previous.get("strategy")
-        if not wallets and self.strategy != "blocks" and self.config.watcher_strategy != "blocks":
-            return CycleResult(self.strategy or "account")  # nothing to watch: no upstream call at all
-        strategy = self.choose_strategy(len(wallets))
+            self.strategies.current = previous.get("strategy")
+        current = self.strategies.current
+        if not wallets and current != "blocks" and self.config.watcher_strategy != "blocks":
+            return CycleResult(current or "account")  # nothing to watch: no upstream call at all
+        strategy = self.strategies.choose(len(wallets))
         share = 1.0 - RECONCILE_SHARE if self.reconciler.shares_the_scan_upstream() else 1.0
         for scan in (self.account, self.blocks):
             scan.share = share
@@ -223,8 +253,8 @@ class Watcher:
         if head is None:
             return result
         result.head_timestamp = head.timestamp
-        if strategy != self.strategy or (strategy == "blocks" and not has_block_cursor):
-            self.switch(self.strategy, strategy, wallets, head)
+        if strategy != current or (strategy == "blocks" and not has_block_cursor):
+            self.strategies.switch(strategy, wallets, head)
         if strategy == "blocks":
             self.blocks.run(wallets, listed_at, head.number, head.timestamp, result)
         else:
@@ -264,19 +294,6 @@ class Watcher:
         if last is None:
             result.errors.append("no plausible solid head yet; waiting for one")
         return last
-
-    def switch(self, old: str | None, new: str, wallets: dict[str, datetime], head: AcceptedHead) -> None:
-        logger.info("watcher strategy: %s -> %s (%d wallets with candidates, budget %.0f requests per cycle)",
-                    old or "none", new, len(wallets), self.budget_per_cycle())
-        if new == "blocks":
-            self.blocks.seed(head.number, head.timestamp, wallets)
-        with self.db.transaction() as session:
-            if old == "blocks" and new != "blocks":
-                block = self.view.state(session, "block_cursor")
-                if block is not None:
-                    self.view.save_wallet_cursors(session, list(wallets), int(block["timestamp"]), only_lower=True)
-            self.view.set_state(session, "watcher_strategy", {"strategy": new, "since": time.time()})
-        self.strategy = new
 
     # reporting
     def report(self, result: CycleResult) -> None:
