@@ -11,7 +11,8 @@
   (TronGrid's rate-limit answers), a 403 or an HTTP 200 naming a rate limit pause that upstream for the time the
   answer names (``Retry-After``, "suspended for N s"), the daily quota until UTC midnight (capped).
 * HTTP 200 with ``{"Error": ...}`` or a body that is not JSON raises :class:`TronBadResponse` (retried once).
-* A malformed USDT ``Transfer`` log is rejected alone (:class:`RejectedLog`), never the whole answer.
+* :class:`AnswerReader` reads the answers; a malformed USDT ``Transfer`` log is rejected alone
+  (:class:`RejectedLog`), never the whole answer.
 
 Amounts are integers of the token's smallest unit (micro-USDT for USDT), never floats.
 """
@@ -427,6 +428,95 @@ def endpoint_name(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1] or path
 
 
+# -- reading answers -------------------------------------------------------------------------------
+class AnswerReader:
+    """What the upstreams' answers say, read into the types above: TRC20 listing records, and transaction receipts
+    with the USDT contract's ``Transfer`` logs picked out by contract address and topic (never by symbol)."""
+
+    def __init__(self, usdt_contract: str) -> None:
+        self.usdt_contract = usdt_contract
+        self.usdt_hex20 = to_hex20(usdt_contract)
+
+    def trc20_page(self, body: Any, wallet: str) -> list[Trc20Transfer]:
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise TronBadResponse("TRC20 list answer has no data list")
+        if body.get("success") is False:
+            raise TronBadResponse(f"TRC20 list answered success=false: {body.get('error')}")
+        records = [self.trc20_record(item) for item in body["data"]]
+        return [r for r in records if r is not None and r.to_address in (wallet, None)]
+
+    def trc20_record(self, item: Any) -> Trc20Transfer | None:
+        """The record, or None when it is surely not a USDT ``Transfer`` (other tokens, approvals, no usable tx
+        id). Missing or malformed fields are left None for the receipt to decide."""
+        if not isinstance(item, dict) or item.get("type", "Transfer") != "Transfer":
+            return None
+        try:
+            tx_id = _tx_hash(item.get("transaction_id"))
+            timestamp = _int(item.get("block_timestamp"))
+        except (TypeError, ValueError):
+            logger.warning("TRC20 listing record without a usable transaction id or time skipped: %.200r", item)
+            return None
+        token = item.get("token_info")
+        token_address = token.get("address") if isinstance(token, dict) else None
+        if token_address is not None and token_address != self.usdt_contract:
+            return None
+        return Trc20Transfer(transaction_id=tx_id, from_address=_optional(_address, item.get("from")),
+                             to_address=_optional(_address, item.get("to")),
+                             amount=_optional(_amount, item.get("value")), block_timestamp=timestamp,
+                             token_address=token_address)
+
+    def tx_info(self, body: Any) -> TxInfo:
+        try:
+            tx_hash = _tx_hash(body["id"])
+            block_number = _int(body["blockNumber"])
+            block_timestamp = _int(body["blockTimeStamp"])
+            receipt = body.get("receipt") or {}
+            success = receipt.get("result") == "SUCCESS" and body.get("result") != "FAILED"
+            logs = body.get("log") or []
+            if not isinstance(logs, list):
+                raise TypeError("log is not a list")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TronBadResponse(f"malformed transaction info: {exc!r}") from None
+        transfers: list[TransferLog] = []
+        rejected: list[RejectedLog] = []
+        for index, entry in enumerate(logs):
+            if not self.is_usdt_transfer(entry):
+                continue
+            try:
+                transfers.append(self.decode_log(entry, index, tx_hash, block_number, block_timestamp))
+            except ValueError as exc:
+                rejected.append(RejectedLog(tx_hash, index, f"malformed Transfer log: {exc}",
+                                            _log_recipient(entry), _log_amount_text(entry), block_number,
+                                            block_timestamp))
+        return TxInfo(tx_hash, block_number, block_timestamp, success, tuple(transfers), tuple(rejected))
+
+    def is_usdt_transfer(self, entry: Any) -> bool:
+        """A log emitted by the USDT contract whose first topic is Transfer (judged by contract, never symbol)."""
+        if not isinstance(entry, dict):
+            return False
+        address = str(entry.get("address", "")).lower().removeprefix("0x")
+        if address.startswith("41") and len(address) == 42:
+            address = address[2:]
+        topics = entry.get("topics")
+        return (address == self.usdt_hex20 and isinstance(topics, list) and bool(topics)
+                and str(topics[0]).lower() == TRANSFER_TOPIC)
+
+    @staticmethod
+    def decode_log(entry: dict[str, Any], index: int, tx_hash: str, block_number: int,
+                    block_timestamp: int) -> TransferLog:
+        topics = entry["topics"]
+        if len(topics) != 3:
+            raise ValueError(f"{len(topics)} topics instead of 3")
+        data = str(entry.get("data", ""))
+        if len(data) != _WORD_HEX or not _HEX.match(data):
+            raise ValueError(f"data is not one 32-byte word: {data[:80]!r}")
+        try:
+            from_address, to_address = from_hex(str(topics[1])), from_hex(str(topics[2]))
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        return TransferLog(tx_hash, index, from_address, to_address, int(data, 16), block_number, block_timestamp)
+
+
 # -- the client over its upstreams -----------------------------------------------------------------
 class TronClient:
     """TronGrid (``/v1``) and java-tron (``/wallet``, ``/walletsolidity``) calls the watcher needs, with failover
@@ -441,7 +531,7 @@ class TronClient:
         if not is_valid_address(usdt_contract):
             raise ValueError(f"usdt_contract is not a TRON address: {usdt_contract!r}")
         self.usdt_contract = usdt_contract
-        self.usdt_hex20 = to_hex20(usdt_contract)
+        self.read = AnswerReader(usdt_contract)
         if upstreams is None:
             urls = [u.strip() for u in api_url.split(",")] if isinstance(api_url, str) else list(api_url)
             urls = [u for u in urls if u]
@@ -498,7 +588,7 @@ class TronClient:
             while max_pages is None or pages < max_pages:
                 body = self._send(upstream, "GET", path, params=page_params)
                 pages += 1
-                transfers.extend(self._parse_trc20_page(body, wallet))
+                transfers.extend(self.read.trc20_page(body, wallet))
                 fingerprint = _next_fingerprint(body)
                 if fingerprint is None or not body.get("data"):
                     break
@@ -532,7 +622,7 @@ class TronClient:
         body = self._call("POST", "/walletsolidity/gettransactioninfobyid", json_body={"value": tx_id})
         if not isinstance(body, dict):
             raise TronBadResponse("gettransactioninfobyid did not answer an object")
-        return self._parse_tx_info(body) if body else None
+        return self.read.tx_info(body) if body else None
 
     def get_solid_head(self) -> BlockRef:
         body = self._call("POST", "/walletsolidity/getnowblock", json_body={})
@@ -560,7 +650,7 @@ class TronClient:
             return []
         if not isinstance(body, list):
             raise TronBadResponse("gettransactioninfobyblocknum did not answer a list")
-        infos = [self._parse_tx_info(item) for item in body]
+        infos = [self.read.tx_info(item) for item in body]
         if any(info.block_number != num for info in infos):
             raise TronBadResponse(f"gettransactioninfobyblocknum {num} answered transactions of another block")
         return infos
@@ -614,86 +704,6 @@ class TronClient:
     def _count(self) -> None:
         with self._count_lock:
             self.request_count += 1
-
-    # -- parsing --------------------------------------------------------------------------------
-    def _parse_trc20_page(self, body: Any, wallet: str) -> list[Trc20Transfer]:
-        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            raise TronBadResponse("TRC20 list answer has no data list")
-        if body.get("success") is False:
-            raise TronBadResponse(f"TRC20 list answered success=false: {body.get('error')}")
-        records = [self._parse_trc20_record(item) for item in body["data"]]
-        return [r for r in records if r is not None and r.to_address in (wallet, None)]
-
-    def _parse_trc20_record(self, item: Any) -> Trc20Transfer | None:
-        """The record, or None when it is surely not a USDT ``Transfer`` (other tokens, approvals, no usable tx
-        id). Missing or malformed fields are left None for the receipt to decide."""
-        if not isinstance(item, dict) or item.get("type", "Transfer") != "Transfer":
-            return None
-        try:
-            tx_id = _tx_hash(item.get("transaction_id"))
-            timestamp = _int(item.get("block_timestamp"))
-        except (TypeError, ValueError):
-            logger.warning("TRC20 listing record without a usable transaction id or time skipped: %.200r", item)
-            return None
-        token = item.get("token_info")
-        token_address = token.get("address") if isinstance(token, dict) else None
-        if token_address is not None and token_address != self.usdt_contract:
-            return None
-        return Trc20Transfer(transaction_id=tx_id, from_address=_optional(_address, item.get("from")),
-                             to_address=_optional(_address, item.get("to")),
-                             amount=_optional(_amount, item.get("value")), block_timestamp=timestamp,
-                             token_address=token_address)
-
-    def _parse_tx_info(self, body: Any) -> TxInfo:
-        try:
-            tx_hash = _tx_hash(body["id"])
-            block_number = _int(body["blockNumber"])
-            block_timestamp = _int(body["blockTimeStamp"])
-            receipt = body.get("receipt") or {}
-            success = receipt.get("result") == "SUCCESS" and body.get("result") != "FAILED"
-            logs = body.get("log") or []
-            if not isinstance(logs, list):
-                raise TypeError("log is not a list")
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise TronBadResponse(f"malformed transaction info: {exc!r}") from None
-        transfers: list[TransferLog] = []
-        rejected: list[RejectedLog] = []
-        for index, entry in enumerate(logs):
-            if not self._is_usdt_transfer(entry):
-                continue
-            try:
-                transfers.append(self._decode_log(entry, index, tx_hash, block_number, block_timestamp))
-            except ValueError as exc:
-                rejected.append(RejectedLog(tx_hash, index, f"malformed Transfer log: {exc}",
-                                            _log_recipient(entry), _log_amount_text(entry), block_number,
-                                            block_timestamp))
-        return TxInfo(tx_hash, block_number, block_timestamp, success, tuple(transfers), tuple(rejected))
-
-    def _is_usdt_transfer(self, entry: Any) -> bool:
-        """A log emitted by the USDT contract whose first topic is Transfer (judged by contract, never symbol)."""
-        if not isinstance(entry, dict):
-            return False
-        address = str(entry.get("address", "")).lower().removeprefix("0x")
-        if address.startswith("41") and len(address) == 42:
-            address = address[2:]
-        topics = entry.get("topics")
-        return (address == self.usdt_hex20 and isinstance(topics, list) and bool(topics)
-                and str(topics[0]).lower() == TRANSFER_TOPIC)
-
-    @staticmethod
-    def _decode_log(entry: dict[str, Any], index: int, tx_hash: str, block_number: int,
-                    block_timestamp: int) -> TransferLog:
-        topics = entry["topics"]
-        if len(topics) != 3:
-            raise ValueError(f"{len(topics)} topics instead of 3")
-        data = str(entry.get("data", ""))
-        if len(data) != _WORD_HEX or not _HEX.match(data):
-            raise ValueError(f"data is not one 32-byte word: {data[:80]!r}")
-        try:
-            from_address, to_address = from_hex(str(topics[1])), from_hex(str(topics[2]))
-        except AddressError as exc:
-            raise ValueError(str(exc)) from None
-        return TransferLog(tx_hash, index, from_address, to_address, int(data, 16), block_number, block_timestamp)
 
 
 def _block_header(body: Any) -> BlockHeader | None:

@@ -100,12 +100,12 @@ def test_records_for_other_wallets_or_approvals_dropped(client: TronClient) -> N
     record = {"transaction_id": "ab" * 32, "block_timestamp": 1, "from": other, "to": wallet, "type": "Transfer",
               "value": "5", "token_info": {"symbol": "USDT", "address": USDT_MAINNET, "decimals": 6, "name": "T"}}
     body = {"data": [record, {**record, "to": other}, {**record, "type": "Approval"}], "success": True, "meta": {}}
-    assert [t.amount for t in client._parse_trc20_page(body, wallet)] == [5]
+    assert [t.amount for t in client.read.trc20_page(body, wallet)] == [5]
     # A value that is not an exact integer is never read as money: the record's receipt decides it.
-    [odd] = client._parse_trc20_page({"data": [{**record, "value": 5.0}]}, wallet)
+    [odd] = client.read.trc20_page({"data": [{**record, "value": 5.0}]}, wallet)
     assert odd.amount is None and not odd.complete
     with pytest.raises(TronBadResponse):
-        client._parse_trc20_page({"data": "nothing"}, wallet)
+        client.read.trc20_page({"data": "nothing"}, wallet)
 
 
 def test_unconfirmed_hidden_until_solidified(sim: Simulator, client: TronClient) -> None:
