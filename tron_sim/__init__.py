@@ -56,8 +56,9 @@ from __future__ import annotations
 from addresses import TRANSFER_TOPIC
 from tron_sim.chain import SLOT_MS, USDT_MAINNET, random_address
 from tron_sim.faults import FAULT_KINDS
+from tron_sim.front import RequestRecord
 from tron_sim.shapes import APPROVAL_TOPIC
-from tron_sim.simulator import RequestRecord, Simulator
+from tron_sim.simulator import Simulator
 
 __all__ = ["APPROVAL_TOPIC", "FAULT_KINDS", "SLOT_MS", "TRANSFER_TOPIC", "USDT_MAINNET", "RequestRecord", "Simulator",
            "random_address"]

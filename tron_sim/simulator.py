@@ -1,49 +1,30 @@
-"""The simulator facade: the Python API, the background miner and the HTTP server."""
+"""The simulator facade: the Python API over the chain, the background miner and the HTTP server (what the server
+answers is :mod:`tron_sim.front`'s)."""
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import threading
-import time
-from dataclasses import dataclass
 from functools import lru_cache
 from http.server import ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 from addresses import decode_address
-from tron_sim import api
 from tron_sim.chain import (
     EVENTS,
     MALFORMED_KINDS,
-    SLOT_MS,
     UINT256_LIMIT,
     USDT_MAINNET,
     Chain,
     LogSpec,
     Token,
-    block_id_for,
     random_address,
 )
 from tron_sim.control import control
-from tron_sim.faults import Fault, FaultBook
+from tron_sim.front import Front, RequestRecord
 from tron_sim.server import Reply, handler_class
-from tron_sim.shapes import block_json
-from tron_sim.views import IndexLag, NodeLag, NodeView
 
 logger = logging.getLogger(__name__)
-
-REQUEST_LOG_SIZE = 100_000
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    method: str
-    path: str
-    query: str
-    api_key: str | None  # the TRON-PRO-API-KEY header, None when not sent
-    at: float
 
 
 def _check_token_amount(amount: object) -> int:
@@ -74,6 +55,20 @@ def _check_address(address: object, name: str) -> str:
     return address
 
 
+def log_spec(item: dict[str, Any], usdt_contract: str, event: str = "Transfer") -> LogSpec:
+    """The token log a caller asked for (``to``, ``amount``, ``from``?, ``contract``?, ``index_token_info``?,
+    ``malformed``?), checked; a random sender and the USDT contract unless given."""
+    assert event in EVENTS
+    to = _check_address(item["to"], "to")
+    sender = _check_address(item["from"], "from") if item.get("from") else random_address()
+    contract = _check_address(item.get("contract") or usdt_contract, "contract")
+    malformed = item.get("malformed")
+    if malformed is not None and malformed not in MALFORMED_KINDS:
+        raise ValueError(f"malformed must be one of {', '.join(MALFORMED_KINDS)}")
+    return LogSpec(contract, sender, to, _check_token_amount(item["amount"]), event,
+                   bool(item.get("index_token_info", True)), malformed)
+
+
 class Simulator:
     """A TronGrid-compatible in-memory chain served over HTTP. See the package docstring for the options."""
 
@@ -87,18 +82,13 @@ class Simulator:
         self.chain = chain or Chain(usdt_contract, solidify_depth, start_time_ms, follow_clock=follow_clock,
                                     usdt_noise_per_block=usdt_noise_per_block, seed=seed)
         self.usdt_contract = self.chain.usdt.address
-        self.faults = FaultBook()
-        self.node_lag = NodeLag()
-        self.index_lag = IndexLag()
-        self.witness = random_address()
+        self._stopping = threading.Event()
+        self.front = Front(self.chain, v1_api, self._stopping)
+        self.faults, self.node_lag, self.index_lag = self.front.faults, self.front.node_lag, self.front.index_lag
         self.url: str | None = None
-        self._log_lock = threading.Lock()
-        self._log: collections.deque[RequestRecord] = collections.deque(maxlen=REQUEST_LOG_SIZE)
-        self._counts: collections.Counter[str] = collections.Counter()
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._replicas: list[Simulator] = []
-        self._stopping = threading.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -172,7 +162,7 @@ class Simulator:
         """Queue one tx with several Transfer logs (log index = position in the tx's ``log``)."""
         if not transfers:
             raise ValueError("a transaction needs at least one transfer")
-        specs = tuple(self._spec(item) for item in transfers)
+        specs = tuple(log_spec(item, self.usdt_contract) for item in transfers)
         caller = random_address() if internal else ""
         return self.chain.submit_trc20(specs, reverted=reverted, internal=internal, list_reverted=list_reverted,
                                        caller_contract=caller)
@@ -180,20 +170,9 @@ class Simulator:
     def approve(self, owner: str, spender: str, amount: int, contract: str | None = None) -> str:
         """Queue an ``approve`` call: its receipt carries an ``Approval`` log and the TRC20 list shows it with
         ``"type": "Approval"`` (``from`` = owner, ``to`` = spender) for both addresses."""
-        spec = self._spec({"from": _check_address(owner, "owner"), "to": spender, "amount": amount,
-                           "contract": contract}, event="Approval")
+        spec = log_spec({"from": _check_address(owner, "owner"), "to": spender, "amount": amount,
+                         "contract": contract}, self.usdt_contract, event="Approval")
         return self.chain.submit_trc20((spec,))
-
-    def _spec(self, item: dict[str, Any], event: str = "Transfer") -> LogSpec:
-        assert event in EVENTS
-        to = _check_address(item["to"], "to")
-        sender = _check_address(item["from"], "from") if item.get("from") else random_address()
-        contract = _check_address(item.get("contract") or self.usdt_contract, "contract")
-        malformed = item.get("malformed")
-        if malformed is not None and malformed not in MALFORMED_KINDS:
-            raise ValueError(f"malformed must be one of {', '.join(MALFORMED_KINDS)}")
-        return LogSpec(contract, sender, to, _check_token_amount(item["amount"]), event,
-                       bool(item.get("index_token_info", True)), malformed)
 
     def trx_transfer(self, to: str | None = None, amount: int = 1_000_000, *, from_: str | None = None) -> str:
         """Queue a plain TRX transfer (``amount`` in sun); noise that is never in the TRC20 list."""
@@ -257,104 +236,26 @@ class Simulator:
     # -- request log --------------------------------------------------------------------------
     @property
     def request_log(self) -> list[RequestRecord]:
-        with self._log_lock:
-            return list(self._log)
+        return self.front.log.records
 
     def request_counts(self) -> dict[str, int]:
         """Requests per path (without query) plus ``total``; /_sim controls are not counted."""
-        with self._log_lock:
-            counts = dict(self._counts)
-        counts["total"] = sum(counts.values())
-        return counts
+        return self.front.log.counts()
 
     def count(self, path_prefix: str = "/") -> int:
         """Requests whose path starts with ``path_prefix``."""
-        with self._log_lock:
-            return sum(n for path, n in self._counts.items() if path.startswith(path_prefix))
+        return self.front.log.count(path_prefix)
 
     def reset_counts(self) -> None:
-        with self._log_lock:
-            self._log.clear()
-            self._counts.clear()
+        self.front.log.reset()
 
-    def _record(self, record: RequestRecord) -> None:
-        with self._log_lock:
-            self._log.append(record)
-            self._counts[record.path] += 1
-
-    # -- HTTP dispatch ------------------------------------------------------------------------
+    # -- HTTP ---------------------------------------------------------------------------------
     def handle(self, method: str, path: str, params: dict[str, str], body: Any, base_url: str,
                api_key: str | None) -> Reply:
-        """Answer one request."""
+        """Answer one request: ``/_sim/`` controls here, everything else as the upstream answers it."""
         if path.startswith("/_sim/"):
             return self._control(method, path, body)
-        self._record(RequestRecord(method, path, urlsplit(base_url).query, api_key, time.time()))
-        delay = self.faults.take_delay(path)
-        if delay:
-            self._stopping.wait(delay)
-        canned = self.faults.take_response(path)
-        if canned is not None:
-            return Reply(canned.status, canned.body, canned.content_type, canned.headers)
-        answer = self._route(method, path, params, body, base_url)
-        stream = self.faults.take_stream(path)
-        if stream is None:
-            return Reply(answer.status, answer.body())
-        return Reply(answer.status, answer.body(), mode=stream.kind, seconds=stream.duration(),
-                     size=stream.huge_size())
-
-    def _route(self, method: str, path: str, params: dict[str, str], body: Any, base_url: str) -> api.Answer:
-        if path.startswith("/v1/"):
-            return self._index_call(path, params, base_url.split("?")[0])
-        for prefix, solid in (("/walletsolidity/", True), ("/wallet/", False)):
-            if path.startswith(prefix):
-                return self._node_call(path, path[len(prefix):].rstrip("/").lower(), solid, method, params, body)
-        return api.Answer(404, {"Error": f"no such endpoint {path}"})
-
-    def _index_call(self, path: str, params: dict[str, str], base_url: str) -> api.Answer:
-        if not self.v1_api:
-            return api.not_found()
-        match = api.TRC20_PATH.match(path)
-        if match is not None:
-            behaviours = self.faults.take_behaviours(path)
-            return api.trc20_list(self.chain, match.group(1), params, base_url, behaviours, self.index_lag)
-        match = api.EVENTS_PATH.match(path)
-        if match is not None:
-            return api.contract_events(self.chain, match.group(1), params, base_url, self.index_lag)
-        return api.not_found()
-
-    def _node_call(self, path: str, name: str, solid: bool, method: str, params: dict[str, str],
-                   body: Any) -> api.Answer:
-        endpoint = api.NODE_ENDPOINTS.get(name)
-        if endpoint is None or (solid and not endpoint[1]):
-            return api.Answer(404, {"Error": f"no such endpoint {path}"})
-        handler, _, visible_source = endpoint
-        args = {**params, **(body if isinstance(body, dict) else {})}
-        visible = api.visible_flag(visible_source, method, params, body)
-        call = api.NodeCall(NodeView(self.chain, self.node_lag.draw()), solid, args, visible, self.witness)
-        answer = handler(call)
-        if name == "getnowblock":
-            lie = self.faults.take_head(path)
-            if lie is not None:
-                return self._head_lie(answer, lie, call)
-        return answer
-
-    def _head_lie(self, answer: api.Answer, lie: Fault, call: api.NodeCall) -> api.Answer:
-        """The one-shot wrong head of a ``head_*`` fault, built from the true answer."""
-        raw = answer.payload["block_header"]["raw_data"]
-        if lie.kind == "head_future":
-            raw["timestamp"] += round(lie.duration() * 1000)
-            return answer
-        number = raw["number"] + (lie.head_blocks() if lie.kind == "head_ahead" else -lie.head_blocks())
-        with self.chain.lock:
-            block = self.chain.block(max(number, self.chain.first_number))
-            if lie.kind == "head_behind" and block is not None:
-                return api.Answer(200, block_json(block, call.witness, call.visible))
-        timestamp = raw["timestamp"] + SLOT_MS * lie.head_blocks()
-        payload = answer.payload | {"blockID": block_id_for(number, timestamp)}
-        payload["block_header"]["raw_data"] |= {"number": number, "timestamp": timestamp,
-                                                "parentHash": block_id_for(number - 1, timestamp - SLOT_MS)}
-        payload.pop("transactions", None)
-        return api.Answer(200, payload)
+        return self.front.answer(method, path, params, body, base_url, api_key)
 
     def _control(self, method: str, path: str, body: Any) -> Reply:
         status, payload = control(self, method, path, body if isinstance(body, dict) else {})
