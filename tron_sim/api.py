@@ -181,10 +181,10 @@ def trc20_list(chain: Chain, address: str, params: dict[str, str], base_url: str
 
 def _pick_index(chain: Chain, address: str, only_to: bool, only_from: bool) -> AddressIndex | None:
     if only_to and not only_from:
-        return chain.by_to.get(address)
+        return chain.index.by_to.get(address)
     if only_from and not only_to:
-        return chain.by_from.get(address)
-    return chain.by_any.get(address)
+        return chain.index.by_from.get(address)
+    return chain.index.by_any.get(address)
 
 
 # -- GET /v1/contracts/{contract}/events ----------------------------------------------------------
@@ -204,7 +204,7 @@ def contract_events(chain: Chain, contract: str, params: dict[str, str], base_ur
                              (("min_block_timestamp", "min_timestamp"), ("max_block_timestamp", "max_timestamp")))
             solid_ts = chain.solid_block.timestamp
             records, more = query_index(
-                chain.by_contract.get(contract), window,
+                chain.index.by_contract.get(contract), window,
                 lambda r: (event_name is None or r.event == event_name)
                 and (block_number is None or r.key[1] == block_number) and index_lag.lists(r, solid_ts))
     except BadParam as exc:

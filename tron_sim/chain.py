@@ -148,6 +148,36 @@ class AddressIndex:
         self.records.append(record)
 
 
+class EventIndex:
+    """TronGrid's index of token logs: by recipient, by sender, by either (the TRC20 list), and by contract (the
+    events list). A reverted call is listed (TronGrid shows it) unless the caller asked otherwise, but emitted no
+    event."""
+
+    def __init__(self) -> None:
+        self.by_to: dict[str, AddressIndex] = {}
+        self.by_from: dict[str, AddressIndex] = {}
+        self.by_any: dict[str, AddressIndex] = {}
+        self.by_contract: dict[str, AddressIndex] = {}
+
+    def add(self, tx: Tx, token: Callable[[str], Token]) -> None:
+        """Index a mined transaction's logs; `token` gives a contract's token."""
+        if tx.kind != "trc20" or (tx.reverted and not tx.list_reverted):
+            return
+        assert tx.block_number is not None and tx.block_timestamp is not None
+        offset = 1 if tx.internal else 0  # internal-call txs carry the caller's own event first
+        for log_index, spec in enumerate(tx.logs):
+            key = (tx.block_timestamp, tx.block_number, tx.index_in_block, log_index + offset)
+            record = Record(key, tx.tx_id, token(spec.contract), spec.from_address, spec.to_address,
+                            spec.amount, spec.event, spec.index_token_info)
+            self.by_to.setdefault(spec.to_address, AddressIndex()).append(record)
+            self.by_from.setdefault(spec.from_address, AddressIndex()).append(record)
+            self.by_any.setdefault(spec.to_address, AddressIndex()).append(record)
+            if spec.from_address != spec.to_address:
+                self.by_any.setdefault(spec.from_address, AddressIndex()).append(record)
+            if not tx.reverted:  # a reverted call emitted nothing: no event for the events list
+                self.by_contract.setdefault(spec.contract, AddressIndex()).append(record)
+
+
 def block_id_for(number: int, timestamp: int) -> str:
     digest = hashlib.sha256(f"{number}:{timestamp}".encode()).hexdigest()
     return f"{number:016x}" + digest[16:]
@@ -178,10 +208,7 @@ class Chain:
         self.mempool: list[Tx] = []
         self.txs: dict[str, Tx] = {}
         self.accounts: dict[str, Account] = {}
-        self.by_to: dict[str, AddressIndex] = {}
-        self.by_from: dict[str, AddressIndex] = {}
-        self.by_any: dict[str, AddressIndex] = {}
-        self.by_contract: dict[str, AddressIndex] = {}
+        self.index = EventIndex()
         self._pending_advance_ms = 0
         self._last_user_block = 0
         self._tx_clock = 0
@@ -326,7 +353,7 @@ class Chain:
         block.txs = txs
         for position, tx in enumerate(txs):
             tx.block_number, tx.block_timestamp, tx.index_in_block = block.number, block.timestamp, position
-            self._index(tx)
+            self.index.add(tx, self.token)
             self._settle_accounts(tx, block.timestamp)
 
     def _noise_txs(self) -> list[Tx]:
@@ -338,23 +365,6 @@ class Chain:
             tx_id = self.submit_trc20((LogSpec(self.usdt.address, sender, receiver, amount),), noise=True)
             noise.append(self.txs[tx_id])
         return noise
-
-    def _index(self, tx: Tx) -> None:
-        if tx.kind != "trc20" or (tx.reverted and not tx.list_reverted):
-            return
-        assert tx.block_number is not None and tx.block_timestamp is not None
-        offset = 1 if tx.internal else 0  # internal-call txs carry the caller's own event first
-        for log_index, spec in enumerate(tx.logs):
-            key = (tx.block_timestamp, tx.block_number, tx.index_in_block, log_index + offset)
-            record = Record(key, tx.tx_id, self.token(spec.contract), spec.from_address, spec.to_address,
-                            spec.amount, spec.event, spec.index_token_info)
-            self.by_to.setdefault(spec.to_address, AddressIndex()).append(record)
-            self.by_from.setdefault(spec.from_address, AddressIndex()).append(record)
-            self.by_any.setdefault(spec.to_address, AddressIndex()).append(record)
-            if spec.from_address != spec.to_address:
-                self.by_any.setdefault(spec.from_address, AddressIndex()).append(record)
-            if not tx.reverted:  # a reverted call emitted nothing: no event for the events list
-                self.by_contract.setdefault(spec.contract, AddressIndex()).append(record)
 
     def _settle_accounts(self, tx: Tx, timestamp: int) -> None:
         owner = self._account(tx.owner, timestamp)
