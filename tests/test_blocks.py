@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import func, select
 
 from config import Config
-from models import Transfer, WebhookEvent
-from tests.test_watcher import PAYER, USDT, WALLET, WALLET_B, create, get, make_watcher, pass_time, pay
+from models import Transfer, WalletCursor, WebhookEvent
+from tests.conftest import PAYER, USDT, WALLET, WALLET_B, create, get, pass_time, pay
 from tron_sim import Simulator, random_address
 
 
@@ -23,8 +23,8 @@ def completed_events(db) -> int:
         return s.scalar(select(func.count()).where(WebhookEvent.type == "payment.completed")) or 0
 
 
-def test_catches_up_after_1000_missed_blocks_oldest_first(client, auth, db, sim, blocks_config):
-    watcher = make_watcher(db, blocks_config)
+def test_catches_up_after_1000_missed_blocks_oldest_first(new_watcher, client, auth, db, sim, blocks_config):
+    watcher = new_watcher(blocks_config)
     wallets = [random_address() for _ in range(20)]
     payments = [create(client, auth, "5", wallet=w) for w in wallets]
     watcher.run_once()  # the cursor is set; then the watcher is "down" for 1,000 blocks
@@ -49,11 +49,9 @@ def test_catches_up_after_1000_missed_blocks_oldest_first(client, auth, db, sim,
     assert completed_events(db) == 20
     with db.Session() as s:  # only transfers to watched wallets are kept
         assert s.scalar(select(func.count()).select_from(Transfer)) == 20
-    watcher.stop()
 
-
-def test_transfer_made_by_an_internal_call_is_found(client, auth, db, sim, blocks_config):
-    watcher = make_watcher(db, blocks_config)
+def test_transfer_made_by_an_internal_call_is_found(new_watcher, client, auth, db, sim, blocks_config):
+    watcher = new_watcher(blocks_config)
     p = create(client, auth, "12")
     watcher.run_once()
     tx = pay(sim, WALLET, 12_000_000, internal=True)
@@ -61,15 +59,13 @@ def test_transfer_made_by_an_internal_call_is_found(client, auth, db, sim, block
     got = get(client, auth, p)
     assert got["status"] == "completed" and got["transaction_hash"] == tx
     assert got["transfers"][0]["log_index"] == 1  # the calling contract's own log comes first
-    watcher.stop()
 
-
-def test_java_tron_node_without_v1_api_uses_blocks(client, auth, db, config):
+def test_java_tron_node_without_v1_api_uses_blocks(new_watcher, client, auth, db, config):
     node = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, v1_api=False, follow_clock=True)
     node.start()
     try:
         cfg = config.with_overrides(trongrid_api_url=node.url, watcher_strategy="auto", trongrid_max_rps=1000.0)
-        watcher = make_watcher(db, cfg)
+        watcher = new_watcher(cfg)
         p = create(client, auth, "3")
         assert watcher.run_once().strategy == "blocks"
         pay(node, WALLET, 3_000_000)
@@ -81,11 +77,11 @@ def test_java_tron_node_without_v1_api_uses_blocks(client, auth, db, config):
         node.stop()
 
 
-def test_auto_switches_both_ways_without_losing_or_double_crediting(client, auth, db, sim, config):
+def test_auto_switches_both_ways_without_losing_or_double_crediting(new_watcher, client, auth, db, sim, config):
     # budget = 100 rps * 0.05 s = 5 requests a cycle: blocks above 3.5 wallets, account again below 2
     cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="auto", trongrid_max_rps=100.0,
                                 polling_interval_seconds=0.05)
-    watcher = make_watcher(db, cfg)
+    watcher = new_watcher(cfg)
     first = create(client, auth, "1", wallet=WALLET)
     assert watcher.run_once().strategy == "account"
     many = [create(client, auth, "2", wallet=random_address()) for _ in range(4)]
@@ -112,13 +108,11 @@ def test_auto_switches_both_ways_without_losing_or_double_crediting(client, auth
         kinds = list(s.scalars(select(WebhookEvent.type).where(WebhookEvent.payment_id == uuid.UUID(first["id"]))
                                .order_by(WebhookEvent.seq)))
     assert kinds == ["payment.partial", "payment.partial", "payment.completed"]
-    watcher.stop()
 
-
-def test_auto_does_not_flap_at_the_threshold(client, auth, db, sim, config):
+def test_auto_does_not_flap_at_the_threshold(new_watcher, client, auth, db, sim, config):
     cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="auto", trongrid_max_rps=100.0,
                                 polling_interval_seconds=0.05)
-    watcher = make_watcher(db, cfg)
+    watcher = new_watcher(cfg)
     for _ in range(3):  # 3 wallets: between the two thresholds (2 and 3.5)
         create(client, auth, "2", wallet=random_address())
     strategies = [watcher.run_once().strategy for _ in range(3)]
@@ -126,15 +120,28 @@ def test_auto_does_not_flap_at_the_threshold(client, auth, db, sim, config):
     create(client, auth, "2", wallet=random_address())  # 4 > 3.5: blocks
     assert watcher.run_once().strategy == "blocks"
     assert watcher.run_once().strategy == "blocks"
-    watcher.stop()
 
-
-def test_blocks_expire_by_chain_time(client, auth, db, sim, blocks_config):
-    watcher = make_watcher(db, blocks_config)
+def test_blocks_expire_by_chain_time(new_watcher, client, auth, db, sim, blocks_config):
+    watcher = new_watcher(blocks_config)
     p = create(client, auth, "9", expires_in_seconds=60, wallet=WALLET_B)
     watcher.run_once()
     assert get(client, auth, p)["status"] == "pending"
     pass_time(sim, 61)
     watcher.run_once()
     assert get(client, auth, p)["status"] == "expired"
-    watcher.stop()
+
+
+def test_a_wallet_reused_after_a_month_is_not_read_back_a_month(new_watcher, client, auth, db, sim, blocks_config):
+    create(client, auth, "3")
+    head = sim.chain.head
+    with db.transaction() as s:
+        s.add(WalletCursor(chain=blocks_config.chain_key, wallet_address=WALLET,
+                           last_checked_timestamp=head.timestamp - 30 * 86400 * 1000))
+    watcher = new_watcher(blocks_config)
+    with db.Session() as s:
+        wallets = watcher.view.watched_wallets(s)
+    watcher.blocks.seed(head.number, head.timestamp, wallets)
+    with db.Session() as s:
+        cursor = watcher.view.state(s, "block_cursor")
+    assert head.number - cursor["number"] < 100  # the new payment's creation, not the month-old cursor
+

@@ -18,8 +18,7 @@ from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 from models import Transfer, WebhookEvent
-from tests.test_watcher import PAYER, USDT, WALLET, lock_holder_pid, wait_for
-from tests.test_webhooks import Receiver, Reply
+from tests.conftest import PAYER, USDT, WALLET, Receiver, Reply, lock_holder_pid, wait_for
 from tron_sim import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +136,7 @@ def test_crash_in_the_middle_of_a_retry_schedule_keeps_the_event_id(db, database
         for delivery in receiver.to("/flaky"):
             Webhook(SECRET).verify(delivery.body, delivery.headers)
         assert len(receiver.to("/flaky")) >= 3  # two failures before the crash, then the success
-        # an attempt sent just before the kill may not have been recorded: sent again, same id (§3)
+        # an attempt sent just before the kill may not have been recorded: sent again, same id
         final = events(base)[0]
         assert final["state"] == "delivered" and final["attempts"] >= 2
     finally:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from config import Config
 from models import PaymentLog, Transfer
-from tests.test_watcher import PAYER, WALLET, create, events, get, pay
+from tests.conftest import PAYER, WALLET, create, events, get, pay
 from tron_sim import Simulator, random_address
 
 

@@ -9,24 +9,19 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
+import scanning
 from chain_view import ChainView
 from config import Config
 from models import Payment, PaymentLog, RejectedTransfer, Transfer, WalletCursor
-from tests.test_watcher import PAYER, WALLET, WALLET_B, create, events, get, pay
+from tests.conftest import PAYER, WALLET, WALLET_B, create, events, get, log_types, pay
 from tron_client import TronClient
 from tron_sim import Simulator
-from watcher import Watcher
 
 
-@pytest.fixture
-def cfg(config: Config, sim: Simulator, strategy: str) -> Config:
-    return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
-                                 polling_interval_seconds=0.2)
-
-
-@pytest.fixture
-def watcher(new_watcher, cfg: Config) -> Watcher:  # type: ignore[no-untyped-def]
-    return new_watcher(cfg)
+def reading(config: Config, upstreams: str, strategy: str, **overrides: object) -> Config:
+    """The test configuration reading `upstreams` with `strategy`, at a rate the simulator takes."""
+    return config.with_overrides(trongrid_api_url=upstreams, watcher_strategy=strategy, trongrid_max_rps=500.0,
+                                 **overrides)
 
 
 def cursors_within_the_true_head(db, sim: Simulator, cfg: Config) -> None:
@@ -45,7 +40,7 @@ def cursors_within_the_true_head(db, sim: Simulator, cfg: Config) -> None:
 # -- nodes behind the others ---------------------------------------------------------------------------------
 def test_a_block_a_lagging_node_answers_empty_is_never_skipped(new_watcher, client, auth, db, sim, config):
     """A node that has not reached block N answers [] for it: the blocks strategy asks again, never moves past."""
-    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="blocks", trongrid_max_rps=500.0)
+    cfg = reading(config, sim.url, "blocks")
     watcher = new_watcher(cfg)
     p = create(client, auth, "6")
     watcher.run_once()
@@ -70,8 +65,7 @@ def test_an_empty_block_is_believed_only_when_getblockbynum_shows_it_empty(new_w
     quiet = Simulator(block_interval=0, solidify_depth=2, usdt_noise_per_block=0, follow_clock=True)
     quiet.start()
     try:
-        node = new_watcher(config.with_overrides(trongrid_api_url=quiet.url, watcher_strategy="blocks",
-                                                      trongrid_max_rps=500.0))
+        node = new_watcher(reading(config, quiet.url, "blocks"))
         head = quiet.mine(1)
         quiet.mine(2)  # solidified
         assert node.blocks.read_block(head) is not None and node.blocks.read_block(head)[1] == []
@@ -84,7 +78,7 @@ def test_an_empty_block_is_believed_only_when_getblockbynum_shows_it_empty(new_w
 
 
 def test_a_receipt_a_lagging_node_does_not_have_is_asked_again(new_watcher, client, auth, db, sim, config):
-    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="account", trongrid_max_rps=500.0)
+    cfg = reading(config, sim.url, "account")
     watcher = new_watcher(cfg)
     p = create(client, auth, "2")
     pay(sim, WALLET, 2_000_000)
@@ -100,7 +94,7 @@ def test_a_receipt_a_lagging_node_does_not_have_is_asked_again(new_watcher, clie
 # -- the /v1 index lags --------------------------------------------------------------------------------------
 def test_a_transfer_the_index_lists_90s_late_is_credited_and_nothing_expires_early(new_watcher, client, auth, db,
                                                                                    sim, config):
-    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="account", trongrid_max_rps=500.0)
+    cfg = reading(config, sim.url, "account")
     watcher = new_watcher(cfg)
     sim.set_index_lag(90)
     paid = create(client, auth, "7", expires_in_seconds=60)
@@ -132,8 +126,7 @@ def expired_after_its_time(db, payment: dict) -> bool:
 # -- lying heads ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("lie, param", [("head_future", {}), ("head_ahead", {"blocks": 300})])
 def test_a_lying_solid_head_is_refused_and_shown(new_watcher, client, auth, db, sim, config, strategy, lie, param):
-    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
-                                 tron_block_seconds=3.0, upstream_clock_skew_seconds=600.0)
+    cfg = reading(config, sim.url, strategy, tron_block_seconds=3.0, upstream_clock_skew_seconds=600.0)
     watcher = new_watcher(cfg)
     p = create(client, auth, "9", expires_in_seconds=3600)
     other = create(client, auth, "4", wallet=WALLET_B)
@@ -194,7 +187,7 @@ def test_a_malformed_transfer_log_is_rejected_alone(client, auth, db, sim, watch
 
 
 def test_a_listing_record_without_token_info_is_decided_by_its_receipt(new_watcher, client, auth, db, sim, config):
-    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="account", trongrid_max_rps=500.0)
+    cfg = reading(config, sim.url, "account")
     watcher = new_watcher(cfg)
     a = create(client, auth, "11")
     b = create(client, auth, "12", wallet=WALLET_B)
@@ -213,8 +206,7 @@ def test_a_listing_record_without_token_info_is_decided_by_its_receipt(new_watch
 # -- answers that never end ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["drip", "endless", "huge"])
 def test_a_hostile_answer_costs_one_deadline_at_most(new_watcher, client, auth, db, sim, config, strategy, kind):
-    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
-                                trongrid_timeout_seconds=0.5)
+    cfg = reading(config, sim.url, strategy, trongrid_timeout_seconds=0.5)
     client_ = TronClient(cfg.trongrid_api_url, cfg.usdt_contract, max_rps=500.0, timeout=0.5, max_retries=1,
                          backoff_base=0.01, backoff_cap=0.02, max_bytes=1_000_000)
     watcher = new_watcher(cfg, client_)
@@ -239,8 +231,7 @@ def dead_url() -> str:
 
 def test_calls_fail_over_to_the_next_upstream_and_health_names_the_failing_one(new_watcher, client, auth, sim,
                                                                                config, strategy):
-    cfg = config.with_overrides(trongrid_api_url=f"{dead_url()},{sim.url}", watcher_strategy=strategy,
-                                trongrid_max_rps=500.0)
+    cfg = reading(config, f"{dead_url()},{sim.url}", strategy)
     watcher = new_watcher(cfg)
     p = create(client, auth, "14")
     pay(sim, WALLET, 14_000_000)
@@ -253,8 +244,7 @@ def test_calls_fail_over_to_the_next_upstream_and_health_names_the_failing_one(n
 
 def test_auto_counts_only_upstreams_with_v1_and_the_node_serves_the_blocks(new_watcher, client, auth, db, sim, config):
     node = sim.replica(v1_api=False)  # the operator's own java-tron node, listed first
-    cfg = config.with_overrides(trongrid_api_url=f"{node.url},{sim.url}", watcher_strategy="auto",
-                                trongrid_max_rps=500.0)
+    cfg = reading(config, f"{node.url},{sim.url}", "auto")
     watcher = new_watcher(cfg)
     p = create(client, auth, "15")
     pay(sim, WALLET, 15_000_000)
@@ -262,3 +252,43 @@ def test_auto_counts_only_upstreams_with_v1_and_the_node_serves_the_blocks(new_w
     assert result.strategy == "account" and get(client, auth, p)["status"] == "completed"
     assert node.count("/v1/accounts/") == 0 and sim.count("/v1/accounts/") >= 1  # /v1 only where it exists
     assert node.count("/walletsolidity/getnowblock") >= 1  # the first upstream serves what it can
+
+
+# -- one database transaction per chain transaction; a failed transaction is read once ----------------------
+
+def test_a_crash_between_two_logs_of_one_transaction_loses_neither(new_watcher, client, auth, db, sim, config,
+                                                                  monkeypatch):
+    create(client, auth, "1.5")
+    b = create(client, auth, "2.5")
+    sim.transaction([{"to": WALLET, "amount": 1_500_000, "from": PAYER},
+                     {"to": WALLET, "amount": 2_500_000, "from": PAYER}])
+    sim.solidify()
+    watcher = new_watcher(reading(config, sim.url, "account"))
+    real = scanning.credit_transfer
+    failures = []
+
+    def crash_once_on_the_second_log(session, transfer, late, found_by):  # type: ignore[no-untyped-def]
+        if transfer.log_index == 1 and not failures:
+            failures.append(transfer)
+            raise RuntimeError("the process dies between the two logs")
+        return real(session, transfer, late, found_by)
+
+    monkeypatch.setattr(scanning, "credit_transfer", crash_once_on_the_second_log)
+    with pytest.raises(RuntimeError):
+        watcher.run_once()
+    watcher.run_once()
+    with db.Session() as s:
+        assert sorted(s.scalars(select(Transfer.log_index))) == [0, 1]
+    assert get(client, auth, b)["status"] == "completed"
+
+
+
+def test_a_failed_transaction_is_fetched_and_logged_once(new_watcher, client, auth, db, sim, config):
+    watcher = new_watcher(reading(config, sim.url, "account"))
+    p = create(client, auth, "4")
+    pay(sim, WALLET, 4_000_000, reverted=True)
+    for _ in range(4):  # the 60 s overlap lists it again every cycle
+        watcher.run_once()
+    assert log_types(client, auth, p).count("transfer_rejected") == 1
+    assert sim.count("/walletsolidity/gettransactioninfobyid") == 1
+

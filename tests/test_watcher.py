@@ -1,4 +1,5 @@
-"""End to end: simulated TronGrid over HTTP -> watcher -> PostgreSQL -> API. One test per rule of §4."""
+"""End to end: simulated TronGrid over HTTP -> watcher -> PostgreSQL -> API: each matching rule, chain-time expiry,
+faults of the upstream, two watchers and the leader lock, the report /health shows."""
 from __future__ import annotations
 
 import os
@@ -7,84 +8,32 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 
-from config import Config
 from matching import AssignError, assign_transfer
-from models import Payment, PaymentLog, Transfer, WebhookEvent
-from tests.conftest import watcher_client
+from models import Payment, PaymentLog, Transfer
+from tests.conftest import (
+    PAYER,
+    WALLET,
+    WALLET_B,
+    create,
+    events,
+    get,
+    lock_holder_pid,
+    log_types,
+    pass_time,
+    pay,
+    set_fields,
+    wait_for,
+)
 from times import ms_to_datetime
-from tron_sim import Simulator
-from watcher import WATCHER_LOCK_ID, Watcher
 
 ROOT = Path(__file__).resolve().parent.parent
-USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 FAKE_USDT = "TXL6rJbvmjD46zeN1JssfgxvSo99qC8MRT"
-WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"
-WALLET_B = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
-PAYER = "TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL"
-
-
-@pytest.fixture
-def watch_config(config: Config, sim: Simulator, strategy: str) -> Config:
-    return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
-                                 polling_interval_seconds=0.2)
-
-
-def make_watcher(db, cfg: Config) -> Watcher:
-    return Watcher(db, cfg, client=watcher_client(cfg))
-
-
-@pytest.fixture
-def watcher(db, watch_config: Config) -> Iterator[Watcher]:
-    w = make_watcher(db, watch_config)
-    yield w
-    w.stop()
-
-
-def create(client, auth, amount: str, order_id: str | None = None, wallet: str = WALLET, **extra) -> dict:
-    body = {"wallet_address": wallet, "expected_amount_usdt": amount, "order_id": order_id or uuid.uuid4().hex,
-            "callback_url": "http://127.0.0.1:9/hook", **extra}
-    r = client.post("/payments", json=body, headers=auth)
-    assert r.status_code == 201, r.get_json()
-    return r.get_json()
-
-
-def get(client, auth, payment: dict) -> dict:
-    return client.get(f"/payments/{payment['id']}", headers=auth).get_json()
-
-
-def pay(sim: Simulator, to: str, micro: int, **kwargs) -> str:
-    tx = sim.transfer(to, micro, from_=PAYER, **kwargs)
-    sim.solidify()
-    return tx
-
-
-def pass_time(sim: Simulator, seconds: float) -> None:
-    """Move chain time on and solidify the blocks after the jump."""
-    sim.advance(seconds)
-    sim.mine(3)
-
-
-def events(db, payment: dict) -> list[str]:
-    with db.Session() as s:
-        rows = s.scalars(select(WebhookEvent.type).where(WebhookEvent.payment_id == uuid.UUID(payment["id"]))
-                         .order_by(WebhookEvent.seq))
-        return list(rows)
-
-
-def log_types(client, auth, payment: dict) -> list[str]:
-    return [e["event_type"] for e in client.get(f"/payments/{payment['id']}/logs", headers=auth).get_json()["logs"]]
-
-
-def set_created_at(db, payment: dict, ms: int) -> None:
-    with db.transaction() as s:
-        s.get(Payment, uuid.UUID(payment["id"])).created_at = ms_to_datetime(ms)
 
 
 def test_exact_payment_completes_with_event_and_logs(client, auth, db, sim, watcher):
@@ -159,7 +108,7 @@ def test_transfer_older_than_the_payment_does_not_count(client, auth, db, sim, w
     p = create(client, auth, "6")
     pay(sim, WALLET, 6_000_000)
     block_ts = sim.state()["head_timestamp"]
-    set_created_at(db, p, block_ts + 1000)  # the payment was made after that block
+    set_fields(db, p, created_at=ms_to_datetime(block_ts + 1000))  # the payment was made after that block
     watcher.run_once()
     assert get(client, auth, p)["status"] == "pending"
 
@@ -357,9 +306,9 @@ def test_an_error_on_one_wallet_does_not_stop_the_others(client, auth, db, sim, 
     assert get(client, auth, a)["status"] == "pending" and get(client, auth, b)["status"] == "completed"
 
 
-def test_two_watchers_in_one_database_credit_once(client, auth, db, sim, watch_config):
+def test_two_watchers_in_one_database_credit_once(new_watcher, client, auth, db, sim, watch_config):
     p = create(client, auth, "10")
-    one, two = make_watcher(db, watch_config), make_watcher(db, watch_config)
+    one, two = new_watcher(watch_config), new_watcher(watch_config)
     try:
         assert one.run_once() is not None
         assert two.run_once() is None  # stands by while the other holds the lock
@@ -379,24 +328,6 @@ def watcher_process(database_url: str, sim_url: str) -> subprocess.Popen:
            "POLLING_INTERVAL_SECONDS": "0.2", "TRONGRID_MAX_RPS": "200", "LOG_LEVEL": "INFO"}
     return subprocess.Popen([sys.executable, "watcher.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def lock_holder_pid(db) -> int | None:
-    with db.Session() as s:
-        name = s.scalar(text(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.classid = :hi AND l.objid = :lo AND l.granted"),
-            {"hi": WATCHER_LOCK_ID >> 32, "lo": WATCHER_LOCK_ID & 0xFFFFFFFF})
-    return int(name.rsplit(":", 1)[1]) if name else None
 
 
 def test_standalone_watchers_take_over_when_the_holder_is_killed(client, auth, db, sim, database_url, strategy):
@@ -449,10 +380,10 @@ def test_health_reports_the_watcher(client, auth, db, sim, watcher, strategy):
     assert kinds == ["watcher_error", "watcher_recovered"]
 
 
-def test_idle_account_watcher_sends_nothing_upstream(db, sim, watch_config, strategy):
+def test_idle_account_watcher_sends_nothing_upstream(new_watcher, db, sim, watch_config, strategy):
     if strategy == "blocks":
         pytest.skip("the blocks strategy keeps its block cursor moving while idle")
-    idle = make_watcher(db, watch_config)
+    idle = new_watcher(watch_config)
     try:
         assert idle.run_once().requests == 0
         assert sim.count("/") == 0

@@ -8,11 +8,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from database import Database  # noqa: E402
 from events import emit_event, queue_retry  # noqa: E402
 from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
 from schemas import event_to_dict  # noqa: E402
+from tests.conftest import WALLET, Receiver, Reply, create, get, pay, set_fields, wait_for  # noqa: E402
 from webhook_signing import (  # noqa: E402
     drop_previous_webhook_secret,
     ensure_webhook_secret,
@@ -98,94 +97,7 @@ def attempt_logs(db: Database, payment_id: uuid.UUID) -> list[PaymentLog]:
         ))
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
-
-
 # --- fixtures: receiver ------------------------------------------------------------------------
-
-@dataclass
-class Reply:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    delay: float = 0.0
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-
-class Receiver:
-    """A real HTTP server; each path answers its scripted replies in turn, then 200."""
-
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.scripts: dict[str, list[Reply]] = {}
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.server.server_address[1]}{path}"
-
-    def script(self, path: str, *replies: Reply) -> None:
-        self.scripts[path] = list(replies)
-
-    def to(self, path: str) -> list[Received]:
-        return [r for r in self.requests if r.path == path]
-
-    def next_reply(self, path: str) -> Reply:
-        with self.lock:
-            queue = self.scripts.get(path) or []
-            return queue.pop(0) if queue else Reply()
-
-    def handler_class(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                with receiver.lock:
-                    receiver.requests.append(Received(self.path, headers, body, time.monotonic()))
-                reply = receiver.next_reply(self.path)
-                time.sleep(reply.delay)
-                try:
-                    self.send_response(reply.status)
-                    for name, value in {"content-length": str(len(reply.body)), **reply.headers}.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(reply.body)
-                except OSError:  # the client gave up (timeout): nothing to answer
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
 
 # --- signing ------------------------------------------------------------------------------------
 
@@ -285,7 +197,7 @@ def test_retry_after_on_429_is_waited_for(wh_db: Database, receiver: Receiver) -
     with wh_db.Session() as session:
         wait = (event.next_attempt_at - session.scalar(select(func.now()))).total_seconds()
     assert 0.5 < wait <= 1.0
-    wait_until(lambda: dispatcher.run_once() == 1, timeout=3)
+    assert wait_for(lambda: dispatcher.run_once() == 1, timeout=3)
     first, second = receiver.requests
     assert second.at - first.at >= 0.95
     assert load_event(wh_db, event_id).state == EventState.delivered
@@ -374,7 +286,7 @@ def test_threads_deliver_many_payments_each_in_order(wh_db: Database, receiver: 
     dispatcher = WebhookDispatcher(wh_db, make_config(webhook_workers=3), poll_interval=0.05)
     dispatcher.start()
     try:
-        wait_until(lambda: len(receiver.requests) >= 15, timeout=10)
+        assert wait_for(lambda: len(receiver.requests) >= 15, timeout=10)
     finally:
         dispatcher.stop(5)
     for path in paths:
@@ -392,9 +304,9 @@ def test_a_hanging_receiver_does_not_hold_up_another_payment(wh_db: Database, re
     dispatcher.start()
     try:
         assert time.monotonic() - started < 0.2  # start() never waits for a delivery
-        wait_until(lambda: load_event(wh_db, fast_event).state == EventState.delivered, timeout=2)
+        assert wait_for(lambda: load_event(wh_db, fast_event).state == EventState.delivered, timeout=2)
         assert time.monotonic() - started < 1.0
-        wait_until(lambda: load_event(wh_db, slow_event).attempts == 1, timeout=2)
+        assert wait_for(lambda: load_event(wh_db, slow_event).attempts == 1, timeout=2)
     finally:
         dispatcher.stop(2)
     slow = load_event(wh_db, slow_event)
@@ -477,16 +389,16 @@ def test_a_dripping_receiver_never_delays_other_payments_webhooks(
     dispatcher.start()
     emitted: dict[str, float] = {}
     try:
-        wait_until(lambda: sum(dripping.open.values()) >= 3, timeout=3)  # the slow attempts are running
+        assert wait_for(lambda: sum(dripping.open.values()) >= 3, timeout=3)  # the slow attempts are running
         for n in range(50):
             event_id = emit(wh_db, make_payment(wh_db, receiver.url(f"/fast{n}")))
             emitted[event_id] = time.monotonic()
             dispatcher.notify()
             time.sleep(0.05)
-        wait_until(lambda: len(receiver.requests) >= 50, timeout=5)
+        assert wait_for(lambda: len(receiver.requests) >= 50, timeout=5)
     finally:
         dispatcher.stop(5)
-    wait_until(lambda: sum(dripping.open.values()) == 0, timeout=3)  # the receiver saw the last hang-ups
+    assert wait_for(lambda: sum(dripping.open.values()) == 0, timeout=3)  # the receiver saw the last hang-ups
     arrived = {r.headers["webhook-id"]: r.at for r in receiver.requests}
     delays = sorted(arrived[event_id] - at for event_id, at in emitted.items())
     assert len(delays) == 50 and delays[-1] < 2.0, delays[-5:]
@@ -514,11 +426,11 @@ def test_a_dripping_receivers_event_is_never_claimed_again_while_its_attempt_run
     for dispatcher in dispatchers:
         dispatcher.start()
     try:
-        wait_until(lambda: load_event(wh_db, event_id).attempts >= 4, timeout=10)
+        assert wait_for(lambda: load_event(wh_db, event_id).attempts >= 4, timeout=10)
     finally:
         for dispatcher in dispatchers:
             dispatcher.stop(5)
-    wait_until(lambda: sum(dripping.open.values()) == 0, timeout=3)
+    assert wait_for(lambda: sum(dripping.open.values()) == 0, timeout=3)
     assert dripping.most_open == {event_id: 1}
     spans = sorted((opened, closed) for _, opened, closed in dripping.spans)
     assert len(spans) >= 4
@@ -581,11 +493,11 @@ def test_a_stopped_dispatcher_is_continued_by_a_new_one(wh_db: Database, receive
     first = WebhookDispatcher(wh_db, config, worker_id="first", poll_interval=0.05)
     first.start()
     try:
-        wait_until(lambda: load_event(wh_db, event_id).attempts == 1)
+        assert wait_for(lambda: load_event(wh_db, event_id).attempts == 1, timeout=5.0)
     finally:
         first.stop(2)
     second = WebhookDispatcher(wh_db, config, worker_id="second")
-    wait_until(lambda: second.run_once() == 1, timeout=3)
+    assert wait_for(lambda: second.run_once() == 1, timeout=3)
     assert [r.headers["webhook-id"] for r in receiver.requests] == [event_id, event_id]
     event = load_event(wh_db, event_id)
     assert (event.state, event.attempts) == (EventState.delivered, 2)
@@ -662,3 +574,50 @@ def test_event_to_dict(wh_db: Database, receiver: Receiver) -> None:
     assert shown["attempts"] == 1 and shown["next_attempt_at"] is None and shown["last_status_code"] == 200
     assert shown["delivered_at"].endswith("Z") and shown["created_at"].endswith("Z")
     assert shown["data"] == json.loads(receiver.requests[0].body)["data"]
+
+
+# --- from the chain to the receiver -------------------------------------------------------------
+
+def test_end_to_end_from_the_chain_body_headers_and_summary(client, auth, db, sim, watcher, watch_config, receiver):
+    cfg = watch_config.with_overrides(webhook_retry_schedule=(0, 0, 0), webhook_timeout_seconds=2.0)
+    p = create(client, auth, "10.25")
+    set_fields(db, p, callback_url=receiver.url())
+    receiver.script("/hook", Reply(status=500), Reply(status=200))
+    pay(sim, WALLET, 4_000_000)
+    watcher.run_once()
+    pay(sim, WALLET, 6_250_000)
+    watcher.run_once()
+    dispatcher = WebhookDispatcher(db, cfg)
+    for _ in range(4):
+        dispatcher.run_once()
+    got = receiver.to("/hook")
+    # partial (500, then 200), then completed (200): in order, same id and body on the retry
+    ids = [r.headers["webhook-id"] for r in got]
+    assert len(got) == 3 and ids[0] == ids[1] != ids[2]
+    assert got[0].body == got[1].body
+    bodies = [json.loads(r.body) for r in got]
+    assert [b["type"] for b in bodies] == ["payment.partial", "payment.partial", "payment.completed"]
+    for r, b in zip(got, bodies, strict=True):
+        assert set(b) == {"id", "type", "created_at", "data"} and b["id"] == r.headers["webhook-id"]
+        Webhook(cfg.webhook_secret).verify(r.body, r.headers)
+        assert int(r.headers["webhook-timestamp"]) > 0
+    partial, completed = bodies[0]["data"], bodies[2]["data"]
+    assert partial["status"] == "pending" and partial["received_amount_usdt"] == "4"
+    assert partial["expected_amount_usdt"] == "10.25" and len(partial["transfers"]) == 1
+    assert partial["transfers"][0]["amount_usdt"] == "4"
+    assert completed["status"] == "completed" and completed["received_amount_usdt"] == "10.25"
+    assert [t["amount_usdt"] for t in completed["transfers"]] == ["4", "6.25"]
+    now = get(client, auth, p)
+    assert set(completed) == set(now)
+    assert now["callback_attempts"] == 1 and now["callback_success"] is True
+    listed = client.get("/events", headers=auth).get_json()["events"]
+    assert [(e["type"], e["state"], e["attempts"]) for e in listed] == [
+        ("payment.partial", "delivered", 2), ("payment.completed", "delivered", 1)]
+    logs = client.get(f"/payments/{p['id']}/logs", headers=auth).get_json()["logs"]
+    attempts = [entry for entry in logs if entry["event_type"] in ("webhook_attempt", "webhook_delivered")]
+    assert [entry["metadata"]["status_code"] for entry in attempts] == [500, 200, 200]
+    for entry in logs:  # money in log metadata is always a plain string
+        for key, value in (entry["metadata"] or {}).items():
+            if key.endswith("amount_usdt"):
+                assert isinstance(value, str) and "E" not in value, (key, value)
+

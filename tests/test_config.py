@@ -1,4 +1,5 @@
-"""Review tests: §1 a bad configuration value stops every entry point with one clear line naming it."""
+"""Configuration: a bad value stops every entry point (app.py, watcher.py, db_manager.py, gunicorn) with one clear
+line naming the variable; so does an unreachable database or a misused admin command."""
 from __future__ import annotations
 
 import os
@@ -54,7 +55,7 @@ BAD_VALUES = [
 ]
 
 
-def test_review_bad_value_is_one_line_naming_the_variable_in_every_entry_point():
+def test_bad_value_is_one_line_naming_the_variable_in_every_entry_point():
     """Every bad value against app.py, watcher.py and db_manager.py (run in parallel to stay fast)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -72,13 +73,13 @@ def test_review_bad_value_is_one_line_naming_the_variable_in_every_entry_point()
     assert not problems, "\n".join(problems)
 
 
-def test_review_url_without_host_is_refused():
+def test_url_without_host_is_refused():
     assert_one_clear_line(run(["db_manager.py", "stats"], {"TRONGRID_API_URL": "http://:80"}), "TRONGRID_API_URL")
 
 
-def test_review_out_of_range_port_is_a_configuration_error(database_url):
+def test_out_of_range_port_is_a_configuration_error(database_url):
     env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
-    env.update({"PORT": "70000", "DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET, "API_KEYS": "tum_review_key",
+    env.update({"PORT": "70000", "DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET, "API_KEYS": "tum_config_key",
                 "WATCHER_ENABLED": "false", "TRONGRID_API_URL": "http://127.0.0.1:1"})
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
@@ -92,7 +93,7 @@ def test_review_out_of_range_port_is_a_configuration_error(database_url):
     assert_one_clear_line(completed, "PORT")
 
 
-def test_review_gunicorn_bad_value_is_one_clear_line():
+def test_gunicorn_bad_value_is_one_clear_line():
     proc = run(["-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
                {"TRON_NETWORK": "foo", "GUNICORN_WORKERS": "1"}, timeout=60)
     assert proc.returncode != 0
@@ -100,14 +101,14 @@ def test_review_gunicorn_bad_value_is_one_clear_line():
     assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
 
 
-def test_review_watcher_unreachable_database_is_one_line():
+def test_watcher_unreachable_database_is_one_line():
     proc = run(["watcher.py"], {})
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
 
 
-def test_review_app_unreachable_database_is_one_line():
+def test_app_unreachable_database_is_one_line():
     proc = run(["app.py"], {})
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -126,7 +127,7 @@ DB_MANAGER_MISUSE = [
 ]
 
 
-def test_review_db_manager_bad_use_is_nonzero_without_traceback(database_url):
+def test_db_manager_bad_use_is_nonzero_without_traceback(database_url):
     from concurrent.futures import ThreadPoolExecutor
 
     env = {"DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET}
@@ -138,7 +139,7 @@ def test_review_db_manager_bad_use_is_nonzero_without_traceback(database_url):
         assert [line for line in proc.stderr.splitlines() if line.strip()], args
 
 
-def test_review_db_manager_assign_unknown_transfer_is_one_line(database_url, db):
+def test_db_manager_assign_unknown_transfer_is_one_line(database_url, db):
     proc = run(["db_manager.py", "assign-transfer", "ab" * 32 + ":0", "00000000-0000-0000-0000-000000000001"],
                {"DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET})
     assert proc.returncode != 0

@@ -1,52 +1,35 @@
-"""Review tests: §4 matching rules and §3 webhooks end to end (simulated TronGrid -> watcher -> API)."""
+"""The matching rules end to end (simulated TronGrid -> watcher -> PostgreSQL -> API): a transfer's candidates,
+which of them gets it, the transition table for late money, and chain time deciding what is on time."""
 from __future__ import annotations
 
-import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from standardwebhooks.webhooks import Webhook
+from sqlalchemy import select
 
 from config import Config
-from models import Payment, PaymentStatus
-from tests.test_watcher import PAYER, USDT, WALLET, WALLET_B, create, events, get, log_types, make_watcher, pay
-from tests.test_webhooks import Receiver, Reply
-from times import ms_to_datetime
+from matching import credit_transfer
+from models import Payment, PaymentStatus, WebhookEvent
+from tests.conftest import PAYER, USDT, WALLET, WALLET_B, block_ts, create, events, get, log_types, pay, set_fields
+from times import ms_to_datetime, to_ms
+from tron_client import TransferLog
 from tron_sim import Simulator
-from webhooks import WebhookDispatcher
 
 
 @pytest.fixture
-def watch_config(config: Config, sim: Simulator, strategy: str) -> Config:
-    return config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
-                                 polling_interval_seconds=0.2, late_payment_window_seconds=3600)
-
-
-@pytest.fixture
-def watcher(db, watch_config: Config):
-    w = make_watcher(db, watch_config)
-    yield w
-    w.stop()
-
-
-def set_fields(db, payment: dict, **values) -> None:
-    with db.transaction() as s:
-        row = s.get(Payment, uuid.UUID(payment["id"]))
-        for key, value in values.items():
-            setattr(row, key, value)
-
-
-def block_ts(sim: Simulator, tx: str) -> int:
-    number = sim.tx_block(tx)
-    return sim.chain.block(number).timestamp
+def watch_config(watch_config: Config) -> Config:
+    """An hour's late window: the tests below move chain time by minutes."""
+    return watch_config.with_overrides(late_payment_window_seconds=3600)
 
 
 # --- chain time: expiry vs a transfer mined after expires_at -------------------------------------
 
-def test_review_transfer_mined_after_expiry_is_late_even_if_read_in_the_expiry_pass(client, auth, db, sim, watcher):
+def test_transfer_mined_after_expiry_is_late_even_if_read_in_the_expiry_pass(client, auth, db, sim, watcher):
     p = create(client, auth, "10", expires_in_seconds=60)
     watcher.run_once()
     assert get(client, auth, p)["status"] == "pending"
@@ -68,7 +51,7 @@ def expire_now(sim, watcher, client, auth, p) -> None:
     assert get(client, auth, p)["status"] == "expired"
 
 
-def test_review_partial_money_on_an_expired_payment(client, auth, db, sim, watcher):
+def test_partial_money_on_an_expired_payment(client, auth, db, sim, watcher):
     p = create(client, auth, "10", expires_in_seconds=60)
     watcher.run_once()
     expire_now(sim, watcher, client, auth, p)
@@ -85,7 +68,7 @@ def test_review_partial_money_on_an_expired_payment(client, auth, db, sim, watch
     assert events(db, p) == ["payment.expired", "payment.partial", "payment.paid_late"]
 
 
-def test_review_late_overpayment_keeps_the_larger_amount(client, auth, db, sim, watcher):
+def test_late_overpayment_keeps_the_larger_amount(client, auth, db, sim, watcher):
     p = create(client, auth, "10", expires_in_seconds=60)
     watcher.run_once()
     expire_now(sim, watcher, client, auth, p)
@@ -95,7 +78,7 @@ def test_review_late_overpayment_keeps_the_larger_amount(client, auth, db, sim, 
     assert got["status"] == "expired" and got["paid_late"] is True and got["received_amount_usdt"] == "12.5"
 
 
-def test_review_partial_money_on_a_cancelled_payment(client, auth, db, sim, watcher):
+def test_partial_money_on_a_cancelled_payment(client, auth, db, sim, watcher):
     p = create(client, auth, "10")
     assert client.post(f"/payments/{p['id']}/cancel", headers=auth).status_code == 200
     set_fields(db, p, cancelled_at=ms_to_datetime(sim.state()["head_timestamp"]))
@@ -107,7 +90,7 @@ def test_review_partial_money_on_a_cancelled_payment(client, auth, db, sim, watc
     assert events(db, p) == ["payment.cancelled", "payment.partial"]
 
 
-def test_review_money_after_the_late_window_credits_nothing(client, auth, db, sim, watcher):
+def test_money_after_the_late_window_credits_nothing(client, auth, db, sim, watcher):
     p = create(client, auth, "10", expires_in_seconds=60)
     watcher.run_once()
     expire_now(sim, watcher, client, auth, p)
@@ -120,7 +103,7 @@ def test_review_money_after_the_late_window_credits_nothing(client, auth, db, si
 
 # --- rule 1 ordering -----------------------------------------------------------------------------
 
-def test_review_pending_beats_an_older_expired_payment_with_the_same_remaining(client, auth, db, sim, watcher):
+def test_pending_beats_an_older_expired_payment_with_the_same_remaining(client, auth, db, sim, watcher):
     old = create(client, auth, "10", expires_in_seconds=60)
     new = create(client, auth, "10", unique_amount=True)  # 10.0001
     assert new["expected_amount_usdt"] == "10.0001"
@@ -134,7 +117,7 @@ def test_review_pending_beats_an_older_expired_payment_with_the_same_remaining(c
     assert get(client, auth, old)["received_amount_usdt"] == "0" and get(client, auth, old)["paid_late"] is False
 
 
-def test_review_oldest_pending_first_with_the_same_remaining(client, auth, db, sim, watcher):
+def test_oldest_pending_first_with_the_same_remaining(client, auth, db, sim, watcher):
     a = create(client, auth, "5")
     b = create(client, auth, "5", unique_amount=True)  # 5.0001
     head = ms_to_datetime(sim.state()["head_timestamp"])
@@ -149,7 +132,7 @@ def test_review_oldest_pending_first_with_the_same_remaining(client, auth, db, s
 
 # --- rules 2 and 3 -------------------------------------------------------------------------------
 
-def test_review_one_candidate_at_block_time_gets_a_non_exact_transfer(client, auth, db, sim, watcher):
+def test_one_candidate_at_block_time_gets_a_non_exact_transfer(client, auth, db, sim, watcher):
     """A payment created after the transfer's block is no candidate: the older one is the only one."""
     a = create(client, auth, "10")
     tx = pay(sim, WALLET, 3_000_000)
@@ -162,7 +145,7 @@ def test_review_one_candidate_at_block_time_gets_a_non_exact_transfer(client, au
     assert events(db, a) == ["payment.partial"]
 
 
-def test_review_two_candidates_no_exact_match_is_unmatched_and_listed(client, auth, db, sim, watcher):
+def test_two_candidates_no_exact_match_is_unmatched_and_listed(client, auth, db, sim, watcher):
     a = create(client, auth, "10")
     b = create(client, auth, "20", expires_in_seconds=60)
     watcher.run_once()
@@ -182,7 +165,7 @@ def test_review_two_candidates_no_exact_match_is_unmatched_and_listed(client, au
     assert client.get("/stats").get_json()["unmatched_transfers"] == 1
 
 
-def test_review_completed_payment_does_not_take_a_second_payment(client, auth, db, sim, watcher):
+def test_completed_payment_does_not_take_a_second_payment(client, auth, db, sim, watcher):
     p = create(client, auth, "10")
     pay(sim, WALLET, 10_000_000)
     watcher.run_once()
@@ -193,58 +176,6 @@ def test_review_completed_payment_does_not_take_a_second_payment(client, auth, d
     assert got["received_amount_usdt"] == "10" and len(got["transfers"]) == 1
     assert events(db, p) == ["payment.completed"]
 
-
-# --- §3 webhooks end to end -------------------------------------------------------------------------
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-def test_review_webhook_end_to_end_body_headers_and_summary(client, auth, db, sim, watcher, watch_config, receiver):
-    cfg = watch_config.with_overrides(webhook_retry_schedule=(0, 0, 0), webhook_timeout_seconds=2.0)
-    p = create(client, auth, "10.25")
-    set_fields(db, p, callback_url=receiver.url())
-    receiver.script("/hook", Reply(status=500), Reply(status=200))
-    pay(sim, WALLET, 4_000_000)
-    watcher.run_once()
-    pay(sim, WALLET, 6_250_000)
-    watcher.run_once()
-    dispatcher = WebhookDispatcher(db, cfg)
-    for _ in range(4):
-        dispatcher.run_once()
-    got = receiver.to("/hook")
-    # partial (500, then 200), then completed (200): in order, same id and body on the retry
-    ids = [r.headers["webhook-id"] for r in got]
-    assert len(got) == 3 and ids[0] == ids[1] != ids[2]
-    assert got[0].body == got[1].body
-    bodies = [json.loads(r.body) for r in got]
-    assert [b["type"] for b in bodies] == ["payment.partial", "payment.partial", "payment.completed"]
-    for r, b in zip(got, bodies, strict=True):
-        assert set(b) == {"id", "type", "created_at", "data"} and b["id"] == r.headers["webhook-id"]
-        Webhook(cfg.webhook_secret).verify(r.body, r.headers)
-        assert int(r.headers["webhook-timestamp"]) > 0
-    partial, completed = bodies[0]["data"], bodies[2]["data"]
-    assert partial["status"] == "pending" and partial["received_amount_usdt"] == "4"
-    assert partial["expected_amount_usdt"] == "10.25" and len(partial["transfers"]) == 1
-    assert partial["transfers"][0]["amount_usdt"] == "4"
-    assert completed["status"] == "completed" and completed["received_amount_usdt"] == "10.25"
-    assert [t["amount_usdt"] for t in completed["transfers"]] == ["4", "6.25"]
-    now = get(client, auth, p)
-    assert set(completed) == set(now)
-    assert now["callback_attempts"] == 1 and now["callback_success"] is True
-    listed = client.get("/events", headers=auth).get_json()["events"]
-    assert [(e["type"], e["state"], e["attempts"]) for e in listed] == [
-        ("payment.partial", "delivered", 2), ("payment.completed", "delivered", 1)]
-    logs = client.get(f"/payments/{p['id']}/logs", headers=auth).get_json()["logs"]
-    attempts = [entry for entry in logs if entry["event_type"] in ("webhook_attempt", "webhook_delivered")]
-    assert [entry["metadata"]["status_code"] for entry in attempts] == [500, 200, 200]
-    for entry in logs:  # money in log metadata is always a plain string
-        for key, value in (entry["metadata"] or {}).items():
-            if key.endswith("amount_usdt"):
-                assert isinstance(value, str) and "E" not in value, (key, value)
 
 
 # --- the late window is chain time: a watcher catching up must not lose late money ---------------
@@ -262,23 +193,51 @@ def lagging_sim() -> Iterator[Simulator]:
     simulator.stop()
 
 
-def test_review_late_money_is_recorded_when_the_watcher_catches_up(client, auth, db, lagging_sim, config, strategy):
+def test_late_money_is_recorded_when_the_watcher_catches_up(new_watcher, client, auth, db, lagging_sim, config,
+                                                            strategy):
     sim = lagging_sim
     cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
                                 late_payment_window_seconds=600)
-    w = make_watcher(db, cfg)
-    try:
-        p = create(client, auth, "10")
-        head = ms_to_datetime(sim.state()["solid_timestamp"])
-        # expired (by chain time) 30 s before the money below is mined; well inside the 600 s window
-        set_fields(db, p, created_at=head - timedelta(seconds=300), expires_at=head - timedelta(seconds=30),
-                   status=PaymentStatus.expired)
+    w = new_watcher(cfg)
+    p = create(client, auth, "10")
+    head = ms_to_datetime(sim.state()["solid_timestamp"])
+    # expired (by chain time) 30 s before the money below is mined; well inside the 600 s window
+    set_fields(db, p, created_at=head - timedelta(seconds=300), expires_at=head - timedelta(seconds=30),
+               status=PaymentStatus.expired)
+    w.run_once()
+    tx = pay(sim, WALLET, 10_000_000)
+    assert block_ts(sim, tx) - int((head - timedelta(seconds=30)).timestamp() * 1000) < 600_000
+    for _ in range(2):
         w.run_once()
-        tx = pay(sim, WALLET, 10_000_000)
-        assert block_ts(sim, tx) - int((head - timedelta(seconds=30)).timestamp() * 1000) < 600_000
-        for _ in range(2):
-            w.run_once()
-        got = get(client, auth, p)
-        assert got["paid_late"] is True and got["received_amount_usdt"] == "10"
-    finally:
-        w.stop()
+    got = get(client, auth, p)
+    assert got["paid_late"] is True and got["received_amount_usdt"] == "10"
+
+# --- crediting waits for a locked payment ---------------------------------------------------------
+
+def test_expiry_waits_for_a_locked_payment_instead_of_passing_it_by(client, auth, db):
+    p = create(client, auth, "5")
+    pid = uuid.UUID(p["id"])
+    with db.Session() as s:
+        expires = s.get(Payment, pid).expires_at
+    late = TransferLog("ab" * 32, 0, PAYER, WALLET, 5_000_000, 1, to_ms(expires) + 1000)
+    holder = db.Session()
+    holder.begin()
+    holder.execute(select(Payment.id).where(Payment.id == pid).with_for_update())  # e.g. a webhook being recorded
+
+    def credit() -> None:
+        with db.transaction() as s:
+            credit_transfer(s, late, 86400)
+
+    thread = threading.Thread(target=credit)
+    thread.start()
+    time.sleep(0.3)
+    holder.commit()
+    holder.close()
+    thread.join(10)
+    got = get(client, auth, p)
+    assert got["status"] == "expired" and got["paid_late"] is True
+    with db.Session() as s:
+        kinds = list(s.scalars(select(WebhookEvent.type).where(WebhookEvent.payment_id == pid)
+                               .order_by(WebhookEvent.seq)))
+    assert kinds == ["payment.expired", "payment.paid_late"]
+
