@@ -112,32 +112,33 @@ def register_database_deadline(app: Flask) -> None:
             stack.close()
 
 
-def bootstrap(services: Services) -> None:
-    """Schema, first API key and webhook secret: idempotent and safe with many processes."""
+def bootstrap(config: Config, db: Database) -> None:
+    """Schema, first API key and webhook secret: idempotent and safe with many processes. Run once per start,
+    before serving: by `python app.py`, and by gunicorn.conf.py's on_starting (in a child process)."""
     import migrate
     from auth import ensure_initial_key
 
-    migrate.upgrade_to_head(services.db.url)
-    with services.db.transaction() as session:
-        created = ensure_initial_key(session, services.config.api_keys)
+    migrate.upgrade_to_head(db.url)
+    with db.transaction() as session:
+        created = ensure_initial_key(session, config.api_keys)
     if created is not None:
         print(f"Created the first API key (shown only once, store it now): {created.key}", flush=True)
     from webhook_signing import ensure_webhook_secret
 
-    secret = ensure_webhook_secret(services.db, services.config)
+    secret = ensure_webhook_secret(db, config)
     if secret is not None:
         print(f"Generated the webhook signing secret (shown only once): {secret}", flush=True)
 
 
-def bootstrap_from_environment() -> int:
-    """Run `bootstrap` once for the configuration in the environment (gunicorn's master uses it).
+def bootstrap_from_environment(config: Config | None = None) -> int:
+    """Run `bootstrap` once for `config` (default: the environment's), on a database connection of its own.
 
     Returns an exit status; a bad setting or an unreachable database is one line on stderr."""
-    config = startup_config()
+    config = config or startup_config()
     try:
         db = Database(resolve_database_url(config.database_url))
         try:
-            bootstrap(Services(config=config, db=db))
+            bootstrap(config, db)
         finally:
             db.dispose()
     except (DatabaseError, SQLAlchemyError) as exc:
@@ -146,15 +147,13 @@ def bootstrap_from_environment() -> int:
     return 0
 
 
-def create_app(
-    config: Config | None = None, *, database: Database | None = None, run_bootstrap: bool = True
-) -> Flask:
-    """Build the app. With no arguments: configuration from the environment and `.env`."""
+def create_app(config: Config | None = None, *, database: Database | None = None) -> Flask:
+    """Build the app and nothing more: no migration, no key made or printed (that is `bootstrap`'s, run once before
+    serving), no thread started (`start_background`). With no arguments: configuration from the environment and
+    `.env`, as `gunicorn -c gunicorn.conf.py "app:create_app()"` builds it in each worker."""
     config = config or load_config()
     db = database or Database(resolve_database_url(config.database_url))
     services = Services(config=config, db=db)
-    if run_bootstrap:
-        bootstrap(services)
 
     app = Flask(__name__)
     app.url_map.merge_slashes = False  # "/payments//logs" is a JSON 404, not an HTML redirect
@@ -201,12 +200,12 @@ def stop_background(app: Flask, timeout: float = 10.0) -> None:
 
 
 def main() -> int:
+    """`python app.py`: the bootstrap, then the development server with the background threads."""
     config = startup_config()
-    try:
-        app = create_app(config)
-    except (DatabaseError, SQLAlchemyError) as exc:
-        print(f"database error: {first_line(exc)}", file=sys.stderr)
-        return 1
+    status = bootstrap_from_environment(config)
+    if status != 0:
+        return status
+    app = create_app(config)
     start_background(app)
     try:
         app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)

@@ -27,7 +27,8 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
-# Migrations and first-start bootstrap run once in the master before workers fork.
+# The bootstrap (migrations, first API key, webhook secret) runs once, in a child process of on_starting; each
+# worker then builds the app itself (no preload), so the master never imports or holds it.
 preload_app = False
 
 

@@ -107,7 +107,7 @@ def start_gunicorn(db_url: str, port: int, workers: int | None, log: Path) -> su
         env["GUNICORN_WORKERS"] = str(workers)
     gunicorn = str(Path(PYTHON).parent / "gunicorn")
     with open(log, "w") as stderr:
-        proc = subprocess.Popen([gunicorn, "-c", "gunicorn.conf.py", "app:create_app(run_bootstrap=False)"],
+        proc = subprocess.Popen([gunicorn, "-c", "gunicorn.conf.py", "app:create_app()"],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -313,7 +313,7 @@ def report(args: argparse.Namespace, runs: dict[str, Any], memory: dict[str, Any
         "command": "python -m bench.api " + " ".join(sys.argv[1:]),
         "settings": {"rate": args.rate, "duration_s": args.duration, "saturation_duration_s": args.saturation_duration,
                      "saturation_connections": args.connections,
-                     "gunicorn": "gunicorn -c gunicorn.conf.py app:create_app(run_bootstrap=False)",
+                     "gunicorn": "gunicorn -c gunicorn.conf.py app:create_app()",
                      "workers": args.workers or "gunicorn.conf.py default (min(4, cpus))", "threads": "4 (gthread)"},
         "runs": runs, "memory": memory, "targets": targets, "table": table,
     })

@@ -71,6 +71,20 @@ def database_url(pg_server: str) -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture
+def empty_url(pg_server: str) -> Iterator[str]:
+    """A database of its own with nothing in it, dropped after the test."""
+    name = f"tron_mig_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(with_database(pg_server, "postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield with_database(pg_server, name)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+
 @pytest.fixture(scope="session")
 def session_db(database_url: str) -> Iterator[Database]:
     db = Database(database_url)
@@ -107,7 +121,7 @@ def config(database_url: str) -> Config:
 def app(config: Config, db: Database):  # type: ignore[no-untyped-def]
     from app import create_app
 
-    return create_app(config, database=db, run_bootstrap=False)
+    return create_app(config, database=db)
 
 
 @pytest.fixture

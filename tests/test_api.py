@@ -316,7 +316,7 @@ def test_health_is_503_when_database_is_unreachable(config: Config):
     from app import create_app
 
     dead = Database("postgresql://postgres@127.0.0.1:1/none", pool_pre_ping=False)
-    client = create_app(config, database=dead, run_bootstrap=False).test_client()
+    client = create_app(config, database=dead).test_client()
     r = client.get("/health")
     assert r.status_code == 503
     assert r.get_json()["status"] == "unhealthy" and r.get_json()["database"] == "disconnected"
@@ -327,8 +327,7 @@ def test_health_is_503_when_database_is_unreachable(config: Config):
 def test_a_revoked_key_stops_working_within_the_cache_time(config, db):
     from app import create_app
 
-    client = create_app(config.with_overrides(api_key_cache_seconds=0.5), database=db,
-                        run_bootstrap=False).test_client()
+    client = create_app(config.with_overrides(api_key_cache_seconds=0.5), database=db).test_client()
     with db.transaction() as s:
         made = create_api_key(s, "cached")
     headers = {"Authorization": f"Bearer {made.key}"}
@@ -679,7 +678,7 @@ def test_stats_and_health_have_every_contract_field(client):
 def test_private_callback_refused_at_creation_when_not_allowed(config, db, auth):
     from app import create_app
 
-    strict = create_app(config.with_overrides(allow_private_callbacks=False), database=db, run_bootstrap=False)
+    strict = create_app(config.with_overrides(allow_private_callbacks=False), database=db)
     client = strict.test_client()
     for url in ("http://127.0.0.1:9/h", "http://169.254.169.254/latest", "http://[::1]/x", "http://10.0.0.1/",
                 "http://localhost/x", "http://0.0.0.0/"):

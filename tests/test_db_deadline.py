@@ -115,7 +115,7 @@ def timed_get(client, path: str, **kwargs):  # type: ignore[no-untyped-def]
 
 
 def test_health_and_the_api_answer_503_when_the_database_freezes(config, proxy, proxied, auth) -> None:
-    app = create_app(config, database=proxied, run_bootstrap=False)
+    app = create_app(config, database=proxied)
     # production: 10 s; shorter keeps the test quick (libpq's connect_timeout is at least 2 s)
     app.config["API_DB_DEADLINE_SECONDS"] = 2.0
     client = app.test_client()

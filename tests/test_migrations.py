@@ -1,30 +1,13 @@
 """Alembic migrations: an empty database upgrades to head, matches the models, and downgrades cleanly."""
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
 import migrate
 from models import Base
-from tests.conftest import with_database
-
-
-@pytest.fixture
-def empty_url(pg_server: str) -> Iterator[str]:
-    name = f"tron_mig_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(with_database(pg_server, "postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield with_database(pg_server, name)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_empty_database_upgrades_to_head_and_matches_the_models(empty_url):

@@ -17,8 +17,9 @@ import requests
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
+import migrate
 from models import Transfer, WebhookEvent
-from tests.conftest import PAYER, USDT, WALLET, Receiver, Reply, lock_holder_pid, wait_for
+from tests.conftest import PAYER, USDT, WALLET, Reply, lock_holder_pid, wait_for
 from tron_sim import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,13 +41,6 @@ def sim() -> Iterator[Simulator]:
     simulator.stop()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
 def service_env(database_url: str, sim_url: str, port: int, **extra: str) -> dict[str, str]:
     return {**os.environ, "DATABASE_URL": database_url, "TRONGRID_API_URL": sim_url, "PORT": str(port),
             "API_KEYS": KEY, "WEBHOOK_SECRET": SECRET, "ALLOW_PRIVATE_CALLBACKS": "true",
@@ -57,7 +51,7 @@ def service_env(database_url: str, sim_url: str, port: int, **extra: str) -> dic
 
 def start_gunicorn(env: dict[str, str]) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                             "app:create_app(run_bootstrap=False)"], cwd=ROOT, env=env,
+                             "app:create_app()"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{env['PORT']}"
 
@@ -145,3 +139,14 @@ def test_crash_in_the_middle_of_a_retry_schedule_keeps_the_event_id(db, database
 
 def events(base: str) -> list[dict]:
     return requests.get(f"{base}/events", headers={"Authorization": f"Bearer {KEY}"}, timeout=5).json()["events"]
+
+
+def test_the_app_factory_migrates_nothing_and_prints_nothing(empty_url: str, config, capsys) -> None:
+    """`app:create_app()` in a worker builds the app only: the bootstrap (schema, first key, secret) is run once
+    before serving, by gunicorn.conf.py or `python app.py`."""
+    from app import create_app, services_of
+
+    app = create_app(config.with_overrides(database_url=empty_url, api_keys=(), webhook_secret=None))
+    services_of(app).db.dispose()
+    assert migrate.current_revision(empty_url) is None
+    assert capsys.readouterr().out == ""
