@@ -29,7 +29,7 @@ from models import (
     WebhookEvent,
 )
 from money import format_amount
-from paging import Keyset, number_key, page_size, time_key, uuid_key
+from paging import Keyset, limit_field, number_key, time_key, uuid_key
 from payments import (
     NewPayment,
     cancel_payment,
@@ -39,9 +39,12 @@ from payments import (
     request_fingerprint,
 )
 from schemas import (
+    HEALTH,
+    STATS,
     event_to_dict,
     log_to_dict,
     payment_to_dict,
+    render,
     serialize_payment,
     serialize_payments,
     transfer_to_dict,
@@ -82,7 +85,7 @@ def read_capped_body(limit: int) -> bytes:
     length = request.content_length
     if length is not None:
         if length > limit:
-            raise ApiError("payload_too_large", "The request body must be at most 64 KB.", status=413)
+            raise ApiError("payload_too_large", v.BODY_TOO_LARGE, status=413)
         return request.get_data(cache=True)
     if not request.environ.get("wsgi.input_terminated"):
         return b""  # neither a length nor a server-delimited stream: HTTP says there is no body
@@ -94,13 +97,13 @@ def read_capped_body(limit: int) -> bytes:
             break
         data += chunk
     if len(data) > limit:
-        raise ApiError("payload_too_large", "The request body must be at most 64 KB.", status=413)
+        raise ApiError("payload_too_large", v.BODY_TOO_LARGE, status=413)
     return bytes(data)
 
 
 @bp.before_request
 def check_request_body() -> None:
-    """Every API route: 413 for a body over 64 KB (checked first), 415 for a non-empty body that
+    """Every API route: 413 for a body over MAX_BODY_BYTES (checked first), 415 for a non-empty body that
     is not declared `application/json` (UTF-8). Routes meant for browser forms would opt out here."""
     raw = read_capped_body(current_app.config["MAX_CONTENT_LENGTH"])
     if raw and not v.is_json_media_type(request.headers.get("Content-Type")):
@@ -126,32 +129,13 @@ def no_fields_body() -> None:
 # --- payments ----------------------------------------------------------------------------------
 
 def parse_new_payment(body: dict[str, Any]) -> NewPayment:
-    unknown = sorted(set(body) - v.CREATE_FIELDS)
-    if unknown:
-        raise ApiError("unknown_field", f"Unknown field {unknown[0]!r}; see /openapi.json.", unknown[0])
-    for name in ("wallet_address", "expected_amount_usdt", "order_id", "callback_url"):
-        if body.get(name) is None:
-            raise ApiError("missing_field", f"{name} is required.", name)
-    config = services().config
-    wallet = v.wallet_address(body["wallet_address"])
-    amount = v.amount(body["expected_amount_usdt"])
-    order_id = v.order_id(body["order_id"])
-    callback = v.callback_url(body["callback_url"])
-    expires = v.expires_in_seconds(body.get("expires_in_seconds"), config.payment_ttl_seconds)
-    metadata = v.metadata(body.get("metadata"))
-    unique = v.boolean(body.get("unique_amount"), "unique_amount")
-    fingerprint = request_fingerprint(
-        {
-            "wallet_address": wallet,
-            "expected_amount_usdt": format_amount(amount),
-            "order_id": order_id,
-            "callback_url": callback,
-            "expires_in_seconds": expires if body.get("expires_in_seconds") is not None else None,
-            "metadata": metadata,
-            "unique_amount": unique,
-        }
-    )
-    return NewPayment(wallet, amount, order_id, callback, expires, metadata, unique, fingerprint)
+    given = v.read_body(v.CREATE_PAYMENT, body)
+    expires = given["expires_in_seconds"]
+    # What identifies a replay: the request as read, the amount in its one written form, the lifetime as asked.
+    fingerprint = request_fingerprint({**given, "expected_amount_usdt": format_amount(given["expected_amount_usdt"])})
+    return NewPayment(given["wallet_address"], given["expected_amount_usdt"], given["order_id"], given["callback_url"],
+                      expires if expires is not None else services().config.payment_ttl_seconds, given["metadata"],
+                      given["unique_amount"], fingerprint)
 
 
 def check_callback_address(url: str) -> None:
@@ -229,24 +213,52 @@ def get_payment(payment_id: str) -> Any:
 PAYMENTS = Keyset((time_key(Payment.created_at), uuid_key(Payment.id)), newest_first=True)
 TRANSFERS = Keyset((number_key(Transfer.id),), newest_first=True)
 EVENTS = Keyset((number_key(WebhookEvent.seq),))
+# The query parameters of each list, checked in this order; /openapi.json states them from here.
+CURSOR_DESCRIPTION = "Exactly a next_cursor value returned by this endpoint (anything else is a 400)"
+PAYMENTS_QUERY = (
+    limit_field(),
+    v.enum_field("status", PaymentStatus, "Filter by status"),
+    PAYMENTS.field("cursor", CURSOR_DESCRIPTION),
+    v.filter_field("wallet_address", "Filter by wallet"),
+    v.filter_field("order_id", "Filter by order id"),
+)
+TRANSFERS_QUERY = (
+    limit_field(),
+    v.enum_field("status", TransferStatus, "Filter by status"),
+    TRANSFERS.field("cursor", CURSOR_DESCRIPTION),
+    v.filter_field("wallet_address", "Filter by recipient"),
+)
+
+
+def event_payment_id(value: str | None) -> Any:
+    if value is None:
+        return None
+    pid = v.payment_uuid(value)
+    if pid is None:
+        raise ApiError("invalid_payment_id", "payment_id must be a payment's UUID.", "payment_id")
+    return pid
+
+
+EVENTS_QUERY = (
+    limit_field(),
+    EVENTS.field("after", "Exactly a next_cursor value returned by /events (anything else is a 400)"),
+    v.Field("payment_id", v.UUID_SCHEMA, event_payment_id, description="Only this payment's events"),
+)
 
 
 @bp.get("/payments")
 @require_api_key
 def list_payments() -> Any:
-    args = request.args
-    limit = page_size(args.get("limit"))
-    status = v.one_of(args.get("status"), tuple(s.value for s in PaymentStatus), "status")
-    cursor = PAYMENTS.cursor(args.get("cursor"))
+    given = v.read_fields(PAYMENTS_QUERY, request.args)
     query = select(Payment)
-    if status:
-        query = query.where(Payment.status == PaymentStatus(status))
-    if args.get("wallet_address"):
-        query = query.where(Payment.wallet_address == v.filter_text(args["wallet_address"], "wallet_address"))
-    if args.get("order_id"):
-        query = query.where(Payment.order_id == v.filter_text(args["order_id"], "order_id"))
+    if given["status"]:
+        query = query.where(Payment.status == PaymentStatus(given["status"]))
+    if given["wallet_address"]:
+        query = query.where(Payment.wallet_address == given["wallet_address"])
+    if given["order_id"]:
+        query = query.where(Payment.order_id == given["order_id"])
     with services().db.Session() as session:
-        page = PAYMENTS.page(session, query, limit, cursor)
+        page = PAYMENTS.page(session, query, given["limit"], given["cursor"])
         return jsonify({"payments": serialize_payments(session, page.rows), "next_cursor": page.next_cursor})
 
 
@@ -289,35 +301,27 @@ def retry_callback(payment_id: str) -> Any:
 @bp.get("/transfers")
 @require_api_key
 def list_transfers() -> Any:
-    args = request.args
-    limit = page_size(args.get("limit"))
-    status = v.one_of(args.get("status"), tuple(s.value for s in TransferStatus), "status")
-    cursor = TRANSFERS.cursor(args.get("cursor"))
+    given = v.read_fields(TRANSFERS_QUERY, request.args)
     query = select(Transfer)
-    if status:
-        query = query.where(Transfer.status == TransferStatus(status))
-    if args.get("wallet_address"):
-        query = query.where(Transfer.to_address == v.filter_text(args["wallet_address"], "wallet_address"))
+    if given["status"]:
+        query = query.where(Transfer.status == TransferStatus(given["status"]))
+    if given["wallet_address"]:
+        query = query.where(Transfer.to_address == given["wallet_address"])
     with services().db.Session() as session:
-        page = TRANSFERS.page(session, query, limit, cursor)
+        page = TRANSFERS.page(session, query, given["limit"], given["cursor"])
     return jsonify({"transfers": [transfer_to_dict(t) for t in page.rows], "next_cursor": page.next_cursor})
 
 
 @bp.get("/events")
 @require_api_key
 def list_events() -> Any:
-    args = request.args
-    limit = page_size(args.get("limit"))
-    after = EVENTS.cursor(args.get("after"), "after")
+    given = v.read_fields(EVENTS_QUERY, request.args)
     query = select(WebhookEvent)
-    if "payment_id" in args:
-        pid = v.payment_uuid(args["payment_id"])
-        if pid is None:
-            raise ApiError("invalid_payment_id", "payment_id must be a payment's UUID.", "payment_id")
-        query = query.where(WebhookEvent.payment_id == pid)
+    if given["payment_id"] is not None:
+        query = query.where(WebhookEvent.payment_id == given["payment_id"])
     with services().db.Session() as session:
         # With no further page the cursor still points after the last event, so a merchant can poll from it.
-        page = EVENTS.page(session, query, limit, after, keep_position=True)
+        page = EVENTS.page(session, query, given["limit"], given["after"], keep_position=True)
     events = [event_to_dict(e) for e in page.rows]
     return jsonify({"events": events, "next_cursor": page.next_cursor, "has_more": page.has_more})
 
@@ -379,21 +383,14 @@ def health() -> Any:
             report = read_state(session, WATCHER_STATUS)
     except Exception as exc:  # any failure to reach the database means unhealthy
         logger.error("health check: database unreachable: %s", exc)
-        body = {"status": "unhealthy", "timestamp": now, "network": svc.config.tron_network, "database": "disconnected",
+        down = {"status": "unhealthy", "timestamp": now, "network": svc.config.tron_network, "database": "disconnected",
                 "active_payments": None, "total_payments": None, "watcher": None}
-        return jsonify(body), 503
+        return jsonify(render(HEALTH, down)), 503
     watcher, degraded = watcher_health(report, svc.config.polling_interval_seconds)
-    return jsonify(
-        {
-            "status": "degraded" if degraded else "healthy",
-            "timestamp": now,
-            "network": svc.config.tron_network,
-            "active_payments": counts["pending"],
-            "total_payments": sum(counts.values()),
-            "database": "connected",
-            "watcher": watcher,
-        }
-    )
+    up = {"status": "degraded" if degraded else "healthy", "timestamp": now, "network": svc.config.tron_network,
+          "active_payments": counts["pending"], "total_payments": sum(counts.values()), "database": "connected",
+          "watcher": watcher}
+    return jsonify(render(HEALTH, up))
 
 
 @bp.get("/stats")
@@ -405,23 +402,19 @@ def stats() -> Any:
         unmatched = count_by(session, Transfer.status)[TransferStatus.unmatched.value]
         reconciled = session.scalar(select(func.count()).where(Transfer.found_by == FOUND_BY_RECONCILIATION))
         rejected = session.scalar(select(func.count()).select_from(RejectedTransfer))
-    return jsonify(
-        {
-            "total_payments": sum(counts.values()),
-            "pending_payments": counts["pending"],
-            "completed_payments": counts["completed"],
-            "failed_payments": counts["failed"],
-            "expired_payments": counts["expired"],
-            "uptime_seconds": round(time.time() - svc.started_at, 3),
-            "polling_interval": svc.config.polling_interval_seconds,
-            "network": svc.config.tron_network,
-            "unmatched_transfers": unmatched,
-            "reconciled_transfers": reconciled or 0,
-            "rejected_transfers": rejected or 0,
-            "webhooks_pending": webhook_counts[EventState.pending.value],
-            "webhooks_failed": webhook_counts[EventState.failed.value],
-        }
-    )
+    values = {
+        "total_payments": sum(counts.values()),
+        **{f"{status}_payments": n for status, n in counts.items()},
+        "uptime_seconds": round(time.time() - svc.started_at, 3),
+        "polling_interval": svc.config.polling_interval_seconds,
+        "network": svc.config.tron_network,
+        "unmatched_transfers": unmatched,
+        "reconciled_transfers": reconciled or 0,
+        "rejected_transfers": rejected or 0,
+        "webhooks_pending": webhook_counts[EventState.pending.value],
+        "webhooks_failed": webhook_counts[EventState.failed.value],
+    }
+    return jsonify(render(STATS, values))
 
 
 @bp.get("/openapi.json")

@@ -15,11 +15,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from auth import KeyCache
 from config import Config, first_line, load_config, startup_config
 from database import Database, DatabaseError, current_deadline, database_deadline, resolve_database_url
-from errors import ApiError
+from errors import ApiError, error_body
+from validation import BODY_TOO_LARGE, MAX_BODY_BYTES
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
 # Client-side bounds on the database work of one request (README: "Deadlines"). /health answers
 # 503 within a few seconds when the database hangs; every other route gets a bound no healthy
 # request comes near (they take milliseconds), so a hung database gives a 503, never a hang.
@@ -43,10 +43,7 @@ class Services:
 
 
 def error_response(status: int, code: str, message: str, field_name: str | None = None) -> Any:
-    body: dict[str, Any] = {"error": code, "message": message}
-    if field_name:
-        body["field"] = field_name
-    response = jsonify(body)
+    response = jsonify(error_body(code, message, field_name))
     response.status_code = status
     return response
 
@@ -56,7 +53,7 @@ HTTP_ERROR_CODES = {
     401: ("unauthorized", "Send a valid API key as 'Authorization: Bearer <key>'."),
     404: ("not_found", "There is nothing at this address; see /openapi.json for the routes."),
     405: ("method_not_allowed", "This method is not allowed here; see /openapi.json for the routes."),
-    413: ("payload_too_large", "The request body must be at most 64 KB."),
+    413: ("payload_too_large", BODY_TOO_LARGE),
     415: ("unsupported_media_type", "Send the request body as JSON with 'Content-Type: application/json'."),
 }
 

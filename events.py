@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from models import EventState, Payment, PaymentLog, WebhookEvent
+from models import WEBHOOK_EVENT_TYPES, EventState, Payment, PaymentLog, WebhookEvent
 from schemas import serialize_payment
 from ssrf import AUTHORITY_PATTERN
 from times import db_now, iso
@@ -70,6 +70,8 @@ def log_event(
 
 def emit_event(session: Session, payment: Payment, event_type: str) -> WebhookEvent:
     """Write a webhook event into the outbox with the payment as it is now."""
+    if event_type not in WEBHOOK_EVENT_TYPES:
+        raise ValueError(f"not a webhook event type: {event_type!r}")
     session.flush()
     event_id = f"evt_{uuid.uuid4().hex}"
     created = db_now(session)

@@ -53,6 +53,11 @@ class EventState(str, enum.Enum):
     failed = "failed"
 
 
+# What a webhook event may announce (webhook_events.type): what the outbox accepts and /openapi.json lists.
+WEBHOOK_EVENT_TYPES = ("payment.completed", "payment.expired", "payment.partial", "payment.paid_late",
+                       "payment.cancelled")
+
+
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
     return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e])
 

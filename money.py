@@ -49,6 +49,10 @@ def from_micro(micro: int) -> Decimal:
     return (Decimal(micro) / MICRO).quantize(Decimal("0.000001"))
 
 
+# What format_amount writes: a plain decimal, trailing zeros stripped ("10.5", "10", "0").
+PLAIN_AMOUNT_PATTERN = r"^(?:0|[1-9][0-9]*)(?:\.[0-9]*[1-9])?$"
+
+
 def format_amount(amount: Decimal | int | None) -> str:
     """Plain decimal string, trailing zeros stripped: ``10.5``, ``10``, ``0``."""
     if amount is None:

@@ -19,7 +19,7 @@ from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from errors import ApiError
-from validation import MAX_BIGINT, ascii_number, payment_uuid
+from validation import MAX_BIGINT, Field, ascii_number, payment_uuid
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -36,6 +36,12 @@ def page_size(value: str | None) -> int:
     if number is None or number < 1:
         raise ApiError("invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.", "limit")
     return number
+
+
+def limit_field() -> Field:
+    """The `limit` query parameter of every list."""
+    schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
+    return Field("limit", schema, page_size, description="Page size, written in ASCII digits")
 
 
 # --- the parts of a sort key, written into and read from a cursor -------------------------------
@@ -108,6 +114,11 @@ class Keyset:
         except (ValueError, OverflowError):
             raise ApiError("invalid_cursor", f"{field} must be a next_cursor value returned by this endpoint.",
                            field) from None
+
+    def field(self, name: str, description: str) -> Field:
+        """The query parameter a `next_cursor` comes back in."""
+        schema = {"type": "string", "pattern": CURSOR_PATTERN}
+        return Field(name, schema, lambda raw: self.cursor(raw, name), description=description)
 
     def page(self, session: Session, query: Select[Any], limit: int, after: tuple[Any, ...] | None, *,
              keep_position: bool = False) -> Page:

@@ -1,31 +1,178 @@
-"""What the API answers with and webhooks carry: payments, their transfers, audit log rows and webhook events as
-JSON objects. Money is a plain decimal string, times are ISO 8601 in UTC."""
+"""What the API answers with and webhooks carry: payments, their transfers, audit log rows, webhook events and the
+operator counters, as JSON objects. Money is a plain decimal string, times are ISO 8601 in UTC.
+
+Each object is one table of fields: its name, the JSON Schema /openapi.json states for it, and how it is read from
+its row. The answers are rendered from the tables and the document is generated from them, so the two cannot
+drift."""
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import EventState, Payment, PaymentLog, Transfer, WebhookEvent
-from money import format_amount
+from models import (
+    CANCELLED,
+    WEBHOOK_EVENT_TYPES,
+    EventState,
+    Payment,
+    PaymentLog,
+    PaymentStatus,
+    Transfer,
+    TransferStatus,
+    WebhookEvent,
+)
+from money import PLAIN_AMOUNT_PATTERN, format_amount
 from times import iso, iso_ms
 
 
+@dataclass(frozen=True)
+class Out:
+    """One field of an answer: its name, its JSON Schema, and how it is read from the row (None: the caller gives
+    it, as a payment's transfers)."""
+
+    name: str
+    schema: dict[str, Any]
+    read: Callable[[Any], Any] | None
+
+
+def render(fields: tuple[Out, ...], row: Any, **given: Any) -> dict[str, Any]:
+    return {f.name: given[f.name] if f.read is None else f.read(row) for f in fields}
+
+
+def object_schema(fields: tuple[Out, ...]) -> dict[str, Any]:
+    return {"type": "object", "required": [f.name for f in fields], "properties": {f.name: f.schema for f in fields}}
+
+
+def ref(name: str) -> dict[str, str]:
+    """A reference to one of the document's schemas (named as in SCHEMAS)."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def column(name: str, schema: dict[str, Any]) -> Out:
+    """A field that is the row's attribute of the same name, as it is."""
+    return Out(name, schema, attrgetter(name))
+
+
+def key(name: str, schema: dict[str, Any]) -> Out:
+    """A field that is the item of the same name of a dict the route computed."""
+    return Out(name, schema, itemgetter(name))
+
+
+def enum_schema(values: Any, *extra: Any) -> dict[str, Any]:
+    return {"enum": [member.value for member in values] + list(extra)}
+
+
+STRING = {"type": "string"}
+OPTIONAL_STRING = {"type": ["string", "null"]}
+INTEGER = {"type": "integer"}
+BOOLEAN = {"type": "boolean"}
+NUMBER = {"type": "number"}
+AMOUNT = {"type": "string", "pattern": PLAIN_AMOUNT_PATTERN, "examples": ["10.5"]}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+UUID = {"type": "string", "format": "uuid"}
+
+
+def _optional_id(value: uuid.UUID | None) -> str | None:
+    return str(value) if value else None
+
+
+TRANSFER = (
+    column("transaction_hash", STRING),
+    column("log_index", INTEGER),
+    Out("from", STRING, attrgetter("from_address")),
+    Out("to", STRING, attrgetter("to_address")),
+    Out("amount_usdt", AMOUNT, lambda t: format_amount(t.amount_usdt)),
+    column("block_number", INTEGER),
+    Out("block_timestamp", TIME, lambda t: iso_ms(t.block_timestamp)),
+    Out("status", enum_schema(TransferStatus), lambda t: t.status.value),
+    Out("payment_id", {"type": ["string", "null"], "format": "uuid"}, lambda t: _optional_id(t.payment_id)),
+)
+PAYMENT = (
+    Out("id", UUID, lambda p: str(p.id)),
+    column("order_id", STRING),
+    column("wallet_address", STRING),
+    Out("expected_amount_usdt", AMOUNT, lambda p: format_amount(p.expected_amount_usdt)),
+    Out("received_amount_usdt", AMOUNT, lambda p: format_amount(p.received_amount_usdt)),
+    Out("status", enum_schema(PaymentStatus), lambda p: p.status.value),
+    column("failure_reason", {"type": ["string", "null"], "enum": [None, CANCELLED]}),
+    column("transaction_hash", OPTIONAL_STRING),
+    Out("transfers", {"type": "array", "items": ref("Transfer")}, None),
+    Out("created_at", TIME, lambda p: iso(p.created_at)),
+    Out("expires_at", TIME, lambda p: iso(p.expires_at)),
+    Out("completed_at", TIME, lambda p: iso(p.completed_at)),
+    column("callback_url", STRING),
+    column("callback_attempts", INTEGER),
+    column("callback_success", BOOLEAN),
+    column("paid_late", BOOLEAN),
+    Out("metadata", {"type": "object"}, attrgetter("meta")),
+)
+LOG = (
+    column("id", INTEGER),
+    column("event_type", STRING),
+    column("message", STRING),
+    Out("metadata", {"type": ["object", "null"]}, attrgetter("event_metadata")),
+    Out("created_at", TIME, lambda e: iso(e.created_at)),
+)
+
+
+def _next_attempt(event: WebhookEvent) -> str | None:
+    return iso(event.next_attempt_at) if event.state == EventState.pending else None
+
+
+EVENT = (
+    column("id", STRING),
+    column("type", {"enum": list(WEBHOOK_EVENT_TYPES)}),
+    Out("payment_id", UUID, lambda e: str(e.payment_id)),
+    Out("created_at", TIME, lambda e: iso(e.created_at)),
+    Out("state", enum_schema(EventState), lambda e: e.state.value),
+    column("attempts", INTEGER),
+    Out("next_attempt_at", TIME, _next_attempt),
+    column("last_status_code", {"type": ["integer", "null"]}),
+    column("last_error", OPTIONAL_STRING),
+    Out("delivered_at", TIME, lambda e: iso(e.delivered_at)),
+    Out("data", ref("Payment"), lambda e: json.loads(e.body).get("data")),  # the payment when it happened
+)
+STATS = tuple(key(name, INTEGER) for name in (
+    "total_payments", "pending_payments", "completed_payments", "failed_payments", "expired_payments",
+)) + (key("uptime_seconds", NUMBER), key("polling_interval", NUMBER), key("network", STRING)) + tuple(
+    key(name, INTEGER) for name in (
+        "unmatched_transfers", "reconciled_transfers", "rejected_transfers", "webhooks_pending", "webhooks_failed",
+    ))
+HEALTH = (
+    key("status", {"enum": ["healthy", "degraded", "unhealthy"]}),
+    key("timestamp", TIME),
+    key("network", STRING),
+    key("active_payments", {"type": ["integer", "null"]}),
+    key("total_payments", {"type": ["integer", "null"]}),
+    key("database", {"enum": ["connected", "disconnected"]}),
+    key("watcher", {"type": ["object", "null"],
+                    "description": "strategy, last cycle, seconds and blocks behind, last_error, refused_answers, "
+                                   "each upstream's state and pause, and the reconciliation's last complete pass"}),
+)
+# Every object of the document: /openapi.json's components.
+SCHEMAS = {"Transfer": TRANSFER, "Payment": PAYMENT, "Log": LOG, "Event": EVENT, "Stats": STATS, "Health": HEALTH}
+
+
 def transfer_to_dict(transfer: Transfer) -> dict[str, Any]:
-    return {
-        "transaction_hash": transfer.transaction_hash,
-        "log_index": transfer.log_index,
-        "from": transfer.from_address,
-        "to": transfer.to_address,
-        "amount_usdt": format_amount(transfer.amount_usdt),
-        "block_number": transfer.block_number,
-        "block_timestamp": iso_ms(transfer.block_timestamp),
-        "status": transfer.status.value,
-        "payment_id": str(transfer.payment_id) if transfer.payment_id else None,
-    }
+    return render(TRANSFER, transfer)
+
+
+def payment_to_dict(payment: Payment, transfers: list[Transfer]) -> dict[str, Any]:
+    return render(PAYMENT, payment, transfers=[transfer_to_dict(t) for t in transfers])
+
+
+def log_to_dict(entry: PaymentLog) -> dict[str, Any]:
+    return render(LOG, entry)
+
+
+def event_to_dict(event: WebhookEvent) -> dict[str, Any]:
+    return render(EVENT, event)
 
 
 def credited_transfers(session: Session, payment_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Transfer]]:
@@ -40,28 +187,6 @@ def credited_transfers(session: Session, payment_ids: list[uuid.UUID]) -> dict[u
     return result
 
 
-def payment_to_dict(payment: Payment, transfers: list[Transfer]) -> dict[str, Any]:
-    return {
-        "id": str(payment.id),
-        "order_id": payment.order_id,
-        "wallet_address": payment.wallet_address,
-        "expected_amount_usdt": format_amount(payment.expected_amount_usdt),
-        "received_amount_usdt": format_amount(payment.received_amount_usdt),
-        "status": payment.status.value,
-        "failure_reason": payment.failure_reason,
-        "transaction_hash": payment.transaction_hash,
-        "transfers": [transfer_to_dict(t) for t in transfers],
-        "created_at": iso(payment.created_at),
-        "expires_at": iso(payment.expires_at),
-        "completed_at": iso(payment.completed_at),
-        "callback_url": payment.callback_url,
-        "callback_attempts": payment.callback_attempts,
-        "callback_success": payment.callback_success,
-        "paid_late": payment.paid_late,
-        "metadata": payment.meta,
-    }
-
-
 def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[str, Any]]:
     transfers = credited_transfers(session, [p.id for p in payments])
     return [payment_to_dict(p, transfers[p.id]) for p in payments]
@@ -69,33 +194,3 @@ def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[s
 
 def serialize_payment(session: Session, payment: Payment) -> dict[str, Any]:
     return serialize_payments(session, [payment])[0]
-
-
-
-def log_to_dict(entry: PaymentLog) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "event_type": entry.event_type,
-        "message": entry.message,
-        "metadata": entry.event_metadata,
-        "created_at": iso(entry.created_at),
-    }
-
-
-
-def event_to_dict(event: WebhookEvent) -> dict[str, Any]:
-    pending = event.state == EventState.pending
-    return {
-        "id": event.id,
-        "type": event.type,
-        "payment_id": str(event.payment_id),
-        "created_at": iso(event.created_at),
-        "state": event.state.value,
-        "attempts": event.attempts,
-        "next_attempt_at": iso(event.next_attempt_at) if pending else None,
-        "last_status_code": event.last_status_code,
-        "last_error": event.last_error,
-        "delivered_at": iso(event.delivered_at),
-        "data": json.loads(event.body).get("data"),
-    }
-

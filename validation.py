@@ -1,10 +1,14 @@
 """Request validation: strict JSON bodies (UTF-8, exact numbers, no repeated keys, bounded
-nesting), and one checker per input field. The patterns here are also what /openapi.json states."""
+nesting), one checker per input field, and the table of each request's fields: the checks that read
+them and the JSON Schema /openapi.json states for them, side by side, so the two cannot drift."""
 from __future__ import annotations
 
+import enum
 import json
 import re
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from itertools import accumulate
 from typing import Any
@@ -13,9 +17,11 @@ from werkzeug.http import parse_options_header
 
 from addresses import AddressError, decode_address
 from errors import ApiError
-from money import AmountError, parse_amount
+from money import MAX_MICRO, MICRO, AmountError, parse_amount
 from ssrf import CallbackUrlError, split_callback_url
 
+MAX_BODY_BYTES = 64 * 1024  # a request body, checked before anything else
+BODY_TOO_LARGE = f"The request body must be at most {MAX_BODY_BYTES // 1024} KB."
 MIN_EXPIRES = 60
 MAX_EXPIRES = 2_592_000
 MAX_METADATA_BYTES = 4096
@@ -46,10 +52,6 @@ _UUID = re.compile(UUID_PATTERN[1:-1])
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-CREATE_FIELDS = {
-    "wallet_address", "expected_amount_usdt", "order_id", "callback_url",
-    "expires_in_seconds", "metadata", "unique_amount",
-}
 
 
 class JsonNumber(str):
@@ -74,7 +76,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, _ in pairs:
         if key in seen:
             raise ApiError("invalid_json", f"The request body repeats the key {_shown(key)}; "
-                                                  "each key may appear once in an object.")
+                                           "each key may appear once in an object.")
         seen.add(key)
     return obj
 
@@ -214,9 +216,10 @@ def whole_number(value: Any) -> int | None:
     return int(number)
 
 
-def expires_in_seconds(value: Any, default: int) -> int:
+def expires_in_seconds(value: Any) -> int | None:
+    """The lifetime asked for, or None when none was (the configured default then applies)."""
     if value is None:
-        return default
+        return None
     number = whole_number(value)
     if number is None or not MIN_EXPIRES <= number <= MAX_EXPIRES:
         raise ApiError(
@@ -238,8 +241,7 @@ def _plain(value: Any, depth: int = 1) -> Any:
     if isinstance(value, str) and "\x00" in value:
         raise ApiError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
     if isinstance(value, (dict, list)) and depth > MAX_METADATA_DEPTH:
-        raise ApiError("invalid_metadata", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels.",
-                              "metadata")
+        raise ApiError("invalid_metadata", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels.", "metadata")
     if isinstance(value, dict):
         if any("\x00" in key for key in value):
             raise ApiError("invalid_metadata", "metadata must not contain NUL characters.", "metadata")
@@ -256,7 +258,8 @@ def metadata(value: Any) -> dict[str, Any]:
         raise ApiError("invalid_metadata", "metadata must be a JSON object.", "metadata")
     encoded = json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False)
     if len(encoded.encode()) > MAX_METADATA_BYTES:
-        raise ApiError("invalid_metadata", "metadata must be at most 4 KB of JSON.", "metadata")
+        raise ApiError("invalid_metadata", f"metadata must be at most {MAX_METADATA_BYTES // 1024} KB of JSON.",
+                       "metadata")
     return json.loads(encoded)
 
 
@@ -273,8 +276,7 @@ def filter_text(value: str | None, field: str) -> str | None:
     if value is None:
         return None
     if len(value) > MAX_ORDER_ID or not value.isprintable():
-        raise ApiError(f"invalid_{field}", f"{field} must be at most {MAX_ORDER_ID} printable characters.",
-                              field)
+        raise ApiError(f"invalid_{field}", f"{field} must be at most {MAX_ORDER_ID} printable characters.", field)
     return value
 
 
@@ -300,3 +302,101 @@ def one_of(value: str | None, allowed: tuple[str, ...], field: str) -> str | Non
     if value not in allowed:
         raise ApiError(f"invalid_{field}", f"{field} must be one of: {', '.join(allowed)}.", field)
     return value
+
+
+# --- the inputs of each request, with what /openapi.json states for them ---------------------------
+
+PRINTABLE = "printable characters only (no control, format, private-use, surrogate or unassigned characters)"
+UUID_SCHEMA = {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input of a request: its name, the JSON Schema /openapi.json states for it, and the check that reads it
+    (raising ApiError; it is given None when the input is absent)."""
+
+    name: str
+    schema: dict[str, Any]
+    check: Callable[[Any], Any]
+    required: bool = False
+    description: str = ""  # for a query parameter: what it does (a body field says it in its schema)
+
+
+def read_fields(fields: tuple[Field, ...], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Each field's value as its check reads it, checked in the table's order."""
+    return {f.name: f.check(given.get(f.name)) for f in fields}
+
+
+def read_body(fields: tuple[Field, ...], body: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object's fields: none unknown, every required one there, each checked."""
+    unknown = sorted(set(body) - {f.name for f in fields})
+    if unknown:
+        raise ApiError("unknown_field", f"Unknown field {unknown[0]!r}; see /openapi.json.", unknown[0])
+    for f in fields:
+        if f.required and body.get(f.name) is None:
+            raise ApiError("missing_field", f"{f.name} is required.", f.name)
+    return read_fields(fields, body)
+
+
+def enum_field(name: str, values: type[enum.Enum], description: str) -> Field:
+    """A query parameter that is one of an enum's values."""
+    allowed = tuple(member.value for member in values)
+    return Field(name, {"enum": list(allowed)}, lambda value: one_of(value, allowed, name), description=description)
+
+
+def filter_field(name: str, description: str) -> Field:
+    """A free-text query filter (see `filter_text`)."""
+    schema = {"type": "string", "maxLength": MAX_ORDER_ID, "description": f"{PRINTABLE}; empty means no filter"}
+    return Field(name, schema, lambda value: filter_text(value, name), description=description)
+
+
+def body_schema(fields: tuple[Field, ...], description: str) -> dict[str, Any]:
+    """The JSON Schema of a body made of `fields` and nothing else."""
+    return {"type": "object", "description": description,
+            "required": [f.name for f in fields if f.required], "additionalProperties": False,
+            "properties": {f.name: f.schema for f in fields}}
+
+
+AMOUNT_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["10.5"]},
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": (MAX_MICRO + 1) // MICRO},
+    ],
+    "description": (
+        "USDT, greater than 0, at most 6 decimals and 14 integer digits. A string is written plainly: "
+        "no sign, exponent, spaces or leading zeros (\"0.5\" has its one zero). A JSON number is read exactly "
+        "as written (never through a float) and is refused when written with an exponent or with more than "
+        "6 decimals."
+    ),
+}
+CREATE_PAYMENT = (
+    Field("wallet_address", {
+        "type": "string", "pattern": ADDRESS_PATTERN, "examples": ["TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"],
+        "description": "A TRON address in base58check; its checksum must match and it must start with the 0x41 byte.",
+    }, wallet_address, required=True),
+    Field("expected_amount_usdt", AMOUNT_SCHEMA, amount, required=True),
+    Field("order_id", {
+        "type": "string", "minLength": 1, "maxLength": MAX_ORDER_ID, "pattern": ORDER_ID_PATTERN,
+        "description": (f"Your order reference, unique: {PRINTABLE}, no whitespace at either end. The same order_id "
+                        "with the same body replays (200); with another body it is a 409 order_id_conflict."),
+    }, order_id, required=True),
+    Field("callback_url", {
+        "type": "string", "maxLength": MAX_URL, "pattern": CALLBACK_URL_PATTERN,
+        "description": ("An http or https URL without user information, backslashes, spaces or control characters, "
+                        "whose host the URL parser accepts, with a port from 1 to 65535; the host must resolve, and "
+                        "every address it resolves to must be public (not loopback, private, link-local, "
+                        "unique-local, multicast or reserved)."),
+    }, callback_url, required=True),
+    Field("expires_in_seconds", {"type": "integer", "minimum": MIN_EXPIRES, "maximum": MAX_EXPIRES},
+          expires_in_seconds),
+    Field("metadata", {
+        "type": "object",
+        "description": (f"Your own data, returned as given: at most {MAX_METADATA_BYTES} bytes of JSON, nested at "
+                        f"most {MAX_METADATA_DEPTH} levels, no NUL characters, numbers within the range of a double."),
+    }, metadata),
+    Field("unique_amount", {
+        "type": "boolean",
+        "description": ("When another open payment on the wallet awaits the same amount: true raises this one by the "
+                        "smallest free step of 0.0001; false (default) is a 409 amount_in_use."),
+    }, lambda value: boolean(value, "unique_amount")),
+)
