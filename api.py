@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
-from sqlalchemy import func, select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -246,17 +246,20 @@ EVENTS_QUERY = (
 )
 
 
+def filtered(query: Select[Any], given: dict[str, Any], **columns: Any) -> Select[Any]:
+    """`query` narrowed to the rows whose column equals each filter given (an empty filter is no filter)."""
+    for name, column in columns.items():
+        if given[name]:
+            query = query.where(column == given[name])
+    return query
+
+
 @bp.get("/payments")
 @require_api_key
 def list_payments() -> Any:
     given = v.read_fields(PAYMENTS_QUERY, request.args)
-    query = select(Payment)
-    if given["status"]:
-        query = query.where(Payment.status == PaymentStatus(given["status"]))
-    if given["wallet_address"]:
-        query = query.where(Payment.wallet_address == given["wallet_address"])
-    if given["order_id"]:
-        query = query.where(Payment.order_id == given["order_id"])
+    query = filtered(select(Payment), given, status=Payment.status, wallet_address=Payment.wallet_address,
+                     order_id=Payment.order_id)
     with services().db.Session() as session:
         page = PAYMENTS.page(session, query, given["limit"], given["cursor"])
         return jsonify({"payments": serialize_payments(session, page.rows), "next_cursor": page.next_cursor})
@@ -302,11 +305,7 @@ def retry_callback(payment_id: str) -> Any:
 @require_api_key
 def list_transfers() -> Any:
     given = v.read_fields(TRANSFERS_QUERY, request.args)
-    query = select(Transfer)
-    if given["status"]:
-        query = query.where(Transfer.status == TransferStatus(given["status"]))
-    if given["wallet_address"]:
-        query = query.where(Transfer.to_address == given["wallet_address"])
+    query = filtered(select(Transfer), given, status=Transfer.status, wallet_address=Transfer.to_address)
     with services().db.Session() as session:
         page = TRANSFERS.page(session, query, given["limit"], given["cursor"])
     return jsonify({"transfers": [transfer_to_dict(t) for t in page.rows], "next_cursor": page.next_cursor})

@@ -339,9 +339,13 @@ def read_body(fields: tuple[Field, ...], body: dict[str, Any]) -> dict[str, Any]
 
 
 def enum_field(name: str, values: type[enum.Enum], description: str) -> Field:
-    """A query parameter that is one of an enum's values."""
+    """A query parameter that is one of an enum's values; read as the enum's member."""
     allowed = tuple(member.value for member in values)
-    return Field(name, {"enum": list(allowed)}, lambda value: one_of(value, allowed, name), description=description)
+
+    def check(value: str | None) -> enum.Enum | None:
+        return None if one_of(value, allowed, name) is None else values(value)
+
+    return Field(name, {"enum": list(allowed)}, check, description=description)
 
 
 def filter_field(name: str, description: str) -> Field:

@@ -244,33 +244,30 @@ def block_by_num(call: NodeCall) -> Answer:
         return Answer(200, block_json(block, call.witness, call.visible))
 
 
-def block_by_id(call: NodeCall) -> Answer:
-    block_id = str(call.args.get("value", ""))
-    if not TX_ID.match(block_id):
-        return Answer(200, {"Error": HEX_ERROR})
+def _by_id(call: NodeCall, find: Callable[[str], Any], render: Callable[[Any], Any], error: str = HEX_ERROR) -> Answer:
+    """Look up what the 64-hex ``value`` names; ``{}`` when this node does not have it (as java-tron answers)."""
+    value = str(call.args.get("value", ""))
+    if not TX_ID.match(value):
+        return Answer(200, {"Error": error})
     with call.chain.lock:
-        block = call.view.block_by_id(block_id, call.solid)
-        return Answer(200, {} if block is None else block_json(block, call.witness, call.visible))
+        found = find(value)
+        return Answer(200, {} if found is None else render(found))
+
+
+def block_by_id(call: NodeCall) -> Answer:
+    return _by_id(call, lambda block_id: call.view.block_by_id(block_id, call.solid),
+                  lambda block: block_json(block, call.witness, call.visible))
 
 
 def transaction_by_id(call: NodeCall) -> Answer:
     """The transaction, or ``{}`` when this node has no block holding it (pending ones included)."""
-    tx_id = str(call.args.get("value", ""))
-    if not TX_ID.match(tx_id):
-        return Answer(200, {"Error": HEX_ERROR})
-    with call.chain.lock:
-        tx = call.view.tx(tx_id, call.solid)
-        return Answer(200, {} if tx is None else transaction_json(tx, call.visible))
+    return _by_id(call, lambda tx_id: call.view.tx(tx_id, call.solid), lambda tx: transaction_json(tx, call.visible))
 
 
 def transaction_info(call: NodeCall) -> Answer:
     """java-tron answers ``{}`` for an unknown tx, and on /walletsolidity for one not solidified yet."""
-    tx_id = str(call.args.get("value", ""))
-    if not TX_ID.match(tx_id):
-        return Answer(200, {"Error": "class java.lang.IllegalArgumentException : invalid transaction id"})
-    with call.chain.lock:
-        tx = call.view.tx(tx_id, call.solid)
-        return Answer(200, {} if tx is None else tx_info(tx, call.visible))
+    return _by_id(call, lambda tx_id: call.view.tx(tx_id, call.solid), lambda tx: tx_info(tx, call.visible),
+                  "class java.lang.IllegalArgumentException : invalid transaction id")
 
 
 def transaction_infos_by_block(call: NodeCall) -> Answer:

@@ -98,25 +98,22 @@ def _trx_transfer(sim: Simulator, body: dict[str, Any]) -> Result:
     return 200, {"tx_id": tx_id}
 
 
-def _mine(sim: Simulator, body: dict[str, Any]) -> Result:
+def _mine(sim: Simulator, body: dict[str, Any]) -> None:
     blocks = body.get("blocks", 1)
     if type(blocks) is not int or blocks < 0:
         raise ValueError("blocks must be a non-negative integer")
     sim.mine(blocks)
-    return 200, sim.control_state()
 
 
-def _solidify(sim: Simulator, body: dict[str, Any]) -> Result:
+def _solidify(sim: Simulator, body: dict[str, Any]) -> None:
     sim.solidify()
-    return 200, sim.control_state()
 
 
-def _advance(sim: Simulator, body: dict[str, Any]) -> Result:
+def _advance(sim: Simulator, body: dict[str, Any]) -> None:
     seconds = body.get("seconds")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
         raise ValueError("seconds must be a non-negative number")
     sim.advance(seconds)
-    return 200, sim.control_state()
 
 
 def _fault(sim: Simulator, body: dict[str, Any]) -> Result:
@@ -126,7 +123,7 @@ def _fault(sim: Simulator, body: dict[str, Any]) -> Result:
     return 200, {"faults": sim.faults.active()}
 
 
-def _node_lag(sim: Simulator, body: dict[str, Any]) -> Result:
+def _node_lag(sim: Simulator, body: dict[str, Any]) -> None:
     fraction = body.get("fraction")
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
         raise ValueError("fraction must be a number between 0 and 1")
@@ -134,20 +131,17 @@ def _node_lag(sim: Simulator, body: dict[str, Any]) -> Result:
     if seed is not None and type(seed) is not int:
         raise ValueError("seed must be an integer or null")
     sim.set_node_lag(fraction, body.get("blocks"), seed)  # type: ignore[arg-type]
-    return 200, sim.control_state()
 
 
-def _index_lag(sim: Simulator, body: dict[str, Any]) -> Result:
+def _index_lag(sim: Simulator, body: dict[str, Any]) -> None:
     sim.set_index_lag(body.get("seconds"))  # type: ignore[arg-type]
-    return 200, sim.control_state()
 
 
-def _delay_in_index(sim: Simulator, body: dict[str, Any]) -> Result:
+def _delay_in_index(sim: Simulator, body: dict[str, Any]) -> None:
     tx_id = body.get("tx_id")
     if not isinstance(tx_id, str) or len(tx_id) != 64:
         raise ValueError("tx_id must be a 64-character transaction id")
     sim.delay_in_index(tx_id, body.get("seconds"))  # type: ignore[arg-type]
-    return 200, sim.control_state()
 
 
 def _clear_faults(sim: Simulator, body: dict[str, Any]) -> Result:
@@ -155,16 +149,16 @@ def _clear_faults(sim: Simulator, body: dict[str, Any]) -> Result:
     return 200, {"faults": []}
 
 
-def _reset_counts(sim: Simulator, body: dict[str, Any]) -> Result:
+def _reset_counts(sim: Simulator, body: dict[str, Any]) -> None:
     sim.reset_counts()
-    return 200, sim.control_state()
 
 
-def _state(sim: Simulator, body: dict[str, Any]) -> Result:
-    return 200, sim.control_state()
+def _state(sim: Simulator, body: dict[str, Any]) -> None:
+    """Nothing to change: the answer is the state."""
 
 
-ROUTES: dict[tuple[str, str], Callable[[Simulator, dict[str, Any]], Result]] = {
+# A route answers what it returns, or (returning None) the simulator's state, as GET /_sim/state does.
+ROUTES: dict[tuple[str, str], Callable[[Simulator, dict[str, Any]], Result | None]] = {
     ("POST", "transfer"): _transfer,
     ("POST", "transaction"): _transaction,
     ("POST", "approve"): _approve,
@@ -188,6 +182,7 @@ def control(sim: Simulator, method: str, path: str, body: dict[str, Any]) -> Res
     if route is None:
         return 404, {"error": "not_found", "message": f"no control endpoint {method} {path}"}
     try:
-        return route(sim, body)
+        answer = route(sim, body)
     except (ValueError, KeyError, TypeError) as exc:
         return 400, {"error": "bad_request", "message": str(exc)}
+    return answer if answer is not None else (200, sim.control_state())
