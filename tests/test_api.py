@@ -116,16 +116,25 @@ def test_unknown_route_is_json_404(client):
     assert r.status_code == 405 and r.is_json
 
 
+def stored_key(db, name: str) -> tuple[dict[str, str], str]:
+    """A new API key kept (hashed) in the database: its Authorization header and its prefix."""
+    with db.transaction() as s:
+        made = create_api_key(s, name)
+    return {"Authorization": f"Bearer {made.key}"}, made.prefix
+
+
+def revoke(db, prefix: str) -> None:
+    with db.transaction() as s:
+        revoke_api_key(s, prefix)
+
+
 def test_auth_required_and_db_keys_can_be_revoked(client, db):
     assert client.get("/payments").status_code == 401
     assert client.get("/payments", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/payments", headers={"Authorization": "Basic abc"}).status_code == 401
-    with db.transaction() as s:
-        made = create_api_key(s, "ci")
-    headers = {"Authorization": f"Bearer {made.key}"}
+    headers, prefix = stored_key(db, "ci")
     assert client.get("/payments", headers=headers).status_code == 200
-    with db.transaction() as s:
-        revoke_api_key(s, made.prefix)
+    revoke(db, prefix)
     r = client.get("/payments", headers=headers)
     assert r.status_code == 401 and r.get_json()["error"] == "unauthorized"
     for path in ("/health", "/stats", "/openapi.json"):
@@ -328,12 +337,9 @@ def test_a_revoked_key_stops_working_within_the_cache_time(config, db):
     from app import create_app
 
     client = create_app(config.with_overrides(api_key_cache_seconds=0.5), database=db).test_client()
-    with db.transaction() as s:
-        made = create_api_key(s, "cached")
-    headers = {"Authorization": f"Bearer {made.key}"}
+    headers, prefix = stored_key(db, "cached")
     assert client.get("/payments", headers=headers).status_code == 200
-    with db.transaction() as s:
-        revoke_api_key(s, made.prefix)
+    revoke(db, prefix)
     assert client.get("/payments", headers=headers).status_code == 200  # remembered for up to 0.5 s
     time.sleep(0.6)
     assert client.get("/payments", headers=headers).status_code == 401

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from models import PaymentLog
 from tests.conftest import assert_error, count_rows, payment_body
@@ -243,47 +241,38 @@ def test_405_carries_allow(client, auth, method, path, allowed):
 
 # --- chunked bodies through a real server -------------------------------------------------------
 
-@pytest.fixture
-def base_url(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
 def chunks(data: bytes, size: int = 4096) -> Iterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start:start + size]
 
 
-def test_a_chunked_body_over_64kb_is_413(base_url, auth, db):
+def test_a_chunked_body_over_64kb_is_413(live_url, auth, db):
     body = json.dumps(payment_body(metadata={"x": "a" * 80_000})).encode()
-    r = requests.post(f"{base_url}/payments", data=chunks(body), timeout=10,
+    r = requests.post(f"{live_url}/payments", data=chunks(body), timeout=10,
                       headers={**auth, "Content-Type": "application/json"})
     assert r.request.headers.get("Transfer-Encoding") == "chunked"
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
     assert stored(db) == 0
 
 
-def test_chunked_bodies_up_to_64kb_are_read_whole(base_url, auth):
+def test_chunked_bodies_up_to_64kb_are_read_whole(live_url, auth):
     small = json.dumps(payment_body(order_id="chunked")).encode()
-    r = requests.post(f"{base_url}/payments", data=chunks(small, 16), timeout=10,
+    r = requests.post(f"{live_url}/payments", data=chunks(small, 16), timeout=10,
                       headers={**auth, "Content-Type": "application/json"})
     assert r.status_code == 201, r.text
     exact = json.dumps(payment_body(order_id="exact", expected_amount_usdt="11")).encode()
     exact = exact[:-1] + b" " * (64 * 1024 - len(exact)) + b"}"
     assert len(exact) == 64 * 1024
-    r = requests.post(f"{base_url}/payments", data=chunks(exact), timeout=10,
+    r = requests.post(f"{live_url}/payments", data=chunks(exact), timeout=10,
                       headers={**auth, "Content-Type": "application/json"})
     assert r.status_code == 201, r.text
 
 
-def test_a_chunked_text_body_is_415_and_a_chunked_huge_text_body_413(base_url, auth):
-    r = requests.post(f"{base_url}/payments", data=chunks(b'{"a": 1}'), timeout=10,
+def test_a_chunked_text_body_is_415_and_a_chunked_huge_text_body_413(live_url, auth):
+    r = requests.post(f"{live_url}/payments", data=chunks(b'{"a": 1}'), timeout=10,
                       headers={**auth, "Content-Type": "text/plain"})
     assert r.status_code == 415
-    r = requests.post(f"{base_url}/payments", data=chunks(b"x" * 100_000), timeout=10,
+    r = requests.post(f"{live_url}/payments", data=chunks(b"x" * 100_000), timeout=10,
                       headers={**auth, "Content-Type": "text/plain"})
     assert r.status_code == 413
 

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from app import HEALTH_DB_DEADLINE_SECONDS, create_app
 from database import Database, database_deadline
+from tests.conftest import accept_forever
 
 MARGIN = 1.0
 
@@ -30,7 +32,7 @@ class FreezableProxy:
         self.sockets: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=accept_forever, args=(self.listener, self._connect), daemon=True).start()
 
     def freeze(self) -> None:
         self.thawed.clear()
@@ -38,16 +40,8 @@ class FreezableProxy:
     def thaw(self) -> None:
         self.thawed.set()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.sockets.append(client)
-            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
-
     def _connect(self, client: socket.socket) -> None:
+        self.sockets.append(client)
         self.thawed.wait()
         try:
             if isinstance(self.target, str):
@@ -93,9 +87,8 @@ def upstream_of(database_url: str) -> tuple[str, int] | str:
 
 @pytest.fixture
 def proxy(database_url: str, db: Database) -> Iterator[FreezableProxy]:
-    server = FreezableProxy(upstream_of(database_url))
-    yield server
-    server.close()
+    with closing(FreezableProxy(upstream_of(database_url))) as server:
+        yield server
 
 
 @pytest.fixture

@@ -24,16 +24,7 @@ from sqlalchemy.engine import make_url
 import migrate
 from auth import is_valid_key
 from database import Database
-from models import (
-    ApiKey,
-    EventState,
-    Payment,
-    PaymentLog,
-    PaymentStatus,
-    Transfer,
-    TransferStatus,
-    WebhookEvent,
-)
+from models import ApiKey, EventState, Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 WALLET = "TLsV52sRDL79HXGGm9yzwKibb6BeruhUzy"

@@ -15,7 +15,20 @@ from sqlalchemy import select
 from config import Config
 from matching import credit_transfer
 from models import Payment, PaymentStatus, WebhookEvent
-from tests.conftest import PAYER, USDT, WALLET, WALLET_B, block_ts, create, events, get, log_types, pay, set_fields
+from tests.conftest import (
+    PAYER,
+    USDT,
+    WALLET,
+    WALLET_B,
+    block_ts,
+    create,
+    events,
+    get,
+    log_types,
+    pay,
+    pay_and_read,
+    set_fields,
+)
 from times import ms_to_datetime, to_ms
 from tron_client import TransferLog
 from tron_sim import Simulator
@@ -44,37 +57,31 @@ def test_transfer_mined_after_expiry_is_late_even_if_read_in_the_expiry_pass(cli
 
 # --- the transition table for late money -------------------------------------------------------
 
-def expire_now(sim, watcher, client, auth, p) -> None:
+def expired_payment(sim, watcher, client, auth) -> dict:
+    """A payment of 10 that expired by chain time, nothing received."""
+    p = create(client, auth, "10", expires_in_seconds=60)
+    watcher.run_once()
     sim.advance(121)  # past expires_at plus the account strategy's 60 s overlap
     sim.mine(3)
     watcher.run_once()
     assert get(client, auth, p)["status"] == "expired"
+    return p
 
 
 def test_partial_money_on_an_expired_payment(client, auth, db, sim, watcher):
-    p = create(client, auth, "10", expires_in_seconds=60)
-    watcher.run_once()
-    expire_now(sim, watcher, client, auth, p)
-    pay(sim, WALLET, 4_000_000)
-    watcher.run_once()
-    got = get(client, auth, p)
+    p = expired_payment(sim, watcher, client, auth)
+    got = pay_and_read(sim, watcher, client, auth, p, 4_000_000)
     assert got["status"] == "expired" and got["paid_late"] is False and got["received_amount_usdt"] == "4"
     assert events(db, p) == ["payment.expired", "payment.partial"]
-    pay(sim, WALLET, 6_000_000)  # the remaining amount completes it late
-    watcher.run_once()
-    got = get(client, auth, p)
+    got = pay_and_read(sim, watcher, client, auth, p, 6_000_000)  # the remaining amount completes it late
     assert got["status"] == "expired" and got["paid_late"] is True and got["received_amount_usdt"] == "10"
     assert len(got["transfers"]) == 2
     assert events(db, p) == ["payment.expired", "payment.partial", "payment.paid_late"]
 
 
 def test_late_overpayment_keeps_the_larger_amount(client, auth, db, sim, watcher):
-    p = create(client, auth, "10", expires_in_seconds=60)
-    watcher.run_once()
-    expire_now(sim, watcher, client, auth, p)
-    pay(sim, WALLET, 12_500_000)
-    watcher.run_once()
-    got = get(client, auth, p)
+    p = expired_payment(sim, watcher, client, auth)
+    got = pay_and_read(sim, watcher, client, auth, p, 12_500_000)
     assert got["status"] == "expired" and got["paid_late"] is True and got["received_amount_usdt"] == "12.5"
 
 
@@ -91,13 +98,9 @@ def test_partial_money_on_a_cancelled_payment(client, auth, db, sim, watcher):
 
 
 def test_money_after_the_late_window_credits_nothing(client, auth, db, sim, watcher):
-    p = create(client, auth, "10", expires_in_seconds=60)
-    watcher.run_once()
-    expire_now(sim, watcher, client, auth, p)
+    p = expired_payment(sim, watcher, client, auth)
     set_fields(db, p, expires_at=ms_to_datetime(sim.state()["head_timestamp"]) - timedelta(seconds=3601))
-    pay(sim, WALLET, 10_000_000)
-    watcher.run_once()
-    got = get(client, auth, p)
+    got = pay_and_read(sim, watcher, client, auth, p, 10_000_000)
     assert got["received_amount_usdt"] == "0" and got["paid_late"] is False
 
 

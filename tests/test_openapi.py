@@ -64,6 +64,15 @@ def schema_pattern(spec: dict, *path: str) -> re.Pattern[str]:
     return re.compile(pattern[1:-1])  # used with fullmatch: "$" never admits a trailing newline
 
 
+def accepts(check, sample: str) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the API's own check takes `sample`."""
+    try:
+        check(sample)
+    except ApiError:
+        return False
+    return True
+
+
 AMOUNT_SAMPLES = ["1", "0.5", "10.50", "0.000001", "99999999999999.999999", "100000000000000", "0", "0.0", "00.5",
                   "01", " 1", "1 ", "1\n", "\u00a01", "1.0000001", "1e3", "-1", "+1", ".5", "5.", "\u0661", "0.000000",
                   "1.000000", "0.100000", "007.100"]
@@ -76,11 +85,7 @@ def test_the_amount_pattern_is_exactly_what_the_api_accepts(client) -> None:
     string_form = spec["components"]["schemas"]["CreatePayment"]["properties"]["expected_amount_usdt"]["oneOf"][0]
     pattern = schema_pattern(string_form)
     for sample in AMOUNT_SAMPLES:
-        try:
-            validation.amount(sample)
-            accepted = True
-        except ApiError:
-            accepted = False
+        accepted = accepts(validation.amount, sample)
         assert bool(pattern.fullmatch(sample)) == accepted, sample
 
 
@@ -91,11 +96,7 @@ def test_order_id_and_callback_patterns_admit_everything_the_api_accepts(client)
     properties = spec["components"]["schemas"]["CreatePayment"]["properties"]
     order_pattern = schema_pattern(properties["order_id"])
     for sample in ["a", "order-1", "a b", "Ünïcode ✓", " a", "a ", "   ", "a\tb", "\u200b", "x" * 128]:
-        try:
-            validation.order_id(sample)
-            accepted = True
-        except ApiError:
-            accepted = False
+        accepted = accepts(validation.order_id, sample)
         if accepted:  # printable-ness is stated in words; the pattern admits every accepted id
             assert order_pattern.fullmatch(sample), sample
         if sample.isprintable():
@@ -103,11 +104,7 @@ def test_order_id_and_callback_patterns_admit_everything_the_api_accepts(client)
     url_pattern = schema_pattern(properties["callback_url"])
     for sample in ["http://a.example/x", "HTTPS://a.example:8443/x?y=1#z", "http://[::1]:8080/", "ftp://a.example/",
                    "http://u@a.example/", "http://a.example\\x", "http://a.example/ x", "http:///x", "http://a.example/\x7f"]:
-        try:
-            validation.callback_url(sample)
-            accepted = True
-        except ApiError:
-            accepted = False
+        accepted = accepts(validation.callback_url, sample)
         assert bool(url_pattern.fullmatch(sample)) == accepted, sample
 
 

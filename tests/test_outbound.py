@@ -187,14 +187,17 @@ def assert_deadline_kept(call: Callable[[], Any], deadline: float) -> None:
     assert deadline - 0.05 <= took < deadline + MARGIN, took
 
 
+def get_from(server: ScriptedServer, max_bytes: int) -> Callable[[], object]:
+    """A GET of `server` with a one-second deadline and this size cap."""
+    return lambda: bounded_request(deadline_session(), "GET", server.url(), deadline=1, max_bytes=max_bytes)
+
+
 def test_status_line_and_headers_dripped_a_byte_at_a_time(serve) -> None:
     def handle(conn: socket.socket) -> None:
         read_request(conn)
         drip(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: " + b"y" * 1000 + b"\r\n\r\nok", 0.05)
 
-    server = serve(handle)
-    assert_deadline_kept(lambda: bounded_request(deadline_session(), "GET", server.url(), deadline=1,
-                                                 max_bytes=100), 1)
+    assert_deadline_kept(get_from(serve(handle), max_bytes=100), 1)
 
 
 def test_a_body_dripped_a_byte_at_a_time(serve) -> None:
@@ -203,9 +206,7 @@ def test_a_body_dripped_a_byte_at_a_time(serve) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
         drip(conn, b"z" * 1000, 0.05)
 
-    server = serve(handle)
-    assert_deadline_kept(lambda: bounded_request(deadline_session(), "GET", server.url(), deadline=1,
-                                                 max_bytes=10_000), 1)
+    assert_deadline_kept(get_from(serve(handle), max_bytes=10_000), 1)
 
 
 def test_an_endless_slow_chunked_body(serve) -> None:
@@ -216,9 +217,7 @@ def test_an_endless_slow_chunked_body(serve) -> None:
             conn.sendall(b"1\r\na\r\n")
             time.sleep(0.02)
 
-    server = serve(handle)
-    assert_deadline_kept(lambda: bounded_request(deadline_session(), "GET", server.url(), deadline=1,
-                                                 max_bytes=1_000_000), 1)
+    assert_deadline_kept(get_from(serve(handle), max_bytes=1_000_000), 1)
 
 
 def test_a_server_that_never_reads_the_request_body(serve) -> None:

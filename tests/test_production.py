@@ -35,10 +35,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator(block_interval=0.5, solidify_depth=2, usdt_contract=USDT, follow_clock=True)
-    simulator.start()
-    yield simulator
-    simulator.stop()
+    with Simulator(block_interval=0.5, solidify_depth=2, usdt_contract=USDT, follow_clock=True) as simulator:
+        yield simulator
 
 
 def service_env(database_url: str, sim_url: str, port: int, **extra: str) -> dict[str, str]:

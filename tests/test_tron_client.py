@@ -29,10 +29,8 @@ ClientFactory = Callable[..., TronClient]
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator(block_interval=0.0, solidify_depth=2)
-    simulator.start()
-    yield simulator
-    simulator.stop()
+    with Simulator(block_interval=0.0, solidify_depth=2) as simulator:
+        yield simulator
 
 
 @pytest.fixture
@@ -233,15 +231,20 @@ def test_rate_limit_pauses_all_calls(sim: Simulator, client: TronClient, kind: s
     assert client.get_solid_head().number == sim.state()["solid_head"]
 
 
-def test_daily_quota_pauses_long(sim: Simulator, make_client: ClientFactory) -> None:
-    client = make_client(daily_limit_pause_cap=0.3)
-    sim.set_fault("403_daily", 1)
+def assert_paused_once(sim: Simulator, client: TronClient, seconds: float) -> None:
+    """The call meets a rate limit that pauses the upstream for `seconds`; the next call fails at once, unsent."""
     with pytest.raises(TronRateLimited) as caught:
         client.get_solid_head()
-    assert caught.value.retry_after == pytest.approx(0.3)
+    assert caught.value.retry_after == pytest.approx(seconds)
     with pytest.raises(TronRateLimited):
         client.get_solid_head()
     assert sim.request_counts()["total"] == 1
+
+
+def test_daily_quota_pauses_long(sim: Simulator, make_client: ClientFactory) -> None:
+    client = make_client(daily_limit_pause_cap=0.3)
+    sim.set_fault("403_daily", 1)
+    assert_paused_once(sim, client, 0.3)
     assert make_client().get_solid_head()  # the pause belongs to the client that met the limit
 
 
@@ -264,12 +267,7 @@ def test_503_is_a_rate_limit_that_pauses_the_upstream(sim: Simulator, make_clien
     """TronGrid answers 503 when a key or an IP sends too much: a pause, not an outage retried at once."""
     client = make_client(rate_limit_pause=0.3)
     sim.set_fault("503", 1)
-    with pytest.raises(TronRateLimited) as caught:
-        client.get_solid_head()
-    assert caught.value.retry_after == pytest.approx(0.3)
-    with pytest.raises(TronRateLimited):
-        client.get_solid_head()
-    assert sim.request_counts()["total"] == 1
+    assert_paused_once(sim, client, 0.3)
     time.sleep(0.35)
     assert client.get_solid_head().number == sim.state()["solid_head"]
 

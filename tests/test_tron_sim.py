@@ -31,10 +31,8 @@ def _capture(name: str) -> Any:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator(block_interval=0.0, solidify_depth=2, start_time_ms=1_738_601_505_000)
-    simulator.start()
-    yield simulator
-    simulator.stop()
+    with Simulator(block_interval=0.0, solidify_depth=2, start_time_ms=1_738_601_505_000) as simulator:
+        yield simulator
 
 
 def trc20(sim: Simulator, wallet: str, **params: Any) -> requests.Response:
@@ -727,9 +725,7 @@ def test_limit_over_200_is_400_with_empty_body(sim: Simulator) -> None:
 # -- listing oddities ------------------------------------------------------------------------------------
 def test_records_without_token_info(sim: Simulator) -> None:
     wallet = random_address()
-    blank = sim.transfer(wallet, 2_000_000, index_token_info=False)
-    sim.solidify()
-    normal = sim.transfer(wallet, 1)
+    blank, normal = sim.transfer(wallet, 2_000_000, index_token_info=False), sim.transfer(wallet, 1)
     sim.solidify()
     records = {r["transaction_id"]: r for r in trc20(sim, wallet).json()["data"]}
     assert records[blank]["token_info"] == {} and records[normal]["token_info"]["address"] == USDT_MAINNET

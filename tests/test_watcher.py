@@ -27,6 +27,7 @@ from tests.conftest import (
     log_types,
     pass_time,
     pay,
+    pay_and_read,
     set_fields,
     wait_for,
 )
@@ -143,22 +144,16 @@ def test_one_transaction_pays_two_payments(client, auth, db, sim, watcher):
 
 def test_partial_then_complete(client, auth, db, sim, watcher):
     p = create(client, auth, "10")
-    pay(sim, WALLET, 4_000_000)
-    watcher.run_once()
-    got = get(client, auth, p)
+    got = pay_and_read(sim, watcher, client, auth, p, 4_000_000)
     assert got["status"] == "pending" and got["received_amount_usdt"] == "4"
-    pay(sim, WALLET, 6_000_000)
-    watcher.run_once()
-    got = get(client, auth, p)
+    got = pay_and_read(sim, watcher, client, auth, p, 6_000_000)
     assert got["status"] == "completed" and got["received_amount_usdt"] == "10" and len(got["transfers"]) == 2
     assert events(db, p) == ["payment.partial", "payment.completed"]
 
 
 def test_overpayment_completes_and_keeps_the_larger_amount(client, auth, db, sim, watcher):
     p = create(client, auth, "10")
-    pay(sim, WALLET, 12_345_678)
-    watcher.run_once()
-    got = get(client, auth, p)
+    got = pay_and_read(sim, watcher, client, auth, p, 12_345_678)
     assert got["status"] == "completed" and got["received_amount_usdt"] == "12.345678"
 
 

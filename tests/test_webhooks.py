@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +26,17 @@ from database import Database  # noqa: E402
 from events import emit_event, queue_retry  # noqa: E402
 from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
 from schemas import event_to_dict  # noqa: E402
-from tests.conftest import WALLET, Receiver, Reply, create, get, pay, set_fields, wait_for  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    WALLET,
+    Receiver,
+    Reply,
+    accept_forever,
+    create,
+    get,
+    pay,
+    set_fields,
+    wait_for,
+)
 from webhook_signing import (  # noqa: E402
     drop_previous_webhook_secret,
     ensure_webhook_secret,
@@ -327,18 +338,10 @@ class DrippingReceiver:
         self.spans: list[tuple[str, float, float]] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=accept_forever, args=(self.listener, self._serve), daemon=True).start()
 
     def url(self, path: str = "/drip") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -373,9 +376,8 @@ class DrippingReceiver:
 
 @pytest.fixture
 def dripping() -> Iterator[DrippingReceiver]:
-    server = DrippingReceiver()
-    yield server
-    server.close()
+    with closing(DrippingReceiver()) as server:
+        yield server
 
 
 def test_a_dripping_receiver_never_delays_other_payments_webhooks(
