@@ -17,8 +17,8 @@ import validation as v
 from app import Services, services_of
 from errors import ApiError
 from events import queue_retry
-from matching import FOUND_BY_RECONCILIATION
 from models import (
+    FOUND_BY_RECONCILIATION,
     EventState,
     Payment,
     PaymentLog,

@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from events import emit_event, log_event
-from models import CANCELLED, Payment, PaymentStatus, RejectedTransfer, Transfer, TransferStatus
+from models import CANCELLED, FOUND_BY_SCAN, Payment, PaymentStatus, RejectedTransfer, Transfer, TransferStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
 from times import ms_to_datetime
 from tron_client import RejectedLog, TransferLog
@@ -35,10 +35,6 @@ logger = logging.getLogger(__name__)
 
 class AssignError(Exception):
     """A hand assignment of a transfer cannot be done; the message is meant for a person."""
-
-
-FOUND_BY_SCAN = "scan"
-FOUND_BY_RECONCILIATION = "reconciliation"
 
 
 @dataclass(frozen=True)

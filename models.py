@@ -40,6 +40,9 @@ class PaymentStatus(str, enum.Enum):
 
 
 CANCELLED = "cancelled"  # the failure_reason of a payment the merchant cancelled (its only one so far)
+# How a transfer was found (transfers.found_by): by the watcher's scan, or by the reconciliation's second look.
+FOUND_BY_SCAN = "scan"
+FOUND_BY_RECONCILIATION = "reconciliation"
 
 
 class TransferStatus(str, enum.Enum):
@@ -126,7 +129,7 @@ class Transfer(Base):
         UUID(as_uuid=True), ForeignKey("payments.id", ondelete="SET NULL"), index=True
     )
     # Which read found it first: "scan" (the watcher's strategy) or "reconciliation" (the second look).
-    found_by: Mapped[str] = mapped_column(String(16), server_default="scan")
+    found_by: Mapped[str] = mapped_column(String(16), server_default=FOUND_BY_SCAN)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (UniqueConstraint("transaction_hash", "log_index", name="uq_transfers_tx_log"),)

@@ -24,7 +24,7 @@ from typing import Any
 from chain_view import ChainView, read_from
 from config import Config
 from database import Database
-from matching import FOUND_BY_RECONCILIATION
+from models import FOUND_BY_RECONCILIATION
 from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
 from tron_client import TronClient, TronError
 

@@ -28,7 +28,6 @@ from config import Config
 from database import Database
 from events import log_event
 from matching import (
-    FOUND_BY_SCAN,
     Outcome,
     credit_transfer,
     expire_due,
@@ -37,7 +36,7 @@ from matching import (
     wallet_payments,
     would_credit,
 )
-from models import Payment, PaymentStatus, Transfer
+from models import FOUND_BY_SCAN, Payment, PaymentStatus, Transfer
 from times import db_now, ms_to_datetime, to_ms
 from tron_client import RejectedLog, TransferLog, Trc20Transfer, TronClient, TronError, TronRateLimited, TxInfo
 
