@@ -1,16 +1,16 @@
 """The webhook dispatcher: delivers the outbox's events, signed, and retries them on the schedule.
 
 Events are claimed from the outbox with ``FOR UPDATE SKIP LOCKED`` and a lease, sent on the
-  dispatcher's own threads (never the watcher's), and the outcome is recorded only while this
-  dispatcher still holds the lease. Only the oldest pending event of a payment is eligible, so a
-  payment's events arrive in order. A refused (non-public) address at delivery is a failed
-  attempt retried on the schedule: DNS may change back, and the schedule ends it anyway.
+dispatcher's own threads (never the watcher's), and the outcome is recorded only while this
+dispatcher still holds the lease. Only the oldest pending event of a payment is eligible, so a
+payment's events arrive in order. A refused (non-public) address at delivery is a failed
+attempt retried on the schedule: DNS may change back, and the schedule ends it anyway.
 
-  Each attempt has a total deadline of WEBHOOK_TIMEOUT_SECONDS (DNS, connect, send, the whole
-  answer; `outbound.bounded_request`), cut shorter if less of its lease is left, so an attempt
-  always ends before its lease does and no event is claimed again while its attempt can still be
-  running. One receiver never occupies every sender: at most `senders - 1` attempts of a
-  dispatcher go to one receiver (scheme, host and port) at a time.
+Each attempt has a total deadline of WEBHOOK_TIMEOUT_SECONDS (DNS, connect, send, the whole
+answer; `outbound.bounded_request`), cut shorter if less of its lease is left, so an attempt
+always ends before its lease does and no event is claimed again while its attempt can still be
+running. One receiver never occupies every sender: at most `senders - 1` attempts of a
+dispatcher go to one receiver (scheme, host and port) at a time.
 """
 from __future__ import annotations
 
