@@ -217,4 +217,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import app  # this module under its own name, so its log lines say "app", not "__main__"
+
+    sys.exit(app.main())

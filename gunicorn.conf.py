@@ -10,11 +10,17 @@ To run the watcher as its own process instead, set WATCHER_ENABLED=false here an
 Connection budget: each worker's pool opens at most pool_size + max_overflow = 30 connections
 (plus one for the watcher lock); keep workers * 31 (+ 31 per standalone watcher, + db_manager)
 below PostgreSQL's max_connections (100 by default), e.g. 2 workers = 62.
+
+Logs: gunicorn's own lines and the app's (watcher, payments, webhooks) share gunicorn's error log (stderr unless
+--error-logfile), in the service's one format (logging_setup: time, level, logger, message; LOG_FORMAT=json for
+one JSON object per line). An operator's own --log-config, logconfig_dict or --log-syslog is left as given.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+
+from gunicorn.glogging import Logger
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count())))
@@ -29,6 +35,28 @@ keepalive = 5
 accesslog = "-"
 # Migrations and first-start bootstrap run once in the master before workers fork.
 preload_app = False
+
+
+class ServiceLogger(Logger):
+    """gunicorn's logger, with the app's lines sent to gunicorn's error log in the service's format: without it
+    the workers' root logger has no handler and the app's INFO lines are lost, its warnings printed bare."""
+
+    def setup(self, cfg) -> None:  # type: ignore[no-untyped-def]
+        super().setup(cfg)
+        if cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json or cfg.syslog:
+            return  # the operator's own logging configuration
+        from config import Config, ConfigError, load_config
+        from logging_setup import configure_logging
+
+        try:
+            config = load_config()
+        except ConfigError:  # reported in one line by the bootstrap, which stops the start
+            config = Config()
+        handler = self._get_gunicorn_handler(self.error_log)
+        configure_logging(config.log_level, config.log_format, handlers=[handler] if handler else None)
+
+
+logger_class = ServiceLogger
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]

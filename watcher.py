@@ -355,4 +355,6 @@ def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = W
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import watcher  # this module under its own name, so its log lines say "watcher", not "__main__"
+
+    sys.exit(watcher.main())
