@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from chain_view import AcceptedHead, ChainView, read_state, to_ms, write_state
 from config import Config, first_line, startup_config
 from database import Database, DatabaseError, resolve_database_url
+from logging_setup import FailureLog
 from payments import log_event
 from reconcile import Reconciler
 from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
@@ -63,6 +64,7 @@ class LeaderLock:
         self.dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         self.conn: Any = None
         self.held = False
+        self.failures = FailureLog(logger, "watcher lock")
 
     def _connect(self) -> Any:
         # keepalives: a vanished host is noticed within 10 + 5 * 3 = 25 s and its lock released.
@@ -88,9 +90,10 @@ class LeaderLock:
                 else:
                     cur.execute("SELECT pg_try_advisory_lock(%s)", (WATCHER_LOCK_ID,))
                     self.held = bool(cur.fetchone()[0])
+            self.failures.succeeded()
             return self.held
         except psycopg2.Error as exc:
-            logger.warning("watcher lock: database unreachable: %s", exc)
+            self.failures.failed(f"database unreachable: {first_line(exc)}")
             self.release()
             return False
 
@@ -125,6 +128,7 @@ class Watcher:
         self.is_leader = False
         self.strategy: str | None = None
         self.last_result: CycleResult | None = None
+        self.cycle_failures = FailureLog(logger, "watcher cycle")  # logged when they start, then reminders
 
     # lifecycle
     def start(self) -> None:
@@ -147,8 +151,8 @@ class Watcher:
             started = time.monotonic()
             try:
                 self.run_once()
-            except Exception:  # one bad cycle must never stop the loop
-                logger.exception("watcher cycle failed")
+            except Exception as exc:  # one bad cycle must never stop the loop
+                self.cycle_failures.failed(f"{type(exc).__name__}: {first_line(exc)}", exc_info=True)
             # Cycles start an interval apart: a cycle's own length (the sweep's share, a slow upstream) is not
             # added to the time a transfer waits to be seen.
             pause = self.config.polling_interval_seconds - (time.monotonic() - started)
@@ -169,8 +173,10 @@ class Watcher:
         try:
             result = self.cycle()
         except TronError as exc:  # every upstream down or pausing us: nothing read, cursors unchanged
-            logger.warning("watcher cycle: upstream unavailable: %s", exc)
+            self.cycle_failures.failed(f"upstream unavailable: {exc}")
             result = CycleResult(self.strategy or self.config.watcher_strategy, errors=[str(exc)])
+        else:
+            self.cycle_failures.succeeded()
         result.sweep_requests = self.reconciler.client.request_count - sweep_before
         result.requests = self.client.request_count - before + result.sweep_requests
         result.seconds = time.monotonic() - started

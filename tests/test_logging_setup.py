@@ -23,8 +23,10 @@ import requests
 
 from config import ConfigError, load_config
 from logging_setup import FailureLog, JsonFormatter, TextFormatter, configure_logging, format_duration
-from tests.test_watcher import PAYER, USDT, WALLET, wait_for
+from tests.conftest import watcher_client
+from tests.test_watcher import PAYER, USDT, WALLET, create, wait_for
 from tests.test_webhooks import Receiver
+from tron_client import TronClient, TronError
 from tron_sim import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +161,50 @@ def test_failure_is_logged_when_it_starts_reminded_each_minute_and_when_it_ends(
 def test_durations_read_naturally():
     assert [format_duration(s) for s in (0, 59.9, 60, 3599, 3600, 7380)] == ["0s", "59s", "1m00s", "59m59s",
                                                                               "1h00m", "2h03m"]
+
+
+def test_a_down_upstream_is_one_warning_then_one_line_when_it_answers(caplog):
+    caplog.set_level(logging.INFO, logger="tron_client")
+    port = free_port()  # nothing listens there yet
+    client = TronClient([f"http://127.0.0.1:{port}"], USDT, max_rps=1000, max_retries=2, backoff_base=0.001,
+                        backoff_cap=0.002)
+    for _ in range(10):
+        with pytest.raises(TronError):
+            client.get_solid_head()
+    sim = Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT)
+    sim.start(port=port)
+    try:
+        client.get_solid_head()
+        client.get_solid_head()
+    finally:
+        sim.stop()
+    lines = messages(caplog, "tron_client")
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"WARNING upstream http://127.0.0.1:{port} failing: ")
+    assert re.fullmatch(rf"INFO upstream http://127\.0\.0\.1:{port} works again after \d+s \(10 failures\)", lines[1])
+
+
+def test_watcher_cycles_on_a_down_upstream_log_the_start_then_reminders(client, auth, db, config, new_watcher,
+                                                                         caplog):
+    caplog.set_level(logging.INFO)
+    cfg = config.with_overrides(trongrid_api_url=f"http://127.0.0.1:{free_port()}", watcher_strategy="account",
+                                trongrid_max_rps=1000.0)
+    create(client, auth, "10")
+    watcher = new_watcher(cfg, watcher_client(cfg))
+    clock = Clock()
+    watcher.cycle_failures.clock = clock
+    for _ in range(8):  # 8 cycles, a few seconds apart in the watcher's clock
+        watcher.run_once()
+        clock.now += 5
+    clock.now += 30
+    watcher.run_once()
+    cycle_lines = [m for m in messages(caplog, "watcher") if "watcher cycle" in m and "fail" in m]
+    assert len(cycle_lines) == 2, cycle_lines
+    assert cycle_lines[0].startswith("WARNING watcher cycle failing: upstream unavailable: ")
+    assert re.fullmatch(r"WARNING watcher cycle still failing after 1m10s \(9 failures\)", cycle_lines[1])
+    upstream_lines = messages(caplog, "tron_client")
+    assert len(upstream_lines) == 1 and "failing" in upstream_lines[0], upstream_lines
+    assert all(len(m) < 200 for m in cycle_lines + upstream_lines)
 
 
 # --- gunicorn ------------------------------------------------------------------------------------
