@@ -148,9 +148,12 @@ def test_dev_py_serve_stops_with_its_database(clone, env, tmp_path, sig):
     assert "stopped the embedded PostgreSQL" in run.output
 
 
-@pytest.mark.parametrize("sig", STOP_SIGNALS)
-def test_standalone_watcher_stops_with_its_database(clone, env, tmp_path, sig):
-    run = Run([sys.executable, "watcher.py"], clone, env, tmp_path / "watcher.log")
+@pytest.mark.parametrize(("sig", "command"), [
+    pytest.param(signal.SIGTERM, ["dev.py", "watcher"], id="dev.py-SIGTERM"),
+    pytest.param(signal.SIGINT, ["dev.py", "watcher"], id="dev.py-SIGINT"),
+    pytest.param(signal.SIGTERM, ["watcher.py"], id="watcher.py-SIGTERM")])
+def test_standalone_watcher_stops_with_its_database(clone, env, tmp_path, sig, command):
+    run = Run([sys.executable, *command], clone, env, tmp_path / "watcher.log")
     try:
         assert wait_until(lambda: "watcher took the leader lock" in run.output), run.output
         stop_and_check(run, clone, sig)
