@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,14 +70,22 @@ def answers(port: int) -> Callable[[], bool]:
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The project as a fresh clone has it (no .data, no .env), sharing this checkout's .venv."""
-    target = tmp_path_factory.mktemp("fresh") / "project"
+def clone() -> Iterator[Path]:
+    """The project as a fresh clone has it (no .data, no .env), sharing this checkout's .venv.
+
+    Not under pytest's own temporary root: under root the package runs PostgreSQL as another user, which must
+    traverse every directory above the data directory, and any pytest session starting on the machine makes that
+    root private again (0700)."""
+    holder = Path(tempfile.mkdtemp(prefix="tum-lifecycle-"))
+    holder.chmod(0o755)
+    target = holder / "project"
     shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(*NOT_COPIED))
     (target / ".venv").symlink_to(ROOT / ".venv")
     yield target
     for leftover in postgres_of(target):  # only after a failed test: never leave a server of this run behind
         leftover.send_signal(signal.SIGINT)
+    alive(postgres_of(target))
+    shutil.rmtree(holder, ignore_errors=True)
 
 
 @pytest.fixture
