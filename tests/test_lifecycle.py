@@ -74,7 +74,7 @@ def clone() -> Iterator[Path]:
     """The project as a fresh clone has it (no .data, no .env), sharing this checkout's .venv.
 
     Not under pytest's own temporary root: under root the package runs PostgreSQL as another user, which must
-    traverse every directory above the data directory, and any pytest session starting on the machine makes that
+    traverse every directory above the data directory, and any pytest run starting on the machine makes that
     root private again (0700)."""
     holder = Path(tempfile.mkdtemp(prefix="tum-lifecycle-"))
     holder.chmod(0o755)

@@ -1,5 +1,5 @@
 """The one logging setup: its text and JSON lines, LOG_FORMAT, a lasting failure logged without flooding (the
-helper, an upstream, the watcher), and gunicorn showing a payment's whole life with time and level."""
+FailureLog, an upstream, the watcher), and gunicorn showing a payment's whole life with time and level."""
 from __future__ import annotations
 
 import io
