@@ -197,19 +197,34 @@ def stop_background(app: Flask, timeout: float = 10.0) -> None:
 
 
 def main() -> int:
-    """`python app.py`: the bootstrap, then the development server with the background threads."""
-    config = startup_config()
-    status = bootstrap_from_environment(config)
-    if status != 0:
-        return status
-    app = create_app(config)
-    start_background(app)
+    """`python app.py`: the bootstrap, then the development server with the background threads, until Ctrl-C or
+    SIGTERM; both end it cleanly, the embedded PostgreSQL it started included."""
+    from lifecycle import ignore_stop_signals, interrupt_on_sigterm
+
+    interrupt_on_sigterm()
     try:
-        app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
+        config = startup_config()
+        status = bootstrap_from_environment(config)
+        if status != 0:
+            return status
+        app = create_app(config)
+    except (DatabaseError, SQLAlchemyError) as exc:
+        print(f"database error: {first_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # stopped while starting
+        return 130
+    try:
+        start_background(app)
+        app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)  # returns on Ctrl-C, SIGTERM
+    except KeyboardInterrupt:  # stopped before the server's own loop caught it
+        pass
     finally:
+        ignore_stop_signals()
         stop_background(app)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import app  # this module under its own name, so its log lines say "app", not "__main__"
+
+    sys.exit(app.main())

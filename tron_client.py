@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import requests
 
 from addresses import TRANSFER_TOPIC, AddressError, from_hex, is_valid_address, to_hex20
+from logging_setup import FailureLog
 from outbound import (
     BoundedResponse,
     DeadlineExceeded,
@@ -270,6 +271,7 @@ class Upstream:
         self._failing_until = 0.0
         self.last_error: str | None = None
         self.has_v1: bool | None = None  # learnt by TronClient.has_v1_api
+        self.failures = FailureLog(logger, f"upstream {self.name}")  # when it starts, reminders, when it ends
 
     # -- state ------------------------------------------------------------------------------------
     @property
@@ -299,14 +301,13 @@ class Upstream:
     def _succeeded(self) -> None:
         with self._lock:
             self._rate_limit_streak = 0
-        if self.last_error is not None:
-            logger.info("upstream %s answers again", self.name)
+        self.failures.succeeded()
         self.last_error = None
         self._failing_until = 0.0
 
     def _failed(self, error: TronError) -> None:
-        if not isinstance(error, TronRateLimited) and self.last_error is None:
-            logger.warning("upstream %s failing: %s", self.name, error)
+        if not isinstance(error, TronRateLimited):  # a pause is logged once by _pause_for
+            self.failures.failed(error)
         self.last_error = str(error)
         if not isinstance(error, TronRateLimited):
             self._failing_until = time.monotonic() + FAILURE_COOLDOWN_SECONDS

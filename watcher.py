@@ -10,6 +10,7 @@ reconciliation (reconcile) and reports to /health through the database.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ from chain_view import AcceptedHead, ChainView
 from config import Config, first_line, startup_config
 from database import Database, DatabaseError, resolve_database_url
 from events import log_event
+from logging_setup import FailureLog
 from reconcile import Reconciler
 from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
 from service_state import WATCHER_STATUS, read_state, write_state
@@ -64,6 +66,7 @@ class LeaderLock:
         self.dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         self.conn: Any = None
         self.held = False
+        self.failures = FailureLog(logger, "watcher lock")
 
     def _connect(self) -> Any:
         # keepalives: a vanished host is noticed within 10 + 5 * 3 = 25 s and its lock released.
@@ -89,9 +92,10 @@ class LeaderLock:
                 else:
                     cur.execute("SELECT pg_try_advisory_lock(%s)", (WATCHER_LOCK_ID,))
                     self.held = bool(cur.fetchone()[0])
+            self.failures.succeeded()
             return self.held
         except psycopg2.Error as exc:
-            logger.warning("watcher lock: database unreachable: %s", exc)
+            self.failures.failed(f"database unreachable: {first_line(exc)}")
             self.release()
             return False
 
@@ -173,6 +177,7 @@ class Watcher:
         self.thread: threading.Thread | None = None
         self.is_leader = False
         self.last_result: CycleResult | None = None
+        self.cycle_failures = FailureLog(logger, "watcher cycle")  # logged when they start, then reminders
 
     # lifecycle
     def start(self) -> None:
@@ -195,8 +200,8 @@ class Watcher:
             started = time.monotonic()
             try:
                 self.run_once()
-            except Exception:  # one bad cycle must never stop the loop
-                logger.exception("watcher cycle failed")
+            except Exception as exc:  # one bad cycle must never stop the loop
+                self.cycle_failures.failed(f"{type(exc).__name__}: {first_line(exc)}", exc_info=True)
             # Cycles start an interval apart: a cycle's own length (the sweep's share, a slow upstream) is not
             # added to the time a transfer waits to be seen.
             pause = self.config.polling_interval_seconds - (time.monotonic() - started)
@@ -217,8 +222,10 @@ class Watcher:
         try:
             result = self.cycle()
         except TronError as exc:  # every upstream down or pausing us: nothing read, cursors unchanged
-            logger.warning("watcher cycle: upstream unavailable: %s", exc)
+            self.cycle_failures.failed(f"upstream unavailable: {exc}")
             result = CycleResult(self.strategies.current or self.config.watcher_strategy, errors=[str(exc)])
+        else:
+            self.cycle_failures.succeeded()
         result.sweep_requests = self.reconciler.client.request_count - sweep_before
         result.requests = self.client.request_count - before + result.sweep_requests
         result.seconds = time.monotonic() - started
@@ -342,17 +349,34 @@ class Watcher:
             log_event(session, None, "watcher_recovered", "watcher cycle complete again after errors")
 
 
-def main() -> int:
-    config = startup_config()
-    try:
-        db = Database(resolve_database_url(config.database_url))
-        import migrate
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="watcher.py",
+        description="Run the watcher and a webhook dispatcher as their own process, until SIGTERM or Ctrl-C. "
+                    "Configured like the app, from the environment and .env (README, Configuration); run it beside "
+                    "an app started with WATCHER_ENABLED=false.",
+        epilog="Exit status: 0 when stopped, 1 when the database cannot be reached, 2 on a bad setting or usage.")
+    return parser.parse_args(argv)
 
-        migrate.upgrade_to_head(db.url)
-    except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
-        print(f"database error: {first_line(exc)}", file=sys.stderr)
-        return 1
-    run_worker(db, config)
+
+def main(argv: list[str] | None = None) -> int:
+    from lifecycle import interrupt_on_sigterm
+
+    parse_args(argv)
+    interrupt_on_sigterm()
+    try:
+        config = startup_config()
+        try:
+            db = Database(resolve_database_url(config.database_url))
+            import migrate
+
+            migrate.upgrade_to_head(db.url)
+        except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
+            print(f"database error: {first_line(exc)}", file=sys.stderr)
+            return 1
+        run_worker(db, config)  # installs its own stop handlers: from there a stop signal ends the loop
+    except KeyboardInterrupt:  # stopped while starting
+        return 130
     return 0
 
 
@@ -373,4 +397,6 @@ def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = W
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import watcher  # this module under its own name, so its log lines say "watcher", not "__main__"
+
+    sys.exit(watcher.main())

@@ -33,15 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     import psutil
     from sqlalchemy import event
 
-    from config import Config, configure_logging
+    from config import Config
     from database import Database
+    from logging_setup import configure_logging
     from watcher import Watcher, run_worker
 
     config = Config(database_url=args.db_url, trongrid_api_url=args.sim_url, watcher_strategy=args.strategy,
                     polling_interval_seconds=args.interval, trongrid_max_rps=args.max_rps, watcher_enabled=True,
                     allow_private_callbacks=True, log_level="WARNING",
                     webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-    configure_logging(config)
+    configure_logging(config.log_level, config.log_format)
     db = Database(args.db_url)
     totals = {"seconds": 0.0, "statements": 0}
     local = threading.local()

