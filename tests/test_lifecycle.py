@@ -171,10 +171,9 @@ def test_standalone_watcher_stops_with_its_database(clone, env, tmp_path, sig, c
     assert "INFO watcher: watcher stopped" in run.output
 
 
-@pytest.mark.parametrize(("sig", "app"), [pytest.param(signal.SIGTERM, "app:create_app(run_bootstrap=False)",
-                                                      id="SIGTERM"),
-                                         pytest.param(signal.SIGINT, "app:create_app()", id="SIGINT")])
-def test_gunicorn_stops_with_its_database_and_its_control_socket(clone, env, tmp_path, sig, app):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_gunicorn_stops_with_its_database_and_its_control_socket(clone, env, tmp_path, sig):
+    app = "app:create_app()"  # the production command
     gunicorn = str(clone / ".venv" / "bin" / "gunicorn")
     run = Run([gunicorn, "-c", "gunicorn.conf.py", app], clone, env, tmp_path / "gunicorn.log")
     control_socket = clone / ".data" / f"gunicorn-{env['PORT']}.ctl"

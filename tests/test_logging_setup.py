@@ -23,8 +23,7 @@ import requests
 
 from config import ConfigError, load_config
 from logging_setup import FailureLog, JsonFormatter, TextFormatter, configure_logging, format_duration
-from tests.conftest import watcher_client
-from tests.test_watcher import PAYER, USDT, WALLET, create, wait_for
+from tests.conftest import PAYER, USDT, WALLET, create, wait_for, watcher_client
 from tests.test_webhooks import Receiver
 from tron_client import TronClient, TronError
 from tron_sim import Simulator
@@ -227,7 +226,7 @@ def gunicorn(env: dict[str, str], stderr_path: Path) -> Iterator[str]:
     base = f"http://127.0.0.1:{env['PORT']}"
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                 "app:create_app(run_bootstrap=False)"], cwd=ROOT, env=env,
+                                 "app:create_app()"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
         assert wait_for(lambda: up(base), timeout=30), "gunicorn did not come up"
