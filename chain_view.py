@@ -49,8 +49,11 @@ def implausibility(head: BlockRef, last: AcceptedHead | None, now: float, block_
 
     Refused: a timestamp ahead of this machine's clock by more than ``skew_seconds``; a number below the last
     accepted head's (the answer of a node behind the others); more blocks since the last accepted head than the
-    elapsed time allows at one block every ``block_seconds`` plus ``HEAD_MARGIN_BLOCKS``; or more blocks than
-    chain time passed (blocks are at least ``block_seconds`` apart in chain time too)."""
+    time since it allows at one block every ``block_seconds``, plus ``HEAD_MARGIN_BLOCKS``; or more blocks than
+    chain time passed (blocks are at least ``block_seconds`` apart in chain time too).
+
+    "The time since it" is the longer of the time since it was accepted and the time since its own timestamp: a
+    head accepted from a node far behind the others must not make the true heads that follow look like jumps."""
     ahead = head.timestamp / 1000 - now
     if ahead > skew_seconds:
         return f"its timestamp is {ahead:.0f}s ahead of this machine's clock (at most {skew_seconds:g}s allowed)"
@@ -59,9 +62,10 @@ def implausibility(head: BlockRef, last: AcceptedHead | None, now: float, block_
     if head.number < last.number:
         return f"it went back from block {last.number} to {head.number} (a node behind the others)"
     advanced = head.number - last.number
-    allowed = int(max(0.0, now - last.accepted_at) / block_seconds) + HEAD_MARGIN_BLOCKS
+    elapsed = max(0.0, now - last.accepted_at, now - last.timestamp / 1000)
+    allowed = int(elapsed / block_seconds) + HEAD_MARGIN_BLOCKS
     if advanced > allowed:
-        return (f"it jumped {advanced} blocks in {max(0.0, now - last.accepted_at):.0f}s "
+        return (f"it jumped {advanced} blocks in {elapsed:.0f}s "
                 f"(at most {allowed} at one block every {block_seconds:g}s)")
     chain_ms = head.timestamp - last.timestamp
     if advanced > 0 and chain_ms < advanced * block_seconds * 1000:

@@ -149,9 +149,12 @@ def wallet_payments(session: Session, wallet: str) -> list[Payment]:
 
 def would_credit(candidates: list[Payment], records: list[Any]) -> bool:
     """Whether rule 1 or 2 would give one of these records (TRC20 list rows) to a payment; a record whose amount
-    is not known (the listing left it out) may."""
+    is not known (the listing left it out) may; one of an amount no payment can take (zero spam, out of range)
+    never does."""
+    creditable = [r for r in records if r.amount is None or 0 < r.amount <= MAX_MICRO]
     remainders = {remaining(p) for p in candidates}
-    return len(candidates) == 1 or any(r.amount is None or r.amount in remainders for r in records)
+    return bool(creditable) and (len(candidates) == 1 or any(r.amount is None or r.amount in remainders
+                                                              for r in creditable))
 
 
 def store_transfer(session: Session, t: TransferLog, found_by: str) -> Transfer | None:

@@ -51,7 +51,7 @@ class Reconciler:
             return "wallets"
         return "blocks" if len(self.client.upstreams) > 1 else None
 
-    def run(self, wallets: dict[str, datetime], result: CycleResult) -> None:
+    def run(self, wallets: dict[str, datetime], head_timestamp: int, result: CycleResult) -> None:
         mode = self.mode()
         if mode is None:
             return
@@ -69,7 +69,7 @@ class Reconciler:
                 if mode == "wallets":
                     self.sweep_wallets(wallets, progress, now, result)
                 else:
-                    self.sweep_blocks(wallets, progress, result)
+                    self.sweep_blocks(wallets, progress, head_timestamp, result)
                 self.last_error = None
             except TronError as exc:
                 self.last_error = f"reconciliation paused this cycle: {exc}"
@@ -80,10 +80,11 @@ class Reconciler:
     def interval(self) -> float:
         return self.config.reconcile_interval_seconds
 
-    def due(self, total: int, progress: dict[str, Any], now: float) -> int:
-        """How many items of the pass should be done by the end of this cycle to finish on time."""
-        elapsed = now - progress["started_at"] + self.config.polling_interval_seconds
-        return min(total, math.ceil(total * min(1.0, elapsed / self.interval())))
+    def due(self, remaining: int, progress: dict[str, Any], now: float) -> int:
+        """How many of the pass's remaining items this cycle takes, so that the pass ends on time: the rest spread
+        over the cycles left until RECONCILE_INTERVAL_SECONDS after it started (all of them once that is past)."""
+        left = progress["started_at"] + self.interval() - now
+        return math.ceil(remaining / max(1.0, left / self.config.polling_interval_seconds))
 
     def sweep_wallets(self, wallets: dict[str, datetime], progress: dict[str, Any], now: float,
                       result: CycleResult) -> None:
@@ -91,8 +92,7 @@ class Reconciler:
             cursors = self.view.wallet_cursors(session, list(wallets))
         after = progress.get("after")
         todo = sorted(w for w in wallets if after is None or w > after)
-        want = self.due(len(wallets), progress, now) - progress["done"]
-        for wallet in todo[:max(0, want)]:
+        for wallet in todo[:self.due(len(todo), progress, now)]:
             if self.account.spent():
                 return
             cursor = cursors.get(wallet)
@@ -106,19 +106,22 @@ class Reconciler:
         if not [w for w in wallets if progress.get("after") is None or w > progress["after"]]:
             self.finish(progress, result)
 
-    def sweep_blocks(self, wallets: dict[str, datetime], progress: dict[str, Any], result: CycleResult) -> None:
+    def sweep_blocks(self, wallets: dict[str, datetime], progress: dict[str, Any], head_timestamp: int,
+                     result: CycleResult) -> None:
+        """The blocks of the last RECONCILE_INTERVAL_SECONDS of chain time up to the scan's cursor."""
         with self.db.Session() as session:
             cursor = self.view.state(session, "block_cursor")
         if cursor is None:
             return
         if "next_block" not in progress:
-            span = int(self.interval() / self.config.tron_block_seconds)
-            progress["next_block"], progress["end_block"] = max(0, int(cursor["number"]) - span + 1), int(
-                cursor["number"])
+            # The interval's blocks at the chain's pace (one a second at the most, whatever a test's setting).
+            span = int(self.interval() / max(self.config.tron_block_seconds, 1.0))
+            progress["end_block"] = int(cursor["number"])
+            progress["next_block"] = max(0, progress["end_block"] - span + 1)
         while progress["next_block"] <= progress["end_block"]:
             if self.blocks.spent():
                 return
-            block = self.blocks.read_block(progress["next_block"])
+            block = self.blocks.read_block(progress["next_block"], head_timestamp)
             if block is None:
                 return  # not yet complete on the upstreams asked: again next cycle
             for info in block[1]:

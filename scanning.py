@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from sqlalchemy import or_, select, update
 
-from chain_view import HEAD_MARGIN_BLOCKS, OVERLAP_MS, ChainView, read_from
+from chain_view import OVERLAP_MS, ChainView, read_from
 from config import Config
 from database import Database
 from events import log_event
@@ -38,7 +38,16 @@ from matching import (
 )
 from models import FOUND_BY_SCAN, Payment, PaymentStatus, Transfer
 from times import db_now, ms_to_datetime, to_ms
-from tron_client import RejectedLog, TransferLog, Trc20Transfer, TronClient, TronError, TronRateLimited, TxInfo
+from tron_client import (
+    RejectedLog,
+    TransferLog,
+    Trc20Transfer,
+    TronBadResponse,
+    TronClient,
+    TronError,
+    TronRateLimited,
+    TxInfo,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,6 +108,7 @@ class Scan:
         self.failed_txs = failed_txs
         self.cycle_started_requests = 0
         self.allowance = 0
+        self.next_first: str | None = None  # the wallet a cycle that had to stop part-way did not reach
 
     def start_cycle(self) -> None:
         """A new cycle's allowance: one budget, less what the last cycle spent beyond its own (a listing of several
@@ -123,7 +133,7 @@ class Scan:
         of the next upstream when there are several, NOT_YET_TRIES times at least and every upstream once; an
         upstream that fails hands over to the next. None when every answer was "not yet"; the first failure is
         raised when no upstream answered at all."""
-        upstreams = sorted(self.client.upstreams, key=lambda u: not u.usable())
+        upstreams = self.client.ordered_upstreams()
         failure: TronError | None = None
         answered = False
         for attempt in range(max(NOT_YET_TRIES, len(upstreams))):
@@ -203,7 +213,7 @@ class AccountScan(Scan):
     name = "account"
 
     def run(self, wallets: dict[str, datetime], head_timestamp: int, result: CycleResult) -> None:
-        watermark = self.client.index_watermark()
+        index, watermark = self.index_and_watermark()
         if watermark is None:
             result.errors.append("the event index lists no confirmed USDT transfer: how far it reached is unknown")
             return
@@ -212,14 +222,16 @@ class AccountScan(Scan):
             cursors = self.view.wallet_cursors(session, list(wallets))
         read_times = []
         failures = 0
-        for wallet, oldest in wallets.items():
+        for wallet in self.in_turn(wallets):
             if self.stop.is_set():
                 break
             try:
-                read_up_to = self.read_wallet(wallet, read_from(cursors.get(wallet), oldest), limit, result)
+                read_up_to = self.read_wallet(wallet, read_from(cursors.get(wallet), wallets[wallet]), limit, result,
+                                              index=index)
             except TronRateLimited as exc:
                 result.errors.append(f"rate limited ({exc})")
-                break  # that upstream pauses its calls; the next cycle resumes from the cursors
+                self.next_first = wallet  # that upstream pauses its calls; the next cycle starts here
+                break
             except TronError as exc:
                 failures += 1
                 logger.warning("watcher: wallet %s skipped this cycle: %s", wallet, exc)
@@ -233,10 +245,32 @@ class AccountScan(Scan):
         if len(read_times) == len(wallets):
             result.read_up_to = min(read_times)
 
+    def index_and_watermark(self) -> tuple[TronClient, int | None]:
+        """One /v1 upstream for the whole cycle, with its watermark: a listing is read only up to the watermark of
+        the index that gave it (another upstream's index may lag more). The next one when the first fails."""
+        failure: TronError | None = None
+        for upstream in self.client.ordered_upstreams(need_v1=True):
+            index = self.client.only(upstream)
+            try:
+                return index, index.index_watermark()
+            except TronError as exc:
+                failure = failure or exc
+        raise failure or TronError("no upstream serves TronGrid's /v1 API")
+
+    def in_turn(self, wallets: dict[str, datetime]) -> list[str]:
+        """The wallets in address order, starting where the last cycle had to stop (a rate limit part-way), so
+        the same wallets are not always the ones left for the next cycle."""
+        ordered = sorted(wallets)
+        start = next((i for i, w in enumerate(ordered) if w >= (self.next_first or "")), 0)
+        self.next_first = None
+        return ordered[start:] + ordered[:start]
+
     def read_wallet(self, wallet: str, start: int, limit: int, result: CycleResult,
-                    found_by: str = FOUND_BY_SCAN) -> int:
-        """Credit what the wallet received from `start` up to `limit`; returns the chain time read completely."""
-        records = [r for r in self.client.list_trc20_transfers(wallet, max(0, start)) if r.block_timestamp <= limit]
+                    found_by: str = FOUND_BY_SCAN, index: TronClient | None = None) -> int:
+        """Credit what the wallet received from `start` up to `limit` (listed by `index`, by default this reader's
+        upstreams); returns the chain time read completely."""
+        listing = (index or self.client).list_trc20_transfers(wallet, max(0, start))
+        records = [r for r in listing if r.block_timestamp <= limit]
         by_tx: dict[str, list[Trc20Transfer]] = {}
         for record in records:
             if record.transaction_id not in self.failed_txs:
@@ -263,6 +297,10 @@ class AccountScan(Scan):
             info = self.receipt(tx_id)
             if info is None:  # not solidified on any node asked yet: read again from here next cycle
                 return at - 1
+            if info.block_timestamp > limit:  # a receipt from beyond what the head and index allow: not believed
+                logger.warning("receipt of %s refused: its block time %d is past the readable %d", tx_id,
+                               info.block_timestamp, limit, extra={"tx": tx_id})
+                return at - 1
             if not info.success:
                 self.log_failed_transaction(info, wallet)
                 continue
@@ -284,13 +322,12 @@ class BlockScan(Scan):
         with self.db.Session() as session:
             cursor = self.view.state(session, "block_cursor")
         number, read_ts = int(cursor["number"]), int(cursor["timestamp"])
-        last = min(head_number, number + max(1, self.budget() - 1))
         snapshot_ms = listed_at
-        for num in range(number + 1, last + 1):
-            if self.stop.is_set():
+        for num in range(number + 1, head_number + 1):
+            if self.stop.is_set() or self.spent():
                 break
             try:
-                block = self.read_block(num)
+                block = self.read_block(num, head_timestamp)
             except TronError as exc:
                 logger.warning("watcher: block %d not read this cycle: %s", num, exc)
                 result.errors.append(f"block {num} not read: {exc}")
@@ -320,18 +357,27 @@ class BlockScan(Scan):
         with self.db.transaction() as session:
             self.view.save_wallet_cursors(session, list(wallets), read_ts)
 
-    def read_block(self, num: int) -> tuple[int, list[TxInfo]] | None:
+    def read_block(self, num: int, latest: int) -> tuple[int, list[TxInfo]] | None:
         """(timestamp, receipts) of block ``num`` once its answer is known complete; None for "not yet".
 
         A node either has a block with every receipt or has not reached it, so a non-empty answer is complete;
-        ``[]`` is ambiguous and is believed only when ``getblockbynum`` shows the block with no transaction."""
+        ``[]`` is ambiguous and is believed only when ``getblockbynum`` shows the block with no transaction. Its
+        time must not pass the accepted head's (`latest`): a block from the future is not believed, whichever
+        upstream gave it (it would expire payments early)."""
 
         def complete(view: TronClient) -> tuple[int, list[TxInfo]] | None:
             infos = view.get_block_infos(num)
             if infos:
-                return infos[0].block_timestamp, infos
-            header = view.get_block(num)
-            return (header.timestamp, []) if header is not None and header.transaction_count == 0 else None
+                answer = infos[0].block_timestamp, infos
+            else:
+                header = view.get_block(num)
+                if header is None or header.transaction_count:
+                    return None
+                answer = header.timestamp, []
+            if answer[0] > latest:
+                raise TronBadResponse(f"{view.upstreams[0].name}: block {num} refused: its time is after the "
+                                      "accepted solid head's")
+            return answer
 
         return self.ask(complete)
 
@@ -351,15 +397,12 @@ class BlockScan(Scan):
 
     def block_before(self, timestamp: int, head_number: int) -> int:
         """A block mined before chain time `timestamp` (the cursor then reads the blocks after it): found by
-        stepping back from the head in doubling steps, then halving the interval. A recent block a node cannot
-        give counts as newer (the node is behind), so every doubt leads to an older block, never to a gap; an old
-        one it cannot give is below the history it keeps, where reading cannot start anyway."""
+        stepping back from the head in doubling steps, then halving the interval. A block no upstream gives
+        counts as newer, so every doubt leads to an older block, never to a gap."""
 
         def older(number: int) -> bool:
-            header = self.client.get_block(number)
-            if header is None:
-                return number < head_number - HEAD_MARGIN_BLOCKS
-            return header.timestamp < timestamp
+            header = self.ask(lambda view: view.get_block(number))  # a node behind the others: the next one
+            return header is not None and header.timestamp < timestamp
 
         newer, step = head_number, 1
         while True:

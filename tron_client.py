@@ -25,7 +25,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,12 +51,14 @@ TRONGRID_DOMAIN = "trongrid.io"
 # The largest answer read from an upstream. A mainnet block's receipts are a few MB at most; anything far larger
 # is an upstream gone wrong, and reading it whole would take the process's memory with it.
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+PAUSE_CAP_SECONDS = 3600.0  # the longest pause any rate-limit answer can impose
 FAILURE_COOLDOWN_SECONDS = 30.0  # a failing upstream is asked last for this long, then first again
 _SUSPENDED = re.compile(r"suspended for\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
 _RATE_LIMIT = re.compile(r"frequency limit|suspended for|allowed_rps|rate limit|lack of computing resources",
                          re.IGNORECASE)
 _DAILY = re.compile(r"exceed the user daily usage", re.IGNORECASE)
 _TX_ID = re.compile(r"^[0-9a-fA-F]{64}$")
+_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _WORD_HEX = 64  # a log's data word: one uint256
 
@@ -231,10 +233,12 @@ class TokenBucket:
 class _Retry(Exception):
     """Internal: this attempt failed in a way worth retrying."""
 
-    def __init__(self, error: TronError, *, bad_response: bool = False) -> None:
+    def __init__(self, error: TronError, *, bad_response: bool = False, final: bool = False) -> None:
+        """`final`: not worth another attempt on this upstream (a full deadline was spent already)."""
         super().__init__(str(error))
         self.error = error
         self.bad_response = bad_response
+        self.final = final
 
 
 class Upstream:
@@ -250,6 +254,8 @@ class Upstream:
         at ``daily_limit_pause_cap`` seconds, so the quota is probed again at most hourly."""
         self.url = url.rstrip("/")
         self.name = display_url(self.url)
+        # What logs and /health call it: "TronGrid https://api.trongrid.io" or "upstream http://10.0.0.5:8090".
+        self.label = f"{'TronGrid' if is_trongrid_host(self.url) else 'upstream'} {self.name}"
         self.timeout = timeout
         self.max_retries = max(0, max_retries)
         self.backoff_base = backoff_base
@@ -323,7 +329,7 @@ class Upstream:
             try:
                 body = self._attempt(method, path, params, json_body, allow_404, on_sent)
             except _Retry as retry:
-                if attempt >= self.max_retries or (retry.bad_response and bad_retried):
+                if attempt >= self.max_retries or retry.final or (retry.bad_response and bad_retried):
                     self._failed(retry.error)
                     raise retry.error from retry.__cause__
                 bad_retried = bad_retried or retry.bad_response
@@ -353,21 +359,23 @@ class Upstream:
 
     def _send(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any) -> BoundedResponse:
         """One HTTP exchange within the total deadline and the size cap; failures are retried."""
-        what = f"{self.name}: {endpoint_name(path)}"
+        what = f"{self.label} ({endpoint_name(path)})"
         try:
             return bounded_request(self.session, method, self.url + path, deadline=self.timeout,
                                    max_bytes=self.max_bytes, params=params, json=json_body, allow_redirects=False)
         except ResponseTooLarge as exc:
-            raise _Retry(TronUnavailable(f"{what}: answer over the {self.max_bytes}-byte cap")) from exc
+            raise _Retry(TronUnavailable(f"{what} answered over the {self.max_bytes}-byte cap")) from exc
         except DeadlineExceeded as exc:
-            raise _Retry(TronUnavailable(f"{what}: no complete answer within {self.timeout:g}s")) from exc
+            # A whole deadline is gone: the next upstream, or the next cycle, rather than another one here.
+            raise _Retry(TronUnavailable(f"{what} gave no complete answer within {self.timeout:g}s"),
+                         final=True) from exc
         except requests.RequestException as exc:
-            raise _Retry(TronUnavailable(f"{what}: unreachable ({type(exc).__name__})")) from exc
+            raise _Retry(TronUnavailable(f"{what} unreachable: {transport_reason(exc)}")) from exc
 
     def _handle(self, answer: BoundedResponse, path: str, allow_404: bool) -> Any:
         status = answer.status_code
         text = answer.text
-        what = f"{self.name}: {endpoint_name(path)}"
+        what = f"{self.label} ({endpoint_name(path)})"
         if status in (429, 503) or (status == 403 and is_rate_limit_message(status, text)):
             self._pause_for(answer, text)
         if status >= 500:
@@ -375,11 +383,11 @@ class Upstream:
         if status == 404 and allow_404:
             return None
         if status >= 400:
-            raise TronBadResponse(f"{what}: HTTP {status}: {text[:200]}", status)
+            raise TronBadResponse(f"{what}: HTTP {status}: {readable(text)[:200]}", status)
         try:
             body = json.loads(answer.content)
-        except ValueError:
-            raise _Retry(TronBadResponse(f"{what}: answer is not JSON: {text[:100]!r}", status),
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than any real answer
+            raise _Retry(TronBadResponse(f"{what}: answer is not usable JSON: {readable(text)[:100]!r}", status),
                          bad_response=True) from None
         if isinstance(body, dict) and "Error" in body:
             message = str(body["Error"])
@@ -399,7 +407,7 @@ class Upstream:
     def _pause_for(self, answer: BoundedResponse, message: str) -> None:
         """Pause every call to this upstream and raise TronRateLimited."""
         now = time.time()
-        reason = f"{self.name}: rate limit (HTTP {answer.status_code}: {message.strip()[:160] or 'no text'})"
+        reason = f"{self.label}: rate limit (HTTP {answer.status_code}: {readable(message)[:160] or 'no text'})"
         with self._lock:
             seconds = self._pause_seconds(answer, message, now)
             self._paused_until = max(self._paused_until or 0.0, now + seconds)
@@ -409,15 +417,37 @@ class Upstream:
         raise TronRateLimited(reason, seconds)
 
     def _pause_seconds(self, answer: BoundedResponse, message: str, now: float) -> float:
+        """How long the answer asks to wait, at most PAUSE_CAP_SECONDS (an upstream's word is not believed for
+        longer: it is asked again after that)."""
         if _DAILY.search(message):
             return min(self.daily_limit_pause_cap, seconds_until_utc_midnight(now))
-        suspended = parse_suspension(message)
-        if suspended is not None:
-            return suspended
-        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
-        if retry_after is not None:
-            return retry_after
-        return min(300.0, self.rate_limit_pause * (2 ** self._rate_limit_streak))
+        asked = parse_suspension(message)
+        if asked is None:
+            asked = parse_retry_after(answer.headers.get("Retry-After"))
+        if asked is None:
+            asked = min(300.0, self.rate_limit_pause * (2 ** self._rate_limit_streak))
+        return min(asked, PAUSE_CAP_SECONDS)
+
+
+def transport_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few words: "connection refused", "name does not resolve", ..."""
+    text = str(exc).lower()
+    for needle, reason in (("refused", "connection refused"), ("name or service", "name does not resolve"),
+                           ("resolve", "name does not resolve"), ("reset", "connection reset"),
+                           ("timed out", "connection timed out"), ("unreachable", "network unreachable"),
+                           ("ssl", "TLS failed"), ("remote end closed", "connection closed")):
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
+def readable(text: str) -> str:
+    """An answer's text as a person reads it in a log or /health: an HTML page by its title, else its first line."""
+    stripped = text.strip()
+    if stripped.startswith("<"):
+        title = _TITLE.search(stripped)
+        return title.group(1).strip() if title else "an HTML page"
+    return stripped.splitlines()[0] if stripped else ""
 
 
 def endpoint_name(path: str) -> str:
@@ -453,7 +483,7 @@ class AnswerReader:
             return None
         try:
             tx_id = _tx_hash(item.get("transaction_id"))
-            timestamp = _int(item.get("block_timestamp"))
+            timestamp = _block_time(item.get("block_timestamp"))
         except (TypeError, ValueError):
             logger.warning("TRC20 listing record without a usable transaction id or time skipped: %.200r", item)
             return None
@@ -469,8 +499,8 @@ class AnswerReader:
     def tx_info(self, body: Any) -> TxInfo:
         try:
             tx_hash = _tx_hash(body["id"])
-            block_number = _int(body["blockNumber"])
-            block_timestamp = _int(body["blockTimeStamp"])
+            block_number = _block_number(body["blockNumber"])
+            block_timestamp = _block_time(body["blockTimeStamp"])
             receipt = body.get("receipt") or {}
             success = receipt.get("result") == "SUCCESS" and body.get("result") != "FAILED"
             logs = body.get("log") or []
@@ -542,18 +572,22 @@ class TronClient:
                                   session=session if len(urls) == 1 else None, **upstream_options)
                          for url in urls]
         self.upstreams: list[Upstream] = list(upstreams)
-        self.request_count = 0  # requests sent through this view (each view counts its own)
+        self.request_count = 0  # requests sent through this view (and the views `only` made of it)
         self._count_lock = threading.Lock()
+        self.parent: TronClient | None = None
 
     # -- views ------------------------------------------------------------------------------------
     def rotated(self, by: int = 1) -> TronClient:
-        """The same upstreams (shared limits and pauses), another one first: for a second, independent look."""
+        """The same upstreams (shared limits and pauses), another one first: for a second, independent look. It
+        counts its own requests."""
         shift = by % len(self.upstreams)
         return TronClient("", self.usdt_contract, upstreams=self.upstreams[shift:] + self.upstreams[:shift])
 
     def only(self, upstream: Upstream) -> TronClient:
-        """A view that asks this one upstream only."""
-        return TronClient("", self.usdt_contract, upstreams=[upstream])
+        """A view that asks this one upstream only; its requests count for this view too (one budget)."""
+        view = TronClient("", self.usdt_contract, upstreams=[upstream])
+        view.parent = self
+        return view
 
     @property
     def paused_until(self) -> float | None:
@@ -611,7 +645,7 @@ class TronClient:
         if not body["data"]:
             return None
         try:
-            return _int(body["data"][0]["block_timestamp"])
+            return _block_time(body["data"][0]["block_timestamp"])
         except (KeyError, TypeError, ValueError) as exc:
             raise TronBadResponse(f"event index record has no block_timestamp: {exc!r}") from None
 
@@ -663,8 +697,9 @@ class TronClient:
 
     # -- failover ---------------------------------------------------------------------------------
     def _probe_v1(self, upstream: Upstream) -> bool | None:
-        """Whether this upstream serves /v1; None while it cannot be asked (it is failing or paused)."""
-        if upstream.has_v1 is None:
+        """Whether this upstream serves /v1; None while it cannot be asked (it is failing or paused: it is not asked
+        again before its cool-down ends)."""
+        if upstream.has_v1 is None and upstream.usable():
             try:
                 body = self._send(upstream, "GET", f"/v1/contracts/{self.usdt_contract}/events",
                                   params={"limit": 1, "only_confirmed": "true"}, allow_404=True)
@@ -673,17 +708,17 @@ class TronClient:
             upstream.has_v1 = body is not None
         return upstream.has_v1
 
-    def _ordered(self, need_v1: bool) -> Iterator[Upstream]:
+    def ordered_upstreams(self, need_v1: bool = False) -> list[Upstream]:
         """Usable upstreams first, in order of preference; paused or cooling-down ones after them. With
         `need_v1`, those known to lack /v1 are left out (one that could not be asked yet is tried: its call
         then fails as the probe did)."""
         probe = need_v1 and len(self.upstreams) > 1  # a single upstream is simply asked
         candidates = [u for u in self.upstreams if not probe or self._probe_v1(u) is not False]
-        yield from sorted(candidates, key=lambda u: not u.usable())
+        return sorted(candidates, key=lambda u: not u.usable())
 
     def _failover(self, read: Callable[[Upstream], Any], *, need_v1: bool = False) -> Any:
         errors: list[TronError] = []
-        for upstream in self._ordered(need_v1):
+        for upstream in self.ordered_upstreams(need_v1):
             try:
                 return read(upstream)
             except TronError as exc:
@@ -705,13 +740,15 @@ class TronClient:
     def _count(self) -> None:
         with self._count_lock:
             self.request_count += 1
+        if self.parent is not None:
+            self.parent._count()
 
 
 def _block_header(body: Any) -> BlockHeader | None:
     try:
         raw = body["block_header"]["raw_data"]
         transactions = body.get("transactions") or []
-        return BlockHeader(_int(raw["number"]), _int(raw["timestamp"]), len(transactions))
+        return BlockHeader(_block_number(raw["number"]), _block_time(raw["timestamp"]), len(transactions))
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
@@ -732,6 +769,26 @@ def _next_fingerprint(body: dict[str, Any]) -> str | None:
     meta = body.get("meta")
     fingerprint = meta.get("fingerprint") if isinstance(meta, dict) else None
     return fingerprint if isinstance(fingerprint, str) and fingerprint else None
+
+
+MAX_BLOCK_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond it no date can hold the value
+MAX_BLOCK_NUMBER = 2**53  # JSON's exact integers
+
+
+def _block_time(value: Any) -> int:
+    """A block time in ms: an answer carrying one that no date can hold is malformed (its other lies are the
+    watcher's to refuse, against the accepted head)."""
+    ms = _int(value)
+    if not 0 < ms <= MAX_BLOCK_TIME_MS:
+        raise ValueError(f"not a block time: {value!r}")
+    return ms
+
+
+def _block_number(value: Any) -> int:
+    number = _int(value)
+    if not 0 <= number < MAX_BLOCK_NUMBER:
+        raise ValueError(f"not a block number: {value!r}")
+    return number
 
 
 def _int(value: Any) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg2
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from chain_view import AcceptedHead, ChainView
@@ -224,6 +225,12 @@ class Watcher:
         except TronError as exc:  # every upstream down or pausing us: nothing read, cursors unchanged
             self.cycle_failures.failed(f"upstream unavailable: {exc}")
             result = CycleResult(self.strategies.current or self.config.watcher_strategy, errors=[str(exc)])
+        except SQLAlchemyError:
+            raise  # the database is away: nothing can be reported either; the loop logs it and goes on
+        except Exception as exc:  # an answer or a state nobody foresaw: reported in /health, the loop goes on
+            self.cycle_failures.failed(f"{type(exc).__name__}: {first_line(exc)}", exc_info=True)
+            result = CycleResult(self.strategies.current or self.config.watcher_strategy,
+                                 errors=[f"cycle failed: {type(exc).__name__}: {first_line(exc)}"])
         else:
             self.cycle_failures.succeeded()
         result.sweep_requests = self.reconciler.client.request_count - sweep_before
@@ -267,18 +274,22 @@ class Watcher:
         else:
             self.account.run(wallets, head.timestamp, result)
         self.events_written(result)  # what the scan credited goes out now, not after the sweep
-        self.reconciler.run(wallets, result)
+        self.reconciler.run(wallets, head.timestamp, result)
         return result
 
     def plausible_head(self, result: CycleResult) -> AcceptedHead | None:
-        """A solid head believed by the rules of chain_view, asked of the upstreams in turn; refusals are noted
-        for /health. When no answer is plausible this cycle, the last accepted head stands: cursors never pass
-        what a plausible head allowed."""
+        """The highest solid head believed by the rules of chain_view: every upstream is asked once (an upstream
+        behind the others must not hold the scan back or hide how far behind it is), a refused answer is asked
+        again while nothing plausible came, and refusals are noted for /health. When no answer is plausible this
+        cycle, the last accepted head stands: cursors never pass what a plausible head allowed."""
         with self.db.Session() as session:
             last = self.view.accepted_head(session)
-        upstreams = sorted(self.client.upstreams, key=lambda u: not u.usable())
+        upstreams = self.client.ordered_upstreams()
         error: TronError | None = None
+        believed: list[AcceptedHead] = []
         for attempt in range(max(HEAD_TRIES, len(upstreams))):
+            if attempt >= len(upstreams) and believed:
+                break
             upstream = upstreams[attempt % len(upstreams)]
             try:
                 answer = self.client.only(upstream).get_solid_head()
@@ -288,14 +299,17 @@ class Watcher:
             now = time.time()
             reason = self.view.check(answer, last, now)
             if reason is None:
-                accepted = AcceptedHead(answer.number, answer.timestamp, now)
-                with self.db.transaction() as session:
-                    self.view.accept_head(session, accepted)
-                return accepted
+                believed.append(AcceptedHead(answer.number, answer.timestamp, now))
+                continue
             refusal = f"{upstream.name}: solid head {answer.number} refused: {reason}"
             if refusal not in result.refused:
                 logger.warning("%s", refusal)
                 result.refused.append(refusal)
+        if believed:
+            accepted = max(believed, key=lambda head: head.number)
+            with self.db.transaction() as session:
+                self.view.accept_head(session, accepted)
+            return accepted
         if error is not None and not result.refused:
             raise error  # no upstream answered at all: nothing can be read this cycle
         if last is None:

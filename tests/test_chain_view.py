@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from chain_view import HEAD_MARGIN_BLOCKS, AcceptedHead, ChainView, implausibility
+from chain_view import AcceptedHead, ChainView, implausibility
 from config import Config
 from tron_client import BlockRef
 
@@ -40,13 +40,18 @@ def test_a_head_behind_the_last_accepted_one_is_refused() -> None:
 
 
 def test_a_head_further_ahead_than_the_time_allows_is_refused() -> None:
-    # Accepted 10 s ago (about 3 blocks since, plus the margin), from a node whose head was 1000 s old: a head
-    # 300 blocks on is not in the future, and its blocks fit in its chain time, but 10 s cannot have made them.
-    last = AcceptedHead(1000, int((NOW - 1000) * 1000), NOW - 10)
-    allowed = 10 // 3 + HEAD_MARGIN_BLOCKS
-    assert check(BlockRef(1000 + allowed, last.timestamp + allowed * 3000), last) is None
-    reason = check(BlockRef(1300, last.timestamp + 300 * 3000), last)
+    last = accepted(1000, 10)  # accepted 10 s ago, its own time 10 s ago: about 3 blocks since, plus the margin
+    reason = check(BlockRef(1300, int(NOW * 1000)), last)  # 300 blocks on, its timestamp no later than now
     assert reason is not None and "jumped 300 blocks" in reason
+
+
+def test_a_head_from_a_node_far_behind_does_not_lock_out_the_true_heads() -> None:
+    # Accepted 10 s ago from a node whose head was 1000 s old: the true head, 330 blocks on and current, is
+    # believed (the time since the last head's own timestamp allows it), and so is every one after it.
+    last = AcceptedHead(1000, int((NOW - 1000) * 1000), NOW - 10)
+    true_head = BlockRef(1330, int((NOW - 6) * 1000))
+    assert check(true_head, last) is None
+    assert check(BlockRef(1333, true_head.timestamp + 9000), AcceptedHead(1330, true_head.timestamp, NOW)) is None
 
 
 def test_more_blocks_than_chain_time_holds_are_refused() -> None:

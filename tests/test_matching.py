@@ -199,8 +199,8 @@ def lagging_sim() -> Iterator[Simulator]:
 def test_late_money_is_recorded_when_the_watcher_catches_up(new_watcher, client, auth, db, lagging_sim, config,
                                                             strategy):
     sim = lagging_sim
-    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
-                                late_payment_window_seconds=600)
+    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=2000.0,
+                                late_payment_window_seconds=600)  # a budget that reads the history in a cycle
     w = new_watcher(cfg)
     p = create(client, auth, "10")
     head = ms_to_datetime(sim.state()["solid_timestamp"])
