@@ -2,20 +2,27 @@
 that drip or never end, transfers that cannot be credited, listings without token info, several upstreams."""
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 import scanning
 from chain_view import ChainView
 from config import Config
-from models import Payment, PaymentLog, RejectedTransfer, Transfer, WalletCursor
+from models import Payment, PaymentLog, RejectedTransfer, Transfer, WalletCursor, WebhookEvent
 from tests.conftest import PAYER, WALLET, WALLET_B, create, events, get, log_types, pay
 from tron_client import TronClient
-from tron_sim import Simulator
+from tron_sim import Simulator, random_address
 
 
 def reading(config: Config, upstreams: str, strategy: str, **overrides: object) -> Config:
@@ -293,3 +300,366 @@ def test_a_failed_transaction_is_fetched_and_logged_once(new_watcher, client, au
     assert log_types(client, auth, p).count("transfer_rejected") == 1
     assert sim.count("/walletsolidity/gettransactioninfobyid") == 1
 
+
+# --- Request budgets: what one cycle sends to an upstream, counted by the upstream itself ---
+
+def test_the_block_sweep_takes_at_most_a_fifth_of_the_budget_per_cycle(new_watcher, db, config: Config) -> None:
+    """java-tron nodes only: the sweep re-reads the blocks of the last RECONCILE_INTERVAL_SECONDS, a fifth of the
+    budget per cycle. 100 rps over 0.5 s is 50 requests a cycle, the sweep's share 10."""
+    chain = Simulator(block_interval=0, solidify_depth=2, v1_api=False, follow_clock=True)
+    chain.start()
+    try:
+        other = chain.replica(v1_api=False)  # the sweep's upstream: the scan prefers the first one
+        cfg = config.with_overrides(trongrid_api_url=f"{chain.url},{other.url}", watcher_strategy="blocks",
+                                    trongrid_max_rps=100.0, polling_interval_seconds=0.5,
+                                    reconcile_interval_seconds=300.0, tron_block_seconds=3.0)
+        watcher = new_watcher(cfg)
+        sweep_budget = watcher.reconciler.blocks.budget()
+        assert sweep_budget == 10
+        before = other.count("/")
+        result = watcher.run_once()
+        sent = other.count("/") - before
+        assert sent <= sweep_budget + 2, (
+            f"the sweep sent {sent} requests in one cycle ({result.swept} blocks, {result.seconds:.2f}s for a "
+            f"{cfg.polling_interval_seconds}s interval); its share is {sweep_budget}; the cycle reported "
+            f"{result.sweep_requests} sweep requests")
+    finally:
+        chain.stop()
+
+
+def test_receipts_of_money_that_stays_unmatched_stop_at_the_cycle_budget(new_watcher, client, auth, db, sim,
+                                                                         config: Config) -> None:
+    """Address poisoning sends zero-amount "transfers" to any busy wallet. Receipts for money that would stay
+    unmatched are fetched only while the cycle's budget lasts (README, the `account` strategy): 50 rps over 0.2 s
+    is 10 requests a cycle, whatever lands on one wallet."""
+    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="account", trongrid_max_rps=50.0,
+                                polling_interval_seconds=0.2)
+    watcher = new_watcher(cfg)
+    create(client, auth, "5")
+    create(client, auth, "6")  # two open payments: spam matches neither
+    for _ in range(30):
+        sim.transfer(WALLET, 0, from_=random_address())
+    sim.solidify()
+    budget = int(cfg.trongrid_max_rps * cfg.polling_interval_seconds)
+    before = sim.count("/")
+    result = watcher.run_once()
+    sent = sim.count("/") - before
+    receipts = sim.count("/walletsolidity/gettransactioninfobyid")
+    # head, watermark, listing and the sweep's listing besides the budget
+    assert sent <= budget + 4, (f"one cycle sent {sent} requests ({receipts} receipts) for a budget of {budget}, "
+                                f"in {result.seconds:.2f}s for a {cfg.polling_interval_seconds}s interval")
+
+
+def test_empty_blocks_do_not_double_the_blocks_scan_budget(new_watcher, db, config: Config) -> None:
+    """On a chain with empty blocks (Nile, Shasta, the sandbox) each block costs two requests ([] and the
+    getblockbynum cross-check). The catch-up still sends one interval's budget per cycle, not twice that."""
+    quiet = Simulator(block_interval=0, solidify_depth=2, v1_api=False, usdt_noise_per_block=0, follow_clock=True)
+    quiet.start()
+    try:
+        cfg = config.with_overrides(trongrid_api_url=quiet.url, watcher_strategy="blocks", trongrid_max_rps=500.0,
+                                    polling_interval_seconds=0.2)
+        watcher = new_watcher(cfg)
+        watcher.run_once()  # the block cursor is placed at the head
+        quiet.mine(150)  # the watcher was away for 150 (empty) blocks
+        budget = int(cfg.trongrid_max_rps * cfg.polling_interval_seconds)
+        before = quiet.count("/")
+        result = watcher.run_once()
+        sent = quiet.count("/") - before
+        assert sent <= budget + 1, f"one cycle sent {sent} requests ({result.blocks} blocks) for a budget of {budget}"
+    finally:
+        quiet.stop()
+
+
+def test_the_cycle_reports_every_request_it_sent(new_watcher, db, sim, config: Config) -> None:
+    """CycleResult.requests (the watcher's log line, and what metrics will count) is what the upstream received."""
+    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="blocks", trongrid_max_rps=500.0,
+                                polling_interval_seconds=0.2)
+    watcher = new_watcher(cfg)
+    watcher.run_once()
+    sim.mine(10)
+    before = sim.count("/")
+    result = watcher.run_once()
+    assert result.requests == sim.count("/") - before, (result.requests, sim.count("/") - before)
+
+
+# --- Failover from an upstream that does not answer: it costs one deadline, not the retries of every call ---
+
+INTERVAL = 1.0
+TIMEOUT = 0.3  # TRONGRID_TIMEOUT_SECONDS, far below the interval here (the defaults: 15 s against 10 s)
+
+
+def test_an_unresponsive_first_upstream_holds_no_cycle_longer_than_an_interval(new_watcher, client, auth, db,
+                                                                               sim: Simulator, config: Config,
+                                                                               strategy: str) -> None:
+    """The operator's first upstream stops answering (a host gone, a firewall dropping packets): every request to
+    it ends at the deadline. The second one is healthy. With the production retry count (3) each call first spends
+    (1 + 3) deadlines on the first upstream, and the /v1 probe of an upstream never probed yet is repeated, retries
+    included, before every /v1 call (every wallet's listing)."""
+    silent = sim.replica()
+    silent.set_fault("slow", count=None, seconds=5.0)  # accepts, never answers in time
+    cfg = config.with_overrides(trongrid_api_url=f"{silent.url},{sim.url}", watcher_strategy=strategy,
+                                trongrid_max_rps=500.0, polling_interval_seconds=INTERVAL,
+                                trongrid_timeout_seconds=TIMEOUT)
+    upstreams = TronClient(cfg.trongrid_api_url, cfg.usdt_contract, max_rps=500.0, timeout=TIMEOUT, max_retries=3,
+                           backoff_base=0.01, backoff_cap=0.02)
+    watcher = new_watcher(cfg, upstreams)
+    payments = [create(client, auth, "3", wallet=w) for w in [WALLET] + [random_address() for _ in range(2)]]
+    pay(sim, WALLET, 3_000_000)
+    durations = []
+    for _ in range(2):
+        started = time.monotonic()
+        watcher.run_once()
+        durations.append(round(time.monotonic() - started, 2))
+    assert get(client, auth, payments[0])["status"] == "completed"
+    assert max(durations) <= INTERVAL, f"cycles took {durations}s with a {INTERVAL}s interval and a {TIMEOUT}s deadline"
+
+
+# --- hostile or broken answers the simulator cannot give, through a rewriting upstream ---
+
+TEN_YEARS_MS = 10 * 365 * 86400 * 1000
+Rewrite = Callable[[Any], bytes]
+
+
+class TamperingUpstream:
+    """Forwards every request to `target`; the next `count` answers to a path are rewritten by `rewrite`."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.rules: list[tuple[str, Rewrite, int]] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def rewrite(self, path: str, rewrite: Rewrite, count: int = 1) -> None:
+        with self.lock:
+            self.rules.append((path, rewrite, count))
+
+    def take(self, path: str) -> Rewrite | None:
+        with self.lock:
+            for i, (prefix, rewrite, count) in enumerate(self.rules):
+                if path.startswith(prefix):
+                    if count <= 1:
+                        del self.rules[i]
+                    else:
+                        self.rules[i] = (prefix, rewrite, count - 1)
+                    return rewrite
+        return None
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                answer = requests.request(self.command, upstream.target + self.path, data=body, timeout=5,
+                                          headers={"Content-Type": self.headers.get("Content-Type", "")})
+                content = answer.content
+                rewrite = upstream.take(self.path.split("?")[0])
+                if rewrite is not None:
+                    content = rewrite(json.loads(content))
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = _forward
+
+        return Handler
+
+
+@pytest.fixture
+def hostile(sim: Simulator) -> Iterator[TamperingUpstream]:
+    proxy = TamperingUpstream(sim.url)
+    yield proxy
+    proxy.stop()
+
+
+def shift_time(by_ms: int) -> Rewrite:
+    """Every transaction info of the answer (a list, or one object) with its block time moved by `by_ms`."""
+
+    def rewrite(body: Any) -> bytes:
+        for info in body if isinstance(body, list) else [body]:
+            if isinstance(info, dict) and "blockTimeStamp" in info:
+                info["blockTimeStamp"] += by_ms
+        return json.dumps(body).encode()
+
+    return rewrite
+
+
+def expired_events(db) -> int:  # type: ignore[no-untyped-def]
+    with db.Session() as s:
+        return s.scalar(select(func.count()).where(WebhookEvent.type == "payment.expired")) or 0
+
+
+def test_one_block_answer_with_a_time_ten_years_ahead_expires_nothing(new_watcher, client, auth, db, sim, config,
+                                                                       hostile) -> None:
+    """A solid head ten years ahead is refused; the same lie in a gettransactioninfobyblocknum answer is not: its
+    blockTimeStamp becomes the block cursor's time, never checked against the accepted head, and every pending
+    payment expires, then every payment created later, at its first cycle."""
+    cfg: Config = config.with_overrides(trongrid_api_url=hostile.url, watcher_strategy="blocks", trongrid_max_rps=500.0)
+    watcher = new_watcher(cfg)
+    a = create(client, auth, "5", expires_in_seconds=3600)
+    b = create(client, auth, "6", wallet=WALLET_B, expires_in_seconds=3600)
+    sim.mine(3)
+    watcher.run_once()  # read up to the head: the next block is a mined one, with (mainnet-like) USDT traffic
+    sim.mine(1)
+    hostile.rewrite("/walletsolidity/gettransactioninfobyblocknum", shift_time(TEN_YEARS_MS))
+    watcher.run_once()
+    later = create(client, auth, "7", expires_in_seconds=3600)
+    for _ in range(2):
+        sim.mine(1)
+        watcher.run_once()
+    statuses = [get(client, auth, p)["status"] for p in (a, b, later)]
+    with db.Session() as s:
+        cursor = watcher.view.state(s, "block_cursor")
+    assert statuses == ["pending"] * 3 and expired_events(db) == 0, (
+        f"statuses {statuses}, block cursor time {cursor['timestamp']} vs the chain's {sim.state()['solid_timestamp']}")
+
+
+def test_one_receipt_with_a_time_ten_years_ahead_expires_no_payment(new_watcher, client, auth, db,
+                                                                                      sim, config, hostile) -> None:
+    """The account strategy takes a receipt's blockTimeStamp as the transfer's chain time: expire_due runs up to it
+    on the wallet (payment.expired for both payments, the other one an hour early), and the money then finds no
+    candidate and is not stored (here the sweep of the same cycle, with a true receipt, reopens the paid one)."""
+    cfg: Config = config.with_overrides(trongrid_api_url=hostile.url, watcher_strategy="account",
+                                        trongrid_max_rps=500.0)
+    watcher = new_watcher(cfg)
+    paid = create(client, auth, "5", expires_in_seconds=3600)
+    other = create(client, auth, "6", expires_in_seconds=3600)  # same wallet, its payer still has an hour
+    tx = pay(sim, WALLET, 5_000_000)
+    hostile.rewrite("/walletsolidity/gettransactioninfobyid", shift_time(TEN_YEARS_MS))
+    watcher.run_once()
+    with db.Session() as s:
+        stored = s.scalar(select(func.count()).select_from(Transfer).where(Transfer.transaction_hash == tx))
+    statuses = [get(client, auth, p)["status"] for p in (paid, other)]
+    assert expired_events(db) == 0, f"{expired_events(db)} payment.expired sent; statuses {statuses}, stored {stored}"
+    assert statuses in (["pending", "pending"], ["completed", "pending"]), (statuses, stored)
+
+
+def test_a_block_time_beyond_any_date_does_not_halt_every_cycle(new_watcher, client, auth, db, sim, config,
+                                                                 hostile) -> None:
+    """A blockTimeStamp no datetime can hold: the block cursor stores it, then every cycle dies in expire_due (an
+    OSError, not a TronError) after its scan, forever: nothing expires again, no report, no reconciliation."""
+    cfg: Config = config.with_overrides(trongrid_api_url=hostile.url, watcher_strategy="blocks", trongrid_max_rps=500.0)
+    watcher = new_watcher(cfg)
+    due = create(client, auth, "8", expires_in_seconds=60)
+    sim.mine(3)
+    watcher.run_once()
+    sim.mine(1)
+    hostile.rewrite("/walletsolidity/gettransactioninfobyblocknum", shift_time(10**20))
+    failures = []
+    for step in range(3):
+        if step == 1:
+            sim.advance(120)  # chain time passes the payment's expiry
+            sim.mine(3)
+        try:
+            watcher.run_once()
+        except Exception as exc:  # run_forever logs it and starts the next cycle, which fails the same way
+            failures.append(type(exc).__name__)
+    assert not failures and get(client, auth, due)["status"] == "expired", (failures, get(client, auth, due)["status"])
+
+
+def test_an_answer_the_json_parser_cannot_take_hands_over_to_the_next_upstream(new_watcher, client, auth, db, sim,
+                                                                                config, hostile) -> None:
+    """A deeply nested body (RecursionError, not ValueError) escapes the client as a non-TronError: no failover to
+    the healthy second upstream, the cycle dies, nothing is reported."""
+    cfg: Config = config.with_overrides(trongrid_api_url=f"{hostile.url},{sim.replica().url}",
+                                        watcher_strategy="blocks", trongrid_max_rps=500.0)
+    watcher = new_watcher(cfg)
+    p = create(client, auth, "9")
+    watcher.run_once()
+    hostile.rewrite("/walletsolidity/getnowblock", lambda _: b"[" * 100_000 + b"]" * 100_000, count=100)
+    pay(sim, WALLET, 9_000_000)
+    try:
+        watcher.run_once()
+    except Exception as exc:
+        pytest.fail(f"the cycle died with {type(exc).__name__} instead of failing over to the other upstream")
+    assert get(client, auth, p)["status"] == "completed"
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded" and hostile.url.split("//")[1] in str(health["watcher"]["upstreams"])
+
+
+
+def test_health_names_the_upstream_whose_answers_end_every_cycle(new_watcher, client, auth, db, sim, config,
+                                                                  hostile) -> None:
+    """The same answer from the only upstream: every cycle dies before its report, and /health shows a stopped
+    watcher with an empty last_error instead of a running one naming the failing upstream."""
+    cfg: Config = config.with_overrides(trongrid_api_url=hostile.url, watcher_strategy="blocks", trongrid_max_rps=500.0,
+                                        polling_interval_seconds=0.2)
+    watcher = new_watcher(cfg)
+    create(client, auth, "9")
+    watcher.run_once()
+    hostile.rewrite("/walletsolidity/getnowblock", lambda _: b"[" * 100_000 + b"]" * 100_000, count=10**6)
+    watcher.start()
+    time.sleep(1.5)  # seven intervals
+    health = client.get("/health").get_json()
+    watcher.stop()
+    report = health["watcher"]
+    assert report["running"] and hostile.url.split("//")[1] in str(report["last_error"]), report
+
+
+# --- The account strategy's watermark: expiry must wait until the listing that was read has shown the money ---
+
+def test_the_watermark_and_the_listing_come_from_the_same_upstream(new_watcher, client, auth, db, sim: Simulator,
+                                                                   config: Config) -> None:
+    """Two TronGrid upstreams, the second one's index five minutes late. The first answers the watermark, then fails
+    the listing (HTTP 500 after the retries): the listing is read from the second, and the cursor and expiry move
+    to the first one's watermark over a listing that has not reached it."""
+    late = sim.replica()
+    late.set_index_lag(300)
+    cfg = config.with_overrides(trongrid_api_url=f"{sim.url},{late.url}", watcher_strategy="account",
+                                trongrid_max_rps=500.0)
+    watcher = new_watcher(cfg)
+    p = create(client, auth, "12", expires_in_seconds=60)
+    pay(sim, WALLET, 12_000_000)  # mined at once, well before expires_at
+    sim.advance(200)
+    sim.mine(3)  # chain time is past expires_at: the payment is paid, on time
+    sim.set_fault("500", count=3, path_prefix="/v1/accounts/")  # the first upstream fails this cycle's listing
+    watcher.run_once()
+    assert "payment.expired" not in events(db, p), (events(db, p), get(client, auth, p)["status"])
+
+
+def test_a_transfer_indexed_out_of_order_after_expiry_reopens_its_payment(new_watcher, client, auth, db,
+                                                                           sim: Simulator, config: Config) -> None:
+    """The index lists one transaction 90 s after its block while later blocks' USDT events are listed at once
+    (out-of-order indexing, `delay_in_index`). Paid ten seconds before expiry, the payment expires when the
+    watermark (the newest event listed) passes expiry plus the overlap: the watermark shows how far the index
+    reached, not that it left nothing out. The money is not lost: the sweep finds it, and since it was mined before
+    the expiry took effect the payment is reopened and completes, as if it had not expired (README)."""
+    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="account", trongrid_max_rps=500.0,
+                                reconcile_interval_seconds=1.0)
+    watcher = new_watcher(cfg)
+    p = create(client, auth, "13", expires_in_seconds=60)
+    created = int(datetime.fromisoformat(p["created_at"]).timestamp() * 1000)
+    expires = int(datetime.fromisoformat(p["expires_at"]).timestamp() * 1000)
+    sim.advance((expires - 12_000 - sim.state()["head_timestamp"]) / 1000 - 3)
+    tx = sim.transfer(WALLET, 13_000_000, from_=PAYER)
+    sim.delay_in_index(tx, 90)
+    sim.solidify()
+    mined = sim.chain.txs[tx].block_timestamp
+    # the next solid block: two minutes after creation, before the index lists the transfer (mined + 90 s)
+    sim.advance((created + 122_000 - sim.state()["head_timestamp"]) / 1000 - 3)
+    sim.mine(3)
+    solid = sim.state()["solid_timestamp"]
+    assert created <= mined < expires and expires + 60_000 <= solid < mined + 90_000, (created, mined, expires, solid)
+    watcher.run_once()
+    sim.mine(40)  # two more minutes: the index lists it now
+    for _ in range(4):
+        time.sleep(0.4)  # a new pass of the sweep is due every second here
+        watcher.run_once()
+    assert get(client, auth, p)["status"] == "completed"
+    assert events(db, p) == ["payment.expired", "payment.completed"], events(db, p)
+    assert "reopened" in [e["event_type"] for e in client.get(f"/payments/{p['id']}/logs", headers=auth)
+                          .get_json()["logs"]]

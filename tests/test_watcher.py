@@ -8,12 +8,13 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 
+from config import Config
 from matching import AssignError, assign_transfer
 from models import Payment, PaymentLog, Transfer
 from tests.conftest import (
@@ -32,6 +33,8 @@ from tests.conftest import (
     wait_for,
 )
 from times import ms_to_datetime
+from tron_client import PAUSE_CAP_SECONDS
+from tron_sim import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_USDT = "TXL6rJbvmjD46zeN1JssfgxvSo99qC8MRT"
@@ -384,3 +387,89 @@ def test_idle_account_watcher_sends_nothing_upstream(new_watcher, db, sim, watch
         assert sim.count("/") == 0
     finally:
         idle.stop()
+
+
+# --- The accepted solid head: one answer from a node far behind must not lock the watcher out of the true chain ---
+
+BLOCK_SECONDS = 0.1  # the simulator below mines one block per 0.1 s of wall time: the head rules get that pace
+LAG = 100  # a node 100 blocks behind (five minutes on mainnet), e.g. one resyncing after its restart
+
+
+def mine_in_pace(sim: Simulator, blocks: int) -> None:
+    """Let the wall clock pass as the chain produces `blocks` blocks at BLOCK_SECONDS each."""
+    time.sleep(blocks * BLOCK_SECONDS)
+    sim.mine(blocks)
+
+
+def test_a_head_from_a_node_far_behind_does_not_lock_out_every_later_head(new_watcher, client, auth, db, sim, config,
+                                                                           strategy) -> None:
+    """The first head accepted after a start comes from a node 100 blocks behind; the true heads that follow must be
+    believed (a restart after a downtime, with chain time following the wall clock, is checked by the arithmetic in
+    test_chain_view: this simulator's chain time runs thirty times faster than the wall clock here)."""
+    cfg: Config = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy=strategy, trongrid_max_rps=500.0,
+                                        tron_block_seconds=BLOCK_SECONDS, upstream_clock_skew_seconds=3600.0)
+    watcher = new_watcher(cfg)
+    p = create(client, auth, "17")
+    sim.set_node_lag(1.0, LAG)  # the first answer after the (re)start comes from the node behind
+    watcher.run_once()
+    sim.set_node_lag(0.0, 0)  # that node caught up (or left the pool): every answer is the true head from now on
+    pay(sim, WALLET, 17_000_000)
+    for _ in range(8):  # the chain goes on at its pace, the watcher every 0.3 s
+        mine_in_pace(sim, 3)
+        result = watcher.run_once()
+        if get(client, auth, p)["status"] == "completed":
+            break
+    health = client.get("/health").get_json()
+    assert get(client, auth, p)["status"] == "completed", (
+        f"every true head refused since: {result.refused[-1:]}; /health {health['status']}, "
+        f"seconds_behind {health['watcher']['seconds_behind']}")
+
+
+def test_a_preferred_node_behind_the_others_neither_delays_detection_nor_hides_it(new_watcher, client, auth, db,
+                                                                                  sim, config, strategy) -> None:
+    """The operator's own node, listed first, runs 40 blocks (two minutes) behind TronGrid, listed second. Its head
+    is plausible every cycle (never below the last one), so it is the only one asked: every payment waits for that
+    node, and /health says healthy, 0 s and 0 blocks behind, measured against that same head."""
+    node = sim.replica(v1_api=strategy == "account")
+    node.set_node_lag(1.0, 40)
+    cfg: Config = config.with_overrides(trongrid_api_url=f"{node.url},{sim.url}", watcher_strategy=strategy,
+                                        trongrid_max_rps=500.0)
+    watcher = new_watcher(cfg)
+    p = create(client, auth, "18")
+    watcher.run_once()
+    pay(sim, WALLET, 18_000_000)
+    for _ in range(3):
+        watcher.run_once()
+    health = client.get("/health").get_json()
+    assert get(client, auth, p)["status"] == "completed", (
+        f"/health {health['status']}, seconds_behind {health['watcher']['seconds_behind']}, "
+        f"blocks_behind {health['watcher']['blocks_behind']}, true solid head {sim.state()['solid_head']}")
+
+
+# --- A rate-limit answer names its own pause: an absurd one must not break /health nor the watcher's report ---
+
+@pytest.mark.parametrize("retry_after", [1e20, float("inf")], ids=["1e20", "inf"])
+def test_an_absurd_retry_after_is_reported_not_fatal(new_watcher, client, auth, db, sim: Simulator, config: Config,
+                                                     retry_after: float) -> None:
+    """`Retry-After: 100000000000000000000` pauses the upstream until a date no datetime holds, and /health answers
+    500 from then on (a load balancer takes the instance out); `Retry-After: inf` makes every report fail to store
+    (PostgreSQL's json has no Infinity), so /health keeps showing the last cycle before the pause as healthy. Both
+    pauses are forever for a single upstream, until a restart."""
+    cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="blocks", trongrid_max_rps=500.0)
+    watcher = new_watcher(cfg)
+    create(client, auth, "5")
+    watcher.run_once()
+    sim.set_fault("503", count=1, retry_after=retry_after)
+    try:
+        watcher.run_once()
+    except Exception as exc:
+        pytest.fail(f"the cycle's report failed: {type(exc).__name__}: {str(exc)[:120]}")
+    health = client.get("/health")
+    assert health.status_code == 200, health.get_json()
+    body = health.get_json()
+    assert body["status"] == "degraded" and "503" in body["watcher"]["last_error"], body["watcher"]
+    if retry_after == 1e20:  # a number: believed up to the longest pause any answer can impose, an hour
+        upstream = body["watcher"]["upstreams"][0]
+        paused_until = datetime.fromisoformat(upstream["paused_until"].replace("Z", "+00:00")).timestamp()
+        assert upstream["state"] == "paused" and paused_until <= time.time() + PAUSE_CAP_SECONDS + 5
+    # "inf" is no number of seconds nor an HTTP date: the header is ignored, the usual short pause applies
