@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,28 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+# What the tests drive besides Python: a real browser for the checkout page, zbarimg to read its QR code back,
+# and Prometheus (promtool for the alert rules, the server to scrape /metrics). Command -> Debian package.
+SYSTEM_TOOLS = {"chromium": "chromium", "chromedriver": "chromium-driver", "zbarimg": "zbar-tools",
+                "promtool": "prometheus", "prometheus": "prometheus"}
+
+
+def ensure_system_tools() -> None:
+    """Install the tests' system tools from Debian's packages when missing (as root, as on CI); elsewhere say
+    which are missing: the tests that need them are then skipped with that reason."""
+    missing = sorted({package for command, package in SYSTEM_TOOLS.items() if shutil.which(command) is None})
+    if not missing:
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"not installed: {', '.join(missing)} (apt-get install them as root); the tests needing them skip",
+              file=sys.stderr, flush=True)
+        return
+    print(f"installing {', '.join(missing)} with apt-get", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
 def run(args: list[str], env: dict[str, str] | None = None) -> int:
     """Become the task's command. On POSIX the process is replaced (exec): it keeps this pid, so `kill <pid>`
     and Ctrl-C reach the command itself, which stops cleanly, and no wrapper is left to orphan it."""
@@ -60,7 +83,12 @@ def serve(extra: list[str]) -> int:
 
 
 def test(extra: list[str]) -> int:
-    """the whole test suite (pytest arguments pass through)"""
+    """the whole test suite (pytest arguments pass through); installs the system tools it drives when missing"""
+    try:
+        ensure_system_tools()
+    except subprocess.CalledProcessError as exc:
+        print(f"installing the tests' system tools failed (exit {exc.returncode})", file=sys.stderr)
+        return 1
     return run([str(PYTHON), "-m", "pytest", *extra])
 
 
