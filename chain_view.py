@@ -9,6 +9,7 @@ one and this machine's clock (:func:`implausibility`); cursors never move past a
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,11 +18,12 @@ from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session
 
 from config import Config
+from database import Database
 from matching import may_take_money
 from models import Payment, WalletCursor
 from service_state import read_state, write_state
 from times import to_ms
-from tron_client import BlockRef
+from tron_client import BlockRef, TronClient, TronError
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ OVERLAP_MS = 60_000  # re-read the last minute: page and clock boundaries never 
 # A solid head may advance by the blocks the elapsed time allows plus this many: nodes of one pool differ by some
 # blocks, and the first head accepted after a start may come from one that is behind.
 HEAD_MARGIN_BLOCKS = 30
+HEAD_TRIES = 3  # answers asked for a plausible solid head per cycle
 
 
 # --- the solid head ------------------------------------------------------------------------------
@@ -155,3 +158,45 @@ class ChainView:
         if created_since is not None:
             query = query.where(Payment.created_at >= created_since)
         return {wallet: oldest for wallet, oldest in session.execute(query)}
+
+
+def read_plausible_head(db: Database, client: TronClient, view: ChainView, refused: list[str],
+                        errors: list[str]) -> AcceptedHead | None:
+    """The highest solid head believed by the rules above: every upstream is asked once (an upstream behind the
+    others must not hold the scan back or hide how far behind it is), a refused answer is asked again while
+    nothing plausible came, and refusals are noted in `refused` for /health. When no answer is plausible this
+    cycle, the last accepted head stands: cursors never pass what a plausible head allowed."""
+    with db.Session() as session:
+        last = view.accepted_head(session)
+    upstreams = client.ordered_upstreams()
+    error: TronError | None = None
+    believed: list[AcceptedHead] = []
+    for attempt in range(max(HEAD_TRIES, len(upstreams))):
+        if attempt >= len(upstreams) and believed:
+            break
+        upstream = upstreams[attempt % len(upstreams)]
+        try:
+            answer = client.only(upstream).get_solid_head()
+        except TronError as exc:
+            error = error or exc  # the first is the telling one ("HTTP 503"), not "paused until"
+            continue
+        now = time.time()
+        reason = view.check(answer, last, now)
+        if reason is None:
+            believed.append(AcceptedHead(answer.number, answer.timestamp, now))
+            continue
+        refusal = f"{upstream.name}: solid head {answer.number} refused: {reason}"
+        if refusal not in refused:
+            logger.warning("%s", refusal)
+            refused.append(refusal)
+    if believed:
+        accepted = max(believed, key=lambda head: head.number)
+        with db.transaction() as session:
+            view.accept_head(session, accepted)
+        return accepted
+    if error is not None and not refused:
+        raise error  # no upstream answered at all: nothing can be read this cycle
+    if last is None:
+        errors.append("no plausible solid head yet; waiting for one")
+    return last
+

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from chain_view import AcceptedHead, ChainView
+from chain_view import AcceptedHead, ChainView, read_plausible_head
 from config import Config, first_line, startup_config
 from database import Database, DatabaseError, resolve_database_url
 from events import log_event
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 WATCHER_LOCK_ID = 0x7472_6F6E_0003
 SWITCH_TO_BLOCKS = 0.7  # share of the per-cycle request budget at which `auto` leaves `account`
 SWITCH_TO_ACCOUNT = 0.4  # ... and comes back (hysteresis)
-HEAD_TRIES = 3  # answers asked for a plausible solid head per cycle
 _ADDRESS = re.compile(r"\bT[1-9A-HJ-NP-Za-km-z]{33}\b")
 
 
@@ -263,7 +262,7 @@ class Watcher:
             scan.share = share
             scan.start_cycle()
         result = CycleResult(strategy, wallets=len(wallets))
-        head = self.plausible_head(result)
+        head = read_plausible_head(self.db, self.client, self.view, result.refused, result.errors)
         if head is None:
             return result
         result.head_timestamp = head.timestamp
@@ -276,45 +275,6 @@ class Watcher:
         self.events_written(result)  # what the scan credited goes out now, not after the sweep
         self.reconciler.run(wallets, head.timestamp, result)
         return result
-
-    def plausible_head(self, result: CycleResult) -> AcceptedHead | None:
-        """The highest solid head believed by the rules of chain_view: every upstream is asked once (an upstream
-        behind the others must not hold the scan back or hide how far behind it is), a refused answer is asked
-        again while nothing plausible came, and refusals are noted for /health. When no answer is plausible this
-        cycle, the last accepted head stands: cursors never pass what a plausible head allowed."""
-        with self.db.Session() as session:
-            last = self.view.accepted_head(session)
-        upstreams = self.client.ordered_upstreams()
-        error: TronError | None = None
-        believed: list[AcceptedHead] = []
-        for attempt in range(max(HEAD_TRIES, len(upstreams))):
-            if attempt >= len(upstreams) and believed:
-                break
-            upstream = upstreams[attempt % len(upstreams)]
-            try:
-                answer = self.client.only(upstream).get_solid_head()
-            except TronError as exc:
-                error = error or exc  # the first is the telling one ("HTTP 503"), not "paused until"
-                continue
-            now = time.time()
-            reason = self.view.check(answer, last, now)
-            if reason is None:
-                believed.append(AcceptedHead(answer.number, answer.timestamp, now))
-                continue
-            refusal = f"{upstream.name}: solid head {answer.number} refused: {reason}"
-            if refusal not in result.refused:
-                logger.warning("%s", refusal)
-                result.refused.append(refusal)
-        if believed:
-            accepted = max(believed, key=lambda head: head.number)
-            with self.db.transaction() as session:
-                self.view.accept_head(session, accepted)
-            return accepted
-        if error is not None and not result.refused:
-            raise error  # no upstream answered at all: nothing can be read this cycle
-        if last is None:
-            result.errors.append("no plausible solid head yet; waiting for one")
-        return last
 
     # reporting
     def report(self, result: CycleResult) -> None:
