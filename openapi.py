@@ -10,6 +10,7 @@ from typing import Any
 from api import EVENTS_QUERY, PAYMENTS_QUERY, TRANSFERS_QUERY
 from app import HEALTH_DB_DEADLINE_SECONDS
 from errors import ERROR_SCHEMA
+from sandbox_api import INBOX_QUERY, PAY, TRANSFER
 from schemas import BOOLEAN, SCHEMAS, STRING, object_schema, ref
 from validation import (
     CREATE_PAYMENT,
@@ -70,6 +71,8 @@ NO_FIELDS_BODY = {
 COMPONENTS: dict[str, Any] = {
     "Error": ERROR_SCHEMA,
     "CreatePayment": body_schema(CREATE_PAYMENT, BODY_RULES),
+    "SandboxPay": body_schema(PAY, BODY_RULES),
+    "SandboxTransferRequest": body_schema(TRANSFER, BODY_RULES),
     **{name: object_schema(fields) for name, fields in SCHEMAS.items()},
 }
 
@@ -182,6 +185,68 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "This document (no API key)",
             "responses": {"200": response("OpenAPI 3.1 document", {"type": "object"})},
+        },
+    },
+}
+
+
+SANDBOX_ONLY = "Sandbox network only (TRON_NETWORK=sandbox): a 404 on every other network. "
+OFF_SANDBOX = response("Not the sandbox network", ref("Error"))
+SENT = response("Sent: mined into the next block, found by the watcher once solidified", ref("SandboxTransfer"))
+PATHS |= {
+    "/sandbox/payments/{payment_id}/pay": {
+        "post": with_body(secured({
+            "summary": SANDBOX_ONLY + "Pay a payment on the sandbox chain, from a random sender",
+            "parameters": [PAYMENT_ID],
+            "requestBody": {"required": False, "description": "Optional. " + BODY_RULES,
+                            **json_content(ref("SandboxPay"))},
+            "responses": {
+                "202": SENT,
+                "404": response("No payment has this id, or not the sandbox network", ref("Error")),
+                "409": response("nothing_remaining: the payment has its whole amount; send amount_usdt", ref("Error")),
+            },
+        })),
+    },
+    "/sandbox/transfers": {
+        "post": with_body(secured({
+            "summary": SANDBOX_ONLY + "Send any transfer on the sandbox chain (unmatched, fake-token, reverted, late)",
+            "requestBody": {"required": True, "description": BODY_RULES, **json_content(ref("SandboxTransferRequest"))},
+            "responses": {"202": SENT, "404": OFF_SANDBOX},
+        })),
+    },
+    "/sandbox/inbox": {
+        "post": with_body({
+            "summary": SANDBOX_ONLY + "The built-in webhook receiver (no API key: the Standard Webhooks signature, "
+                                      "made with this service's signing secret, is checked instead)",
+            "requestBody": {"required": True, "description": "A webhook as this service sends it",
+                            **json_content({"type": "object"})},
+            "responses": {
+                "200": response("Verified and kept", ref("SandboxDelivery")),
+                "400": BAD_INPUT,
+                "401": response("invalid_signature: the signature does not verify with this service's secret",
+                                ref("Error")),
+                "404": OFF_SANDBOX,
+                "503": DATABASE_DOWN,
+            },
+        }),
+        "get": secured({
+            "summary": SANDBOX_ONLY + "The webhooks the built-in receiver verified and kept, newest first",
+            "parameters": parameters(INBOX_QUERY),
+            "responses": {"200": response("A page of deliveries", list_of("deliveries", "SandboxDelivery")),
+                          "404": OFF_SANDBOX},
+        }),
+    },
+    "/pay/{token}/simulate": {
+        "post": {
+            "summary": SANDBOX_ONLY + "The checkout page's \"simulate payment\": pays the remaining amount",
+            "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+                            "description": "The token of the payment's checkout_url"}],
+            "responses": {
+                "202": SENT,
+                "404": response("No payment has this token, or not the sandbox network", ref("Error")),
+                "409": response("nothing_remaining: the payment has its whole amount", ref("Error")),
+                "503": DATABASE_DOWN,
+            },
         },
     },
 }
