@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import requests
@@ -24,8 +29,10 @@ from sandbox_chain import Schedule, Segment, current_schedule, send_transfer
 from sandbox_node import SandboxNode
 from tests.conftest import TEST_API_KEY, WALLET, WALLET_B, count_rows, set_fields, wait_for
 from tron_client import TronClient
+from tron_sim import random_address
 from webhook_signing import signature_header
 
+ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -263,3 +270,56 @@ def test_a_schedule_maps_times_to_blocks_across_segments() -> None:
     assert [schedule.timestamp(n) for n in (99, 100, 109, 110, 111)] == [9_700, 10_000, 12_700, 15_700, 18_700]
     assert [schedule.height_at(ms) for ms in (9_999, 10_000, 12_999, 15_699, 15_700, 18_699, 18_700)] == \
         [99, 100, 109, 109, 110, 110, 111]  # the old interval never runs into the next segment
+
+
+# --- real processes ---------------------------------------------------------------------------------------------
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+INHERITED = ("TRON_NETWORK", "TRONGRID_API_URL", "DATABASE_URL", "PORT", "HOST", "API_KEYS", "WEBHOOK_SECRET",
+             "POLLING_INTERVAL_SECONDS", "ALLOW_PRIVATE_CALLBACKS", "LOG_FORMAT", "LOG_LEVEL")
+
+
+def sandbox_env(database_url: str, port: int) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in INHERITED}
+    return {**base, "DATABASE_URL": database_url, "TRON_NETWORK": "sandbox", "PORT": str(port),
+            "API_KEYS": TEST_API_KEY, "WEBHOOK_SECRET": SECRET, "SANDBOX_BLOCK_SECONDS": "0.3",
+            "POLLING_INTERVAL_SECONDS": "0.3", "TRONGRID_MAX_RPS": "200", "GUNICORN_WORKERS": "2",
+            "GUNICORN_THREADS": "2"}
+
+
+def worker_pids(access_log: Path, request_start: str) -> set[str]:
+    """The workers (by pid) whose access log lines start with this request line."""
+    return {line.split()[0] for line in access_log.read_text().splitlines() if request_start in line}
+
+
+def test_under_gunicorn_a_transfer_sent_through_either_worker_is_seen_by_the_leading_watcher(
+        db: Database, database_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    access_log = tmp_path / "access.log"
+    with open(access_log, "w") as out, open(tmp_path / "error.log", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                 "--access-logformat", "%(p)s %(r)s %(s)s", "app:create_app()"], cwd=ROOT,
+                                env=sandbox_env(database_url, port), stdout=out, stderr=err, start_new_session=True)
+    service = Service(f"http://127.0.0.1:{port}", Flask(__name__))
+    try:
+        assert wait_for(lambda: _answers(service), timeout=30), (tmp_path / "error.log").read_text()[-3000:]
+        paid: list[str] = []
+        while len(worker_pids(access_log, "POST /sandbox/payments/")) < 2 and len(paid) < 40:
+            payment = service.create("7.5", wallet=random_address())  # each request on a new connection
+            assert service.post(f"/sandbox/payments/{payment['id']}/pay").status_code == 202
+            paid.append(payment["id"])
+        assert len(worker_pids(access_log, "POST /sandbox/payments/")) == 2, access_log.read_text()
+        for payment_id in paid:
+            assert wait_for(lambda: service.payment(payment_id)["status"] == "completed", timeout=20), payment_id  # noqa: B023
+            assert wait_for(lambda: deliveries(service, payment_id), timeout=15)  # noqa: B023
+        assert service.get("/health").json()["watcher"]["network"] == "sandbox"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def _answers(service: Service) -> bool:
+    try:
+        return service.get("/stats").status_code == 200
+    except requests.RequestException:
+        return False
