@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -323,3 +324,46 @@ def _answers(service: Service) -> bool:
         return service.get("/stats").status_code == 200
     except requests.RequestException:
         return False
+
+
+def readme_quick_start() -> str:
+    """The shell block of the README's "Try it: a payment in the sandbox"."""
+    section = (ROOT / "README.md").read_text().split("### Try it: a payment in the sandbox", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_sandbox_quick_start_runs_in_a_fresh_clone(empty_url: str, tmp_path: Path) -> None:
+    """`git clone`, `python3 dev.py serve` (its own database, no network setting), then the README's commands as
+    written, but for the port, the printed key and the wait (short blocks here)."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=60)
+    (clone / ".venv").symlink_to(ROOT / ".venv")
+    port = free_port()
+    dropped = (*INHERITED, "TEST_DATABASE_URL", "TEST_RUN_DATABASE_URL")
+    env = {**{k: v for k, v in os.environ.items() if k not in dropped}, "DATABASE_URL": empty_url,
+           "PORT": str(port), "SANDBOX_BLOCK_SECONDS": "0.3", "POLLING_INTERVAL_SECONDS": "0.3"}
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        serve = subprocess.Popen([sys.executable, "dev.py", "serve"], cwd=clone, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        key = re.compile(r"Created the first API key \(shown only once, store it now\): (\S+)")
+        assert wait_for(lambda: key.search(log.read_text()) and _answers(Service(f"http://127.0.0.1:{port}",
+                                                                                  Flask(__name__))), timeout=120), \
+            log.read_text()[-3000:]
+        assert "TRON_NETWORK=sandbox" in log.read_text()
+        inbox = (f'curl -s "http://127.0.0.1:{port}/sandbox/inbox?payment_id=$PAYMENT_ID"'
+                 ' -H "Authorization: Bearer $API_KEY"')
+        wait = f"for i in $(seq 150); do {inbox} | grep -q payment.completed && break; sleep 0.2; done"
+        script = re.sub(r"^sleep .*$", wait, readme_quick_start().replace("tum_...", key.search(log.read_text())[1])
+                        .replace("5000", str(port)), flags=re.MULTILINE)
+        done = subprocess.run(["bash", "-e", "-c", script], cwd=clone, capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, done.stderr
+        sent, payment, arrived = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        assert payment["status"] == "completed" and payment["transaction_hash"] == sent["transaction_hash"]
+        [delivery] = arrived["deliveries"]
+        assert delivery["type"] == "payment.completed" and delivery["signature_verified"] is True
+        assert delivery["event"]["data"]["id"] == payment["id"]
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(30)
