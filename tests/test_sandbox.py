@@ -28,7 +28,7 @@ from database import Database
 from models import SandboxDelivery, SandboxTransfer
 from sandbox_chain import Schedule, Segment, current_schedule, send_transfer
 from sandbox_node import SandboxNode
-from tests.conftest import TEST_API_KEY, WALLET, WALLET_B, count_rows, set_fields, wait_for
+from tests.conftest import TEST_API_KEY, WALLET, WALLET_B, count_rows, lock_holder_pid, set_fields, wait_for
 from tron_client import TronClient
 from tron_sim import random_address
 from webhook_signing import signature_header
@@ -293,14 +293,23 @@ def worker_pids(access_log: Path, request_start: str) -> set[str]:
     return {line.split()[0] for line in access_log.read_text().splitlines() if request_start in line}
 
 
+@pytest.mark.parametrize("leader", ["a worker", "watcher.py"])
 def test_under_gunicorn_a_transfer_sent_through_either_worker_is_seen_by_the_leading_watcher(
-        db: Database, database_url: str, tmp_path: Path) -> None:
+        db: Database, database_url: str, tmp_path: Path, leader: str) -> None:
+    """Two gunicorn workers; the leading watcher is one of theirs, or a standalone `python watcher.py` (the
+    workers' then off): every payment paid through either worker completes and its webhook is verified."""
     port = free_port()
+    env = sandbox_env(database_url, port)
     access_log = tmp_path / "access.log"
+    processes = []
     with open(access_log, "w") as out, open(tmp_path / "error.log", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                 "--access-logformat", "%(p)s %(r)s %(s)s", "app:create_app()"], cwd=ROOT,
-                                env=sandbox_env(database_url, port), stdout=out, stderr=err, start_new_session=True)
+        if leader == "watcher.py":
+            env["WATCHER_ENABLED"] = "false"
+            processes.append(subprocess.Popen([sys.executable, "watcher.py"], cwd=ROOT, env=env, stdout=err,
+                                              stderr=err, start_new_session=True))
+        processes.append(subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                           "--access-logformat", "%(p)s %(r)s %(s)s", "app:create_app()"], cwd=ROOT,
+                                          env=env, stdout=out, stderr=err, start_new_session=True))
     service = Service(f"http://127.0.0.1:{port}", Flask(__name__))
     try:
         assert wait_for(lambda: _answers(service), timeout=30), (tmp_path / "error.log").read_text()[-3000:]
@@ -314,9 +323,12 @@ def test_under_gunicorn_a_transfer_sent_through_either_worker_is_seen_by_the_lea
             assert wait_for(lambda: service.payment(payment_id)["status"] == "completed", timeout=20), payment_id  # noqa: B023
             assert wait_for(lambda: deliveries(service, payment_id), timeout=15)  # noqa: B023
         assert service.get("/health").json()["watcher"]["network"] == "sandbox"
+        if leader == "watcher.py":
+            assert lock_holder_pid(db) == processes[0].pid
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        for proc in processes:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
 
 
 def _answers(service: Service) -> bool:
