@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import validation as v
-from api import check_request_body, event_payment_id, json_body, require_api_key, services
+from api import check_request_body, event_payment_id, filtered, json_body, require_api_key, services
 from errors import ApiError
 from models import Payment, SandboxDelivery
 from paging import Keyset, limit_field, number_key
@@ -137,9 +137,7 @@ def receive() -> Any:
 @require_api_key
 def inbox() -> Any:
     given = v.read_fields(INBOX_QUERY, request.args)
-    query = select(SandboxDelivery)
-    if given["payment_id"] is not None:
-        query = query.where(SandboxDelivery.payment_id == given["payment_id"])
+    query = filtered(select(SandboxDelivery), given, payment_id=SandboxDelivery.payment_id)
     with services().db.Session() as session:
         page = DELIVERIES.page(session, query, given["limit"], given["cursor"])
     return jsonify({"deliveries": [render(SANDBOX_DELIVERY, d) for d in page.rows], "next_cursor": page.next_cursor})
