@@ -422,4 +422,4 @@ def stats() -> Any:
 def openapi() -> Any:
     from openapi import build_spec
 
-    return jsonify(build_spec())
+    return jsonify(build_spec(sandbox=services().config.is_sandbox))

@@ -1,6 +1,7 @@
-"""The sandbox network's routes (TRON_NETWORK=sandbox; a JSON 404 on every other network): money sent on the sandbox
-chain, for a payment or to any address, and the built-in webhook receiver. What they send is mined like any
-transfer (sandbox_chain.py) and found by the watcher through its usual path: nothing here credits a payment."""
+"""The sandbox network's routes (registered on TRON_NETWORK=sandbox only; a JSON 404 on every other network): money
+sent on the sandbox chain, for a payment or to any address, and the built-in webhook receiver. What they send is
+mined like any transfer (sandbox_chain.py) and found by the watcher through its usual path: nothing here credits a
+payment."""
 from __future__ import annotations
 
 import logging
@@ -26,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("sandbox", __name__)
 
-SANDBOX_ONLY = "This route exists on the sandbox network only (TRON_NETWORK=sandbox); see /openapi.json."
 SIMULATE_ENDPOINT = "sandbox.simulate"
 
 
@@ -60,10 +60,8 @@ INBOX_QUERY = (
 
 
 @bp.before_request
-def sandbox_only() -> None:
-    """Every route here: a 404 off the sandbox; then the API's body rules, except for the checkout page's form."""
-    if not services().config.is_sandbox:
-        raise ApiError("not_found", SANDBOX_ONLY, status=404)
+def body_rules() -> None:
+    """The API's body rules, except for the checkout page's form post."""
     if request.endpoint != SIMULATE_ENDPOINT:
         check_request_body()
 

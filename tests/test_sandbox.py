@@ -221,6 +221,15 @@ def test_sandbox_routes_are_404_on_every_other_network(client, auth) -> None:  #
         assert r.status_code == 404 and r.get_json()["error"] == "not_found", (path, r.get_data())
 
 
+def test_openapi_lists_the_sandbox_routes_on_the_sandbox(routes: Service) -> None:
+    from tests.test_openapi import flask_routes
+
+    spec = routes.get("/openapi.json").json()
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert documented == flask_routes(routes.app)
+    assert {("/sandbox/inbox", "post"), ("/pay/{token}/simulate", "post")} <= documented
+
+
 def test_callbacks_on_this_machine_stay_refused_but_the_own_inbox(routes: Service) -> None:
     r = routes.post("/payments", {"wallet_address": WALLET, "expected_amount_usdt": "1", "order_id": "x",
                                   "callback_url": "http://127.0.0.1:9/hook"})
