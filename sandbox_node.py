@@ -45,15 +45,20 @@ class SandboxNode(Simulator):
         with db.transaction() as session:
             schedule = current_schedule(session, config)
         super().__init__(chain=new_chain(schedule, config))
+        self.genesis = schedule.start
         self.front.witness = random_address(random.Random(schedule.start.timestamp))  # the same in every process
         self.catch_up()
 
     def catch_up(self) -> None:
         """Mine the blocks the database has sealed and this replica lacks (sealing what is due first)."""
         with self._catching_up:
-            head = self.chain.head.number
             with self.db.transaction() as session:
                 schedule = current_schedule(session, self.config)
+                if schedule.start != self.genesis:  # the database's chain was started anew (db_manager.py reset)
+                    logger.warning("sandbox chain started anew in the database: this process follows it")
+                    self.genesis, self.chain = schedule.start, new_chain(schedule, self.config)
+                    self.front.chain = self.chain
+                head = self.chain.head.number
                 rows = sealed_transfers(session, head, schedule.sealed)
                 txs = [(row.block_number, transaction_of(row)) for row in rows]
             with self.chain.lock:

@@ -26,7 +26,7 @@ from flask import Flask
 from config import Config
 from database import Database
 from models import SandboxDelivery, SandboxTransfer
-from sandbox_chain import Schedule, Segment, current_schedule, send_transfer
+from sandbox_chain import Schedule, Segment, current_schedule, load_schedule, send_transfer
 from sandbox_node import SandboxNode
 from tests.conftest import TEST_API_KEY, WALLET, WALLET_B, count_rows, lock_holder_pid, set_fields, wait_for
 from tron_client import TronClient
@@ -261,6 +261,28 @@ def test_every_process_serves_the_same_chain(db: Database, config: Config) -> No
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_node_follows_a_chain_started_anew_in_the_database(db: Database, config: Config) -> None:
+    from sqlalchemy import delete
+
+    from models import ServiceState
+
+    cfg = sandbox_config(config)
+    node = SandboxNode(db, cfg)
+    try:
+        client = TronClient(node.start(), cfg.usdt_contract)
+        old = node.genesis
+        with db.transaction() as session:  # what db_manager.py reset leaves: no chain at all
+            session.execute(delete(ServiceState).where(ServiceState.key == "sandbox_chain"))
+        time.sleep(0.4)  # the new chain's first block is on a later interval boundary than the old one's
+        with db.transaction() as session:
+            tx = send_transfer(session, cfg, WALLET, Decimal("1")).transaction_hash
+        assert wait_for(lambda: client.get_transaction_info(tx), timeout=10)
+        with db.Session() as session:
+            assert node.genesis == load_schedule(session).start != old  # the new chain, not the old one
+    finally:
+        node.stop()
 
 
 def test_a_schedule_keeps_sealed_blocks_when_the_interval_changes(db: Database, config: Config) -> None:
