@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import validation as v
-from api import check_request_body, event_payment_id, filtered, json_body, require_api_key, services
+from api import check_request_body, event_payment_id, filtered, json_body, load_payment, require_api_key, services
 from errors import ApiError
 from models import Payment, SandboxDelivery
 from paging import Keyset, limit_field, number_key
@@ -34,7 +34,7 @@ def optional_amount(value: Any) -> Decimal | None:
     return None if value is None else v.amount(value, "amount_usdt")
 
 
-def token(value: Any) -> str:
+def token_kind(value: Any) -> str:
     return v.one_of(value, TOKENS, "token") or "usdt"
 
 
@@ -46,7 +46,7 @@ TRANSFER = (
     Field("amount_usdt", v.AMOUNT_SCHEMA, lambda value: v.amount(value, "amount_usdt"), required=True),
     Field("token", {"enum": list(TOKENS), "default": "usdt",
                     "description": "usdt: the sandbox's USDT; fake: a token calling itself USDT at another contract"},
-          token),
+          token_kind),
     Field("reverted", {"type": "boolean", "default": False,
                        "description": "true: the transaction fails on chain (receipt REVERT); it pays nothing"},
           lambda value: v.boolean(value, "reverted")),
@@ -71,11 +71,8 @@ def optional_body(fields: tuple[Field, ...]) -> dict[str, Any]:
     return v.read_body(fields, json_body() if g.raw_body else {})
 
 
-def pay_payment(session: Session, payment_id: uuid.UUID | None, amount: Decimal | None) -> dict[str, Any]:
+def pay_payment(session: Session, payment: Payment, amount: Decimal | None) -> dict[str, Any]:
     """Send ``amount`` (default: what the payment still awaits) to the payment's wallet, from a random sender."""
-    payment = session.get(Payment, payment_id) if payment_id is not None else None
-    if payment is None:
-        raise ApiError("payment_not_found", "No payment has this id.", status=404)
     if amount is None:
         amount = payment.expected_amount_usdt - payment.received_amount_usdt
         if amount <= 0:
@@ -91,7 +88,7 @@ def pay_payment(session: Session, payment_id: uuid.UUID | None, amount: Decimal 
 def pay(payment_id: str) -> Any:
     given = optional_body(PAY)
     with services().db.transaction() as session:
-        body = pay_payment(session, v.payment_uuid(payment_id), given["amount_usdt"])
+        body = pay_payment(session, load_payment(session, payment_id), given["amount_usdt"])
     return jsonify(body), 202
 
 
@@ -103,8 +100,12 @@ def payment_for_token(token: str) -> uuid.UUID | None:
 @bp.post("/pay/<token>/simulate")
 def simulate(token: str) -> Any:
     """The checkout page's "simulate payment" button: the remaining amount, as /sandbox/payments/<id>/pay sends it."""
+    payment_id = payment_for_token(token)
     with services().db.transaction() as session:
-        body = pay_payment(session, payment_for_token(token), None)
+        payment = session.get(Payment, payment_id) if payment_id is not None else None
+        if payment is None:
+            raise ApiError("not_found", "No payment has this checkout link.", status=404)
+        body = pay_payment(session, payment, None)
     return jsonify(body), 202
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config import Config, first_line
 from database import Database, DatabaseError
 from sandbox_chain import Schedule, current_schedule, sealed_transfers, transaction_of
-from tron_sim.chain import Chain, random_address
+from tron_sim.chain import Chain, Tx, random_address
 from tron_sim.server import Reply
 from tron_sim.simulator import Simulator
 
@@ -59,12 +59,13 @@ class SandboxNode(Simulator):
                     self.genesis, self.chain = schedule.start, new_chain(schedule, self.config)
                     self.front.chain = self.chain
                 head = self.chain.head.number
-                rows = sealed_transfers(session, head, schedule.sealed)
-                txs = [(row.block_number, transaction_of(row)) for row in rows]
+                by_block: dict[int, list[Tx]] = {}
+                for row in sealed_transfers(session, head, schedule.sealed):
+                    by_block.setdefault(row.block_number, []).append(transaction_of(row))  # type: ignore[arg-type]
             with self.chain.lock:
                 for number in range(head + 1, schedule.sealed + 1):
-                    while txs and txs[0][0] == number:
-                        self.chain.submit_built(txs.pop(0)[1])
+                    for tx in by_block.get(number, ()):
+                        self.chain.submit_built(tx)
                     self.chain.mine_at(schedule.timestamp(number))
 
     def stop(self, timeout: float = 10.0) -> None:
