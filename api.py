@@ -139,10 +139,12 @@ def parse_new_payment(body: dict[str, Any]) -> NewPayment:
 
 
 def check_callback_address(url: str) -> None:
+    from sandbox_inbox import is_own_inbox
     from ssrf import CallbackUrlError, check_callback_url
 
+    config = services().config
     try:
-        check_callback_url(url, allow_private=services().config.allow_private_callbacks)
+        check_callback_url(url, allow_private=config.allow_private_callbacks or is_own_inbox(config, url))
     except CallbackUrlError as exc:
         raise ApiError("invalid_callback_url", f"callback_url is not allowed: {exc}", "callback_url") from None
 
@@ -420,4 +422,4 @@ def stats() -> Any:
 def openapi() -> Any:
     from openapi import build_spec
 
-    return jsonify(build_spec())
+    return jsonify(build_spec(sandbox=services().config.is_sandbox))

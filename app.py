@@ -163,8 +163,11 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     register_database_deadline(app)
 
     from api import bp
+    from sandbox_api import bp as sandbox_bp
 
     app.register_blueprint(bp)
+    if config.is_sandbox:  # on every other network its routes do not exist: a JSON 404
+        app.register_blueprint(sandbox_bp)
     return app
 
 
@@ -173,11 +176,17 @@ def services_of(app: Flask) -> Services:
 
 
 def start_background(app: Flask) -> None:
-    """Start the watcher (if enabled) and the webhook dispatcher in this process, once."""
+    """Start the watcher (if enabled) and the webhook dispatcher in this process, once; on the sandbox network first
+    this process's node of the sandbox chain, the watcher's upstream (sandbox_node.py)."""
     services = services_of(app)
     if services.background:
         return
+    from sandbox_node import with_sandbox_upstream
     from webhooks import WebhookDispatcher
+
+    services.config, node = with_sandbox_upstream(services.db, services.config)
+    if node is not None:
+        services.background.append(node)
 
     dispatcher = WebhookDispatcher(services.db, services.config)
     dispatcher.start()

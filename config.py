@@ -16,6 +16,8 @@ NETWORKS: dict[str, tuple[str, str]] = {
     "nile": ("https://nile.trongrid.io", "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"),
     "shasta": ("https://api.shasta.trongrid.io", "TG3XXyExBkPp9nzdajDZsozEu4BkaSJozs"),
 }
+SANDBOX = "sandbox"  # the simulated chain run inside the service (sandbox_chain.py): no chain, no money
+SANDBOX_USDT = NETWORKS["mainnet"][1]  # the sandbox chain's USDT token sits at mainnet's address
 STRATEGIES = ("account", "blocks", "auto")
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -51,6 +53,8 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     allow_private_callbacks: bool = False
+    sandbox_block_seconds: float = 3.0
+    sandbox_solidify_blocks: int = 2
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -59,6 +63,10 @@ class Config:
     def upstream_urls(self) -> tuple[str, ...]:
         """The upstreams of TRONGRID_API_URL, in order of preference (comma-separated)."""
         return tuple(part.strip().rstrip("/") for part in self.trongrid_api_url.split(",") if part.strip())
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.tron_network == SANDBOX
 
     @property
     def chain_key(self) -> str:
@@ -142,6 +150,18 @@ def _urls(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return ",".join(urls)
 
 
+def _upstreams(env: dict[str, str], network: str) -> str:
+    """TRONGRID_API_URL, or the network's TronGrid; none on the sandbox, whose chain each process serves itself on a
+    loopback port it learns only when it starts (sandbox_node.py)."""
+    raw = _get(env, "TRONGRID_API_URL")
+    if network == SANDBOX:
+        if raw is not None:
+            raise ConfigError("TRONGRID_API_URL must be unset with TRON_NETWORK=sandbox: the sandbox serves its own "
+                              "chain")
+        return ""
+    return _urls("TRONGRID_API_URL", raw or NETWORKS[network][0], ("http", "https"))
+
+
 def _schedule(env: dict[str, str]) -> tuple[int, ...]:
     raw = _get(env, "WEBHOOK_RETRY_SCHEDULE")
     if raw is None:
@@ -164,9 +184,9 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         env = dict(os.environ)
 
     network = (_get(env, "TRON_NETWORK") or "mainnet").lower()
-    if network not in NETWORKS:
-        raise ConfigError(f"TRON_NETWORK must be one of {', '.join(NETWORKS)}, got {network!r}")
-    default_url, default_contract = NETWORKS[network]
+    if network not in (*NETWORKS, SANDBOX):
+        raise ConfigError(f"TRON_NETWORK must be one of {', '.join((*NETWORKS, SANDBOX))}, got {network!r}")
+    sandbox_block_seconds = _number(env, "SANDBOX_BLOCK_SECONDS", 3.0, minimum=0.01, integer=False)
 
     strategy = (_get(env, "WATCHER_STRATEGY") or "auto").lower()
     if strategy not in STRATEGIES:
@@ -186,7 +206,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
     ):
         raise ConfigError(f"DATABASE_URL must start with postgresql://, got {database_url.split('@')[-1]!r}")
 
-    contract = _get(env, "USDT_CONTRACT") or default_contract
+    contract = _get(env, "USDT_CONTRACT") or (SANDBOX_USDT if network == SANDBOX else NETWORKS[network][1])
     from addresses import is_valid_address
 
     if not is_valid_address(contract):
@@ -208,12 +228,13 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         port=_port(env),
         database_url=database_url,
         tron_network=network,
-        trongrid_api_url=_urls("TRONGRID_API_URL", _get(env, "TRONGRID_API_URL") or default_url, ("http", "https")),
+        trongrid_api_url=_upstreams(env, network),
         usdt_contract=contract,
         trongrid_api_key=_get(env, "TRONGRID_API_KEY"),
         trongrid_max_rps=_number(env, "TRONGRID_MAX_RPS", 10.0, minimum=0.1, integer=False),
         trongrid_timeout_seconds=_number(env, "TRONGRID_TIMEOUT_SECONDS", 15.0, minimum=0.1, integer=False),
-        tron_block_seconds=_number(env, "TRON_BLOCK_SECONDS", 3.0, minimum=0.0001, integer=False),
+        tron_block_seconds=_number(env, "TRON_BLOCK_SECONDS", sandbox_block_seconds if network == SANDBOX else 3.0,
+                                   minimum=0.0001, integer=False),
         upstream_clock_skew_seconds=_number(env, "UPSTREAM_CLOCK_SKEW_SECONDS", 30.0, minimum=0, integer=False),
         reconcile_interval_seconds=_number(env, "RECONCILE_INTERVAL_SECONDS", 300.0, minimum=1, integer=False),
         watcher_strategy=strategy,
@@ -228,6 +249,8 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         log_level=log_level,
         log_format=log_format,
         allow_private_callbacks=_bool(env, "ALLOW_PRIVATE_CALLBACKS", False),
+        sandbox_block_seconds=sandbox_block_seconds,
+        sandbox_solidify_blocks=int(_number(env, "SANDBOX_SOLIDIFY_BLOCKS", 2, minimum=0, integer=True)),
     )
 
 

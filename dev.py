@@ -72,13 +72,38 @@ def run(args: list[str], env: dict[str, str] | None = None) -> int:
             continue  # the child got it too; wait for it to finish stopping
 
 
+def dotenv_values() -> dict[str, str]:
+    """The KEY=VALUE lines of .env (read here without python-dotenv, which lives in the virtualenv)."""
+    path = ROOT / ".env"
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        name, equals, value = line.strip().removeprefix("export ").partition("=")
+        if equals and not name.startswith("#"):
+            values[name.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def choose_network(env: dict[str, str], dotenv: dict[str, str]) -> None:
+    """The sandbox unless TRON_NETWORK or TRONGRID_API_URL has a value (environment or .env); says which."""
+    chosen = {name: (env.get(name) or dotenv.get(name) or "").strip() for name in ("TRON_NETWORK", "TRONGRID_API_URL")}
+    if any(chosen.values()):
+        shown = ", ".join(f"{name}={value}" for name, value in chosen.items() if value)
+        print(f"dev.py serve: watching the chain of {shown}", flush=True)
+        return
+    env["TRON_NETWORK"] = "sandbox"
+    if "POLLING_INTERVAL_SECONDS" not in env and "POLLING_INTERVAL_SECONDS" not in dotenv:
+        env["POLLING_INTERVAL_SECONDS"] = "1"  # a sandbox payment completes seconds after its block solidifies
+    print("dev.py serve: TRON_NETWORK=sandbox, a simulated chain inside the service (no real money); set "
+          "TRON_NETWORK or TRONGRID_API_URL to watch a real chain", flush=True)
+
+
 def serve(extra: list[str]) -> int:
-    """the service on http://127.0.0.1:5000 (embedded PostgreSQL unless DATABASE_URL is set)"""
+    """the service on http://127.0.0.1:5000 (the sandbox unless TRON_NETWORK or TRONGRID_API_URL is set)"""
     env = dict(os.environ)
-    dotenv = ROOT / ".env"
-    configured = dotenv.exists() and "ALLOW_PRIVATE_CALLBACKS=" in dotenv.read_text()
-    if not configured:  # development: local callback receivers allowed unless configured otherwise
+    dotenv = dotenv_values()
+    if "ALLOW_PRIVATE_CALLBACKS" not in dotenv:  # development: local callback receivers allowed unless configured
         env.setdefault("ALLOW_PRIVATE_CALLBACKS", "true")
+    choose_network(env, dotenv)
     return run([str(PYTHON), "app.py", *extra], env)
 
 

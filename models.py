@@ -223,3 +223,38 @@ class ServiceState(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class SandboxTransfer(Base):
+    """A transfer of the sandbox chain (TRON_NETWORK=sandbox), kept here so every process serves the same chain:
+    sent with its transaction id fixed, then sealed into a block (block_number) once its time has come."""
+
+    __tablename__ = "sandbox_transfers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    transaction_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    from_address: Mapped[str] = mapped_column(String(34))
+    to_address: Mapped[str] = mapped_column(String(34))
+    contract: Mapped[str] = mapped_column(String(34))
+    amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
+    reverted: Mapped[bool] = mapped_column(Boolean)
+    # The head its raw data refers to, and when its sender built it (chain ms): what its id is made of.
+    ref_block: Mapped[int] = mapped_column(BigInteger)
+    ref_timestamp: Mapped[int] = mapped_column(BigInteger)
+    sent_at_ms: Mapped[int] = mapped_column(BigInteger)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, index=True)  # None: waiting for its block
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SandboxDelivery(Base):
+    """A webhook the sandbox's own receiver (POST /sandbox/inbox) took in, its signature verified."""
+
+    __tablename__ = "sandbox_inbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    webhook_timestamp: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -10,6 +10,7 @@ from typing import Any
 from api import EVENTS_QUERY, PAYMENTS_QUERY, TRANSFERS_QUERY
 from app import HEALTH_DB_DEADLINE_SECONDS
 from errors import ERROR_SCHEMA
+from sandbox_api import INBOX_QUERY, PAY, TRANSFER
 from schemas import BOOLEAN, SCHEMAS, STRING, object_schema, ref
 from validation import (
     CREATE_PAYMENT,
@@ -70,6 +71,8 @@ NO_FIELDS_BODY = {
 COMPONENTS: dict[str, Any] = {
     "Error": ERROR_SCHEMA,
     "CreatePayment": body_schema(CREATE_PAYMENT, BODY_RULES),
+    "SandboxPay": body_schema(PAY, BODY_RULES),
+    "SandboxTransferRequest": body_schema(TRANSFER, BODY_RULES),
     **{name: object_schema(fields) for name, fields in SCHEMAS.items()},
 }
 
@@ -187,7 +190,67 @@ PATHS: dict[str, Any] = {
 }
 
 
-def build_spec() -> dict[str, Any]:
+SANDBOX_ONLY = "Sandbox network only (TRON_NETWORK=sandbox; on every other network the route does not exist). "
+SENT = response("Sent: mined into the next block, found by the watcher once solidified", ref("SandboxTransfer"))
+SANDBOX_PATHS: dict[str, Any] = {
+    "/sandbox/payments/{payment_id}/pay": {
+        "post": with_body(secured({
+            "summary": SANDBOX_ONLY + "Pay a payment on the sandbox chain, from a random sender",
+            "parameters": [PAYMENT_ID],
+            "requestBody": {"required": False, "description": "Optional. " + BODY_RULES,
+                            **json_content(ref("SandboxPay"))},
+            "responses": {
+                "202": SENT,
+                "404": NOT_FOUND,
+                "409": response("nothing_remaining: the payment has its whole amount; send amount_usdt", ref("Error")),
+            },
+        })),
+    },
+    "/sandbox/transfers": {
+        "post": with_body(secured({
+            "summary": SANDBOX_ONLY + "Send any transfer on the sandbox chain (unmatched, fake-token, reverted, late)",
+            "requestBody": {"required": True, "description": BODY_RULES, **json_content(ref("SandboxTransferRequest"))},
+            "responses": {"202": SENT},
+        })),
+    },
+    "/sandbox/inbox": {
+        "post": with_body({
+            "summary": SANDBOX_ONLY + "The built-in webhook receiver (no API key: the Standard Webhooks signature, "
+                                      "made with this service's signing secret, is checked instead)",
+            "requestBody": {"required": True, "description": "A webhook as this service sends it",
+                            **json_content({"type": "object"})},
+            "responses": {
+                "200": response("Verified and kept", ref("SandboxDelivery")),
+                "400": BAD_INPUT,
+                "401": response("invalid_signature: the signature does not verify with this service's secret",
+                                ref("Error")),
+                "503": DATABASE_DOWN,
+            },
+        }),
+        "get": secured({
+            "summary": SANDBOX_ONLY + "The webhooks the built-in receiver verified and kept, newest first",
+            "parameters": parameters(INBOX_QUERY),
+            "responses": {"200": response("A page of deliveries", list_of("deliveries", "SandboxDelivery"))},
+        }),
+    },
+    "/pay/{token}/simulate": {
+        "post": {
+            "summary": SANDBOX_ONLY + "The checkout page's \"simulate payment\": pays the remaining amount",
+            "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+                            "description": "The token of the payment's checkout_url"}],
+            "responses": {
+                "202": SENT,
+                "404": response("No payment has this token", ref("Error")),
+                "409": response("nothing_remaining: the payment has its whole amount", ref("Error")),
+                "503": DATABASE_DOWN,
+            },
+        },
+    },
+}
+
+
+def build_spec(sandbox: bool = False) -> dict[str, Any]:
+    """The document; the sandbox network's routes only on the sandbox, where they exist."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -200,7 +263,7 @@ def build_spec() -> dict[str, Any]:
                 "take is a 405 with an Allow header."
             ),
         },
-        "paths": PATHS,
+        "paths": PATHS | SANDBOX_PATHS if sandbox else PATHS,
         "components": {
             "schemas": COMPONENTS,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},

@@ -155,8 +155,29 @@ HEALTH = (
                     "description": "strategy, last cycle, seconds and blocks behind, last_error, refused_answers, "
                                    "each upstream's state and pause, and the reconciliation's last complete pass"}),
 )
+SANDBOX_TRANSFER = (
+    column("transaction_hash", STRING),
+    Out("from", STRING, attrgetter("from_address")),
+    Out("to", STRING, attrgetter("to_address")),
+    column("contract", STRING),
+    Out("token", {"enum": ["usdt", "fake"]}, None),
+    Out("amount_usdt", AMOUNT, lambda t: format_amount(t.amount_usdt)),
+    column("reverted", BOOLEAN),
+    Out("sent_at", TIME, lambda t: iso_ms(t.sent_at_ms)),
+)
+SANDBOX_DELIVERY = (
+    column("id", INTEGER),
+    column("webhook_id", STRING),
+    column("type", STRING),
+    Out("payment_id", {"type": ["string", "null"], "format": "uuid"}, lambda d: _optional_id(d.payment_id)),
+    Out("webhook_timestamp", TIME, lambda d: iso_ms(d.webhook_timestamp * 1000)),
+    Out("received_at", TIME, lambda d: iso(d.received_at)),
+    Out("signature_verified", BOOLEAN, lambda d: True),
+    Out("event", {"type": "object", "description": "the webhook's body as it arrived"}, lambda d: json.loads(d.body)),
+)
 # Every object of the document: /openapi.json's components.
-SCHEMAS = {"Transfer": TRANSFER, "Payment": PAYMENT, "Log": LOG, "Event": EVENT, "Stats": STATS, "Health": HEALTH}
+SCHEMAS = {"Transfer": TRANSFER, "Payment": PAYMENT, "Log": LOG, "Event": EVENT, "Stats": STATS, "Health": HEALTH,
+           "SandboxTransfer": SANDBOX_TRANSFER, "SandboxDelivery": SANDBOX_DELIVERY}
 
 
 def transfer_to_dict(transfer: Transfer) -> dict[str, Any]:

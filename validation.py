@@ -148,12 +148,12 @@ def require_object(body: Any) -> dict[str, Any]:
 
 def wallet_address(value: Any, field: str = "wallet_address") -> str:
     if not is_text(value):
-        raise ApiError("invalid_wallet_address", "wallet_address must be a TRON address string.", field)
+        raise ApiError("invalid_wallet_address", f"{field} must be a TRON address string.", field)
     try:
         decode_address(value)
     except AddressError as exc:
         raise ApiError(
-            "invalid_wallet_address", f"wallet_address is not a valid TRON address: {exc}.", field
+            "invalid_wallet_address", f"{field} is not a valid TRON address: {exc}.", field
         ) from None
     return value
 
@@ -373,11 +373,12 @@ AMOUNT_SCHEMA = {
         "6 decimals."
     ),
 }
+ADDRESS_SCHEMA = {
+    "type": "string", "pattern": ADDRESS_PATTERN, "examples": ["TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"],
+    "description": "A TRON address in base58check; its checksum must match and it must start with the 0x41 byte.",
+}
 CREATE_PAYMENT = (
-    Field("wallet_address", {
-        "type": "string", "pattern": ADDRESS_PATTERN, "examples": ["TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"],
-        "description": "A TRON address in base58check; its checksum must match and it must start with the 0x41 byte.",
-    }, wallet_address, required=True),
+    Field("wallet_address", ADDRESS_SCHEMA, wallet_address, required=True),
     Field("expected_amount_usdt", AMOUNT_SCHEMA, amount, required=True),
     Field("order_id", {
         "type": "string", "minLength": 1, "maxLength": MAX_ORDER_ID, "pattern": ORDER_ID_PATTERN,

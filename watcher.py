@@ -358,8 +358,10 @@ def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = W
                dispatch_db: Database | None = None) -> None:
     """The standalone worker until SIGTERM/SIGINT: the watcher loop, and a webhook dispatcher (claims
     are shared safely with any app process) woken as soon as a cycle has written events."""
+    from sandbox_node import with_sandbox_upstream
     from webhooks import WebhookDispatcher
 
+    config, node = with_sandbox_upstream(db, config)
     dispatcher = WebhookDispatcher(dispatch_db or db, config)
     dispatcher.start()
     watcher = watcher_class(db, config, on_events=dispatcher.notify)
@@ -368,6 +370,8 @@ def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = W
     watcher.run_forever()
     watcher.lock.release()
     dispatcher.stop(10)
+    if node is not None:
+        node.stop()
 
 
 if __name__ == "__main__":

@@ -222,13 +222,16 @@ class Sender:
         self.lease_slack = lease_slack
         self._local = threading.local()
 
-    def http(self) -> requests.Session:
-        """One guarded requests session per thread (sessions are not shared across threads)."""
-        session = getattr(self._local, "http", None)
-        if session is None:
-            session = guarded_session(allow_private=self.config.allow_private_callbacks, resolver=self.resolver)
-            self._local.http = session
-        return session
+    def http(self, url: str) -> requests.Session:
+        """One guarded requests session per thread (sessions are not shared across threads); the sandbox's own
+        inbox is reached on this machine (sandbox_inbox.is_own_inbox)."""
+        from sandbox_inbox import is_own_inbox
+
+        allow_private = self.config.allow_private_callbacks or is_own_inbox(self.config, url)
+        sessions = self._local.__dict__.setdefault("http", {})
+        if allow_private not in sessions:
+            sessions[allow_private] = guarded_session(allow_private=allow_private, resolver=self.resolver)
+        return sessions[allow_private]
 
     def deliver(self, event: ClaimedEvent) -> AttemptResult | None:
         """One attempt for a claimed event, recorded in one transaction; None when too little of the
@@ -240,7 +243,7 @@ class Sender:
             logger.warning("webhook %s (payment %s): its lease ran out before sending; it will be sent again",
                            event.id, event.payment_id)
             return None
-        result = send_attempt(self.http(), event, signing, budget)
+        result = send_attempt(self.http(event.callback_url), event, signing, budget)
         self.record(event, result)
         return result
 

@@ -35,7 +35,7 @@ from lifecycle import interrupt_on_sigterm  # noqa: E402
 from models import Payment, WebhookEvent  # noqa: E402
 
 TABLES = ("webhook_events", "transfers", "rejected_transfers", "payment_logs", "payments", "api_keys", "wallet_cursors",
-          "service_state")
+          "service_state", "sandbox_transfers", "sandbox_inbox")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"

@@ -53,6 +53,8 @@ BAD_VALUES = [
     ("LOG_FORMAT", "xml"),
     ("USDT_CONTRACT", "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6u"),
     ("DATABASE_URL", "mysql://u@h/db"),
+    ("SANDBOX_BLOCK_SECONDS", "0"),
+    ("SANDBOX_SOLIDIFY_BLOCKS", "two"),
 ]
 
 
@@ -146,3 +148,19 @@ def test_db_manager_assign_unknown_transfer_is_one_line(database_url, db):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_sandbox_network_serves_its_own_chain_and_production_defaults_to_mainnet():
+    from config import SANDBOX_USDT, ConfigError, load_config
+
+    assert load_config({}).tron_network == "mainnet"
+    sandbox = load_config({"TRON_NETWORK": "sandbox", "SANDBOX_BLOCK_SECONDS": "0.5"})
+    assert sandbox.is_sandbox and sandbox.upstream_urls == () and sandbox.usdt_contract == SANDBOX_USDT
+    assert (sandbox.sandbox_block_seconds, sandbox.tron_block_seconds, sandbox.sandbox_solidify_blocks) == (0.5, 0.5, 2)
+    assert load_config({"TRON_NETWORK": "sandbox", "TRON_BLOCK_SECONDS": "1"}).tron_block_seconds == 1.0
+    try:
+        load_config({"TRON_NETWORK": "sandbox", "TRONGRID_API_URL": "https://api.trongrid.io"})
+    except ConfigError as exc:
+        assert "TRONGRID_API_URL" in str(exc)
+    else:
+        raise AssertionError("a sandbox with an upstream was accepted")

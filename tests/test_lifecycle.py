@@ -273,6 +273,19 @@ def test_a_server_left_by_a_crash_is_used_then_stopped_as_the_readme_says(clone,
 
 # --- dev.py and --help ---------------------------------------------------------------------------
 
+def test_dev_py_serve_uses_the_sandbox_unless_a_network_or_upstream_is_configured(capsys):
+    sys.path.insert(0, str(ROOT))
+    import dev
+
+    for env, dotenv, network in (({}, {}, "sandbox"), ({"TRON_NETWORK": " "}, {"TRONGRID_API_URL": ""}, "sandbox"),
+                                 ({"TRON_NETWORK": "nile"}, {}, "nile"),
+                                 ({}, {"TRONGRID_API_URL": "http://127.0.0.1:9000"}, None)):
+        dev.choose_network(env, dotenv)
+        assert env.get("TRON_NETWORK", "").strip() == (network or ""), (env, dotenv)
+        said = capsys.readouterr().out
+        assert ("TRON_NETWORK=sandbox" in said) == (network == "sandbox"), said
+
+
 def test_dev_py_without_a_task_lists_every_task(clone):
     done = subprocess.run([sys.executable, "dev.py"], cwd=clone, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2

@@ -56,9 +56,9 @@ def random_address(rng: random.Random | None = None) -> str:
 _SYSTEM_RANDOM = random.SystemRandom()
 
 
-def align_to_slot(ms: int) -> int:
-    """The first 3-second boundary at or after ``ms``."""
-    return -(-ms // SLOT_MS) * SLOT_MS
+def align_to_slot(ms: int, slot_ms: int = SLOT_MS) -> int:
+    """The first slot boundary (3 seconds on TRON) at or after ``ms``."""
+    return -(-ms // slot_ms) * slot_ms
 
 
 @dataclass(frozen=True)
@@ -188,17 +188,22 @@ class Chain:
 
     def __init__(self, usdt_contract: str = USDT_MAINNET, solidify_depth: int = 19,
                  start_time_ms: int | None = None, first_block: int = FIRST_BLOCK,
-                 follow_clock: bool = False, usdt_noise_per_block: int = 1, seed: int | None = None) -> None:
+                 follow_clock: bool = False, usdt_noise_per_block: int = 1, seed: int | None = None,
+                 slot_ms: int = SLOT_MS) -> None:
         """``follow_clock``: a block is never older than the wall clock when it is mined, so chain time keeps up
         with real time however rarely blocks are mined on demand (tests compare the two).
         ``usdt_noise_per_block``: USDT transfers between the chain's own random addresses in every mined block
-        (USDT moves in every mainnet block); ``seed`` makes those addresses and amounts reproducible."""
+        (USDT moves in every mainnet block); ``seed`` makes those addresses and amounts reproducible. ``slot_ms``: the
+        block interval of chain time (TRON's 3 s; the sandbox network's own)."""
         decode_address(usdt_contract)
         if solidify_depth < 0:
             raise ValueError("solidify_depth must be >= 0")
         if usdt_noise_per_block < 0:
             raise ValueError("usdt_noise_per_block must be >= 0")
+        if slot_ms < 1:
+            raise ValueError("slot_ms must be >= 1")
         self.follow_clock = follow_clock
+        self.slot_ms = slot_ms
         self.lock = threading.RLock()
         self.usdt = Token(usdt_contract)
         self.solidify_depth = solidify_depth
@@ -215,7 +220,7 @@ class Chain:
         self._noise_rng = random.Random(seed)
         self._noise_pool = [random_address(self._noise_rng) for _ in range(NOISE_ADDRESSES)]
         start = int(time.time() * 1000) if start_time_ms is None else int(start_time_ms)
-        self._create_initial_blocks(first_block, align_to_slot(start))
+        self._create_initial_blocks(first_block, align_to_slot(start, slot_ms))
 
     # -- construction -------------------------------------------------------------------------
     def _create_initial_blocks(self, head_number: int, head_timestamp: int) -> None:
@@ -224,7 +229,7 @@ class Chain:
         mainnet it always does)."""
         parent = "0" * 64
         for number in range(head_number - self.solidify_depth - HISTORY_BLOCKS, head_number + 1):
-            timestamp = head_timestamp - SLOT_MS * (head_number - number)
+            timestamp = head_timestamp - self.slot_ms * (head_number - number)
             block = Block(number, timestamp, parent, block_id_for(number, timestamp))
             self.blocks.append(block)
             parent = block.block_id
@@ -284,12 +289,15 @@ class Chain:
                      list_reverted: bool = True, caller_contract: str = "", noise: bool = False) -> str:
         """Queue a smart-contract call emitting ``logs``; its id is the hash of its raw data."""
         with self.lock:
-            owner = logs[0].from_address
-            target = caller_contract if internal else logs[0].contract
-            contract = RawContract("TriggerSmartContract", owner, target, data=_trc20_call_data(logs, internal))
-            raw = self._raw(contract, TRC20_FEE_LIMIT)
+            raw = self._raw(trc20_call(logs, internal, caller_contract), TRC20_FEE_LIMIT)
             tx = Tx(raw.tx_id(), "trc20", raw, logs, reverted=reverted, internal=internal,
-                    list_reverted=list_reverted, owner=owner, caller_contract=caller_contract, noise=noise)
+                    list_reverted=list_reverted, owner=logs[0].from_address, caller_contract=caller_contract,
+                    noise=noise)
+            return self._submit(tx)
+
+    def submit_built(self, tx: Tx) -> str:
+        """Queue a transaction built elsewhere (its raw data, hence its id, already fixed: the sandbox network's)."""
+        with self.lock:
             return self._submit(tx)
 
     def submit_trx(self, owner: str, to: str, amount: int) -> str:
@@ -325,6 +333,14 @@ class Chain:
                 self._mine_one()
             return self.head.number
 
+    def mine_at(self, timestamp: int) -> int:
+        """Mine one block with this timestamp (after the head's), holding the queued transactions; its number."""
+        with self.lock:
+            if timestamp <= self.head.timestamp:
+                raise ValueError("a block's timestamp must be after its parent's")
+            self._mine_one(timestamp)
+            return self.head.number
+
     def blocks_to_solidify(self) -> int:
         """How many blocks to mine so that every queued or mined tx a caller made is solidified."""
         with self.lock:
@@ -332,12 +348,13 @@ class Chain:
                 return self.solidify_depth + 1
             return max(0, self._last_user_block - self.solid_number)
 
-    def _mine_one(self) -> None:
+    def _mine_one(self, timestamp: int | None = None) -> None:
         parent = self.head
         number = parent.number + 1
-        timestamp = align_to_slot(parent.timestamp + SLOT_MS + self._pending_advance_ms)
-        if self.follow_clock:
-            timestamp = max(timestamp, align_to_slot(int(time.time() * 1000)))
+        if timestamp is None:
+            timestamp = align_to_slot(parent.timestamp + self.slot_ms + self._pending_advance_ms, self.slot_ms)
+            if self.follow_clock:
+                timestamp = max(timestamp, align_to_slot(int(time.time() * 1000), self.slot_ms))
         self._pending_advance_ms = 0
         block = Block(number, timestamp, parent.block_id, block_id_for(number, timestamp))
         if self.mempool:
@@ -378,6 +395,21 @@ class Chain:
         if account is None:
             account = self.accounts[address] = Account(create_time=timestamp)
         return account
+
+
+def trc20_call(logs: tuple[LogSpec, ...], internal: bool = False, caller_contract: str = "") -> RawContract:
+    """The smart-contract call that emits ``logs``: the token's ``transfer``/``approve``, or a batch contract's."""
+    target = caller_contract if internal else logs[0].contract
+    return RawContract("TriggerSmartContract", logs[0].from_address, target, data=_trc20_call_data(logs, internal))
+
+
+def trc20_tx(spec: LogSpec, ref_number: int, ref_timestamp: int, tx_timestamp: int, *, reverted: bool = False) -> Tx:
+    """A single-transfer transaction referring to block ``ref_number`` (time ``ref_timestamp``), built by its sender
+    at ``tx_timestamp``: its id follows from these alone, so anyone holding them builds the same transaction."""
+    ref_bytes, ref_hash = ref_block(ref_number, block_id_for(ref_number, ref_timestamp))
+    raw = RawData(trc20_call((spec,)), ref_bytes, ref_hash, ref_timestamp + TX_LIFETIME_MS, tx_timestamp,
+                  TRC20_FEE_LIMIT)
+    return Tx(raw.tx_id(), "trc20", raw, (spec,), reverted=reverted, owner=spec.from_address)
 
 
 def _trc20_call_data(logs: tuple[LogSpec, ...], internal: bool) -> str:
