@@ -163,8 +163,10 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     register_database_deadline(app)
 
     from api import bp
+    from metrics import bp as metrics_bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(metrics_bp)
     return app
 
 
