@@ -25,7 +25,15 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from flask import Blueprint, Response, current_app, request
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServer
 from prometheus_client.registry import Collector
@@ -36,6 +44,7 @@ from errors import ApiError
 logger = logging.getLogger(__name__)
 
 PREFIX = "tron_usdt"
+disable_created_metrics()  # a `_created` series per counter doubles the output for nothing an alert uses
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # --- what happens in a process -------------------------------------------------------------------
