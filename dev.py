@@ -76,7 +76,8 @@ def serve(extra: list[str]) -> int:
     """the service on http://127.0.0.1:5000 (embedded PostgreSQL unless DATABASE_URL is set)"""
     env = dict(os.environ)
     dotenv = ROOT / ".env"
-    configured = dotenv.exists() and "ALLOW_PRIVATE_CALLBACKS=" in dotenv.read_text()
+    configured = dotenv.exists() and any(line.strip().removeprefix("export ").startswith("ALLOW_PRIVATE_CALLBACKS=")
+                                         for line in dotenv.read_text().splitlines())
     if not configured:  # development: local callback receivers allowed unless configured otherwise
         env.setdefault("ALLOW_PRIVATE_CALLBACKS", "true")
     return run([str(PYTHON), "app.py", *extra], env)

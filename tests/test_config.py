@@ -53,6 +53,8 @@ BAD_VALUES = [
     ("LOG_FORMAT", "xml"),
     ("USDT_CONTRACT", "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6u"),
     ("DATABASE_URL", "mysql://u@h/db"),
+    ("WATCHER_METRICS_PORT", "metrics"),
+    ("WATCHER_METRICS_PORT", "70000"),
 ]
 
 
@@ -146,3 +148,11 @@ def test_db_manager_assign_unknown_transfer_is_one_line(database_url, db):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_metrics_settings_are_read() -> None:
+    from config import load_config
+
+    assert (load_config({}).metrics_token, load_config({}).watcher_metrics_port) == (None, None)
+    configured = load_config({"METRICS_TOKEN": " s3cret ", "WATCHER_METRICS_PORT": "9464"})
+    assert (configured.metrics_token, configured.watcher_metrics_port) == ("s3cret", 9464)
