@@ -179,6 +179,39 @@ def test_the_standalone_watcher_serves_its_own_metrics_behind_the_token() -> Non
         server.stop()
 
 
+def test_watcher_py_serves_metrics_on_watcher_metrics_port_until_stopped(database_url: str, sim) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    import sys
+
+    port = free_port()
+    env = {**service_env(database_url, sim.url, free_port()), "WATCHER_METRICS_PORT": str(port),
+           "METRICS_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "watcher.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        def cycled() -> bool:
+            try:
+                answer = requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2)
+            except requests.RequestException:
+                return False
+            return parse(answer.text).get(("tron_usdt_watcher_cycle_seconds_count", ()), 0) > 0
+
+        assert wait_for(cycled, timeout=20)
+        assert requests.get(url, timeout=2).status_code == 401
+        assert value(parse(requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2).text),
+                     "tron_usdt_watcher_leader") == 1
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url, timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 # --- rules and dashboard ---------------------------------------------------------------------------
 
 def rule_expressions() -> list[str]:
