@@ -89,7 +89,6 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     from config import ConfigError, load_config
     from lifecycle import EmbeddedPostgresError, embedded_postgres
 
-    reset_metrics_dir(METRICS_DIR)
     try:
         if not load_config().database_url:
             embedded_postgres()
@@ -108,6 +107,7 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
             stderr.close()
     if done.returncode != 0:
         raise SystemExit(done.returncode)
+    reset_metrics_dir(METRICS_DIR)  # only for a start that goes on to run workers
 
 
 def reset_metrics_dir(path: str) -> None:
