@@ -163,9 +163,11 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     register_database_deadline(app)
 
     from api import bp
+    from metrics import bp as metrics_bp
     from sandbox_api import bp as sandbox_bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(metrics_bp)
     if config.is_sandbox:  # on every other network its routes do not exist: a JSON 404
         app.register_blueprint(sandbox_bp)
     return app

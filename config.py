@@ -55,6 +55,8 @@ class Config:
     allow_private_callbacks: bool = False
     sandbox_block_seconds: float = 3.0
     sandbox_solidify_blocks: int = 2
+    metrics_token: str | None = None  # Bearer token GET /metrics needs when set
+    watcher_metrics_port: int | None = None  # where a standalone `python watcher.py` serves /metrics; None: off
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -102,11 +104,15 @@ def _number(env: dict[str, str], name: str, default: float, *, minimum: float, i
     return value
 
 
-def _port(env: dict[str, str]) -> int:
-    port = int(_number(env, "PORT", 5000, minimum=1, integer=True))
+def _port(env: dict[str, str], name: str = "PORT", default: int = 5000) -> int:
+    port = int(_number(env, name, default, minimum=1, integer=True))
     if port > 65535:
-        raise ConfigError(f"PORT must be from 1 to 65535, got {port}")
+        raise ConfigError(f"{name} must be from 1 to 65535, got {port}")
     return port
+
+
+def _optional_port(env: dict[str, str], name: str) -> int | None:
+    return None if _get(env, name) is None else _port(env, name)
 
 
 def _ttl(env: dict[str, str]) -> int:
@@ -251,6 +257,8 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         allow_private_callbacks=_bool(env, "ALLOW_PRIVATE_CALLBACKS", False),
         sandbox_block_seconds=sandbox_block_seconds,
         sandbox_solidify_blocks=int(_number(env, "SANDBOX_SOLIDIFY_BLOCKS", 2, minimum=0, integer=True)),
+        metrics_token=_get(env, "METRICS_TOKEN"),
+        watcher_metrics_port=_optional_port(env, "WATCHER_METRICS_PORT"),
     )
 
 

@@ -185,7 +185,7 @@ def cmd_test(ctx: Context) -> int:
     print(f"schema revision: {current or 'none'} (head: {head})")
     if current != head:
         state = "has no schema" if current is None else f"is at revision {current}, not head {head}"
-        raise CliError(f"the database {state}: run `python {PROG} create-tables`")
+        raise CliError(f"the database {state}: run `.venv/bin/python {PROG} create-tables`")
     print("ok")
     return 0
 
@@ -582,7 +582,7 @@ def describe_failure(exc: BaseException, ctx: Context | None) -> str:
         if code is None and (exc.connection_invalidated or type(orig).__name__ == "OperationalError"):
             return f"cannot connect to the database at {where}: {reason}"
         if code == "42P01":
-            return f"the schema is missing or outdated ({reason}): run `python {PROG} create-tables`"
+            return f"the schema is missing or outdated ({reason}): run `.venv/bin/python {PROG} create-tables`"
         if code == "55P03":
             return f"the database is busy ({reason}): stop the service's processes and try again"
         return f"database error: {reason}"

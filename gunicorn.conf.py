@@ -5,11 +5,12 @@ FOR UPDATE SKIP LOCKED, so workers never send the same attempt). Every worker al
 a watcher thread when WATCHER_ENABLED is true, but only the holder of the PostgreSQL advisory
 lock works: the others stand by and take over within one polling interval if it dies.
 To run the watcher as its own process instead, set WATCHER_ENABLED=false here and run
-`python watcher.py`.
+`.venv/bin/python watcher.py`.
 
-Connection budget: each worker's pool opens at most pool_size + max_overflow = 30 connections
-(plus one for the watcher lock); keep workers * 31 (+ 31 per standalone watcher, + db_manager)
-below PostgreSQL's max_connections (100 by default), e.g. 2 workers = 62.
+Metrics: every worker counts what it does (upstream requests, webhook attempts, cycles) in files of a directory
+per run, .data/metrics-<PORT> (PROMETHEUS_MULTIPROC_DIR, emptied when gunicorn starts, removed when it stops);
+GET /metrics on any worker sums them over every worker, and a worker that exits is marked dead, so its gauges
+drop out (metrics.py).
 
 Logs: gunicorn's own lines and the app's (watcher, payments, webhooks) share gunicorn's error log (stderr unless
 --error-logfile), in the service's one format (logging_setup: time, level, logger, message; LOG_FORMAT=json for
@@ -20,14 +21,19 @@ when it exits (lifecycle); the bootstrap and the workers only join it.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
+import shutil
 
 from gunicorn.glogging import Logger
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
-workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count())))
+# Connections: each worker's pool opens at most pool_size 10 + max_overflow 20 = 30, plus 1 for the watcher lock =
+# 31 per worker. PostgreSQL allows 100 by default (max_connections), 3 of them reserved for superusers:
+# 2 workers = 62, and a standalone `.venv/bin/python watcher.py` (31 more) = 93, leaving room for db_manager.py
+# and psql.
+# 3 workers would be 93 alone, 4 (124) over the limit. More workers: raise max_connections by 31 per worker first.
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
 # Each worker gets its own listening socket (SO_REUSEPORT) and the kernel spreads new connections
@@ -40,6 +46,10 @@ accesslog = "-"
 # gunicornc's control socket: gunicorn's default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a
 # second gunicorn on the host takes over. One per checkout and port instead, in the project's data directory.
 control_socket = os.path.join(PROJECT_DIR, ".data", f"gunicorn-{os.environ.get('PORT', '5000')}.ctl")
+# prometheus_client's multiprocess mode: set before any worker imports it (workers inherit the environment).
+OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # an operator's own directory is left in place
+METRICS_DIR = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(PROJECT_DIR, ".data", f"metrics-{os.environ.get('PORT', '5000')}"))
 # The bootstrap (migrations, first API key, webhook secret) runs once, in a child process of on_starting; each
 # worker then builds the app itself (no preload), so the master never imports or holds it.
 preload_app = False
@@ -97,6 +107,29 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
             stderr.close()
     if done.returncode != 0:
         raise SystemExit(done.returncode)
+    reset_metrics_dir(METRICS_DIR)  # only for a start that goes on to run workers
+
+
+def reset_metrics_dir(path: str) -> None:
+    """A new run starts from zero: the counters of a previous run's workers would otherwise be summed in."""
+    if os.path.isdir(path):
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    os.makedirs(path, exist_ok=True)
+
+
+def on_exit(server) -> None:  # type: ignore[no-untyped-def]
+    """The run is over: its counters mean nothing to the next one (which would empty the directory anyway)."""
+    if OWN_METRICS_DIR:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """A worker is gone: its live gauges (is it the watcher's leader?) no longer count; its counters still do."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, METRICS_DIR)
 
 
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]

@@ -181,6 +181,19 @@ PATHS: dict[str, Any] = {
             "responses": {"200": response("Counters", ref("Stats")), "503": DATABASE_DOWN},
         },
     },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (text format); Bearer METRICS_TOKEN when that is set, not an API key",
+            "description": "With METRICS_TOKEN set, send it as 'Authorization: Bearer <METRICS_TOKEN>' (401 "
+                           "otherwise); unset, the route is open, like /health. No label names a wallet, payment "
+                           "or transaction.",
+            "responses": {
+                "200": {"description": "Prometheus text exposition format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "401": response("METRICS_TOKEN is set and was not sent", ref("Error")),
+            },
+        },
+    },
     "/openapi.json": {
         "get": {
             "summary": "This document (no API key)",

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from sqlalchemy import or_, select, update
 
+import metrics
 from chain_view import OVERLAP_MS, ChainView, read_from
 from config import Config
 from database import Database
@@ -77,9 +78,15 @@ class CycleResult:
     seconds: float = 0.0
     read_up_to: int | None = None  # chain time (ms) up to which every watched wallet was read
     head_timestamp: int | None = None  # the accepted solid head's time
+    head_accepted_at: float | None = None  # when this machine accepted it (unix seconds)
     blocks_behind: int | None = None
     errors: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # upstream answers not believed this cycle
+
+    def detected(self, block_timestamp: int) -> None:
+        """A transfer of this block was just credited: the detection latency (metrics)."""
+        if self.head_timestamp is not None and self.head_accepted_at is not None:
+            metrics.detection_latency(block_timestamp, self.head_timestamp, self.head_accepted_at)
 
     def count(self, outcome: Outcome) -> None:
         self.transfers_seen += 1
@@ -158,6 +165,8 @@ class Scan:
                 outcomes = [credit_transfer(session, transfer, late, found_by) for transfer in group]
             for outcome in outcomes:
                 result.count(outcome)
+                if outcome.result == "credited" and found_by == FOUND_BY_SCAN:
+                    result.detected(outcome.transfer.block_timestamp)
                 if found_by != FOUND_BY_SCAN and outcome.result in ("credited", "unmatched"):
                     result.reconciled += 1
                     logger.info("transfer %s:%d found by %s (%s)", outcome.transfer.transaction_hash,

@@ -295,7 +295,7 @@ print_url() {
         say "(the role existed before and its password is unknown here: use it, or run again with"
         say " DATABASE_URL=postgresql://$DB_USER:NEW_PASSWORD@$(url_host):$DB_PORT/$DB_NAME to set a new one)"
     fi
-    say "Then create the tables: python db_manager.py create-tables"
+    say "Then create the tables: .venv/bin/python db_manager.py create-tables"
 }
 
 main() {

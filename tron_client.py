@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+import metrics
 from addresses import TRANSFER_TOPIC, AddressError, from_hex, is_valid_address, to_hex20
 from logging_setup import FailureLog
 from outbound import (
@@ -333,6 +334,7 @@ class Upstream:
                     self._failed(retry.error)
                     raise retry.error from retry.__cause__
                 bad_retried = bad_retried or retry.bad_response
+                metrics.upstream_retry(self.name, endpoint_name(path))
                 delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
                 logger.debug("%s %s %s failed (%s), retry %d in %.2fs", self.name, method, path, retry.error,
                              attempt + 1, delay)
@@ -359,18 +361,24 @@ class Upstream:
 
     def _send(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any) -> BoundedResponse:
         """One HTTP exchange within the total deadline and the size cap; failures are retried."""
-        what = f"{self.label} ({endpoint_name(path)})"
+        endpoint = endpoint_name(path)
+        what = f"{self.label} ({endpoint})"
         try:
-            return bounded_request(self.session, method, self.url + path, deadline=self.timeout,
-                                   max_bytes=self.max_bytes, params=params, json=json_body, allow_redirects=False)
+            answer = bounded_request(self.session, method, self.url + path, deadline=self.timeout,
+                                     max_bytes=self.max_bytes, params=params, json=json_body, allow_redirects=False)
         except ResponseTooLarge as exc:
+            metrics.upstream_request(self.name, endpoint, "too_large")
             raise _Retry(TronUnavailable(f"{what} answered over the {self.max_bytes}-byte cap")) from exc
         except DeadlineExceeded as exc:
+            metrics.upstream_request(self.name, endpoint, "timeout")
             # A whole deadline is gone: the next upstream, or the next cycle, rather than another one here.
             raise _Retry(TronUnavailable(f"{what} gave no complete answer within {self.timeout:g}s"),
                          final=True) from exc
         except requests.RequestException as exc:
+            metrics.upstream_request(self.name, endpoint, "unreachable")
             raise _Retry(TronUnavailable(f"{what} unreachable: {transport_reason(exc)}")) from exc
+        metrics.upstream_request(self.name, endpoint, answer.status_code)
+        return answer
 
     def _handle(self, answer: BoundedResponse, path: str, allow_404: bool) -> Any:
         status = answer.status_code
@@ -413,6 +421,7 @@ class Upstream:
             self._paused_until = max(self._paused_until or 0.0, now + seconds)
             self._pause_reason = reason
             self._rate_limit_streak += 1
+        metrics.upstream_paused(self.name, seconds)
         logger.warning("%s; pausing its calls for %.1fs", reason, seconds)
         raise TronRateLimited(reason, seconds)
 

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+import metrics
 from chain_view import AcceptedHead, ChainView, read_plausible_head
 from config import Config, first_line, startup_config
 from database import Database, DatabaseError, resolve_database_url
@@ -192,6 +193,7 @@ class Watcher:
             self.thread.join(timeout)
             self.thread = None
         self.lock.release()
+        metrics.WATCHER_LEADER.set(0)
 
     def run_forever(self) -> None:
         logger.info("watcher started (strategy %s, every %.2fs, upstreams %s)", self.config.watcher_strategy,
@@ -215,6 +217,7 @@ class Watcher:
         if held != self.is_leader:
             logger.info("watcher %s the leader lock", "took" if held else "does not hold")
             self.is_leader = held
+        metrics.WATCHER_LEADER.set(1 if held else 0)
         if not held:
             return None
         started = time.monotonic()
@@ -235,6 +238,7 @@ class Watcher:
         result.sweep_requests = self.reconciler.client.request_count - sweep_before
         result.requests = self.client.request_count - before + result.sweep_requests
         result.seconds = time.monotonic() - started
+        metrics.CYCLE_SECONDS.observe(result.seconds)
         self.last_result = result
         self.report(result)
         self.events_written(result)
@@ -265,7 +269,7 @@ class Watcher:
         head = read_plausible_head(self.db, self.client, self.view, result.refused, result.errors)
         if head is None:
             return result
-        result.head_timestamp = head.timestamp
+        result.head_timestamp, result.head_accepted_at = head.timestamp, head.accepted_at
         if strategy != current or (strategy == "blocks" and not has_block_cursor):
             self.strategies.switch(strategy, wallets, head)
         if strategy == "blocks":
@@ -354,14 +358,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def metrics_server(config: Config) -> metrics.MetricsServer | None:
+    """This process's /metrics when WATCHER_METRICS_PORT is set; a port that cannot be bound stops the start."""
+    if config.watcher_metrics_port is None:
+        return None
+    try:
+        return metrics.MetricsServer(config.host, config.watcher_metrics_port, config.metrics_token).start()
+    except OSError as exc:
+        print(f"WATCHER_METRICS_PORT: cannot serve on {config.host}:{config.watcher_metrics_port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = Watcher,
                dispatch_db: Database | None = None) -> None:
     """The standalone worker until SIGTERM/SIGINT: the watcher loop, and a webhook dispatcher (claims
-    are shared safely with any app process) woken as soon as a cycle has written events."""
+    are shared safely with any app process) woken as soon as a cycle has written events; with
+    WATCHER_METRICS_PORT, this process's /metrics on HOST at that port."""
     from sandbox_node import with_sandbox_upstream
     from webhooks import WebhookDispatcher
 
     config, node = with_sandbox_upstream(db, config)
+    server = metrics_server(config)
     dispatcher = WebhookDispatcher(dispatch_db or db, config)
     dispatcher.start()
     watcher = watcher_class(db, config, on_events=dispatcher.notify)
@@ -369,9 +387,12 @@ def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = W
     signal.signal(signal.SIGINT, lambda *_: watcher.stop_event.set())
     watcher.run_forever()
     watcher.lock.release()
+    metrics.WATCHER_LEADER.set(0)
     dispatcher.stop(10)
     if node is not None:
         node.stop()
+    if server is not None:
+        server.stop()
 
 
 if __name__ == "__main__":

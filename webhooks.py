@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from urllib3.exceptions import NewConnectionError
 
+import metrics
 from config import Config
 from database import Database
 from events import claim_due, log_event, release_leases, update_payment_summary
@@ -272,6 +273,7 @@ class Sender:
             meta = attempt_metadata(event.id, event.attempts, result)
             meta["next_attempt_at"] = iso(event.next_attempt_at) if event.state == EventState.pending else None
             log_event(session, event.payment_id, log_type, message, **meta)
+        metrics.webhook_attempt(log_type)
         return True
 
     def _log_stale(self, session: Session, claimed: ClaimedEvent, result: AttemptResult) -> None:

@@ -115,7 +115,7 @@ def start_gunicorn(db_url: str, port: int, workers: int | None, log: Path) -> su
             raise RuntimeError(f"gunicorn exited: {log.read_text()[-2000:]}")
         try:
             if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code in (200, 503):
-                expected = workers or int(env.get("GUNICORN_WORKERS", min(4, os.cpu_count() or 1)))
+                expected = workers or int(env.get("GUNICORN_WORKERS", 2))  # gunicorn.conf.py's default
                 if len(psutil.Process(proc.pid).children()) >= expected:
                     time.sleep(1.0)  # let every worker finish post_worker_init
                     return proc

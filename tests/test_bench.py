@@ -43,3 +43,10 @@ def test_watcher_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
         assert r["detected"] == r["paid"], r
         assert r["upstream_requests"] > 0 and r["watcher_rss_mb"] > 0
     assert (tmp_path / "watcher.svg").read_text().startswith("<svg")
+
+
+@pytest.mark.timeout(150)
+def test_metrics_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.metrics", pg_server, tmp_path / "metrics.json")["result"]
+    assert result["payments"] == 1000 and result["scrapes"] == 10
+    assert 0 < result["p50_ms"] <= result["max_ms"] and result["bytes"] > 1000

@@ -55,6 +55,8 @@ BAD_VALUES = [
     ("DATABASE_URL", "mysql://u@h/db"),
     ("SANDBOX_BLOCK_SECONDS", "0"),
     ("SANDBOX_SOLIDIFY_BLOCKS", "two"),
+    ("WATCHER_METRICS_PORT", "metrics"),
+    ("WATCHER_METRICS_PORT", "70000"),
 ]
 
 
@@ -164,3 +166,11 @@ def test_the_sandbox_network_serves_its_own_chain_and_production_defaults_to_mai
         assert "TRONGRID_API_URL" in str(exc)
     else:
         raise AssertionError("a sandbox with an upstream was accepted")
+
+
+def test_metrics_settings_are_read() -> None:
+    from config import load_config
+
+    assert (load_config({}).metrics_token, load_config({}).watcher_metrics_port) == (None, None)
+    configured = load_config({"METRICS_TOKEN": " s3cret ", "WATCHER_METRICS_PORT": "9464"})
+    assert (configured.metrics_token, configured.watcher_metrics_port) == ("s3cret", 9464)
