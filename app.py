@@ -163,8 +163,12 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     register_database_deadline(app)
 
     from api import bp
+    from checkout import set_public_base_url
+    from checkout_pages import pages
 
+    set_public_base_url(config.public_base_url)
     app.register_blueprint(bp)
+    app.register_blueprint(pages)
     return app
 
 

@@ -198,6 +198,20 @@ def callback_url(value: Any) -> str:
     return value
 
 
+def return_url(value: Any) -> str | None:
+    """Syntax only, as a callback URL's (http or https, a host, no user information or spaces): it is the payer's
+    browser that goes there, so where it points is not checked."""
+    if value is None:
+        return None
+    if not is_text(value) or len(value) > MAX_URL:
+        raise ApiError("invalid_return_url", "return_url must be an http or https URL.", "return_url")
+    try:
+        split_callback_url(value)
+    except CallbackUrlError as exc:
+        raise ApiError("invalid_return_url", f"return_url {exc}.", "return_url") from None
+    return value
+
+
 def whole_number(value: Any) -> int | None:
     """A JSON number with a whole value (600, 600.0 and 6e2 alike, as JSON Schema's "integer"), else None."""
     if isinstance(value, bool):
@@ -403,4 +417,10 @@ CREATE_PAYMENT = (
         "description": ("When another open payment on the wallet awaits the same amount: true raises this one by the "
                         "smallest free step of 0.0001; false (default) is a 409 amount_in_use."),
     }, lambda value: boolean(value, "unique_amount")),
+    Field("return_url", {
+        "type": "string", "maxLength": MAX_URL, "pattern": CALLBACK_URL_PATTERN,
+        "description": ("Where the checkout page sends the payer after completion, and its \"back to the shop\" "
+                        "link: an http or https URL without user information, backslashes, spaces or control "
+                        "characters (its address is not checked: the payer's browser goes there)."),
+    }, return_url),
 )
