@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import segno
-from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
 from markupsafe import Markup
 
 import validation as v
@@ -50,8 +50,8 @@ class CheckoutState:
     client: TronClient | None = None
 
 
-def state() -> CheckoutState:
-    return current_app.extensions.setdefault("checkout", CheckoutState())
+def state(app: Flask | None = None) -> CheckoutState:
+    return (app or current_app).extensions.setdefault("checkout", CheckoutState())
 
 
 def language() -> str:
