@@ -78,7 +78,7 @@ def security_headers(response: Response) -> Response:
     nonce = g.get("nonce", "")
     response.headers["Content-Security-Policy"] = (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
-        f"img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}")
+        f"img-src data:; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}")
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
     if not services().config.checkout_frame_ancestors:
