@@ -187,29 +187,26 @@ def order_id(value: Any) -> str:
     return value
 
 
-def callback_url(value: Any) -> str:
-    """Syntax only (scheme, host, port, no spaces); where it points is checked by ssrf.py."""
+def http_url(value: Any, field: str) -> str:
+    """An http or https URL by syntax only (scheme, host, port, no user information or spaces), read as the
+    webhook sender reads one; a 400 `invalid_<field>` otherwise."""
     if not is_text(value) or len(value) > MAX_URL:
-        raise ApiError("invalid_callback_url", "callback_url must be an http or https URL.", "callback_url")
+        raise ApiError(f"invalid_{field}", f"{field} must be an http or https URL.", field)
     try:
         split_callback_url(value)
     except CallbackUrlError as exc:
-        raise ApiError("invalid_callback_url", f"callback_url {exc}.", "callback_url") from None
+        raise ApiError(f"invalid_{field}", f"{field} {exc}.", field) from None
     return value
+
+
+def callback_url(value: Any) -> str:
+    """Syntax only; where it points is checked by ssrf.py."""
+    return http_url(value, "callback_url")
 
 
 def return_url(value: Any) -> str | None:
-    """Syntax only, as a callback URL's (http or https, a host, no user information or spaces): it is the payer's
-    browser that goes there, so where it points is not checked."""
-    if value is None:
-        return None
-    if not is_text(value) or len(value) > MAX_URL:
-        raise ApiError("invalid_return_url", "return_url must be an http or https URL.", "return_url")
-    try:
-        split_callback_url(value)
-    except CallbackUrlError as exc:
-        raise ApiError("invalid_return_url", f"return_url {exc}.", "return_url") from None
-    return value
+    """Syntax only: it is the payer's browser that goes there, so where it points is not checked."""
+    return None if value is None else http_url(value, "return_url")
 
 
 def whole_number(value: Any) -> int | None:
