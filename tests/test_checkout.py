@@ -29,6 +29,7 @@ from tests.conftest import (
     pay,
     payment_body,
     set_fields,
+    wait_for,
 )
 from times import ms_to_datetime
 
@@ -366,13 +367,11 @@ def test_a_claim_wakes_the_watcher_at_once(chain_app, new_watcher, sim, auth) ->
     services = services_of(chain_app)
     watcher = new_watcher(services.config.with_overrides(polling_interval_seconds=60))
     payment = create(client, auth, "10")
-    watcher.run_once()
-    tx = pay(sim, WALLET, 10_000_000)
     watcher.start()  # its first cycle runs now, the next one in a minute
-    time.sleep(0.5)
+    assert wait_for(lambda: watcher.last_result is not None, 10)
+    tx = pay(sim, WALLET, 10_000_000)  # after that first cycle: only a woken watcher reads it within the minute
     services.background.append(watcher)
     try:
-        # Read by its own first cycle or not: wait until that cycle is over, then claim.
         assert claim(client, payment, tx).get_json()["result"] == "found"
         deadline = time.monotonic() + 10
         while get(client, auth, payment)["status"] != "completed" and time.monotonic() < deadline:
