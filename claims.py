@@ -1,4 +1,4 @@
-""""I already paid": a payer's transaction hash, checked on chain at once, then read by the watcher in chain order.
+"""I already paid: a payer's transaction hash, checked on chain at once, then read by the watcher in chain order.
 
 The check reads the transaction's receipt from the solidity API (so it is solidified when found) and tells the payer
 what it is: a successful USDT transfer to the payment's wallet, mined at or after the payment's creation, or why it
