@@ -32,7 +32,8 @@ from times import iso
 CHECKOUT_KEY = "checkout_key"
 PAY_PATH = "/pay/"
 TOKEN_LENGTH = 43  # base64url of 32 bytes, unpadded
-_links: dict[str, Any] = {"key": None, "base_url": None}
+_links: dict[str, Any] = {"base_url": None}
+_keys: dict[str, str] = {}  # the checkout key of each database this process uses, by its URL
 
 
 def new_checkout_key() -> str:
@@ -55,15 +56,22 @@ def set_public_base_url(url: str) -> None:
 
 
 def checkout_key(session: Session) -> str:
-    """The process's copy of the checkout key (read once; stored at first need when the migration did not)."""
-    if _links["key"] is None:
+    """The process's copy of its database's checkout key: read once (a database emptied under a running process,
+    as `db_manager.py reset` does, needs the process restarted), stored at first need when the migration did not."""
+    database = str(session.get_bind().engine.url)
+    if database not in _keys:
         key = read_state(session, CHECKOUT_KEY)
         if key is None:
             with Session(bind=session.get_bind()) as own, own.begin():
                 insert_state(own, CHECKOUT_KEY, new_checkout_key())
             key = read_state(session, CHECKOUT_KEY)
-        _links["key"] = key
-    return _links["key"]
+        _keys[database] = key
+    return _keys[database]
+
+
+def forget_checkout_keys() -> None:
+    """Read the keys again at next need (after a database was emptied)."""
+    _keys.clear()
 
 
 def checkout_url(payment: Payment) -> str:
@@ -72,9 +80,9 @@ def checkout_url(payment: Payment) -> str:
 
         set_public_base_url(load_config().public_base_url)
     session = object_session(payment)
-    key = _links["key"] if session is None else checkout_key(session)
-    if key is None or _links["base_url"] is None:
-        raise RuntimeError("checkout links are not configured in this process")
+    if session is None:
+        raise RuntimeError(f"payment {payment.id}: its checkout_url is made within its session")
+    key = checkout_key(session)
     return f"{_links['base_url']}{PAY_PATH}{checkout_token(key, payment.id)}"
 
 
