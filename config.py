@@ -291,10 +291,14 @@ def startup_config() -> Config:
     configure_logging(config.log_level, config.log_format)
     if config.allow_private_callbacks:
         logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
+    return config
+
+
+def warn_if_payers_cannot_reach(config: Config) -> None:
+    """On mainnet, a PUBLIC_BASE_URL on loopback or 0.0.0.0 makes checkout links no payer can open: said at start."""
     if config.tron_network == "mainnet" and is_local_url(config.public_base_url):
         logger.warning("PUBLIC_BASE_URL is %s: payers' browsers cannot open the checkout_url links it makes; "
                        "set it to the service's public address", config.public_base_url)
-    return config
 
 
 def first_line(exc: BaseException) -> str:

@@ -397,18 +397,12 @@ def test_checkout_settings() -> None:
             load_config(env)
 
 
-def test_a_public_base_url_payers_cannot_reach_is_a_warning_on_mainnet(monkeypatch, caplog) -> None:
-    from config import startup_config
+def test_a_public_base_url_payers_cannot_reach_is_a_warning_at_start_on_mainnet(config, db, caplog) -> None:
+    from app import bootstrap
 
-    for name in ("PUBLIC_BASE_URL", "TRON_NETWORK", "HOST"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr("dotenv.load_dotenv", lambda *a, **k: False)
-    monkeypatch.setenv("HOST", "0.0.0.0")
-    with caplog.at_level("WARNING", logger="config"):
-        startup_config()
-    assert any("PUBLIC_BASE_URL is http://0.0.0.0:5000" in r.getMessage() for r in caplog.records)
-    caplog.clear()
-    monkeypatch.setenv("PUBLIC_BASE_URL", "https://pay.example")
-    with caplog.at_level("WARNING", logger="config"):
-        startup_config()
-    assert not any("PUBLIC_BASE_URL" in r.getMessage() for r in caplog.records)
+    for url, network, warned in (("http://0.0.0.0:5000", "mainnet", True), ("http://localhost:8080", "mainnet", True),
+                                 ("http://127.0.0.1:5000", "nile", False), ("https://pay.example", "mainnet", False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="config"):
+            bootstrap(config.with_overrides(public_base_url=url, tron_network=network), db)
+        assert any(f"PUBLIC_BASE_URL is {url}" in r.getMessage() for r in caplog.records) == warned, url
