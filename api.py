@@ -128,14 +128,19 @@ def no_fields_body() -> None:
 
 # --- payments ----------------------------------------------------------------------------------
 
+ADDED_FIELDS = ("return_url",)  # optional fields a fingerprint covers only when sent
+
+
 def parse_new_payment(body: dict[str, Any]) -> NewPayment:
     given = v.read_body(v.CREATE_PAYMENT, body)
     expires = given["expires_in_seconds"]
-    # What identifies a replay: the request as read, the amount in its one written form, the lifetime as asked.
-    fingerprint = request_fingerprint({**given, "expected_amount_usdt": format_amount(given["expected_amount_usdt"])})
+    # What identifies a replay: the request as read, the amount in its one written form, the lifetime as asked;
+    # of the fields added since the first version, only those sent (a request made before them still replays).
+    sent = {name: value for name, value in given.items() if name not in ADDED_FIELDS or value is not None}
+    fingerprint = request_fingerprint({**sent, "expected_amount_usdt": format_amount(given["expected_amount_usdt"])})
     return NewPayment(given["wallet_address"], given["expected_amount_usdt"], given["order_id"], given["callback_url"],
                       expires if expires is not None else services().config.payment_ttl_seconds, given["metadata"],
-                      given["unique_amount"], fingerprint)
+                      given["unique_amount"], fingerprint, return_url=given["return_url"])
 
 
 def check_callback_address(url: str) -> None:

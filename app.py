@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from auth import KeyCache
-from config import Config, first_line, load_config, startup_config
+from config import Config, first_line, load_config, startup_config, warn_if_payers_cannot_reach
 from database import Database, DatabaseError, current_deadline, database_deadline, resolve_database_url
 from errors import ApiError, error_body
 from validation import BODY_TOO_LARGE, MAX_BODY_BYTES
@@ -125,6 +125,7 @@ def bootstrap(config: Config, db: Database) -> None:
     secret = ensure_webhook_secret(db, config)
     if secret is not None:
         print(f"Generated the webhook signing secret (shown only once): {secret}", flush=True)
+    warn_if_payers_cannot_reach(config)
 
 
 def bootstrap_from_environment(config: Config | None = None) -> int:
@@ -163,13 +164,17 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     register_database_deadline(app)
 
     from api import bp
+    from checkout import set_public_base_url
+    from checkout_pages import pages
     from metrics import bp as metrics_bp
     from sandbox_api import bp as sandbox_bp
 
+    set_public_base_url(config.public_base_url)
     app.register_blueprint(bp)
     app.register_blueprint(metrics_bp)
     if config.is_sandbox:  # on every other network its routes do not exist: a JSON 404
         app.register_blueprint(sandbox_bp)
+    app.register_blueprint(pages)
     return app
 
 

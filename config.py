@@ -1,8 +1,10 @@
 """Configuration, read from the environment (and `.env`) once, validated in one place."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, fields, replace
 from urllib.parse import urlparse
@@ -21,6 +23,8 @@ SANDBOX_USDT = NETWORKS["mainnet"][1]  # the sandbox chain's USDT token sits at 
 STRATEGIES = ("account", "blocks", "auto")
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+# A CSP host source with a scheme: https://shop.example, https://*.shop.example, http://localhost:8080.
+FRAME_SOURCE = re.compile(r"^https?://(?:\*\.)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
 
 
 class ConfigError(ValueError):
@@ -57,6 +61,9 @@ class Config:
     sandbox_solidify_blocks: int = 2
     metrics_token: str | None = None  # Bearer token GET /metrics needs when set
     watcher_metrics_port: int | None = None  # where a standalone `python watcher.py` serves /metrics; None: off
+    public_base_url: str = "http://127.0.0.1:5000"  # default: http://HOST:PORT
+    merchant_name: str | None = None
+    checkout_frame_ancestors: tuple[str, ...] = ()  # CSP frame-ancestors sources of the checkout page; () = none
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -181,6 +188,26 @@ def _schedule(env: dict[str, str]) -> tuple[int, ...]:
     return values
 
 
+def _frame_ancestors(env: dict[str, str]) -> tuple[str, ...]:
+    """CHECKOUT_FRAME_ANCESTORS: space- or comma-separated CSP sources ('self', https://shop.example, ...)."""
+    raw = _get(env, "CHECKOUT_FRAME_ANCESTORS")
+    if raw is None:
+        return ()
+    sources = tuple(part for part in raw.replace(",", " ").split() if part)
+    for source in sources:
+        if source != "'self'" and not FRAME_SOURCE.match(source):
+            raise ConfigError(f"CHECKOUT_FRAME_ANCESTORS must list 'self' or http(s) origins such as "
+                              f"https://shop.example, got {source!r}")
+    return sources
+
+
+def _merchant_name(env: dict[str, str]) -> str | None:
+    name = _get(env, "MERCHANT_NAME")
+    if name is not None and (len(name) > 100 or not name.isprintable()):
+        raise ConfigError(f"MERCHANT_NAME must be at most 100 printable characters, got {name[:40]!r}")
+    return name
+
+
 def load_config(env: dict[str, str] | None = None) -> Config:
     """Build the configuration from `env` (default: the process environment after `.env`)."""
     if env is None:
@@ -228,10 +255,13 @@ def load_config(env: dict[str, str] | None = None) -> Config:
             raise ConfigError(f"WEBHOOK_SECRET {exc}") from None
 
     api_keys = tuple(k.strip() for k in (_get(env, "API_KEYS") or "").split(",") if k.strip())
+    host, port = _get(env, "HOST") or "127.0.0.1", _port(env)
+    public_base_url = _url("PUBLIC_BASE_URL", _get(env, "PUBLIC_BASE_URL") or f"http://{url_host(host)}:{port}",
+                           ("http", "https"))
 
     return Config(
-        host=_get(env, "HOST") or "127.0.0.1",
-        port=_port(env),
+        host=host,
+        port=port,
         database_url=database_url,
         tron_network=network,
         trongrid_api_url=_upstreams(env, network),
@@ -259,7 +289,27 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         sandbox_solidify_blocks=int(_number(env, "SANDBOX_SOLIDIFY_BLOCKS", 2, minimum=0, integer=True)),
         metrics_token=_get(env, "METRICS_TOKEN"),
         watcher_metrics_port=_optional_port(env, "WATCHER_METRICS_PORT"),
+        public_base_url=public_base_url,
+        merchant_name=_merchant_name(env),
+        checkout_frame_ancestors=_frame_ancestors(env),
     )
+
+
+def url_host(host: str) -> str:
+    """`host` as it is written in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def is_local_url(url: str) -> bool:
+    """Whether a payer's browser could not reach `url`: its host is loopback, unspecified (0.0.0.0) or localhost."""
+    host = (urlparse(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 def startup_config() -> Config:
@@ -273,6 +323,13 @@ def startup_config() -> Config:
     if config.allow_private_callbacks:
         logger.warning("ALLOW_PRIVATE_CALLBACKS=true: callback address checks are off (development only)")
     return config
+
+
+def warn_if_payers_cannot_reach(config: Config) -> None:
+    """On mainnet, a PUBLIC_BASE_URL on loopback or 0.0.0.0 makes checkout links no payer can open: said at start."""
+    if config.tron_network == "mainnet" and is_local_url(config.public_base_url):
+        logger.warning("PUBLIC_BASE_URL is %s: payers' browsers cannot open the checkout_url links it makes; "
+                       "set it to the service's public address", config.public_base_url)
 
 
 def first_line(exc: BaseException) -> str:

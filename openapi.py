@@ -9,9 +9,12 @@ from typing import Any
 
 from api import EVENTS_QUERY, PAYMENTS_QUERY, TRANSFERS_QUERY
 from app import HEALTH_DB_DEADLINE_SECONDS
+from checkout_pages import CATALOGUES
+from claims import CLAIMS_PER_MINUTE, FOUND, NOT_SOLIDIFIED, REASONS
 from errors import ERROR_SCHEMA
+from models import PaymentStatus
 from sandbox_api import INBOX_QUERY, PAY, TRANSFER
-from schemas import BOOLEAN, SCHEMAS, STRING, object_schema, ref
+from schemas import AMOUNT, BOOLEAN, SCHEMAS, STRING, TIME, object_schema, ref
 from validation import (
     CREATE_PAYMENT,
     MAX_BODY_BYTES,
@@ -68,6 +71,42 @@ NO_FIELDS_BODY = {
     "description": "Optional: send no body, or an empty JSON object.",
     **json_content({"type": "object", "maxProperties": 0}),
 }
+CHECKOUT_TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+                  "description": "The token of a payment's checkout_url"}
+LANG = {"name": "lang", "in": "query", "required": False, "schema": {"type": "string"},
+        "description": f"The page's language: {', '.join(CATALOGUES)} (default: by Accept-Language, else en)"}
+CHECKOUT_STATUS = {
+    "type": "object",
+    "required": ["status", "received_amount_usdt", "remaining_usdt", "expires_at", "paid_late"],
+    "properties": {"status": {"enum": [s.value for s in PaymentStatus]}, "received_amount_usdt": AMOUNT,
+                   "remaining_usdt": AMOUNT, "expires_at": TIME, "paid_late": BOOLEAN},
+}
+CLAIM_BODY = {"type": "object", "required": ["transaction_hash"], "additionalProperties": False,
+              "properties": {"transaction_hash": {"type": "string", "description": "64 hex digits, 0x allowed"}}}
+CLAIM_ANSWER = {
+    "type": "object",
+    "required": ["result", "transaction_hash", "amount_usdt", "message"],
+    "properties": {
+        "result": {"enum": [FOUND, NOT_SOLIDIFIED, *REASONS],
+                   "description": "found: a solidified, successful USDT transfer to the wallet, credited by the "
+                                  "watcher in chain order; not_solidified: try again shortly; otherwise why not"},
+        "transaction_hash": STRING,
+        "amount_usdt": {"type": ["string", "null"], "description": "USDT it sent to the wallet, when found"},
+        "message": {"type": "string", "description": "The same, in words, in the page's language"},
+    },
+}
+
+
+def html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": STRING}}}
+
+
+def json_or_page(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An answer in JSON to a JSON request, and the page (HTML) to a browser's form."""
+    return {"description": f"{description} (JSON; a form post gets the page back)",
+            "content": {"application/json": {"schema": schema}, "text/html": {"schema": STRING}}}
+
+
 COMPONENTS: dict[str, Any] = {
     "Error": ERROR_SCHEMA,
     "CreatePayment": body_schema(CREATE_PAYMENT, BODY_RULES),
@@ -191,6 +230,41 @@ PATHS: dict[str, Any] = {
                 "200": {"description": "Prometheus text exposition format 0.0.4",
                         "content": {"text/plain": {"schema": {"type": "string"}}}},
                 "401": response("METRICS_TOKEN is set and was not sent", ref("Error")),
+            },
+        },
+    },
+    "/pay/{token}": {
+        "get": {
+            "summary": "The hosted checkout page of the payment whose checkout_url holds the token (public, HTML)",
+            "parameters": [CHECKOUT_TOKEN, LANG],
+            "responses": {"200": html("The page"), "404": html("No payment has this token: a plain page")},
+        },
+    },
+    "/pay/{token}/status": {
+        "get": {
+            "summary": "What the checkout page polls (public; cached for a couple of seconds)",
+            "parameters": [CHECKOUT_TOKEN],
+            "responses": {"200": response("The payment's status as the payer sees it", CHECKOUT_STATUS),
+                          "404": response("No payment has this token", ref("Error")), "503": DATABASE_DOWN},
+        },
+    },
+    "/pay/{token}/claim": {
+        "post": {
+            "summary": "\"I already paid\": check a transaction hash on chain at once (public, rate-limited per token)",
+            "parameters": [CHECKOUT_TOKEN, LANG],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": CLAIM_BODY},
+                "application/x-www-form-urlencoded": {"schema": CLAIM_BODY},
+            }},
+            "responses": {
+                "200": json_or_page("What the chain says of the transaction", CLAIM_ANSWER),
+                "400": json_or_page("Not a transaction hash, or an unreadable body", ref("Error")),
+                "404": json_or_page("No payment has this token", ref("Error")),
+                "413": TOO_LARGE,
+                "415": response("A body that is neither JSON nor a urlencoded form", ref("Error")),
+                "429": json_or_page(f"More than {CLAIMS_PER_MINUTE} claims a minute on this page (Retry-After)",
+                                    ref("Error")),
+                "503": DATABASE_DOWN,
             },
         },
     },

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
+from checkout import checkout_key, token_hash
 from errors import ApiError
 from events import emit_event, log_event
 from matching import candidate_filter, wallet_lock
@@ -40,6 +41,7 @@ class NewPayment:
     metadata: dict[str, Any]
     unique_amount: bool
     fingerprint: str
+    return_url: str | None = None
 
 
 def request_fingerprint(body: dict[str, Any]) -> str:
@@ -122,8 +124,9 @@ def create_payment(session: Session, new: NewPayment, late_window: int, *,
     if order_taken:
         return replay_or_conflict(find_by_order_id(session, new.order_id), new), False  # type: ignore[arg-type]
     amount = choose_amount(new.amount, in_use, new.unique_amount)
+    payment_id = uuid.uuid4()
     payment = Payment(
-        id=uuid.uuid4(),
+        id=payment_id,
         order_id=new.order_id,
         wallet_address=new.wallet_address,
         expected_amount_usdt=amount,
@@ -133,6 +136,8 @@ def create_payment(session: Session, new: NewPayment, late_window: int, *,
         callback_url=new.callback_url,
         meta=new.metadata,
         request_fingerprint=new.fingerprint,
+        return_url=new.return_url,
+        checkout_token_hash=token_hash(checkout_key(session), payment_id),
         created_at=now,
         expires_at=now + timedelta(seconds=new.expires_in_seconds),
     )

@@ -5,16 +5,17 @@ payment."""
 from __future__ import annotations
 
 import logging
-import uuid
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify, redirect, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import validation as v
 from api import check_request_body, event_payment_id, filtered, json_body, load_payment, require_api_key, services
+from checkout import find_by_token
 from errors import ApiError
 from models import Payment, SandboxDelivery
 from paging import Keyset, limit_field, number_key
@@ -22,6 +23,8 @@ from sandbox_chain import TOKENS, send_transfer
 from sandbox_inbox import InvalidSignature, store, verify
 from schemas import SANDBOX_DELIVERY, SANDBOX_TRANSFER, render
 from validation import Field
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # the page's own form post
 
 logger = logging.getLogger(__name__)
 
@@ -92,20 +95,18 @@ def pay(payment_id: str) -> Any:
     return jsonify(body), 202
 
 
-def payment_for_token(token: str) -> uuid.UUID | None:
-    """The payment whose checkout_url holds ``token``, or None: the checkout page's own lookup answers here."""
-    return None
-
-
 @bp.post("/pay/<token>/simulate")
 def simulate(token: str) -> Any:
-    """The checkout page's "simulate payment" button: the remaining amount, as /sandbox/payments/<id>/pay sends it."""
-    payment_id = payment_for_token(token)
+    """The checkout page's "simulate payment" button: the remaining amount, as /sandbox/payments/<id>/pay sends it.
+    The page's plain form post is sent back to the page (303), which then shows the payment as it goes."""
     with services().db.transaction() as session:
-        payment = session.get(Payment, payment_id) if payment_id is not None else None
+        payment = find_by_token(session, token)
         if payment is None:
             raise ApiError("not_found", "No payment has this checkout link.", status=404)
         body = pay_payment(session, payment, None)
+    if request.mimetype in FORM_TYPES:
+        lang = request.form.get("lang", "")
+        return redirect(f"/pay/{token}" + (f"?lang={quote(lang)}" if lang else ""), code=303)
     return jsonify(body), 202
 
 

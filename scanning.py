@@ -254,6 +254,20 @@ class AccountScan(Scan):
         if len(read_times) == len(wallets):
             result.read_up_to = min(read_times)
 
+    def read_claimed(self, wallet: str, oldest_candidate: datetime, until: int, result: CycleResult) -> None:
+        """Read one wallet now, from its cursor up to chain time `until` (a payer's claimed transaction), as a
+        cycle reads it: credited in chain order, its cursor moved on, what is due expired."""
+        index, watermark = self.index_and_watermark()
+        if watermark is None:
+            return
+        with self.db.Session() as session:
+            cursor = self.view.wallet_cursors(session, [wallet]).get(wallet)
+        read_up_to = self.read_wallet(wallet, read_from(cursor, oldest_candidate), min(until, watermark), result,
+                                      index=index)
+        with self.db.transaction() as session:
+            self.view.save_wallet_cursors(session, [wallet], read_up_to)
+        self.expire([wallet], read_up_to - OVERLAP_MS, result)
+
     def index_and_watermark(self) -> tuple[TronClient, int | None]:
         """One /v1 upstream for the whole cycle, with its watermark: a listing is read only up to the watermark of
         the index that gave it (another upstream's index may lag more). The next one when the first fails."""

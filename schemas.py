@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from checkout import checkout_url
 from models import (
     CANCELLED,
     WEBHOOK_EVENT_TYPES,
@@ -111,6 +112,9 @@ PAYMENT = (
     column("callback_success", BOOLEAN),
     column("paid_late", BOOLEAN),
     Out("metadata", {"type": "object"}, attrgetter("meta")),
+    Out("checkout_url", {"type": "string", "format": "uri",
+                         "description": "The hosted checkout page of this payment, for the payer"}, checkout_url),
+    column("return_url", {"type": ["string", "null"]}),
 )
 LOG = (
     column("id", INTEGER),

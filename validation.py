@@ -187,15 +187,26 @@ def order_id(value: Any) -> str:
     return value
 
 
-def callback_url(value: Any) -> str:
-    """Syntax only (scheme, host, port, no spaces); where it points is checked by ssrf.py."""
+def http_url(value: Any, field: str) -> str:
+    """An http or https URL by syntax only (scheme, host, port, no user information or spaces), read as the
+    webhook sender reads one; a 400 `invalid_<field>` otherwise."""
     if not is_text(value) or len(value) > MAX_URL:
-        raise ApiError("invalid_callback_url", "callback_url must be an http or https URL.", "callback_url")
+        raise ApiError(f"invalid_{field}", f"{field} must be an http or https URL.", field)
     try:
         split_callback_url(value)
     except CallbackUrlError as exc:
-        raise ApiError("invalid_callback_url", f"callback_url {exc}.", "callback_url") from None
+        raise ApiError(f"invalid_{field}", f"{field} {exc}.", field) from None
     return value
+
+
+def callback_url(value: Any) -> str:
+    """Syntax only; where it points is checked by ssrf.py."""
+    return http_url(value, "callback_url")
+
+
+def return_url(value: Any) -> str | None:
+    """Syntax only: it is the payer's browser that goes there, so where it points is not checked."""
+    return None if value is None else http_url(value, "return_url")
 
 
 def whole_number(value: Any) -> int | None:
@@ -404,4 +415,10 @@ CREATE_PAYMENT = (
         "description": ("When another open payment on the wallet awaits the same amount: true raises this one by the "
                         "smallest free step of 0.0001; false (default) is a 409 amount_in_use."),
     }, lambda value: boolean(value, "unique_amount")),
+    Field("return_url", {
+        "type": "string", "maxLength": MAX_URL, "pattern": CALLBACK_URL_PATTERN,
+        "description": ("Where the checkout page sends the payer after completion, and its \"back to the shop\" "
+                        "link: an http or https URL without user information, backslashes, spaces or control "
+                        "characters (its address is not checked: the payer's browser goes there)."),
+    }, return_url),
 )

@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session
 
 import metrics
 from chain_view import AcceptedHead, ChainView, read_plausible_head
+from checkout import set_public_base_url
+from claims import take_requests
 from config import Config, first_line, startup_config
 from database import Database, DatabaseError, resolve_database_url
 from events import log_event
@@ -168,8 +170,10 @@ class Watcher:
         self.on_events = on_events
         self.client = client or make_client(config)
         self.view = ChainView(config)
+        set_public_base_url(config.public_base_url)
         self.lock = LeaderLock(db.url)
         self.stop_event = threading.Event()
+        self.wakeup = threading.Event()  # a payer's claim: the next cycle starts now
         failed_txs: set[str] = set()  # failed transactions, fetched and logged once per process
         self.account = AccountScan(db, config, self.client, self.view, self.stop_event, failed_txs)
         self.blocks = BlockScan(db, config, self.client, self.view, self.stop_event, failed_txs)
@@ -189,6 +193,7 @@ class Watcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
+        self.wakeup.set()
         if self.thread is not None:
             self.thread.join(timeout)
             self.thread = None
@@ -207,7 +212,9 @@ class Watcher:
             # Cycles start an interval apart: a cycle's own length (the sweep's share, a slow upstream) is not
             # added to the time a transfer waits to be seen.
             pause = self.config.polling_interval_seconds - (time.monotonic() - started)
-            if self.stop_event.wait(max(0.0, pause)):
+            self.wakeup.wait(max(0.0, pause))
+            self.wakeup.clear()
+            if self.stop_event.is_set():
                 break
         logger.info("watcher stopped")
 
@@ -244,6 +251,10 @@ class Watcher:
         self.events_written(result)
         return result
 
+    def wake(self) -> None:
+        """Start the next cycle now (a payer's claim waits for it), not at the end of the pause."""
+        self.wakeup.set()
+
     def events_written(self, result: CycleResult) -> None:
         """Wake the dispatcher when the cycle may have written webhook events (again after the sweep)."""
         if self.on_events is not None and (result.transfers_seen or result.expired):
@@ -272,6 +283,7 @@ class Watcher:
         result.head_timestamp, result.head_accepted_at = head.timestamp, head.accepted_at
         if strategy != current or (strategy == "blocks" and not has_block_cursor):
             self.strategies.switch(strategy, wallets, head)
+        self.serve_claims(wallets, head, result)
         if strategy == "blocks":
             self.blocks.run(wallets, listed_at, head.number, head.timestamp, result)
         else:
@@ -279,6 +291,24 @@ class Watcher:
         self.events_written(result)  # what the scan credited goes out now, not after the sweep
         self.reconciler.run(wallets, head.timestamp, result)
         return result
+
+    def serve_claims(self, wallets: dict[str, datetime], head: AcceptedHead, result: CycleResult) -> None:
+        """Read each wallet a payer's claim asked for (claims.py) up to the claimed transaction's block, before
+        the scan: through the TRC20 index, from the wallet's cursor, crediting in chain order. Without a /v1
+        upstream the block scan reaches that block in its turn."""
+        with self.db.transaction() as session:
+            claims = take_requests(session)
+        if not claims or not self.client.has_v1_api():
+            return
+        for wallet, claim in claims.items():
+            if wallet not in wallets:
+                continue  # no payment of this wallet may take money any more
+            until = min(int(claim["block_timestamp"]), head.timestamp)
+            try:
+                self.account.read_claimed(wallet, wallets[wallet], until, result)
+            except TronError as exc:
+                logger.warning("claimed transaction %s: wallet not read now, the scan reads it in turn: %s",
+                               claim.get("transaction_hash"), exc)
 
     # reporting
     def report(self, result: CycleResult) -> None:

@@ -105,8 +105,11 @@ def session_db(database_url: str) -> Iterator[Database]:
 @pytest.fixture
 def db(session_db: Database) -> Iterator[Database]:
     """The test database, emptied before each test."""
+    from checkout import forget_checkout_keys
+
     with session_db.engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    forget_checkout_keys()  # the checkout key went with service_state
     yield session_db
 
 

@@ -141,6 +141,8 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             case, ParameterLocation.BODY):
         case.body = {**case.body, "wallet_address": tron_address(), "order_id": unique_order_id(),
                      "callback_url": CALLBACK_URL}
+        if "return_url" in case.body:  # a URL the pattern admits but the URL parser refuses is a 400
+            case.body["return_url"] = "https://shop.example/orders/1?from=checkout"
     if isinstance(case.query, dict) and is_positive(case, ParameterLocation.QUERY):
         query = dict(case.query)
         if "cursor" in query and path == "/payments":

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -201,15 +202,16 @@ def test_the_inbox_keeps_only_deliveries_signed_with_the_service_secret(routes: 
     assert listed["event"] == json.loads(body) and listed["webhook_id"] == "evt_1"
 
 
-def test_the_simulate_button_pays_the_remaining_amount_of_the_token_payment(routes: Service, db: Database,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import sandbox_api
-
+def test_the_simulate_button_pays_the_remaining_amount_of_the_token_payment(routes: Service) -> None:
     payment = routes.create("12.5")
-    monkeypatch.setattr(sandbox_api, "payment_for_token", lambda token: uuid.UUID(payment["id"])
-                        if token == "tok" else None)
-    r = requests.post(routes.url + "/pay/tok/simulate", data={"x": "form post"}, timeout=5)
+    path = urlsplit(payment["checkout_url"]).path
+    page = routes.url + path
+    r = requests.post(page + "/simulate", json={}, timeout=5)
     assert r.status_code == 202 and r.json()["amount_usdt"] == "12.5" and r.json()["to"] == WALLET
+    # the page's plain form post (no JavaScript) goes back to the page, in its language
+    r = requests.post(page + "/simulate", data={"lang": "zh"}, allow_redirects=False, timeout=5)
+    assert r.status_code == 303 and r.headers["Location"].endswith(path + "?lang=zh")
+    assert requests.post(routes.url + "/pay/" + "x" * 43 + "/simulate", timeout=5).status_code == 404
     assert requests.post(routes.url + "/pay/other/simulate", timeout=5).status_code == 404
 
 

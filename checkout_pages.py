@@ -1,0 +1,236 @@
+"""The payer's routes: the hosted checkout page `/pay/<token>`, the status it polls, and "I already paid".
+
+Public, scoped by the checkout token (checkout.py); they show nothing of the payment but what the payer needs. The
+page is server-rendered, self-contained (no outside resource; a strict Content-Security-Policy with a nonce), works
+without JavaScript (it reloads itself, its form posts plainly), and speaks each language of `locales/`. These are
+not API routes: the claim takes a browser's form as well as JSON (the API's JSON-only rule is api.py's, for its own
+blueprint).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import segno
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
+from markupsafe import Markup
+
+import validation as v
+from api import read_capped_body, services
+from checkout import PAY_PATH, StatusBoard, find_by_token, seconds_left, status_of
+from claims import FOUND, ClaimLimiter, ClaimResult, check_transaction, parse_tx_hash, request_read
+from errors import ApiError
+from models import Payment
+from tron_client import TronClient
+
+logger = logging.getLogger(__name__)
+
+pages = Blueprint("checkout", __name__, template_folder="templates")
+LOCALES = Path(__file__).resolve().parent / "locales"
+CATALOGUES: dict[str, dict[str, str]] = {
+    path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(LOCALES.glob("*.json"))
+}
+DEFAULT_LANGUAGE = "en"
+SANDBOX = "sandbox"
+STATUS_TTL_SECONDS = 2.0  # how stale a polled status may be: the page's database cost (README: "Checkout page")
+
+
+@dataclass
+class CheckoutState:
+    """What the payer's routes keep per app: the polled statuses, the claim limits, the claims' TRON client."""
+
+    board: StatusBoard = field(default_factory=lambda: StatusBoard(STATUS_TTL_SECONDS))
+    limiter: ClaimLimiter = field(default_factory=ClaimLimiter)
+    client: TronClient | None = None
+
+
+def state(app: Flask | None = None) -> CheckoutState:
+    return (app or current_app).extensions.setdefault("checkout", CheckoutState())
+
+
+def language() -> str:
+    """`?lang=` when it names a catalogue, else the best of Accept-Language, else English."""
+    asked = (request.values.get("lang") or "").lower()
+    if asked in CATALOGUES:
+        return asked
+    best = request.accept_languages.best_match(list(CATALOGUES))
+    return best if best in CATALOGUES else DEFAULT_LANGUAGE
+
+
+def catalogue() -> dict[str, str]:
+    return CATALOGUES[language()]
+
+
+@pages.before_request
+def start() -> None:
+    g.nonce = secrets.token_urlsafe(16)
+
+
+@pages.after_request
+def security_headers(response: Response) -> Response:
+    ancestors = " ".join(services().config.checkout_frame_ancestors) or "'none'"
+    nonce = g.get("nonce", "")
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
+        f"img-src data:; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}")
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if not services().config.checkout_frame_ancestors:
+        response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def not_found_page() -> tuple[str, int]:
+    return render_template("checkout_404.html", t=catalogue()), 404
+
+
+def find(token: str) -> Payment | None:
+    with services().db.Session() as session:
+        payment = find_by_token(session, token)
+        if payment is not None:
+            session.expunge(payment)
+        return payment
+
+
+def qr_svg(address: str) -> Markup:
+    return Markup(segno.make(address, error="m").svg_inline(scale=4, omitsize=True))
+
+
+def countdown_text(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def render_page(token: str, payment: Payment, status: dict[str, Any], *, claim_message: str | None = None,
+                claim_hash: str | None = None) -> str:
+    config = services().config
+    left = seconds_left(payment.expires_at, datetime.now(UTC))
+    return render_template(
+        "checkout.html", t=catalogue(), lang=language(), nonce=g.nonce, merchant_name=config.merchant_name,
+        order_id=payment.order_id, wallet=payment.wallet_address, qr_svg=qr_svg(payment.wallet_address),
+        status=status, seconds_left=left, countdown_text=countdown_text(left), return_url=payment.return_url,
+        refresh=status["status"] != "completed" and not status["paid_late"], sandbox=config.tron_network == SANDBOX,
+        status_url=f"{PAY_PATH}{token}/status", claim_url=f"{PAY_PATH}{token}/claim",
+        simulate_url=f"{PAY_PATH}{token}/simulate", claim_message=claim_message, claim_hash=claim_hash)
+
+
+@pages.get("/pay/<token>")
+def page(token: str) -> Any:
+    payment = find(token)
+    if payment is None:
+        return not_found_page()
+    status = state().board.remember(token, payment)
+    return render_page(token, payment, status)
+
+
+@pages.get("/pay/<token>/status")
+def status(token: str) -> Any:
+    board = state().board
+    answer = board.get(services().db.Session, token)
+    if answer is None:
+        payment = find(token)
+        if payment is None:
+            raise ApiError("not_found", "No checkout page has this address.", status=404)
+        answer = board.remember(token, payment)
+    return jsonify(answer)
+
+
+# --- "I already paid" ------------------------------------------------------------------------------
+
+def claim_fields() -> tuple[Any, bool]:
+    """(the transaction hash as sent, whether a browser form sent it): a JSON object or a urlencoded form."""
+    raw = read_capped_body(current_app.config["MAX_CONTENT_LENGTH"])
+    content_type = request.headers.get("Content-Type")
+    if v.is_json_media_type(content_type):
+        body = v.require_object(v.parse_json_body(raw))
+        unknown = sorted(set(body) - {"transaction_hash"})
+        if unknown:
+            raise ApiError("unknown_field", f"Unknown field {unknown[0][:40]!r}: send transaction_hash only.",
+                           unknown[0][:128])
+        return body.get("transaction_hash"), False
+    if (content_type or "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        try:
+            form = parse_qs(raw.decode("utf-8"), max_num_fields=10)
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError("invalid_form", "The form could not be read.") from None
+        return (form.get("transaction_hash") or [None])[0], True
+    raise ApiError("unsupported_media_type", "Send transaction_hash as JSON or as a form.", status=415)
+
+
+def claim_client() -> TronClient:
+    """The TRON client claims use: the in-process watcher's upstreams when it runs here, so claims and the watcher
+    share one request budget (TRONGRID_MAX_RPS); else one of their own."""
+    checkout = state()
+    if checkout.client is None:
+        from watcher import Watcher, make_client
+
+        watcher = next((b for b in services().background if isinstance(b, Watcher)), None)
+        config = services().config
+        checkout.client = (TronClient(config.upstream_urls, config.usdt_contract, upstreams=watcher.client.upstreams)
+                           if watcher is not None else make_client(config))
+    return checkout.client
+
+
+def claim_message(result: ClaimResult) -> str:
+    return catalogue()[f"claim_{result.outcome}"].replace("{amount}", result.amount_usdt or "")
+
+
+def wake_watcher() -> None:
+    from watcher import Watcher
+
+    for worker in services().background:
+        if isinstance(worker, Watcher):
+            worker.wake()
+
+
+def answer_claim(token: str, payment: Payment, tx_hash: str) -> ClaimResult:
+    result = check_transaction(claim_client(), payment, tx_hash)
+    logger.info("claim on payment %s: transaction %s is %s", payment.id, tx_hash, result.outcome,
+                extra={"tx": tx_hash})
+    if result.outcome == FOUND and result.block_timestamp is not None:
+        with services().db.transaction() as session:
+            request_read(session, payment.wallet_address, tx_hash, result.block_timestamp)
+        state().board.forget(token)
+        wake_watcher()
+    return result
+
+
+@pages.post("/pay/<token>/claim")
+def claim(token: str) -> Any:
+    value, from_form = claim_fields()
+    payment = find(token)
+    if payment is None:
+        if from_form:
+            return not_found_page()
+        raise ApiError("not_found", "No checkout page has this address.", status=404)
+    code, message, tx_hash, result = 200, None, parse_tx_hash(value), None
+    wait = state().limiter.allow(token)
+    if wait is not None:
+        code, message = 429, catalogue()["claim_rate_limited"]
+    elif tx_hash is None:
+        code, message = 400, catalogue()["claim_invalid"]
+    else:
+        result = answer_claim(token, payment, tx_hash)
+        message = claim_message(result)
+    if from_form:
+        page_status = status_of(payment)
+        response = Response(render_page(token, payment, page_status, claim_message=message,
+                                        claim_hash=value if isinstance(value, str) else None), code)
+    elif result is None:
+        error = "rate_limited" if code == 429 else "invalid_transaction_hash"
+        response = jsonify({"error": error, "message": message, **({"field": "transaction_hash"} if code == 400
+                                                                   else {})})
+        response.status_code = code
+    else:
+        response = jsonify({**result.to_dict(), "message": message})
+    if wait is not None:
+        response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+    return response
