@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 import validation as v
 from app import Services, services_of
 from errors import ApiError
-from events import queue_retry
+from events import emit_test_event, find_event, queue_retry, requeue, retry_target
 from models import (
     FOUND_BY_RECONCILIATION,
     EventState,
@@ -128,23 +128,36 @@ def no_fields_body() -> None:
 
 # --- payments ----------------------------------------------------------------------------------
 
+# Fields added to POST /payments after requests were first fingerprinted: in the fingerprint only when sent, so a
+# request made before them still replays.
+FINGERPRINTED_WHEN_SENT = ("underpayment_tolerance_usdt",)
+
+
 def parse_new_payment(body: dict[str, Any]) -> NewPayment:
     given = v.read_body(v.CREATE_PAYMENT, body)
     expires = given["expires_in_seconds"]
-    # What identifies a replay: the request as read, the amount in its one written form, the lifetime as asked.
-    fingerprint = request_fingerprint({**given, "expected_amount_usdt": format_amount(given["expected_amount_usdt"])})
+    tolerance = given["underpayment_tolerance_usdt"]
+    if tolerance is not None and tolerance > given["expected_amount_usdt"]:
+        raise ApiError("invalid_amount", "underpayment_tolerance_usdt must not exceed expected_amount_usdt.",
+                       "underpayment_tolerance_usdt")
+    # What identifies a replay: the request as read, the amounts in their one written form, the lifetime as asked.
+    read = {name: value for name, value in given.items() if name not in FINGERPRINTED_WHEN_SENT or value is not None}
+    fingerprint = request_fingerprint({**read, "expected_amount_usdt": format_amount(given["expected_amount_usdt"]),
+                                       **({} if tolerance is None else
+                                          {"underpayment_tolerance_usdt": format_amount(tolerance)})})
+    config = services().config
     return NewPayment(given["wallet_address"], given["expected_amount_usdt"], given["order_id"], given["callback_url"],
-                      expires if expires is not None else services().config.payment_ttl_seconds, given["metadata"],
-                      given["unique_amount"], fingerprint)
+                      expires if expires is not None else config.payment_ttl_seconds, given["metadata"],
+                      given["unique_amount"], fingerprint, tolerance, config.underpayment_tolerance_usdt)
 
 
-def check_callback_address(url: str) -> None:
+def check_callback_address(url: str, field: str = "callback_url") -> None:
     from ssrf import CallbackUrlError, check_callback_url
 
     try:
         check_callback_url(url, allow_private=services().config.allow_private_callbacks)
     except CallbackUrlError as exc:
-        raise ApiError("invalid_callback_url", f"callback_url is not allowed: {exc}", "callback_url") from None
+        raise ApiError(f"invalid_{field}", f"{field} is not allowed: {exc}", field) from None
 
 
 @bp.post("/payments")
@@ -323,6 +336,48 @@ def list_events() -> Any:
         page = EVENTS.page(session, query, given["limit"], given["after"], keep_position=True)
     events = [event_to_dict(e) for e in page.rows]
     return jsonify({"events": events, "next_cursor": page.next_cursor, "has_more": page.has_more})
+
+
+@bp.post("/events/<event_id>/retry")
+@require_api_key
+def retry_event(event_id: str) -> Any:
+    no_fields_body()
+    with services().db.transaction() as session:
+        event = find_event(session, event_id) if len(event_id) <= 64 else None
+        if event is None:
+            raise ApiError("event_not_found", "No webhook event has this id.", status=404)
+        url = retry_target(event, services().config.merchant_webhook_url)
+        if url is None:
+            raise ApiError("no_webhook_target", "This account-level event has no target: set MERCHANT_WEBHOOK_URL, "
+                                                "then retry it.", status=409)
+        requeue(session, event, url)
+    notify_dispatchers()
+    return jsonify({"queued": True, "event_id": event_id}), 202
+
+
+# --- test webhooks -----------------------------------------------------------------------------
+
+@bp.post("/webhooks/test")
+@require_api_key
+def test_webhook() -> Any:
+    given = v.read_body(v.WEBHOOK_TEST, json_body() if g.raw_body else {})
+    url = given["url"] or services().config.merchant_webhook_url
+    if url is None:
+        raise ApiError("missing_field", "Send url, or set MERCHANT_WEBHOOK_URL to test that one.", "url")
+    check_callback_address(url, "url")
+    with services().db.transaction() as session:
+        event_id = emit_test_event(session, url).id
+    notify_dispatchers()
+    return jsonify({"queued": True, "event_id": event_id, "url": url}), 202
+
+
+def notify_dispatchers() -> None:
+    """Wake this process's webhook dispatcher, so a queued event goes out now rather than at its next poll."""
+    from webhooks import WebhookDispatcher
+
+    for worker in services().background:
+        if isinstance(worker, WebhookDispatcher):
+            worker.notify()
 
 
 # --- operator routes ---------------------------------------------------------------------------

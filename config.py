@@ -5,6 +5,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, fields, replace
+from decimal import Decimal
 from urllib.parse import urlparse
 
 from logging_setup import LOG_FORMATS, configure_logging
@@ -51,6 +52,8 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     allow_private_callbacks: bool = False
+    merchant_webhook_url: str | None = None
+    underpayment_tolerance_usdt: Decimal = Decimal(0)
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -142,6 +145,33 @@ def _urls(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return ",".join(urls)
 
 
+def _tolerance(env: dict[str, str]) -> Decimal:
+    """UNDERPAYMENT_TOLERANCE_USDT: an amount as a request writes one, or 0."""
+    raw = _get(env, "UNDERPAYMENT_TOLERANCE_USDT")
+    if raw is None:
+        return Decimal(0)
+    from money import AmountError, parse_amount_or_zero
+
+    try:
+        return parse_amount_or_zero(raw)
+    except AmountError as exc:
+        raise ConfigError(f"UNDERPAYMENT_TOLERANCE_USDT {exc}, got {raw!r}") from None
+
+
+def _merchant_webhook_url(env: dict[str, str]) -> str | None:
+    """Read as a callback URL is (same parser as the sender); where it points is checked at each delivery."""
+    raw = _get(env, "MERCHANT_WEBHOOK_URL")
+    if raw is None:
+        return None
+    from ssrf import CallbackUrlError, split_callback_url
+
+    try:
+        split_callback_url(raw)
+    except CallbackUrlError as exc:
+        raise ConfigError(f"MERCHANT_WEBHOOK_URL {exc}, got {raw!r}") from None
+    return raw
+
+
 def _schedule(env: dict[str, str]) -> tuple[int, ...]:
     raw = _get(env, "WEBHOOK_RETRY_SCHEDULE")
     if raw is None:
@@ -228,6 +258,8 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         log_level=log_level,
         log_format=log_format,
         allow_private_callbacks=_bool(env, "ALLOW_PRIVATE_CALLBACKS", False),
+        merchant_webhook_url=_merchant_webhook_url(env),
+        underpayment_tolerance_usdt=_tolerance(env),
     )
 
 

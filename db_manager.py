@@ -502,7 +502,8 @@ def cmd_assign_transfer(ctx: Context) -> int:
     try:
         with ctx.db.transaction() as session:
             payment = matching.assign_transfer(
-                session, ref.tx_hash, ref.log_index, payment_id, ctx.config.late_payment_window_seconds
+                session, ref.tx_hash, ref.log_index, payment_id, ctx.config.late_payment_window_seconds,
+                ctx.config.merchant_webhook_url,
             )
             status = payment.status.value
             received = format_amount(payment.received_amount_usdt)

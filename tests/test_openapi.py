@@ -45,7 +45,8 @@ def test_every_documented_create_field_is_accepted_and_no_other(client, auth) ->
     spec = client.get("/openapi.json").get_json()
     create = spec["components"]["schemas"]["CreatePayment"]
     assert set(create["required"]) == {"wallet_address", "expected_amount_usdt", "order_id", "callback_url"}
-    valid = {"expires_in_seconds": 600, "metadata": {"a": 1}, "unique_amount": True}
+    valid = {"expires_in_seconds": 600, "metadata": {"a": 1}, "unique_amount": True,
+             "underpayment_tolerance_usdt": "0.5"}
     assert set(create["properties"]) == set(create["required"]) | set(valid)
     for n, (name, value) in enumerate(valid.items()):
         body = payment_body(order_id=f"field-{n}", expected_amount_usdt=str(n + 1), **{name: value})
