@@ -343,7 +343,8 @@ def list_events() -> Any:
 def retry_event(event_id: str) -> Any:
     no_fields_body()
     with services().db.transaction() as session:
-        event = find_event(session, event_id) if len(event_id) <= 64 else None
+        wanted = v.event_id(event_id)
+        event = find_event(session, wanted) if wanted is not None else None
         if event is None:
             raise ApiError("event_not_found", "No webhook event has this id.", status=404)
         url = retry_target(event, services().config.merchant_webhook_url)

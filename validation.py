@@ -296,6 +296,12 @@ def payment_uuid(value: str) -> uuid.UUID | None:
     return uuid.UUID(value)
 
 
+def event_id(value: str) -> str | None:
+    """An event id as /events lists it could be (at most 64 printable characters), else None (PostgreSQL refuses
+    NUL characters, and no longer id exists)."""
+    return value if len(value) <= 64 and value.isprintable() else None
+
+
 def ascii_number(value: str, maximum: int) -> int | None:
     """`value` as a whole number if it is ASCII digits only and at most `maximum`, else None.
     ("²".isdigit() is true and int() refuses it; a thousand digits are refused before int())."""
