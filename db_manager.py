@@ -224,7 +224,7 @@ def print_stats(stats: dict[str, Any]) -> None:
     print(f"  unmatched: {t['unmatched']}")
     print(f"  credited: {t['credited']}")
     print(f"webhook events: {e['total']}")
-    for state in ("pending", "delivered", "failed"):
+    for state in ("pending", "delivered", "failed", "no_target"):
         print(f"  {state}: {e[state]}")
     oldest = f" (oldest {logs['oldest']})" if logs["oldest"] else ""
     print(f"payment logs: {logs['total']}{oldest}")
