@@ -209,11 +209,7 @@ def requeue(session: Session, event: WebhookEvent, url: str) -> WebhookEvent:
     event.next_attempt_at = db_now(session)
     event.schedule_position = 0
     event.delivered_at = None
-    if event.payment_id is not None:
-        latest = session.scalar(select(func.max(WebhookEvent.seq)).where(WebhookEvent.payment_id == event.payment_id))
-        if latest == event.seq:
-            session.execute(update(Payment).where(Payment.id == event.payment_id)
-                            .values(callback_attempts=event.attempts, callback_success=False))
+    update_payment_summary(session, event)
     log_event(
         session, event.payment_id, "webhook_retry_queued",
         f"{event.type} event {event.id} queued again by request (was {previous_state})",
