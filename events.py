@@ -102,6 +102,11 @@ def emit_account_event(session: Session, event_type: str, data: dict[str, Any], 
     stored as `no_target`, listed but never sent (and no backlog)."""
     if event_type not in ACCOUNT_EVENT_TYPES:
         raise ValueError(f"not an account event type: {event_type!r}")
+    # Writers of the stream take turns until they commit, so sequence order is commit order and the dispatcher
+    # never sends a later event while an earlier one is still uncommitted (the watcher and an admin's
+    # assign-transfer may write at once). Taken last, after any wallet or payment lock, so it closes no cycle.
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                    {"k": f"webhook-stream:{ACCOUNT_STREAM}"})
     return write_event(session, event_type, data, url, stream=ACCOUNT_STREAM)
 
 
