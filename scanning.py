@@ -291,7 +291,7 @@ class AccountScan(Scan):
             at = group[0].block_timestamp
             candidates = [p for p in payments if timing(p, ms_to_datetime(at), late)]
             if not candidates and not any(watches_for(p, ms_to_datetime(at), late) for p in payments):
-                continue  # mined before every open payment of the wallet: no receipt needed
+                continue  # before every open payment, and no completion watches it: no receipt needed
             # Receipts for money that would credit a payment always; for money that would stay unmatched only while
             # this cycle's request budget lasts, so a busy wallet cannot starve the others. The wallet then stops
             # here and goes on next cycle: transfers are taken in chain order.
