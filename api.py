@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 import validation as v
 from app import Services, services_of
 from errors import ApiError
-from events import queue_retry
+from events import emit_test_event, find_event, queue_retry, requeue, retry_target
 from models import (
     FOUND_BY_RECONCILIATION,
     EventState,
@@ -128,22 +128,31 @@ def no_fields_body() -> None:
 
 # --- payments ----------------------------------------------------------------------------------
 
-ADDED_FIELDS = ("return_url",)  # optional fields a fingerprint covers only when sent
+# Fields added to POST /payments after requests were first fingerprinted: in the fingerprint only when sent, so a
+# request made before them still replays.
+FINGERPRINTED_WHEN_SENT = ("return_url", "underpayment_tolerance_usdt")
 
 
 def parse_new_payment(body: dict[str, Any]) -> NewPayment:
     given = v.read_body(v.CREATE_PAYMENT, body)
     expires = given["expires_in_seconds"]
-    # What identifies a replay: the request as read, the amount in its one written form, the lifetime as asked;
-    # of the fields added since the first version, only those sent (a request made before them still replays).
-    sent = {name: value for name, value in given.items() if name not in ADDED_FIELDS or value is not None}
-    fingerprint = request_fingerprint({**sent, "expected_amount_usdt": format_amount(given["expected_amount_usdt"])})
+    tolerance = given["underpayment_tolerance_usdt"]
+    if tolerance is not None and tolerance > given["expected_amount_usdt"]:
+        raise ApiError("invalid_amount", "underpayment_tolerance_usdt must not exceed expected_amount_usdt.",
+                       "underpayment_tolerance_usdt")
+    # What identifies a replay: the request as read, the amounts in their one written form, the lifetime as asked.
+    read = {name: value for name, value in given.items() if name not in FINGERPRINTED_WHEN_SENT or value is not None}
+    fingerprint = request_fingerprint({**read, "expected_amount_usdt": format_amount(given["expected_amount_usdt"]),
+                                       **({} if tolerance is None else
+                                          {"underpayment_tolerance_usdt": format_amount(tolerance)})})
+    config = services().config
     return NewPayment(given["wallet_address"], given["expected_amount_usdt"], given["order_id"], given["callback_url"],
-                      expires if expires is not None else services().config.payment_ttl_seconds, given["metadata"],
-                      given["unique_amount"], fingerprint, return_url=given["return_url"])
+                      expires if expires is not None else config.payment_ttl_seconds, given["metadata"],
+                      given["unique_amount"], fingerprint, underpayment_tolerance=tolerance,
+                      default_tolerance=config.underpayment_tolerance_usdt, return_url=given["return_url"])
 
 
-def check_callback_address(url: str) -> None:
+def check_callback_address(url: str, field: str = "callback_url") -> None:
     from sandbox_inbox import is_own_inbox
     from ssrf import CallbackUrlError, check_callback_url
 
@@ -151,7 +160,7 @@ def check_callback_address(url: str) -> None:
     try:
         check_callback_url(url, allow_private=config.allow_private_callbacks or is_own_inbox(config, url))
     except CallbackUrlError as exc:
-        raise ApiError("invalid_callback_url", f"callback_url is not allowed: {exc}", "callback_url") from None
+        raise ApiError(f"invalid_{field}", f"{field} is not allowed: {exc}", field) from None
 
 
 @bp.post("/payments")
@@ -330,6 +339,49 @@ def list_events() -> Any:
         page = EVENTS.page(session, query, given["limit"], given["after"], keep_position=True)
     events = [event_to_dict(e) for e in page.rows]
     return jsonify({"events": events, "next_cursor": page.next_cursor, "has_more": page.has_more})
+
+
+@bp.post("/events/<event_id>/retry")
+@require_api_key
+def retry_event(event_id: str) -> Any:
+    no_fields_body()
+    with services().db.transaction() as session:
+        wanted = v.event_id(event_id)
+        event = find_event(session, wanted) if wanted is not None else None
+        if event is None:
+            raise ApiError("event_not_found", "No webhook event has this id.", status=404)
+        url = retry_target(event, services().config.merchant_webhook_url)
+        if url is None:
+            raise ApiError("no_webhook_target", "This account-level event has no target: set MERCHANT_WEBHOOK_URL, "
+                                                "then retry it.", status=409)
+        requeue(session, event, url)
+    notify_dispatchers()
+    return jsonify({"queued": True, "event_id": event_id}), 202
+
+
+# --- test webhooks -----------------------------------------------------------------------------
+
+@bp.post("/webhooks/test")
+@require_api_key
+def test_webhook() -> Any:
+    given = v.read_body(v.WEBHOOK_TEST, json_body() if g.raw_body else {})
+    url = given["url"] or services().config.merchant_webhook_url
+    if url is None:
+        raise ApiError("missing_field", "Send url, or set MERCHANT_WEBHOOK_URL to test that one.", "url")
+    check_callback_address(url, "url")
+    with services().db.transaction() as session:
+        event_id = emit_test_event(session, url).id
+    notify_dispatchers()
+    return jsonify({"queued": True, "event_id": event_id, "url": url}), 202
+
+
+def notify_dispatchers() -> None:
+    """Wake this process's webhook dispatcher, so a queued event goes out now rather than at its next poll."""
+    from webhooks import WebhookDispatcher
+
+    for worker in services().background:
+        if isinstance(worker, WebhookDispatcher):
+            worker.notify()
 
 
 # --- operator routes ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from config import Config
 from database import Database
-from matching import may_take_money
+from matching import keeps_wallet_watched
 from models import Payment, WalletCursor
 from service_state import read_state, write_state
 from times import to_ms
@@ -139,7 +139,8 @@ class ChainView:
         ), {"chain": self.chain, "value": int(value), "wallets": sorted(set(wallets))})
 
     def watched_wallets(self, session: Session, created_since: datetime | None = None) -> dict[str, datetime]:
-        """Wallets with candidates, each with the creation time of its oldest candidate.
+        """Wallets with candidates, or with a payment completed within the late window, each with the creation time
+        of its oldest such payment.
 
         With `created_since`, only candidates created since then count (a cheap refresh through the created_at
         index: the blocks strategy merges it into the list it read at the start of the cycle)."""
@@ -152,7 +153,7 @@ class ChainView:
             select(Payment.wallet_address, func.min(Payment.created_at))
             .outerjoin(WalletCursor, and_(WalletCursor.wallet_address == Payment.wallet_address,
                                           WalletCursor.chain == self.chain))
-            .where(may_take_money(lambda closed: unread | (closed + window >= read_to)))
+            .where(keeps_wallet_watched(lambda closed: unread | (closed + window >= read_to)))
             .group_by(Payment.wallet_address)
         )
         if created_since is not None:

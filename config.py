@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, fields, replace
+from decimal import Decimal
 from urllib.parse import urlparse
 
 from logging_setup import LOG_FORMATS, configure_logging
@@ -64,6 +65,8 @@ class Config:
     public_base_url: str = "http://127.0.0.1:5000"  # default: http://HOST:PORT
     merchant_name: str | None = None
     checkout_frame_ancestors: tuple[str, ...] = ()  # CSP frame-ancestors sources of the checkout page; () = none
+    merchant_webhook_url: str | None = None
+    underpayment_tolerance_usdt: Decimal = Decimal(0)
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -173,6 +176,33 @@ def _upstreams(env: dict[str, str], network: str) -> str:
                               "chain")
         return ""
     return _urls("TRONGRID_API_URL", raw or NETWORKS[network][0], ("http", "https"))
+
+
+def _tolerance(env: dict[str, str]) -> Decimal:
+    """UNDERPAYMENT_TOLERANCE_USDT: an amount as a request writes one, or 0."""
+    raw = _get(env, "UNDERPAYMENT_TOLERANCE_USDT")
+    if raw is None:
+        return Decimal(0)
+    from money import AmountError, parse_amount_or_zero
+
+    try:
+        return parse_amount_or_zero(raw)
+    except AmountError as exc:
+        raise ConfigError(f"UNDERPAYMENT_TOLERANCE_USDT {exc}, got {raw!r}") from None
+
+
+def _merchant_webhook_url(env: dict[str, str]) -> str | None:
+    """Read as a callback URL is (same parser as the sender); where it points is checked at each delivery."""
+    raw = _get(env, "MERCHANT_WEBHOOK_URL")
+    if raw is None:
+        return None
+    from ssrf import CallbackUrlError, split_callback_url
+
+    try:
+        split_callback_url(raw)
+    except CallbackUrlError as exc:
+        raise ConfigError(f"MERCHANT_WEBHOOK_URL {exc}, got {raw!r}") from None
+    return raw
 
 
 def _schedule(env: dict[str, str]) -> tuple[int, ...]:
@@ -292,6 +322,8 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         public_base_url=public_base_url,
         merchant_name=_merchant_name(env),
         checkout_frame_ancestors=_frame_ancestors(env),
+        merchant_webhook_url=_merchant_webhook_url(env),
+        underpayment_tolerance_usdt=_tolerance(env),
     )
 
 

@@ -224,7 +224,7 @@ def print_stats(stats: dict[str, Any]) -> None:
     print(f"  unmatched: {t['unmatched']}")
     print(f"  credited: {t['credited']}")
     print(f"webhook events: {e['total']}")
-    for state in ("pending", "delivered", "failed"):
+    for state in ("pending", "delivered", "failed", "no_target"):
         print(f"  {state}: {e[state]}")
     oldest = f" (oldest {logs['oldest']})" if logs["oldest"] else ""
     print(f"payment logs: {logs['total']}{oldest}")
@@ -502,7 +502,8 @@ def cmd_assign_transfer(ctx: Context) -> int:
     try:
         with ctx.db.transaction() as session:
             payment = matching.assign_transfer(
-                session, ref.tx_hash, ref.log_index, payment_id, ctx.config.late_payment_window_seconds
+                session, ref.tx_hash, ref.log_index, payment_id, ctx.config.late_payment_window_seconds,
+                ctx.config.merchant_webhook_url,
             )
             status = payment.status.value
             received = format_amount(payment.received_amount_usdt)

@@ -2,8 +2,12 @@
 
 Every function takes the caller's session; the caller owns the transaction, so a state change, its
 audit log row and its outbox event commit together. The outbox is read here too: the dispatcher
-claims due events with a lease (`claim_due`), a merchant's retry queues one again (`queue_retry`).
-A payment's `callback_attempts` and `callback_success` describe its latest event only.
+claims due events with a lease (`claim_due`), a merchant's retry queues one again (`queue_retry`,
+`requeue`). A payment's `callback_attempts` and `callback_success` describe its latest event only.
+
+Events come in three kinds: a payment's (to its callback_url, in order per payment), account-level
+ones (to MERCHANT_WEBHOOK_URL, in order among themselves: the `account` stream; stored as
+`no_target` when that is unset) and test webhooks (to the URL asked for, ordered with nothing).
 """
 from __future__ import annotations
 
@@ -17,14 +21,23 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from models import WEBHOOK_EVENT_TYPES, EventState, Payment, PaymentLog, WebhookEvent
+from models import (
+    ACCOUNT_EVENT_TYPES,
+    ACCOUNT_STREAM,
+    PAYMENT_EVENT_TYPES,
+    TEST_EVENT_TYPE,
+    EventState,
+    Payment,
+    PaymentLog,
+    WebhookEvent,
+)
 from schemas import serialize_payment
 from ssrf import AUTHORITY_PATTERN
 from times import db_now, iso
 
 logger = logging.getLogger(__name__)
 
-# Due events, leased: the oldest pending event of each payment (a payment's events go out in order).
+# Due events, leased: the oldest pending event of each payment and of each stream (both go out in order).
 CLAIM_SQL = text(
     """
     WITH due AS (
@@ -37,6 +50,10 @@ CLAIM_SQL = text(
           AND NOT EXISTS (
               SELECT 1 FROM webhook_events earlier
               WHERE earlier.payment_id = e.payment_id AND earlier.state = 'pending' AND earlier.seq < e.seq
+          )
+          AND NOT EXISTS (
+              SELECT 1 FROM webhook_events earlier
+              WHERE earlier.stream = e.stream AND earlier.state = 'pending' AND earlier.seq < e.seq
           )
         ORDER BY e.next_attempt_at, e.seq
         LIMIT :limit
@@ -70,30 +87,55 @@ def log_event(
 
 def emit_event(session: Session, payment: Payment, event_type: str) -> WebhookEvent:
     """Write a webhook event into the outbox with the payment as it is now."""
-    if event_type not in WEBHOOK_EVENT_TYPES:
-        raise ValueError(f"not a webhook event type: {event_type!r}")
+    if event_type not in PAYMENT_EVENT_TYPES:
+        raise ValueError(f"not a payment event type: {event_type!r}")
     session.flush()
-    event_id = f"evt_{uuid.uuid4().hex}"
-    created = db_now(session)
     payment.callback_attempts = 0
     payment.callback_success = False
     session.flush()
-    body = {
-        "id": event_id,
-        "type": event_type,
-        "created_at": iso(created),
-        "data": serialize_payment(session, payment),
-    }
+    return write_event(session, event_type, serialize_payment(session, payment), payment.callback_url,
+                       payment_id=payment.id)
+
+
+def emit_account_event(session: Session, event_type: str, data: dict[str, Any], url: str | None) -> WebhookEvent:
+    """Write an account-level event for MERCHANT_WEBHOOK_URL (`url`), in the account stream; with no URL it is
+    stored as `no_target`, listed but never sent (and no backlog)."""
+    if event_type not in ACCOUNT_EVENT_TYPES:
+        raise ValueError(f"not an account event type: {event_type!r}")
+    # Writers of the stream take turns until they commit, so sequence order is commit order and the dispatcher
+    # never sends a later event while an earlier one is still uncommitted (the watcher and an admin's
+    # assign-transfer may write at once). Taken last, after any wallet or payment lock, so it closes no cycle.
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                    {"k": f"webhook-stream:{ACCOUNT_STREAM}"})
+    return write_event(session, event_type, data, url, stream=ACCOUNT_STREAM)
+
+
+def emit_test_event(session: Session, url: str) -> WebhookEvent:
+    """Write a `webhook.test` event for `url`: signed and retried like any other, ordered with none."""
+    data = {"message": "A test webhook: when its signature verifies, your receiver is ready.", "url": url}
+    return write_event(session, TEST_EVENT_TYPE, data, url)
+
+
+def write_event(session: Session, event_type: str, data: dict[str, Any], url: str | None, *,
+                payment_id: uuid.UUID | None = None, stream: str | None = None) -> WebhookEvent:
+    """One outbox row whose body (sent unchanged on every attempt) holds `data`; pending, due now, when it has a
+    target, else `no_target`."""
+    event_id = f"evt_{uuid.uuid4().hex}"
+    created = db_now(session)
+    body = {"id": event_id, "type": event_type, "created_at": iso(created), "data": data}
     event = WebhookEvent(
         id=event_id,
-        payment_id=payment.id,
+        payment_id=payment_id,
+        stream=stream,
         type=event_type,
         body=json.dumps(body, separators=(",", ":")),
-        callback_url=payment.callback_url,
+        callback_url=url,
+        state=EventState.pending if url else EventState.no_target,
         next_attempt_at=created,
     )
     session.add(event)
-    log_event(session, payment.id, "webhook_queued", f"{event_type} event {event_id} queued", event_id=event_id)
+    where = "queued" if url else "stored: no target is configured (MERCHANT_WEBHOOK_URL is unset)"
+    log_event(session, payment_id, "webhook_queued", f"{event_type} event {event_id} {where}", event_id=event_id)
     return event
 
 
@@ -115,6 +157,8 @@ def release_leases(session: Session, seqs: Sequence[int], token: str) -> None:
 
 def update_payment_summary(session: Session, event: WebhookEvent) -> None:
     """callback_attempts/success describe the payment's latest event only."""
+    if event.payment_id is None:
+        return
     latest = session.scalar(select(func.max(WebhookEvent.seq)).where(WebhookEvent.payment_id == event.payment_id))
     if latest != event.seq:
         return
@@ -133,22 +177,46 @@ def latest_event(session: Session, payment_id: uuid.UUID, *, for_update: bool = 
 
 
 def queue_retry(session: Session, payment: Payment) -> WebhookEvent | None:
-    """Send the payment's latest event again, now, with a fresh schedule (same id, same body).
-
-    An attempt already in flight keeps its lease and records its outcome as usual.
-    """
+    """Send the payment's latest event again, now, with a fresh schedule (same id, same body)."""
     event = latest_event(session, payment.id, for_update=True)
     if event is None:
         return None
+    return requeue(session, event, event.callback_url)  # type: ignore[arg-type]  # a payment's event has its URL
+
+
+def find_event(session: Session, event_id: str) -> WebhookEvent | None:
+    """The event with this id, locked (its payment first, when it has one: the dispatcher locks in that order)."""
+    found = session.execute(select(WebhookEvent.seq, WebhookEvent.payment_id).where(WebhookEvent.id == event_id))
+    row = found.first()
+    if row is None:
+        return None
+    if row.payment_id is not None:
+        session.execute(select(Payment.id).where(Payment.id == row.payment_id).with_for_update())
+    return session.scalars(select(WebhookEvent).where(WebhookEvent.seq == row.seq).with_for_update()).one_or_none()
+
+
+def retry_target(event: WebhookEvent, merchant_webhook_url: str | None) -> str | None:
+    """Where a retried event goes: an account-level event to MERCHANT_WEBHOOK_URL as it is set now (else where it
+    went before), any other event where it went before; None when there is nowhere to send it."""
+    if event.stream == ACCOUNT_STREAM:
+        return merchant_webhook_url or event.callback_url
+    return event.callback_url
+
+
+def requeue(session: Session, event: WebhookEvent, url: str) -> WebhookEvent:
+    """Send `event` again to `url`, now, with a fresh schedule (same id, same body); the caller holds its lock.
+
+    An attempt already in flight keeps its lease and records its outcome as usual.
+    """
     previous_state = event.state.value
     event.state = EventState.pending
+    event.callback_url = url
     event.next_attempt_at = db_now(session)
     event.schedule_position = 0
     event.delivered_at = None
-    payment.callback_attempts = event.attempts
-    payment.callback_success = False
+    update_payment_summary(session, event)
     log_event(
-        session, payment.id, "webhook_retry_queued",
+        session, event.payment_id, "webhook_retry_queued",
         f"{event.type} event {event.id} queued again by request (was {previous_state})",
         event_id=event.id, previous_state=previous_state,
     )

@@ -7,8 +7,11 @@ the transition table, and writes the audit log and outbox event in the caller's 
 The rules. A transfer's candidates are the payments on its recipient wallet created at or before its
 block time that are pending, or expired or cancelled within the late window. A candidate whose
 remaining amount (expected - received) equals the transfer gets it, pending ones before late ones,
-oldest first; otherwise the only candidate gets it; otherwise the transfer is stored unmatched.
-Time is chain time: money mined before an expiry or cancellation took effect is on time.
+oldest first; otherwise the only candidate gets it; otherwise the transfer is stored unmatched and
+announced (`transfer.unmatched`, an account-level event). A wallet whose last payment completed stays
+watched for the late window after: money sent then has no candidate and is stored unmatched too.
+Time is chain time: money mined before an expiry or cancellation took effect is on time. A payment is
+fully paid once received >= expected - its underpayment tolerance.
 """
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ from sqlalchemy import ColumnElement, and_, or_, select, text, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from events import emit_event, log_event
+from events import emit_account_event, emit_event, log_event
 from models import CANCELLED, FOUND_BY_SCAN, Payment, PaymentStatus, RejectedTransfer, Transfer, TransferStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
+from schemas import serialize_payment, serialize_payments, transfer_to_dict
 from times import ms_to_datetime
 from tron_client import RejectedLog, TransferLog
 
@@ -90,6 +94,23 @@ def may_take_money(within_window: Callable[[Any], Any] = lambda closed: true()) 
     return or_(Payment.status == PaymentStatus.pending, *closed)
 
 
+def completed_within(within_window: Callable[[Any], Any] = lambda completed: true()) -> ColumnElement[bool]:
+    """SQL: completed payments for which `within_window(<when it completed>)` holds: their wallet stays watched, so
+    money sent after the completion is stored and announced (it can credit no payment)."""
+    return and_(Payment.status == PaymentStatus.completed, within_window(Payment.completed_at))
+
+
+def keeps_wallet_watched(within_window: Callable[[Any], Any] = lambda when: true()) -> ColumnElement[bool]:
+    """SQL: payments whose wallet is watched: those that may take money, and those completed within the window."""
+    return or_(may_take_money(within_window), completed_within(within_window))
+
+
+def watches_for(payment: Payment, at: datetime, late_window: int) -> bool:
+    """Whether a completed payment keeps its wallet watched for money mined at chain time `at`."""
+    return (payment.status == PaymentStatus.completed and payment.completed_at is not None
+            and payment.created_at <= at and at - payment.completed_at <= timedelta(seconds=late_window))
+
+
 def candidate_filter(wallet_address: str, at: Any, late_window: int) -> ColumnElement[bool]:
     """SQL: the payments of a wallet that may take money mined at `at` (a time, or the SQL expression
     `func.now()`), before `timing` looks at their creation and expiry."""
@@ -109,6 +130,11 @@ def wallet_lock(session: Session, wallet_address: str) -> None:
 
 def remaining(payment: Payment) -> int:
     return to_micro(payment.expected_amount_usdt) - to_micro(payment.received_amount_usdt)
+
+
+def is_fully_paid(payment: Payment) -> bool:
+    """The one threshold of completion, paid_late and reopening: received >= expected - tolerance."""
+    return remaining(payment) <= to_micro(payment.underpayment_tolerance_usdt or Decimal(0))
 
 
 def choose_payment(candidates: list[tuple[Payment, str]], amount: int) -> tuple[Payment, str] | None:
@@ -142,9 +168,12 @@ def is_stored(session: Session, t: TransferLog) -> bool:
     ) is not None
 
 
-def wallet_payments(session: Session, wallet: str) -> list[Payment]:
-    """The wallet's payments that may still take money (a snapshot, no locks: for planning only)."""
-    return list(session.scalars(select(Payment).where(Payment.wallet_address == wallet, may_take_money())))
+def wallet_payments(session: Session, wallet: str, since: datetime, late_window: int) -> list[Payment]:
+    """The wallet's payments that may still take money, and those that keep it watched for money mined from
+    chain time `since` on (a snapshot, no locks: for planning only)."""
+    window_start = since - timedelta(seconds=late_window)
+    watched = or_(may_take_money(), completed_within(lambda completed: completed >= window_start))
+    return list(session.scalars(select(Payment).where(Payment.wallet_address == wallet, watched)))
 
 
 def would_credit(candidates: list[Payment], records: list[Any]) -> bool:
@@ -183,7 +212,7 @@ def apply_credit(session: Session, payment: Payment, when: str, t: TransferLog) 
     at = ms_to_datetime(t.block_timestamp)
     payment.received_amount_usdt = Decimal(payment.received_amount_usdt) + from_micro(t.amount)
     payment.transaction_hash = t.transaction_hash
-    fully_paid = remaining(payment) <= 0
+    fully_paid = is_fully_paid(payment)
     amounts = {
         "amount_usdt": format_amount(t.amount),
         "received_amount_usdt": format_amount(payment.received_amount_usdt),
@@ -249,8 +278,34 @@ def record_rejected(session: Session, rejected: RejectedLog) -> bool:
     return True
 
 
-def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by: str = FOUND_BY_SCAN) -> Outcome:
-    """Store one verified transfer and credit it by the rules; the caller owns the transaction."""
+def completed_recently(session: Session, wallet: str, at: datetime, late_window: int) -> bool:
+    """Whether a payment of the wallet, created by chain time `at`, completed within the late window before it."""
+    window_start = at - timedelta(seconds=late_window)
+    return session.scalar(select(select(Payment.id).where(
+        Payment.wallet_address == wallet, Payment.created_at <= at,
+        completed_within(lambda completed: completed >= window_start)).exists())) or False
+
+
+def announce_unmatched(session: Session, row: Transfer, open_payments: list[Payment], described: str, found_by: str,
+                       merchant_webhook_url: str | None) -> None:
+    """Log an unmatched transfer (on each open payment, or once for the wallet) and write `transfer.unmatched` with
+    the transfer and the wallet's open payments at that time."""
+    meta = {"transaction_hash": row.transaction_hash, "log_index": row.log_index,
+            "amount_usdt": format_amount(row.amount_usdt), "found_by": found_by}
+    if not open_payments:
+        log_event(session, None, "unmatched",
+                  f"{described} to {row.to_address} arrived with no open payment on this wallet", **meta)
+    for payment in open_payments:
+        log_event(session, payment.id, "unmatched",
+                  f"{described} matches none of {len(open_payments)} open payments on this wallet", **meta)
+    data = {**transfer_to_dict(row), "open_payments": serialize_payments(session, open_payments)}
+    emit_account_event(session, "transfer.unmatched", data, merchant_webhook_url)
+
+
+def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by: str = FOUND_BY_SCAN,
+                    merchant_webhook_url: str | None = None) -> Outcome:
+    """Store one verified transfer and credit it by the rules; the caller owns the transaction. An unmatched one is
+    announced to `merchant_webhook_url` (stored with no target when None)."""
     reason = unstorable(t)
     if reason is not None:
         record_rejected(session, RejectedLog(t.transaction_hash, t.log_index, reason, t.to_address, str(t.amount),
@@ -262,8 +317,9 @@ def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by
     # Transfers come in chain order, so the wallet has been read up to this one: a payment whose
     # expiry is not after it expires first, and this money is then late for it.
     expire_due(session, [t.to_address], t.block_timestamp, skip_locked=False)  # must not pass one by
-    candidates = find_candidates(session, t.to_address, ms_to_datetime(t.block_timestamp), late_window)
-    if not candidates:
+    at = ms_to_datetime(t.block_timestamp)
+    candidates = find_candidates(session, t.to_address, at, late_window)
+    if not candidates and not completed_recently(session, t.to_address, at, late_window):
         # Mined before every open payment of the wallet was created: it belongs to none of them.
         logger.debug("transfer %s:%d predates every open payment of %s", t.transaction_hash, t.log_index,
                      t.to_address)
@@ -271,16 +327,12 @@ def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by
     row = store_transfer(session, t, found_by)
     if row is None:
         return Outcome(t, "duplicate")
-    chosen = choose_payment(candidates, t.amount)
+    chosen = choose_payment(candidates, t.amount) if candidates else None
     described = f"{format_amount(t.amount)} USDT from {t.from_address} in {t.transaction_hash}:{t.log_index}"
     if found_by != FOUND_BY_SCAN:
         described += f" (found by {found_by})"
     if chosen is None:
-        meta = {"transaction_hash": t.transaction_hash, "log_index": t.log_index,
-                "amount_usdt": format_amount(t.amount), "found_by": found_by}
-        for payment, _ in candidates:
-            log_event(session, payment.id, "unmatched",
-                      f"{described} matches none of {len(candidates)} open payments on this wallet", **meta)
+        announce_unmatched(session, row, [p for p, _ in candidates], described, found_by, merchant_webhook_url)
         return Outcome(t, "unmatched")
     payment, when = chosen
     row.status = TransferStatus.credited
@@ -313,8 +365,21 @@ def expire_due(
     return expired
 
 
-def assign_transfer(session: Session, tx_hash: str, log_index: int, payment_id: uuid.UUID, late_window: int) -> Payment:
-    """Credit an unmatched transfer to a payment by hand (admin), with the usual transition table."""
+def assign_transfer(session: Session, tx_hash: str, log_index: int, payment_id: uuid.UUID, late_window: int,
+                    merchant_webhook_url: str | None = None) -> Payment:
+    """Credit an unmatched transfer to a payment by hand (admin), with the usual transition table; announced as
+    `transfer.assigned` (the transfer and the payment) to `merchant_webhook_url` (no target when None)."""
+    payment = credit_by_hand(session, tx_hash, log_index, payment_id, late_window)
+    transfer = session.scalars(
+        select(Transfer).where(Transfer.transaction_hash == tx_hash, Transfer.log_index == log_index)
+    ).one()
+    data = {"transfer": transfer_to_dict(transfer), "payment": serialize_payment(session, payment)}
+    emit_account_event(session, "transfer.assigned", data, merchant_webhook_url)
+    return payment
+
+
+def credit_by_hand(session: Session, tx_hash: str, log_index: int, payment_id: uuid.UUID, late_window: int) -> Payment:
+    """The credit of `assign_transfer`: the transfer to the payment, by the transition table."""
     transfer = session.scalars(
         select(Transfer).where(Transfer.transaction_hash == tx_hash, Transfer.log_index == log_index).with_for_update()
     ).one_or_none()

@@ -54,11 +54,18 @@ class EventState(str, enum.Enum):
     pending = "pending"
     delivered = "delivered"
     failed = "failed"
+    no_target = "no_target"  # an account-level event written while MERCHANT_WEBHOOK_URL was unset: never sent
 
 
 # What a webhook event may announce (webhook_events.type): what the outbox accepts and /openapi.json lists.
-WEBHOOK_EVENT_TYPES = ("payment.completed", "payment.expired", "payment.partial", "payment.paid_late",
+PAYMENT_EVENT_TYPES = ("payment.completed", "payment.expired", "payment.partial", "payment.paid_late",
                        "payment.cancelled")
+# Events about the merchant's account rather than one payment: sent to MERCHANT_WEBHOOK_URL, in order.
+ACCOUNT_EVENT_TYPES = ("transfer.unmatched", "transfer.assigned")
+TEST_EVENT_TYPE = "webhook.test"
+WEBHOOK_EVENT_TYPES = PAYMENT_EVENT_TYPES + ACCOUNT_EVENT_TYPES + (TEST_EVENT_TYPE,)
+# The ordered stream of account-level events (webhook_events.stream), as a payment's events are one.
+ACCOUNT_STREAM = "account"
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -74,6 +81,8 @@ class Payment(Base):
     expected_amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
     requested_amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
     received_amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT, default=Decimal(0), server_default="0")
+    # Fully paid once received >= expected - this.
+    underpayment_tolerance_usdt: Mapped[Decimal] = mapped_column(AMOUNT, default=Decimal(0), server_default="0")
     status: Mapped[PaymentStatus] = mapped_column(
         _enum(PaymentStatus, "payment_status"), default=PaymentStatus.pending, index=True
     )
@@ -163,12 +172,16 @@ class WebhookEvent(Base):
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)
-    payment_id: Mapped[uuid.UUID] = mapped_column(
+    # None for an event about no payment (account-level events, test webhooks).
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("payments.id", ondelete="CASCADE"), index=True
     )
+    # The ordered stream of an event about no payment (ACCOUNT_STREAM), None otherwise: a test webhook waits
+    # for nothing and holds up nothing.
+    stream: Mapped[str | None] = mapped_column(String(16))
     type: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)  # exact JSON sent on every attempt
-    callback_url: Mapped[str] = mapped_column(Text)
+    callback_url: Mapped[str | None] = mapped_column(Text)  # None: no target was configured (state no_target)
     state: Mapped[EventState] = mapped_column(_enum(EventState, "event_state"), default=EventState.pending)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Attempts made in the current retry schedule; a manual retry starts a fresh schedule.
@@ -188,6 +201,12 @@ class WebhookEvent(Base):
             "payment_id",
             "seq",
             postgresql_where=text("state = 'pending'"),
+        ),
+        Index(
+            "ix_webhook_events_pending_stream",
+            "stream",
+            "seq",
+            postgresql_where=text("state = 'pending' AND stream IS NOT NULL"),
         ),
     )
 

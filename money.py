@@ -41,6 +41,16 @@ def parse_amount(value: object) -> Decimal:
     return amount.quantize(Decimal("0.000001"))
 
 
+def parse_amount_or_zero(value: object) -> Decimal:
+    """As `parse_amount`, with 0 allowed (a tolerance, not a payment's amount)."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        text = str(value).strip()
+        match = _PLAIN.match(text)
+        if match and len(match.group(2) or "") <= 6 and Decimal(text) == 0:
+            return Decimal(0).quantize(Decimal("0.000001"))
+    return parse_amount(value)
+
+
 def to_micro(amount: Decimal) -> int:
     return int((amount * MICRO).to_integral_exact())
 

@@ -20,6 +20,7 @@ from validation import (
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
     UUID_SCHEMA,
+    WEBHOOK_TEST,
     Field,
     body_schema,
 )
@@ -112,6 +113,7 @@ COMPONENTS: dict[str, Any] = {
     "CreatePayment": body_schema(CREATE_PAYMENT, BODY_RULES),
     "SandboxPay": body_schema(PAY, BODY_RULES),
     "SandboxTransferRequest": body_schema(TRANSFER, BODY_RULES),
+    "WebhookTest": body_schema(WEBHOOK_TEST, BODY_RULES),
     **{name: object_schema(fields) for name, fields in SCHEMAS.items()},
 }
 
@@ -203,6 +205,32 @@ PATHS: dict[str, Any] = {
             "parameters": parameters(EVENTS_QUERY),
             "responses": {"200": response("A page of events", list_of("events", "Event", has_more=BOOLEAN))},
         }),
+    },
+    "/events/{event_id}/retry": {
+        "post": with_body(secured({
+            "summary": "Queue any webhook event again (same event id), account-level ones included",
+            "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": STRING,
+                            "description": "An event's id, as /events lists it; any other text is a 404."}],
+            "requestBody": NO_FIELDS_BODY,
+            "responses": {
+                "202": response("Queued", {"type": "object", "required": ["queued", "event_id"],
+                                           "properties": {"queued": BOOLEAN, "event_id": STRING}}),
+                "404": response("No event has this id", ref("Error")),
+                "409": response("An account-level event with no target: MERCHANT_WEBHOOK_URL is unset",
+                                ref("Error")),
+            },
+        })),
+    },
+    "/webhooks/test": {
+        "post": with_body(secured({
+            "summary": "Queue a signed webhook.test event to url (default MERCHANT_WEBHOOK_URL) through the outbox",
+            "requestBody": {"required": False, "description": "Optional; without url, MERCHANT_WEBHOOK_URL "
+                            "(400 when neither is given).", **json_content(ref("WebhookTest"))},
+            "responses": {
+                "202": response("Queued", {"type": "object", "required": ["queued", "event_id", "url"],
+                                           "properties": {"queued": BOOLEAN, "event_id": STRING, "url": STRING}}),
+            },
+        })),
     },
     "/health": {
         "get": {

@@ -42,6 +42,14 @@ class NewPayment:
     unique_amount: bool
     fingerprint: str
     return_url: str | None = None
+    underpayment_tolerance: Decimal | None = None  # as asked; None: default_tolerance, cut to the amount
+    default_tolerance: Decimal = Decimal(0)
+
+    def tolerance_for(self, amount: Decimal) -> Decimal:
+        """The payment's tolerance once its amount is known (`unique_amount` may have raised it)."""
+        if self.underpayment_tolerance is not None:
+            return self.underpayment_tolerance
+        return min(self.default_tolerance, amount)
 
 
 def request_fingerprint(body: dict[str, Any]) -> str:
@@ -132,6 +140,7 @@ def create_payment(session: Session, new: NewPayment, late_window: int, *,
         expected_amount_usdt=amount,
         requested_amount_usdt=new.amount,
         received_amount_usdt=Decimal(0),
+        underpayment_tolerance_usdt=new.tolerance_for(amount),
         status=PaymentStatus.pending,
         callback_url=new.callback_url,
         meta=new.metadata,
@@ -152,6 +161,7 @@ def create_payment(session: Session, new: NewPayment, late_window: int, *,
         order_id=new.order_id,
         expected_amount_usdt=format_amount(amount),
         requested_amount_usdt=format_amount(new.amount),
+        underpayment_tolerance_usdt=format_amount(payment.underpayment_tolerance_usdt),
         expires_at=iso(payment.expires_at),
     )
     return payment, True

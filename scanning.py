@@ -35,6 +35,7 @@ from matching import (
     record_rejected,
     timing,
     wallet_payments,
+    watches_for,
     would_credit,
 )
 from models import FOUND_BY_SCAN, Payment, PaymentStatus, Transfer
@@ -162,7 +163,8 @@ class Scan:
         late = self.config.late_payment_window_seconds
         for _, group in itertools.groupby(transfers, key=lambda t: t.transaction_hash):
             with self.db.transaction() as session:
-                outcomes = [credit_transfer(session, transfer, late, found_by) for transfer in group]
+                outcomes = [credit_transfer(session, transfer, late, found_by, self.config.merchant_webhook_url)
+                            for transfer in group]
             for outcome in outcomes:
                 result.count(outcome)
                 if outcome.result == "credited" and found_by == FOUND_BY_SCAN:
@@ -303,15 +305,16 @@ class AccountScan(Scan):
         with self.db.Session() as session:
             known = set(session.scalars(select(Transfer.transaction_hash).where(
                 Transfer.to_address == wallet, Transfer.transaction_hash.in_(list(by_tx)))))
-            payments = wallet_payments(session, wallet)
-        late = self.config.late_payment_window_seconds
+            late = self.config.late_payment_window_seconds
+            earliest = ms_to_datetime(min(group[0].block_timestamp for group in by_tx.values()))
+            payments = wallet_payments(session, wallet, earliest, late)
         for tx_id, group in by_tx.items():
             if tx_id in known:
                 continue
             at = group[0].block_timestamp
             candidates = [p for p in payments if timing(p, ms_to_datetime(at), late)]
-            if not candidates:
-                continue  # mined before every open payment of the wallet: no receipt needed
+            if not candidates and not any(watches_for(p, ms_to_datetime(at), late) for p in payments):
+                continue  # before every open payment, and no completion watches it: no receipt needed
             # Receipts for money that would credit a payment always; for money that would stay unmatched only while
             # this cycle's request budget lasts, so a busy wallet cannot starve the others. The wallet then stops
             # here and goes on next cycle: transfers are taken in chain order.

@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -83,6 +84,13 @@ def _optional_id(value: uuid.UUID | None) -> str | None:
     return str(value) if value else None
 
 
+def shortfall(payment: Payment) -> Decimal:
+    """What a payment counted as fully paid (completed, or paid late) lacks of its amount, under its tolerance."""
+    if payment.status != PaymentStatus.completed and not payment.paid_late:
+        return Decimal(0)
+    return max(Decimal(payment.expected_amount_usdt) - Decimal(payment.received_amount_usdt), Decimal(0))
+
+
 TRANSFER = (
     column("transaction_hash", STRING),
     column("log_index", INTEGER),
@@ -115,6 +123,8 @@ PAYMENT = (
     Out("checkout_url", {"type": "string", "format": "uri",
                          "description": "The hosted checkout page of this payment, for the payer"}, checkout_url),
     column("return_url", {"type": ["string", "null"]}),
+    Out("underpayment_tolerance_usdt", AMOUNT, lambda p: format_amount(p.underpayment_tolerance_usdt)),
+    Out("shortfall_usdt", AMOUNT, lambda p: format_amount(shortfall(p))),
 )
 LOG = (
     column("id", INTEGER),
@@ -129,10 +139,21 @@ def _next_attempt(event: WebhookEvent) -> str | None:
     return iso(event.next_attempt_at) if event.state == EventState.pending else None
 
 
+# What an event's `data` holds, by its type: the payment; the unmatched transfer with the wallet's open payments;
+# the assigned transfer and its payment; a test webhook's note.
+TRANSFER_UNMATCHED = {"allOf": [ref("Transfer"), {
+    "type": "object", "required": ["open_payments"],
+    "properties": {"open_payments": {"type": "array", "items": ref("Payment")}}}]}
+TRANSFER_ASSIGNED = {"type": "object", "required": ["transfer", "payment"],
+                     "properties": {"transfer": ref("Transfer"), "payment": ref("Payment")}}
+WEBHOOK_TEST = {"type": "object", "required": ["message", "url"],
+                "properties": {"message": STRING, "url": STRING}}
 EVENT = (
     column("id", STRING),
     column("type", {"enum": list(WEBHOOK_EVENT_TYPES)}),
-    Out("payment_id", UUID, lambda e: str(e.payment_id)),
+    Out("payment_id", {"type": ["string", "null"], "format": "uuid",
+                       "description": "null for account-level events and test webhooks"},
+        lambda e: _optional_id(e.payment_id)),
     Out("created_at", TIME, lambda e: iso(e.created_at)),
     Out("state", enum_schema(EventState), lambda e: e.state.value),
     column("attempts", INTEGER),
@@ -140,7 +161,9 @@ EVENT = (
     column("last_status_code", {"type": ["integer", "null"]}),
     column("last_error", OPTIONAL_STRING),
     Out("delivered_at", TIME, lambda e: iso(e.delivered_at)),
-    Out("data", ref("Payment"), lambda e: json.loads(e.body).get("data")),  # the payment when it happened
+    # What was sent: for a payment's event, the payment when it happened.
+    Out("data", {"anyOf": [ref("Payment"), TRANSFER_UNMATCHED, TRANSFER_ASSIGNED, WEBHOOK_TEST]},
+        lambda e: json.loads(e.body).get("data")),
 )
 STATS = tuple(key(name, INTEGER) for name in (
     "total_payments", "pending_payments", "completed_payments", "failed_payments", "expired_payments",

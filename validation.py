@@ -17,7 +17,7 @@ from werkzeug.http import parse_options_header
 
 from addresses import AddressError, decode_address
 from errors import ApiError
-from money import MAX_MICRO, MICRO, AmountError, parse_amount
+from money import MAX_MICRO, MICRO, AmountError, parse_amount, parse_amount_or_zero
 from ssrf import CallbackUrlError, split_callback_url
 
 MAX_BODY_BYTES = 64 * 1024  # a request body, checked before anything else
@@ -45,9 +45,12 @@ ORDER_ID_PATTERN = r"^\S(?:.*\S)?$"
 # What every accepted callback URL looks like; the rest (a host the URL parser accepts, port
 # 1-65535, public addresses) is checked by ssrf.py and stated in words in /openapi.json.
 CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#@\\]+(?:[/?#][^\x00-\x20\x7f\\]*)?$"
+# A tolerance: an amount as above, or zero ("0", "0.0"...).
+TOLERANCE_PATTERN = r"^(?:0(?:\.0{1,6})?|" + AMOUNT_PATTERN[1:-1] + r")$"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 MAX_BIGINT = 2**63 - 1
 _AMOUNT = re.compile(AMOUNT_PATTERN[1:-1])
+_TOLERANCE = re.compile(TOLERANCE_PATTERN[1:-1])
 _UUID = re.compile(UUID_PATTERN[1:-1])
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]")
@@ -158,16 +161,17 @@ def wallet_address(value: Any, field: str = "wallet_address") -> str:
     return value
 
 
-def amount(value: Any, field: str = "expected_amount_usdt") -> Decimal:
-    """A string or an exact JSON number; the text must be plain (see AMOUNT_PATTERN)."""
+def amount(value: Any, field: str = "expected_amount_usdt", *, zero_allowed: bool = False) -> Decimal:
+    """A string or an exact JSON number; the text must be plain (see AMOUNT_PATTERN, or TOLERANCE_PATTERN when
+    zero is allowed)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ApiError("invalid_amount", f"{field} must be a decimal string such as \"10.5\".", field)
     text = str(value)
     try:
-        parsed = parse_amount(text)
+        parsed = parse_amount_or_zero(text) if zero_allowed else parse_amount(text)
     except AmountError as exc:
         raise ApiError("invalid_amount", f"{field} {exc}.", field) from None
-    if not _AMOUNT.fullmatch(text):
+    if not (_TOLERANCE if zero_allowed else _AMOUNT).fullmatch(text):
         raise ApiError(
             "invalid_amount",
             f"{field} must be written plainly, without spaces or leading zeros (\"0.5\" and \"10\", not \"010\").",
@@ -199,14 +203,19 @@ def http_url(value: Any, field: str) -> str:
     return value
 
 
-def callback_url(value: Any) -> str:
+def callback_url(value: Any, field: str = "callback_url") -> str:
     """Syntax only; where it points is checked by ssrf.py."""
-    return http_url(value, "callback_url")
+    return http_url(value, field)
 
 
 def return_url(value: Any) -> str | None:
     """Syntax only: it is the payer's browser that goes there, so where it points is not checked."""
     return None if value is None else http_url(value, "return_url")
+
+
+def underpayment_tolerance(value: Any) -> Decimal | None:
+    """The tolerance asked for, or None when none was (the configured default then applies)."""
+    return None if value is None else amount(value, "underpayment_tolerance_usdt", zero_allowed=True)
 
 
 def whole_number(value: Any) -> int | None:
@@ -296,6 +305,12 @@ def payment_uuid(value: str) -> uuid.UUID | None:
     if not _UUID.fullmatch(value):
         return None
     return uuid.UUID(value)
+
+
+def event_id(value: str) -> str | None:
+    """An event id as /events lists it could be (at most 64 printable characters), else None (PostgreSQL refuses
+    NUL characters, and no longer id exists)."""
+    return value if len(value) <= 64 and value.isprintable() else None
 
 
 def ascii_number(value: str, maximum: int) -> int | None:
@@ -388,6 +403,13 @@ ADDRESS_SCHEMA = {
     "type": "string", "pattern": ADDRESS_PATTERN, "examples": ["TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"],
     "description": "A TRON address in base58check; its checksum must match and it must start with the 0x41 byte.",
 }
+CALLBACK_URL_SCHEMA = {
+    "type": "string", "maxLength": MAX_URL, "pattern": CALLBACK_URL_PATTERN,
+    "description": ("An http or https URL without user information, backslashes, spaces or control characters, "
+                    "whose host the URL parser accepts, with a port from 1 to 65535; the host must resolve, and "
+                    "every address it resolves to must be public (not loopback, private, link-local, "
+                    "unique-local, multicast or reserved)."),
+}
 CREATE_PAYMENT = (
     Field("wallet_address", ADDRESS_SCHEMA, wallet_address, required=True),
     Field("expected_amount_usdt", AMOUNT_SCHEMA, amount, required=True),
@@ -396,13 +418,7 @@ CREATE_PAYMENT = (
         "description": (f"Your order reference, unique: {PRINTABLE}, no whitespace at either end. The same order_id "
                         "with the same body replays (200); with another body it is a 409 order_id_conflict."),
     }, order_id, required=True),
-    Field("callback_url", {
-        "type": "string", "maxLength": MAX_URL, "pattern": CALLBACK_URL_PATTERN,
-        "description": ("An http or https URL without user information, backslashes, spaces or control characters, "
-                        "whose host the URL parser accepts, with a port from 1 to 65535; the host must resolve, and "
-                        "every address it resolves to must be public (not loopback, private, link-local, "
-                        "unique-local, multicast or reserved)."),
-    }, callback_url, required=True),
+    Field("callback_url", CALLBACK_URL_SCHEMA, callback_url, required=True),
     Field("expires_in_seconds", {"type": "integer", "minimum": MIN_EXPIRES, "maximum": MAX_EXPIRES},
           expires_in_seconds),
     Field("metadata", {
@@ -421,4 +437,19 @@ CREATE_PAYMENT = (
                         "link: an http or https URL without user information, backslashes, spaces or control "
                         "characters (its address is not checked: the payer's browser goes there)."),
     }, return_url),
+    Field("underpayment_tolerance_usdt", {
+        "oneOf": [
+            {"type": "string", "pattern": TOLERANCE_PATTERN, "examples": ["0.5"]},
+            {"type": "number", "minimum": 0, "exclusiveMaximum": (MAX_MICRO + 1) // MICRO},
+        ],
+        "description": ("USDT the payment may fall short of its amount and still count as fully paid (completed, "
+                        "or paid late): written as expected_amount_usdt is, 0 allowed; at most expected_amount_usdt "
+                        "(a 400 above it). Default: UNDERPAYMENT_TOLERANCE_USDT, cut to the amount."),
+    }, underpayment_tolerance),
+)
+# POST /webhooks/test
+WEBHOOK_TEST = (
+    Field("url", {**CALLBACK_URL_SCHEMA, "description": "Where to send the test webhook (default: "
+                                                        "MERCHANT_WEBHOOK_URL). " + CALLBACK_URL_SCHEMA["description"]},
+          lambda value: None if value is None else callback_url(value, "url")),
 )

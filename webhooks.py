@@ -2,9 +2,10 @@
 
 Events are claimed from the outbox with ``FOR UPDATE SKIP LOCKED`` and a lease, sent on the
 dispatcher's own threads (never the watcher's), and the outcome is recorded only while this
-dispatcher still holds the lease. Only the oldest pending event of a payment is eligible, so a
-payment's events arrive in order. A refused (non-public) address at delivery is a failed
-attempt retried on the schedule: DNS may change back, and the schedule ends it anyway.
+dispatcher still holds the lease. Only the oldest pending event of a payment (or of the account-level
+stream) is eligible, so a payment's events, and the account's, arrive in order. A refused
+(non-public) address at delivery is a failed attempt retried on the schedule: DNS may change
+back, and the schedule ends it anyway.
 
 Each attempt has a total deadline of WEBHOOK_TIMEOUT_SECONDS (DNS, connect, send, the whole
 answer; `outbound.bounded_request`), cut shorter if less of its lease is left, so an attempt
@@ -84,7 +85,7 @@ def next_delay(
 class ClaimedEvent:
     seq: int
     id: str
-    payment_id: uuid.UUID
+    payment_id: uuid.UUID | None  # None: an account-level event or a test webhook
     type: str
     body: str
     callback_url: str
@@ -252,10 +253,9 @@ class Sender:
         """Store the outcome if we still hold the lease; False when another dispatcher took it over."""
         with self.db.transaction() as session:
             # Lock order payment -> event, as the API's manual retry does, so the two cannot deadlock.
-            payment = session.execute(
+            if claimed.payment_id is not None and session.execute(
                 select(Payment.id).where(Payment.id == claimed.payment_id).with_for_update()
-            ).scalar_one_or_none()
-            if payment is None:
+            ).scalar_one_or_none() is None:
                 logger.warning("webhook %s: payment %s was deleted meanwhile", claimed.id, claimed.payment_id)
                 return False
             event = session.scalars(

@@ -76,6 +76,19 @@ def amount_refused_in_words(value: Any) -> bool:
     return -number.as_tuple().exponent > 6 or number >= Decimal(10) ** 14
 
 
+def tolerance_refused_in_words(body: dict[str, Any]) -> bool:
+    """An underpayment tolerance written as an amount may not be, or above the expected amount."""
+    tolerance, expected = body.get("underpayment_tolerance_usdt"), body.get("expected_amount_usdt")
+    if tolerance is None:
+        return False
+    if amount_refused_in_words(tolerance):
+        return True
+    try:
+        return Decimal(str(tolerance)) > Decimal(str(expected))
+    except InvalidOperation:
+        return False  # an expected amount that is no number: the API refuses it for that
+
+
 def metadata_refused_in_words(value: Any) -> bool:
     """Over 4 KB of JSON, nested deeper than 32 levels, a NUL character, a number beyond a double."""
     if not isinstance(value, dict):
@@ -124,7 +137,7 @@ def filter_case(context: Any, case: Any) -> bool:
     method, path = operation_of(case)
     if method == "POST" and path == "/payments" and isinstance(case.body, dict) and is_positive(
             case, ParameterLocation.BODY):
-        if amount_refused_in_words(case.body.get("expected_amount_usdt")):
+        if amount_refused_in_words(case.body.get("expected_amount_usdt")) or tolerance_refused_in_words(case.body):
             return False
         if metadata_refused_in_words(case.body.get("metadata")) or holds_lone_surrogate(case.body):
             return False
@@ -143,6 +156,9 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
                      "callback_url": CALLBACK_URL}
         if "return_url" in case.body:  # a URL the pattern admits but the URL parser refuses is a 400
             case.body["return_url"] = "https://shop.example/orders/1?from=checkout"
+    if method == "POST" and path == "/webhooks/test" and is_positive(case, ParameterLocation.BODY):
+        # This run sets no MERCHANT_WEBHOOK_URL: the url is what a valid request must send (in words).
+        case.body = {**(case.body if isinstance(case.body, dict) else {}), "url": CALLBACK_URL}
     if isinstance(case.query, dict) and is_positive(case, ParameterLocation.QUERY):
         query = dict(case.query)
         if "cursor" in query and path == "/payments":

@@ -592,6 +592,7 @@ def test_bad_events_after_names_the_after_field(client, auth):
     ("post", "/payments"), ("get", "/payments"), ("get", f"/payments/{uuid.UUID(int=1)}"),
     ("post", f"/payments/{uuid.UUID(int=1)}/cancel"), ("get", f"/payments/{uuid.UUID(int=1)}/logs"),
     ("post", f"/payments/{uuid.UUID(int=1)}/callback/retry"), ("get", "/transfers"), ("get", "/events"),
+    ("post", "/webhooks/test"), ("post", "/events/evt_1/retry"),
 ])
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer ", "Bearer wrong",
                                     "Token tum_test_key_for_the_test_suite_only",
@@ -690,7 +691,86 @@ def test_private_callback_refused_at_creation_when_not_allowed(config, db, auth)
                 "http://localhost/x", "http://0.0.0.0/"):
         r = client.post("/payments", json=payment_body(callback_url=url), headers=auth)
         assert_error(r, 400, "callback_url")
+        # the same rules for a test webhook's URL
+        assert_error(client.post("/webhooks/test", json={"url": url}, headers=auth), 400, "url")
+    assert count_rows(db) == 0 and count_rows(db, WebhookEvent) == 0
+
+
+# --- test webhooks and event retries: what is refused (delivery: tests/test_webhooks.py) ------------
+
+@pytest.mark.parametrize("body", [{"url": "ftp://127.0.0.1/x"}, {"url": "http://a b/"}, {"url": 5}, {"url": ""},
+                                  {"url": "http://user@127.0.0.1/"}])
+def test_test_webhook_with_a_bad_url_is_400_and_queues_nothing(client, auth, db, body):
+    assert_error(client.post("/webhooks/test", json=body, headers=auth), 400, "url")
+    assert count_rows(db, WebhookEvent) == 0
+
+
+def test_test_webhook_needs_a_url_or_merchant_webhook_url(client, auth, db):
+    for kwargs in ({}, {"json": {}}):
+        assert assert_error(client.post("/webhooks/test", headers=auth, **kwargs), 400, "url")["error"] == \
+            "missing_field"
+    assert_error(client.post("/webhooks/test", json={"nope": 1}, headers=auth), 400, "nope")
+    assert count_rows(db, WebhookEvent) == 0
+
+
+@pytest.mark.parametrize("event_id", ["evt_" + "0" * 32, "x", "e" * 65, "%00"])
+def test_retry_of_an_unknown_event_is_404(client, auth, event_id):
+    assert assert_error(client.post(f"/events/{event_id}/retry", headers=auth), 404)["error"] == "event_not_found"
+
+
+# --- underpayment tolerance ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, shown", [("0", "0"), (0, "0"), ("0.000", "0"), ("0.5", "0.5"), ("10.5", "10.5"),
+                                        (0.25, "0.25"), ("0.000001", "0.000001")])
+def test_tolerance_is_an_amount_where_zero_is_allowed(client, auth, raw, shown):
+    r = client.post("/payments", json=payment_body(underpayment_tolerance_usdt=raw), headers=auth)
+    assert r.status_code == 201, r.get_json()
+    assert (r.get_json()["underpayment_tolerance_usdt"], r.get_json()["shortfall_usdt"]) == (shown, "0")
+
+
+@pytest.mark.parametrize("raw", ["10.500001", "11", "-1", "-0", "1e-1", "0.0000001", " 1", "01", "abc", True, [],
+                                 {"x": 1}, "NaN"])
+def test_bad_or_too_large_tolerance_is_400_and_stores_nothing(client, auth, db, raw):
+    r = client.post("/payments", json=payment_body(underpayment_tolerance_usdt=raw), headers=auth)
+    assert_error(r, 400, "underpayment_tolerance_usdt")
     assert count_rows(db) == 0
+
+
+def test_default_tolerance_comes_from_the_setting_cut_to_the_amount(config, db, auth):
+    from app import create_app
+
+    client = create_app(config.with_overrides(underpayment_tolerance_usdt=Decimal("2")), database=db).test_client()
+
+    def tolerance(amount: str, **extra: object) -> str:
+        body = payment_body(order_id=uuid.uuid4().hex, expected_amount_usdt=amount, **extra)
+        r = client.post("/payments", json=body, headers=auth)
+        assert r.status_code == 201, r.get_json()
+        return r.get_json()["underpayment_tolerance_usdt"]
+
+    assert tolerance("10") == "2"
+    assert tolerance("1.5") == "1.5"  # never more than the amount
+    assert tolerance("20", underpayment_tolerance_usdt="0") == "0"  # an explicit value wins
+    assert tolerance("30", underpayment_tolerance_usdt="7") == "7"
+
+
+def test_a_request_made_before_tolerance_existed_still_replays(client, auth, db):
+    """The fingerprint covers the fields sent: a body without the tolerance hashes as it did before the field."""
+    from payments import request_fingerprint
+
+    body = payment_body(order_id="before")
+    assert client.post("/payments", json=body, headers=auth).status_code == 201
+    then = {"wallet_address": WALLET, "expected_amount_usdt": "10.5", "order_id": "before", "callback_url": HOOK,
+            "expires_in_seconds": None, "metadata": {}, "unique_amount": False}
+    with db.Session() as s:
+        stored = s.scalars(select(Payment.request_fingerprint).where(Payment.order_id == "before")).one()
+    assert stored == request_fingerprint(then)
+    assert client.post("/payments", json=body, headers=auth).status_code == 200
+    with_tolerance = payment_body(order_id="after", expected_amount_usdt="11", underpayment_tolerance_usdt="0.5")
+    assert client.post("/payments", json=with_tolerance, headers=auth).status_code == 201
+    respelled = {**with_tolerance, "underpayment_tolerance_usdt": "0.50"}
+    assert client.post("/payments", json=respelled, headers=auth).status_code == 200
+    other = {**with_tolerance, "underpayment_tolerance_usdt": "0.4"}
+    assert assert_error(client.post("/payments", json=other, headers=auth), 409)["error"] == "order_id_conflict"
 
 
 def test_unique_amount_at_the_top_of_the_range_is_409_not_500(client, auth, db):

@@ -81,9 +81,10 @@ def test_java_tron_node_without_v1_api_uses_blocks(new_watcher, client, auth, db
 
 
 def test_auto_switches_both_ways_without_losing_or_double_crediting(new_watcher, client, auth, db, sim, config):
-    # budget = 100 rps * 0.05 s = 5 requests a cycle: blocks above 3.5 wallets, account again below 2
+    # budget = 100 rps * 0.05 s = 5 requests a cycle: blocks above 3.5 wallets, account again below 2. No late
+    # window: a wallet whose payment completed is no longer watched once read past the completion.
     cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="auto", trongrid_max_rps=100.0,
-                                polling_interval_seconds=0.05)
+                                polling_interval_seconds=0.05, late_payment_window_seconds=0)
     watcher = new_watcher(cfg)
     first = create(client, auth, "1", wallet=WALLET)
     assert watcher.run_once().strategy == "account"

@@ -15,7 +15,8 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 def run(args: list[str], env_extra: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in (
         "TRON_NETWORK", "TRONGRID_API_URL", "POLLING_INTERVAL_SECONDS", "WEBHOOK_SECRET", "PORT", "HOST",
-        "USDT_CONTRACT", "WATCHER_STRATEGY", "LOG_LEVEL", "LOG_FORMAT", "API_KEYS")}
+        "USDT_CONTRACT", "WATCHER_STRATEGY", "LOG_LEVEL", "LOG_FORMAT", "API_KEYS", "MERCHANT_WEBHOOK_URL",
+        "UNDERPAYMENT_TOLERANCE_USDT")}
     env.update({"DATABASE_URL": DEAD_DB, "TRONGRID_API_URL": "http://127.0.0.1:1", "WATCHER_ENABLED": "false"})
     env.update(env_extra)
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -57,6 +58,10 @@ BAD_VALUES = [
     ("SANDBOX_SOLIDIFY_BLOCKS", "two"),
     ("WATCHER_METRICS_PORT", "metrics"),
     ("WATCHER_METRICS_PORT", "70000"),
+    ("MERCHANT_WEBHOOK_URL", "ftp://127.0.0.1/hook"),
+    ("MERCHANT_WEBHOOK_URL", "http://user@127.0.0.1/hook"),
+    ("UNDERPAYMENT_TOLERANCE_USDT", "-1"),
+    ("UNDERPAYMENT_TOLERANCE_USDT", "0.0000001"),
 ]
 
 
@@ -76,6 +81,19 @@ def test_bad_value_is_one_line_naming_the_variable_in_every_entry_point():
         except AssertionError as exc:
             problems.append(f"{entry[0]} {variable}={value!r}: {str(exc)[:300]}")
     assert not problems, "\n".join(problems)
+
+
+def test_merchant_webhook_url_and_tolerance_are_read_as_given():
+    from decimal import Decimal
+
+    from config import load_config
+
+    config = load_config({"MERCHANT_WEBHOOK_URL": "https://merchant.example/hooks/",
+                          "UNDERPAYMENT_TOLERANCE_USDT": "0.5"})
+    assert (config.merchant_webhook_url, config.underpayment_tolerance_usdt) == ("https://merchant.example/hooks/",
+                                                                                 Decimal("0.5"))
+    assert load_config({"UNDERPAYMENT_TOLERANCE_USDT": "0"}).underpayment_tolerance_usdt == 0
+    assert (load_config({}).merchant_webhook_url, load_config({}).underpayment_tolerance_usdt) == (None, 0)
 
 
 def test_url_without_host_is_refused():

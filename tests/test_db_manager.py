@@ -38,15 +38,17 @@ UNREACHABLE_URL = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere"
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     # Empty values count as unset and keep a developer's .env from leaking into the tests.
-    env.update({"DATABASE_URL": "", "API_KEYS": "", "WEBHOOK_SECRET": "", "LOG_LEVEL": "INFO"})
+    env.update({"DATABASE_URL": "", "API_KEYS": "", "WEBHOOK_SECRET": "", "LOG_LEVEL": "INFO",
+                "MERCHANT_WEBHOOK_URL": ""})
     env.update(extra)
     return env
 
 
-def run_cli(url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(url: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "db_manager.py", "--database-url", url, *args],
-        cwd=ROOT, env=cli_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, env=env or cli_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
     )
 
 
@@ -203,7 +205,8 @@ def test_stats_counts_rows(database_url: str, db: Database) -> None:
     stats = json.loads(ok(run_cli(database_url, "stats", "--json")))
     assert stats["payments"] == {"total": 5, "pending": 2, "completed": 1, "failed": 1, "expired": 1, "cancelled": 1}
     assert stats["transfers"] == {"total": 2, "unmatched": 1, "credited": 1}
-    assert stats["webhook_events"] == {"total": 3, "pending": 1, "delivered": 1, "failed": 1}
+    assert stats["webhook_events"] == {"total": 3, "pending": 1, "delivered": 1, "failed": 1,
+                                       "no_target": 0}
     assert stats["payment_logs"]["total"] == 4
     text_out = ok(run_cli(database_url, "stats"))
     for expected in ("payments: 5", "  pending: 2", "  failed: 1 (cancelled: 1)", "transfers: 2", "  unmatched: 1",
@@ -362,6 +365,7 @@ def test_assign_transfer_credits_an_unmatched_transfer(database_url: str, db: Da
         payment = add_payment(s, amount="12", created_ago=timedelta(hours=2))
         transfer = add_transfer(s, "12", TransferStatus.unmatched, log_index=3)
         elsewhere = add_transfer(s, "12", TransferStatus.unmatched, wallet=OTHER_WALLET)
+        extra = add_transfer(s, "0.5", TransferStatus.unmatched, log_index=1)
     ref = f"{transfer.transaction_hash.upper()}:3"
 
     out = ok(run_cli(database_url, "assign-transfer", ref, str(payment.id)))
@@ -371,6 +375,19 @@ def test_assign_transfer_credits_an_unmatched_transfer(database_url: str, db: Da
         assert row.status == TransferStatus.credited and row.payment_id == payment.id
         assert s.get(Payment, payment.id).status == PaymentStatus.completed  # type: ignore[union-attr]
         assert "assigned" in set(s.scalars(select(PaymentLog.event_type).where(PaymentLog.payment_id == payment.id)))
+    # Announced as transfer.assigned, the transfer with the payment: without MERCHANT_WEBHOOK_URL, stored with no
+    # target; with it, queued for it.
+    [assigned] = assigned_events(db)
+    assert assigned.state == EventState.no_target and assigned.payment_id is None and assigned.callback_url is None
+    data = json.loads(assigned.body)["data"]
+    assert (data["transfer"]["transaction_hash"], data["transfer"]["status"]) == (transfer.transaction_hash,
+                                                                                 "credited")
+    assert (data["payment"]["id"], data["payment"]["status"]) == (str(payment.id), "completed")
+    merchant = "http://127.0.0.1:9/merchant"
+    ok(run_cli(database_url, "assign-transfer", f"{extra.transaction_hash}:1", str(payment.id),
+               env=cli_env(MERCHANT_WEBHOOK_URL=merchant)))
+    assert [(e.state, e.callback_url) for e in assigned_events(db)] == [(EventState.no_target, None),
+                                                                        (EventState.pending, merchant)]
 
     assert "already credited" in one_line_failure(run_cli(database_url, "assign-transfer", ref, str(payment.id)))
     missing = f"{'b' * 64}:0"
@@ -380,6 +397,12 @@ def test_assign_transfer_credits_an_unmatched_transfer(database_url: str, db: Da
     assert "wallet" in one_line_failure(run_cli(database_url, "assign-transfer", wrong_wallet, str(payment.id)))
     assert "no payment" in one_line_failure(run_cli(database_url, "assign-transfer", wrong_wallet,
                                                     str(uuid.uuid4())))
+
+
+def assigned_events(db: Database) -> list[WebhookEvent]:
+    with db.Session() as s:
+        return list(s.scalars(select(WebhookEvent).where(WebhookEvent.type == "transfer.assigned")
+                              .order_by(WebhookEvent.seq)))
 
 
 # --- setup_postgres.sh ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 which of them gets it, the transition table for late money, and chain time deciding what is on time."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from tests.conftest import (
     events,
     get,
     log_types,
+    pass_time,
     pay,
     pay_and_read,
     set_fields,
@@ -173,11 +175,103 @@ def test_completed_payment_does_not_take_a_second_payment(client, auth, db, sim,
     pay(sim, WALLET, 10_000_000)
     watcher.run_once()
     assert get(client, auth, p)["status"] == "completed"
-    pay(sim, WALLET, 10_000_000)
+    pass_time(sim, 600)  # the wallet stays watched for the late window (an hour here) after the completion
+    tx = pay(sim, WALLET, 2_500_000)  # a topping-up transfer, the wallet's only payment completed
     watcher.run_once()
     got = get(client, auth, p)
     assert got["received_amount_usdt"] == "10" and len(got["transfers"]) == 1
     assert events(db, p) == ["payment.completed"]
+    # stored as unmatched and announced, never silently unseen
+    listed = client.get("/transfers?status=unmatched", headers=auth).get_json()["transfers"]
+    assert [(t["transaction_hash"], t["amount_usdt"]) for t in listed] == [(tx, "2.5")]
+    [(kind, data)] = account_events(db)
+    assert kind == "transfer.unmatched" and data == {**listed[0], "open_payments": []}
+
+
+def test_money_after_the_late_window_of_a_completion_is_not_watched(client, auth, db, sim, watcher):
+    p = create(client, auth, "10")
+    pay(sim, WALLET, 10_000_000)
+    watcher.run_once()
+    set_fields(db, p, completed_at=ms_to_datetime(sim.state()["head_timestamp"]) - timedelta(seconds=3601))
+    pay(sim, WALLET, 2_500_000)
+    watcher.run_once()
+    assert client.get("/transfers?status=unmatched", headers=auth).get_json()["transfers"] == []
+    assert account_events(db) == []
+
+
+def account_events(db) -> list[tuple[str, dict]]:
+    """(type, data) of the account-level events, in the order they happened."""
+    with db.Session() as s:
+        rows = s.scalars(select(WebhookEvent).where(WebhookEvent.stream == "account").order_by(WebhookEvent.seq))
+        return [(e.type, json.loads(e.body)["data"]) for e in rows]
+
+
+# --- underpayment tolerance: one threshold for completion, paid_late and reopening ----------------
+
+@pytest.mark.parametrize("strategy", ["account"])
+@pytest.mark.parametrize(("paid", "status", "received", "shortfall", "kind"), [
+    (10_000_000, "completed", "10", "0", "payment.completed"),        # exact
+    (9_600_000, "completed", "9.6", "0.4", "payment.completed"),      # within the tolerance
+    (9_500_000, "completed", "9.5", "0.5", "payment.completed"),      # at its edge
+    (9_499_999, "pending", "9.499999", "0", "payment.partial"),       # below it
+    (12_000_000, "completed", "12", "0", "payment.completed"),        # overpayment unchanged
+])
+def test_tolerance_on_a_pending_payment(client, auth, db, sim, watcher, paid, status, received, shortfall, kind):
+    p = create(client, auth, "10", underpayment_tolerance_usdt="0.5")
+    assert (p["underpayment_tolerance_usdt"], p["shortfall_usdt"]) == ("0.5", "0")
+    got = pay_and_read(sim, watcher, client, auth, p, paid)
+    assert (got["status"], got["received_amount_usdt"], got["shortfall_usdt"]) == (status, received, shortfall)
+    [event] = payment_event_bodies(db, p)
+    assert event["type"] == kind
+    assert (event["data"]["shortfall_usdt"], event["data"]["underpayment_tolerance_usdt"]) == (shortfall, "0.5")
+
+
+@pytest.mark.parametrize("strategy", ["account"])
+def test_tolerance_does_not_change_which_payment_gets_a_transfer(client, auth, db, sim, watcher):
+    """Two candidates, none awaiting exactly the amount: a short transfer stays unmatched whatever the tolerance."""
+    a = create(client, auth, "10", underpayment_tolerance_usdt="0.5")
+    b = create(client, auth, "20", underpayment_tolerance_usdt="0.5")
+    tx = pay(sim, WALLET, 9_800_000)
+    watcher.run_once()
+    for p in (a, b):
+        assert get(client, auth, p)["received_amount_usdt"] == "0"
+    [(kind, data)] = account_events(db)
+    assert kind == "transfer.unmatched" and data["transaction_hash"] == tx and data["status"] == "unmatched"
+    assert sorted(o["id"] for o in data["open_payments"]) == sorted([a["id"], b["id"]])
+    assert {o["underpayment_tolerance_usdt"] for o in data["open_payments"]} == {"0.5"}
+
+
+@pytest.mark.parametrize("strategy", ["account"])
+def test_tolerance_makes_late_money_paid_late(client, auth, db, sim, watcher):
+    p = create(client, auth, "10", expires_in_seconds=60, underpayment_tolerance_usdt="0.25")
+    watcher.run_once()
+    sim.advance(121)
+    sim.mine(3)
+    watcher.run_once()
+    assert get(client, auth, p)["status"] == "expired"
+    got = pay_and_read(sim, watcher, client, auth, p, 9_800_000)
+    assert (got["status"], got["paid_late"], got["shortfall_usdt"]) == ("expired", True, "0.2")
+    assert events(db, p) == ["payment.expired", "payment.paid_late"]
+
+
+@pytest.mark.parametrize("strategy", ["account"])
+def test_tolerance_reopens_a_cancellation_by_money_mined_before_it(client, auth, db, sim, watcher):
+    p = create(client, auth, "10", underpayment_tolerance_usdt="0.25")
+    tx = pay(sim, WALLET, 9_750_000)
+    assert client.post(f"/payments/{p['id']}/cancel", headers=auth).status_code == 200
+    set_fields(db, p, cancelled_at=ms_to_datetime(block_ts(sim, tx) + 1000))  # it took effect after the transfer
+    watcher.run_once()
+    got = get(client, auth, p)
+    assert (got["status"], got["failure_reason"], got["shortfall_usdt"]) == ("completed", None, "0.25")
+    assert events(db, p) == ["payment.cancelled", "payment.completed"]
+    assert "reopened" in log_types(client, auth, p)
+
+
+def payment_event_bodies(db, payment: dict) -> list[dict]:
+    with db.Session() as s:
+        rows = s.scalars(select(WebhookEvent.body).where(WebhookEvent.payment_id == uuid.UUID(payment["id"]))
+                         .order_by(WebhookEvent.seq))
+        return [json.loads(body) for body in rows]
 
 
 

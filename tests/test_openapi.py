@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from errors import ApiError
 from tests.conftest import assert_error, payment_body
@@ -46,7 +47,7 @@ def test_every_documented_create_field_is_accepted_and_no_other(client, auth) ->
     create = spec["components"]["schemas"]["CreatePayment"]
     assert set(create["required"]) == {"wallet_address", "expected_amount_usdt", "order_id", "callback_url"}
     valid = {"expires_in_seconds": 600, "metadata": {"a": 1}, "unique_amount": True,
-             "return_url": "https://shop.example/thanks"}
+             "return_url": "https://shop.example/thanks", "underpayment_tolerance_usdt": "0.5"}
     assert set(create["properties"]) == set(create["required"]) | set(valid)
     for n, (name, value) in enumerate(valid.items()):
         body = payment_body(order_id=f"field-{n}", expected_amount_usdt=str(n + 1), **{name: value})
@@ -117,3 +118,32 @@ def test_every_merchant_route_documents_its_error_answers(client) -> None:
                 assert {"400", "401", "503"} <= set(operation["responses"]), (method, path)
             if "requestBody" in operation:
                 assert {"413", "415"} <= set(operation["responses"]), (method, path)
+
+
+def test_every_kind_of_event_keeps_to_the_event_schema(client, auth, db):
+    """A payment's event, both account-level events and a test webhook, as /events lists them."""
+    import uuid
+
+    import jsonschema_rs
+
+    from matching import assign_transfer, credit_transfer
+    from tron_client import TransferLog
+
+    spec = client.get("/openapi.json").get_json()
+    a = client.post("/payments", headers=auth, json=payment_body(order_id="a", expected_amount_usdt="10")).get_json()
+    client.post("/payments", headers=auth, json=payment_body(order_id="b", expected_amount_usdt="20"))
+    short = TransferLog("ab" * 32, 0, "TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL", a["wallet_address"], 7_000_000, 1,
+                        int(time.time() * 1000) + 1000)
+    with db.transaction() as s:
+        assert credit_transfer(s, short, 86400).result == "unmatched"
+    with db.transaction() as s:
+        assign_transfer(s, short.transaction_hash, 0, uuid.UUID(a["id"]), 86400)
+    assert client.post("/webhooks/test", headers=auth, json={"url": "http://127.0.0.1:9/t"}).status_code == 202
+    events = client.get("/events", headers=auth).get_json()["events"]
+    assert [e["type"] for e in events] == ["transfer.unmatched", "payment.partial", "transfer.assigned",
+                                           "webhook.test"]
+    validator = jsonschema_rs.Draft202012Validator({**spec, "$ref": "#/components/schemas/Event"})
+    for event in events:
+        errors = [str(error) for error in validator.iter_errors(event)]
+        assert errors == [], (event["type"], errors)
+    assert not validator.is_valid({**events[0], "data": {"open_payments": []}})  # the schema does hold data to it

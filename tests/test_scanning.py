@@ -275,11 +275,11 @@ def test_a_crash_between_two_logs_of_one_transaction_loses_neither(new_watcher, 
     real = scanning.credit_transfer
     failures = []
 
-    def crash_once_on_the_second_log(session, transfer, late, found_by):  # type: ignore[no-untyped-def]
+    def crash_once_on_the_second_log(session, transfer, *rest):  # type: ignore[no-untyped-def]
         if transfer.log_index == 1 and not failures:
             failures.append(transfer)
             raise RuntimeError("the process dies between the two logs")
-        return real(session, transfer, late, found_by)
+        return real(session, transfer, *rest)
 
     monkeypatch.setattr(scanning, "credit_transfer", crash_once_on_the_second_log)
     crashed = watcher.run_once()  # the cycle ends there, reported; the loop goes on

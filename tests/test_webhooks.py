@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import Config  # noqa: E402
 from database import Database  # noqa: E402
-from events import emit_event, queue_retry  # noqa: E402
+from events import emit_account_event, emit_event, emit_test_event, queue_retry  # noqa: E402
 from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
 from schemas import event_to_dict  # noqa: E402
 from tests.conftest import (  # noqa: E402
@@ -623,3 +623,155 @@ def test_end_to_end_from_the_chain_body_headers_and_summary(client, auth, db, si
             if key.endswith("amount_usdt"):
                 assert isinstance(value, str) and "E" not in value, (key, value)
 
+
+
+# --- account-level events, test webhooks and retries of any event --------------------------------
+
+def merchant_client(config: Config, db: Database, url: str | None):  # type: ignore[no-untyped-def]
+    """The API of an instance whose MERCHANT_WEBHOOK_URL is `url`."""
+    from app import create_app
+
+    return create_app(config.with_overrides(merchant_webhook_url=url), database=db).test_client()
+
+
+def emit_account(db: Database, url: str | None, event_type: str = "transfer.unmatched", n: int = 0) -> str:
+    with db.transaction() as session:
+        return emit_account_event(session, event_type, {"transaction_hash": f"{n:064x}", "open_payments": []}, url).id
+
+
+def listed(client, auth) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+    return {e["id"]: e for e in client.get("/events?limit=200", headers=auth).get_json()["events"]}
+
+
+@pytest.mark.parametrize("strategy", ["account"])
+def test_unmatched_money_is_announced_to_the_merchant_webhook_url(client, auth, db, sim, watcher, watch_config,
+                                                                    receiver):
+    """From the chain to MERCHANT_WEBHOOK_URL: the transfer as /transfers shows it and the wallet's open payments."""
+    cfg = watch_config.with_overrides(merchant_webhook_url=receiver.url("/merchant"), webhook_retry_schedule=(0,))
+    a = create(client, auth, "10")
+    b = create(client, auth, "20")
+    pay(sim, WALLET, 7_000_000)
+    type(watcher)(db, cfg, client=watcher.client).run_once()
+    assert WebhookDispatcher(db, cfg).run_once() == 1
+    [request] = receiver.to("/merchant")
+    payload = Webhook(cfg.webhook_secret).verify(request.body, request.headers)
+    assert payload["type"] == "transfer.unmatched" and request.headers["webhook-id"] == payload["id"]
+    [transfer] = client.get("/transfers?status=unmatched", headers=auth).get_json()["transfers"]
+    data = payload["data"]
+    assert {k: v for k, v in data.items() if k != "open_payments"} == transfer
+    assert [p["id"] for p in data["open_payments"]] == [a["id"], b["id"]]
+    assert data["open_payments"][0] == {**get(client, auth, a), "callback_attempts": 0}
+    event = listed(client, auth)[payload["id"]]
+    assert (event["state"], event["payment_id"], event["attempts"]) == ("delivered", None, 1)
+
+
+def test_account_events_go_out_in_the_order_they_happened(wh_db: Database, receiver: Receiver) -> None:
+    receiver.script("/merchant", Reply(500))
+    url = receiver.url("/merchant")
+    first, second = emit_account(wh_db, url, n=1), emit_account(wh_db, url, "transfer.assigned", n=2)
+    dispatcher = WebhookDispatcher(wh_db, make_config())
+    assert dispatcher.run_once() == 1  # the first failed: the second waits for it
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [first]
+    assert load_event(wh_db, second).attempts == 0
+    assert dispatcher.run_once() == 2
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [first, first, second]
+    for request in receiver.requests:
+        Webhook(SECRET).verify(request.body, request.headers)
+    assert [load_event(wh_db, e).state for e in (first, second)] == [EventState.delivered] * 2
+    with wh_db.Session() as session:  # every attempt is logged, on no payment
+        attempts = session.scalars(select(PaymentLog.event_type).where(
+            PaymentLog.payment_id.is_(None), PaymentLog.event_type.in_(["webhook_attempt", "webhook_delivered"]))
+            .order_by(PaymentLog.id))
+        assert list(attempts) == ["webhook_attempt", "webhook_delivered", "webhook_delivered"]
+
+
+def test_a_test_webhook_and_the_streams_hold_each_other_up_nowhere(wh_db: Database, receiver: Receiver) -> None:
+    """A test webhook whose receiver fails waits for nothing and holds up neither the account's events nor a
+    payment's; the account's failing events hold up no payment's."""
+    receiver.script("/test", *[Reply(500)] * 3)
+    receiver.script("/merchant", *[Reply(500)] * 3)
+    with wh_db.transaction() as session:
+        test_id = emit_test_event(session, receiver.url("/test")).id
+    account = emit_account(wh_db, receiver.url("/merchant"))
+    payment_event = emit(wh_db, make_payment(wh_db, receiver.url("/hook")))
+    later_test = None
+    with wh_db.transaction() as session:
+        later_test = emit_test_event(session, receiver.url("/other")).id
+    dispatcher = WebhookDispatcher(wh_db, make_config(webhook_retry_schedule=(60,)))
+    assert dispatcher.run_once() == 4
+    assert load_event(wh_db, payment_event).state == EventState.delivered
+    assert load_event(wh_db, later_test).state == EventState.delivered
+    assert load_event(wh_db, test_id).state == load_event(wh_db, account).state == EventState.pending
+
+
+def test_without_merchant_webhook_url_account_events_are_stored_not_pending(client, auth, config, db: Database,
+                                                                            receiver: Receiver) -> None:
+    event_id = emit_account(db, None)
+    assert load_event(db, event_id).callback_url is None
+    assert WebhookDispatcher(db, make_config()).run_once() == 0
+    assert listed(client, auth)[event_id]["state"] == "no_target"
+    stats = client.get("/stats").get_json()
+    assert (stats["webhooks_pending"], stats["webhooks_failed"]) == (0, 0)
+    assert client.get("/health").get_json()["status"] in ("healthy", "degraded")  # no watcher here; not a backlog
+    # a retry needs somewhere to send it
+    assert client.post(f"/events/{event_id}/retry", headers=auth).status_code == 409
+    assert load_event(db, event_id).state == EventState.no_target
+    # once MERCHANT_WEBHOOK_URL is set, the merchant may ask for it: same id, same body
+    merchant = merchant_client(config, db, receiver.url("/merchant"))
+    r = merchant.post(f"/events/{event_id}/retry", headers=auth)
+    assert r.status_code == 202 and r.get_json()["event_id"] == event_id
+    assert client.get("/stats").get_json()["webhooks_pending"] == 1
+    assert WebhookDispatcher(db, make_config()).run_once() == 1
+    [request] = receiver.to("/merchant")
+    assert request.headers["webhook-id"] == event_id and request.body.decode() == load_event(db, event_id).body
+    assert listed(client, auth)[event_id]["state"] == "delivered"
+
+
+def test_retry_of_any_event_sends_it_again_with_the_same_id(client, auth, db: Database, receiver: Receiver) -> None:
+    account = emit_account(db, receiver.url("/merchant"))
+    payment_id = make_payment(db, receiver.url("/hook"))
+    older, latest = emit(db, payment_id, "payment.partial"), emit(db, payment_id)
+    dispatcher = WebhookDispatcher(db, make_config())
+    assert dispatcher.run_once() == 3
+    for event_id in (account, older, latest):
+        assert client.post(f"/events/{event_id}/retry", headers=auth).status_code == 202
+        assert listed(client, auth)[event_id]["state"] == "pending"
+    assert load_payment(db, payment_id).callback_success is False  # the latest event is on its way again
+    assert dispatcher.run_once() == 3
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted([account, older, latest] * 2)
+    assert [load_event(db, e).attempts for e in (account, older, latest)] == [2, 2, 2]
+    assert load_payment(db, payment_id).callback_success is True
+    with db.Session() as session:
+        requeued = session.scalars(select(PaymentLog.message).where(PaymentLog.event_type == "webhook_retry_queued"))
+        assert len(list(requeued)) == 3
+
+
+def test_test_webhook_through_the_api(config, auth, db: Database, receiver: Receiver) -> None:
+    """Signed, retried, logged and listed like any other event; to MERCHANT_WEBHOOK_URL when no url is sent."""
+    receiver.script("/test", Reply(503))
+    merchant = merchant_client(config, db, receiver.url("/merchant"))
+    r = merchant.post("/webhooks/test", json={"url": receiver.url("/test")}, headers=auth)
+    assert r.status_code == 202 and r.get_json()["url"] == receiver.url("/test")
+    asked = r.get_json()["event_id"]
+    r = merchant.post("/webhooks/test", headers=auth)  # no body: MERCHANT_WEBHOOK_URL
+    assert r.status_code == 202 and r.get_json()["url"] == receiver.url("/merchant")
+    default = r.get_json()["event_id"]
+    events_now = listed(merchant, auth)
+    assert {(events_now[e]["type"], events_now[e]["state"], events_now[e]["payment_id"]) for e in (asked, default)} \
+        == {("webhook.test", "pending", None)}
+    dispatcher = WebhookDispatcher(db, make_config(webhook_secret=config.webhook_secret))
+    dispatcher.run_once()
+    dispatcher.run_once()
+    for path, event_id in (("/test", asked), ("/merchant", default)):
+        request = receiver.to(path)[-1]
+        payload = Webhook(config.webhook_secret).verify(request.body, request.headers)
+        assert (payload["id"], payload["type"], payload["data"]["url"]) == (event_id, "webhook.test",
+                                                                           receiver.url(path))
+    assert len(receiver.to("/test")) == 2  # a 503, then retried
+    events_now = listed(merchant, auth)
+    assert [(events_now[e]["state"], events_now[e]["attempts"]) for e in (asked, default)] == [("delivered", 2),
+                                                                                              ("delivered", 1)]
+    with db.Session() as session:
+        logged = session.scalars(select(PaymentLog.event_metadata).where(PaymentLog.event_type.in_(
+            ["webhook_attempt", "webhook_delivered"])).order_by(PaymentLog.id))
+        assert [m["status_code"] for m in logged if m["event_id"] == asked] == [503, 200]
