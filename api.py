@@ -160,16 +160,10 @@ def create() -> Any:
     except ApiError as exc:
         refused = exc
     try:
-        # One transaction for the replay lookup and the creation: a connection checkout (with its
-        # pre-ping), BEGIN and ROLLBACK fewer per request.
+        # One connection and one transaction: the lock, one read, one write (or the replay), the commit.
         with db.transaction() as session:
-            existing = find_by_order_id(session, new.order_id)
-            if existing is not None:
-                return replay(session, existing, new)
-            if refused is not None:
-                raise refused
             payment, created = create_payment(session, new, services().config.late_payment_window_seconds,
-                                              looked_up=True)
+                                              refused=refused)
             # a new payment has no transfers yet: no query for them
             body = payment_to_dict(payment, []) if created else serialize_payment(session, payment)
     except IntegrityError:  # a concurrent request with the same order_id committed first

@@ -90,7 +90,7 @@ def may_take_money(within_window: Callable[[Any], Any] = lambda closed: true()) 
     return or_(Payment.status == PaymentStatus.pending, *closed)
 
 
-def candidate_filter(wallet_address: str, at: Any, late_window: int) -> ColumnElement[bool]:
+def candidate_filter(wallet_address: str | ColumnElement[str], at: Any, late_window: int) -> ColumnElement[bool]:
     """SQL: the payments of a wallet that may take money mined at `at` (a time, or the SQL expression
     `func.now()`), before `timing` looks at their creation and expiry."""
     window_start = at - timedelta(seconds=late_window)

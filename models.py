@@ -22,8 +22,10 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import ColumnElement, FromClause
 
 AMOUNT = Numeric(20, 6)
 
@@ -59,6 +61,12 @@ class EventState(str, enum.Enum):
 # What a webhook event may announce (webhook_events.type): what the outbox accepts and /openapi.json lists.
 WEBHOOK_EVENT_TYPES = ("payment.completed", "payment.expired", "payment.partial", "payment.paid_late",
                        "payment.cancelled")
+
+
+def as_attributes(entity: type[Base], source: FromClause) -> list[ColumnElement[Any]]:
+    """The mapped columns of `entity`, read from `source` (its table, or a CTE returning its rows) and labelled with
+    the model's attribute names: a Core row then reads like the ORM object (`row.meta`, not `row.metadata`)."""
+    return [source.c[prop.columns[0].key].label(prop.key) for prop in sa_inspect(entity).column_attrs]
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:

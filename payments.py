@@ -5,6 +5,7 @@ state change, its `payment_logs` row and its outbox event commit together.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -14,13 +15,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import Row, Select, String, bindparam, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from errors import ApiError
-from events import emit_event, log_event
+from events import audit_values, emit_event, log_event
 from matching import candidate_filter, wallet_lock
-from models import CANCELLED, Payment, PaymentStatus
+from models import CANCELLED, Payment, PaymentLog, PaymentStatus, as_attributes
 from money import MAX_MICRO, format_amount, from_micro, to_micro
 from times import db_now, iso
 
@@ -49,17 +50,25 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 
 # --- creation ----------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=8)
+def amounts_statement(late_window: int) -> Select[Any]:
+    """The read under the wallet lock (parameters `wallet`, `order_id`), built once."""
+    one = select(literal(1).label("one")).subquery()
+    taken = select(Payment.id).where(Payment.order_id == bindparam("order_id")).exists()
+    return (
+        select(func.now(), taken, Payment.expected_amount_usdt, Payment.received_amount_usdt)
+        .select_from(one)
+        .outerjoin(Payment, candidate_filter(bindparam("wallet", type_=String), func.now(), late_window))
+    )
+
+
 def amounts_under_lock(
     session: Session, wallet_address: str, order_id: str, late_window: int
 ) -> tuple[datetime, set[int], bool]:
     """In one round trip: the transaction's time, the remaining amounts of the wallet's candidates,
     and whether a payment with `order_id` exists by now (a concurrent twin that won the lock)."""
-    one = select(literal(1).label("one")).subquery()
-    taken = select(Payment.id).where(Payment.order_id == order_id).exists()
-    rows = session.execute(
-        select(func.now(), taken, Payment.expected_amount_usdt, Payment.received_amount_usdt)
-        .select_from(one)
-        .outerjoin(Payment, candidate_filter(wallet_address, func.now(), late_window))
+    rows = session.connection().execute(
+        amounts_statement(late_window), {"wallet": wallet_address, "order_id": order_id}
     ).all()
     in_use = {to_micro(expected) - to_micro(received) for _, _, expected, received in rows if expected is not None}
     return rows[0][0], in_use, bool(rows[0][1])
@@ -106,50 +115,76 @@ def replay_or_conflict(existing: Payment, new: NewPayment) -> Payment:
     return existing
 
 
+def payment_values(new: NewPayment, amount: Decimal, now: datetime) -> dict[str, Any]:
+    """A new payment's row, by model attribute, from the validated request: a new column is one more entry here."""
+    return {
+        "id": uuid.uuid4(),
+        "order_id": new.order_id,
+        "wallet_address": new.wallet_address,
+        "expected_amount_usdt": amount,
+        "requested_amount_usdt": new.amount,
+        "received_amount_usdt": Decimal(0),
+        "status": PaymentStatus.pending,
+        "callback_url": new.callback_url,
+        "meta": new.metadata,
+        "request_fingerprint": new.fingerprint,
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=new.expires_in_seconds),
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def insert_statement(payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]) -> Select[Any]:
+    """INSERT the payment (parameters `p_<attribute>`) and its audit row (`a_<column>`, the payment's id taken from
+    the first) in one statement, RETURNING the payment by attribute name. Built once per set of keys: building
+    SQLAlchemy expressions costs more than executing a cached one."""
+    stored = insert(Payment).values(
+        {getattr(Payment, k): bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
+    ).returning(*Payment.__table__.c).cte("stored")
+    logs = PaymentLog.__table__.c
+    rest = [k for k in audit_keys if k != "payment_id"]
+    audit_row = insert(PaymentLog).from_select(
+        ["payment_id", *rest], select(stored.c.id, *(bindparam(f"a_{k}", type_=logs[k].type) for k in rest))
+    ).cte("audit")
+    return select(*as_attributes(Payment, stored)).add_cte(audit_row)
+
+
+def insert_payment(session: Session, values: dict[str, Any], audit: dict[str, Any]) -> Row[Any]:
+    """Store a payment and its audit row in one round trip, without the ORM's unit of work; the stored payment
+    comes back as a row that reads like a `Payment` (schemas.payment_to_dict takes either)."""
+    statement = insert_statement(tuple(values), tuple(audit))
+    params = {**{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}
+    return session.connection().execute(statement, params).one()
+
+
 def create_payment(session: Session, new: NewPayment, late_window: int, *,
-                   looked_up: bool = False) -> tuple[Payment, bool]:
+                   refused: ApiError | None = None) -> tuple[Payment | Row[Any], bool]:
     """Create a payment, or return the existing one for a replayed request. Returns (payment, created).
 
-    `looked_up`: the caller has just looked for the order_id in this transaction (the check under
-    the wallet lock below still decides; a twin on another wallet fails the INSERT on the unique
-    order_id, and the caller answers with it as for any replay)."""
-    if not looked_up:
-        existing = find_by_order_id(session, new.order_id)
-        if existing is not None:
-            return replay_or_conflict(existing, new), False
+    The wallet's lock comes first, in its own statement: the read after it then sees every payment committed
+    before the lock was granted (under READ COMMITTED each statement reads its own snapshot). That read also
+    says whether the order_id is taken, so a replay costs nothing more; a twin on another wallet fails the
+    INSERT on the unique order_id, and the caller answers with it as for any replay. `refused`, the verdict on
+    the callback address, counts only for a new payment."""
     wallet_lock(session, new.wallet_address)
     now, in_use, order_taken = amounts_under_lock(session, new.wallet_address, new.order_id, late_window)
     if order_taken:
         return replay_or_conflict(find_by_order_id(session, new.order_id), new), False  # type: ignore[arg-type]
+    if refused is not None:
+        raise refused
     amount = choose_amount(new.amount, in_use, new.unique_amount)
-    payment = Payment(
-        id=uuid.uuid4(),
-        order_id=new.order_id,
-        wallet_address=new.wallet_address,
-        expected_amount_usdt=amount,
-        requested_amount_usdt=new.amount,
-        received_amount_usdt=Decimal(0),
-        status=PaymentStatus.pending,
-        callback_url=new.callback_url,
-        meta=new.metadata,
-        request_fingerprint=new.fingerprint,
-        created_at=now,
-        expires_at=now + timedelta(seconds=new.expires_in_seconds),
-    )
-    session.add(payment)
-    session.flush()
+    values = payment_values(new, amount, now)
     note = "" if amount == new.amount else f" (raised from {format_amount(new.amount)} to be unique)"
-    log_event(
-        session,
-        payment.id,
+    audit = audit_values(
+        values["id"],
         "created",
         f"payment created for {format_amount(amount)} USDT to {new.wallet_address}{note}",
         order_id=new.order_id,
         expected_amount_usdt=format_amount(amount),
         requested_amount_usdt=format_amount(new.amount),
-        expires_at=iso(payment.expires_at),
+        expires_at=iso(values["expires_at"]),
     )
-    return payment, True
+    return insert_payment(session, values, audit), True
 
 
 def cancel_payment(session: Session, payment: Payment) -> Payment:

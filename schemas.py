@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from models import (
@@ -163,7 +163,8 @@ def transfer_to_dict(transfer: Transfer) -> dict[str, Any]:
     return render(TRANSFER, transfer)
 
 
-def payment_to_dict(payment: Payment, transfers: list[Transfer]) -> dict[str, Any]:
+def payment_to_dict(payment: Payment | Row[Any], transfers: list[Transfer]) -> dict[str, Any]:
+    """`payment`: the ORM object, or a Core row with its attribute names (models.as_attributes)."""
     return render(PAYMENT, payment, transfers=[transfer_to_dict(t) for t in transfers])
 
 
