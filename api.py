@@ -43,6 +43,7 @@ from schemas import (
     STATS,
     event_to_dict,
     log_to_dict,
+    payment_by_id,
     payment_to_dict,
     render,
     serialize_payment,
@@ -192,16 +193,12 @@ def load_payment(session: Session, payment_id: str, *, for_update: bool = False)
 @require_api_key
 def get_payment(payment_id: str) -> Any:
     pid = v.payment_uuid(payment_id)
-    with services().db.Session() as session:
-        # The payment and its transfers in one round trip: the most frequent merchant call.
-        rows = session.execute(
-            select(Payment, Transfer).outerjoin(Transfer, Transfer.payment_id == Payment.id)
-            .where(Payment.id == pid).order_by(Transfer.block_timestamp, Transfer.id)
-        ).all() if pid else []
-        if not rows:
-            raise ApiError("payment_not_found", "No payment has this id.", status=404)
-        transfers = [transfer for _, transfer in rows if transfer is not None]
-        return jsonify(payment_to_dict(rows[0][0], transfers))
+    # The most frequent merchant call: one connection, one query, no ORM objects.
+    with services().db.engine.connect() as connection:
+        body = payment_by_id(connection, pid) if pid else None
+    if body is None:
+        raise ApiError("payment_not_found", "No payment has this id.", status=404)
+    return jsonify(body)
 
 
 PAYMENTS = Keyset((time_key(Payment.created_at), uuid_key(Payment.id)), newest_first=True)

@@ -63,10 +63,11 @@ WEBHOOK_EVENT_TYPES = ("payment.completed", "payment.expired", "payment.partial"
                        "payment.cancelled")
 
 
-def as_attributes(entity: type[Base], source: FromClause) -> list[ColumnElement[Any]]:
+def as_attributes(entity: type[Base], source: FromClause, prefix: str = "") -> list[ColumnElement[Any]]:
     """The mapped columns of `entity`, read from `source` (its table, or a CTE returning its rows) and labelled with
-    the model's attribute names: a Core row then reads like the ORM object (`row.meta`, not `row.metadata`)."""
-    return [source.c[prop.columns[0].key].label(prop.key) for prop in sa_inspect(entity).column_attrs]
+    the model's attribute names (after `prefix`): a Core row then reads like the ORM object (`row.meta`, not
+    `row.metadata`)."""
+    return [source.c[prop.columns[0].key].label(prefix + prop.key) for prop in sa_inspect(entity).column_attrs]
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
