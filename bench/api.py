@@ -261,10 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="runs of each measurement; the table shows medians")
     parser.add_argument("--connections", type=int, default=32, help="connections of the saturation runs")
     parser.add_argument("--workers", type=int, default=None, help="GUNICORN_WORKERS (default: gunicorn.conf.py's)")
+    parser.add_argument("--quiet-wait", type=float, default=300.0,
+                        help="before each measurement, wait up to this many seconds for the machine to be idle")
     parser.add_argument("--out", type=Path, default=RESULTS / "api.json")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.saturation_duration, args.rate, args.runs = 2.0, 1.0, 50.0, 1
+        args.duration, args.saturation_duration, args.rate, args.runs, args.quiet_wait = 2.0, 1.0, 50.0, 1, 1.0
 
     from tron_sim import random_address
 
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(args.runs):
             for name, mode in (("create_fixed_rate", "post"), ("status_fixed_rate", "get"),
                                ("status_saturation", "get"), ("create_saturation", "post")):
-                idle = wait_quiet(timeout=1 if args.quick else 300)
+                idle = wait_quiet(timeout=args.quiet_wait)
                 before = watch.cpu_snapshot()
                 if name == "create_fixed_rate":
                     run = loadgen(port, mode, args.rate, args.duration, tmp, save_ids=tmp / f"ids_{k}.txt",
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
         proc = None
-        wait_quiet(timeout=1 if args.quick else 300)
+        wait_quiet(timeout=args.quiet_wait)
         floor = measure_floor(bench_db.url, tmp, args.rate, args.duration, args.saturation_duration, args.connections)
         print(f"pgbench floor: {json.dumps(floor)}", flush=True)
     finally:
