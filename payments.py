@@ -16,11 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, Select, String, bindparam, func, insert, literal, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from errors import ApiError
 from events import audit_values, emit_event, log_event
-from matching import candidate_filter, wallet_lock
+from matching import WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
 from models import CANCELLED, Payment, PaymentLog, PaymentStatus, as_attributes
 from money import MAX_MICRO, format_amount, from_micro, to_micro
 from times import db_now, iso
@@ -62,14 +63,25 @@ def amounts_statement(late_window: int) -> Select[Any]:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def lock_then_read_sql(dialect: Dialect, late_window: int) -> tuple[str, dict[str, Any]]:
+    """The wallet lock and the read under it as one string of two statements for the driver, with the read's own
+    fixed parameters: one round trip. PostgreSQL runs them in order and, under READ COMMITTED, gives the second
+    its own snapshot, taken once the first has the lock."""
+    read = amounts_statement(late_window).compile(dialect=dialect)
+    return f"{WALLET_LOCK.compile(dialect=dialect).string}; {read.string}", dict(read.params)
+
+
 def amounts_under_lock(
     session: Session, wallet_address: str, order_id: str, late_window: int
 ) -> tuple[datetime, set[int], bool]:
-    """In one round trip: the transaction's time, the remaining amounts of the wallet's candidates,
-    and whether a payment with `order_id` exists by now (a concurrent twin that won the lock)."""
-    rows = session.connection().execute(
-        amounts_statement(late_window), {"wallet": wallet_address, "order_id": order_id}
-    ).all()
+    """Take the wallet's lock, then read, in one round trip: the transaction's time, the remaining amounts of the
+    wallet's candidates, and whether a payment with `order_id` exists by now (a concurrent twin that won the
+    lock)."""
+    connection = session.connection()
+    sql, fixed = lock_then_read_sql(connection.dialect, late_window)
+    params = {**fixed, **wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id}
+    rows = connection.exec_driver_sql(sql, params).all()
     in_use = {to_micro(expected) - to_micro(received) for _, _, expected, received in rows if expected is not None}
     return rows[0][0], in_use, bool(rows[0][1])
 
@@ -161,12 +173,12 @@ def create_payment(session: Session, new: NewPayment, late_window: int, *,
                    refused: ApiError | None = None) -> tuple[Payment | Row[Any], bool]:
     """Create a payment, or return the existing one for a replayed request. Returns (payment, created).
 
-    The wallet's lock comes first, in its own statement: the read after it then sees every payment committed
-    before the lock was granted (under READ COMMITTED each statement reads its own snapshot). That read also
+    The wallet's lock comes first, in its own statement (sent with the read, in one round trip): the read after it
+    then sees every payment committed before the lock was granted (under READ COMMITTED each statement reads its
+    own snapshot). That read also
     says whether the order_id is taken, so a replay costs nothing more; a twin on another wallet fails the
     INSERT on the unique order_id, and the caller answers with it as for any replay. `refused`, the verdict on
     the callback address, counts only for a new payment."""
-    wallet_lock(session, new.wallet_address)
     now, in_use, order_taken = amounts_under_lock(session, new.wallet_address, new.order_id, late_window)
     if order_taken:
         return replay_or_conflict(find_by_order_id(session, new.order_id), new), False  # type: ignore[arg-type]
