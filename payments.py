@@ -175,10 +175,9 @@ def create_payment(session: Session, new: NewPayment, late_window: int, *,
 
     The wallet's lock comes first, in its own statement (sent with the read, in one round trip): the read after it
     then sees every payment committed before the lock was granted (under READ COMMITTED each statement reads its
-    own snapshot). That read also
-    says whether the order_id is taken, so a replay costs nothing more; a twin on another wallet fails the
-    INSERT on the unique order_id, and the caller answers with it as for any replay. `refused`, the verdict on
-    the callback address, counts only for a new payment."""
+    own snapshot). That read also says whether the order_id is taken, so a replay costs nothing more; a twin on
+    another wallet fails the INSERT on the unique order_id, and the caller answers with it as for any replay.
+    `refused`, the verdict on the callback address, counts only for a new payment."""
     now, in_use, order_taken = amounts_under_lock(session, new.wallet_address, new.order_id, late_window)
     if order_taken:
         return replay_or_conflict(find_by_order_id(session, new.order_id), new), False  # type: ignore[arg-type]
