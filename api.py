@@ -43,6 +43,7 @@ from schemas import (
     STATS,
     event_to_dict,
     log_to_dict,
+    payment_by_id,
     payment_to_dict,
     render,
     serialize_payment,
@@ -176,16 +177,10 @@ def create() -> Any:
     except ApiError as exc:
         refused = exc
     try:
-        # One transaction for the replay lookup and the creation: a connection checkout (with its
-        # pre-ping), BEGIN and ROLLBACK fewer per request.
+        # One connection and one transaction: the lock, one read, one write (or the replay), the commit.
         with db.transaction() as session:
-            existing = find_by_order_id(session, new.order_id)
-            if existing is not None:
-                return replay(session, existing, new)
-            if refused is not None:
-                raise refused
             payment, created = create_payment(session, new, services().config.late_payment_window_seconds,
-                                              looked_up=True)
+                                              refused=refused)
             # a new payment has no transfers yet: no query for them
             body = payment_to_dict(payment, []) if created else serialize_payment(session, payment)
     except IntegrityError:  # a concurrent request with the same order_id committed first
@@ -214,16 +209,12 @@ def load_payment(session: Session, payment_id: str, *, for_update: bool = False)
 @require_api_key
 def get_payment(payment_id: str) -> Any:
     pid = v.payment_uuid(payment_id)
-    with services().db.Session() as session:
-        # The payment and its transfers in one round trip: the most frequent merchant call.
-        rows = session.execute(
-            select(Payment, Transfer).outerjoin(Transfer, Transfer.payment_id == Payment.id)
-            .where(Payment.id == pid).order_by(Transfer.block_timestamp, Transfer.id)
-        ).all() if pid else []
-        if not rows:
-            raise ApiError("payment_not_found", "No payment has this id.", status=404)
-        transfers = [transfer for _, transfer in rows if transfer is not None]
-        return jsonify(payment_to_dict(rows[0][0], transfers))
+    # The most frequent merchant call: one connection, one query, no ORM objects.
+    with services().db.engine.connect() as connection:
+        body = payment_by_id(connection, pid) if pid else None
+    if body is None:
+        raise ApiError("payment_not_found", "No payment has this id.", status=404)
+    return jsonify(body)
 
 
 PAYMENTS = Keyset((time_key(Payment.created_at), uuid_key(Payment.id)), newest_first=True)

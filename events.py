@@ -73,15 +73,19 @@ RELEASE_SQL = text(
 
 # --- writing ---------------------------------------------------------------------------------------
 
+def audit_values(payment_id: uuid.UUID | None, event_type: str, message: str, **metadata: Any) -> dict[str, Any]:
+    """An audit log row's values, its line logged (`payment_id` None for what concerns no payment: the watcher,
+    unreadable transfers). For a caller that writes the row itself, in a statement of its own."""
+    logger.info("%s payment=%s %s", event_type, payment_id, message)
+    return {"payment_id": payment_id, "event_type": event_type, "message": message, "event_metadata": metadata or None}
+
+
 def log_event(
     session: Session, payment_id: uuid.UUID | None, event_type: str, message: str, **metadata: Any
 ) -> PaymentLog:
-    """An audit log row (`payment_id` None for what concerns no payment: the watcher, unreadable transfers)."""
-    entry = PaymentLog(
-        payment_id=payment_id, event_type=event_type, message=message, event_metadata=metadata or None
-    )
+    """An audit log row, added to the session."""
+    entry = PaymentLog(**audit_values(payment_id, event_type, message, **metadata))
     session.add(entry)
-    logger.info("%s payment=%s %s", event_type, payment_id, message)
     return entry
 
 

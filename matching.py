@@ -111,19 +111,25 @@ def watches_for(payment: Payment, at: datetime, late_window: int) -> bool:
             and payment.created_at <= at and at - payment.completed_at <= timedelta(seconds=late_window))
 
 
-def candidate_filter(wallet_address: str, at: Any, late_window: int) -> ColumnElement[bool]:
+def candidate_filter(wallet_address: str | ColumnElement[str], at: Any, late_window: int) -> ColumnElement[bool]:
     """SQL: the payments of a wallet that may take money mined at `at` (a time, or the SQL expression
     `func.now()`), before `timing` looks at their creation and expiry."""
     window_start = at - timedelta(seconds=late_window)
     return and_(Payment.wallet_address == wallet_address, may_take_money(lambda closed: closed >= window_start))
 
 
+# Serialises amount checks and crediting on one wallet until the transaction ends (parameter `wallet_lock_key`).
+WALLET_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:wallet_lock_key, 0))")
+
+
+def wallet_lock_params(wallet_address: str) -> dict[str, str]:
+    return {"wallet_lock_key": f"wallet:{wallet_address}"}
+
+
 def wallet_lock(session: Session, wallet_address: str) -> None:
     """Serialise amount checks and crediting on one wallet until the transaction ends: the remaining amounts of a
     wallet's candidates change only under this lock."""
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"wallet:{wallet_address}"}
-    )
+    session.execute(WALLET_LOCK, wallet_lock_params(wallet_address))
 
 
 # --- crediting ------------------------------------------------------------------------------------

@@ -22,8 +22,10 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import ColumnElement, FromClause
 
 AMOUNT = Numeric(20, 6)
 
@@ -66,6 +68,13 @@ TEST_EVENT_TYPE = "webhook.test"
 WEBHOOK_EVENT_TYPES = PAYMENT_EVENT_TYPES + ACCOUNT_EVENT_TYPES + (TEST_EVENT_TYPE,)
 # The ordered stream of account-level events (webhook_events.stream), as a payment's events are one.
 ACCOUNT_STREAM = "account"
+
+
+def as_attributes(entity: type[Base], source: FromClause, prefix: str = "") -> list[ColumnElement[Any]]:
+    """The mapped columns of `entity`, read from `source` (its table, or a CTE returning its rows) and labelled with
+    the model's attribute names (after `prefix`): a Core row then reads like the ORM object (`row.meta`, not
+    `row.metadata`)."""
+    return [source.c[prop.columns[0].key].label(prefix + prop.key) for prop in sa_inspect(entity).column_attrs]
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:

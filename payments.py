@@ -5,6 +5,7 @@ state change, its `payment_logs` row and its outbox event commit together.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -14,14 +15,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import Row, Select, String, bindparam, func, insert, literal, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from checkout import checkout_key, token_hash
 from errors import ApiError
-from events import emit_event, log_event
-from matching import candidate_filter, wallet_lock
-from models import CANCELLED, Payment, PaymentStatus
+from events import audit_values, emit_event, log_event
+from matching import WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
+from models import CANCELLED, Payment, PaymentLog, PaymentStatus, as_attributes
 from money import MAX_MICRO, format_amount, from_micro, to_micro
 from times import db_now, iso
 
@@ -59,18 +61,37 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 
 # --- creation ----------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=8)
+def amounts_statement(late_window: int) -> Select[Any]:
+    """The read under the wallet lock (parameters `wallet`, `order_id`), built once."""
+    one = select(literal(1).label("one")).subquery()
+    taken = select(Payment.id).where(Payment.order_id == bindparam("order_id")).exists()
+    return (
+        select(func.now(), taken, Payment.expected_amount_usdt, Payment.received_amount_usdt)
+        .select_from(one)
+        .outerjoin(Payment, candidate_filter(bindparam("wallet", type_=String), func.now(), late_window))
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def lock_then_read_sql(dialect: Dialect, late_window: int) -> tuple[str, dict[str, Any]]:
+    """The wallet lock and the read under it as one string of two statements for the driver, with the read's own
+    fixed parameters: one round trip. PostgreSQL runs them in order and, under READ COMMITTED, gives the second
+    its own snapshot, taken once the first has the lock."""
+    read = amounts_statement(late_window).compile(dialect=dialect)
+    return f"{WALLET_LOCK.compile(dialect=dialect).string}; {read.string}", dict(read.params)
+
+
 def amounts_under_lock(
     session: Session, wallet_address: str, order_id: str, late_window: int
 ) -> tuple[datetime, set[int], bool]:
-    """In one round trip: the transaction's time, the remaining amounts of the wallet's candidates,
-    and whether a payment with `order_id` exists by now (a concurrent twin that won the lock)."""
-    one = select(literal(1).label("one")).subquery()
-    taken = select(Payment.id).where(Payment.order_id == order_id).exists()
-    rows = session.execute(
-        select(func.now(), taken, Payment.expected_amount_usdt, Payment.received_amount_usdt)
-        .select_from(one)
-        .outerjoin(Payment, candidate_filter(wallet_address, func.now(), late_window))
-    ).all()
+    """Take the wallet's lock, then read, in one round trip: the transaction's time, the remaining amounts of the
+    wallet's candidates, and whether a payment with `order_id` exists by now (a concurrent twin that won the
+    lock)."""
+    connection = session.connection()
+    sql, fixed = lock_then_read_sql(connection.dialect, late_window)
+    params = {**fixed, **wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id}
+    rows = connection.exec_driver_sql(sql, params).all()
     in_use = {to_micro(expected) - to_micro(received) for _, _, expected, received in rows if expected is not None}
     return rows[0][0], in_use, bool(rows[0][1])
 
@@ -116,55 +137,80 @@ def replay_or_conflict(existing: Payment, new: NewPayment) -> Payment:
     return existing
 
 
+def payment_values(new: NewPayment, amount: Decimal, now: datetime, checkout_key: str) -> dict[str, Any]:
+    """A new payment's row, by model attribute, from the validated request: a new column is one more entry here."""
+    payment_id = uuid.uuid4()
+    return {
+        "id": payment_id,
+        "order_id": new.order_id,
+        "wallet_address": new.wallet_address,
+        "expected_amount_usdt": amount,
+        "requested_amount_usdt": new.amount,
+        "received_amount_usdt": Decimal(0),
+        "status": PaymentStatus.pending,
+        "callback_url": new.callback_url,
+        "meta": new.metadata,
+        "request_fingerprint": new.fingerprint,
+        "underpayment_tolerance_usdt": new.tolerance_for(amount),
+        "return_url": new.return_url,
+        "checkout_token_hash": token_hash(checkout_key, payment_id),
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=new.expires_in_seconds),
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def insert_statement(payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]) -> Select[Any]:
+    """INSERT the payment (parameters `p_<attribute>`) and its audit row (`a_<column>`, the payment's id taken from
+    the first) in one statement, RETURNING the payment by attribute name. Built once per set of keys: building
+    SQLAlchemy expressions costs more than executing a cached one."""
+    stored = insert(Payment).values(
+        {getattr(Payment, k): bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
+    ).returning(*Payment.__table__.c).cte("stored")
+    logs = PaymentLog.__table__.c
+    rest = [k for k in audit_keys if k != "payment_id"]
+    audit_row = insert(PaymentLog).from_select(
+        ["payment_id", *rest], select(stored.c.id, *(bindparam(f"a_{k}", type_=logs[k].type) for k in rest))
+    ).cte("audit")
+    return select(*as_attributes(Payment, stored)).add_cte(audit_row)
+
+
+def insert_payment(session: Session, values: dict[str, Any], audit: dict[str, Any]) -> Row[Any]:
+    """Store a payment and its audit row in one round trip, without the ORM's unit of work; the stored payment
+    comes back as a row that reads like a `Payment` (schemas.payment_to_dict takes either)."""
+    statement = insert_statement(tuple(values), tuple(audit))
+    params = {**{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}
+    return session.connection().execute(statement, params).one()
+
+
 def create_payment(session: Session, new: NewPayment, late_window: int, *,
-                   looked_up: bool = False) -> tuple[Payment, bool]:
+                   refused: ApiError | None = None) -> tuple[Payment | Row[Any], bool]:
     """Create a payment, or return the existing one for a replayed request. Returns (payment, created).
 
-    `looked_up`: the caller has just looked for the order_id in this transaction (the check under
-    the wallet lock below still decides; a twin on another wallet fails the INSERT on the unique
-    order_id, and the caller answers with it as for any replay)."""
-    if not looked_up:
-        existing = find_by_order_id(session, new.order_id)
-        if existing is not None:
-            return replay_or_conflict(existing, new), False
-    wallet_lock(session, new.wallet_address)
+    The wallet's lock comes first, in its own statement (sent with the read, in one round trip): the read after it
+    then sees every payment committed before the lock was granted (under READ COMMITTED each statement reads its
+    own snapshot). That read also says whether the order_id is taken, so a replay costs nothing more; a twin on
+    another wallet fails the INSERT on the unique order_id, and the caller answers with it as for any replay.
+    `refused`, the verdict on the callback address, counts only for a new payment."""
     now, in_use, order_taken = amounts_under_lock(session, new.wallet_address, new.order_id, late_window)
     if order_taken:
         return replay_or_conflict(find_by_order_id(session, new.order_id), new), False  # type: ignore[arg-type]
+    if refused is not None:
+        raise refused
     amount = choose_amount(new.amount, in_use, new.unique_amount)
-    payment_id = uuid.uuid4()
-    payment = Payment(
-        id=payment_id,
-        order_id=new.order_id,
-        wallet_address=new.wallet_address,
-        expected_amount_usdt=amount,
-        requested_amount_usdt=new.amount,
-        received_amount_usdt=Decimal(0),
-        underpayment_tolerance_usdt=new.tolerance_for(amount),
-        status=PaymentStatus.pending,
-        callback_url=new.callback_url,
-        meta=new.metadata,
-        request_fingerprint=new.fingerprint,
-        return_url=new.return_url,
-        checkout_token_hash=token_hash(checkout_key(session), payment_id),
-        created_at=now,
-        expires_at=now + timedelta(seconds=new.expires_in_seconds),
-    )
-    session.add(payment)
-    session.flush()
+    values = payment_values(new, amount, now, checkout_key(session))
     note = "" if amount == new.amount else f" (raised from {format_amount(new.amount)} to be unique)"
-    log_event(
-        session,
-        payment.id,
+    audit = audit_values(
+        values["id"],
         "created",
         f"payment created for {format_amount(amount)} USDT to {new.wallet_address}{note}",
         order_id=new.order_id,
         expected_amount_usdt=format_amount(amount),
         requested_amount_usdt=format_amount(new.amount),
-        underpayment_tolerance_usdt=format_amount(payment.underpayment_tolerance_usdt),
-        expires_at=iso(payment.expires_at),
+        underpayment_tolerance_usdt=format_amount(values["underpayment_tolerance_usdt"]),
+        expires_at=iso(values["expires_at"]),
     )
-    return payment, True
+    return insert_payment(session, values, audit), True
 
 
 def cancel_payment(session: Session, payment: Payment) -> Payment:

@@ -6,15 +6,17 @@ its row. The answers are rendered from the tables and the document is generated 
 drift."""
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from operator import attrgetter, itemgetter
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Row, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from checkout import checkout_url
@@ -28,6 +30,7 @@ from models import (
     Transfer,
     TransferStatus,
     WebhookEvent,
+    as_attributes,
 )
 from money import PLAIN_AMOUNT_PATTERN, format_amount
 from times import iso, iso_ms
@@ -207,11 +210,13 @@ SCHEMAS = {"Transfer": TRANSFER, "Payment": PAYMENT, "Log": LOG, "Event": EVENT,
            "SandboxTransfer": SANDBOX_TRANSFER, "SandboxDelivery": SANDBOX_DELIVERY}
 
 
-def transfer_to_dict(transfer: Transfer) -> dict[str, Any]:
+def transfer_to_dict(transfer: Transfer | SimpleNamespace) -> dict[str, Any]:
     return render(TRANSFER, transfer)
 
 
-def payment_to_dict(payment: Payment, transfers: list[Transfer]) -> dict[str, Any]:
+def payment_to_dict(payment: Payment | Row[Any], transfers: Sequence[Transfer | SimpleNamespace]) -> dict[str, Any]:
+    """`payment`: the ORM object, or a Core row with its attribute names (models.as_attributes); the same for
+    `transfers`."""
     return render(PAYMENT, payment, transfers=[transfer_to_dict(t) for t in transfers])
 
 
@@ -242,3 +247,32 @@ def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[s
 
 def serialize_payment(session: Session, payment: Payment) -> dict[str, Any]:
     return serialize_payments(session, [payment])[0]
+
+
+TRANSFER_PREFIX = "transfer_"
+
+
+@functools.cache
+def payment_by_id_statement() -> Select[Any]:
+    """A payment (parameter `id`) and its credited transfers in one query, Core rows named by attribute; built
+    once."""
+    payments, transfers = Payment.__table__, Transfer.__table__
+    return (
+        select(*as_attributes(Payment, payments), *as_attributes(Transfer, transfers, TRANSFER_PREFIX))
+        .select_from(payments.outerjoin(transfers, transfers.c.payment_id == payments.c.id))
+        .where(payments.c.id == bindparam("id"))
+        .order_by(transfers.c.block_timestamp, transfers.c.id)
+    )
+
+
+def payment_by_id(connection: Connection, payment_id: uuid.UUID) -> dict[str, Any] | None:
+    """The payment as the API shows it, read in one round trip without the ORM; None if there is none."""
+    rows = connection.execute(payment_by_id_statement(), {"id": payment_id}).all()
+    if not rows:
+        return None
+    cut = len(TRANSFER_PREFIX)
+    transfers = [
+        SimpleNamespace(**{name[cut:]: value for name, value in row._mapping.items() if name[:cut] == TRANSFER_PREFIX})
+        for row in rows if row.transfer_id is not None
+    ]
+    return payment_to_dict(rows[0], transfers)

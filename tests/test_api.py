@@ -8,7 +8,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from auth import create_api_key, revoke_api_key
 from config import Config
@@ -824,3 +824,37 @@ def test_stats_count_failed_webhooks(client, auth, db):
     stats = client.get("/stats").get_json()
     assert stats["webhooks_failed"] == 1 and stats["webhooks_pending"] == 0
     assert client.get("/events", headers=auth).get_json()["events"][0]["state"] == "failed"
+
+
+def test_create_and_read_take_one_connection_and_the_fewest_statements(client, auth, db):
+    """A create is the wallet lock and one read under it (two statements sent together), then one INSERT of the
+    payment with its audit row; a read is one query. Each on one pooled connection (checked with its pre-ping)."""
+    statements: list[str] = []
+    checkouts: list[object] = []
+
+    def on_statement(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    def on_checkout(*args) -> None:  # type: ignore[no-untyped-def]
+        checkouts.append(args)
+
+    event.listen(db.engine, "before_cursor_execute", on_statement)
+    event.listen(db.engine.pool, "checkout", on_checkout)
+    try:
+        created = client.post("/payments", json=payment_body(order_id="counted"), headers=auth)
+        assert created.status_code == 201
+        assert len(statements) == 2, statements
+        lock, read = statements[0].split(";", 1)
+        assert "pg_advisory_xact_lock" in lock and "FROM payments" in read and statements[1].startswith("WITH")
+        assert len(checkouts) == 1
+        statements.clear()
+        checkouts.clear()
+        read = client.get(f"/payments/{created.get_json()['id']}", headers=auth)
+        assert read.get_json() == created.get_json()
+        assert len(statements) == 1 and len(checkouts) == 1
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on_statement)
+        event.remove(db.engine.pool, "checkout", on_checkout)
+    with db.Session() as s:
+        pid = uuid.UUID(created.get_json()["id"])
+        assert list(s.scalars(select(PaymentLog.event_type).where(PaymentLog.payment_id == pid))) == ["created"]

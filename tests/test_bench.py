@@ -30,8 +30,11 @@ def test_api_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
     assert runs["status_fixed_rate"]["statuses"].get("200", 0) > 0
     assert runs["status_saturation"]["requests_per_second"] > 0
     assert result["memory"]["max_rss_mb"]["workers"]
+    assert runs["create_saturation"]["requests_per_second"] > 0
     assert set(result["targets"]) == {"create_p99_ms_at_200", "status_p99_ms_at_200", "status_throughput_rps",
-                                      "rss_mb_per_process"}
+                                      "create_throughput_rps", "worker_rss_mb"}
+    floor = result["pgbench_floor"]
+    assert floor["transactions"] > 0 and floor["saturation_tps"] > 0 and floor["latency_ms"]["p99"] > 0
 
 
 @pytest.mark.timeout(150)

@@ -338,3 +338,15 @@ def test_expiry_waits_for_a_locked_payment_instead_of_passing_it_by(client, auth
                                .order_by(WebhookEvent.seq)))
     assert kinds == ["payment.expired", "payment.paid_late"]
 
+
+
+def test_a_read_payment_is_the_payment_its_webhook_carries(client, auth, db, sim, watcher):
+    """GET /payments/<id> reads Core rows, the outbox serialises ORM objects: the same payment either way."""
+    p = create(client, auth, "10")
+    pay_and_read(sim, watcher, client, auth, p, 4_000_000)
+    got = pay_and_read(sim, watcher, client, auth, p, 6_000_000)
+    with db.Session() as s:
+        latest = s.scalars(select(WebhookEvent.body).where(WebhookEvent.payment_id == uuid.UUID(p["id"]))
+                           .order_by(WebhookEvent.seq.desc())).first()
+    assert got["status"] == "completed" and len(got["transfers"]) == 2
+    assert got == json.loads(latest)["data"]
