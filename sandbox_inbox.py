@@ -37,9 +37,10 @@ class InvalidSignature(ValueError):
 
 def own_inbox_urls(config: Config) -> set[str]:
     """Where the service's own inbox is reached: its HOST and PORT (127.0.0.1 and localhost when it listens on
-    every address)."""
+    every address), and its PUBLIC_BASE_URL."""
     hosts = {"127.0.0.1", "localhost"} if config.host in ANY_ADDRESS else {config.host}
-    return {f"http://{f'[{h}]' if ':' in h else h}:{config.port}{INBOX_PATH}" for h in hosts}
+    urls = {f"http://{f'[{h}]' if ':' in h else h}:{config.port}{INBOX_PATH}" for h in hosts}
+    return urls | {config.public_base_url.rstrip("/") + INBOX_PATH}
 
 
 def is_own_inbox(config: Config, url: str) -> bool:

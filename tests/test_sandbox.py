@@ -412,3 +412,14 @@ def test_the_readme_sandbox_quick_start_runs_in_a_fresh_clone(empty_url: str, tm
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(30)
+
+
+def test_the_own_inbox_is_also_reached_through_the_public_base_url() -> None:
+    from config import load_config
+    from sandbox_inbox import is_own_inbox
+
+    config = load_config({"TRON_NETWORK": "sandbox", "PUBLIC_BASE_URL": "http://10.0.0.5:8080"})
+    assert is_own_inbox(config, "http://10.0.0.5:8080/sandbox/inbox")
+    assert not is_own_inbox(config, "http://10.0.0.5:8080/elsewhere")
+    mainnet = load_config({"PUBLIC_BASE_URL": "http://10.0.0.5:8080"})
+    assert not is_own_inbox(mainnet, "http://10.0.0.5:8080/sandbox/inbox")
