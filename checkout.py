@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, object_session
 
 from models import Payment, PaymentStatus
@@ -34,6 +35,9 @@ PAY_PATH = "/pay/"
 TOKEN_LENGTH = 43  # base64url of 32 bytes, unpadded
 _links: dict[str, Any] = {"base_url": None}
 _keys: dict[str, str] = {}  # the checkout key of each database this process uses, by its URL
+# The key this thread read last: a payment read as a Core row (no session to follow to its database) is shown in
+# the request that read it, right after that request asked for its database's key.
+_current = threading.local()
 
 
 def new_checkout_key() -> str:
@@ -55,17 +59,20 @@ def set_public_base_url(url: str) -> None:
     _links["base_url"] = url.rstrip("/")
 
 
-def checkout_key(session: Session) -> str:
+def checkout_key(bind: Session | Connection) -> str:
     """The process's copy of its database's checkout key: read once (a database emptied under a running process,
     as `db_manager.py reset` does, needs the process restarted), stored at first need when the migration did not."""
-    database = str(session.get_bind().engine.url)
+    engine = bind.get_bind().engine if isinstance(bind, Session) else bind.engine
+    database = str(engine.url)
     if database not in _keys:
-        key = read_state(session, CHECKOUT_KEY)
-        if key is None:
-            with Session(bind=session.get_bind()) as own, own.begin():
-                insert_state(own, CHECKOUT_KEY, new_checkout_key())
-            key = read_state(session, CHECKOUT_KEY)
-        _keys[database] = key
+        with Session(bind=engine) as own, own.begin():
+            key = read_state(own, CHECKOUT_KEY)
+            if key is None:
+                key = new_checkout_key()
+                insert_state(own, CHECKOUT_KEY, key)
+        with Session(bind=engine) as own:
+            _keys[database] = read_state(own, CHECKOUT_KEY)  # the one stored, should another process have won
+    _current.key = _keys[database]
     return _keys[database]
 
 
@@ -79,10 +86,13 @@ def checkout_url(payment: Payment) -> str:
         from config import load_config
 
         set_public_base_url(load_config().public_base_url)
-    session = object_session(payment)
-    if session is None:
-        raise RuntimeError(f"payment {payment.id}: its checkout_url is made within its session")
-    key = checkout_key(session)
+    session = object_session(payment) if isinstance(payment, Payment) else None
+    if session is not None:
+        key = checkout_key(session)
+    elif getattr(_current, "key", None) is not None:
+        key = _current.key  # a Core row, read by this request after it asked for the key
+    else:
+        raise RuntimeError(f"payment {payment.id}: its checkout_url is made where its database is known")
     return f"{_links['base_url']}{PAY_PATH}{checkout_token(key, payment.id)}"
 
 

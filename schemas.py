@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, Select, bindparam, select
 from sqlalchemy.orm import Session
 
-from checkout import checkout_url
+from checkout import checkout_key, checkout_url
 from models import (
     CANCELLED,
     WEBHOOK_EVENT_TYPES,
@@ -270,6 +270,7 @@ def payment_by_id(connection: Connection, payment_id: uuid.UUID) -> dict[str, An
     rows = connection.execute(payment_by_id_statement(), {"id": payment_id}).all()
     if not rows:
         return None
+    checkout_key(connection)  # its checkout_url is signed with this database's key
     cut = len(TRANSFER_PREFIX)
     transfers = [
         SimpleNamespace(**{name[cut:]: value for name, value in row._mapping.items() if name[:cut] == TRANSFER_PREFIX})
