@@ -183,6 +183,44 @@ def block_id_for(number: int, timestamp: int) -> str:
     return f"{number:016x}" + digest[16:]
 
 
+class Accounts(dict[str, Account]):
+    """What getaccount answers of each address that sent or received TRX, or sent anything."""
+
+    def settle(self, tx: Tx, timestamp: int) -> None:
+        owner = self.opened(tx.owner, timestamp)
+        owner.latest_operation_time = timestamp
+        if tx.kind == "trx" and not tx.reverted:
+            owner.balance = max(0, owner.balance - tx.trx_amount)
+            self.opened(tx.trx_to, timestamp).balance += tx.trx_amount
+
+    def opened(self, address: str, timestamp: int) -> Account:
+        """The address's account, created at ``timestamp`` if it has none yet."""
+        account = self.get(address)
+        if account is None:
+            account = self[address] = Account(create_time=timestamp)
+        return account
+
+
+class UsdtNoise:
+    """Mainnet's background: USDT moving between the chain's own addresses, never a caller's; ``seed`` makes the
+    addresses and amounts reproducible."""
+
+    def __init__(self, per_block: int, seed: int | None) -> None:
+        if per_block < 0:
+            raise ValueError("usdt_noise_per_block must be >= 0")
+        self.per_block = per_block
+        self.rng = random.Random(seed)
+        self.pool = [random_address(self.rng) for _ in range(NOISE_ADDRESSES)]
+
+    def transfers(self, usdt: str) -> list[LogSpec]:
+        """The next block's background transfers."""
+        specs = []
+        for _ in range(self.per_block):
+            sender, receiver = self.rng.sample(self.pool, 2)
+            specs.append(LogSpec(usdt, sender, receiver, self.rng.randrange(1, 10_000_000_000)))
+        return specs
+
+
 class Chain:
     """Blocks, mempool, accounts and indexes. All public methods are thread-safe."""
 
@@ -198,8 +236,6 @@ class Chain:
         decode_address(usdt_contract)
         if solidify_depth < 0:
             raise ValueError("solidify_depth must be >= 0")
-        if usdt_noise_per_block < 0:
-            raise ValueError("usdt_noise_per_block must be >= 0")
         if slot_ms < 1:
             raise ValueError("slot_ms must be >= 1")
         self.follow_clock = follow_clock
@@ -212,13 +248,12 @@ class Chain:
         self.blocks: list[Block] = []
         self.mempool: list[Tx] = []
         self.txs: dict[str, Tx] = {}
-        self.accounts: dict[str, Account] = {}
+        self.accounts = Accounts()
         self.index = EventIndex()
         self._pending_advance_ms = 0
         self._last_user_block = 0
         self._tx_clock = 0
-        self._noise_rng = random.Random(seed)
-        self._noise_pool = [random_address(self._noise_rng) for _ in range(NOISE_ADDRESSES)]
+        self.noise = UsdtNoise(usdt_noise_per_block, seed)
         start = int(time.time() * 1000) if start_time_ms is None else int(start_time_ms)
         self._create_initial_blocks(first_block, align_to_slot(start, slot_ms))
 
@@ -371,30 +406,10 @@ class Chain:
         for position, tx in enumerate(txs):
             tx.block_number, tx.block_timestamp, tx.index_in_block = block.number, block.timestamp, position
             self.index.add(tx, self.token)
-            self._settle_accounts(tx, block.timestamp)
+            self.accounts.settle(tx, block.timestamp)
 
     def _noise_txs(self) -> list[Tx]:
-        """Mainnet's background: USDT moving between the chain's own addresses, never a caller's."""
-        noise: list[Tx] = []
-        for _ in range(self.usdt_noise_per_block):
-            sender, receiver = self._noise_rng.sample(self._noise_pool, 2)
-            amount = self._noise_rng.randrange(1, 10_000_000_000)
-            tx_id = self.submit_trc20((LogSpec(self.usdt.address, sender, receiver, amount),), noise=True)
-            noise.append(self.txs[tx_id])
-        return noise
-
-    def _settle_accounts(self, tx: Tx, timestamp: int) -> None:
-        owner = self._account(tx.owner, timestamp)
-        owner.latest_operation_time = timestamp
-        if tx.kind == "trx" and not tx.reverted:
-            owner.balance = max(0, owner.balance - tx.trx_amount)
-            self._account(tx.trx_to, timestamp).balance += tx.trx_amount
-
-    def _account(self, address: str, timestamp: int) -> Account:
-        account = self.accounts.get(address)
-        if account is None:
-            account = self.accounts[address] = Account(create_time=timestamp)
-        return account
+        return [self.txs[self.submit_trc20((spec,), noise=True)] for spec in self.noise.transfers(self.usdt.address)]
 
 
 def trc20_call(logs: tuple[LogSpec, ...], internal: bool = False, caller_contract: str = "") -> RawContract:
