@@ -156,6 +156,12 @@ def seed_cursors(url: str, strategy: str, wallets: list[str], solid: dict[str, i
     engine.dispose()
 
 
+def project_path(path: Path) -> str:
+    """A path as the results name it: from the project's root when inside it (no machine's own folders)."""
+    root = Path(__file__).resolve().parent.parent
+    return str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else str(path)
+
+
 def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str, Any]:
     from tron_sim import Simulator, random_address
 
@@ -391,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, {
         "benchmark": "watcher", "quick": args.quick, "machine": machine(),
         "command": "python -m bench.watcher " + " ".join(sys.argv[1:] if argv is None else argv),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: (project_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": results, "table": table,
     })
     plot(args.out.with_suffix(".svg"), results, args.interval)
