@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from models import Payment
 from money import format_amount, from_micro
-from service_state import read_state, write_state
+from service_state import insert_state, read_state, write_state
 from times import to_ms
 from tron_client import TronClient, TronError
 
@@ -79,6 +79,7 @@ def check_transaction(client: TronClient, payment: Payment, tx_hash: str) -> Cla
 
 def request_read(session: Session, wallet: str, tx_hash: str, block_timestamp: int) -> None:
     """Ask the watcher to read `wallet` up to `block_timestamp` (the furthest asked for wins)."""
+    insert_state(session, WALLET_CLAIMS, {})  # a row to lock, even for the very first claims, made at once
     claims = dict(read_state(session, WALLET_CLAIMS, for_update=True) or {})
     current = claims.get(wallet)
     if current is None or int(current["block_timestamp"]) < block_timestamp:

@@ -74,18 +74,24 @@ RELEASE_SQL = text(
 # --- writing ---------------------------------------------------------------------------------------
 
 def audit_values(payment_id: uuid.UUID | None, event_type: str, message: str, **metadata: Any) -> dict[str, Any]:
-    """An audit log row's values, its line logged (`payment_id` None for what concerns no payment: the watcher,
-    unreadable transfers). For a caller that writes the row itself, in a statement of its own."""
-    logger.info("%s payment=%s %s", event_type, payment_id, message)
+    """An audit log row's values (`payment_id` None for what concerns no payment: the watcher, unreadable
+    transfers), for a caller that writes the row itself, in a statement of its own, then logs it (`log_audit`)."""
     return {"payment_id": payment_id, "event_type": event_type, "message": message, "event_metadata": metadata or None}
+
+
+def log_audit(values: dict[str, Any]) -> None:
+    """The audit row's line in the service's log, once its row is written."""
+    logger.info("%s payment=%s %s", values["event_type"], values["payment_id"], values["message"])
 
 
 def log_event(
     session: Session, payment_id: uuid.UUID | None, event_type: str, message: str, **metadata: Any
 ) -> PaymentLog:
-    """An audit log row, added to the session."""
-    entry = PaymentLog(**audit_values(payment_id, event_type, message, **metadata))
+    """An audit log row, added to the session, and its line logged."""
+    values = audit_values(payment_id, event_type, message, **metadata)
+    entry = PaymentLog(**values)
     session.add(entry)
+    log_audit(values)
     return entry
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from checkout import checkout_key, token_hash
 from errors import ApiError
-from events import audit_values, emit_event, log_event
+from events import audit_values, emit_event, log_audit, log_event
 from matching import WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
 from models import CANCELLED, Payment, PaymentLog, PaymentStatus, as_attributes
 from money import MAX_MICRO, format_amount, from_micro, to_micro
@@ -61,9 +61,8 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 
 # --- creation ----------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=8)
 def amounts_statement(late_window: int) -> Select[Any]:
-    """The read under the wallet lock (parameters `wallet`, `order_id`), built once."""
+    """The read under the wallet lock (parameters `wallet`, `order_id`); `lock_then_read_sql` keeps it compiled."""
     one = select(literal(1).label("one")).subquery()
     taken = select(Payment.id).where(Payment.order_id == bindparam("order_id")).exists()
     return (
@@ -210,7 +209,9 @@ def create_payment(session: Session, new: NewPayment, late_window: int, *,
         underpayment_tolerance_usdt=format_amount(values["underpayment_tolerance_usdt"]),
         expires_at=iso(values["expires_at"]),
     )
-    return insert_payment(session, values, audit), True
+    stored = insert_payment(session, values, audit)
+    log_audit(audit)
+    return stored, True
 
 
 def cancel_payment(session: Session, payment: Payment) -> Payment:

@@ -191,9 +191,13 @@ class Watcher:
         self.thread = threading.Thread(target=self.run_forever, name="watcher", daemon=True)
         self.thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def request_stop(self) -> None:
+        """End the loop after the current cycle, at once if it is pausing (safe in a signal handler)."""
         self.stop_event.set()
         self.wakeup.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.request_stop()
         if self.thread is not None:
             self.thread.join(timeout)
             self.thread = None
@@ -413,11 +417,10 @@ def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = W
     dispatcher = WebhookDispatcher(dispatch_db or db, config)
     dispatcher.start()
     watcher = watcher_class(db, config, on_events=dispatcher.notify)
-    signal.signal(signal.SIGTERM, lambda *_: watcher.stop_event.set())
-    signal.signal(signal.SIGINT, lambda *_: watcher.stop_event.set())
+    signal.signal(signal.SIGTERM, lambda *_: watcher.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: watcher.request_stop())
     watcher.run_forever()
-    watcher.lock.release()
-    metrics.WATCHER_LEADER.set(0)
+    watcher.stop()  # its loop ran here, not in a thread: this releases the lock
     dispatcher.stop(10)
     if node is not None:
         node.stop()
