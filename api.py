@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 import validation as v
 from app import Services, services_of
+from checkout import checkout_key
 from errors import ApiError
 from events import emit_test_event, find_event, queue_retry, requeue, retry_target
 from models import (
@@ -154,12 +155,12 @@ def parse_new_payment(body: dict[str, Any]) -> NewPayment:
 
 
 def check_callback_address(url: str, field: str = "callback_url") -> None:
-    from sandbox_inbox import is_own_inbox
+    from sandbox_inbox import may_reach_private
     from ssrf import CallbackUrlError, check_callback_url
 
     config = services().config
     try:
-        check_callback_url(url, allow_private=config.allow_private_callbacks or is_own_inbox(config, url))
+        check_callback_url(url, allow_private=may_reach_private(config, url))
     except CallbackUrlError as exc:
         raise ApiError(f"invalid_{field}", f"{field} is not allowed: {exc}", field) from None
 
@@ -182,7 +183,8 @@ def create() -> Any:
             payment, created = create_payment(session, new, services().config.late_payment_window_seconds,
                                               refused=refused)
             # a new payment has no transfers yet: no query for them
-            body = payment_to_dict(payment, []) if created else serialize_payment(session, payment)
+            body = (payment_to_dict(payment, [], checkout_key(session)) if created
+                    else serialize_payment(session, payment))
     except IntegrityError:  # a concurrent request with the same order_id committed first
         with db.Session() as session:
             existing = find_by_order_id(session, new.order_id)
@@ -303,6 +305,7 @@ def retry_callback(payment_id: str) -> Any:
         if event is None:
             raise ApiError("no_event", "This payment has no webhook event yet; nothing to send again.", status=409)
         event_id = event.id
+    notify_dispatchers()
     return jsonify({"queued": True, "event_id": event_id}), 202
 
 
@@ -370,9 +373,8 @@ def notify_dispatchers() -> None:
     """Wake this process's webhook dispatcher, so a queued event goes out now rather than at its next poll."""
     from webhooks import WebhookDispatcher
 
-    for worker in services().background:
-        if isinstance(worker, WebhookDispatcher):
-            worker.notify()
+    for dispatcher in services().running(WebhookDispatcher):
+        dispatcher.notify()
 
 
 # --- operator routes ---------------------------------------------------------------------------

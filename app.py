@@ -6,7 +6,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, g, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +28,8 @@ API_DB_DEADLINE_SECONDS = 10.0
 HEALTH_ENDPOINT = "api.health"
 
 
+T = TypeVar("T")
+
 @dataclass
 class Services:
     """What the routes and background threads share within one process."""
@@ -40,6 +42,10 @@ class Services:
 
     def __post_init__(self) -> None:
         self.key_cache = KeyCache(self.config.api_key_cache_seconds)
+
+    def running(self, kind: type[T]) -> list[T]:
+        """This process's background workers of one kind (none where they run in another process)."""
+        return [worker for worker in self.background if isinstance(worker, kind)]
 
 
 def error_response(status: int, code: str, message: str, field_name: str | None = None) -> Any:

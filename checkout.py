@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 
 from models import Payment, PaymentStatus
 from money import format_amount
@@ -35,9 +35,6 @@ PAY_PATH = "/pay/"
 TOKEN_LENGTH = 43  # base64url of 32 bytes, unpadded
 _links: dict[str, Any] = {"base_url": None}
 _keys: dict[str, str] = {}  # the checkout key of each database this process uses, by its URL
-# The key this thread read last: a payment read as a Core row (no session to follow to its database) is shown in
-# the request that read it, right after that request asked for its database's key.
-_current = threading.local()
 
 
 def new_checkout_key() -> str:
@@ -67,12 +64,9 @@ def checkout_key(bind: Session | Connection) -> str:
     if database not in _keys:
         with Session(bind=engine) as own, own.begin():
             key = read_state(own, CHECKOUT_KEY)
-            if key is None:
-                key = new_checkout_key()
-                insert_state(own, CHECKOUT_KEY, key)
-        with Session(bind=engine) as own:
-            _keys[database] = read_state(own, CHECKOUT_KEY)  # the one stored, should another process have won
-    _current.key = _keys[database]
+            if key is None and not insert_state(own, CHECKOUT_KEY, key := new_checkout_key()):
+                key = read_state(own, CHECKOUT_KEY)  # another process stored one first: its key
+        _keys[database] = key
     return _keys[database]
 
 
@@ -81,19 +75,13 @@ def forget_checkout_keys() -> None:
     _keys.clear()
 
 
-def checkout_url(payment: Payment) -> str:
+def checkout_url(key: str, payment_id: uuid.UUID) -> str:
+    """The payment's checkout page, under its database's checkout key (`checkout_key`)."""
     if _links["base_url"] is None:  # a process that did not set it (an admin command): the environment's
         from config import load_config
 
         set_public_base_url(load_config().public_base_url)
-    session = object_session(payment) if isinstance(payment, Payment) else None
-    if session is not None:
-        key = checkout_key(session)
-    elif getattr(_current, "key", None) is not None:
-        key = _current.key  # a Core row, read by this request after it asked for the key
-    else:
-        raise RuntimeError(f"payment {payment.id}: its checkout_url is made where its database is known")
-    return f"{_links['base_url']}{PAY_PATH}{checkout_token(key, payment.id)}"
+    return f"{_links['base_url']}{PAY_PATH}{checkout_token(key, payment_id)}"
 
 
 def find_by_token(session: Session, token: str) -> Payment | None:

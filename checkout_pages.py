@@ -172,10 +172,8 @@ def claim_client() -> TronClient:
     if checkout.client is None:
         from watcher import Watcher, make_client
 
-        watcher = next((b for b in services().background if isinstance(b, Watcher)), None)
-        config = services().config
-        checkout.client = (TronClient(config.upstream_urls, config.usdt_contract, upstreams=watcher.client.upstreams)
-                           if watcher is not None else make_client(config))
+        watchers = services().running(Watcher)
+        checkout.client = watchers[0].client.rotated(0) if watchers else make_client(services().config)
     return checkout.client
 
 
@@ -186,9 +184,8 @@ def claim_message(result: ClaimResult) -> str:
 def wake_watcher() -> None:
     from watcher import Watcher
 
-    for worker in services().background:
-        if isinstance(worker, Watcher):
-            worker.wake()
+    for watcher in services().running(Watcher):
+        watcher.wake()
 
 
 def answer_claim(token: str, payment: Payment, tx_hash: str) -> ClaimResult:

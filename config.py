@@ -183,10 +183,10 @@ def _tolerance(env: dict[str, str]) -> Decimal:
     raw = _get(env, "UNDERPAYMENT_TOLERANCE_USDT")
     if raw is None:
         return Decimal(0)
-    from money import AmountError, parse_amount_or_zero
+    from money import AmountError, parse_amount
 
     try:
-        return parse_amount_or_zero(raw)
+        return parse_amount(raw, zero_allowed=True)
     except AmountError as exc:
         raise ConfigError(f"UNDERPAYMENT_TOLERANCE_USDT {exc}, got {raw!r}") from None
 

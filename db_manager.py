@@ -215,6 +215,8 @@ def collect_stats(ctx: Context) -> dict[str, Any]:
 
 
 def print_stats(stats: dict[str, Any]) -> None:
+    from models import EventState
+
     p, t, e, logs = stats["payments"], stats["transfers"], stats["webhook_events"], stats["payment_logs"]
     print(f"payments: {p['total']}")
     for status in ("pending", "completed", "failed", "expired"):
@@ -224,7 +226,7 @@ def print_stats(stats: dict[str, Any]) -> None:
     print(f"  unmatched: {t['unmatched']}")
     print(f"  credited: {t['credited']}")
     print(f"webhook events: {e['total']}")
-    for state in ("pending", "delivered", "failed", "no_target"):
+    for state in (member.value for member in EventState):
         print(f"  {state}: {e[state]}")
     oldest = f" (oldest {logs['oldest']})" if logs["oldest"] else ""
     print(f"payment logs: {logs['total']}{oldest}")

@@ -13,8 +13,9 @@ class AmountError(ValueError):
     """An amount is not a positive USDT value with at most 6 decimals."""
 
 
-def parse_amount(value: object) -> Decimal:
-    """Parse a JSON amount (string or number token text) exactly; raise AmountError."""
+def parse_amount(value: object, *, zero_allowed: bool = False) -> Decimal:
+    """Parse a JSON amount (string or number token text) exactly; raise AmountError. `zero_allowed`: 0 is an
+    amount too (a tolerance, not a payment's amount)."""
     if isinstance(value, bool) or value is None:
         raise AmountError("must be a decimal string or number such as \"10.5\"")
     if isinstance(value, float):
@@ -34,21 +35,11 @@ def parse_amount(value: object) -> Decimal:
     if len(decimals) > 6:
         raise AmountError("has more than 6 decimals (USDT has 6)")
     amount = Decimal(text)
-    if amount <= 0:
+    if amount == 0 and not zero_allowed:
         raise AmountError("must be greater than 0")
     if to_micro(amount) > MAX_MICRO:
         raise AmountError("is too large")
     return amount.quantize(Decimal("0.000001"))
-
-
-def parse_amount_or_zero(value: object) -> Decimal:
-    """As `parse_amount`, with 0 allowed (a tolerance, not a payment's amount)."""
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        text = str(value).strip()
-        match = _PLAIN.match(text)
-        if match and len(match.group(2) or "") <= 6 and Decimal(text) == 0:
-            return Decimal(0).quantize(Decimal("0.000001"))
-    return parse_amount(value)
 
 
 def to_micro(amount: Decimal) -> int:

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from config import Config
+from config import Config, url_host
 from models import SandboxDelivery
 from webhook_signing import get_signing_secrets
 
@@ -39,13 +39,19 @@ def own_inbox_urls(config: Config) -> set[str]:
     """Where the service's own inbox is reached: its HOST and PORT (127.0.0.1 and localhost when it listens on
     every address), and its PUBLIC_BASE_URL."""
     hosts = {"127.0.0.1", "localhost"} if config.host in ANY_ADDRESS else {config.host}
-    urls = {f"http://{f'[{h}]' if ':' in h else h}:{config.port}{INBOX_PATH}" for h in hosts}
+    urls = {f"http://{url_host(h)}:{config.port}{INBOX_PATH}" for h in hosts}
     return urls | {config.public_base_url.rstrip("/") + INBOX_PATH}
 
 
 def is_own_inbox(config: Config, url: str) -> bool:
     """True for the sandbox's own inbox URL on the sandbox network: a callback allowed on this machine."""
     return config.is_sandbox and url in own_inbox_urls(config)
+
+
+def may_reach_private(config: Config, url: str) -> bool:
+    """Whether a callback to `url` skips the public-address rule: ALLOW_PRIVATE_CALLBACKS, or the sandbox's own
+    inbox (at creation and at delivery alike)."""
+    return config.allow_private_callbacks or is_own_inbox(config, url)
 
 
 def verify(session: Session, config: Config, body: bytes, headers: Mapping[str, str]) -> Any:

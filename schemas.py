@@ -124,7 +124,7 @@ PAYMENT = (
     column("paid_late", BOOLEAN),
     Out("metadata", {"type": "object"}, attrgetter("meta")),
     Out("checkout_url", {"type": "string", "format": "uri",
-                         "description": "The hosted checkout page of this payment, for the payer"}, checkout_url),
+                         "description": "The hosted checkout page of this payment, for the payer"}, None),
     column("return_url", {"type": ["string", "null"]}),
     Out("underpayment_tolerance_usdt", AMOUNT, lambda p: format_amount(p.underpayment_tolerance_usdt)),
     Out("shortfall_usdt", AMOUNT, lambda p: format_amount(shortfall(p))),
@@ -214,10 +214,12 @@ def transfer_to_dict(transfer: Transfer | SimpleNamespace) -> dict[str, Any]:
     return render(TRANSFER, transfer)
 
 
-def payment_to_dict(payment: Payment | Row[Any], transfers: Sequence[Transfer | SimpleNamespace]) -> dict[str, Any]:
+def payment_to_dict(payment: Payment | Row[Any], transfers: Sequence[Transfer | SimpleNamespace],
+                    key: str) -> dict[str, Any]:
     """`payment`: the ORM object, or a Core row with its attribute names (models.as_attributes); the same for
-    `transfers`."""
-    return render(PAYMENT, payment, transfers=[transfer_to_dict(t) for t in transfers])
+    `transfers`. `key`: its database's checkout key, which signs its checkout_url."""
+    return render(PAYMENT, payment, transfers=[transfer_to_dict(t) for t in transfers],
+                  checkout_url=checkout_url(key, payment.id))
 
 
 def log_to_dict(entry: PaymentLog) -> dict[str, Any]:
@@ -242,7 +244,8 @@ def credited_transfers(session: Session, payment_ids: list[uuid.UUID]) -> dict[u
 
 def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[str, Any]]:
     transfers = credited_transfers(session, [p.id for p in payments])
-    return [payment_to_dict(p, transfers[p.id]) for p in payments]
+    key = checkout_key(session)
+    return [payment_to_dict(p, transfers[p.id], key) for p in payments]
 
 
 def serialize_payment(session: Session, payment: Payment) -> dict[str, Any]:
@@ -270,10 +273,9 @@ def payment_by_id(connection: Connection, payment_id: uuid.UUID) -> dict[str, An
     rows = connection.execute(payment_by_id_statement(), {"id": payment_id}).all()
     if not rows:
         return None
-    checkout_key(connection)  # its checkout_url is signed with this database's key
     cut = len(TRANSFER_PREFIX)
     transfers = [
         SimpleNamespace(**{name[cut:]: value for name, value in row._mapping.items() if name[:cut] == TRANSFER_PREFIX})
         for row in rows if row.transfer_id is not None
     ]
-    return payment_to_dict(rows[0], transfers)
+    return payment_to_dict(rows[0], transfers, checkout_key(connection))

@@ -17,7 +17,7 @@ from werkzeug.http import parse_options_header
 
 from addresses import AddressError, decode_address
 from errors import ApiError
-from money import MAX_MICRO, MICRO, AmountError, parse_amount, parse_amount_or_zero
+from money import MAX_MICRO, MICRO, AmountError, parse_amount
 from ssrf import CallbackUrlError, split_callback_url
 
 MAX_BODY_BYTES = 64 * 1024  # a request body, checked before anything else
@@ -168,7 +168,7 @@ def amount(value: Any, field: str = "expected_amount_usdt", *, zero_allowed: boo
         raise ApiError("invalid_amount", f"{field} must be a decimal string such as \"10.5\".", field)
     text = str(value)
     try:
-        parsed = parse_amount_or_zero(text) if zero_allowed else parse_amount(text)
+        parsed = parse_amount(text, zero_allowed=zero_allowed)
     except AmountError as exc:
         raise ApiError("invalid_amount", f"{field} {exc}.", field) from None
     if not (_TOLERANCE if zero_allowed else _AMOUNT).fullmatch(text):
@@ -432,7 +432,7 @@ CREATE_PAYMENT = (
                         "smallest free step of 0.0001; false (default) is a 409 amount_in_use."),
     }, lambda value: boolean(value, "unique_amount")),
     Field("return_url", {
-        "type": "string", "maxLength": MAX_URL, "pattern": CALLBACK_URL_PATTERN,
+        **CALLBACK_URL_SCHEMA,
         "description": ("Where the checkout page sends the payer after completion, and its \"back to the shop\" "
                         "link: an http or https URL without user information, backslashes, spaces or control "
                         "characters (its address is not checked: the payer's browser goes there)."),

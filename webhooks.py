@@ -226,10 +226,10 @@ class Sender:
 
     def http(self, url: str) -> requests.Session:
         """One guarded requests session per thread (sessions are not shared across threads); the sandbox's own
-        inbox is reached on this machine (sandbox_inbox.is_own_inbox)."""
-        from sandbox_inbox import is_own_inbox
+        inbox is reached on this machine (sandbox_inbox.may_reach_private)."""
+        from sandbox_inbox import may_reach_private
 
-        allow_private = self.config.allow_private_callbacks or is_own_inbox(self.config, url)
+        allow_private = may_reach_private(self.config, url)
         sessions = self._local.__dict__.setdefault("http", {})
         if allow_private not in sessions:
             sessions[allow_private] = guarded_session(allow_private=allow_private, resolver=self.resolver)

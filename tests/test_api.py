@@ -839,7 +839,8 @@ def test_create_and_read_take_one_connection_and_the_fewest_statements(client, a
         checkouts.append(args)
 
     # the process reads its database's checkout key once, at its first create: counted here is every one after it
-    assert client.post("/payments", json=payment_body(order_id="first", expected_amount_usdt="2"), headers=auth).status_code == 201
+    first = client.post("/payments", json=payment_body(order_id="first", expected_amount_usdt="2"), headers=auth)
+    assert first.status_code == 201
     event.listen(db.engine, "before_cursor_execute", on_statement)
     event.listen(db.engine.pool, "checkout", on_checkout)
     try:
