@@ -177,21 +177,24 @@ def create() -> Any:
         refused = None
     except ApiError as exc:
         refused = exc
+    taken: IntegrityError | None = None
     try:
-        # One connection and one transaction: the lock, one read, one write (or the replay), the commit.
-        with db.transaction() as session:
-            payment, created = create_payment(session, new, services().config.late_payment_window_seconds,
-                                              refused=refused)
+        # One connection, two round trips: the transaction's start, the lock and the read under it; the write and
+        # the commit (Database.statements, payments.create_payment).
+        with db.statements() as connection:
+            payment = create_payment(connection, new, services().config.late_payment_window_seconds,
+                                     refused=refused)
             # a new payment has no transfers yet: no query for them
-            body = (payment_to_dict(payment, [], checkout_key(session)) if created
-                    else serialize_payment(session, payment))
-    except IntegrityError:  # a concurrent request with the same order_id committed first
+            body = payment_to_dict(payment, [], checkout_key(connection)) if payment is not None else None
+    except IntegrityError as exc:  # a concurrent request with the same order_id committed first
+        taken, body = exc, None
+    if body is None:  # the order_id is taken: a replay, or a conflict
         with db.Session() as session:
             existing = find_by_order_id(session, new.order_id)
-            if existing is None:
-                raise
+            if existing is None:  # payments are never deleted: another unique value failed
+                raise taken or RuntimeError(f"order_id {new.order_id!r} was taken, then not found")
             return replay(session, existing, new)
-    return jsonify(body), 201 if created else 200
+    return jsonify(body), 201
 
 
 def replay(session: Session, existing: Payment, new: NewPayment) -> Any:
@@ -212,7 +215,7 @@ def load_payment(session: Session, payment_id: str, *, for_update: bool = False)
 def get_payment(payment_id: str) -> Any:
     pid = v.payment_uuid(payment_id)
     # The most frequent merchant call: one connection, one query, no ORM objects.
-    with services().db.engine.connect() as connection:
+    with services().db.statements() as connection:
         body = payment_by_id(connection, pid) if pid else None
     if body is None:
         raise ApiError("payment_not_found", "No payment has this id.", status=404)

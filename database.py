@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -164,6 +164,41 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def statements(self) -> Iterator[Connection]:
+        """One pooled connection whose statements go to PostgreSQL as they are sent (the driver's autocommit):
+        no BEGIN or ROLLBACK round trip of the driver's own. A read is then one round trip; a writer opens its
+        transaction itself and sends it in as few messages as it can ("BEGIN; ...", then "...; COMMIT").
+        Whatever happens in the block, the connection goes back to the pool outside any transaction: one left
+        open (an error between a BEGIN and its COMMIT) is rolled back here, and a connection that cannot say
+        so, or cannot roll back, is discarded."""
+        with self.engine.connect() as connection:
+            raw = connection.connection.dbapi_connection
+            raw.autocommit = True  # type: ignore[union-attr]
+            try:
+                yield connection
+            finally:
+                end_transaction(connection)
+
+
+def end_transaction(connection: Connection) -> None:
+    """Leave `connection` (in the driver's autocommit) outside any transaction, in the driver's usual mode."""
+    if connection.invalidated:  # lost in the block (a disconnect): the pool already let it go
+        return
+    try:
+        raw = connection.connection.dbapi_connection
+        status = raw.info.transaction_status  # type: ignore[union-attr]
+        if status in (psycopg2.extensions.TRANSACTION_STATUS_INTRANS, psycopg2.extensions.TRANSACTION_STATUS_INERROR):
+            with raw.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.execute("ROLLBACK")
+            status = raw.info.transaction_status  # type: ignore[union-attr]
+        if status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            raise psycopg2.InterfaceError(f"connection left in transaction status {status}")
+        raw.autocommit = False  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - any doubt: the connection is not reused
+        if not connection.invalidated:
+            connection.invalidate()
 
 
 def describe_url(url: str) -> str:

@@ -10,12 +10,14 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, Select, String, bindparam, func, insert, literal, select
+from sqlalchemy import Connection, Select, String, bindparam, func, insert, literal, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -23,7 +25,7 @@ from checkout import checkout_key, token_hash
 from errors import ApiError
 from events import audit_values, emit_event, log_audit, log_event
 from matching import WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
-from models import CANCELLED, Payment, PaymentLog, PaymentStatus, as_attributes
+from models import CANCELLED, Payment, PaymentLog, PaymentStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
 from times import db_now, iso
 
@@ -74,20 +76,19 @@ def amounts_statement(late_window: int) -> Select[Any]:
 
 @functools.lru_cache(maxsize=8)
 def lock_then_read_sql(dialect: Dialect, late_window: int) -> tuple[str, dict[str, Any]]:
-    """The wallet lock and the read under it as one string of two statements for the driver, with the read's own
-    fixed parameters: one round trip. PostgreSQL runs them in order and, under READ COMMITTED, gives the second
-    its own snapshot, taken once the first has the lock."""
+    """The transaction's start, the wallet lock and the read under it as one string for the driver, with the read's
+    own fixed parameters: one round trip. PostgreSQL runs the statements in order and, under READ COMMITTED, gives
+    the read its own snapshot, taken once the lock is granted."""
     read = amounts_statement(late_window).compile(dialect=dialect)
-    return f"{WALLET_LOCK.compile(dialect=dialect).string}; {read.string}", dict(read.params)
+    return f"BEGIN; {WALLET_LOCK.compile(dialect=dialect).string}; {read.string}", dict(read.params)
 
 
 def amounts_under_lock(
-    session: Session, wallet_address: str, order_id: str, late_window: int
+    connection: Connection, wallet_address: str, order_id: str, late_window: int
 ) -> tuple[datetime, set[int], bool]:
-    """Take the wallet's lock, then read, in one round trip: the transaction's time, the remaining amounts of the
-    wallet's candidates, and whether a payment with `order_id` exists by now (a concurrent twin that won the
-    lock)."""
-    connection = session.connection()
+    """Open a transaction on `connection` (`Database.statements`), take the wallet's lock, then read, in one round
+    trip: the transaction's time, the remaining amounts of the wallet's candidates, and whether a payment with
+    `order_id` exists by now (a concurrent twin that won the lock). The transaction stays open, lock held."""
     sql, fixed = lock_then_read_sql(connection.dialect, late_window)
     params = {**fixed, **wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id}
     rows = connection.exec_driver_sql(sql, params).all()
@@ -155,49 +156,74 @@ def payment_values(new: NewPayment, amount: Decimal, now: datetime, checkout_key
         "checkout_token_hash": token_hash(checkout_key, payment_id),
         "created_at": now,
         "expires_at": now + timedelta(seconds=new.expires_in_seconds),
+        # the rest of what a payment shows, as a new one has it: the row written is the payment answered
+        "failure_reason": None,
+        "transaction_hash": None,
+        "completed_at": None,
+        "callback_attempts": 0,
+        "callback_success": False,
+        "paid_late": False,
     }
 
 
 @functools.lru_cache(maxsize=16)
 def insert_statement(payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]) -> Select[Any]:
     """INSERT the payment (parameters `p_<attribute>`) and its audit row (`a_<column>`, the payment's id taken from
-    the first) in one statement, RETURNING the payment by attribute name. Built once per set of keys: building
-    SQLAlchemy expressions costs more than executing a cached one."""
+    the first) in one statement. Built once per set of keys: building SQLAlchemy expressions costs more than
+    executing a cached one."""
     stored = insert(Payment).values(
         {getattr(Payment, k): bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
-    ).returning(*Payment.__table__.c).cte("stored")
+    ).returning(Payment.id).cte("stored")
     logs = PaymentLog.__table__.c
     rest = [k for k in audit_keys if k != "payment_id"]
     audit_row = insert(PaymentLog).from_select(
         ["payment_id", *rest], select(stored.c.id, *(bindparam(f"a_{k}", type_=logs[k].type) for k in rest))
     ).cte("audit")
-    return select(*as_attributes(Payment, stored)).add_cte(audit_row)
+    return select(stored.c.id).add_cte(audit_row)
 
 
-def insert_payment(session: Session, values: dict[str, Any], audit: dict[str, Any]) -> Row[Any]:
-    """Store a payment and its audit row in one round trip, without the ORM's unit of work; the stored payment
-    comes back as a row that reads like a `Payment` (schemas.payment_to_dict takes either)."""
-    statement = insert_statement(tuple(values), tuple(audit))
+@functools.lru_cache(maxsize=16)
+def insert_then_commit_sql(dialect: Dialect, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
+                           ) -> tuple[str, dict[str, Callable[[Any], Any]]]:
+    """`insert_statement` and the COMMIT as one string for the driver, with the bind processors of its typed
+    parameters (UUIDs, the JSON metadata, the status): compiled by SQLAlchemy once, sent as is."""
+    compiled = insert_statement(payment_keys, audit_keys).compile(dialect=dialect)
+    processors = {}
+    for name, bind in compiled.binds.items():
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            processors[name] = processor
+    return f"{compiled.string}; COMMIT", processors
+
+
+def insert_and_commit(connection: Connection, values: dict[str, Any], audit: dict[str, Any]) -> None:
+    """Store a payment and its audit row, and commit the transaction `amounts_under_lock` opened: one round trip.
+    The COMMIT is in the same message, so an answer from it means the payment is durable (synchronous_commit)."""
+    sql, processors = insert_then_commit_sql(connection.dialect, tuple(values), tuple(audit))
     params = {**{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}
-    return session.connection().execute(statement, params).one()
+    for name, processor in processors.items():
+        params[name] = processor(params[name])
+    connection.exec_driver_sql(sql, params)
 
 
-def create_payment(session: Session, new: NewPayment, late_window: int, *,
-                   refused: ApiError | None = None) -> tuple[Payment | Row[Any], bool]:
-    """Create a payment, or return the existing one for a replayed request. Returns (payment, created).
+def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
+                   refused: ApiError | None = None) -> SimpleNamespace | None:
+    """Create a payment on `connection` (`Database.statements`) in two round trips: the payment as stored (it reads
+    like a `Payment`), or None when its order_id is already taken (the caller answers with that payment).
 
-    The wallet's lock comes first, in its own statement (sent with the read, in one round trip): the read after it
-    then sees every payment committed before the lock was granted (under READ COMMITTED each statement reads its
-    own snapshot). That read also says whether the order_id is taken, so a replay costs nothing more; a twin on
-    another wallet fails the INSERT on the unique order_id, and the caller answers with it as for any replay.
-    `refused`, the verdict on the callback address, counts only for a new payment."""
-    now, in_use, order_taken = amounts_under_lock(session, new.wallet_address, new.order_id, late_window)
+    The wallet's lock comes first, in its own statement (sent with the read): the read after it then sees every
+    payment committed before the lock was granted (under READ COMMITTED each statement reads its own snapshot).
+    That read also says whether the order_id is taken; a twin on another wallet fails the INSERT on the unique
+    order_id, and the caller answers with it as for any replay. `refused`, the verdict on the callback address,
+    counts only for a new payment. On any error the transaction is left open, and `Database.statements` rolls it
+    back."""
+    now, in_use, order_taken = amounts_under_lock(connection, new.wallet_address, new.order_id, late_window)
     if order_taken:
-        return replay_or_conflict(find_by_order_id(session, new.order_id), new), False  # type: ignore[arg-type]
+        return None
     if refused is not None:
         raise refused
     amount = choose_amount(new.amount, in_use, new.unique_amount)
-    values = payment_values(new, amount, now, checkout_key(session))
+    values = payment_values(new, amount, now, checkout_key(connection))
     note = "" if amount == new.amount else f" (raised from {format_amount(new.amount)} to be unique)"
     audit = audit_values(
         values["id"],
@@ -209,9 +235,9 @@ def create_payment(session: Session, new: NewPayment, late_window: int, *,
         underpayment_tolerance_usdt=format_amount(values["underpayment_tolerance_usdt"]),
         expires_at=iso(values["expires_at"]),
     )
-    stored = insert_payment(session, values, audit)
+    insert_and_commit(connection, values, audit)
     log_audit(audit)
-    return stored, True
+    return SimpleNamespace(**values)
 
 
 def cancel_payment(session: Session, payment: Payment) -> Payment:

@@ -7,8 +7,10 @@ import time
 import uuid
 from decimal import Decimal
 
+import psycopg2.extensions
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import IntegrityError
 
 from auth import create_api_key, revoke_api_key
 from config import Config
@@ -827,8 +829,9 @@ def test_stats_count_failed_webhooks(client, auth, db):
 
 
 def test_create_and_read_take_one_connection_and_the_fewest_statements(client, auth, db):
-    """A create is the wallet lock and one read under it (two statements sent together), then one INSERT of the
-    payment with its audit row; a read is one query. Each on one pooled connection (checked with its pre-ping)."""
+    """A create is the transaction's start, the wallet lock and one read under it (sent together), then one INSERT
+    of the payment with its audit row and the commit (sent together); a read is one query, with no transaction
+    around it. Each on one pooled connection (checked with its pre-ping)."""
     statements: list[str] = []
     checkouts: list[object] = []
 
@@ -847,8 +850,9 @@ def test_create_and_read_take_one_connection_and_the_fewest_statements(client, a
         created = client.post("/payments", json=payment_body(order_id="counted"), headers=auth)
         assert created.status_code == 201
         assert len(statements) == 2, statements
-        lock, read = statements[0].split(";", 1)
-        assert "pg_advisory_xact_lock" in lock and "FROM payments" in read and statements[1].startswith("WITH")
+        begin, lock, read = statements[0].split(";", 2)
+        assert begin == "BEGIN" and "pg_advisory_xact_lock" in lock and "FROM payments" in read
+        assert statements[1].startswith("WITH") and statements[1].endswith("; COMMIT")
         assert len(checkouts) == 1
         statements.clear()
         checkouts.clear()
@@ -861,3 +865,38 @@ def test_create_and_read_take_one_connection_and_the_fewest_statements(client, a
     with db.Session() as s:
         pid = uuid.UUID(created.get_json()["id"])
         assert list(s.scalars(select(PaymentLog.event_type).where(PaymentLog.payment_id == pid))) == ["created"]
+
+
+def test_a_statements_block_leaves_no_transaction_behind(db):
+    """Database.statements: a block that fails between its BEGIN and its COMMIT has its transaction rolled back
+    (the lock it held is free at once), and the pooled connection is back in the driver's usual mode."""
+    wallet_lock_key = 7_000_001
+    with pytest.raises(RuntimeError), db.statements() as connection:
+        connection.exec_driver_sql(f"BEGIN; SELECT pg_advisory_xact_lock({wallet_lock_key})")
+        raw = connection.connection.dbapi_connection
+        raise RuntimeError("the caller fails with its transaction open")
+    assert raw.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE and not raw.autocommit
+    with db.engine.connect() as other:
+        assert other.scalar(text(f"SELECT pg_try_advisory_lock({wallet_lock_key})"))
+        other.execute(text(f"SELECT pg_advisory_unlock({wallet_lock_key})"))
+    # a failed statement (an aborted transaction) is rolled back too
+    with pytest.raises(IntegrityError), db.statements() as connection:
+        connection.exec_driver_sql("BEGIN; SELECT 1/1; CREATE TEMP TABLE t (x int PRIMARY KEY); "
+                                   "INSERT INTO t VALUES (1), (1); COMMIT")
+    assert raw.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE and not raw.autocommit
+    with db.statements() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM pg_tables WHERE tablename = 't'").scalar() == 0
+
+
+def test_a_refused_create_leaves_its_wallet_free(client, auth, db):
+    """An answer refused under the wallet's lock (amount in use) ends its transaction: the lock is not held."""
+    assert client.post("/payments", json=payment_body(order_id="a"), headers=auth).status_code == 201
+    refused = client.post("/payments", json=payment_body(order_id="b"), headers=auth)
+    assert refused.status_code == 409 and refused.get_json()["error"] == "amount_in_use"
+    with db.engine.connect() as other:
+        other.execute(text("SET lock_timeout = '1s'"))
+        other.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                      {"k": f"wallet:{payment_body()['wallet_address']}"})
+        other.rollback()
+    assert client.post("/payments", json=payment_body(order_id="c", expected_amount_usdt="11"),
+                       headers=auth).status_code == 201
