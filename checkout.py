@@ -11,6 +11,7 @@ asked about in one query at most every `ttl` seconds, so the database load does 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -41,8 +42,11 @@ def new_checkout_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
+@functools.lru_cache(maxsize=4096)
 def checkout_token(key: str, payment_id: uuid.UUID | str) -> str:
-    digest = hmac.new(key.encode(), str(payment_id).encode(), hashlib.sha256).digest()
+    """Remembered for the payments shown last: a create computes it twice (the row's hash, the answer's link), and
+    a merchant or a page asks about the same payment again and again."""
+    digest = hmac.digest(key.encode(), str(payment_id).encode(), "sha256")
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 

@@ -147,8 +147,9 @@ def loadgen(port: int, mode: str, rate: float, duration: float, tmp: Path, *, co
 
 WRK_POST = """
 local wallets = {%s}
+-- tid: a global of each thread's own Lua state, set by setup() (a chunk-level local would shadow it: every
+-- thread would then send the same order ids, and half the "creates" would be replays)
 local n = 0
-local tid = 0
 local count = 0
 function setup(thread) thread:set("tid", count); count = count + 1 end
 function request()
