@@ -14,6 +14,7 @@ import psycopg2
 import psycopg2.extensions
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lifecycle import EMBEDDED_PGDATA, EmbeddedPostgresError, embedded_postgres
@@ -180,6 +181,31 @@ class Database:
                 yield connection
             finally:
                 end_transaction(connection)
+
+
+def driver_execute(connection: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run `sql` (compiled by SQLAlchemy once, parameters already processed) on the connection's own driver cursor,
+    and return its rows as the driver gives them: no execution context or Result object per call, which on the
+    hot routes cost more than PostgreSQL's work. What Connection.execute guarantees holds: `before_cursor_execute`
+    listeners see the statement, errors are SQLAlchemy's (sqlalchemy.exc), and a connection found lost is
+    invalidated (never reused)."""
+    raw = connection.connection.dbapi_connection
+    dialect = connection.dialect
+    cursor = raw.cursor()  # type: ignore[union-attr]
+    try:
+        for listener in connection.dispatch.before_cursor_execute:
+            sql, params = listener(connection, cursor, sql, params, None, False)
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, raw, cursor)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+                                  dialect=dialect) from exc
+    finally:
+        if not cursor.closed:
+            cursor.close()
 
 
 def end_transaction(connection: Connection) -> None:

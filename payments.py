@@ -22,6 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from checkout import checkout_key, token_hash
+from database import driver_execute
 from errors import ApiError
 from events import audit_values, emit_event, log_audit, log_event
 from matching import WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
@@ -91,7 +92,7 @@ def amounts_under_lock(
     `order_id` exists by now (a concurrent twin that won the lock). The transaction stays open, lock held."""
     sql, fixed = lock_then_read_sql(connection.dialect, late_window)
     params = {**fixed, **wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id}
-    rows = connection.exec_driver_sql(sql, params).all()
+    rows = driver_execute(connection, sql, params)
     in_use = {to_micro(expected) - to_micro(received) for _, _, expected, received in rows if expected is not None}
     return rows[0][0], in_use, bool(rows[0][1])
 
@@ -203,7 +204,7 @@ def insert_and_commit(connection: Connection, values: dict[str, Any], audit: dic
     params = {**{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}
     for name, processor in processors.items():
         params[name] = processor(params[name])
-    connection.exec_driver_sql(sql, params)
+    driver_execute(connection, sql, params)
 
 
 def create_payment(connection: Connection, new: NewPayment, late_window: int, *,

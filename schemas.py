@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,10 +17,12 @@ from operator import attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, bindparam, select
+from sqlalchemy import Connection, Enum, Row, Select, bindparam, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from checkout import checkout_key, checkout_url
+from database import driver_execute
 from models import (
     CANCELLED,
     WEBHOOK_EVENT_TYPES,
@@ -268,14 +271,35 @@ def payment_by_id_statement() -> Select[Any]:
     )
 
 
+Processor = Callable[[Any], Any] | None
+
+
+@functools.lru_cache(maxsize=4)
+def payment_by_id_sql(dialect: Dialect) -> tuple[str, Processor, type, list[Processor]]:
+    """`payment_by_id_statement` compiled once for the driver: its SQL, the processor of its `id` parameter, the row
+    type (attribute names) and each column's result processor. Only the enum columns need one: psycopg2, as
+    SQLAlchemy sets it up, already gives UUIDs, Decimals, aware datetimes and JSON as Python values."""
+    statement = payment_by_id_statement()
+    compiled = statement.compile(dialect=dialect)
+    id_type = compiled.binds["id"].type.dialect_impl(dialect)
+    columns = list(statement.selected_columns)
+    processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) if isinstance(c.type, Enum) else None
+                  for c in columns]
+    row_type = namedtuple("PaymentRow", [c.key for c in columns])  # type: ignore[misc]
+    return compiled.string, id_type.bind_processor(dialect), row_type, processors
+
+
 def payment_by_id(connection: Connection, payment_id: uuid.UUID) -> dict[str, Any] | None:
-    """The payment as the API shows it, read in one round trip without the ORM; None if there is none."""
-    rows = connection.execute(payment_by_id_statement(), {"id": payment_id}).all()
-    if not rows:
+    """The payment as the API shows it, read in one round trip without the ORM or a Result object; None if there is
+    none."""
+    sql, id_processor, row_type, processors = payment_by_id_sql(connection.dialect)
+    raw = driver_execute(connection, sql, {"id": id_processor(payment_id) if id_processor else payment_id})
+    if not raw:
         return None
+    rows = [row_type(*(p(v) if p else v for p, v in zip(processors, values, strict=True))) for values in raw]
     cut = len(TRANSFER_PREFIX)
     transfers = [
-        SimpleNamespace(**{name[cut:]: value for name, value in row._mapping.items() if name[:cut] == TRANSFER_PREFIX})
+        SimpleNamespace(**{name[cut:]: value for name, value in row._asdict().items() if name[:cut] == TRANSFER_PREFIX})
         for row in rows if row.transfer_id is not None
     ]
     return payment_to_dict(rows[0], transfers, checkout_key(connection))

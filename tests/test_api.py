@@ -10,11 +10,11 @@ from decimal import Decimal
 import psycopg2.extensions
 import pytest
 from sqlalchemy import event, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from auth import create_api_key, revoke_api_key
 from config import Config
-from database import Database
+from database import Database, driver_execute
 from models import Payment, PaymentLog, PaymentStatus, WebhookEvent
 from tests.conftest import HOOK, WALLET, WALLET_B, assert_error, count_rows, payment_body
 
@@ -900,3 +900,31 @@ def test_a_refused_create_leaves_its_wallet_free(client, auth, db):
         other.rollback()
     assert client.post("/payments", json=payment_body(order_id="c", expected_amount_usdt="11"),
                        headers=auth).status_code == 201
+
+
+def test_driver_execute_keeps_what_connection_execute_guarantees(db):
+    """The hot routes' statements skip SQLAlchemy's execution context, not its guarantees: listeners see them,
+    errors are SQLAlchemy's, and a connection lost under one is invalidated rather than reused."""
+    seen: list[str] = []
+
+    def listener(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        with db.statements() as connection:
+            assert driver_execute(connection, "SELECT %(x)s::int + 1", {"x": 1}) == [(2,)]
+            with pytest.raises(ProgrammingError):
+                driver_execute(connection, "SELECT nope FROM nowhere", {})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+    assert seen == ["SELECT %(x)s::int + 1", "SELECT nope FROM nowhere"]
+    with db.statements() as connection:
+        pid = driver_execute(connection, "SELECT pg_backend_pid()", {})[0][0]
+        with db.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(OperationalError) as lost:
+            driver_execute(connection, "SELECT 1", {})
+        assert lost.value.connection_invalidated and connection.invalidated
+    with db.statements() as connection:  # the pool hands out a working connection
+        assert driver_execute(connection, "SELECT pg_backend_pid()", {})[0][0] != pid
