@@ -42,7 +42,7 @@ def new_checkout_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def checkout_token(key: str, payment_id: uuid.UUID | str) -> str:
     """Remembered for the payments shown last: a create computes it twice (the row's hash, the answer's link), and
     a merchant or a page asks about the same payment again and again."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import traceback
 
 from gunicorn.glogging import Logger
 
@@ -72,6 +73,18 @@ class ServiceLogger(Logger):
             config = Config()
         handler = self._get_gunicorn_handler(self.error_log)
         configure_logging(config.log_level, config.log_format, handlers=[handler] if handler else None)
+
+
+    def access(self, resp, req, environ, request_time) -> None:  # type: ignore[no-untyped-def]
+        """gunicorn's access line, with only the atoms its format names computed (logging_setup.AccessAtoms)."""
+        if not self.access_log_enabled:
+            return
+        from logging_setup import AccessAtoms
+
+        try:
+            self.access_log.info(self.cfg.access_log_format, AccessAtoms(self, resp, req, environ, request_time))
+        except Exception:  # as gunicorn's: a line that cannot be written is reported, the request is not failed
+            self.error(traceback.format_exc())
 
 
 logger_class = ServiceLogger

@@ -17,7 +17,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Select, String, bindparam, func, insert, literal, select
+from sqlalchemy import Connection, Select, String, and_, bindparam, func, insert, literal, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -65,14 +65,26 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 # --- creation ----------------------------------------------------------------------------------
 
 def amounts_statement(late_window: int) -> Select[Any]:
-    """The read under the wallet lock (parameters `wallet`, `order_id`); `lock_then_read_sql` keeps it compiled."""
+    """The read under the wallet lock (parameters `wallet`, `order_id`, `low`, `high`); `lock_then_read_sql` keeps it
+    compiled. Of the wallet's candidates it returns only the remaining amounts from `low` to `high`, the ones
+    `choose_amount` can ask about: a merchant's single wallet with thousands of open payments still sends back a
+    row or two, not one per payment."""
     one = select(literal(1).label("one")).subquery()
     taken = select(Payment.id).where(Payment.order_id == bindparam("order_id")).exists()
+    remaining = Payment.expected_amount_usdt - Payment.received_amount_usdt
+    amount_type = Payment.expected_amount_usdt.type
     return (
         select(func.now(), taken, Payment.expected_amount_usdt, Payment.received_amount_usdt)
         .select_from(one)
-        .outerjoin(Payment, candidate_filter(bindparam("wallet", type_=String), func.now(), late_window))
+        .outerjoin(Payment, and_(candidate_filter(bindparam("wallet", type_=String), func.now(), late_window),
+                                 remaining.between(bindparam("low", type_=amount_type),
+                                                   bindparam("high", type_=amount_type))))
     )
+
+
+def amounts_asked_about(requested: Decimal) -> tuple[Decimal, Decimal]:
+    """The remaining amounts `choose_amount` may look up for a request: the amount itself and the steps above it."""
+    return requested, from_micro(min(MAX_MICRO, to_micro(requested) + UNIQUE_MAX_STEPS * UNIQUE_STEP_MICRO))
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,13 +97,16 @@ def lock_then_read_sql(dialect: Dialect, late_window: int) -> tuple[str, dict[st
 
 
 def amounts_under_lock(
-    connection: Connection, wallet_address: str, order_id: str, late_window: int
+    connection: Connection, wallet_address: str, order_id: str, requested: Decimal, late_window: int
 ) -> tuple[datetime, set[int], bool]:
     """Open a transaction on `connection` (`Database.statements`), take the wallet's lock, then read, in one round
-    trip: the transaction's time, the remaining amounts of the wallet's candidates, and whether a payment with
-    `order_id` exists by now (a concurrent twin that won the lock). The transaction stays open, lock held."""
+    trip: the transaction's time, the remaining amounts of the wallet's candidates that `choose_amount` may ask
+    about for `requested`, and whether a payment with `order_id` exists by now (a concurrent twin that won the
+    lock). The transaction stays open, lock held."""
     sql, fixed = lock_then_read_sql(connection.dialect, late_window)
-    params = {**fixed, **wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id}
+    low, high = amounts_asked_about(requested)
+    params = {**fixed, **wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id,
+              "low": low, "high": high}
     rows = driver_execute(connection, sql, params)
     in_use = {to_micro(expected) - to_micro(received) for _, _, expected, received in rows if expected is not None}
     return rows[0][0], in_use, bool(rows[0][1])
@@ -218,7 +233,8 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
     order_id, and the caller answers with it as for any replay. `refused`, the verdict on the callback address,
     counts only for a new payment. On any error the transaction is left open, and `Database.statements` rolls it
     back."""
-    now, in_use, order_taken = amounts_under_lock(connection, new.wallet_address, new.order_id, late_window)
+    now, in_use, order_taken = amounts_under_lock(connection, new.wallet_address, new.order_id, new.amount,
+                                                  late_window)
     if order_taken:
         return None
     if refused is not None:

@@ -15,6 +15,7 @@ scheme and host syntax checks.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -139,8 +140,17 @@ def split_callback_url(url: str) -> tuple[str, int]:
     """(host, port) of a syntactically acceptable callback URL; raises CallbackUrlError.
 
     The URL is read by urllib3's parser, exactly as the sender will read it, so the host checked
-    here is the host connected to later. Forms that parsers disagree on are refused outright."""
-    if not isinstance(url, str) or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+    here is the host connected to later. Forms that parsers disagree on are refused outright.
+    A pure function of the text: the answers for the URLs seen last are remembered (a merchant sends the same
+    few callback URLs again and again, and a create reads its URL twice: syntax, then address)."""
+    if not isinstance(url, str):
+        raise CallbackUrlError("must be a URL without spaces or control characters")
+    return _split_callback_url(url)
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_callback_url(url: str) -> tuple[str, int]:
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise CallbackUrlError("must be a URL without spaces or control characters")
     if "\\" in url:
         raise CallbackUrlError("must not contain backslashes")

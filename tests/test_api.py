@@ -928,3 +928,25 @@ def test_driver_execute_keeps_what_connection_execute_guarantees(db):
         assert lost.value.connection_invalidated and connection.invalidated
     with db.statements() as connection:  # the pool hands out a working connection
         assert driver_execute(connection, "SELECT pg_backend_pid()", {})[0][0] != pid
+
+
+def test_the_read_under_the_lock_returns_only_the_amounts_it_may_ask_about(client, auth, db):
+    """One wallet with many open payments: the create's read sends back the remaining amounts from the requested
+    one to 100 steps of 0.0001 above it, not one row per open payment; unique_amount still steps over them."""
+    from payments import amounts_under_lock
+
+    for cents in range(40):  # 10.00 .. 10.39, on one wallet
+        amount = f"10.{cents:02d}"
+        assert client.post("/payments", json=payment_body(order_id=f"many-{cents}", expected_amount_usdt=amount),
+                           headers=auth).status_code == 201
+    for order_id, amount in (("step-1", "10.0001"), ("step-2", "10.0002")):
+        assert client.post("/payments", json=payment_body(order_id=order_id, expected_amount_usdt=amount),
+                           headers=auth).status_code == 201
+    with db.statements() as connection:
+        _, in_use, taken = amounts_under_lock(connection, WALLET, "new-order", Decimal("10"), 3600)
+    assert not taken and in_use == {10_000_000, 10_000_100, 10_000_200, 10_010_000}  # 10, +1, +2 and +100 steps
+    answer = client.post("/payments", json=payment_body(order_id="unique", expected_amount_usdt="10",
+                                                        unique_amount=True), headers=auth)
+    assert answer.status_code == 201 and answer.get_json()["expected_amount_usdt"] == "10.0003"
+    refused = client.post("/payments", json=payment_body(order_id="same", expected_amount_usdt="10.39"), headers=auth)
+    assert refused.status_code == 409 and refused.get_json()["error"] == "amount_in_use"

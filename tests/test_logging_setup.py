@@ -292,3 +292,38 @@ def test_gunicorn_with_log_format_json_writes_only_json_lines(db, database_url, 
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
     assert any(e["level"] == "INFO" and payment["id"] in e["message"] and "created" in e["message"] for e in entries)
     assert any(e["logger"] == "gunicorn.error" for e in entries) and any(e["logger"] == "watcher" for e in entries)
+
+
+def test_access_atoms_give_the_line_gunicorn_writes():
+    """The access line from the atoms a format asks for is the line gunicorn's own atoms give, for its default
+    format and for an operator's format naming other atoms (headers, environ, timings, a missing one)."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config as GunicornConfig
+    from gunicorn.glogging import Logger, SafeAtoms
+
+    from logging_setup import AccessAtoms
+
+    logger = Logger(GunicornConfig())
+    logger.now = lambda: "[04/Dec/2026:13:00:00 +0000]"  # type: ignore[method-assign]
+    environ = {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "POST", "RAW_URI": '/payments?x="1"',
+               "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/payments", "QUERY_STRING": 'x="1"',
+               "HTTP_USER_AGENT": 'curl/8 "quoted"', "HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz"}
+    req = SimpleNamespace(headers=[("User-Agent", 'curl/8 "quoted"'), ("X-Request-Id", "abc")])
+    resp = SimpleNamespace(status="201 CREATED", sent=512, headers=[("Content-Type", "application/json")])
+    took = timedelta(seconds=0, microseconds=4321)
+    formats = (GunicornConfig().access_log_format,
+               '%(h)s %(u)s "%(r)s" %(s)s %(b)s %(D)s %(L)s %(m)s %(U)s %(q)s %({x-request-id}i)s '
+               '%({content-type}o)s %({remote_addr}e)s %({missing}i)s %(p)s')
+    for fmt in formats:
+        expected = fmt % SafeAtoms(logger.atoms(resp, req, environ, took))
+        assert fmt % AccessAtoms(logger, resp, req, environ, took) == expected
+    assert AccessAtoms(logger, resp, req, environ, took)["u"] == "user"
+    unsent = SimpleNamespace(status=404, sent=None, headers=[])
+    assert formats[0] % AccessAtoms(logger, unsent, req, {**environ, "HTTP_AUTHORIZATION": "Bearer k"}, took) == (
+        '127.0.0.1 - - [04/Dec/2026:13:00:00 +0000] "POST /payments?x=\\"1\\" HTTP/1.1" 404 - "-" '
+        '"curl/8 \\"quoted\\""')
+    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, formats[0],
+                               (AccessAtoms(logger, resp, req, environ, took),), None)
+    assert record.getMessage() == formats[0] % SafeAtoms(logger.atoms(resp, req, environ, took))
