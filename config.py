@@ -1,6 +1,8 @@
 """Configuration, read from the environment (and `.env`) once, validated in one place."""
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import logging
 import os
@@ -30,6 +32,29 @@ FRAME_SOURCE = re.compile(r"^https?://(?:\*\.)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable."""
+
+
+# The webhook signing secret's format, read here (the gunicorn master checks the settings without loading
+# webhook_signing, SQLAlchemy and the app) and by webhook_signing.
+SECRET_PREFIX = "whsec_"
+MIN_SECRET_BYTES = 24
+
+
+class SecretError(ValueError):
+    """A webhook secret is malformed."""
+
+
+def parse_secret(secret: str) -> bytes:
+    """The key bytes of a ``whsec_<base64>`` secret."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise SecretError("must start with 'whsec_' followed by base64")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise SecretError("must be 'whsec_' followed by valid base64") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise SecretError(f"must hold at least {MIN_SECRET_BYTES} bytes of key")
+    return key
 
 
 @dataclass(frozen=True)
@@ -277,8 +302,6 @@ def load_config(env: dict[str, str] | None = None) -> Config:
 
     secret = _get(env, "WEBHOOK_SECRET")
     if secret is not None:
-        from webhook_signing import SecretError, parse_secret
-
         try:
             parse_secret(secret)
         except SecretError as exc:

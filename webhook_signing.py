@@ -14,7 +14,6 @@ Secrets (service_state key ``webhook_secrets``)
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import logging
 import secrets
@@ -25,33 +24,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from config import Config
+from config import MIN_SECRET_BYTES, SECRET_PREFIX, Config, SecretError, parse_secret  # noqa: F401 (re-exported)
 from database import Database
 from service_state import insert_state, read_state, write_state
 from times import db_now, iso, parse_iso
 
 logger = logging.getLogger(__name__)
-
-SECRET_PREFIX = "whsec_"
-MIN_SECRET_BYTES = 24
-
-
-class SecretError(ValueError):
-    """A webhook secret is malformed."""
-
-
-def parse_secret(secret: str) -> bytes:
-    """The key bytes of a ``whsec_<base64>`` secret."""
-    if not secret.startswith(SECRET_PREFIX):
-        raise SecretError("must start with 'whsec_' followed by base64")
-    try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
-    except (binascii.Error, ValueError):
-        raise SecretError("must be 'whsec_' followed by valid base64") from None
-    if len(key) < MIN_SECRET_BYTES:
-        raise SecretError(f"must hold at least {MIN_SECRET_BYTES} bytes of key")
-    return key
-
 
 def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()

@@ -192,3 +192,16 @@ def test_metrics_settings_are_read() -> None:
     assert (load_config({}).metrics_token, load_config({}).watcher_metrics_port) == (None, None)
     configured = load_config({"METRICS_TOKEN": " s3cret ", "WATCHER_METRICS_PORT": "9464"})
     assert (configured.metrics_token, configured.watcher_metrics_port) == ("s3cret", 9464)
+
+
+def test_reading_the_settings_loads_neither_the_app_nor_sqlalchemy():
+    """gunicorn's master reads the settings (its logger, on_starting) and must stay small: with every setting that
+    is checked given, WEBHOOK_SECRET included, load_config imports no SQLAlchemy, driver, Flask or app module."""
+    code = ("import sys, config; config.load_config(); "
+            "print(sorted(m for m in ('sqlalchemy', 'psycopg2', 'flask', 'app', 'webhook_signing', 'database') "
+            "if m in sys.modules))")
+    proc = run(["-c", code], {"WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "API_KEYS": "k" * 24,
+                              "MERCHANT_WEBHOOK_URL": "https://merchant.example/hook", "LOG_LEVEL": "WARNING",
+                              "UNDERPAYMENT_TOLERANCE_USDT": "0.5", "PUBLIC_BASE_URL": "https://pay.example"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
