@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,7 @@ PAY_PATH = "/pay/"
 TOKEN_LENGTH = 43  # base64url of 32 bytes, unpadded
 _links: dict[str, Any] = {"base_url": None}
 _keys: dict[str, str] = {}  # the checkout key of each database this process uses, by its URL
+_engine_keys: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # the same, by engine
 
 
 def new_checkout_key() -> str:
@@ -64,6 +66,9 @@ def checkout_key(bind: Session | Connection) -> str:
     """The process's copy of its database's checkout key: read once (a database emptied under a running process,
     as `db_manager.py reset` does, needs the process restarted), stored at first need when the migration did not."""
     engine = bind.get_bind().engine if isinstance(bind, Session) else bind.engine
+    known = _engine_keys.get(engine)
+    if known is not None:  # the per-request path: no rendering of the engine's URL
+        return known
     database = str(engine.url)
     if database not in _keys:
         with Session(bind=engine) as own, own.begin():
@@ -71,12 +76,14 @@ def checkout_key(bind: Session | Connection) -> str:
             if key is None and not insert_state(own, CHECKOUT_KEY, key := new_checkout_key()):
                 key = read_state(own, CHECKOUT_KEY)  # another process stored one first: its key
         _keys[database] = key
+    _engine_keys[engine] = _keys[database]
     return _keys[database]
 
 
 def forget_checkout_keys() -> None:
     """Read the keys again at next need (after a database was emptied)."""
     _keys.clear()
+    _engine_keys.clear()
 
 
 def checkout_url(key: str, payment_id: uuid.UUID) -> str:
