@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 WALLET_CLAIMS = "wallet_claims"  # service_state: {wallet: {"block_timestamp": ms, "transaction_hash": str}}
 TX_HASH = re.compile(r"^(?:0x)?([0-9a-fA-F]{64})$")
 CLAIMS_PER_MINUTE = 5
+# A claim waits for the upstream (up to TRONGRID_TIMEOUT_SECONDS while it is stalled) on one of the process's few
+# request threads: at most this many do so at once, and another claim waits at most CLAIM_QUEUE_SECONDS for its
+# turn before it answers "unavailable" (the page says to try again), so a stalled upstream never holds the API.
+CLAIMS_IN_FLIGHT = 1
+CLAIM_QUEUE_SECONDS = 1.0
+_in_flight = threading.BoundedSemaphore(CLAIMS_IN_FLIGHT)
 
 # What a claim finds: "found" (credited by the watcher shortly), "not_solidified" (try again shortly), or why not.
 FOUND = "found"
@@ -56,12 +62,18 @@ def parse_tx_hash(value: Any) -> str | None:
 
 
 def check_transaction(client: TronClient, payment: Payment, tx_hash: str) -> ClaimResult:
-    """What the solidified chain says of `tx_hash` for this payment (one receipt request)."""
+    """What the solidified chain says of `tx_hash` for this payment (one receipt request, `CLAIMS_IN_FLIGHT` at a
+    time in this process)."""
+    if not _in_flight.acquire(timeout=CLAIM_QUEUE_SECONDS):
+        logger.warning("claim of %s: another claim is still waiting for the upstream", tx_hash, extra={"tx": tx_hash})
+        return ClaimResult("unavailable", tx_hash)
     try:
         info = client.get_transaction_info(tx_hash)
     except TronError as exc:
         logger.warning("claim of %s: the upstream did not answer: %s", tx_hash, exc, extra={"tx": tx_hash})
         return ClaimResult("unavailable", tx_hash)
+    finally:
+        _in_flight.release()
     if info is None:
         return ClaimResult(NOT_SOLIDIFIED, tx_hash)
     if not info.success:

@@ -86,7 +86,7 @@ class Payment(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     order_id: Mapped[str] = mapped_column(String(128), unique=True, index=True)
-    wallet_address: Mapped[str] = mapped_column(String(34))  # indexed by ix_payments_wallet_status (first column)
+    wallet_address: Mapped[str] = mapped_column(String(34), index=True)
     expected_amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
     requested_amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
     received_amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT, default=Decimal(0), server_default="0")

@@ -406,3 +406,32 @@ def test_a_public_base_url_payers_cannot_reach_is_a_warning_at_start_on_mainnet(
         with caplog.at_level("WARNING", logger="config"):
             bootstrap(config.with_overrides(public_base_url=url, tron_network=network), db)
         assert any(f"PUBLIC_BASE_URL is {url}" in r.getMessage() for r in caplog.records) == warned, url
+
+
+def test_a_stalled_upstream_holds_one_claim_thread_at_most(chain_app, sim, auth) -> None:
+    """While the upstream stalls, one claim per process waits for it; the others answer "unavailable" within about
+    a second instead of holding more of the process's request threads, and the API keeps answering."""
+    import threading
+
+    client = chain_app.test_client()
+    payment = create(client, auth, "10")
+    sim.set_fault("slow", count=None, seconds=3.0, path_prefix="/walletsolidity/gettransactioninfobyid")
+    results: list[tuple[str, float]] = []
+
+    def one_claim(n: int) -> None:
+        started = time.monotonic()
+        answer = claim(chain_app.test_client(), payment, f"{n:064x}")
+        results.append((answer.get_json()["result"], time.monotonic() - started))
+
+    threads = [threading.Thread(target=one_claim, args=(n + 1,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert client.get(f"/payments/{payment['id']}", headers=auth).status_code == 200
+    assert time.monotonic() - started < 1.0
+    for thread in threads:
+        thread.join(30)
+    turned_away = [took for result, took in results if result == "unavailable"]
+    assert len(results) == 3 and len(turned_away) >= 2, results
+    assert sorted(turned_away)[1] < 2.5, results  # waited for their turn about a second, not for the upstream
