@@ -17,7 +17,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Select, String, and_, bindparam, func, insert, literal, select
+from sqlalchemy import Connection, Interval, Select, String, and_, bindparam, func, insert, literal, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ from events import audit_values, emit_event, log_audit, log_event
 from matching import WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
 from models import CANCELLED, Payment, PaymentLog, PaymentStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
-from times import db_now, iso
+from times import db_now, iso, iso_sql
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +153,10 @@ def replay_or_conflict(existing: Payment, new: NewPayment) -> Payment:
     return existing
 
 
-def payment_values(new: NewPayment, amount: Decimal, now: datetime, checkout_key: str) -> dict[str, Any]:
-    """A new payment's row, by model attribute, from the validated request: a new column is one more entry here."""
+def payment_values(new: NewPayment, amount: Decimal, checkout_key: str) -> dict[str, Any]:
+    """A new payment's row, by model attribute, from the validated request: a new column is one more entry here.
+    Its times (`created_at`, `expires_at`: the transaction's time and `expires_in_seconds` after it) are the
+    database's, added by whichever statement writes it."""
     payment_id = uuid.uuid4()
     return {
         "id": payment_id,
@@ -170,8 +172,6 @@ def payment_values(new: NewPayment, amount: Decimal, now: datetime, checkout_key
         "underpayment_tolerance_usdt": new.tolerance_for(amount),
         "return_url": new.return_url,
         "checkout_token_hash": token_hash(checkout_key, payment_id),
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=new.expires_in_seconds),
         # the rest of what a payment shows, as a new one has it: the row written is the payment answered
         "failure_reason": None,
         "transaction_hash": None,
@@ -222,27 +222,11 @@ def insert_and_commit(connection: Connection, values: dict[str, Any], audit: dic
     driver_execute(connection, sql, params)
 
 
-def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
-                   refused: ApiError | None = None) -> SimpleNamespace | None:
-    """Create a payment on `connection` (`Database.statements`) in two round trips: the payment as stored (it reads
-    like a `Payment`), or None when its order_id is already taken (the caller answers with that payment).
-
-    The wallet's lock comes first, in its own statement (sent with the read): the read after it then sees every
-    payment committed before the lock was granted (under READ COMMITTED each statement reads its own snapshot).
-    That read also says whether the order_id is taken; a twin on another wallet fails the INSERT on the unique
-    order_id, and the caller answers with it as for any replay. `refused`, the verdict on the callback address,
-    counts only for a new payment. On any error the transaction is left open, and `Database.statements` rolls it
-    back."""
-    now, in_use, order_taken = amounts_under_lock(connection, new.wallet_address, new.order_id, new.amount,
-                                                  late_window)
-    if order_taken:
-        return None
-    if refused is not None:
-        raise refused
-    amount = choose_amount(new.amount, in_use, new.unique_amount)
-    values = payment_values(new, amount, now, checkout_key(connection))
+def creation_audit(values: dict[str, Any], new: NewPayment, expires_at: str | None) -> dict[str, Any]:
+    """The `created` audit row of a payment about to be written (`expires_at`: None when the statement adds it)."""
+    amount = values["expected_amount_usdt"]
     note = "" if amount == new.amount else f" (raised from {format_amount(new.amount)} to be unique)"
-    audit = audit_values(
+    return audit_values(
         values["id"],
         "created",
         f"payment created for {format_amount(amount)} USDT to {new.wallet_address}{note}",
@@ -250,8 +234,103 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
         expected_amount_usdt=format_amount(amount),
         requested_amount_usdt=format_amount(new.amount),
         underpayment_tolerance_usdt=format_amount(values["underpayment_tolerance_usdt"]),
-        expires_at=iso(values["expires_at"]),
+        **({} if expires_at is None else {"expires_at": expires_at}),
     )
+
+
+@functools.lru_cache(maxsize=16)
+def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
+                       ) -> tuple[str, dict[str, Any], dict[str, Callable[[Any], Any]]]:
+    """The wallet's lock, then the payment and its audit row written only if its order_id is free and no candidate
+    of the wallet awaits its amount (what `amounts_under_lock` and `choose_amount` decide for a request whose own
+    amount is free): one string for the driver, with its constant parameters and the bind processors of the typed
+    parameters it is given. Sent in the
+    driver's autocommit, the two statements are one implicit transaction, committed before the answer comes back
+    (synchronous_commit); the lock comes first, in its own statement, so the INSERT's snapshot is taken under it.
+    The payment's times are the transaction's; the audit row's `expires_at` is written by `times.iso_sql`."""
+    now = func.now()
+    binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
+    remaining = Payment.expected_amount_usdt - Payment.received_amount_usdt
+    taken = select(Payment.id).where(Payment.order_id == binds["order_id"]).exists()
+    in_use = select(Payment.id).where(candidate_filter(binds["wallet_address"], now, late_window),
+                                      remaining == binds["expected_amount_usdt"]).exists()
+    expires = now + bindparam("lifetime", type_=Interval)
+    stored = insert(Payment).from_select(
+        [*(getattr(Payment, k) for k in payment_keys), Payment.created_at, Payment.expires_at],
+        select(*binds.values(), now, expires).where(~taken, ~in_use),
+    ).returning(Payment.id, Payment.created_at, Payment.expires_at).cte("stored")
+    logs = PaymentLog.__table__.c
+    rest = [k for k in audit_keys if k != "payment_id"]
+
+    def audit_value(k: str) -> Any:
+        value = bindparam(f"a_{k}", type_=logs[k].type)
+        if k != "event_metadata":
+            return value
+        with_expiry = func.jsonb_build_object("expires_at", iso_sql(stored.c.expires_at))
+        return value.op("||", return_type=logs[k].type)(with_expiry)
+
+    audit_row = insert(PaymentLog).from_select(
+        ["payment_id", *rest], select(stored.c.id, *(audit_value(k) for k in rest))).cte("audit")
+    statement = select(stored.c.created_at, stored.c.expires_at).add_cte(audit_row)
+    compiled = statement.compile(dialect=dialect)
+    given = {name for name in compiled.params if name.startswith(("p_", "a_"))} | {"lifetime"}
+    fixed, processors = {}, {}
+    for name, value in compiled.params.items():
+        processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if name in given:
+            if processor is not None:
+                processors[name] = processor
+        else:  # the statement's own constants (the statuses of candidate_filter, the late window)
+            fixed[name] = processor(value) if processor is not None else value
+    return f"{WALLET_LOCK.compile(dialect=dialect).string}; {compiled.string}", fixed, processors
+
+
+def insert_if_free(connection: Connection, new: NewPayment, late_window: int, checkout_key: str
+                   ) -> SimpleNamespace | None:
+    """The payment written in one round trip when its order_id is free and its amount is not in use on its wallet;
+    None, having written nothing, otherwise (the caller then takes the path that says why, or picks an amount)."""
+    values = payment_values(new, new.amount, checkout_key)
+    audit = creation_audit(values, new, expires_at=None)
+    sql, fixed, processors = insert_if_free_sql(connection.dialect, late_window, tuple(values), tuple(audit))
+    params = {**fixed, **wallet_lock_params(new.wallet_address), "lifetime": timedelta(seconds=new.expires_in_seconds),
+              **{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}
+    for name, processor in processors.items():
+        params[name] = processor(params[name])
+    rows = driver_execute(connection, sql, params)
+    if not rows:
+        return None
+    values["created_at"], values["expires_at"] = rows[0]
+    log_audit(audit)
+    return SimpleNamespace(**values)
+
+
+def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
+                   refused: ApiError | None = None) -> SimpleNamespace | None:
+    """Create a payment on `connection` (`Database.statements`): the payment as stored (it reads like a `Payment`),
+    or None when its order_id is already taken (the caller answers with that payment).
+
+    The usual request (its order_id new, its amount free on its wallet, its callback address allowed) is written in
+    one round trip (`insert_if_free`). Any other takes two, which say why: the transaction's start, the wallet's
+    lock and the read under it (`amounts_under_lock`: under READ COMMITTED the read's snapshot is taken once the
+    lock is granted, so it sees every payment committed before), then the write with the commit. A twin on another
+    wallet fails the INSERT on the unique order_id, and the caller answers with it as for any replay. `refused`,
+    the verdict on the callback address, counts only for a new payment. On any error a transaction left open is
+    rolled back by `Database.statements`."""
+    key = checkout_key(connection)
+    if refused is None:
+        stored = insert_if_free(connection, new, late_window, key)
+        if stored is not None:
+            return stored
+    now, in_use, order_taken = amounts_under_lock(connection, new.wallet_address, new.order_id, new.amount,
+                                                  late_window)
+    if order_taken:
+        return None
+    if refused is not None:
+        raise refused
+    amount = choose_amount(new.amount, in_use, new.unique_amount)
+    values = {**payment_values(new, amount, key), "created_at": now,
+              "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
+    audit = creation_audit(values, new, expires_at=iso(values["expires_at"]))
     insert_and_commit(connection, values, audit)
     log_audit(audit)
     return SimpleNamespace(**values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, ColumnElement, case, cast, func, select
 from sqlalchemy.orm import Session
 
 
@@ -21,6 +21,15 @@ def ms_to_datetime(ms: int) -> datetime:
 def to_ms(value: datetime) -> int:
     """A datetime as chain time (unix milliseconds)."""
     return int(value.timestamp() * 1000)
+
+
+def iso_sql(value: ColumnElement[datetime]) -> ColumnElement[str]:
+    """SQL: `iso(value)` written by PostgreSQL, for a statement that writes a time it computes into text (the
+    microseconds only when there are some, as Python's isoformat)."""
+    utc = func.timezone("UTC", value)
+    fraction = case((cast(func.date_part("microseconds", value), BigInteger) % 1_000_000 == 0, ""),
+                    else_=func.to_char(utc, ".US"))
+    return func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS').concat(fraction).concat("Z")
 
 
 def iso(value: datetime | None, timespec: str = "auto") -> str | None:

@@ -5,11 +5,12 @@ import json
 import threading
 import time
 import uuid
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import psycopg2.extensions
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import DateTime, event, literal, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from auth import create_api_key, revoke_api_key
@@ -17,6 +18,7 @@ from config import Config
 from database import Database, driver_execute
 from models import Payment, PaymentLog, PaymentStatus, WebhookEvent
 from tests.conftest import HOOK, WALLET, WALLET_B, assert_error, count_rows, payment_body
+from times import iso
 
 
 def test_create_returns_payment_with_plain_amount_strings(client, auth, db):
@@ -829,9 +831,11 @@ def test_stats_count_failed_webhooks(client, auth, db):
 
 
 def test_create_and_read_take_one_connection_and_the_fewest_statements(client, auth, db):
-    """A create is the transaction's start, the wallet lock and one read under it (sent together), then one INSERT
-    of the payment with its audit row and the commit (sent together); a read is one query, with no transaction
-    around it. Each on one pooled connection (checked with its pre-ping)."""
+    """A create is one message: the wallet lock, then one INSERT of the payment with its audit row that writes only
+    when its order_id is free and its amount not in use (one implicit transaction); one that is refused there takes
+    two, which say why: the transaction's start, the lock and the read under it, then the INSERT with the commit.
+    A read is one query, with no transaction around it. Each on one pooled connection (checked with its
+    pre-ping)."""
     statements: list[str] = []
     checkouts: list[object] = []
 
@@ -849,11 +853,19 @@ def test_create_and_read_take_one_connection_and_the_fewest_statements(client, a
     try:
         created = client.post("/payments", json=payment_body(order_id="counted"), headers=auth)
         assert created.status_code == 201
-        assert len(statements) == 2, statements
-        begin, lock, read = statements[0].split(";", 2)
+        assert len(statements) == 1, statements
+        lock, write = statements[0].split(";", 1)
+        assert "pg_advisory_xact_lock" in lock
+        assert " ".join(write.split()).startswith("WITH stored AS (INSERT INTO payments")
+        assert "COMMIT" not in write and len(checkouts) == 1
+        statements.clear()
+        checkouts.clear()
+        raised = client.post("/payments", json=payment_body(order_id="raised", unique_amount=True), headers=auth)
+        assert raised.status_code == 201 and raised.get_json()["expected_amount_usdt"] == "10.5001"
+        assert len(statements) == 3 and len(checkouts) == 1, statements
+        begin, lock, read = statements[1].split(";", 2)
         assert begin == "BEGIN" and "pg_advisory_xact_lock" in lock and "FROM payments" in read
-        assert statements[1].startswith("WITH") and statements[1].endswith("; COMMIT")
-        assert len(checkouts) == 1
+        assert statements[2].startswith("WITH") and statements[2].endswith("; COMMIT")
         statements.clear()
         checkouts.clear()
         read = client.get(f"/payments/{created.get_json()['id']}", headers=auth)
@@ -950,3 +962,38 @@ def test_the_read_under_the_lock_returns_only_the_amounts_it_may_ask_about(clien
     assert answer.status_code == 201 and answer.get_json()["expected_amount_usdt"] == "10.0003"
     refused = client.post("/payments", json=payment_body(order_id="same", expected_amount_usdt="10.39"), headers=auth)
     assert refused.status_code == 409 and refused.get_json()["error"] == "amount_in_use"
+
+
+def test_a_create_in_one_message_writes_what_the_two_message_path_writes(client, auth, db):
+    """The one-message create and the two-message one store the same payment and audit row (the audit's
+    expires_at written by PostgreSQL, as times.iso writes it)."""
+    fast = client.post("/payments", json=payment_body(order_id="fast", metadata={"k": "v"}), headers=auth).get_json()
+    slow = client.post("/payments", json=payment_body(order_id="slow", unique_amount=True, metadata={"k": "v"}),
+                       headers=auth).get_json()
+    assert slow["expected_amount_usdt"] == "10.5001"
+    for answer in (fast, slow):
+        assert client.get(f"/payments/{answer['id']}", headers=auth).get_json() == answer
+    with db.Session() as s:
+        rows = {p.order_id: p for p in s.scalars(select(Payment))}
+        logs = {log.payment_id: log for log in s.scalars(select(PaymentLog))}
+        for order_id in ("fast", "slow"):
+            payment, log = rows[order_id], logs[rows[order_id].id]
+            assert payment.expires_at - payment.created_at == timedelta(seconds=3600)
+            assert log.event_metadata["expires_at"] == iso(payment.expires_at)
+            assert set(log.event_metadata) == {"order_id", "expected_amount_usdt", "requested_amount_usdt",
+                                               "underpayment_tolerance_usdt", "expires_at"}
+    assert logs[rows["fast"].id].message == f"payment created for 10.5 USDT to {WALLET}"
+
+
+def test_iso_sql_writes_what_iso_writes(db):
+    from datetime import datetime, timezone
+
+    from times import iso_sql
+
+    values = [datetime(2026, 12, 4, 13, 0, 0, tzinfo=UTC), datetime(2026, 12, 4, 13, 0, 0, 1, tzinfo=UTC),
+              datetime(2026, 12, 4, 13, 0, 59, 999999, tzinfo=UTC),
+              datetime(2026, 6, 1, 2, 3, 4, 500000, tzinfo=timezone(timedelta(hours=-7)))]
+    with db.engine.connect() as connection:
+        for value in values:
+            written = connection.execute(select(iso_sql(literal(value, type_=DateTime(timezone=True))))).scalar_one()
+            assert written == iso(value), value
