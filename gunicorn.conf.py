@@ -35,7 +35,10 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
 # and psql.
 # 3 workers would be 93 alone, 4 (124) over the limit. More workers: raise max_connections by 31 per worker first.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# 3 request threads per worker, measured against 2 and 4 (README, "What was profiled and fixed"): with 4, reads
+# (Python on the CPU) lose to the threads' contention for the GIL; with 2, creates (waiting for PostgreSQL's
+# commit) lack threads to overlap. A stalled upstream holds at most one of them (claims.CLAIMS_IN_FLIGHT).
+threads = int(os.environ.get("GUNICORN_THREADS", "3"))
 worker_class = "gthread"
 # Each worker gets its own listening socket (SO_REUSEPORT) and the kernel spreads new connections
 # over them: without it, a few busy keep-alive clients can all land on one worker.
@@ -134,10 +137,14 @@ SHARED_LIBRARIES = ("flask", "jinja2", "werkzeug", "sqlalchemy.orm", "sqlalchemy
 
 
 def share_libraries() -> None:
+    import gc
     import importlib
 
     for name in SHARED_LIBRARIES:
         importlib.import_module(name)
+    # Out of the garbage collector's sight: a collection in a worker would otherwise write to every one of these
+    # objects' headers and copy the pages the workers share.
+    gc.freeze()
 
 
 def reset_metrics_dir(path: str) -> None:
@@ -164,9 +171,15 @@ def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
 
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     """Start this worker's background threads (dispatcher, standby watcher) explicitly, once."""
+    import gc
+
     from app import start_background
 
     start_background(worker.wsgi)
+    # What the worker built to serve (the app, its modules, SQLAlchemy's compiled statements) lives as long as the
+    # worker: frozen, it is no longer traversed by every full collection, which otherwise paused a request
+    # for milliseconds now and then.
+    gc.freeze()
 
 
 def worker_exit(server, worker) -> None:  # type: ignore[no-untyped-def]

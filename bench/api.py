@@ -397,7 +397,8 @@ def report(args: argparse.Namespace, runs: dict[str, Any], all_runs: dict[str, l
         "settings": {"rate": args.rate, "duration_s": args.duration, "saturation_duration_s": args.saturation_duration,
                      "runs": args.runs, "saturation_connections": args.connections,
                      "gunicorn": "gunicorn -c gunicorn.conf.py app:create_app()",
-                     "workers": args.workers or "gunicorn.conf.py default (min(4, cpus))", "threads": "4 (gthread)"},
+                     "workers": args.workers or os.environ.get("GUNICORN_WORKERS", "gunicorn.conf.py default (2)"),
+                     "threads": os.environ.get("GUNICORN_THREADS", "gunicorn.conf.py default (3, gthread)")},
         "runs": runs, "all_runs": all_runs, "memory": memory, "pgbench_floor": floor, "targets": targets,
         "table": table,
     })
