@@ -179,8 +179,8 @@ def create() -> Any:
         refused = exc
     taken: IntegrityError | None = None
     try:
-        # One connection, two round trips: the transaction's start, the lock and the read under it; the write and
-        # the commit (Database.statements, payments.create_payment).
+        # One connection: the pre-ping and one message for the usual create, more for one refused there
+        # (Database.statements, payments.create_payment).
         with db.statements() as connection:
             payment = create_payment(connection, new, services().config.late_payment_window_seconds,
                                      refused=refused)

@@ -186,9 +186,11 @@ class Database:
 def driver_execute(connection: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """Run `sql` (compiled by SQLAlchemy once, parameters already processed) on the connection's own driver cursor,
     and return its rows as the driver gives them: no execution context or Result object per call, which on the
-    hot routes cost more than PostgreSQL's work. What Connection.execute guarantees holds: `before_cursor_execute`
-    listeners see the statement, errors are SQLAlchemy's (sqlalchemy.exc), and a connection found lost is
-    invalidated (never reused)."""
+    hot routes cost more than PostgreSQL's work. Kept from Connection.execute: `before_cursor_execute` listeners see
+    the statement, errors are SQLAlchemy's (sqlalchemy.exc), and a connection found lost is invalidated (never
+    reused). Not kept: `after_cursor_execute` and `handle_error` listeners and the engine's echo; and after a
+    disconnect only this connection is dropped, not the whole pool (the pool's pre-ping finds any other lost one
+    at its next checkout)."""
     raw = connection.connection.dbapi_connection
     dialect = connection.dialect
     cursor = raw.cursor()  # type: ignore[union-attr]

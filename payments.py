@@ -17,7 +17,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Interval, Select, String, and_, bindparam, func, insert, literal, select
+from sqlalchemy import Connection, Integer, Select, String, and_, bindparam, func, insert, literal, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -172,7 +172,7 @@ def payment_values(new: NewPayment, amount: Decimal, checkout_key: str) -> dict[
         "underpayment_tolerance_usdt": new.tolerance_for(amount),
         "return_url": new.return_url,
         "checkout_token_hash": token_hash(checkout_key, payment_id),
-        # the rest of what a payment shows, as a new one has it: the row written is the payment answered
+        # the rest of what a payment shows, as a new one has it (its metadata is answered as the INSERT returns it)
         "failure_reason": None,
         "transaction_hash": None,
         "completed_at": None,
@@ -185,41 +185,44 @@ def payment_values(new: NewPayment, amount: Decimal, checkout_key: str) -> dict[
 @functools.lru_cache(maxsize=16)
 def insert_statement(payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]) -> Select[Any]:
     """INSERT the payment (parameters `p_<attribute>`) and its audit row (`a_<column>`, the payment's id taken from
-    the first) in one statement. Built once per set of keys: building SQLAlchemy expressions costs more than
-    executing a cached one."""
+    the first) in one statement, RETURNING the metadata as stored (JSONB's own form of the numbers the merchant
+    sent, as every later read shows it). Built once per set of keys: building SQLAlchemy expressions costs more
+    than executing a cached one."""
     stored = insert(Payment).values(
         {getattr(Payment, k): bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
-    ).returning(Payment.id).cte("stored")
+    ).returning(Payment.id, Payment.meta).cte("stored")
     logs = PaymentLog.__table__.c
     rest = [k for k in audit_keys if k != "payment_id"]
     audit_row = insert(PaymentLog).from_select(
         ["payment_id", *rest], select(stored.c.id, *(bindparam(f"a_{k}", type_=logs[k].type) for k in rest))
     ).cte("audit")
-    return select(stored.c.id).add_cte(audit_row)
+    return select(stored.c.meta).add_cte(audit_row)
 
 
 @functools.lru_cache(maxsize=16)
-def insert_then_commit_sql(dialect: Dialect, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
-                           ) -> tuple[str, dict[str, Callable[[Any], Any]]]:
-    """`insert_statement` and the COMMIT as one string for the driver, with the bind processors of its typed
-    parameters (UUIDs, the JSON metadata, the status): compiled by SQLAlchemy once, sent as is."""
+def insert_sql(dialect: Dialect, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
+               ) -> tuple[str, dict[str, Callable[[Any], Any]]]:
+    """`insert_statement` as a string for the driver, with the bind processors of its typed parameters (UUIDs, the
+    JSON metadata, the status): compiled by SQLAlchemy once, sent as is."""
     compiled = insert_statement(payment_keys, audit_keys).compile(dialect=dialect)
     processors = {}
     for name, bind in compiled.binds.items():
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             processors[name] = processor
-    return f"{compiled.string}; COMMIT", processors
+    return compiled.string, processors
 
 
-def insert_and_commit(connection: Connection, values: dict[str, Any], audit: dict[str, Any]) -> None:
-    """Store a payment and its audit row, and commit the transaction `amounts_under_lock` opened: one round trip.
-    The COMMIT is in the same message, so an answer from it means the payment is durable (synchronous_commit)."""
-    sql, processors = insert_then_commit_sql(connection.dialect, tuple(values), tuple(audit))
+def insert_and_commit(connection: Connection, values: dict[str, Any], audit: dict[str, Any]) -> Any:
+    """Store a payment and its audit row, then commit the transaction `amounts_under_lock` opened; returns the
+    metadata as stored. The answer comes after the COMMIT, so the payment is durable (synchronous_commit)."""
+    sql, processors = insert_sql(connection.dialect, tuple(values), tuple(audit))
     params = {**{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}
     for name, processor in processors.items():
         params[name] = processor(params[name])
-    driver_execute(connection, sql, params)
+    stored = driver_execute(connection, sql, params)
+    driver_execute(connection, "COMMIT", {})
+    return stored[0][0]
 
 
 def creation_audit(values: dict[str, Any], new: NewPayment, expires_at: str | None) -> dict[str, Any]:
@@ -238,6 +241,12 @@ def creation_audit(values: dict[str, Any], new: NewPayment, expires_at: str | No
     )
 
 
+def lifetime_end(start: Any) -> Any:
+    """SQL: `start` plus the parameter `lifetime_seconds`, in exact seconds (an interval's days are calendar days in
+    the session's time zone: 23 or 25 hours across a DST change; the two-message path adds a timedelta)."""
+    return start + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("lifetime_seconds", type_=Integer))
+
+
 @functools.lru_cache(maxsize=16)
 def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
                        ) -> tuple[str, dict[str, Any], dict[str, Callable[[Any], Any]]]:
@@ -254,11 +263,11 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[s
     taken = select(Payment.id).where(Payment.order_id == binds["order_id"]).exists()
     in_use = select(Payment.id).where(candidate_filter(binds["wallet_address"], now, late_window),
                                       remaining == binds["expected_amount_usdt"]).exists()
-    expires = now + bindparam("lifetime", type_=Interval)
+    expires = lifetime_end(now)
     stored = insert(Payment).from_select(
         [*(getattr(Payment, k) for k in payment_keys), Payment.created_at, Payment.expires_at],
         select(*binds.values(), now, expires).where(~taken, ~in_use),
-    ).returning(Payment.id, Payment.created_at, Payment.expires_at).cte("stored")
+    ).returning(Payment.id, Payment.created_at, Payment.expires_at, Payment.meta).cte("stored")
     logs = PaymentLog.__table__.c
     rest = [k for k in audit_keys if k != "payment_id"]
 
@@ -271,9 +280,9 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[s
 
     audit_row = insert(PaymentLog).from_select(
         ["payment_id", *rest], select(stored.c.id, *(audit_value(k) for k in rest))).cte("audit")
-    statement = select(stored.c.created_at, stored.c.expires_at).add_cte(audit_row)
+    statement = select(stored.c.created_at, stored.c.expires_at, stored.c.meta).add_cte(audit_row)
     compiled = statement.compile(dialect=dialect)
-    given = {name for name in compiled.params if name.startswith(("p_", "a_"))} | {"lifetime"}
+    given = {name for name in compiled.params if name.startswith(("p_", "a_"))} | {"lifetime_seconds"}
     fixed, processors = {}, {}
     for name, value in compiled.params.items():
         processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
@@ -292,14 +301,14 @@ def insert_if_free(connection: Connection, new: NewPayment, late_window: int, ch
     values = payment_values(new, new.amount, checkout_key)
     audit = creation_audit(values, new, expires_at=None)
     sql, fixed, processors = insert_if_free_sql(connection.dialect, late_window, tuple(values), tuple(audit))
-    params = {**fixed, **wallet_lock_params(new.wallet_address), "lifetime": timedelta(seconds=new.expires_in_seconds),
+    params = {**fixed, **wallet_lock_params(new.wallet_address), "lifetime_seconds": new.expires_in_seconds,
               **{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}
     for name, processor in processors.items():
         params[name] = processor(params[name])
     rows = driver_execute(connection, sql, params)
     if not rows:
         return None
-    values["created_at"], values["expires_at"] = rows[0]
+    values["created_at"], values["expires_at"], values["meta"] = rows[0]
     log_audit(audit)
     return SimpleNamespace(**values)
 
@@ -331,7 +340,7 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
     values = {**payment_values(new, amount, key), "created_at": now,
               "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
     audit = creation_audit(values, new, expires_at=iso(values["expires_at"]))
-    insert_and_commit(connection, values, audit)
+    values["meta"] = insert_and_commit(connection, values, audit)
     log_audit(audit)
     return SimpleNamespace(**values)
 

@@ -833,7 +833,7 @@ def test_stats_count_failed_webhooks(client, auth, db):
 def test_create_and_read_take_one_connection_and_the_fewest_statements(client, auth, db):
     """A create is one message: the wallet lock, then one INSERT of the payment with its audit row that writes only
     when its order_id is free and its amount not in use (one implicit transaction); one that is refused there takes
-    two, which say why: the transaction's start, the lock and the read under it, then the INSERT with the commit.
+    the path that says why: the transaction's start, the lock and the read under it, the INSERT, the commit.
     A read is one query, with no transaction around it. Each on one pooled connection (checked with its
     pre-ping)."""
     statements: list[str] = []
@@ -862,10 +862,10 @@ def test_create_and_read_take_one_connection_and_the_fewest_statements(client, a
         checkouts.clear()
         raised = client.post("/payments", json=payment_body(order_id="raised", unique_amount=True), headers=auth)
         assert raised.status_code == 201 and raised.get_json()["expected_amount_usdt"] == "10.5001"
-        assert len(statements) == 3 and len(checkouts) == 1, statements
+        assert len(statements) == 4 and len(checkouts) == 1, statements
         begin, lock, read = statements[1].split(";", 2)
         assert begin == "BEGIN" and "pg_advisory_xact_lock" in lock and "FROM payments" in read
-        assert statements[2].startswith("WITH") and statements[2].endswith("; COMMIT")
+        assert statements[2].startswith("WITH") and statements[3] == "COMMIT"
         statements.clear()
         checkouts.clear()
         read = client.get(f"/payments/{created.get_json()['id']}", headers=auth)
@@ -997,3 +997,33 @@ def test_iso_sql_writes_what_iso_writes(db):
         for value in values:
             written = connection.execute(select(iso_sql(literal(value, type_=DateTime(timezone=True))))).scalar_one()
             assert written == iso(value), value
+
+
+def test_a_created_payment_is_answered_as_it_is_stored(client, auth):
+    """Both create paths answer the metadata as PostgreSQL stored it (JSONB's form of the numbers), so the create's
+    answer, a later read and the webhooks agree."""
+    metadata = {"big": 1e16, "ratio": 1.50, "n": 7, "nested": {"x": [1, 2.0]}}
+    fast = client.post("/payments", json=payment_body(order_id="m1", metadata=metadata), headers=auth)
+    slow = client.post("/payments", json=payment_body(order_id="m2", metadata=metadata, unique_amount=True),
+                       headers=auth)
+    for answer in (fast, slow):
+        assert answer.status_code == 201
+        body = answer.get_json()
+        assert body == client.get(f"/payments/{body['id']}", headers=auth).get_json()
+        assert answer.get_data(as_text=True) == client.get(f"/payments/{body['id']}", headers=auth).get_data(
+            as_text=True)
+
+
+def test_a_lifetime_is_exact_seconds_in_any_session_time_zone(db):
+    """expires_at is created_at plus exactly expires_in_seconds, also across a DST change in the session's zone."""
+    from datetime import datetime, timezone
+
+    from payments import lifetime_end
+
+    start = datetime(2026, 3, 7, 12, 0, tzinfo=timezone(timedelta(hours=-5)))  # New York, 2 days before DST
+    with db.engine.connect() as connection:
+        connection.execute(text("SET TimeZone = 'America/New_York'"))
+        end = connection.execute(select(lifetime_end(literal(start, type_=DateTime(timezone=True)))),
+                                 {"lifetime_seconds": 172_800}).scalar_one()
+        connection.rollback()
+    assert end - start == timedelta(seconds=172_800)
