@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, Executable, create_engine, event, text
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -181,6 +182,39 @@ class Database:
                 yield connection
             finally:
                 end_transaction(connection)
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A Core statement compiled once for a dialect, for `driver_execute`: its SQL (after `prefix`, statements of
+    its own sent in the same message), its constants with their bind processors applied, and the bind processors
+    of the parameters a caller gives (UUIDs, JSON, enums)."""
+
+    sql: str
+    fixed: dict[str, Any]
+    processors: dict[str, Callable[[Any], Any]]
+
+    def params(self, given: dict[str, Any]) -> dict[str, Any]:
+        params = dict(self.fixed)
+        for name, value in given.items():
+            processor = self.processors.get(name)
+            params[name] = processor(value) if processor is not None else value
+        return params
+
+
+def driver_statement(statement: Executable, dialect: Dialect, prefix: str = "") -> DriverStatement:
+    compiled = statement.compile(dialect=dialect)
+    fixed: dict[str, Any] = {}
+    processors: dict[str, Callable[[Any], Any]] = {}
+    for bind, name in compiled.bind_names.items():
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind.required:  # given by the caller
+            if processor is not None:
+                processors[name] = processor
+        else:
+            value = compiled.params[name]
+            fixed[name] = processor(value) if processor is not None else value
+    return DriverStatement(prefix + compiled.string, fixed, processors)
 
 
 def driver_execute(connection: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

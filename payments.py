@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,7 +21,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from checkout import checkout_key, token_hash
-from database import driver_execute
+from database import DriverStatement, driver_execute, driver_statement
 from errors import ApiError
 from events import audit_values, emit_event, log_audit, log_event
 from matching import WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
@@ -88,12 +87,12 @@ def amounts_asked_about(requested: Decimal) -> tuple[Decimal, Decimal]:
 
 
 @functools.lru_cache(maxsize=8)
-def lock_then_read_sql(dialect: Dialect, late_window: int) -> tuple[str, dict[str, Any]]:
-    """The transaction's start, the wallet lock and the read under it as one string for the driver, with the read's
-    own fixed parameters: one round trip. PostgreSQL runs the statements in order and, under READ COMMITTED, gives
-    the read its own snapshot, taken once the lock is granted."""
-    read = amounts_statement(late_window).compile(dialect=dialect)
-    return f"BEGIN; {WALLET_LOCK.compile(dialect=dialect).string}; {read.string}", dict(read.params)
+def lock_then_read_sql(dialect: Dialect, late_window: int) -> DriverStatement:
+    """The transaction's start, the wallet lock and the read under it as one message for the driver: one round
+    trip. PostgreSQL runs the statements in order and, under READ COMMITTED, gives the read its own snapshot, taken
+    once the lock is granted."""
+    return driver_statement(amounts_statement(late_window), dialect,
+                            prefix=f"BEGIN; {WALLET_LOCK.compile(dialect=dialect).string}; ")
 
 
 def amounts_under_lock(
@@ -103,11 +102,11 @@ def amounts_under_lock(
     trip: the transaction's time, the remaining amounts of the wallet's candidates that `choose_amount` may ask
     about for `requested`, and whether a payment with `order_id` exists by now (a concurrent twin that won the
     lock). The transaction stays open, lock held."""
-    sql, fixed = lock_then_read_sql(connection.dialect, late_window)
+    statement = lock_then_read_sql(connection.dialect, late_window)
     low, high = amounts_asked_about(requested)
-    params = {**fixed, **wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id,
-              "low": low, "high": high}
-    rows = driver_execute(connection, sql, params)
+    params = statement.params({**wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id,
+                               "low": low, "high": high})
+    rows = driver_execute(connection, statement.sql, params)
     in_use = {to_micro(expected) - to_micro(received) for _, _, expected, received in rows if expected is not None}
     return rows[0][0], in_use, bool(rows[0][1])
 
@@ -200,27 +199,17 @@ def insert_statement(payment_keys: tuple[str, ...], audit_keys: tuple[str, ...])
 
 
 @functools.lru_cache(maxsize=16)
-def insert_sql(dialect: Dialect, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
-               ) -> tuple[str, dict[str, Callable[[Any], Any]]]:
-    """`insert_statement` as a string for the driver, with the bind processors of its typed parameters (UUIDs, the
-    JSON metadata, the status): compiled by SQLAlchemy once, sent as is."""
-    compiled = insert_statement(payment_keys, audit_keys).compile(dialect=dialect)
-    processors = {}
-    for name, bind in compiled.binds.items():
-        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if processor is not None:
-            processors[name] = processor
-    return compiled.string, processors
+def insert_sql(dialect: Dialect, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]) -> DriverStatement:
+    """`insert_statement` compiled once for the driver."""
+    return driver_statement(insert_statement(payment_keys, audit_keys), dialect)
 
 
 def insert_and_commit(connection: Connection, values: dict[str, Any], audit: dict[str, Any]) -> Any:
     """Store a payment and its audit row, then commit the transaction `amounts_under_lock` opened; returns the
     metadata as stored. The answer comes after the COMMIT, so the payment is durable (synchronous_commit)."""
-    sql, processors = insert_sql(connection.dialect, tuple(values), tuple(audit))
-    params = {**{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}
-    for name, processor in processors.items():
-        params[name] = processor(params[name])
-    stored = driver_execute(connection, sql, params)
+    statement = insert_sql(connection.dialect, tuple(values), tuple(audit))
+    stored = driver_execute(connection, statement.sql, statement.params(
+        {**{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}))
     driver_execute(connection, "COMMIT", {})
     return stored[0][0]
 
@@ -249,11 +238,10 @@ def lifetime_end(start: Any) -> Any:
 
 @functools.lru_cache(maxsize=16)
 def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
-                       ) -> tuple[str, dict[str, Any], dict[str, Callable[[Any], Any]]]:
+                       ) -> DriverStatement:
     """The wallet's lock, then the payment and its audit row written only if its order_id is free and no candidate
     of the wallet awaits its amount (what `amounts_under_lock` and `choose_amount` decide for a request whose own
-    amount is free): one string for the driver, with its constant parameters and the bind processors of the typed
-    parameters it is given. Sent in the
+    amount is free): one message for the driver. Sent in the
     driver's autocommit, the two statements are one implicit transaction, committed before the answer comes back
     (synchronous_commit); the lock comes first, in its own statement, so the INSERT's snapshot is taken under it.
     The payment's times are the transaction's; the audit row's `expires_at` is written by `times.iso_sql`."""
@@ -281,17 +269,7 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[s
     audit_row = insert(PaymentLog).from_select(
         ["payment_id", *rest], select(stored.c.id, *(audit_value(k) for k in rest))).cte("audit")
     statement = select(stored.c.created_at, stored.c.expires_at, stored.c.meta).add_cte(audit_row)
-    compiled = statement.compile(dialect=dialect)
-    given = {name for name in compiled.params if name.startswith(("p_", "a_"))} | {"lifetime_seconds"}
-    fixed, processors = {}, {}
-    for name, value in compiled.params.items():
-        processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        if name in given:
-            if processor is not None:
-                processors[name] = processor
-        else:  # the statement's own constants (the statuses of candidate_filter, the late window)
-            fixed[name] = processor(value) if processor is not None else value
-    return f"{WALLET_LOCK.compile(dialect=dialect).string}; {compiled.string}", fixed, processors
+    return driver_statement(statement, dialect, prefix=f"{WALLET_LOCK.compile(dialect=dialect).string}; ")
 
 
 def insert_if_free(connection: Connection, new: NewPayment, late_window: int, checkout_key: str
@@ -300,12 +278,10 @@ def insert_if_free(connection: Connection, new: NewPayment, late_window: int, ch
     None, having written nothing, otherwise (the caller then takes the path that says why, or picks an amount)."""
     values = payment_values(new, new.amount, checkout_key)
     audit = creation_audit(values, new, expires_at=None)
-    sql, fixed, processors = insert_if_free_sql(connection.dialect, late_window, tuple(values), tuple(audit))
-    params = {**fixed, **wallet_lock_params(new.wallet_address), "lifetime_seconds": new.expires_in_seconds,
-              **{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}
-    for name, processor in processors.items():
-        params[name] = processor(params[name])
-    rows = driver_execute(connection, sql, params)
+    statement = insert_if_free_sql(connection.dialect, late_window, tuple(values), tuple(audit))
+    rows = driver_execute(connection, statement.sql, statement.params(
+        {**wallet_lock_params(new.wallet_address), "lifetime_seconds": new.expires_in_seconds,
+         **{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}))
     if not rows:
         return None
     values["created_at"], values["expires_at"], values["meta"] = rows[0]

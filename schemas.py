@@ -22,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from checkout import checkout_key, checkout_url
-from database import driver_execute
+from database import DriverStatement, driver_execute, driver_statement
 from models import (
     CANCELLED,
     WEBHOOK_EVENT_TYPES,
@@ -275,25 +275,23 @@ Processor = Callable[[Any], Any] | None
 
 
 @functools.lru_cache(maxsize=4)
-def payment_by_id_sql(dialect: Dialect) -> tuple[str, Processor, type, list[Processor]]:
-    """`payment_by_id_statement` compiled once for the driver: its SQL, the processor of its `id` parameter, the row
-    type (attribute names) and each column's result processor. Only the enum columns need one: psycopg2, as
-    SQLAlchemy sets it up, already gives UUIDs, Decimals, aware datetimes and JSON as Python values."""
+def payment_by_id_sql(dialect: Dialect) -> tuple[DriverStatement, type, list[Processor]]:
+    """`payment_by_id_statement` compiled once for the driver, with its row type (attribute names) and each
+    column's result processor. Only the enum columns need one: psycopg2, as SQLAlchemy sets it up, already gives
+    UUIDs, Decimals, aware datetimes and JSON as Python values."""
     statement = payment_by_id_statement()
-    compiled = statement.compile(dialect=dialect)
-    id_type = compiled.binds["id"].type.dialect_impl(dialect)
     columns = list(statement.selected_columns)
     processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) if isinstance(c.type, Enum) else None
                   for c in columns]
     row_type = namedtuple("PaymentRow", [c.key for c in columns])  # type: ignore[misc]
-    return compiled.string, id_type.bind_processor(dialect), row_type, processors
+    return driver_statement(statement, dialect), row_type, processors
 
 
 def payment_by_id(connection: Connection, payment_id: uuid.UUID) -> dict[str, Any] | None:
     """The payment as the API shows it, read in one round trip without the ORM or a Result object; None if there is
     none."""
-    sql, id_processor, row_type, processors = payment_by_id_sql(connection.dialect)
-    raw = driver_execute(connection, sql, {"id": id_processor(payment_id) if id_processor else payment_id})
+    statement, row_type, processors = payment_by_id_sql(connection.dialect)
+    raw = driver_execute(connection, statement.sql, statement.params({"id": payment_id}))
     if not raw:
         return None
     rows = [row_type(*(p(v) if p else v for p, v in zip(processors, values, strict=True))) for values in raw]
