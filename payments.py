@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -63,6 +64,10 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 
 # --- creation ----------------------------------------------------------------------------------
 
+# SQL: what a payment still awaits (matching.remaining is the same in Python, in micro-USDT).
+REMAINING = Payment.expected_amount_usdt - Payment.received_amount_usdt
+
+
 def amounts_statement(late_window: int) -> Select[Any]:
     """The read under the wallet lock (parameters `wallet`, `order_id`, `low`, `high`); `lock_then_read_sql` keeps it
     compiled. Of the wallet's candidates it returns only the remaining amounts from `low` to `high`, the ones
@@ -70,13 +75,12 @@ def amounts_statement(late_window: int) -> Select[Any]:
     row or two, not one per payment."""
     one = select(literal(1).label("one")).subquery()
     taken = select(Payment.id).where(Payment.order_id == bindparam("order_id")).exists()
-    remaining = Payment.expected_amount_usdt - Payment.received_amount_usdt
     amount_type = Payment.expected_amount_usdt.type
     return (
         select(func.now(), taken, Payment.expected_amount_usdt, Payment.received_amount_usdt)
         .select_from(one)
         .outerjoin(Payment, and_(candidate_filter(bindparam("wallet", type_=String), func.now(), late_window),
-                                 remaining.between(bindparam("low", type_=amount_type),
+                                 REMAINING.between(bindparam("low", type_=amount_type),
                                                    bindparam("high", type_=amount_type))))
     )
 
@@ -190,12 +194,22 @@ def insert_statement(payment_keys: tuple[str, ...], audit_keys: tuple[str, ...])
     stored = insert(Payment).values(
         {getattr(Payment, k): bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
     ).returning(Payment.id, Payment.meta).cte("stored")
+    return select(stored.c.meta).add_cte(audit_row_of(stored, audit_keys))
+
+
+def audit_row_of(stored: Any, audit_keys: tuple[str, ...], metadata: Callable[[Any], Any] = lambda value: value
+                 ) -> Any:
+    """The CTE inserting the `created` audit row (parameters `a_<column>`) of the payment the CTE `stored` wrote;
+    `metadata` may add to the row's metadata parameter in SQL."""
     logs = PaymentLog.__table__.c
     rest = [k for k in audit_keys if k != "payment_id"]
-    audit_row = insert(PaymentLog).from_select(
-        ["payment_id", *rest], select(stored.c.id, *(bindparam(f"a_{k}", type_=logs[k].type) for k in rest))
-    ).cte("audit")
-    return select(stored.c.meta).add_cte(audit_row)
+
+    def value(k: str) -> Any:
+        given = bindparam(f"a_{k}", type_=logs[k].type)
+        return metadata(given) if k == "event_metadata" else given
+
+    return insert(PaymentLog).from_select(["payment_id", *rest], select(stored.c.id, *(value(k) for k in rest))
+                                          ).cte("audit")
 
 
 @functools.lru_cache(maxsize=16)
@@ -241,33 +255,23 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[s
                        ) -> DriverStatement:
     """The wallet's lock, then the payment and its audit row written only if its order_id is free and no candidate
     of the wallet awaits its amount (what `amounts_under_lock` and `choose_amount` decide for a request whose own
-    amount is free): one message for the driver. Sent in the
-    driver's autocommit, the two statements are one implicit transaction, committed before the answer comes back
-    (synchronous_commit); the lock comes first, in its own statement, so the INSERT's snapshot is taken under it.
+    amount is free): one message for the driver. Sent in the driver's autocommit, the two statements are one
+    implicit transaction, committed before the answer comes back (synchronous_commit); the lock comes first, in its
+    own statement, so the INSERT's snapshot is taken under it.
     The payment's times are the transaction's; the audit row's `expires_at` is written by `times.iso_sql`."""
     now = func.now()
     binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
-    remaining = Payment.expected_amount_usdt - Payment.received_amount_usdt
     taken = select(Payment.id).where(Payment.order_id == binds["order_id"]).exists()
     in_use = select(Payment.id).where(candidate_filter(binds["wallet_address"], now, late_window),
-                                      remaining == binds["expected_amount_usdt"]).exists()
+                                      binds["expected_amount_usdt"] == REMAINING).exists()
     expires = lifetime_end(now)
     stored = insert(Payment).from_select(
         [*(getattr(Payment, k) for k in payment_keys), Payment.created_at, Payment.expires_at],
         select(*binds.values(), now, expires).where(~taken, ~in_use),
     ).returning(Payment.id, Payment.created_at, Payment.expires_at, Payment.meta).cte("stored")
-    logs = PaymentLog.__table__.c
-    rest = [k for k in audit_keys if k != "payment_id"]
-
-    def audit_value(k: str) -> Any:
-        value = bindparam(f"a_{k}", type_=logs[k].type)
-        if k != "event_metadata":
-            return value
-        with_expiry = func.jsonb_build_object("expires_at", iso_sql(stored.c.expires_at))
-        return value.op("||", return_type=logs[k].type)(with_expiry)
-
-    audit_row = insert(PaymentLog).from_select(
-        ["payment_id", *rest], select(stored.c.id, *(audit_value(k) for k in rest))).cte("audit")
+    with_expiry = func.jsonb_build_object("expires_at", iso_sql(stored.c.expires_at))
+    audit_row = audit_row_of(stored, audit_keys,
+                             lambda given: given.op("||", return_type=given.type)(with_expiry))
     statement = select(stored.c.created_at, stored.c.expires_at, stored.c.meta).add_cte(audit_row)
     return driver_statement(statement, dialect, prefix=f"{WALLET_LOCK.compile(dialect=dialect).string}; ")
 
@@ -295,12 +299,12 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
     or None when its order_id is already taken (the caller answers with that payment).
 
     The usual request (its order_id new, its amount free on its wallet, its callback address allowed) is written in
-    one round trip (`insert_if_free`). Any other takes two, which say why: the transaction's start, the wallet's
-    lock and the read under it (`amounts_under_lock`: under READ COMMITTED the read's snapshot is taken once the
-    lock is granted, so it sees every payment committed before), then the write with the commit. A twin on another
-    wallet fails the INSERT on the unique order_id, and the caller answers with it as for any replay. `refused`,
-    the verdict on the callback address, counts only for a new payment. On any error a transaction left open is
-    rolled back by `Database.statements`."""
+    one round trip (`insert_if_free`). Any other takes the path that says why: the transaction's start, the
+    wallet's lock and the read under it (`amounts_under_lock`: under READ COMMITTED the read's snapshot is taken
+    once the lock is granted, so it sees every payment committed before), then the write, then the commit. A twin
+    on another wallet fails the INSERT on the unique order_id, and the caller answers with it as for any replay.
+    `refused`, the verdict on the callback address, counts only for a new payment. On any error a transaction left
+    open is rolled back by `Database.statements`."""
     key = checkout_key(connection)
     if refused is None:
         stored = insert_if_free(connection, new, late_window, key)
