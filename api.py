@@ -151,7 +151,8 @@ def parse_new_payment(body: dict[str, Any]) -> NewPayment:
     return NewPayment(given["wallet_address"], given["expected_amount_usdt"], given["order_id"], given["callback_url"],
                       expires if expires is not None else config.payment_ttl_seconds, given["metadata"],
                       given["unique_amount"], fingerprint, underpayment_tolerance=tolerance,
-                      default_tolerance=config.underpayment_tolerance_usdt, return_url=given["return_url"])
+                      default_tolerance=config.underpayment_tolerance_usdt, return_url=given["return_url"],
+                      unique_max_steps=config.unique_amount_max_steps)
 
 
 def check_callback_address(url: str, field: str = "callback_url") -> None:

@@ -92,6 +92,7 @@ class Config:
     checkout_frame_ancestors: tuple[str, ...] = ()  # CSP frame-ancestors sources of the checkout page; () = none
     merchant_webhook_url: str | None = None
     underpayment_tolerance_usdt: Decimal = Decimal(0)
+    unique_amount_max_steps: int = 100  # how many steps of 0.0001 USDT unique_amount may add before a 409
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -347,6 +348,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         checkout_frame_ancestors=_frame_ancestors(env),
         merchant_webhook_url=_merchant_webhook_url(env),
         underpayment_tolerance_usdt=_tolerance(env),
+        unique_amount_max_steps=int(_number(env, "UNIQUE_AMOUNT_MAX_STEPS", 100, minimum=1, integer=True)),
     )
 
 

@@ -6,8 +6,9 @@ claims due events with a lease (`claim_due`), a merchant's retry queues one agai
 `requeue`). A payment's `callback_attempts` and `callback_success` describe its latest event only.
 
 Events come in three kinds: a payment's (to its callback_url, in order per payment), account-level
-ones (to MERCHANT_WEBHOOK_URL, in order among themselves: the `account` stream; stored as
-`no_target` when that is unset) and test webhooks (to the URL asked for, ordered with nothing).
+ones (to MERCHANT_WEBHOOK_URL, each on its own schedule: one the receiver refuses never holds up the
+others; marked by the `account` stream; stored as `no_target` when that is unset) and test webhooks
+(to the URL asked for, ordered with nothing).
 """
 from __future__ import annotations
 
@@ -31,13 +32,14 @@ from models import (
     PaymentLog,
     WebhookEvent,
 )
-from schemas import serialize_payment
+from schemas import payment_for_event
 from ssrf import AUTHORITY_PATTERN
 from times import db_now, iso
 
 logger = logging.getLogger(__name__)
 
-# Due events, leased: the oldest pending event of each payment and of each stream (both go out in order).
+# Due events, leased: the oldest pending event of each payment (a payment's events go out in order); any other due
+# event (account-level, test) on its own.
 CLAIM_SQL = text(
     """
     WITH due AS (
@@ -50,10 +52,6 @@ CLAIM_SQL = text(
           AND NOT EXISTS (
               SELECT 1 FROM webhook_events earlier
               WHERE earlier.payment_id = e.payment_id AND earlier.state = 'pending' AND earlier.seq < e.seq
-          )
-          AND NOT EXISTS (
-              SELECT 1 FROM webhook_events earlier
-              WHERE earlier.stream = e.stream AND earlier.state = 'pending' AND earlier.seq < e.seq
           )
         ORDER BY e.next_attempt_at, e.seq
         LIMIT :limit
@@ -103,20 +101,16 @@ def emit_event(session: Session, payment: Payment, event_type: str) -> WebhookEv
     payment.callback_attempts = 0
     payment.callback_success = False
     session.flush()
-    return write_event(session, event_type, serialize_payment(session, payment), payment.callback_url,
+    return write_event(session, event_type, payment_for_event(session, payment), payment.callback_url,
                        payment_id=payment.id)
 
 
 def emit_account_event(session: Session, event_type: str, data: dict[str, Any], url: str | None) -> WebhookEvent:
-    """Write an account-level event for MERCHANT_WEBHOOK_URL (`url`), in the account stream; with no URL it is
-    stored as `no_target`, listed but never sent (and no backlog)."""
+    """Write an account-level event for MERCHANT_WEBHOOK_URL (`url`), marked as the account's; delivered on its own
+    schedule, whatever happens to the others. With no URL it is stored as `no_target`, listed but never sent (and
+    no backlog)."""
     if event_type not in ACCOUNT_EVENT_TYPES:
         raise ValueError(f"not an account event type: {event_type!r}")
-    # Writers of the stream take turns until they commit, so sequence order is commit order and the dispatcher
-    # never sends a later event while an earlier one is still uncommitted (the watcher and an admin's
-    # assign-transfer may write at once). Taken last, after any wallet or payment lock, so it closes no cycle.
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                    {"k": f"webhook-stream:{ACCOUNT_STREAM}"})
     return write_event(session, event_type, data, url, stream=ACCOUNT_STREAM)
 
 

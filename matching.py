@@ -5,11 +5,15 @@ stores each once (unique transaction hash + log index), picks the payment it cre
 the transition table, and writes the audit log and outbox event in the caller's transaction.
 
 The rules. A transfer's candidates are the payments on its recipient wallet created at or before its
-block time that are pending, or expired or cancelled within the late window. A candidate whose
-remaining amount (expected - received) equals the transfer gets it, pending ones before late ones,
-oldest first; otherwise the only candidate gets it; otherwise the transfer is stored unmatched and
-announced (`transfer.unmatched`, an account-level event). A wallet whose last payment completed stays
-watched for the late window after: money sent then has no candidate and is stored unmatched too.
+block time that are pending, or expired or cancelled within the late window. The one candidate whose
+remaining amount (expected - received) equals the transfer gets it; several such candidates are a tie that
+no age or status decides (one payer's partial payment could otherwise take another payer's exact payment):
+the transfer stays unmatched as `ambiguous`. With no exact candidate, the only candidate gets it; otherwise
+the transfer is stored unmatched and announced (`transfer.unmatched`, an account-level event). A wallet
+whose last payment completed stays watched for the late window after: money sent then has no candidate and
+is stored unmatched too. Whatever the number of the wallet's open payments, each decision reads a bounded
+number of rows (the remaining amount is indexed), writes one audit row, and announces at most
+`OPEN_PAYMENTS_SHOWN` of them.
 Time is chain time: money mined before an expiry or cancellation took effect is on time. A payment is
 fully paid once received >= expected - its underpayment tolerance.
 """
@@ -23,14 +27,25 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, text, true
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from events import emit_account_event, emit_event, log_event
-from models import CANCELLED, FOUND_BY_SCAN, Payment, PaymentStatus, RejectedTransfer, Transfer, TransferStatus
+from models import (
+    AMBIGUOUS,
+    CANCELLED,
+    FOUND_BY_SCAN,
+    NO_CANDIDATE,
+    NO_EXACT_MATCH,
+    Payment,
+    PaymentStatus,
+    RejectedTransfer,
+    Transfer,
+    TransferStatus,
+)
 from money import MAX_MICRO, format_amount, from_micro, to_micro
-from schemas import serialize_payment, serialize_payments, transfer_to_dict
+from schemas import OPEN_PAYMENTS_SHOWN, payment_for_event, payment_summary, transfer_to_dict
 from times import ms_to_datetime
 from tron_client import RejectedLog, TransferLog
 
@@ -48,6 +63,7 @@ class Outcome:
     result: str
     payment_id: uuid.UUID | None = None
     event: str | None = None
+    reason: str | None = None  # why an unmatched one is (models.UNMATCHED_REASONS)
 
 
 # --- which payments may still take money ----------------------------------------------------------
@@ -105,12 +121,6 @@ def keeps_wallet_watched(within_window: Callable[[Any], Any] = lambda when: true
     return or_(may_take_money(within_window), completed_within(within_window))
 
 
-def watches_for(payment: Payment, at: datetime, late_window: int) -> bool:
-    """Whether a completed payment keeps its wallet watched for money mined at chain time `at`."""
-    return (payment.status == PaymentStatus.completed and payment.completed_at is not None
-            and payment.created_at <= at and at - payment.completed_at <= timedelta(seconds=late_window))
-
-
 def candidate_filter(wallet_address: str | ColumnElement[str], at: Any, late_window: int) -> ColumnElement[bool]:
     """SQL: the payments of a wallet that may take money mined at `at` (a time, or the SQL expression
     `func.now()`), before `timing` looks at their creation and expiry."""
@@ -143,29 +153,44 @@ def is_fully_paid(payment: Payment) -> bool:
     return remaining(payment) <= to_micro(payment.underpayment_tolerance_usdt or Decimal(0))
 
 
-def choose_payment(candidates: list[tuple[Payment, str]], amount: int) -> tuple[Payment, str] | None:
-    exact = [c for c in candidates if remaining(c[0]) == amount]
-    if exact:
-        exact.sort(key=lambda c: (c[1] != "on_time", c[0].created_at, str(c[0].id)))
-        return exact[0]
-    if len(candidates) == 1:
-        return candidates[0]
-    return None
+# SQL: what a payment still awaits (`remaining` is the same in Python, in micro-USDT); indexed per wallet.
+REMAINING = Payment.expected_amount_usdt - Payment.received_amount_usdt
 
 
-def find_candidates(session: Session, wallet: str, at: datetime, late_window: int) -> list[tuple[Payment, str]]:
-    rows = session.scalars(
-        select(Payment)
-        .where(candidate_filter(wallet, at, late_window), Payment.created_at <= at)
-        .order_by(Payment.created_at, Payment.id)
-        .with_for_update()
-    )
-    result = []
-    for payment in rows:
-        when = timing(payment, at, late_window)
-        if when is not None:
-            result.append((payment, when))
-    return result
+def candidates_at(wallet: str, at: datetime, late_window: int) -> Select[tuple[Payment]]:
+    """SQL: the candidates of money mined to `wallet` at chain time `at`, once the payments due to expire by then
+    have expired (`expire_due`): every pending one is then on time, every closed one within the window."""
+    return select(Payment).where(candidate_filter(wallet, at, late_window), Payment.created_at <= at)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which payment a transfer goes to (`payment`, with `when`), or why none (`reason`, models.UNMATCHED_REASONS,
+    with `tied`: the ids of the candidates that tie, at most OPEN_PAYMENTS_SHOWN of them)."""
+
+    payment: Payment | None = None
+    when: str | None = None
+    reason: str | None = None
+    tied: tuple[uuid.UUID, ...] = ()
+
+
+def choose_payment(session: Session, wallet: str, at: datetime, amount: int, late_window: int) -> Choice:
+    """Rules 1-3 under the wallet's lock, reading at most a few rows however many payments the wallet has: the one
+    candidate awaiting exactly `amount`; a tie of several is `ambiguous` (no age or status decides); else the only
+    candidate; else none. The chosen payment is locked."""
+    candidates = candidates_at(wallet, at, late_window)
+    exact = list(session.scalars(candidates.where(from_micro(amount) == REMAINING)
+                                 .order_by(Payment.created_at.desc(), Payment.id).limit(OPEN_PAYMENTS_SHOWN)))
+    if len(exact) > 1:
+        return Choice(reason=AMBIGUOUS, tied=tuple(p.id for p in exact))
+    found = exact or list(session.scalars(candidates.limit(2)))
+    if len(found) != 1:
+        return Choice(reason=NO_EXACT_MATCH if found else NO_CANDIDATE)
+    payment = session.scalars(select(Payment).where(Payment.id == found[0].id).with_for_update()).one()
+    when = timing(payment, at, late_window)
+    if when is None:  # not a candidate after all: a pending payment past its expiry that expire_due did not close
+        return Choice(reason=NO_CANDIDATE)
+    return Choice(payment, when)
 
 
 def is_stored(session: Session, t: TransferLog) -> bool:
@@ -174,22 +199,25 @@ def is_stored(session: Session, t: TransferLog) -> bool:
     ) is not None
 
 
-def wallet_payments(session: Session, wallet: str, since: datetime, late_window: int) -> list[Payment]:
-    """The wallet's payments that may still take money, and those that keep it watched for money mined from
-    chain time `since` on (a snapshot, no locks: for planning only)."""
-    window_start = since - timedelta(seconds=late_window)
-    watched = or_(may_take_money(), completed_within(lambda completed: completed >= window_start))
-    return list(session.scalars(select(Payment).where(Payment.wallet_address == wallet, watched)))
+def is_watched_at(session: Session, wallet: str, at: datetime, late_window: int) -> bool:
+    """Whether money mined to `wallet` at `at` concerns any payment: it has a candidate, or a payment completed
+    within the late window before it keeps the wallet watched (a snapshot, no locks: for planning the reads)."""
+    return bool(session.scalar(select(candidates_at(wallet, at, late_window).exists()))) or completed_recently(
+        session, wallet, at, late_window)
 
 
-def would_credit(candidates: list[Payment], records: list[Any]) -> bool:
-    """Whether rule 1 or 2 would give one of these records (TRC20 list rows) to a payment; a record whose amount
-    is not known (the listing left it out) may; one of an amount no payment can take (zero spam, out of range)
-    never does."""
+def would_credit(session: Session, wallet: str, at: datetime, late_window: int, records: list[Any]) -> bool:
+    """Whether rule 1 or 2 may give one of these records (TRC20 list rows, mined to `wallet` at `at`) to a payment: a
+    record whose amount is not known (the listing left it out) may; one of an amount no payment can take (zero spam,
+    out of range) never does. A snapshot, no locks, a few rows read: for planning the reads only."""
     creditable = [r for r in records if r.amount is None or 0 < r.amount <= MAX_MICRO]
-    remainders = {remaining(p) for p in candidates}
-    return bool(creditable) and (len(candidates) == 1 or any(r.amount is None or r.amount in remainders
-                                                              for r in creditable))
+    if not creditable:
+        return False
+    candidates = candidates_at(wallet, at, late_window)
+    if any(r.amount is None for r in creditable):
+        return bool(session.scalar(select(candidates.exists())))
+    awaited = candidates.where(REMAINING.in_([from_micro(r.amount) for r in creditable]))
+    return bool(session.scalar(select(awaited.exists()))) or len(session.scalars(candidates.limit(2)).all()) == 1
 
 
 def store_transfer(session: Session, t: TransferLog, found_by: str) -> Transfer | None:
@@ -292,19 +320,38 @@ def completed_recently(session: Session, wallet: str, at: datetime, late_window:
         completed_within(lambda completed: completed >= window_start)).exists())) or False
 
 
-def announce_unmatched(session: Session, row: Transfer, open_payments: list[Payment], described: str, found_by: str,
-                       merchant_webhook_url: str | None) -> None:
-    """Log an unmatched transfer (on each open payment, or once for the wallet) and write `transfer.unmatched` with
-    the transfer and the wallet's open payments at that time."""
-    meta = {"transaction_hash": row.transaction_hash, "log_index": row.log_index,
-            "amount_usdt": format_amount(row.amount_usdt), "found_by": found_by}
-    if not open_payments:
-        log_event(session, None, "unmatched",
-                  f"{described} to {row.to_address} arrived with no open payment on this wallet", **meta)
-    for payment in open_payments:
-        log_event(session, payment.id, "unmatched",
-                  f"{described} matches none of {len(open_payments)} open payments on this wallet", **meta)
-    data = {**transfer_to_dict(row), "open_payments": serialize_payments(session, open_payments)}
+def open_payments(session: Session, wallet: str, at: datetime, late_window: int) -> tuple[list[Payment], int]:
+    """The wallet's open payments (the candidates) for money mined at `at`: the newest OPEN_PAYMENTS_SHOWN, and how
+    many there are."""
+    candidates = candidates_at(wallet, at, late_window)
+    newest = list(session.scalars(candidates.order_by(Payment.created_at.desc(), Payment.id)
+                                  .limit(OPEN_PAYMENTS_SHOWN)))
+    count = len(newest) if len(newest) < OPEN_PAYMENTS_SHOWN else session.scalar(
+        select(func.count()).select_from(candidates.with_only_columns(Payment.id).subquery()))
+    return newest, count or 0
+
+
+UNMATCHED_TEXT = {
+    NO_CANDIDATE: "arrived with no open payment on this wallet",
+    AMBIGUOUS: "awaited exactly by several open payments on this wallet: no rule can tell which, the operator "
+               "decides",
+    NO_EXACT_MATCH: "awaited exactly by none of the open payments on this wallet",
+}
+
+
+def announce_unmatched(session: Session, row: Transfer, choice: Choice, described: str, found_by: str,
+                       late_window: int, merchant_webhook_url: str | None) -> None:
+    """Store why a transfer is unmatched, log it once (one audit row, whatever the wallet's open payments), and
+    write `transfer.unmatched` with the transfer, the wallet's newest open payments as summaries and their count."""
+    at = ms_to_datetime(row.block_timestamp)
+    newest, count = open_payments(session, row.to_address, at, late_window)
+    row.reason = choice.reason
+    log_event(session, None, "unmatched", f"{described} to {row.to_address} {UNMATCHED_TEXT[choice.reason or '']} "
+              f"({count} open)", transaction_hash=row.transaction_hash, log_index=row.log_index,
+              amount_usdt=format_amount(row.amount_usdt), found_by=found_by, reason=choice.reason,
+              open_payments_count=count, tied_payment_ids=[str(pid) for pid in choice.tied])
+    data = {**transfer_to_dict(row), "open_payments": [payment_summary(p) for p in newest],
+            "open_payments_count": count}
     emit_account_event(session, "transfer.unmatched", data, merchant_webhook_url)
 
 
@@ -324,8 +371,8 @@ def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by
     # expiry is not after it expires first, and this money is then late for it.
     expire_due(session, [t.to_address], t.block_timestamp, skip_locked=False)  # must not pass one by
     at = ms_to_datetime(t.block_timestamp)
-    candidates = find_candidates(session, t.to_address, at, late_window)
-    if not candidates and not completed_recently(session, t.to_address, at, late_window):
+    choice = choose_payment(session, t.to_address, at, t.amount, late_window)
+    if choice.reason == NO_CANDIDATE and not completed_recently(session, t.to_address, at, late_window):
         # Mined before every open payment of the wallet was created: it belongs to none of them.
         logger.debug("transfer %s:%d predates every open payment of %s", t.transaction_hash, t.log_index,
                      t.to_address)
@@ -333,14 +380,13 @@ def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by
     row = store_transfer(session, t, found_by)
     if row is None:
         return Outcome(t, "duplicate")
-    chosen = choose_payment(candidates, t.amount) if candidates else None
     described = f"{format_amount(t.amount)} USDT from {t.from_address} in {t.transaction_hash}:{t.log_index}"
     if found_by != FOUND_BY_SCAN:
         described += f" (found by {found_by})"
-    if chosen is None:
-        announce_unmatched(session, row, [p for p, _ in candidates], described, found_by, merchant_webhook_url)
-        return Outcome(t, "unmatched")
-    payment, when = chosen
+    if choice.payment is None:
+        announce_unmatched(session, row, choice, described, found_by, late_window, merchant_webhook_url)
+        return Outcome(t, "unmatched", reason=choice.reason)
+    payment, when = choice.payment, choice.when or "on_time"
     row.status = TransferStatus.credited
     row.payment_id = payment.id
     log_event(session, payment.id, "transfer_seen", f"{described} credited to this payment",
@@ -379,7 +425,7 @@ def assign_transfer(session: Session, tx_hash: str, log_index: int, payment_id: 
     transfer = session.scalars(
         select(Transfer).where(Transfer.transaction_hash == tx_hash, Transfer.log_index == log_index)
     ).one()
-    data = {"transfer": transfer_to_dict(transfer), "payment": serialize_payment(session, payment)}
+    data = {"transfer": transfer_to_dict(transfer), "payment": payment_for_event(session, payment)}
     emit_account_event(session, "transfer.assigned", data, merchant_webhook_url)
     return payment
 
@@ -410,6 +456,7 @@ def credit_by_hand(session: Session, tx_hash: str, log_index: int, payment_id: u
                            transfer.block_timestamp)
     transfer.status = TransferStatus.credited
     transfer.payment_id = payment.id
+    transfer.reason = None
     log_event(session, payment.id, "assigned", f"transfer {tx_hash}:{log_index} assigned by an administrator",
               transaction_hash=tx_hash, log_index=log_index, amount_usdt=format_amount(transfer.amount_usdt))
     if payment.status == PaymentStatus.completed:

@@ -52,6 +52,14 @@ class TransferStatus(str, enum.Enum):
     credited = "credited"
 
 
+# Why a transfer is unmatched (transfers.reason): no payment of its wallet could take it at its block time; several
+# candidates await exactly its amount (a tie no age or status decides); several candidates and none awaits it.
+NO_CANDIDATE = "no_candidate"
+AMBIGUOUS = "ambiguous"
+NO_EXACT_MATCH = "no_exact_match"
+UNMATCHED_REASONS = (NO_CANDIDATE, AMBIGUOUS, NO_EXACT_MATCH)
+
+
 class EventState(str, enum.Enum):
     pending = "pending"
     delivered = "delivered"
@@ -66,7 +74,8 @@ PAYMENT_EVENT_TYPES = ("payment.completed", "payment.expired", "payment.partial"
 ACCOUNT_EVENT_TYPES = ("transfer.unmatched", "transfer.assigned")
 TEST_EVENT_TYPE = "webhook.test"
 WEBHOOK_EVENT_TYPES = PAYMENT_EVENT_TYPES + ACCOUNT_EVENT_TYPES + (TEST_EVENT_TYPE,)
-# The ordered stream of account-level events (webhook_events.stream), as a payment's events are one.
+# What marks account-level events (webhook_events.stream): each is delivered on its own schedule, and a retry goes
+# to MERCHANT_WEBHOOK_URL as it is set then.
 ACCOUNT_STREAM = "account"
 
 
@@ -116,7 +125,12 @@ class Payment(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
 
-    __table_args__ = (Index("ix_payments_wallet_status", "wallet_address", "status"),)
+    __table_args__ = (
+        Index("ix_payments_wallet_status", "wallet_address", "status"),
+        # A wallet's payments by what they still await: matching and the amount check find the few that await an
+        # amount without reading the wallet's other open payments (thousands, on a busy wallet).
+        Index("ix_payments_wallet_remaining", "wallet_address", text("(expected_amount_usdt - received_amount_usdt)")),
+    )
 
 
 class PaymentLog(Base):
@@ -151,6 +165,7 @@ class Transfer(Base):
     )
     # Which read found it first: "scan" (the watcher's strategy) or "reconciliation" (the second look).
     found_by: Mapped[str] = mapped_column(String(16), server_default=FOUND_BY_SCAN)
+    reason: Mapped[str | None] = mapped_column(String(32))  # why it is unmatched (UNMATCHED_REASONS); None otherwise
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (UniqueConstraint("transaction_hash", "log_index", name="uq_transfers_tx_log"),)
@@ -185,8 +200,7 @@ class WebhookEvent(Base):
     payment_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("payments.id", ondelete="CASCADE"), index=True
     )
-    # The ordered stream of an event about no payment (ACCOUNT_STREAM), None otherwise: a test webhook waits
-    # for nothing and holds up nothing.
+    # ACCOUNT_STREAM for an account-level event, None otherwise; no event about no payment waits for another.
     stream: Mapped[str | None] = mapped_column(String(16))
     type: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)  # exact JSON sent on every attempt

@@ -17,7 +17,20 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Select, String, and_, bindparam, func, insert, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -25,7 +38,7 @@ from checkout import checkout_key, token_hash
 from database import DriverStatement, driver_execute, driver_statement
 from errors import ApiError
 from events import audit_values, emit_event, log_audit, log_event
-from matching import WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
+from matching import REMAINING, WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
 from models import CANCELLED, Payment, PaymentLog, PaymentStatus
 from money import MAX_MICRO, format_amount, from_micro, to_micro
 from times import db_now, iso, iso_sql
@@ -33,7 +46,6 @@ from times import db_now, iso, iso_sql
 logger = logging.getLogger(__name__)
 
 UNIQUE_STEP_MICRO = 100  # 0.0001 USDT
-UNIQUE_MAX_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,7 @@ class NewPayment:
     return_url: str | None = None
     underpayment_tolerance: Decimal | None = None  # as asked; None: default_tolerance, cut to the amount
     default_tolerance: Decimal = Decimal(0)
+    unique_max_steps: int = 100  # UNIQUE_AMOUNT_MAX_STEPS
 
     def tolerance_for(self, amount: Decimal) -> Decimal:
         """The payment's tolerance once its amount is known (`unique_amount` may have raised it)."""
@@ -64,8 +77,13 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 
 # --- creation ----------------------------------------------------------------------------------
 
-# SQL: what a payment still awaits (matching.remaining is the same in Python, in micro-USDT).
-REMAINING = Payment.expected_amount_usdt - Payment.received_amount_usdt
+def blocks_its_amount(wallet: Any, now: Any, late_window: int) -> ColumnElement[bool]:
+    """SQL: the payments of `wallet` whose remaining amount a new payment may not await too: the candidates of money
+    mined now, less those that closed (expired, cancelled) with nothing received. These stay candidates for late
+    money, and a tie with a newer payment goes `ambiguous` (matching's rule 1), but abandoned checkouts do not lock
+    a price for the late window."""
+    return and_(candidate_filter(wallet, now, late_window),
+                or_(Payment.status == PaymentStatus.pending, Payment.received_amount_usdt > 0))
 
 
 def amounts_statement(late_window: int) -> Select[Any]:
@@ -79,15 +97,15 @@ def amounts_statement(late_window: int) -> Select[Any]:
     return (
         select(func.now(), taken, Payment.expected_amount_usdt, Payment.received_amount_usdt)
         .select_from(one)
-        .outerjoin(Payment, and_(candidate_filter(bindparam("wallet", type_=String), func.now(), late_window),
+        .outerjoin(Payment, and_(blocks_its_amount(bindparam("wallet", type_=String), func.now(), late_window),
                                  REMAINING.between(bindparam("low", type_=amount_type),
                                                    bindparam("high", type_=amount_type))))
     )
 
 
-def amounts_asked_about(requested: Decimal) -> tuple[Decimal, Decimal]:
+def amounts_asked_about(requested: Decimal, max_steps: int) -> tuple[Decimal, Decimal]:
     """The remaining amounts `choose_amount` may look up for a request: the amount itself and the steps above it."""
-    return requested, from_micro(min(MAX_MICRO, to_micro(requested) + UNIQUE_MAX_STEPS * UNIQUE_STEP_MICRO))
+    return requested, from_micro(min(MAX_MICRO, to_micro(requested) + max_steps * UNIQUE_STEP_MICRO))
 
 
 @functools.lru_cache(maxsize=8)
@@ -100,14 +118,15 @@ def lock_then_read_sql(dialect: Dialect, late_window: int) -> DriverStatement:
 
 
 def amounts_under_lock(
-    connection: Connection, wallet_address: str, order_id: str, requested: Decimal, late_window: int
+    connection: Connection, wallet_address: str, order_id: str, requested: Decimal, late_window: int,
+    max_steps: int = 100,
 ) -> tuple[datetime, set[int], bool]:
     """Open a transaction on `connection` (`Database.statements`), take the wallet's lock, then read, in one round
     trip: the transaction's time, the remaining amounts of the wallet's candidates that `choose_amount` may ask
     about for `requested`, and whether a payment with `order_id` exists by now (a concurrent twin that won the
     lock). The transaction stays open, lock held."""
     statement = lock_then_read_sql(connection.dialect, late_window)
-    low, high = amounts_asked_about(requested)
+    low, high = amounts_asked_about(requested, max_steps)
     params = statement.params({**wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id,
                                "low": low, "high": high})
     rows = driver_execute(connection, statement.sql, params)
@@ -115,7 +134,7 @@ def amounts_under_lock(
     return rows[0][0], in_use, bool(rows[0][1])
 
 
-def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool) -> Decimal:
+def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool, max_steps: int = 100) -> Decimal:
     micro = to_micro(requested)
     if micro not in in_use:
         return requested
@@ -127,7 +146,7 @@ def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool) -> 
             "expected_amount_usdt",
             409,
         )
-    for step in range(1, UNIQUE_MAX_STEPS + 1):
+    for step in range(1, max_steps + 1):
         candidate = micro + step * UNIQUE_STEP_MICRO
         if candidate > MAX_MICRO:
             break
@@ -135,7 +154,7 @@ def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool) -> 
             return from_micro(candidate)
     raise ApiError(
         "amount_in_use",
-        f"No free amount within {UNIQUE_MAX_STEPS} steps of 0.0001 USDT above this one on this wallet.",
+        f"No free amount within {max_steps} steps of 0.0001 USDT above this one on this wallet.",
         "expected_amount_usdt",
         409,
     )
@@ -262,7 +281,7 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[s
     now = func.now()
     binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
     taken = select(Payment.id).where(Payment.order_id == binds["order_id"]).exists()
-    in_use = select(Payment.id).where(candidate_filter(binds["wallet_address"], now, late_window),
+    in_use = select(Payment.id).where(blocks_its_amount(binds["wallet_address"], now, late_window),
                                       binds["expected_amount_usdt"] == REMAINING).exists()
     expires = lifetime_end(now)
     stored = insert(Payment).from_select(
@@ -311,12 +330,12 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
         if stored is not None:
             return stored
     now, in_use, order_taken = amounts_under_lock(connection, new.wallet_address, new.order_id, new.amount,
-                                                  late_window)
+                                                  late_window, new.unique_max_steps)
     if order_taken:
         return None
     if refused is not None:
         raise refused
-    amount = choose_amount(new.amount, in_use, new.unique_amount)
+    amount = choose_amount(new.amount, in_use, new.unique_amount, new.unique_max_steps)
     values = {**payment_values(new, amount, key), "created_at": now,
               "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
     audit = creation_audit(values, new, expires_at=iso(values["expires_at"]))

@@ -26,7 +26,7 @@ from config import Config
 from database import Database
 from models import FOUND_BY_RECONCILIATION
 from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
-from tron_client import TronClient, TronError
+from tron_client import TronClient, TronError, public_error
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ class Reconciler:
                     self.sweep_blocks(wallets, progress, head_timestamp, result)
                 self.last_error = None
             except TronError as exc:
-                self.last_error = f"reconciliation paused this cycle: {exc}"
-                logger.warning("%s", self.last_error)
+                self.last_error = f"reconciliation paused this cycle: {public_error(exc)}"
+                logger.warning("reconciliation paused this cycle: %s", exc)
         with self.db.transaction() as session:
             self.view.set_state(session, "reconcile", progress)
 

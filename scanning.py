@@ -32,10 +32,8 @@ from matching import (
     Outcome,
     credit_transfer,
     expire_due,
+    is_watched_at,
     record_rejected,
-    timing,
-    wallet_payments,
-    watches_for,
     would_credit,
 )
 from models import FOUND_BY_SCAN, Payment, PaymentStatus, Transfer
@@ -49,6 +47,7 @@ from tron_client import (
     TronError,
     TronRateLimited,
     TxInfo,
+    public_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -240,13 +239,13 @@ class AccountScan(Scan):
                 read_up_to = self.read_wallet(wallet, read_from(cursors.get(wallet), wallets[wallet]), limit, result,
                                               index=index)
             except TronRateLimited as exc:
-                result.errors.append(f"rate limited ({exc})")
+                result.errors.append(f"rate limited ({public_error(exc)})")
                 self.next_first = wallet  # that upstream pauses its calls; the next cycle starts here
                 break
             except TronError as exc:
                 failures += 1
                 logger.warning("watcher: wallet %s skipped this cycle: %s", wallet, exc)
-                result.errors.append(f"{failures} wallet(s) not read this cycle: {exc}")
+                result.errors.append(f"{failures} wallet(s) not read this cycle: {public_error(exc)}")
                 continue
             with self.db.transaction() as session:
                 self.view.save_wallet_cursors(session, [wallet], read_up_to)
@@ -305,21 +304,19 @@ class AccountScan(Scan):
         with self.db.Session() as session:
             known = set(session.scalars(select(Transfer.transaction_hash).where(
                 Transfer.to_address == wallet, Transfer.transaction_hash.in_(list(by_tx)))))
-            late = self.config.late_payment_window_seconds
-            earliest = ms_to_datetime(min(group[0].block_timestamp for group in by_tx.values()))
-            payments = wallet_payments(session, wallet, earliest, late)
+        late = self.config.late_payment_window_seconds
         for tx_id, group in by_tx.items():
             if tx_id in known:
                 continue
             at = group[0].block_timestamp
-            candidates = [p for p in payments if timing(p, ms_to_datetime(at), late)]
-            if not candidates and not any(watches_for(p, ms_to_datetime(at), late) for p in payments):
-                continue  # before every open payment, and no completion watches it: no receipt needed
-            # Receipts for money that would credit a payment always; for money that would stay unmatched only while
-            # this cycle's request budget lasts, so a busy wallet cannot starve the others. The wallet then stops
-            # here and goes on next cycle: transfers are taken in chain order.
-            if not would_credit(candidates, group) and self.spent():
-                return at - 1
+            with self.db.Session() as session:  # a few rows per transaction, however many payments the wallet has
+                if not is_watched_at(session, wallet, ms_to_datetime(at), late):
+                    continue  # before every open payment, and no completion watches it: no receipt needed
+                # Receipts for money that would credit a payment always; for money that would stay unmatched only
+                # while this cycle's request budget lasts, so a busy wallet cannot starve the others. The wallet
+                # then stops here and goes on next cycle: transfers are taken in chain order.
+                if not would_credit(session, wallet, ms_to_datetime(at), late, group) and self.spent():
+                    return at - 1
             info = self.receipt(tx_id)
             if info is None:  # not solidified on any node asked yet: read again from here next cycle
                 return at - 1
@@ -356,7 +353,7 @@ class BlockScan(Scan):
                 block = self.read_block(num, head_timestamp)
             except TronError as exc:
                 logger.warning("watcher: block %d not read this cycle: %s", num, exc)
-                result.errors.append(f"block {num} not read: {exc}")
+                result.errors.append(f"block {num} not read: {public_error(exc)}")
                 break
             if block is None:
                 result.errors.append(f"block {num}: no upstream has given its complete receipts yet; asked again "

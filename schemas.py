@@ -17,7 +17,7 @@ from operator import attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Enum, Row, Select, bindparam, select
+from sqlalchemy import Connection, Enum, Row, Select, bindparam, func, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,7 @@ from checkout import checkout_key, checkout_url
 from database import DriverStatement, driver_execute, driver_statement
 from models import (
     CANCELLED,
+    UNMATCHED_REASONS,
     WEBHOOK_EVENT_TYPES,
     EventState,
     Payment,
@@ -76,6 +77,11 @@ def enum_schema(values: Any, *extra: Any) -> dict[str, Any]:
     return {"enum": [member.value for member in values] + list(extra)}
 
 
+# What an event body may hold, so that none exceeds 64 KB: a payment's latest transfers; an unmatched transfer's
+# newest open payments of its wallet.
+EVENT_TRANSFERS_SHOWN = 50
+OPEN_PAYMENTS_SHOWN = 20
+
 STRING = {"type": "string"}
 OPTIONAL_STRING = {"type": ["string", "null"]}
 INTEGER = {"type": "integer"}
@@ -107,6 +113,12 @@ TRANSFER = (
     Out("block_timestamp", TIME, lambda t: iso_ms(t.block_timestamp)),
     Out("status", enum_schema(TransferStatus), lambda t: t.status.value),
     Out("payment_id", {"type": ["string", "null"], "format": "uuid"}, lambda t: _optional_id(t.payment_id)),
+    Out("reason", {"type": ["string", "null"], "enum": [None, *UNMATCHED_REASONS],
+                   "description": "why the transfer is unmatched: no_candidate (no open payment on the wallet at "
+                                  "its block time), ambiguous (several open payments await exactly this amount: "
+                                  "you decide), no_exact_match (several open payments, none awaits this amount); "
+                                  "null once credited"},
+        lambda t: t.reason),
 )
 PAYMENT = (
     Out("id", UUID, lambda p: str(p.id)),
@@ -117,7 +129,10 @@ PAYMENT = (
     Out("status", enum_schema(PaymentStatus), lambda p: p.status.value),
     column("failure_reason", {"type": ["string", "null"], "enum": [None, CANCELLED]}),
     column("transaction_hash", OPTIONAL_STRING),
-    Out("transfers", {"type": "array", "items": ref("Transfer")}, None),
+    Out("transfers", {"type": "array", "items": ref("Transfer"),
+                      "description": "the transfers credited to it, in chain order; in a webhook event its "
+                                     f"{EVENT_TRANSFERS_SHOWN} latest"}, None),
+    Out("transfers_count", {**INTEGER, "description": "how many transfers are credited to it"}, None),
     Out("created_at", TIME, lambda p: iso(p.created_at)),
     Out("expires_at", TIME, lambda p: iso(p.expires_at)),
     Out("completed_at", TIME, lambda p: iso(p.completed_at)),
@@ -132,6 +147,9 @@ PAYMENT = (
     Out("underpayment_tolerance_usdt", AMOUNT, lambda p: format_amount(p.underpayment_tolerance_usdt)),
     Out("shortfall_usdt", AMOUNT, lambda p: format_amount(shortfall(p))),
 )
+# A payment as an unmatched transfer's event names it: no metadata, no transfers.
+PAYMENT_SUMMARY = tuple(f for f in PAYMENT if f.name in (
+    "id", "order_id", "expected_amount_usdt", "received_amount_usdt", "status"))
 LOG = (
     column("id", INTEGER),
     column("event_type", STRING),
@@ -145,11 +163,13 @@ def _next_attempt(event: WebhookEvent) -> str | None:
     return iso(event.next_attempt_at) if event.state == EventState.pending else None
 
 
-# What an event's `data` holds, by its type: the payment; the unmatched transfer with the wallet's open payments;
-# the assigned transfer and its payment; a test webhook's note.
+# What an event's `data` holds, by its type: the payment; the unmatched transfer with the wallet's newest open
+# payments and their count; the assigned transfer and its payment; a test webhook's note.
 TRANSFER_UNMATCHED = {"allOf": [ref("Transfer"), {
-    "type": "object", "required": ["open_payments"],
-    "properties": {"open_payments": {"type": "array", "items": ref("Payment")}}}]}
+    "type": "object", "required": ["open_payments", "open_payments_count"],
+    "properties": {"open_payments": {"type": "array", "items": ref("PaymentSummary"), "maxItems": OPEN_PAYMENTS_SHOWN,
+                                     "description": f"the wallet's {OPEN_PAYMENTS_SHOWN} newest open payments"},
+                   "open_payments_count": {**INTEGER, "description": "how many open payments the wallet had"}}}]}
 TRANSFER_ASSIGNED = {"type": "object", "required": ["transfer", "payment"],
                      "properties": {"transfer": ref("Transfer"), "payment": ref("Payment")}}
 WEBHOOK_TEST = {"type": "object", "required": ["message", "url"],
@@ -209,7 +229,8 @@ SANDBOX_DELIVERY = (
     Out("event", {"type": "object", "description": "the webhook's body as it arrived"}, lambda d: json.loads(d.body)),
 )
 # Every object of the document: /openapi.json's components.
-SCHEMAS = {"Transfer": TRANSFER, "Payment": PAYMENT, "Log": LOG, "Event": EVENT, "Stats": STATS, "Health": HEALTH,
+SCHEMAS = {"Transfer": TRANSFER, "Payment": PAYMENT, "PaymentSummary": PAYMENT_SUMMARY, "Log": LOG, "Event": EVENT,
+           "Stats": STATS, "Health": HEALTH,
            "SandboxTransfer": SANDBOX_TRANSFER, "SandboxDelivery": SANDBOX_DELIVERY}
 
 
@@ -218,11 +239,17 @@ def transfer_to_dict(transfer: Transfer | SimpleNamespace) -> dict[str, Any]:
 
 
 def payment_to_dict(payment: Payment | Row[Any], transfers: Sequence[Transfer | SimpleNamespace],
-                    key: str) -> dict[str, Any]:
+                    key: str, transfers_count: int | None = None) -> dict[str, Any]:
     """`payment`: the ORM object, or a Core row with its attribute names (models.as_attributes); the same for
-    `transfers`. `key`: its database's checkout key, which signs its checkout_url."""
+    `transfers`, all of the payment's unless `transfers_count` says how many there are. `key`: its database's
+    checkout key, which signs its checkout_url."""
     return render(PAYMENT, payment, transfers=[transfer_to_dict(t) for t in transfers],
+                  transfers_count=len(transfers) if transfers_count is None else transfers_count,
                   checkout_url=checkout_url(key, payment.id))
+
+
+def payment_summary(payment: Payment) -> dict[str, Any]:
+    return render(PAYMENT_SUMMARY, payment)
 
 
 def log_to_dict(entry: PaymentLog) -> dict[str, Any]:
@@ -233,16 +260,27 @@ def event_to_dict(event: WebhookEvent) -> dict[str, Any]:
     return render(EVENT, event)
 
 
-def credited_transfers(session: Session, payment_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Transfer]]:
+def credited_transfers(session: Session, payment_ids: list[uuid.UUID], latest: int | None = None
+                       ) -> dict[uuid.UUID, list[Transfer]]:
+    """Each payment's credited transfers in chain order: all of them, or its `latest` ones."""
     result: dict[uuid.UUID, list[Transfer]] = {pid: [] for pid in payment_ids}
     if not payment_ids:
         return result
-    rows = session.scalars(
-        select(Transfer).where(Transfer.payment_id.in_(payment_ids)).order_by(Transfer.block_timestamp, Transfer.id)
-    )
-    for row in rows:
+    query = select(Transfer).where(Transfer.payment_id.in_(payment_ids))
+    if latest is not None:
+        newest_first = func.row_number().over(partition_by=Transfer.payment_id,
+                                              order_by=(Transfer.block_timestamp.desc(), Transfer.id.desc()))
+        ranked = select(Transfer.id, newest_first.label("rank")).where(Transfer.payment_id.in_(payment_ids)).subquery()
+        query = query.where(Transfer.id.in_(select(ranked.c.id).where(ranked.c.rank <= latest)))
+    for row in session.scalars(query.order_by(Transfer.block_timestamp, Transfer.id)):
         result[row.payment_id].append(row)  # type: ignore[index]
     return result
+
+
+def transfer_counts(session: Session, payment_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    counted = session.execute(select(Transfer.payment_id, func.count()).where(Transfer.payment_id.in_(payment_ids))
+                              .group_by(Transfer.payment_id))
+    return {**{pid: 0 for pid in payment_ids}, **{pid: n for pid, n in counted}}
 
 
 def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[str, Any]]:
@@ -253,6 +291,15 @@ def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[s
 
 def serialize_payment(session: Session, payment: Payment) -> dict[str, Any]:
     return serialize_payments(session, [payment])[0]
+
+
+def payment_for_event(session: Session, payment: Payment) -> dict[str, Any]:
+    """The payment as a webhook event carries it: its EVENT_TRANSFERS_SHOWN latest transfers and their count, so
+    no event body grows with the transfers a payment receives (64 KB at most)."""
+    transfers = credited_transfers(session, [payment.id], EVENT_TRANSFERS_SHOWN)[payment.id]
+    count = len(transfers) if len(transfers) < EVENT_TRANSFERS_SHOWN else transfer_counts(session, [payment.id])[
+        payment.id]
+    return payment_to_dict(payment, transfers, checkout_key(session), count)
 
 
 TRANSFER_PREFIX = "transfer_"

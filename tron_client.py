@@ -66,14 +66,25 @@ _WORD_HEX = 64  # a log's data word: one uint256
 
 # -- errors ----------------------------------------------------------------------------------------
 class TronError(Exception):
-    """Base class of every error of this client."""
+    """Base class of every error of this client. Its text may quote what an upstream answered (for the service's
+    log); `public` says the same in the service's own words only, for what anyone may read (/health): an upstream
+    may echo its URL, and the API key some providers put in the path with it."""
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
+
+
+def public_error(exc: BaseException) -> str:
+    """An error as /health may show it: in the service's own words, nothing an upstream wrote."""
+    return exc.public if isinstance(exc, TronError) else type(exc).__name__
 
 
 class TronRateLimited(TronError):
     """Upstream rate limit: the upstream is paused for ``retry_after`` more seconds."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retry_after: float, *, public: str | None = None) -> None:
+        super().__init__(message, public=public)
         self.retry_after = retry_after
 
 
@@ -84,8 +95,8 @@ class TronUnavailable(TronError):
 class TronBadResponse(TronError):
     """An answer that cannot be used: HTTP 200 with ``{"Error": ...}``, not JSON, wrong shape, or a 4xx."""
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, status_code: int | None = None, *, public: str | None = None) -> None:
+        super().__init__(message, public=public)
         self.status_code = status_code
 
 
@@ -248,13 +259,15 @@ class Upstream:
     def __init__(self, url: str, *, api_key: str | None = None, max_rps: float = 10.0, timeout: float = 15.0,
                  max_retries: int = 3, session: requests.Session | None = None, burst: float = 1.0,
                  backoff_base: float = 0.5, backoff_cap: float = 8.0, rate_limit_pause: float = 5.0,
-                 daily_limit_pause_cap: float = 3600.0, max_bytes: int = MAX_ANSWER_BYTES) -> None:
+                 daily_limit_pause_cap: float = 3600.0, max_bytes: int = MAX_ANSWER_BYTES, name: str | None = None
+                 ) -> None:
         """``burst`` is the token bucket's size (1 = requests evenly spaced, so never more than ``max_rps`` in any
         one-second window); ``rate_limit_pause`` is the first pause for a rate limit that names no duration
         (doubling while they repeat, up to 300 s); a daily-quota answer pauses until the next UTC midnight, capped
-        at ``daily_limit_pause_cap`` seconds, so the quota is probed again at most hourly."""
+        at ``daily_limit_pause_cap`` seconds, so the quota is probed again at most hourly. ``name``: what logs,
+        /health and /metrics call it (default: its scheme, host and port; never its path, where a key may be)."""
         self.url = url.rstrip("/")
-        self.name = display_url(self.url)
+        self.name = name or display_url(self.url)
         # What logs and /health call it: "TronGrid https://api.trongrid.io" or "upstream http://10.0.0.5:8090".
         self.label = f"{'TronGrid' if is_trongrid_host(self.url) else 'upstream'} {self.name}"
         self.timeout = timeout
@@ -273,7 +286,7 @@ class Upstream:
         self._limiter = TokenBucket(max_rps, burst)
         self._lock = threading.Lock()
         self._paused_until: float | None = None
-        self._pause_reason = ""
+        self._pause_reason = self._pause_public = ""
         self._rate_limit_streak = 0
         self._failing_until = 0.0
         self.last_error: str | None = None
@@ -315,7 +328,7 @@ class Upstream:
     def _failed(self, error: TronError) -> None:
         if not isinstance(error, TronRateLimited):  # a pause is logged once by _pause_for
             self.failures.failed(error)
-        self.last_error = str(error)
+        self.last_error = error.public
         if not isinstance(error, TronRateLimited):
             self._failing_until = time.monotonic() + FAILURE_COOLDOWN_SECONDS
 
@@ -391,17 +404,19 @@ class Upstream:
         if status == 404 and allow_404:
             return None
         if status >= 400:
-            raise TronBadResponse(f"{what}: HTTP {status}: {readable(text)[:200]}", status)
+            raise TronBadResponse(f"{what}: HTTP {status}: {readable(text)[:200]}", status,
+                                  public=f"{what}: HTTP {status}")
         try:
             body = json.loads(answer.content)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than any real answer
-            raise _Retry(TronBadResponse(f"{what}: answer is not usable JSON: {readable(text)[:100]!r}", status),
-                         bad_response=True) from None
+            raise _Retry(TronBadResponse(f"{what}: answer is not usable JSON: {readable(text)[:100]!r}", status,
+                                         public=f"{what}: answer is not usable JSON"), bad_response=True) from None
         if isinstance(body, dict) and "Error" in body:
             message = str(body["Error"])
             if is_rate_limit_message(status, message):
                 self._pause_for(answer, message)
-            raise _Retry(TronBadResponse(f"{what}: {message[:200]}", status), bad_response=True)
+            raise _Retry(TronBadResponse(f"{what}: {message[:200]}", status, public=f"{what}: answered an error"),
+                         bad_response=True)
         return body
 
     # -- rate-limit pause -------------------------------------------------------------------------
@@ -410,20 +425,21 @@ class Upstream:
         the trouble is logged when it starts, not on every call)."""
         until = self.paused_until
         if until is not None:
-            raise TronRateLimited(self._pause_reason, until - time.time())
+            raise TronRateLimited(self._pause_reason, until - time.time(), public=self._pause_public)
 
     def _pause_for(self, answer: BoundedResponse, message: str) -> None:
         """Pause every call to this upstream and raise TronRateLimited."""
         now = time.time()
         reason = f"{self.label}: rate limit (HTTP {answer.status_code}: {readable(message)[:160] or 'no text'})"
+        public = f"{self.label}: rate limit (HTTP {answer.status_code})"
         with self._lock:
             seconds = self._pause_seconds(answer, message, now)
             self._paused_until = max(self._paused_until or 0.0, now + seconds)
-            self._pause_reason = reason
+            self._pause_reason, self._pause_public = reason, public
             self._rate_limit_streak += 1
         metrics.upstream_paused(self.name, seconds)
         logger.warning("%s; pausing its calls for %.1fs", reason, seconds)
-        raise TronRateLimited(reason, seconds)
+        raise TronRateLimited(reason, seconds, public=public)
 
     def _pause_seconds(self, answer: BoundedResponse, message: str, now: float) -> float:
         """How long the answer asks to wait, at most PAUSE_CAP_SECONDS (an upstream's word is not believed for
@@ -436,6 +452,13 @@ class Upstream:
         if asked is None:
             asked = min(300.0, self.rate_limit_pause * (2 ** self._rate_limit_streak))
         return min(asked, PAUSE_CAP_SECONDS)
+
+
+def upstream_names(urls: Sequence[str]) -> list[str]:
+    """What each upstream is called: its scheme, host and port, followed by its position in the list (#1, #2, ...)
+    where several share them (two paths, or two keys, on one provider), so /health and /metrics tell them apart."""
+    shown = [display_url(u.strip().rstrip("/")) for u in urls]
+    return [f"{name} #{position}" if shown.count(name) > 1 else name for position, name in enumerate(shown, 1)]
 
 
 def transport_reason(exc: BaseException) -> str:
@@ -481,7 +504,8 @@ class AnswerReader:
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise TronBadResponse("TRC20 list answer has no data list")
         if body.get("success") is False:
-            raise TronBadResponse(f"TRC20 list answered success=false: {body.get('error')}")
+            raise TronBadResponse(f"TRC20 list answered success=false: {body.get('error')}",
+                                  public="TRC20 list answered success=false")
         records = [self.trc20_record(item) for item in body["data"]]
         return [r for r in records if r is not None and r.to_address in (wallet, None)]
 
@@ -516,7 +540,7 @@ class AnswerReader:
             if not isinstance(logs, list):
                 raise TypeError("log is not a list")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise TronBadResponse(f"malformed transaction info: {exc!r}") from None
+            raise TronBadResponse(f"malformed transaction info: {exc!r}", public="malformed transaction info") from None
         transfers: list[TransferLog] = []
         rejected: list[RejectedLog] = []
         for index, entry in enumerate(logs):
@@ -578,8 +602,8 @@ class TronClient:
             if not urls:
                 raise ValueError("at least one upstream URL is needed")
             upstreams = [Upstream(url, api_key=api_key, max_rps=max_rps, timeout=timeout, max_retries=max_retries,
-                                  session=session if len(urls) == 1 else None, **upstream_options)
-                         for url in urls]
+                                  session=session if len(urls) == 1 else None, name=name, **upstream_options)
+                         for url, name in zip(urls, upstream_names(urls), strict=True)]
         self.upstreams: list[Upstream] = list(upstreams)
         self.request_count = 0  # requests sent through this view (and the views `only` made of it)
         self._count_lock = threading.Lock()
@@ -637,7 +661,8 @@ class TronClient:
                 if fingerprint is None or not body.get("data"):
                     break
                 if fingerprint in seen:
-                    raise TronBadResponse(f"{upstream.name}: TRC20 listing repeated the fingerprint {fingerprint!r}")
+                    raise TronBadResponse(f"{upstream.name}: TRC20 listing repeated the fingerprint {fingerprint!r}",
+                                          public=f"{upstream.name}: TRC20 listing repeated a page's fingerprint")
                 seen.add(fingerprint)
                 page_params = {**params, "fingerprint": fingerprint}
             return transfers
@@ -656,7 +681,8 @@ class TronClient:
         try:
             return _block_time(body["data"][0]["block_timestamp"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise TronBadResponse(f"event index record has no block_timestamp: {exc!r}") from None
+            raise TronBadResponse(f"event index record has no block_timestamp: {exc!r}",
+                                  public="event index record has no block_timestamp") from None
 
     def get_transaction_info(self, tx_id: str) -> TxInfo | None:
         """The solidified transaction's info, or None when the node answers ``{}`` (unknown to it, or not

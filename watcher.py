@@ -39,7 +39,7 @@ from reconcile import Reconciler
 from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
 from service_state import WATCHER_STATUS, read_state, write_state
 from times import db_now, to_ms
-from tron_client import TronClient, TronError
+from tron_client import TronClient, TronError, public_error
 
 logger = logging.getLogger(__name__)
 
@@ -237,13 +237,13 @@ class Watcher:
             result = self.cycle()
         except TronError as exc:  # every upstream down or pausing us: nothing read, cursors unchanged
             self.cycle_failures.failed(f"upstream unavailable: {exc}")
-            result = CycleResult(self.strategies.current or self.config.watcher_strategy, errors=[str(exc)])
+            result = CycleResult(self.strategies.current or self.config.watcher_strategy, errors=[public_error(exc)])
         except SQLAlchemyError:
             raise  # the database is away: nothing can be reported either; the loop logs it and goes on
         except Exception as exc:  # an answer or a state nobody foresaw: reported in /health, the loop goes on
             self.cycle_failures.failed(f"{type(exc).__name__}: {first_line(exc)}", exc_info=True)
-            result = CycleResult(self.strategies.current or self.config.watcher_strategy,
-                                 errors=[f"cycle failed: {type(exc).__name__}: {first_line(exc)}"])
+            result = CycleResult(self.strategies.current or self.config.watcher_strategy,  # the log has the text
+                                 errors=[f"cycle failed: {type(exc).__name__}"])
         else:
             self.cycle_failures.succeeded()
         result.sweep_requests = self.reconciler.client.request_count - sweep_before

@@ -2,8 +2,9 @@
 
 Events are claimed from the outbox with ``FOR UPDATE SKIP LOCKED`` and a lease, sent on the
 dispatcher's own threads (never the watcher's), and the outcome is recorded only while this
-dispatcher still holds the lease. Only the oldest pending event of a payment (or of the account-level
-stream) is eligible, so a payment's events, and the account's, arrive in order. A refused
+dispatcher still holds the lease. Only the oldest pending event of a payment is eligible, so a
+payment's events arrive in order; account-level events go each on its own schedule, so one the
+receiver refuses never holds up the others. A refused
 (non-public) address at delivery is a failed attempt retried on the schedule: DNS may change
 back, and the schedule ends it anyway.
 

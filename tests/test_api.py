@@ -17,7 +17,7 @@ from auth import create_api_key, revoke_api_key
 from config import Config
 from database import Database, driver_execute
 from models import Payment, PaymentLog, PaymentStatus, WebhookEvent
-from tests.conftest import HOOK, WALLET, WALLET_B, assert_error, count_rows, payment_body
+from tests.conftest import HOOK, WALLET, WALLET_B, assert_error, count_rows, payment_body, set_fields
 from times import iso
 
 
@@ -182,10 +182,17 @@ def test_unique_amount_gives_up_after_100_steps(client, auth):
     assert r.status_code == 409 and r.get_json()["error"] == "amount_in_use"
 
 
-def test_cancelled_payment_keeps_its_amount_reserved_during_late_window(client, auth):
+def test_a_payment_closed_with_nothing_received_frees_its_amount(client, auth, db):
+    """Cancelled (or expired) with nothing received: its amount is free again, though it stays a candidate for late
+    money; one that received part of it keeps blocking what it still awaits during the late window."""
     pid = client.post("/payments", json=payment_body(order_id="a"), headers=auth).get_json()["id"]
     assert client.post(f"/payments/{pid}/cancel", headers=auth).status_code == 200
-    assert client.post("/payments", json=payment_body(order_id="b"), headers=auth).status_code == 409
+    again = client.post("/payments", json=payment_body(order_id="b"), headers=auth)
+    assert again.status_code == 201 and again.get_json()["expected_amount_usdt"] == "10.5"
+    set_fields(db, again.get_json(), status=PaymentStatus.expired, received_amount_usdt=Decimal("0.5"))
+    assert client.post("/payments", json=payment_body(order_id="c", expected_amount_usdt="10"),
+                       headers=auth).status_code == 409
+    assert client.post("/payments", json=payment_body(order_id="d"), headers=auth).status_code == 201
 
 
 def test_concurrent_creates_cannot_both_take_one_amount(app, auth, db):

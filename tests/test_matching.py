@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from config import Config
-from matching import credit_transfer
-from models import Payment, PaymentStatus, WebhookEvent
+from matching import assign_transfer, credit_transfer
+from models import Payment, PaymentLog, PaymentStatus, WebhookEvent
 from tests.conftest import (
     PAYER,
     USDT,
@@ -106,9 +106,20 @@ def test_money_after_the_late_window_credits_nothing(client, auth, db, sim, watc
     assert got["received_amount_usdt"] == "0" and got["paid_late"] is False
 
 
-# --- rule 1 ordering -----------------------------------------------------------------------------
+# --- rule 1: a tie goes to no one ---------------------------------------------------------------
 
-def test_pending_beats_an_older_expired_payment_with_the_same_remaining(client, auth, db, sim, watcher):
+def assert_ambiguous(client, auth, tx: str, *payments: dict) -> dict:
+    """The transfer is unmatched as `ambiguous`, none of `payments` got it, and the audit log says why."""
+    for p in payments:
+        got = get(client, auth, p)
+        assert got["received_amount_usdt"] == "0" or got["transaction_hash"] != tx
+        assert tx not in [t["transaction_hash"] for t in got["transfers"]]
+    [listed] = client.get("/transfers?status=unmatched", headers=auth).get_json()["transfers"]
+    assert listed["transaction_hash"] == tx and listed["reason"] == "ambiguous" and listed["payment_id"] is None
+    return listed
+
+
+def test_a_pending_and_an_expired_payment_with_the_same_remaining_tie(client, auth, db, sim, watcher):
     old = create(client, auth, "10", expires_in_seconds=60)
     new = create(client, auth, "10", unique_amount=True)  # 10.0001
     assert new["expected_amount_usdt"] == "10.0001"
@@ -116,23 +127,40 @@ def test_pending_beats_an_older_expired_payment_with_the_same_remaining(client, 
     # now both await exactly 10: the old one expired (before the transfer), the new one partly paid
     set_fields(db, old, status=PaymentStatus.expired, expires_at=head, created_at=head - timedelta(seconds=100))
     set_fields(db, new, received_amount_usdt=Decimal("0.0001"), created_at=head - timedelta(seconds=50))
-    pay(sim, WALLET, 10_000_000)
+    tx = pay(sim, WALLET, 10_000_000)
     watcher.run_once()
-    assert get(client, auth, new)["status"] == "completed"
-    assert get(client, auth, old)["received_amount_usdt"] == "0" and get(client, auth, old)["paid_late"] is False
+    assert_ambiguous(client, auth, tx, old, new)
+    assert get(client, auth, new)["status"] == "pending" and get(client, auth, old)["paid_late"] is False
+    [(kind, data)] = account_events(db)
+    assert kind == "transfer.unmatched" and data["reason"] == "ambiguous" and data["open_payments_count"] == 2
+    assert {p["id"] for p in data["open_payments"]} == {old["id"], new["id"]}
 
 
-def test_oldest_pending_first_with_the_same_remaining(client, auth, db, sim, watcher):
+def test_two_pending_payments_with_the_same_remaining_tie_whatever_their_age(client, auth, db, sim, watcher):
     a = create(client, auth, "5")
     b = create(client, auth, "5", unique_amount=True)  # 5.0001
     head = ms_to_datetime(sim.state()["head_timestamp"])
     # b is older, and partly paid so that both await exactly 5
     set_fields(db, b, received_amount_usdt=Decimal("0.0001"), created_at=head - timedelta(seconds=100))
     set_fields(db, a, created_at=head - timedelta(seconds=50))
-    pay(sim, WALLET, 5_000_000)
+    tx = pay(sim, WALLET, 5_000_000)
     watcher.run_once()
-    assert get(client, auth, b)["status"] == "completed"
-    assert get(client, auth, a)["status"] == "pending" and get(client, auth, a)["received_amount_usdt"] == "0"
+    assert_ambiguous(client, auth, tx, a, b)
+    assert [get(client, auth, p)["status"] for p in (a, b)] == ["pending", "pending"]
+    [entry] = [row for row in audit_rows(db) if row.event_type == "unmatched"]
+    assert entry.payment_id is None and entry.event_metadata["reason"] == "ambiguous"
+    assert set(entry.event_metadata["tied_payment_ids"]) == {a["id"], b["id"]}
+    # the operator decides: assigned by hand (db_manager.py assign-transfer), the payment completes
+    with db.transaction() as session:
+        assign_transfer(session, tx, 0, uuid.UUID(b["id"]), 3600)
+    assert get(client, auth, b)["status"] == "completed" and get(client, auth, a)["received_amount_usdt"] == "0"
+    [credited] = client.get("/transfers?status=credited", headers=auth).get_json()["transfers"]
+    assert credited["payment_id"] == b["id"] and credited["reason"] is None
+
+
+def audit_rows(db) -> list[PaymentLog]:
+    with db.Session() as s:
+        return list(s.scalars(select(PaymentLog).order_by(PaymentLog.id)))
 
 
 # --- rules 2 and 3 -------------------------------------------------------------------------------
@@ -159,10 +187,13 @@ def test_two_candidates_no_exact_match_is_unmatched_and_listed(client, auth, db,
     for p in (a, b):
         got = get(client, auth, p)
         assert got["received_amount_usdt"] == "0" and got["transfers"] == []
-        assert "unmatched" in log_types(client, auth, p)
+    # one audit row for the transfer, not one per open payment
+    [entry] = [row for row in audit_rows(db) if row.event_type == "unmatched"]
+    assert entry.payment_id is None and entry.event_metadata["reason"] == "no_exact_match"
+    assert entry.event_metadata["open_payments_count"] == 2
     listed = client.get(f"/transfers?status=unmatched&wallet_address={WALLET}", headers=auth).get_json()
-    assert [(t["transaction_hash"], t["amount_usdt"], t["payment_id"], t["to"], t["from"]) for t in
-            listed["transfers"]] == [(tx, "7", None, WALLET, PAYER)]
+    assert [(t["transaction_hash"], t["amount_usdt"], t["payment_id"], t["to"], t["from"], t["reason"]) for t in
+            listed["transfers"]] == [(tx, "7", None, WALLET, PAYER, "no_exact_match")]
     t = listed["transfers"][0]
     assert isinstance(t["log_index"], int) and isinstance(t["block_number"], int) and t["block_timestamp"]
     assert client.get("/transfers?status=credited", headers=auth).get_json()["transfers"] == []
@@ -185,7 +216,8 @@ def test_completed_payment_does_not_take_a_second_payment(client, auth, db, sim,
     listed = client.get("/transfers?status=unmatched", headers=auth).get_json()["transfers"]
     assert [(t["transaction_hash"], t["amount_usdt"]) for t in listed] == [(tx, "2.5")]
     [(kind, data)] = account_events(db)
-    assert kind == "transfer.unmatched" and data == {**listed[0], "open_payments": []}
+    assert kind == "transfer.unmatched" and data == {**listed[0], "open_payments": [], "open_payments_count": 0}
+    assert listed[0]["reason"] == "no_candidate"
 
 
 def test_money_after_the_late_window_of_a_completion_is_not_watched(client, auth, db, sim, watcher):
@@ -238,7 +270,9 @@ def test_tolerance_does_not_change_which_payment_gets_a_transfer(client, auth, d
     [(kind, data)] = account_events(db)
     assert kind == "transfer.unmatched" and data["transaction_hash"] == tx and data["status"] == "unmatched"
     assert sorted(o["id"] for o in data["open_payments"]) == sorted([a["id"], b["id"]])
-    assert {o["underpayment_tolerance_usdt"] for o in data["open_payments"]} == {"0.5"}
+    assert {(o["id"], o["expected_amount_usdt"], o["received_amount_usdt"], o["status"]) for o in data["open_payments"]
+            } == {(a["id"], "10", "0", "pending"), (b["id"], "20", "0", "pending")}
+    assert data["reason"] == "no_exact_match" and data["open_payments_count"] == 2
 
 
 @pytest.mark.parametrize("strategy", ["account"])

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -169,7 +170,7 @@ def test_unmatched_transfer_is_kept_listed_and_assigned_by_hand(client, auth, db
     unmatched = client.get("/transfers?status=unmatched", headers=auth).get_json()["transfers"]
     assert [(t["transaction_hash"], t["amount_usdt"], t["payment_id"]) for t in unmatched] == [(tx, "15", None)]
     assert client.get("/stats").get_json()["unmatched_transfers"] == 1
-    assert "unmatched" in log_types(client, auth, a)
+    assert unmatched[0]["reason"] == "no_exact_match"
     with db.transaction() as s:
         assign_transfer(s, tx, unmatched[0]["log_index"], uuid.UUID(a["id"]), watch_config.late_payment_window_seconds)
     got = get(client, auth, a)
@@ -473,3 +474,61 @@ def test_an_absurd_retry_after_is_reported_not_fatal(new_watcher, client, auth, 
         paused_until = datetime.fromisoformat(upstream["paused_until"].replace("Z", "+00:00")).timestamp()
         assert upstream["state"] == "paused" and paused_until <= time.time() + PAUSE_CAP_SECONDS + 5
     # "inf" is no number of seconds nor an HTTP date: the header is ignored, the usual short pause applies
+
+
+# --- /health speaks its own words ------------------------------------------------------------------
+
+class EchoingUpstream:
+    """An upstream that refuses every call and echoes the request's path in its answer, as providers that put the
+    API key in the URL path do (QuickNode, GetBlock): an HTTP 401 with the path in its text, or an HTTP 200
+    `{"Error": ...}` quoting it."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802  (http.server's names)
+                if "/SECRETKEYBBB" in self.path:
+                    body, status = f'{{"Error": "invalid token in {self.path}"}}'.encode(), 200
+                else:
+                    body, status = f"401 Unauthorized: no such endpoint {self.path}".encode(), 401
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_health_shows_no_upstream_text_and_names_each_upstream(client, auth, config, new_watcher):
+    upstream = EchoingUpstream()
+    try:
+        cfg = config.with_overrides(trongrid_api_url=f"{upstream.base}/SECRETKEYAAA,{upstream.base}/SECRETKEYBBB",
+                                    watcher_strategy="blocks")
+        create(client, auth, "5")
+        new_watcher(cfg).run_once()
+    finally:
+        upstream.close()
+    health = client.get("/health")
+    watcher_part = health.get_json()["watcher"]
+    assert health.get_json()["status"] == "degraded" and watcher_part["last_error"]
+    names = [u["url"] for u in watcher_part["upstreams"]]
+    host = upstream.base.split("//")[1]
+    assert len(set(names)) == 2 and [name.endswith(("#1", "#2")) for name in names] == [True, True], names
+    assert all(host in name for name in names)
+    assert all(u["state"] == "failing" and u["last_error"] for u in watcher_part["upstreams"])
+    metrics_text = client.get("/metrics").get_data(as_text=True)
+    for shown in (health.get_data(as_text=True), metrics_text):
+        assert "SECRETKEY" not in shown and "Unauthorized" not in shown and "invalid token" not in shown
+    assert f'upstream="{names[0]}"' in metrics_text and f'upstream="{names[1]}"' in metrics_text

@@ -1,0 +1,30 @@
+"""why a transfer is unmatched; a wallet's payments by remaining amount
+
+Revision ID: 0007_unmatched_reasons
+Revises: 0006_account_events
+Create Date: 2026-12-07
+
+Transfers say why they are unmatched (`no_candidate`, `ambiguous`, `no_exact_match`; NULL for those
+stored before, whose reason was not recorded). Payments are indexed by wallet and remaining amount, so
+matching and the amount check read only the payments that await an amount.
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0007_unmatched_reasons'
+down_revision = '0006_account_events'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column('transfers', sa.Column('reason', sa.String(length=32), nullable=True))
+    op.create_index('ix_payments_wallet_remaining', 'payments',
+                    ['wallet_address', sa.text('(expected_amount_usdt - received_amount_usdt)')], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index('ix_payments_wallet_remaining', table_name='payments')
+    op.drop_column('transfers', 'reason')
