@@ -217,6 +217,14 @@ def _tolerance(env: dict[str, str]) -> Decimal:
         raise ConfigError(f"UNDERPAYMENT_TOLERANCE_USDT {exc}, got {raw!r}") from None
 
 
+def _max_steps(env: dict[str, str]) -> int:
+    """UNIQUE_AMOUNT_MAX_STEPS: 1 to 10,000 (the amounts a create reads under the wallet's lock grow with it)."""
+    steps = int(_number(env, "UNIQUE_AMOUNT_MAX_STEPS", 100, minimum=1, integer=True))
+    if steps > 10_000:
+        raise ConfigError(f"UNIQUE_AMOUNT_MAX_STEPS must be at most 10000, got {steps}")
+    return steps
+
+
 def _merchant_webhook_url(env: dict[str, str]) -> str | None:
     """Read as a callback URL is (same parser as the sender); where it points is checked at each delivery."""
     raw = _get(env, "MERCHANT_WEBHOOK_URL")
@@ -348,7 +356,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         checkout_frame_ancestors=_frame_ancestors(env),
         merchant_webhook_url=_merchant_webhook_url(env),
         underpayment_tolerance_usdt=_tolerance(env),
-        unique_amount_max_steps=int(_number(env, "UNIQUE_AMOUNT_MAX_STEPS", 100, minimum=1, integer=True)),
+        unique_amount_max_steps=_max_steps(env),
     )
 
 

@@ -186,11 +186,9 @@ def choose_payment(session: Session, wallet: str, at: datetime, amount: int, lat
     found = exact or list(session.scalars(candidates.limit(2)))
     if len(found) != 1:
         return Choice(reason=NO_EXACT_MATCH if found else NO_CANDIDATE)
-    payment = session.scalars(select(Payment).where(Payment.id == found[0].id).with_for_update()).one()
-    when = timing(payment, at, late_window)
-    if when is None:  # not a candidate after all: a pending payment past its expiry that expire_due did not close
-        return Choice(reason=NO_CANDIDATE)
-    return Choice(payment, when)
+    payment = session.scalars(select(Payment).where(Payment.id == found[0].id).with_for_update()
+                              .execution_options(populate_existing=True)).one()
+    return Choice(payment, timing(payment, at, late_window))
 
 
 def is_stored(session: Session, t: TransferLog) -> bool:
@@ -386,13 +384,13 @@ def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by
     if choice.payment is None:
         announce_unmatched(session, row, choice, described, found_by, late_window, merchant_webhook_url)
         return Outcome(t, "unmatched", reason=choice.reason)
-    payment, when = choice.payment, choice.when or "on_time"
+    payment, when = choice.payment, choice.when
     row.status = TransferStatus.credited
     row.payment_id = payment.id
     log_event(session, payment.id, "transfer_seen", f"{described} credited to this payment",
               transaction_hash=t.transaction_hash, log_index=t.log_index, amount_usdt=format_amount(t.amount),
               block_number=t.block_number, block_timestamp=t.block_timestamp, found_by=found_by)
-    event = apply_credit(session, payment, when, t)
+    event = apply_credit(session, payment, when, t)  # type: ignore[arg-type]  # a candidate's timing is known
     emit_event(session, payment, event)
     return Outcome(t, "credited", payment.id, event)
 

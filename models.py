@@ -130,6 +130,12 @@ class Payment(Base):
         # A wallet's payments by what they still await: matching and the amount check find the few that await an
         # amount without reading the wallet's other open payments (thousands, on a busy wallet).
         Index("ix_payments_wallet_remaining", "wallet_address", text("(expected_amount_usdt - received_amount_usdt)")),
+        # A wallet's payments newest first: the open payments an unmatched transfer's event names.
+        Index("ix_payments_wallet_created", "wallet_address", "created_at"),
+        # A wallet's pending payments by expiry: what every credit expires first (matching.expire_due) is found
+        # without reading the wallet's other pending payments.
+        Index("ix_payments_wallet_pending_expiry", "wallet_address", "expires_at",
+              postgresql_where=text("status = 'pending'")),
     )
 
 
@@ -224,12 +230,6 @@ class WebhookEvent(Base):
             "payment_id",
             "seq",
             postgresql_where=text("state = 'pending'"),
-        ),
-        Index(
-            "ix_webhook_events_pending_stream",
-            "stream",
-            "seq",
-            postgresql_where=text("state = 'pending' AND stream IS NOT NULL"),
         ),
     )
 

@@ -77,27 +77,32 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 
 # --- creation ----------------------------------------------------------------------------------
 
-def blocks_its_amount(wallet: Any, now: Any, late_window: int) -> ColumnElement[bool]:
-    """SQL: the payments of `wallet` whose remaining amount a new payment may not await too: the candidates of money
-    mined now, less those that closed (expired, cancelled) with nothing received. These stay candidates for late
-    money, and a tie with a newer payment goes `ambiguous` (matching's rule 1), but abandoned checkouts do not lock
-    a price for the late window."""
-    return and_(candidate_filter(wallet, now, late_window),
-                or_(Payment.status == PaymentStatus.pending, Payment.received_amount_usdt > 0))
+# SQL, of a wallet's candidates: whether a new payment may not await what this one still awaits. A candidate that
+# closed (expired, cancelled) with nothing received does not block its amount: it stays a candidate for late money,
+# and a tie with a newer payment goes `ambiguous` (matching's rule 1), but abandoned checkouts never lock a price for
+# the late window. `unique_amount` still steps around such a candidate while a step is free (`choose_amount`).
+BLOCKS_ITS_AMOUNT = or_(Payment.status == PaymentStatus.pending, Payment.received_amount_usdt > 0)
+
+
+def awaited_by(wallet: Any, now: Any, late_window: int, unique_amount: bool) -> ColumnElement[bool]:
+    """SQL: the candidates of `wallet` whose remaining amount a new payment must not take: every candidate for a
+    `unique_amount` request (its own amount is free only when no candidate awaits it), else the blocking ones."""
+    candidates = candidate_filter(wallet, now, late_window)
+    return candidates if unique_amount else and_(candidates, BLOCKS_ITS_AMOUNT)
 
 
 def amounts_statement(late_window: int) -> Select[Any]:
     """The read under the wallet lock (parameters `wallet`, `order_id`, `low`, `high`); `lock_then_read_sql` keeps it
     compiled. Of the wallet's candidates it returns only the remaining amounts from `low` to `high`, the ones
-    `choose_amount` can ask about: a merchant's single wallet with thousands of open payments still sends back a
-    row or two, not one per payment."""
+    `choose_amount` can ask about, each with whether it blocks its amount: a merchant's single wallet with thousands
+    of open payments still sends back a row or two, not one per payment."""
     one = select(literal(1).label("one")).subquery()
     taken = select(Payment.id).where(Payment.order_id == bindparam("order_id")).exists()
     amount_type = Payment.expected_amount_usdt.type
     return (
-        select(func.now(), taken, Payment.expected_amount_usdt, Payment.received_amount_usdt)
+        select(func.now(), taken, REMAINING, BLOCKS_ITS_AMOUNT)
         .select_from(one)
-        .outerjoin(Payment, and_(blocks_its_amount(bindparam("wallet", type_=String), func.now(), late_window),
+        .outerjoin(Payment, and_(candidate_filter(bindparam("wallet", type_=String), func.now(), late_window),
                                  REMAINING.between(bindparam("low", type_=amount_type),
                                                    bindparam("high", type_=amount_type))))
     )
@@ -120,38 +125,44 @@ def lock_then_read_sql(dialect: Dialect, late_window: int) -> DriverStatement:
 def amounts_under_lock(
     connection: Connection, wallet_address: str, order_id: str, requested: Decimal, late_window: int,
     max_steps: int = 100,
-) -> tuple[datetime, set[int], bool]:
+) -> tuple[datetime, set[int], set[int], bool]:
     """Open a transaction on `connection` (`Database.statements`), take the wallet's lock, then read, in one round
     trip: the transaction's time, the remaining amounts of the wallet's candidates that `choose_amount` may ask
-    about for `requested`, and whether a payment with `order_id` exists by now (a concurrent twin that won the
-    lock). The transaction stays open, lock held."""
+    about for `requested` (those that block their amount, and all), and whether a payment with `order_id` exists
+    by now (a concurrent twin that won the lock). The transaction stays open, lock held."""
     statement = lock_then_read_sql(connection.dialect, late_window)
     low, high = amounts_asked_about(requested, max_steps)
     params = statement.params({**wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id,
                                "low": low, "high": high})
     rows = driver_execute(connection, statement.sql, params)
-    in_use = {to_micro(expected) - to_micro(received) for _, _, expected, received in rows if expected is not None}
-    return rows[0][0], in_use, bool(rows[0][1])
+    awaited = {to_micro(remaining): blocks for _, _, remaining, blocks in rows if remaining is not None}
+    return rows[0][0], {r for r, blocks in awaited.items() if blocks}, set(awaited), bool(rows[0][1])
 
 
-def choose_amount(requested: Decimal, in_use: set[int], unique_amount: bool, max_steps: int = 100) -> Decimal:
+def choose_amount(requested: Decimal, blocked: set[int], unique_amount: bool, max_steps: int = 100,
+                  awaited: set[int] = frozenset()) -> Decimal:  # type: ignore[assignment]
+    """The amount a new payment awaits. `blocked`: remaining amounts of the wallet's candidates it may not take;
+    `awaited`: those of every candidate (closed ones with nothing received too). Without `unique_amount` the amount
+    asked for, unless blocked (409). With it, the smallest step of 0.0001 USDT from the amount up that no candidate
+    awaits, else the smallest that none blocks (a tie with a closed payment then goes `ambiguous`, never to the
+    wrong payment), else 409."""
     micro = to_micro(requested)
-    if micro not in in_use:
-        return requested
     if not unique_amount:
-        raise ApiError(
-            "amount_in_use",
-            "Another open payment on this wallet already awaits this amount; "
-            "send unique_amount: true to get a distinct amount.",
-            "expected_amount_usdt",
-            409,
-        )
-    for step in range(1, max_steps + 1):
-        candidate = micro + step * UNIQUE_STEP_MICRO
-        if candidate > MAX_MICRO:
-            break
-        if candidate not in in_use:
-            return from_micro(candidate)
+        if micro in blocked:
+            raise ApiError(
+                "amount_in_use",
+                "Another open payment on this wallet already awaits this amount; "
+                "send unique_amount: true to get a distinct amount.",
+                "expected_amount_usdt",
+                409,
+            )
+        return requested
+    steps = [micro + step * UNIQUE_STEP_MICRO for step in range(max_steps + 1)
+             if micro + step * UNIQUE_STEP_MICRO <= MAX_MICRO]
+    for taken in (blocked | awaited, blocked):
+        free = next((amount for amount in steps if amount not in taken), None)
+        if free is not None:
+            return requested if free == micro else from_micro(free)
     raise ApiError(
         "amount_in_use",
         f"No free amount within {max_steps} steps of 0.0001 USDT above this one on this wallet.",
@@ -270,8 +281,8 @@ def lifetime_end(start: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=16)
-def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
-                       ) -> DriverStatement:
+def insert_if_free_sql(dialect: Dialect, late_window: int, unique_amount: bool, payment_keys: tuple[str, ...],
+                       audit_keys: tuple[str, ...]) -> DriverStatement:
     """The wallet's lock, then the payment and its audit row written only if its order_id is free and no candidate
     of the wallet awaits its amount (what `amounts_under_lock` and `choose_amount` decide for a request whose own
     amount is free): one message for the driver. Sent in the driver's autocommit, the two statements are one
@@ -281,7 +292,7 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, payment_keys: tuple[s
     now = func.now()
     binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
     taken = select(Payment.id).where(Payment.order_id == binds["order_id"]).exists()
-    in_use = select(Payment.id).where(blocks_its_amount(binds["wallet_address"], now, late_window),
+    in_use = select(Payment.id).where(awaited_by(binds["wallet_address"], now, late_window, unique_amount),
                                       binds["expected_amount_usdt"] == REMAINING).exists()
     expires = lifetime_end(now)
     stored = insert(Payment).from_select(
@@ -301,7 +312,7 @@ def insert_if_free(connection: Connection, new: NewPayment, late_window: int, ch
     None, having written nothing, otherwise (the caller then takes the path that says why, or picks an amount)."""
     values = payment_values(new, new.amount, checkout_key)
     audit = creation_audit(values, new, expires_at=None)
-    statement = insert_if_free_sql(connection.dialect, late_window, tuple(values), tuple(audit))
+    statement = insert_if_free_sql(connection.dialect, late_window, new.unique_amount, tuple(values), tuple(audit))
     rows = driver_execute(connection, statement.sql, statement.params(
         {**wallet_lock_params(new.wallet_address), "lifetime_seconds": new.expires_in_seconds,
          **{f"p_{k}": v for k, v in values.items()}, **{f"a_{k}": v for k, v in audit.items()}}))
@@ -329,13 +340,13 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
         stored = insert_if_free(connection, new, late_window, key)
         if stored is not None:
             return stored
-    now, in_use, order_taken = amounts_under_lock(connection, new.wallet_address, new.order_id, new.amount,
-                                                  late_window, new.unique_max_steps)
+    now, blocked, awaited, order_taken = amounts_under_lock(connection, new.wallet_address, new.order_id, new.amount,
+                                                            late_window, new.unique_max_steps)
     if order_taken:
         return None
     if refused is not None:
         raise refused
-    amount = choose_amount(new.amount, in_use, new.unique_amount, new.unique_max_steps)
+    amount = choose_amount(new.amount, blocked, new.unique_amount, new.unique_max_steps, awaited)
     values = {**payment_values(new, amount, key), "created_at": now,
               "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
     audit = creation_audit(values, new, expires_at=iso(values["expires_at"]))

@@ -208,13 +208,12 @@ class Scan:
         if len(self.failed_txs) >= 10_000:
             self.failed_txs.clear()
         self.failed_txs.add(info.transaction_hash)
-        with self.db.transaction() as session:
-            for payment_id in session.scalars(
-                select(Payment.id).where(Payment.wallet_address == wallet, Payment.status == PaymentStatus.pending)
-            ):
-                log_event(session, payment_id, "transfer_rejected",
-                          f"transaction {info.transaction_hash} to this wallet failed on chain (not SUCCESS); "
-                          "nothing credited", transaction_hash=info.transaction_hash)
+        with self.db.transaction() as session:  # one row, however many payments the wallet has
+            pending = session.scalars(select(Payment.id).where(
+                Payment.wallet_address == wallet, Payment.status == PaymentStatus.pending).limit(2)).all()
+            log_event(session, pending[0] if len(pending) == 1 else None, "transfer_rejected",
+                      f"transaction {info.transaction_hash} to {wallet} failed on chain (not SUCCESS); nothing "
+                      "credited", transaction_hash=info.transaction_hash, to_address=wallet)
 
 
 class AccountScan(Scan):

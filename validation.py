@@ -271,13 +271,28 @@ def _plain(value: Any, depth: int = 1) -> Any:
     return value
 
 
+def stored_length(value: Any) -> int:
+    """Bytes of metadata (as `_plain` made it) once PostgreSQL's JSONB has it: a number comes back in plain
+    notation, so 1e308 is 309 digits. Every answer and webhook body shows it so: this, not the request's text, is
+    what the size limit bounds."""
+    if isinstance(value, dict):
+        return 2 + max(0, len(value) - 1) + sum(len(json.dumps(k, ensure_ascii=False).encode()) + 1 + stored_length(v)
+                                                for k, v in value.items())
+    if isinstance(value, list):
+        return 2 + max(0, len(value) - 1) + sum(stored_length(v) for v in value)
+    if isinstance(value, float):
+        return max(len(repr(value)), len(format(Decimal(repr(value)), "f")))
+    return len(json.dumps(value, ensure_ascii=False).encode())
+
+
 def metadata(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise ApiError("invalid_metadata", "metadata must be a JSON object.", "metadata")
-    encoded = json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False)
-    if len(encoded.encode()) > MAX_METADATA_BYTES:
+    plain = _plain(value)
+    encoded = json.dumps(plain, separators=(",", ":"), ensure_ascii=False)
+    if max(len(encoded.encode()), stored_length(plain)) > MAX_METADATA_BYTES:
         raise ApiError("invalid_metadata", f"metadata must be at most {MAX_METADATA_BYTES // 1024} KB of JSON.",
                        "metadata")
     return json.loads(encoded)

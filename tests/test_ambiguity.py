@@ -98,12 +98,14 @@ class Wallet:
                 if p.status == "pending" or (p.status in ("expired", "cancelled") and p.received > 0)}
 
     def created_amount(self, amount: int, unique: bool) -> int | None:
-        if amount not in self.blocking():
-            return amount
-        if unique:
-            return next((amount + step * 100 for step in range(1, 101) if amount + step * 100 not in self.blocking()),
-                        None)
-        return None
+        """Without unique_amount: the amount unless blocked. With it: the first step that no candidate awaits, else
+        the first that none blocks."""
+        if not unique:
+            return None if amount in self.blocking() else amount
+        steps = [amount + step * 100 for step in range(101)]
+        awaited = {p.remaining for p in self.candidates()}
+        return next((a for a in steps if a not in self.blocking() | awaited),
+                    next((a for a in steps if a not in self.blocking()), None))
 
     def receiver(self, amount: int) -> Modelled | None:
         """The oracle: the payment that is the sole candidate awaiting exactly `amount`, else the sole candidate
@@ -216,7 +218,8 @@ def open_payments(db, wallet: str, count: int, expired: int = 0) -> None:
                                   created_at, expires_at, updated_at)
             SELECT gen_random_uuid(), 'bulk-' || n, :wallet, 100 + n * 0.0001, 100 + n * 0.0001, 0, 0,
                    CASE WHEN n < :expired THEN 'expired'::payment_status ELSE 'pending'::payment_status END,
-                   'http://127.0.0.1:9/hook', 0, false, false, '{"cart": 1}', 'f', now() - interval '1 hour' + n * interval '1 ms',
+                   'http://127.0.0.1:9/hook', 0, false, false, '{"cart": 1}', 'f',
+                   now() - interval '1 hour' + n * interval '1 ms',
                    CASE WHEN n < :expired THEN now() - interval '10 minutes' ELSE now() + interval '1 day' END, now()
             FROM generate_series(0, :count - 1) AS n
             """), {"wallet": wallet, "count": count, "expired": expired})
@@ -328,3 +331,24 @@ def test_expired_payments_in_the_late_window_tie_with_a_new_one(client, auth, db
         row = s.scalars(select(Transfer).where(Transfer.transaction_hash == tx)).one()
         assert (row.status.value, row.reason) == ("unmatched", "ambiguous")
         assert s.scalar(select(func.count()).select_from(Payment)) == 2
+
+
+def test_unique_amount_steps_around_closed_payments_while_a_step_is_free(client, auth, db):
+    """A closed payment with nothing received blocks nothing, but `unique_amount` still avoids a tie with it while
+    a free step exists; with none free it takes the first amount nothing blocks (a tie then goes `ambiguous`)."""
+    closed = create(client, auth, "10")
+    assert client.post(f"/payments/{closed['id']}/cancel", headers=auth).status_code == 200
+    stepped = create(client, auth, "10", unique_amount=True)
+    assert stepped["expected_amount_usdt"] == "10.0001"
+    plain = client.post("/payments", headers=auth, json=payment_body(expected_amount_usdt="10", order_id="plain"))
+    assert plain.status_code == 201 and plain.get_json()["expected_amount_usdt"] == "10"
+
+
+def test_metadata_is_measured_as_it_is_stored(client, auth):
+    """JSONB writes numbers in plain notation: 580 times 1e308 is 3.5 KB as sent, 180 KB as stored and shown in
+    every answer and webhook. The 4 KB limit holds for what is stored."""
+    sent = {"n": [1e308] * 580}
+    r = client.post("/payments", headers=auth, json=payment_body(metadata=sent, order_id="expanding"))
+    assert r.status_code == 400 and r.get_json()["field"] == "metadata"
+    fine = client.post("/payments", headers=auth, json=payment_body(metadata={"n": [1e3] * 500}, order_id="ok"))
+    assert fine.status_code == 201

@@ -962,8 +962,8 @@ def test_the_read_under_the_lock_returns_only_the_amounts_it_may_ask_about(clien
         assert client.post("/payments", json=payment_body(order_id=order_id, expected_amount_usdt=amount),
                            headers=auth).status_code == 201
     with db.statements() as connection:
-        _, in_use, taken = amounts_under_lock(connection, WALLET, "new-order", Decimal("10"), 3600)
-    assert not taken and in_use == {10_000_000, 10_000_100, 10_000_200, 10_010_000}  # 10, +1, +2 and +100 steps
+        _, in_use, awaited, taken = amounts_under_lock(connection, WALLET, "new-order", Decimal("10"), 3600)
+    assert not taken and in_use == awaited == {10_000_000, 10_000_100, 10_000_200, 10_010_000}  # 10, +1, +2, +100
     answer = client.post("/payments", json=payment_body(order_id="unique", expected_amount_usdt="10",
                                                         unique_amount=True), headers=auth)
     assert answer.status_code == 201 and answer.get_json()["expected_amount_usdt"] == "10.0003"
