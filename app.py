@@ -1,6 +1,7 @@
 """The Flask application factory. Nothing happens at import; `python app.py` serves for development."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 import time
@@ -46,6 +47,30 @@ class Services:
     def running(self, kind: type[T]) -> list[T]:
         """This process's background workers of one kind (none where they run in another process)."""
         return [worker for worker in self.background if isinstance(worker, kind)]
+
+
+class ProxiedClientAddress:
+    """WSGI: the client's real address (`request.remote_addr`, which the claim limit counts by) for a request that
+    came through nginx. gunicorn behind nginx listens on a Unix socket only nginx can reach (deploy/), so a request
+    whose peer has no IP address came through it, and nginx's X-Forwarded-For (set to the address it saw, never
+    appended to) is believed. On TCP the peer's own address stands: anyone could send the header."""
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not is_ip(environ.get("REMOTE_ADDR") or ""):
+            forwarded = (environ.get("HTTP_X_FORWARDED_FOR") or "").split(",")[-1].strip()
+            environ["REMOTE_ADDR"] = forwarded if is_ip(forwarded) else ""
+        return self.wsgi_app(environ, start_response)
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def error_response(status: int, code: str, message: str, field_name: str | None = None) -> Any:
@@ -160,6 +185,7 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     services = Services(config=config, db=db)
 
     app = Flask(__name__)
+    app.wsgi_app = ProxiedClientAddress(app.wsgi_app)  # type: ignore[method-assign]
     app.url_map.merge_slashes = False  # "/payments//logs" is a JSON 404, not an HTML redirect
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["HEALTH_DB_DEADLINE_SECONDS"] = HEALTH_DB_DEADLINE_SECONDS

@@ -24,7 +24,15 @@ from markupsafe import Markup
 import validation as v
 from api import read_capped_body, services
 from checkout import PAY_PATH, StatusBoard, find_by_token, seconds_left, status_of
-from claims import FOUND, ClaimLimiter, ClaimResult, check_transaction, parse_tx_hash, request_read
+from claims import (
+    CLAIMS_PER_ADDRESS_PER_MINUTE,
+    FOUND,
+    ClaimLimiter,
+    ClaimResult,
+    check_transaction,
+    parse_tx_hash,
+    request_read,
+)
 from errors import ApiError
 from models import Payment
 from tron_client import TronClient
@@ -46,7 +54,8 @@ class CheckoutState:
     """What the payer's routes keep per app: the polled statuses, the claim limits, the claims' TRON client."""
 
     board: StatusBoard = field(default_factory=lambda: StatusBoard(STATUS_TTL_SECONDS))
-    limiter: ClaimLimiter = field(default_factory=ClaimLimiter)
+    limiter: ClaimLimiter = field(default_factory=ClaimLimiter)  # per checkout token
+    address_limiter: ClaimLimiter = field(default_factory=lambda: ClaimLimiter(CLAIMS_PER_ADDRESS_PER_MINUTE))
     client: TronClient | None = None
 
 
@@ -210,6 +219,8 @@ def claim(token: str) -> Any:
         raise ApiError("not_found", "No checkout page has this address.", status=404)
     code, message, tx_hash, result = 200, None, parse_tx_hash(value), None
     wait = state().limiter.allow(token)
+    if wait is None:  # behind nginx, the address nginx saw (app.ProxiedClientAddress)
+        wait = state().address_limiter.allow(request.remote_addr or "")
     if wait is not None:
         code, message = 429, catalogue()["claim_rate_limited"]
     elif tx_hash is None:

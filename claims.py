@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 WALLET_CLAIMS = "wallet_claims"  # service_state: {wallet: {"block_timestamp": ms, "transaction_hash": str}}
 TX_HASH = re.compile(r"^(?:0x)?([0-9a-fA-F]{64})$")
 CLAIMS_PER_MINUTE = 5
+# Per client address, over every token: one address pressing "I already paid" on page after page. Generous, since a
+# shop's customers may share one address (a carrier's NAT).
+CLAIMS_PER_ADDRESS_PER_MINUTE = 30
 # A claim waits for the upstream (up to TRONGRID_TIMEOUT_SECONDS while it is stalled) on one of the process's few
 # request threads: at most this many do so at once, and another claim waits at most CLAIM_QUEUE_SECONDS for its
 # turn before it answers "unavailable" (the page says to try again), so a stalled upstream never holds the API.
@@ -108,7 +111,8 @@ def take_requests(session: Session) -> dict[str, dict[str, Any]]:
 
 
 class ClaimLimiter:
-    """At most `per_minute` claims per checkout token in a sliding minute, in this process."""
+    """At most `per_minute` claims per key (a checkout token, a client address) in a sliding minute, in this
+    process."""
 
     def __init__(self, per_minute: int = CLAIMS_PER_MINUTE, clock: Any = time.monotonic) -> None:
         self.per_minute, self.clock = per_minute, clock
@@ -116,7 +120,7 @@ class ClaimLimiter:
         self.lock = threading.Lock()
 
     def allow(self, token: str) -> float | None:
-        """None if this claim may go ahead (and it is counted); else the seconds until one may."""
+        """None if this claim may go ahead (and it is counted); else the seconds until one may. `token`: the key."""
         now = self.clock()
         with self.lock:
             if len(self.recent) > 10_000:  # forget tokens idle for a minute

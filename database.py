@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -138,6 +139,11 @@ def bounded_connect_timeout(cparams: dict[str, Any]) -> None:
     cparams["connect_timeout"] = timeout
 
 
+# The application_name of a service process's connections (`tron-usdt-monitor:<pid>`); the watcher's leader lock
+# has its own (`tron-usdt-watcher:<pid>`), db_manager.py its own.
+SERVICE_APPLICATION_NAME = "tron-usdt-monitor"
+
+
 def make_engine(url: str, **overrides: object) -> Engine:
     connect_args = {"connection_factory": DeadlineConnection, **dict(overrides.pop("connect_args", None) or {})}
     options = {**POOL_OPTIONS, **overrides, "connect_args": connect_args}
@@ -146,6 +152,9 @@ def make_engine(url: str, **overrides: object) -> Engine:
     @event.listens_for(engine, "do_connect")
     def _bounded_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
         bounded_connect_timeout(cparams)
+        # Who holds the connection, in pg_stat_activity: `db_manager.py reset` refuses while a service uses the
+        # database. Taken at connect time, so a forked worker's connections name the worker.
+        cparams.setdefault("application_name", f"{SERVICE_APPLICATION_NAME}:{os.getpid()}")
 
     return engine
 

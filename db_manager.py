@@ -41,7 +41,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from config import Config, ConfigError, first_line, load_config
-from database import Database, DatabaseError, describe_url, normalize_url, resolve_database_url
+from database import (
+    SERVICE_APPLICATION_NAME,
+    Database,
+    DatabaseError,
+    describe_url,
+    normalize_url,
+    resolve_database_url,
+)
 from times import iso
 
 logger = logging.getLogger(__name__)
@@ -411,10 +418,31 @@ def drop_service_schema(ctx: Context) -> None:
     logger.info("reset: dropped the service tables of %s", describe_url(ctx.url))
 
 
+def running_services(ctx: Context) -> list[str]:
+    """The service processes connected to this database now (gunicorn workers, `app.py`, `watcher.py`), by the
+    application_name their connections carry."""
+    engine = ctx.engine()
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(
+                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND (application_name LIKE :service OR application_name LIKE :watcher) "
+                "ORDER BY 1"), {"service": f"{SERVICE_APPLICATION_NAME}:%", "watcher": "tron-usdt-watcher:%"}
+            ).scalars())
+    finally:
+        engine.dispose()
+
+
 def cmd_reset(ctx: Context) -> int:
     import migrate
 
     database = make_url(ctx.url).database or ""
+    running = running_services(ctx)
+    if running:
+        # Under a running service a reset deletes the API keys and the webhook secret it has cached and the rows
+        # its threads hold: it would go on with keys that no longer exist.
+        raise CliError(f"refusing to reset: a running service uses database {database} ({', '.join(running[:5])}); "
+                       "stop it (Ctrl-C, or systemctl stop tron-usdt-monitor), then run reset again")
     confirm_reset(ctx, database)
     drop_service_schema(ctx)
     _, after = migrate.upgrade_to_head(ctx.url)

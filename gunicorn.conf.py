@@ -28,7 +28,8 @@ import traceback
 from gunicorn.glogging import Logger
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
+# GUNICORN_BIND=unix:/path/to/socket behind nginx (deploy/nginx, `dev.py production`); HOST:PORT otherwise.
+bind = os.environ.get("GUNICORN_BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
 # Connections: each worker's pool opens at most pool_size 10 + max_overflow 20 = 30, plus 1 for the watcher lock =
 # 31 per worker. PostgreSQL allows 100 by default (max_connections), 3 of them reserved for superusers:
 # 2 workers = 62, and a standalone `.venv/bin/python watcher.py` (31 more) = 93, leaving room for db_manager.py
@@ -42,7 +43,7 @@ threads = int(os.environ.get("GUNICORN_THREADS", "3"))
 worker_class = "gthread"
 # Each worker gets its own listening socket (SO_REUSEPORT) and the kernel spreads new connections
 # over them: without it, a few busy keep-alive clients can all land on one worker.
-reuse_port = True
+reuse_port = not bind.startswith("unix:")  # one Unix socket, shared: SO_REUSEPORT is for TCP
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
@@ -183,9 +184,23 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
 
 
 def worker_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Stop this worker's background threads, then end the process at once.
+
+    Without the last step a worker could outlive its stop: the interpreter's exit joins every thread of gthread's
+    request pool, and a request thread still waiting (on a client that sends nothing, on a stalled upstream) held
+    the worker while its watcher thread, a daemon, kept running cycles; after the master's own timeout the worker
+    was left orphaned. Nothing the worker still has to do needs the interpreter's clean exit: its database work is
+    committed or rolled back by PostgreSQL, its counters are in the metrics files already."""
+    import logging
+    import sys
+
     from app import stop_background
 
     try:
         stop_background(worker.wsgi, timeout=5)
     except Exception:  # the worker is going away either way
         pass
+    exiting = sys.exc_info()[1]
+    code = exiting.code if isinstance(exiting, SystemExit) and isinstance(exiting.code, int) else 0
+    logging.shutdown()  # the log lines written so far reach gunicorn's error log
+    os._exit(code)

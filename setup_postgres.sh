@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # setup_postgres.sh: prepare PostgreSQL for tron-usdt-monitor (production). Idempotent.
 #
-#   sudo ./setup_postgres.sh                      # role tron_user, database tron_payments on localhost:5432
-#   sudo DATABASE_URL=postgresql://app:pw@localhost:5432/payments ./setup_postgres.sh
+#   ./setup_postgres.sh (as root)                   # role tron_user, database tron_payments on localhost:5432
+#   DATABASE_URL=postgresql://app:pw@localhost:5432/payments ./setup_postgres.sh
 #
 # What it does, each step only when needed (a second run changes nothing):
 #   1. local server only: installs PostgreSQL from Debian packages (`apt-get install -y postgresql`)

@@ -374,8 +374,11 @@ def read_body(fields: tuple[Field, ...], body: dict[str, Any]) -> dict[str, Any]
     if unknown:
         raise ApiError("unknown_field", f"Unknown field {unknown[0]!r}; see /openapi.json.", unknown[0])
     for f in fields:
-        if f.required and body.get(f.name) is None:
+        if f.required and f.name not in body:
             raise ApiError("missing_field", f"{f.name} is required.", f.name)
+        if f.name in body and body[f.name] is None:  # the document declares no field nullable
+            raise ApiError("null_value", f"{f.name} must not be null: leave it out to use its default."
+                           if not f.required else f"{f.name} is required and must not be null.", f.name)
     return read_fields(fields, body)
 
 

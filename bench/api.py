@@ -1,6 +1,7 @@
 """API benchmark: the service under gunicorn (production gunicorn.conf.py) on a real PostgreSQL.
 
     .venv/bin/python -m bench.api                 # full run, writes bench/results/api.json
+    .venv/bin/python -m bench.api --front         # through `dev.py production` (nginx), bench/results/api-front.json
     .venv/bin/python -m bench.api --quick --out /tmp/api.json
 
 A load generator in its own process (bench/loadgen.py, asyncio, open loop) offers a fixed 200 req/s
@@ -103,16 +104,21 @@ def cpu_share(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
                                                       / (os.cpu_count() or 1), 1)}
 
 
-def start_gunicorn(db_url: str, port: int, workers: int | None, log: Path) -> subprocess.Popen:
+def start_gunicorn(db_url: str, port: int, workers: int | None, log: Path, front: bool = False
+                   ) -> tuple[subprocess.Popen, int]:
+    """gunicorn on 127.0.0.1:`port`, or with `front` `dev.py production` (nginx on the port, gunicorn on a Unix
+    socket behind it); returns the process to stop (SIGTERM to its group) and gunicorn's master pid."""
     env = {**os.environ, "DATABASE_URL": db_url, "API_KEYS": API_KEY, "WATCHER_ENABLED": "false",
            "ALLOW_PRIVATE_CALLBACKS": "true", "PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "WARNING",
            "TRONGRID_API_URL": "http://127.0.0.1:9", "WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
     if workers:
         env["GUNICORN_WORKERS"] = str(workers)
     gunicorn = str(Path(PYTHON).parent / "gunicorn")
+    command = [PYTHON, str(ROOT / "dev.py"), "production"] if front else [gunicorn, "-c", "gunicorn.conf.py",
+                                                                           "app:create_app()"]
     with open(log, "w") as stderr:
-        proc = subprocess.Popen([gunicorn, "-c", "gunicorn.conf.py", "app:create_app()"],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -120,13 +126,20 @@ def start_gunicorn(db_url: str, port: int, workers: int | None, log: Path) -> su
         try:
             if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code in (200, 503):
                 expected = workers or int(env.get("GUNICORN_WORKERS", 2))  # gunicorn.conf.py's default
-                if len(psutil.Process(proc.pid).children()) >= expected:
+                master = gunicorn_master(proc)
+                if master is not None and len(psutil.Process(master).children()) >= expected:
                     time.sleep(1.0)  # let every worker finish post_worker_init
-                    return proc
+                    return proc, master
         except requests.RequestException:
             pass
         time.sleep(0.2)
     raise RuntimeError("gunicorn did not answer /health within 60 s")
+
+
+def gunicorn_master(proc: subprocess.Popen) -> int | None:
+    """The gunicorn master: `proc` itself, or the child of `dev.py production` that runs gunicorn."""
+    candidates = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children()]
+    return next((p.pid for p in candidates if "gunicorn" in " ".join(p.cmdline())), None)
 
 
 def loadgen(port: int, mode: str, rate: float, duration: float, tmp: Path, *, connections: int = 32,
@@ -264,8 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="GUNICORN_WORKERS (default: gunicorn.conf.py's)")
     parser.add_argument("--quiet-wait", type=float, default=300.0,
                         help="before each measurement, wait up to this many seconds for the machine to be idle")
-    parser.add_argument("--out", type=Path, default=RESULTS / "api.json")
+    parser.add_argument("--front", action="store_true",
+                        help="through `dev.py production`: nginx on the port, gunicorn behind it on a Unix socket")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/api.json (api-front.json)")
     args = parser.parse_args(argv)
+    args.out = args.out or RESULTS / ("api-front.json" if args.front else "api.json")
     if args.quick:
         args.duration, args.saturation_duration, args.rate, args.runs, args.quiet_wait = 2.0, 1.0, 50.0, 1, 1.0
 
@@ -279,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench_db.migrate()
         port = free_port()
-        proc = start_gunicorn(bench_db.url, port, args.workers, tmp / "gunicorn.log")
-        watch = ProcessWatch(proc.pid)
+        proc, master = start_gunicorn(bench_db.url, port, args.workers, tmp / "gunicorn.log", args.front)
+        watch = ProcessWatch(master)
         idle_rss = {"master": round(watch.master.memory_info().rss / 2**20, 1),
                     "workers": [round(p.memory_info().rss / 2**20, 1) for p in watch.workers()]}
         # warm-up: connections, pools, caches (not reported)
@@ -397,6 +413,7 @@ def report(args: argparse.Namespace, runs: dict[str, Any], all_runs: dict[str, l
         "settings": {"rate": args.rate, "duration_s": args.duration, "saturation_duration_s": args.saturation_duration,
                      "runs": args.runs, "saturation_connections": args.connections,
                      "gunicorn": "gunicorn -c gunicorn.conf.py app:create_app()",
+                     "front": "nginx (dev.py production)" if args.front else None,
                      "workers": args.workers or os.environ.get("GUNICORN_WORKERS", "gunicorn.conf.py default (2)"),
                      "threads": os.environ.get("GUNICORN_THREADS", "gunicorn.conf.py default (3, gthread)")},
         "runs": runs, "all_runs": all_runs, "memory": memory, "pgbench_floor": floor, "targets": targets,

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_db.migrate()
         seed(bench_db.url, args.payments)
         port = free_port()
-        proc = start_gunicorn(bench_db.url, port, None, tmp / "gunicorn.log")
+        proc, _ = start_gunicorn(bench_db.url, port, None, tmp / "gunicorn.log")
         scrape(port, 3)  # warm: each worker's first answer imports and connects
         result = {"payments": args.payments, **scrape(port, args.scrapes)}
     finally:

@@ -300,3 +300,17 @@ def test_ids_are_uuids_in_their_written_form(client, auth):
     for other_form in (pid.replace("-", ""), "{" + pid + "}", "urn:uuid:" + pid):
         assert assert_error(client.get(f"/payments/{other_form}", headers=auth), 404)["error"] == "payment_not_found"
         assert assert_error(client.get(f"/events?payment_id={other_form}", headers=auth), 400)["field"] == "payment_id"
+
+
+@pytest.mark.parametrize("field", ["metadata", "return_url", "expires_in_seconds", "underpayment_tolerance_usdt",
+                                   "unique_amount", "order_id", "callback_url"])
+def test_null_is_refused_where_the_document_forbids_it(client, auth, field):
+    """The document declares no field of CreatePayment nullable; the service refuses null as it says (leave a field
+    out to use its default), so a client generated from it and the service agree."""
+    from tests.conftest import count_rows, payment_body
+
+    r = client.post("/payments", json={**payment_body(order_id="null-check"), field: None}, headers=auth)
+    assert r.status_code == 400 and r.get_json()["error"] == "null_value" and r.get_json()["field"] == field
+    assert count_rows(client.application.extensions["tron"].db) == 0
+    schema = client.get("/openapi.json").get_json()["components"]["schemas"]["CreatePayment"]["properties"][field]
+    assert "null" not in json.dumps(schema.get("type", "")) and {"type": "null"} not in schema.get("oneOf", [])

@@ -346,6 +346,20 @@ def test_claim_input_and_rate_limit(chain_app, sim, auth) -> None:
     assert sim.count("/walletsolidity/gettransactioninfobyid") == 2  # once per checked claim, never for a refused one
 
 
+def test_claims_are_limited_per_client_address_across_pages(chain_app, sim, auth) -> None:
+    """One address pressing "I already paid" on page after page: 30 claims a minute, whatever the pages; another
+    address is not held up by it."""
+    client = chain_app.test_client()
+    pages = [create(client, auth, f"{20 + n}") for n in range(7)]
+    answers = [client.post(f"{page_path(p)}/claim", json={"transaction_hash": "0" * 64},
+                           environ_base={"REMOTE_ADDR": "203.0.113.5"}).status_code
+               for p in pages for _ in range(5)]
+    assert answers[:30] == [200] * 30 and answers[30:] == [429] * 5
+    other = client.post(f"{page_path(create(client, auth, '30'))}/claim", json={"transaction_hash": "1" * 64},
+                        environ_base={"REMOTE_ADDR": "203.0.113.6"})
+    assert other.status_code == 200
+
+
 def test_claim_as_a_plain_form_post(chain_app, chain_watcher, sim, auth) -> None:
     client = chain_app.test_client()
     payment = create(client, auth, "10")

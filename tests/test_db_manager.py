@@ -272,8 +272,19 @@ def test_cleanup_logs_deletes_only_old_logs_of_settled_payments(database_url: st
 
 def test_reset_requires_confirmation_without_a_tty(database_url: str, db: Database) -> None:
     populate(db)
+    db.engine.dispose()  # no service process holds a connection
     line = one_line_failure(run_cli(database_url, "reset"))
     assert "--yes" in line
+    with db.transaction() as s:
+        assert len(s.scalars(select(Payment)).all()) == 5
+
+
+def test_reset_refuses_while_a_service_uses_the_database(database_url: str, db: Database) -> None:
+    """A reset under a running service would delete the API keys and webhook secret it goes on using."""
+    populate(db)
+    with db.engine.connect():  # a service process's connection (application_name tron-usdt-monitor:<pid>)
+        line = one_line_failure(run_cli(database_url, "reset", "--yes"))
+    assert "running service" in line and f"tron-usdt-monitor:{os.getpid()}" in line and "stop it" in line
     with db.transaction() as s:
         assert len(s.scalars(select(Payment)).all()) == 5
 
@@ -281,6 +292,7 @@ def test_reset_requires_confirmation_without_a_tty(database_url: str, db: Databa
 def test_reset_yes_empties_everything(database_url: str, db: Database) -> None:
     populate(db)
     ok(run_cli(database_url, "create-api-key"))
+    db.engine.dispose()  # no service process holds a connection (this one's would be refused)
     out = ok(run_cli(database_url, "reset", "--yes"))
     assert f"recreated at revision {migrate.head_revision()}" in out
     db.engine.dispose()  # the tables were recreated: drop pooled connections with stale type caches

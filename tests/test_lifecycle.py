@@ -287,10 +287,14 @@ def test_dev_py_serve_uses_the_sandbox_unless_a_network_or_upstream_is_configure
 
 
 def test_dev_py_without_a_task_lists_every_task(clone):
+    """Asking what there is is no error: the list, exit 0. An unknown task is one (2)."""
     done = subprocess.run([sys.executable, "dev.py"], cwd=clone, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2
-    listed = [line.split()[0] for line in done.stderr.split("tasks:", 1)[1].splitlines() if line.strip()]
-    assert listed == ["serve", "test", "simulator", "watcher", "lint"], done.stderr
+    assert done.returncode == 0
+    listed = [line.split()[0] for line in done.stdout.split("tasks:", 1)[1].splitlines() if line.strip()]
+    assert listed == ["serve", "production", "test", "simulator", "watcher", "lint"], done.stdout
+    unknown = subprocess.run([sys.executable, "dev.py", "frobnicate"], cwd=clone, capture_output=True, text=True,
+                             timeout=30)
+    assert unknown.returncode == 2 and "tasks:" in unknown.stderr
     helped = subprocess.run([sys.executable, "dev.py", "--help"], cwd=clone, capture_output=True, text=True,
                             timeout=30)
     assert helped.returncode == 0 and "watcher" in helped.stdout

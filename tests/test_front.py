@@ -1,0 +1,118 @@
+"""The production front: `python3 dev.py production` (nginx before gunicorn on a Unix socket) holds hostile
+clients, answers the rest, believes X-Forwarded-For only from itself, and stops whole within 15 s."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from app import ProxiedClientAddress
+from bench.common import free_port
+from bench.front import KEY, Attack, Probes, create_payment, service_env, wait_answering
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin") is None,
+                                reason="nginx not installed (Debian package nginx; `dev.py test` installs it)")
+
+
+@pytest.fixture
+def front(empty_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    port = free_port()
+    log = tmp_path / "production.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "dev.py"), "production"], cwd=ROOT,
+                                env=service_env(empty_url, port), stdout=out, stderr=out)
+    try:
+        wait_answering(f"http://127.0.0.1:{port}", proc, log)
+        yield f"http://127.0.0.1:{port}", proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def descendants(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    return psutil.Process(proc.pid).children(recursive=True)
+
+
+def test_hostile_clients_do_not_hold_the_service_and_a_stop_leaves_nothing(front) -> None:  # type: ignore[no-untyped-def]
+    """500 connections that send a byte and stall, 200 that drip header lines, 50 that drip a body slower than the
+    front's body timeout, all at once from 127.0.0.2 and up: the probes from 127.0.0.1 keep answering quickly, and
+    the front closes every slow connection within its timeouts. Then Ctrl-C stops nginx, gunicorn and every worker
+    within 15 s."""
+    base, proc, log = front
+    payment_id, checkout = create_payment(base)
+    port = int(base.rsplit(":", 1)[1])
+    attack = Attack("127.0.0.1", port)
+    attack.open("stalled", 500)
+    attack.open("drip-headers", 200)
+    attack.open("drip-body", 50)
+    attack.start()
+    probes = Probes(base, {"health": "/health", "payment": f"/payments/{payment_id}", "checkout": checkout},
+                    interval=0.2)
+    probes.start()
+    time.sleep(13)  # past the front's 10 s header and body timeouts
+    results = probes.finish()
+    slow = attack.summary()
+    attack.close()
+    for name, probe in results.items():
+        assert probe["failed"] == 0 and probe["probes"] >= 40, (name, probe)
+        assert probe["p99_ms"] < 100, (name, probe)
+    for kind, count in (("stalled", 500), ("drip-headers", 200), ("drip-body", 50)):
+        assert slow[kind]["opened"] == count and slow[kind]["closed_by_server"] == count, (kind, slow[kind])
+        assert slow[kind]["closed_after_s_max"] <= 12.5, (kind, slow[kind])
+
+    processes = descendants(proc)
+    assert {p.name() for p in processes} >= {"nginx"} and len(processes) >= 5  # nginx master+workers, gunicorn
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=16) == 0, log.read_text()[-2000:]
+    assert time.monotonic() - started < 15
+    gone, alive = psutil.wait_procs(processes, timeout=1)
+    assert alive == [], [(p.pid, p.name()) for p in alive]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/health", timeout=2)
+
+
+def test_a_request_body_over_64_kb_is_refused_by_the_front_in_the_apis_shape(front) -> None:  # type: ignore[no-untyped-def]
+    base, _, _ = front
+    answer = requests.post(f"{base}/payments", data=b"{" + b" " * 70_000 + b"}", timeout=10,
+                           headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["error"] == "payload_too_large"
+    assert answer.headers["Content-Type"].startswith("application/json")
+
+
+def test_the_public_pages_are_limited_per_address_and_the_api_is_not(front) -> None:  # type: ignore[no-untyped-def]
+    base, _, _ = front
+    _, checkout = create_payment(base)
+    with requests.Session() as session:
+        pages = [session.get(f"{base}{checkout}/status", timeout=5).status_code for _ in range(60)]
+        api = [session.get(f"{base}/health", timeout=5).status_code for _ in range(60)]
+    assert 429 in pages and pages[:20] == [200] * 20  # the burst, then 10 a second
+    assert set(api) == {200}
+
+
+def test_a_client_cannot_claim_an_address_through_x_forwarded_for() -> None:
+    """Behind the front (the peer is the Unix socket: no IP) the header nginx set is the client's address; on TCP
+    the peer's own address stands, whatever the client sends."""
+    seen: list[str] = []
+
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        seen.append(environ["REMOTE_ADDR"])
+        return []
+
+    wrapped = ProxiedClientAddress(app)
+    wrapped({"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "203.0.113.7"}, None)
+    wrapped({"REMOTE_ADDR": "198.51.100.2", "HTTP_X_FORWARDED_FOR": "203.0.113.7"}, None)
+    wrapped({"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "not an address"}, None)
+    wrapped({"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "10.0.0.1, 203.0.113.9"}, None)
+    assert seen == ["203.0.113.7", "198.51.100.2", "", "203.0.113.9"]
