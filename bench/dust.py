@@ -31,20 +31,29 @@ PAYER = "TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL"
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 
 
+def insert_open_payments(session: Any, wallet: str, count: int, expired: int = 0, prefix: str = "busy") -> None:
+    """`count` open payments on `wallet` in one statement, the first `expired` of them expired 10 minutes ago (in the
+    late window), the others pending for a day; each awaits its own amount from 100 USDT up, created a millisecond
+    apart in the last 20 seconds (the newest is `<prefix>-<count - 1>`)."""
+    session.execute(text(
+        """
+        INSERT INTO payments (id, order_id, wallet_address, expected_amount_usdt, requested_amount_usdt,
+                              received_amount_usdt, underpayment_tolerance_usdt, status, callback_url,
+                              callback_attempts, callback_success, paid_late, metadata, request_fingerprint,
+                              created_at, expires_at, updated_at)
+        SELECT gen_random_uuid(), :prefix || '-' || n, :wallet, 100 + n * 0.0001, 100 + n * 0.0001, 0, 0,
+               CASE WHEN n < :expired THEN 'expired'::payment_status ELSE 'pending'::payment_status END,
+               'http://127.0.0.1:9/hook', 0, false, false, '{"cart": 1}', 'f',
+               now() - interval '20 seconds' + n * interval '1 ms',
+               CASE WHEN n < :expired THEN now() - interval '10 minutes' ELSE now() + interval '1 day' END, now()
+        FROM generate_series(0, :count - 1) AS n
+        """), {"wallet": wallet, "count": count, "expired": expired, "prefix": prefix})
+
+
 def fill(db: Any, open_payments: int) -> uuid.UUID:
-    """The busy wallet's open payments (one statement) and the unrelated payment; returns the latter's id."""
+    """The busy wallet's open payments and the unrelated payment; returns the latter's id."""
     with db.transaction() as s:
-        s.execute(text(
-            """
-            INSERT INTO payments (id, order_id, wallet_address, expected_amount_usdt, requested_amount_usdt,
-                                  received_amount_usdt, underpayment_tolerance_usdt, status, callback_url,
-                                  callback_attempts, callback_success, paid_late, metadata, request_fingerprint,
-                                  created_at, expires_at, updated_at)
-            SELECT gen_random_uuid(), 'busy-' || n, :wallet, 100 + n * 0.0001, 100 + n * 0.0001, 0, 0, 'pending',
-                   'http://127.0.0.1:9/hook', 0, false, false, '{"cart": 1}', 'f',
-                   now() - interval '20 seconds' + n * interval '1 ms', now() + interval '1 day', now()
-            FROM generate_series(0, :count - 1) AS n
-            """), {"wallet": BUSY, "count": open_payments})
+        insert_open_payments(s, BUSY, open_payments)
         other = uuid.uuid4()
         s.execute(text(
             """

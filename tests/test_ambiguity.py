@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from addresses import from_hex
+from bench.dust import insert_open_payments
 from matching import assign_transfer, credit_transfer
 from models import Payment, PaymentLog, PaymentStatus, Transfer, WebhookEvent
 from money import from_micro, to_micro
@@ -206,27 +207,9 @@ def assert_same(client, auth, wallet: Wallet) -> None:
 
 # --- a busy wallet: unmatched money costs the same ----------------------------------------------------
 
-def open_payments(db, wallet: str, count: int, expired: int = 0) -> None:
-    """`count` open payments on `wallet` in one statement (`expired` of them expired, inside the late window), each
-    awaiting its own amount from 100 USDT up."""
-    with db.transaction() as s:
-        s.execute(text(
-            """
-            INSERT INTO payments (id, order_id, wallet_address, expected_amount_usdt, requested_amount_usdt,
-                                  received_amount_usdt, underpayment_tolerance_usdt, status, callback_url,
-                                  callback_attempts, callback_success, paid_late, metadata, request_fingerprint,
-                                  created_at, expires_at, updated_at)
-            SELECT gen_random_uuid(), 'bulk-' || n, :wallet, 100 + n * 0.0001, 100 + n * 0.0001, 0, 0,
-                   CASE WHEN n < :expired THEN 'expired'::payment_status ELSE 'pending'::payment_status END,
-                   'http://127.0.0.1:9/hook', 0, false, false, '{"cart": 1}', 'f',
-                   now() - interval '1 hour' + n * interval '1 ms',
-                   CASE WHEN n < :expired THEN now() - interval '10 minutes' ELSE now() + interval '1 day' END, now()
-            FROM generate_series(0, :count - 1) AS n
-            """), {"wallet": wallet, "count": count, "expired": expired})
-
-
 def test_dust_to_a_wallet_with_ten_thousand_open_payments_costs_one_row_and_a_small_event(db):
-    open_payments(db, WALLET, 10_000, expired=200)
+    with db.transaction() as s:
+        insert_open_payments(s, WALLET, 10_000, expired=200, prefix="bulk")
     with db.Session() as s:
         logs_before = s.scalar(select(func.count()).select_from(PaymentLog))
     start_ms = int(time.time() * 1000)
