@@ -333,10 +333,11 @@ def list_events() -> Any:
     if given["payment_id"] is not None:
         query = query.where(WebhookEvent.payment_id == given["payment_id"])
     with services().db.Session() as session:
-        # With no further page the cursor still points after the last event, so a merchant can poll from it.
-        page = EVENTS.page(session, query, given["limit"], given["after"], keep_position=True)
+        page = EVENTS.page(session, query, given["limit"], given["after"])
     events = [event_to_dict(e) for e in page.rows]
-    return jsonify({"events": events, "next_cursor": page.next_cursor, "has_more": page.has_more})
+    # next_cursor ends (null) on the last page, as every list's does; resume_cursor stays, so a merchant polls on.
+    return jsonify({"events": events, "next_cursor": page.next_cursor, "has_more": page.has_more,
+                    "resume_cursor": page.position})
 
 
 @bp.post("/events/<event_id>/retry")
@@ -476,4 +477,5 @@ def stats() -> Any:
 def openapi() -> Any:
     from openapi import build_spec
 
-    return jsonify(build_spec(sandbox=services().config.is_sandbox))
+    config = services().config
+    return jsonify(build_spec(sandbox=config.is_sandbox, server_url=config.public_base_url))

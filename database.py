@@ -2,6 +2,7 @@
 and the project's database errors."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -70,14 +71,18 @@ def ensure_database(server_url: str, name: str) -> None:
         admin.dispose()
 
 
+@functools.cache
+def warn_embedded() -> None:
+    """Once per process (the bootstrap and the app both resolve the URL at a start)."""
+    logger.warning("DATABASE_URL is not set: using the embedded PostgreSQL in %s, meant for development only",
+                   EMBEDDED_PGDATA)
+
+
 def resolve_database_url(database_url: str | None) -> str:
     """The URL to use: DATABASE_URL as given, or the embedded development server."""
     if database_url:
         return normalize_url(database_url)
-    logger.warning(
-        "DATABASE_URL is not set: using the embedded PostgreSQL in %s, meant for development only",
-        EMBEDDED_PGDATA,
-    )
+    warn_embedded()
     server = embedded_server_url()
     ensure_database(server, EMBEDDED_DB_NAME)
     return str(make_url(server).set(database=EMBEDDED_DB_NAME).render_as_string(hide_password=False))

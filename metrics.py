@@ -32,10 +32,9 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServer
+from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
@@ -242,11 +241,14 @@ def process_collector() -> Collector:
     return REGISTRY
 
 
-def exposition(*collectors: Collector) -> bytes:
+def exposition(*collectors: Collector, accept: str | None = None) -> tuple[bytes, str]:
+    """The collectors' metrics and their content type: Prometheus's text format (1.0.0), or OpenMetrics when the
+    scraper's `Accept` asks for it (prometheus_client's own negotiation, as Prometheus itself does)."""
     registry = CollectorRegistry(auto_describe=False)
     for collector in collectors:
         registry.register(collector)
-    return generate_latest(registry)
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
 
 
 def token_accepted(token: str | None, authorization: str | None) -> bool:
@@ -268,8 +270,9 @@ def metrics() -> Response:
     if not token_accepted(services.config.metrics_token, request.headers.get("Authorization")):
         raise ApiError("unauthorized", "Send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'.",
                        status=401)
-    body = exposition(process_collector(), DatabaseCollector(services.db))
-    return Response(body, mimetype=None, content_type=CONTENT_TYPE_LATEST)
+    body, content_type = exposition(process_collector(), DatabaseCollector(services.db),
+                                    accept=request.headers.get("Accept"))
+    return Response(body, mimetype=None, content_type=content_type)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -287,8 +290,8 @@ def metrics_wsgi_app(token: str | None) -> Callable[..., Iterable[bytes]]:
         if not token_accepted(token, environ.get("HTTP_AUTHORIZATION")):
             start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
             return [b"send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'\n"]
-        body = exposition(process_collector())
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+        body, content_type = exposition(process_collector(), accept=environ.get("HTTP_ACCEPT"))
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return [body]
 
     return application

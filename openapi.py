@@ -12,9 +12,8 @@ from app import HEALTH_DB_DEADLINE_SECONDS
 from checkout_pages import CATALOGUES
 from claims import CLAIMS_PER_MINUTE, FOUND, NOT_SOLIDIFIED, REASONS
 from errors import ERROR_SCHEMA
-from models import PaymentStatus
 from sandbox_api import INBOX_QUERY, PAY, TRANSFER
-from schemas import AMOUNT, BOOLEAN, SCHEMAS, STRING, TIME, object_schema, ref
+from schemas import AMOUNT, BOOLEAN, ENUMS, EVENT_DATA, SCHEMAS, STRING, TIME, object_schema, ref
 from validation import (
     CREATE_PAYMENT,
     MAX_BODY_BYTES,
@@ -49,13 +48,18 @@ def parameters(fields: tuple[Field, ...]) -> list[dict[str, Any]]:
             for f in fields]
 
 
+NEXT_CURSOR = {"type": ["string", "null"], "description": (
+    "The cursor of the next page (pass it back as it is); null on the last page. Every list pages this way: "
+    "`while next_cursor:` reads it to the end.")}
+
+
 def list_of(key: str, item: str, **extra: Any) -> dict[str, Any]:
-    """A page of a list (`paging.Page`): its items, the cursor of the next page, and `extra` members."""
+    """A page of a list (`paging.Page`): its items, the cursor of the next page (null on the last), and `extra`
+    members."""
     return {
         "type": "object",
         "required": [key, "next_cursor", *extra],
-        "properties": {key: {"type": "array", "items": ref(item)}, "next_cursor": {"type": ["string", "null"]},
-                       **extra},
+        "properties": {key: {"type": "array", "items": ref(item)}, "next_cursor": NEXT_CURSOR, **extra},
     }
 
 
@@ -79,7 +83,7 @@ LANG = {"name": "lang", "in": "query", "required": False, "schema": {"type": "st
 CHECKOUT_STATUS = {
     "type": "object",
     "required": ["status", "received_amount_usdt", "remaining_usdt", "expires_at", "paid_late"],
-    "properties": {"status": {"enum": [s.value for s in PaymentStatus]}, "received_amount_usdt": AMOUNT,
+    "properties": {"status": ref("PaymentStatus"), "received_amount_usdt": AMOUNT,
                    "remaining_usdt": AMOUNT, "expires_at": TIME, "paid_late": BOOLEAN},
 }
 CLAIM_BODY = {"type": "object", "required": ["transaction_hash"], "additionalProperties": False,
@@ -88,7 +92,7 @@ CLAIM_ANSWER = {
     "type": "object",
     "required": ["result", "transaction_hash", "amount_usdt", "message"],
     "properties": {
-        "result": {"enum": [FOUND, NOT_SOLIDIFIED, *REASONS],
+        "result": {"type": "string", "enum": [FOUND, NOT_SOLIDIFIED, *REASONS],
                    "description": "found: a solidified, successful USDT transfer to the wallet, credited by the "
                                   "watcher in chain order; not_solidified: try again shortly; otherwise why not"},
         "transaction_hash": STRING,
@@ -108,8 +112,25 @@ def json_or_page(description: str, schema: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/json": {"schema": schema}, "text/html": {"schema": STRING}}}
 
 
+QUEUED = {"type": "object", "required": ["queued", "event_id"], "properties": {"queued": BOOLEAN, "event_id": STRING}}
+RESUME_CURSOR = {"type": ["string", "null"], "description": (
+    "Where to read on from later, for events newer than these: pass it as `after`, on the last page too (where "
+    "next_cursor is null). Null only while there is no event at all.")}
 COMPONENTS: dict[str, Any] = {
     "Error": ERROR_SCHEMA,
+    **ENUMS,
+    **EVENT_DATA,
+    "PaymentList": list_of("payments", "Payment"),
+    "TransferList": list_of("transfers", "Transfer"),
+    "EventList": list_of("events", "Event", has_more=BOOLEAN, resume_cursor=RESUME_CURSOR),
+    "DeliveryList": list_of("deliveries", "SandboxDelivery"),
+    "LogList": {"type": "object", "required": ["logs"], "properties": {"logs": {"type": "array", "items": ref("Log")}}},
+    "Queued": QUEUED,
+    "TestWebhookQueued": {**QUEUED, "required": [*QUEUED["required"], "url"],
+                          "properties": {**QUEUED["properties"], "url": STRING}},
+    "CheckoutStatus": CHECKOUT_STATUS,
+    "ClaimResult": CLAIM_ANSWER,
+    "OpenApiDocument": {"type": "object", "description": "An OpenAPI 3.1 document"},
     "CreatePayment": body_schema(CREATE_PAYMENT, BODY_RULES),
     "SandboxPay": body_schema(PAY, BODY_RULES),
     "SandboxTransferRequest": body_schema(TRANSFER, BODY_RULES),
@@ -146,7 +167,7 @@ PATHS: dict[str, Any] = {
         "get": secured({
             "summary": "List payments, newest first",
             "parameters": parameters(PAYMENTS_QUERY),
-            "responses": {"200": response("A page of payments", list_of("payments", "Payment"))},
+            "responses": {"200": response("A page of payments", ref("PaymentList"))},
         }),
     },
     "/payments/{payment_id}": {
@@ -173,8 +194,7 @@ PATHS: dict[str, Any] = {
             "summary": "The payment's audit trail, oldest first",
             "parameters": [PAYMENT_ID],
             "responses": {
-                "200": response("Logs", {"type": "object", "required": ["logs"],
-                                         "properties": {"logs": {"type": "array", "items": ref("Log")}}}),
+                "200": response("Logs", ref("LogList")),
                 "404": NOT_FOUND,
             },
         }),
@@ -185,8 +205,7 @@ PATHS: dict[str, Any] = {
             "parameters": [PAYMENT_ID],
             "requestBody": NO_FIELDS_BODY,
             "responses": {
-                "202": response("Queued", {"type": "object", "required": ["queued", "event_id"],
-                                           "properties": {"queued": BOOLEAN, "event_id": STRING}}),
+                "202": response("Queued", ref("Queued")),
                 "404": NOT_FOUND,
                 "409": response("The payment has no event yet", ref("Error")),
             },
@@ -196,14 +215,14 @@ PATHS: dict[str, Any] = {
         "get": secured({
             "summary": "Observed USDT transfers to watched wallets, newest first",
             "parameters": parameters(TRANSFERS_QUERY),
-            "responses": {"200": response("A page of transfers", list_of("transfers", "Transfer"))},
+            "responses": {"200": response("A page of transfers", ref("TransferList"))},
         }),
     },
     "/events": {
         "get": secured({
             "summary": "Every webhook event with its delivery state, oldest first",
             "parameters": parameters(EVENTS_QUERY),
-            "responses": {"200": response("A page of events", list_of("events", "Event", has_more=BOOLEAN))},
+            "responses": {"200": response("A page of events", ref("EventList"))},
         }),
     },
     "/events/{event_id}/retry": {
@@ -213,8 +232,7 @@ PATHS: dict[str, Any] = {
                             "description": "An event's id, as /events lists it; any other text is a 404."}],
             "requestBody": NO_FIELDS_BODY,
             "responses": {
-                "202": response("Queued", {"type": "object", "required": ["queued", "event_id"],
-                                           "properties": {"queued": BOOLEAN, "event_id": STRING}}),
+                "202": response("Queued", ref("Queued")),
                 "404": response("No event has this id", ref("Error")),
                 "409": response("An account-level event with no target: MERCHANT_WEBHOOK_URL is unset",
                                 ref("Error")),
@@ -227,8 +245,7 @@ PATHS: dict[str, Any] = {
             "requestBody": {"required": False, "description": "Optional; without url, MERCHANT_WEBHOOK_URL "
                             "(400 when neither is given).", **json_content(ref("WebhookTest"))},
             "responses": {
-                "202": response("Queued", {"type": "object", "required": ["queued", "event_id", "url"],
-                                           "properties": {"queued": BOOLEAN, "event_id": STRING, "url": STRING}}),
+                "202": response("Queued", ref("TestWebhookQueued")),
             },
         })),
     },
@@ -255,8 +272,12 @@ PATHS: dict[str, Any] = {
                            "otherwise); unset, the route is open, like /health. No label names a wallet, payment "
                            "or transaction.",
             "responses": {
-                "200": {"description": "Prometheus text exposition format 0.0.4",
-                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "200": {"description": "Prometheus text exposition format 0.0.4 (`text/plain; version=0.0.4; "
+                                       "charset=utf-8`); as the request's Accept asks, text format 1.0.0 "
+                                       "(`text/plain; version=1.0.0`) or OpenMetrics 1.0.0 "
+                                       "(`application/openmetrics-text`), as prometheus_client negotiates it",
+                        "content": {"text/plain": {"schema": {"type": "string"}},
+                                    "application/openmetrics-text": {"schema": {"type": "string"}}}},
                 "401": response("METRICS_TOKEN is set and was not sent", ref("Error")),
             },
         },
@@ -272,7 +293,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "What the checkout page polls (public; cached for a couple of seconds)",
             "parameters": [CHECKOUT_TOKEN],
-            "responses": {"200": response("The payment's status as the payer sees it", CHECKOUT_STATUS),
+            "responses": {"200": response("The payment's status as the payer sees it", ref("CheckoutStatus")),
                           "404": response("No payment has this token", ref("Error")), "503": DATABASE_DOWN},
         },
     },
@@ -285,7 +306,7 @@ PATHS: dict[str, Any] = {
                 "application/x-www-form-urlencoded": {"schema": CLAIM_BODY},
             }},
             "responses": {
-                "200": json_or_page("What the chain says of the transaction", CLAIM_ANSWER),
+                "200": json_or_page("What the chain says of the transaction", ref("ClaimResult")),
                 "400": json_or_page("Not a transaction hash, or an unreadable body", ref("Error")),
                 "404": json_or_page("No payment has this token", ref("Error")),
                 "413": TOO_LARGE,
@@ -299,7 +320,7 @@ PATHS: dict[str, Any] = {
     "/openapi.json": {
         "get": {
             "summary": "This document (no API key)",
-            "responses": {"200": response("OpenAPI 3.1 document", {"type": "object"})},
+            "responses": {"200": response("OpenAPI 3.1 document", ref("OpenApiDocument"))},
         },
     },
 }
@@ -345,7 +366,7 @@ SANDBOX_PATHS: dict[str, Any] = {
         "get": secured({
             "summary": SANDBOX_ONLY + "The webhooks the built-in receiver verified and kept, newest first",
             "parameters": parameters(INBOX_QUERY),
-            "responses": {"200": response("A page of deliveries", list_of("deliveries", "SandboxDelivery"))},
+            "responses": {"200": response("A page of deliveries", ref("DeliveryList"))},
         }),
     },
     "/pay/{token}/simulate": {
@@ -364,8 +385,57 @@ SANDBOX_PATHS: dict[str, Any] = {
 }
 
 
-def build_spec(sandbox: bool = False) -> dict[str, Any]:
-    """The document; the sandbox network's routes only on the sandbox, where they exist."""
+# Each operation's name and group, for the clients generated from the document: `operationId` becomes a function's
+# name (create_payment), the tag its module (api/payments).
+TAGS = {
+    "payments": "Payment watches: create, read, list, cancel, their audit trail and webhook retry",
+    "transfers": "USDT transfers seen on the chain, credited or not",
+    "events": "Every webhook event with its delivery state",
+    "webhooks": "Test webhooks",
+    "operator": "Health, counters, metrics and this document (no API key)",
+    "checkout": "The payer's hosted checkout page (public, scoped by its token)",
+    "sandbox": "The simulated chain of TRON_NETWORK=sandbox",
+}
+OPERATIONS = {
+    ("/payments", "post"): ("createPayment", "payments"),
+    ("/payments", "get"): ("listPayments", "payments"),
+    ("/payments/{payment_id}", "get"): ("getPayment", "payments"),
+    ("/payments/{payment_id}/cancel", "post"): ("cancelPayment", "payments"),
+    ("/payments/{payment_id}/logs", "get"): ("getPaymentLogs", "payments"),
+    ("/payments/{payment_id}/callback/retry", "post"): ("retryPaymentCallback", "payments"),
+    ("/transfers", "get"): ("listTransfers", "transfers"),
+    ("/events", "get"): ("listEvents", "events"),
+    ("/events/{event_id}/retry", "post"): ("retryEvent", "events"),
+    ("/webhooks/test", "post"): ("sendTestWebhook", "webhooks"),
+    ("/health", "get"): ("getHealth", "operator"),
+    ("/stats", "get"): ("getStats", "operator"),
+    ("/metrics", "get"): ("getMetrics", "operator"),
+    ("/openapi.json", "get"): ("getOpenApiDocument", "operator"),
+    ("/pay/{token}", "get"): ("getCheckoutPage", "checkout"),
+    ("/pay/{token}/status", "get"): ("getCheckoutStatus", "checkout"),
+    ("/pay/{token}/claim", "post"): ("claimCheckoutPayment", "checkout"),
+    ("/pay/{token}/simulate", "post"): ("simulateCheckoutPayment", "sandbox"),
+    ("/sandbox/payments/{payment_id}/pay", "post"): ("sandboxPayPayment", "sandbox"),
+    ("/sandbox/transfers", "post"): ("sandboxSendTransfer", "sandbox"),
+    ("/sandbox/inbox", "post"): ("sandboxReceiveWebhook", "sandbox"),
+    ("/sandbox/inbox", "get"): ("sandboxListInbox", "sandbox"),
+}
+
+
+def named(paths: dict[str, Any]) -> dict[str, Any]:
+    """`paths` with each operation's operationId and tag (a route missing from OPERATIONS is a KeyError: every
+    operation is named)."""
+    return {path: {method: {"operationId": OPERATIONS[path, method][0], "tags": [OPERATIONS[path, method][1]],
+                            **operation}
+                   for method, operation in methods.items()}
+            for path, methods in paths.items()}
+
+
+def build_spec(sandbox: bool = False, server_url: str | None = None) -> dict[str, Any]:
+    """The document; the sandbox network's routes only on the sandbox, where they exist. `server_url`: the service's
+    public address (PUBLIC_BASE_URL), the document's one server."""
+    paths = named(PATHS | SANDBOX_PATHS if sandbox else PATHS)
+    used_tags = {tag for methods in paths.values() for operation in methods.values() for tag in operation["tags"]}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -378,7 +448,9 @@ def build_spec(sandbox: bool = False) -> dict[str, Any]:
                 "take is a 405 with an Allow header."
             ),
         },
-        "paths": PATHS | SANDBOX_PATHS if sandbox else PATHS,
+        **({"servers": [{"url": server_url}]} if server_url else {}),
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items() if name in used_tags],
+        "paths": paths,
         "components": {
             "schemas": COMPONENTS,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},

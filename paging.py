@@ -91,8 +91,9 @@ def number_key(column: InstrumentedAttribute[Any]) -> KeyPart:
 @dataclass(frozen=True)
 class Page:
     rows: list[Any]
-    next_cursor: str | None
+    next_cursor: str | None  # the next page's cursor; None on the last page
     has_more: bool
+    position: str | None  # a cursor after the last row read (or where the caller already was): to poll on from
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,8 @@ class Keyset:
         schema = {"type": "string", "pattern": CURSOR_PATTERN}
         return Field(name, schema, lambda raw: self.cursor(raw, name), description=description)
 
-    def page(self, session: Session, query: Select[Any], limit: int, after: tuple[Any, ...] | None, *,
-             keep_position: bool = False) -> Page:
-        """Up to `limit` rows of `query` after the key `after`. `keep_position`: the last page's cursor still
-        points after its last row (or where the caller already was), so a client can poll from it."""
+    def page(self, session: Session, query: Select[Any], limit: int, after: tuple[Any, ...] | None) -> Page:
+        """Up to `limit` rows of `query` after the key `after`."""
         columns = [part.column for part in self.parts]
         if after is not None:
             position = tuple_(*columns) < tuple_(*after) if self.newest_first else tuple_(*columns) > tuple_(*after)
@@ -132,8 +131,8 @@ class Keyset:
         rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
         page, has_more = rows[:limit], len(rows) > limit
         last = self._key(page[-1]) if page else after
-        next_cursor = _encode(self.parts, last) if last is not None and (has_more or keep_position) else None
-        return Page(page, next_cursor, has_more)
+        position = _encode(self.parts, last) if last is not None else None
+        return Page(page, position if has_more else None, has_more, position)
 
     def _key(self, row: Any) -> tuple[Any, ...]:
         return tuple(getattr(row, part.column.key) for part in self.parts)

@@ -74,7 +74,7 @@ def key(name: str, schema: dict[str, Any]) -> Out:
 
 
 def enum_schema(values: Any, *extra: Any) -> dict[str, Any]:
-    return {"enum": [member.value for member in values] + list(extra)}
+    return {"type": "string", "enum": [member.value for member in values] + list(extra)}
 
 
 # What an event body may hold, so that none exceeds 64 KB: a payment's latest transfers; an unmatched transfer's
@@ -88,7 +88,13 @@ INTEGER = {"type": "integer"}
 BOOLEAN = {"type": "boolean"}
 NUMBER = {"type": "number"}
 AMOUNT = {"type": "string", "pattern": PLAIN_AMOUNT_PATTERN, "examples": ["10.5"]}
-TIME = {"type": ["string", "null"], "format": "date-time"}
+TIME = {"type": "string", "format": "date-time"}
+OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` or null (a named schema stays one named type in a generated client)."""
+    return {"anyOf": [schema, {"type": "null"}]}
 UUID = {"type": "string", "format": "uuid"}
 
 
@@ -111,13 +117,10 @@ TRANSFER = (
     Out("amount_usdt", AMOUNT, lambda t: format_amount(t.amount_usdt)),
     column("block_number", INTEGER),
     Out("block_timestamp", TIME, lambda t: iso_ms(t.block_timestamp)),
-    Out("status", enum_schema(TransferStatus), lambda t: t.status.value),
+    Out("status", ref("TransferStatus"), lambda t: t.status.value),
     Out("payment_id", {"type": ["string", "null"], "format": "uuid"}, lambda t: _optional_id(t.payment_id)),
-    Out("reason", {"type": ["string", "null"], "enum": [None, *UNMATCHED_REASONS],
-                   "description": "why the transfer is unmatched: no_candidate (no open payment on the wallet at "
-                                  "its block time), ambiguous (several open payments await exactly this amount: "
-                                  "you decide), no_exact_match (several open payments, none awaits this amount); "
-                                  "null once credited"},
+    Out("reason", {**nullable(ref("UnmatchedReason")), "description": "why the transfer is unmatched; null once "
+                                                                      "credited"},
         lambda t: t.reason),
 )
 PAYMENT = (
@@ -126,8 +129,8 @@ PAYMENT = (
     column("wallet_address", STRING),
     Out("expected_amount_usdt", AMOUNT, lambda p: format_amount(p.expected_amount_usdt)),
     Out("received_amount_usdt", AMOUNT, lambda p: format_amount(p.received_amount_usdt)),
-    Out("status", enum_schema(PaymentStatus), lambda p: p.status.value),
-    column("failure_reason", {"type": ["string", "null"], "enum": [None, CANCELLED]}),
+    Out("status", ref("PaymentStatus"), lambda p: p.status.value),
+    column("failure_reason", nullable(ref("FailureReason"))),
     column("transaction_hash", OPTIONAL_STRING),
     Out("transfers", {"type": "array", "items": ref("Transfer"),
                       "description": "the transfers credited to it, in chain order; in a webhook event its "
@@ -135,7 +138,7 @@ PAYMENT = (
     Out("transfers_count", {**INTEGER, "description": "how many transfers are credited to it"}, None),
     Out("created_at", TIME, lambda p: iso(p.created_at)),
     Out("expires_at", TIME, lambda p: iso(p.expires_at)),
-    Out("completed_at", TIME, lambda p: iso(p.completed_at)),
+    Out("completed_at", OPTIONAL_TIME, lambda p: iso(p.completed_at)),
     column("callback_url", STRING),
     column("callback_attempts", INTEGER),
     column("callback_success", BOOLEAN),
@@ -165,30 +168,33 @@ def _next_attempt(event: WebhookEvent) -> str | None:
 
 # What an event's `data` holds, by its type: the payment; the unmatched transfer with the wallet's newest open
 # payments and their count; the assigned transfer and its payment; a test webhook's note.
-TRANSFER_UNMATCHED = {"allOf": [ref("Transfer"), {
-    "type": "object", "required": ["open_payments", "open_payments_count"],
-    "properties": {"open_payments": {"type": "array", "items": ref("PaymentSummary"), "maxItems": OPEN_PAYMENTS_SHOWN,
-                                     "description": f"the wallet's {OPEN_PAYMENTS_SHOWN} newest open payments"},
-                   "open_payments_count": {**INTEGER, "description": "how many open payments the wallet had"}}}]}
+TRANSFER_UNMATCHED = {
+    "type": "object", "required": [*(f.name for f in TRANSFER), "open_payments", "open_payments_count"],
+    "description": "transfer.unmatched: the transfer as /transfers lists it, and the wallet's open payments",
+    "properties": {
+        **{f.name: f.schema for f in TRANSFER},
+        "open_payments": {"type": "array", "items": ref("PaymentSummary"), "maxItems": OPEN_PAYMENTS_SHOWN,
+                          "description": f"the wallet's {OPEN_PAYMENTS_SHOWN} newest open payments"},
+        "open_payments_count": {**INTEGER, "description": "how many open payments the wallet had"}}}
 TRANSFER_ASSIGNED = {"type": "object", "required": ["transfer", "payment"],
                      "properties": {"transfer": ref("Transfer"), "payment": ref("Payment")}}
 WEBHOOK_TEST = {"type": "object", "required": ["message", "url"],
                 "properties": {"message": STRING, "url": STRING}}
 EVENT = (
     column("id", STRING),
-    column("type", {"enum": list(WEBHOOK_EVENT_TYPES)}),
+    column("type", ref("EventType")),
     Out("payment_id", {"type": ["string", "null"], "format": "uuid",
                        "description": "null for account-level events and test webhooks"},
         lambda e: _optional_id(e.payment_id)),
     Out("created_at", TIME, lambda e: iso(e.created_at)),
-    Out("state", enum_schema(EventState), lambda e: e.state.value),
+    Out("state", ref("EventState"), lambda e: e.state.value),
     column("attempts", INTEGER),
-    Out("next_attempt_at", TIME, _next_attempt),
+    Out("next_attempt_at", OPTIONAL_TIME, _next_attempt),
     column("last_status_code", {"type": ["integer", "null"]}),
     column("last_error", OPTIONAL_STRING),
-    Out("delivered_at", TIME, lambda e: iso(e.delivered_at)),
+    Out("delivered_at", OPTIONAL_TIME, lambda e: iso(e.delivered_at)),
     # What was sent: for a payment's event, the payment when it happened.
-    Out("data", {"anyOf": [ref("Payment"), TRANSFER_UNMATCHED, TRANSFER_ASSIGNED, WEBHOOK_TEST]},
+    Out("data", {"anyOf": [ref("Payment"), ref("TransferUnmatched"), ref("TransferAssigned"), ref("WebhookTestData")]},
         lambda e: json.loads(e.body).get("data")),
 )
 STATS = tuple(key(name, INTEGER) for name in (
@@ -229,6 +235,21 @@ SANDBOX_DELIVERY = (
     Out("event", {"type": "object", "description": "the webhook's body as it arrived"}, lambda d: json.loads(d.body)),
 )
 # Every object of the document: /openapi.json's components.
+# The document's named enumerations: one type each in a generated client.
+ENUMS = {
+    "PaymentStatus": enum_schema(PaymentStatus),
+    "FailureReason": {"type": "string", "enum": [CANCELLED],
+                      "description": "cancelled: the merchant cancelled the payment"},
+    "TransferStatus": enum_schema(TransferStatus),
+    "UnmatchedReason": {"type": "string", "enum": list(UNMATCHED_REASONS), "description": (
+        "no_candidate: no open payment on the wallet at its block time; ambiguous: several open payments await "
+        "exactly this amount (you decide); no_exact_match: several open payments, none awaits this amount")},
+    "EventState": enum_schema(EventState),
+    "EventType": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)},
+}
+# The event data that is no table of its own, by name.
+EVENT_DATA = {"TransferUnmatched": TRANSFER_UNMATCHED, "TransferAssigned": TRANSFER_ASSIGNED,
+              "WebhookTestData": WEBHOOK_TEST}
 SCHEMAS = {"Transfer": TRANSFER, "Payment": PAYMENT, "PaymentSummary": PAYMENT_SUMMARY, "Log": LOG, "Event": EVENT,
            "Stats": STATS, "Health": HEALTH,
            "SandboxTransfer": SANDBOX_TRANSFER, "SandboxDelivery": SANDBOX_DELIVERY}

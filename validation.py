@@ -389,7 +389,8 @@ def enum_field(name: str, values: type[enum.Enum], description: str) -> Field:
     def check(value: str | None) -> enum.Enum | None:
         return None if one_of(value, allowed, name) is None else values(value)
 
-    return Field(name, {"enum": list(allowed)}, check, description=description)
+    # The document names the enumeration after its class (schemas.ENUMS): one type in a generated client.
+    return Field(name, {"$ref": f"#/components/schemas/{values.__name__}"}, check, description=description)
 
 
 def filter_field(name: str, description: str) -> Field:
@@ -405,16 +406,21 @@ def body_schema(fields: tuple[Field, ...], description: str) -> dict[str, Any]:
             "properties": {f.name: f.schema for f in fields}}
 
 
+# A JSON number for an amount: read exactly from its digits, so at most 6 decimals (multipleOf) and never an
+# exponent, which is how most JSON libraries write 0.00001 (1e-05) or 0.1 + 0.2 (0.30000000000000004).
+NUMBER_STEP = 0.000001
+NUMBER_WORDS = ("A JSON number is accepted only as plain digits with at most 6 decimals (10.5); one written with an "
+                "exponent (1e-05) or more decimals (0.30000000000000004, what most JSON libraries write for "
+                "0.1 + 0.2) is a 400, so prefer a string.")
 AMOUNT_SCHEMA = {
     "oneOf": [
         {"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["10.5"]},
-        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": (MAX_MICRO + 1) // MICRO},
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": (MAX_MICRO + 1) // MICRO,
+         "multipleOf": NUMBER_STEP, "description": NUMBER_WORDS},
     ],
     "description": (
-        "USDT, greater than 0, at most 6 decimals and 14 integer digits. A string is written plainly: "
-        "no sign, exponent, spaces or leading zeros (\"0.5\" has its one zero). A JSON number is read exactly "
-        "as written (never through a float) and is refused when written with an exponent or with more than "
-        "6 decimals."
+        "USDT, greater than 0, at most 6 decimals and 14 integer digits: send it as a string (\"10.5\"). A string "
+        "is written plainly: no sign, exponent, spaces or leading zeros (\"0.5\" has its one zero). " + NUMBER_WORDS
     ),
 }
 ADDRESS_SCHEMA = {
@@ -441,7 +447,9 @@ CREATE_PAYMENT = (
           expires_in_seconds),
     Field("metadata", {
         "type": "object",
-        "description": (f"Your own data, returned as given: at most {MAX_METADATA_BYTES} bytes of JSON, nested at "
+        "description": (f"Your own data, returned as stored (the same keys and values; PostgreSQL's JSONB keeps no "
+                        "key order, and writes numbers without an exponent): at most "
+                        f"{MAX_METADATA_BYTES} bytes of JSON as stored, nested at "
                         f"most {MAX_METADATA_DEPTH} levels, no NUL characters, numbers within the range of a double."),
     }, metadata),
     Field("unique_amount", {
@@ -458,7 +466,8 @@ CREATE_PAYMENT = (
     Field("underpayment_tolerance_usdt", {
         "oneOf": [
             {"type": "string", "pattern": TOLERANCE_PATTERN, "examples": ["0.5"]},
-            {"type": "number", "minimum": 0, "exclusiveMaximum": (MAX_MICRO + 1) // MICRO},
+            {"type": "number", "minimum": 0, "exclusiveMaximum": (MAX_MICRO + 1) // MICRO, "multipleOf": NUMBER_STEP,
+             "description": NUMBER_WORDS},
         ],
         "description": ("USDT the payment may fall short of its amount and still count as fully paid (completed, "
                         "or paid late): written as expected_amount_usdt is, 0 allowed; at most expected_amount_usdt "

@@ -59,6 +59,40 @@ def public_text(text: str | None) -> str | None:
     return _ADDRESS.sub("<address>", text) if text else text
 
 
+# --- what the log says of the cycles ----------------------------------------------------------------
+
+SUMMARY_SECONDS = 300.0  # an INFO line on the cycles of the last five minutes, even when all were idle
+
+
+class CycleLog:
+    """A cycle that found, expired or failed anything is an INFO line; an idle one (a cycle a second in the sandbox)
+    is DEBUG, and every SUMMARY_SECONDS one INFO line sums up the cycles since the last."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.since = clock()
+        self.cycles = self.idle = self.requests = self.transfers = 0
+
+    def log(self, result: CycleResult) -> None:
+        busy = bool(result.transfers_seen or result.expired or result.reconciled or result.errors or result.refused)
+        logger.log(logging.INFO if busy else logging.DEBUG,
+                   "watcher cycle: %s, %d wallets, %d transfers (%d credited, %d unmatched, %d rejected, "
+                   "%d reconciled), %d expired, %d requests, %.2fs", result.strategy, result.wallets,
+                   result.transfers_seen, result.credited, result.unmatched, result.rejected, result.reconciled,
+                   result.expired, result.requests, result.seconds)
+        self.cycles += 1
+        self.idle += not busy
+        self.requests += result.requests
+        self.transfers += result.transfers_seen
+        elapsed = self.clock() - self.since
+        if elapsed >= SUMMARY_SECONDS:
+            logger.info("watcher: %d cycles in the last %.0f s (%d idle), %d transfers, %d upstream requests; "
+                        "strategy %s, %d wallets", self.cycles, elapsed, self.idle, self.transfers, self.requests,
+                        result.strategy, result.wallets)
+            self.since = self.clock()
+            self.cycles = self.idle = self.requests = self.transfers = 0
+
+
 # --- the leader lock ---------------------------------------------------------------------------
 
 class LeaderLock:
@@ -183,6 +217,7 @@ class Watcher:
         self.is_leader = False
         self.last_result: CycleResult | None = None
         self.cycle_failures = FailureLog(logger, "watcher cycle")  # logged when they start, then reminders
+        self.summary = CycleLog()
 
     # lifecycle
     def start(self) -> None:
@@ -347,10 +382,7 @@ class Watcher:
             previous = read_state(session, WATCHER_STATUS) or {}
             self.log_error_transition(session, previous.get("last_error"), status["last_error"])
             write_state(session, WATCHER_STATUS, status)
-        logger.info("watcher cycle: %s, %d wallets, %d transfers (%d credited, %d unmatched, %d rejected, "
-                    "%d reconciled), %d expired, %d requests, %.2fs", result.strategy, result.wallets,
-                    result.transfers_seen, result.credited, result.unmatched, result.rejected, result.reconciled,
-                    result.expired, result.requests, result.seconds)
+        self.summary.log(result)
 
     @staticmethod
     def log_error_transition(session: Session, before: str | None, now: str | None) -> None:

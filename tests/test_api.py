@@ -635,14 +635,17 @@ def test_events_cursor_pages_oldest_first_and_polls_from_the_end(client, auth):
     assert [e["payment_id"] for e in first["events"]] == ids[:2]
     assert all(e["type"] == "payment.cancelled" and e["state"] == "pending" and e["attempts"] == 0
                for e in first["events"])
+    assert first["has_more"] and first["resume_cursor"] == first["next_cursor"]
     second = client.get(f"/events?limit=2&after={first['next_cursor']}", headers=auth).get_json()
     assert [e["payment_id"] for e in second["events"]] == ids[2:]
-    tail = client.get(f"/events?after={second['next_cursor']}", headers=auth).get_json()
-    assert tail["events"] == [] and tail["next_cursor"] == second["next_cursor"]
+    # the last page ends a generic paginator (`while next_cursor:`); resume_cursor is where to poll on from
+    assert second["next_cursor"] is None and not second["has_more"] and second["resume_cursor"]
+    tail = client.get(f"/events?after={second['resume_cursor']}", headers=auth).get_json()
+    assert tail["events"] == [] and tail["next_cursor"] is None and tail["resume_cursor"] == second["resume_cursor"]
     pid = client.post("/payments", json=payment_body(order_id="e9", expected_amount_usdt="9"),
                       headers=auth).get_json()["id"]
     client.post(f"/payments/{pid}/cancel", headers=auth)
-    later = client.get(f"/events?after={tail['next_cursor']}", headers=auth).get_json()
+    later = client.get(f"/events?after={tail['resume_cursor']}", headers=auth).get_json()
     assert [e["payment_id"] for e in later["events"]] == [pid]
 
 

@@ -449,3 +449,45 @@ def test_a_stalled_upstream_holds_one_claim_thread_at_most(chain_app, sim, auth)
     turned_away = [took for result, took in results if result == "unavailable"]
     assert len(results) == 3 and len(turned_away) >= 2, results
     assert sorted(turned_away)[1] < 2.5, results  # waited for their turn about a second, not for the upstream
+
+
+def body_children(page: str) -> list[str]:
+    """The tags of the elements directly inside <body>."""
+    from html.parser import HTMLParser
+
+    class Parser(HTMLParser):
+        VOID = {"meta", "link", "br", "img", "input", "hr", "source"}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.depth: int | None = None  # None until <body>
+            self.children: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:  # type: ignore[type-arg]
+            if tag == "body":
+                self.depth = 0
+            elif self.depth is not None and tag not in self.VOID:
+                if self.depth == 0:
+                    self.children.append(tag)
+                self.depth += 1
+
+        def handle_endtag(self, tag: str) -> None:
+            if self.depth and tag != "body" and tag not in self.VOID:
+                self.depth -= 1
+
+    parser = Parser()
+    parser.feed(page)
+    return parser.children
+
+
+def test_every_part_of_the_pages_sits_in_a_landmark(config, db, auth) -> None:  # type: ignore[no-untyped-def]
+    """axe's `region` and `landmark-one-main`: on the sandbox the banner is a header, the page its main; the
+    unknown-token page has its main too."""
+    from app import create_app
+
+    client = create_app(config.with_overrides(tron_network="sandbox"), database=db).test_client()
+    page = client.get(page_path(create(client, auth, "10"))).get_data(as_text=True)
+    assert '<header class="sandbox" id="sandbox-banner">' in page
+    assert set(body_children(page)) <= {"header", "main", "script", "noscript"}, body_children(page)
+    missing = client.get("/pay/no-such-token")
+    assert missing.status_code == 404 and body_children(missing.get_data(as_text=True)) == ["main"]

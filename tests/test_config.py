@@ -205,3 +205,18 @@ def test_reading_the_settings_loads_neither_the_app_nor_sqlalchemy():
                               "UNDERPAYMENT_TOLERANCE_USDT": "0.5", "PUBLIC_BASE_URL": "https://pay.example"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_embedded_database_warning_is_said_once_per_process(caplog) -> None:
+    """The bootstrap and the app both resolve DATABASE_URL at a start: one warning, not two."""
+    import logging
+
+    from database import warn_embedded
+
+    warn_embedded.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="database"):
+        warn_embedded()
+        warn_embedded()
+    assert [r.getMessage() for r in caplog.records if "DATABASE_URL is not set" in r.getMessage()] == [
+        f"DATABASE_URL is not set: using the embedded PostgreSQL in {__import__('database').EMBEDDED_PGDATA}, "
+        "meant for development only"]

@@ -122,13 +122,13 @@ def test_an_upstream_in_trouble_is_counted(sim) -> None:  # type: ignore[no-unty
 
     client = watcher_client(Config(trongrid_api_url=sim.url))
     upstream = client.upstreams[0].name
-    before = parse(exposition(REGISTRY).decode())
+    before = parse(exposition(REGISTRY)[0].decode())
     sim.set_fault("500", 1)
     client.get_solid_head()  # one 500, retried
     sim.set_fault("429", 1, seconds=0.3)
     with pytest.raises(Exception, match="rate limit"):
         client.get_solid_head()
-    after = parse(exposition(REGISTRY).decode())
+    after = parse(exposition(REGISTRY)[0].decode())
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, upstream=upstream, **labels) - value(before, name, upstream=upstream, **labels)
@@ -158,7 +158,7 @@ def test_rejected_transfers_are_counted_by_reason(client, auth, sim, new_watcher
 def test_an_unreachable_database_is_a_gauge_not_an_error() -> None:
     db = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
     try:
-        samples = parse(exposition(DatabaseCollector(db)).decode())
+        samples = parse(exposition(DatabaseCollector(db))[0].decode())
     finally:
         db.dispose()
     assert samples == {("tron_usdt_database_up", ()): 0.0}
@@ -319,3 +319,17 @@ def scraped_by_prometheus(database_url: str, sim: Simulator, prometheus) -> None
     finally:
         stop(web)
     assert not (ROOT / ".data" / f"metrics-{port}").exists()  # removed with the run it belonged to
+
+
+def test_metrics_answer_the_format_the_document_states_and_openmetrics_when_asked(client) -> None:
+    """The document's 200 names what the route answers: Prometheus text 0.0.4, or what Accept asks for."""
+    plain = client.get("/metrics")
+    assert plain.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    stated = client.get("/openapi.json").get_json()["paths"]["/metrics"]["get"]["responses"]["200"]
+    assert "version=0.0.4" in stated["description"] and set(stated["content"]) == {
+        "text/plain", "application/openmetrics-text"}
+    newer = client.get("/metrics", headers={"Accept": "text/plain; version=1.0.0"})
+    assert newer.headers["Content-Type"].startswith("text/plain; version=1.0.0")
+    open_metrics = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert open_metrics.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert open_metrics.get_data(as_text=True).rstrip().endswith("# EOF")

@@ -532,3 +532,27 @@ def test_health_shows_no_upstream_text_and_names_each_upstream(client, auth, con
     for shown in (health.get_data(as_text=True), metrics_text):
         assert "SECRETKEY" not in shown and "Unauthorized" not in shown and "invalid token" not in shown
     assert f'upstream="{names[0]}"' in metrics_text and f'upstream="{names[1]}"' in metrics_text
+
+
+def test_idle_cycles_are_debug_and_summed_up_every_five_minutes(caplog) -> None:
+    """A cycle a second in the sandbox: idle ones stay out of an INFO log but for one summary line every 300 s; a
+    cycle that saw anything is an INFO line of its own."""
+    import logging
+
+    from scanning import CycleResult
+    from watcher import SUMMARY_SECONDS, CycleLog
+
+    now = [0.0]
+    log = CycleLog(clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="watcher"):
+        for _ in range(299):
+            now[0] += 1.0
+            log.log(CycleResult("account", requests=2))
+        assert caplog.records == []
+        log.log(CycleResult("blocks", wallets=1, transfers_seen=1, credited=1))
+        now[0] += 1.0
+        log.log(CycleResult("account", requests=2))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("watcher cycle: blocks, 1 wallets, 1 transfers (1 credited")
+    assert lines[1].startswith(f"watcher: 301 cycles in the last {SUMMARY_SECONDS:.0f} s (300 idle), 1 transfers, "
+                               "600 upstream requests") and len(lines) == 2
