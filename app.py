@@ -21,8 +21,8 @@ from validation import BODY_TOO_LARGE, MAX_BODY_BYTES
 
 logger = logging.getLogger(__name__)
 
-# Client-side bounds on the database work of one request (README: "Deadlines"). /health answers
-# 503 within a few seconds when the database hangs; every other route gets a bound no healthy
+# Client-side bounds on the database work of one request (docs/production.md, "Connections, keys, deadlines").
+# /health answers 503 within a few seconds when the database hangs; every other route gets a bound no healthy
 # request comes near (they take milliseconds), so a hung database gives a 503, never a hang.
 HEALTH_DB_DEADLINE_SECONDS = 3.0
 API_DB_DEADLINE_SECONDS = 10.0

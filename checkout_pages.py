@@ -46,7 +46,8 @@ CATALOGUES: dict[str, dict[str, str]] = {
 }
 DEFAULT_LANGUAGE = "en"
 SANDBOX = "sandbox"
-STATUS_TTL_SECONDS = 2.0  # how stale a polled status may be: the page's database cost (README: "Checkout page")
+# How stale a polled status may be: the page's database cost (docs/api.md, "The checkout page").
+STATUS_TTL_SECONDS = 2.0
 
 
 @dataclass

@@ -36,8 +36,8 @@ bind = os.environ.get("GUNICORN_BIND") or f"{os.environ.get('HOST', '127.0.0.1')
 # and psql.
 # 3 workers would be 93 alone, 4 (124) over the limit. More workers: raise max_connections by 31 per worker first.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-# 3 request threads per worker, measured against 2 and 4 (README, "What was profiled and fixed"): with 4, reads
-# (Python on the CPU) lose to the threads' contention for the GIL; with 2, creates (waiting for PostgreSQL's
+# 3 request threads per worker, measured against 2 and 4 (docs/performance.md, "What was profiled and fixed"): with 4,
+# reads (Python on the CPU) lose to the threads' contention for the GIL; with 2, creates (waiting for PostgreSQL's
 # commit) lack threads to overlap. A stalled upstream holds at most one of them (claims.CLAIMS_IN_FLIGHT).
 threads = int(os.environ.get("GUNICORN_THREADS", "3"))
 worker_class = "gthread"

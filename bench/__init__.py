@@ -1,1 +1,1 @@
-"""Benchmarks (scripts, not tests): `python -m bench.api`, `python -m bench.watcher`. See README, Performance."""
+"""Benchmarks (scripts, not tests): `python -m bench.api`, `python -m bench.watcher`. See docs/performance.md."""

@@ -1,6 +1,6 @@
 """The benchmark scripts still run: each once at its smallest size (`--quick`), results into tmp_path.
 
-Benchmarks are scripts, not tests (see README, Performance); this only keeps them working.
+Benchmarks are scripts, not tests (see docs/performance.md); this only keeps them working.
 """
 from __future__ import annotations
 

@@ -330,8 +330,8 @@ def test_the_block_sweep_takes_at_most_a_fifth_of_the_budget_per_cycle(new_watch
 def test_receipts_of_money_that_stays_unmatched_stop_at_the_cycle_budget(new_watcher, client, auth, db, sim,
                                                                          config: Config) -> None:
     """Address poisoning sends zero-amount "transfers" to any busy wallet. Receipts for money that would stay
-    unmatched are fetched only while the cycle's budget lasts (README, the `account` strategy): 50 rps over 0.2 s
-    is 10 requests a cycle, whatever lands on one wallet."""
+    unmatched are fetched only while the cycle's budget lasts (docs/watcher.md, the `account` strategy): 50 rps over
+    0.2 s is 10 requests a cycle, whatever lands on one wallet."""
     cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="account", trongrid_max_rps=50.0,
                                 polling_interval_seconds=0.2)
     watcher = new_watcher(cfg)
@@ -637,7 +637,7 @@ def test_a_transfer_indexed_out_of_order_after_expiry_reopens_its_payment(new_wa
     (out-of-order indexing, `delay_in_index`). Paid ten seconds before expiry, the payment expires when the
     watermark (the newest event listed) passes expiry plus the overlap: the watermark shows how far the index
     reached, not that it left nothing out. The money is not lost: the sweep finds it, and since it was mined before
-    the expiry took effect the payment is reopened and completes, as if it had not expired (README)."""
+    the expiry took effect the payment is reopened and completes, as if it had not expired (docs/watcher.md)."""
     cfg = config.with_overrides(trongrid_api_url=sim.url, watcher_strategy="account", trongrid_max_rps=500.0,
                                 reconcile_interval_seconds=1.0)
     watcher = new_watcher(cfg)
