@@ -270,36 +270,42 @@ def test_cleanup_logs_deletes_only_old_logs_of_settled_payments(database_url: st
 
 # --- reset ---------------------------------------------------------------------------------------
 
-def test_reset_requires_confirmation_without_a_tty(database_url: str, db: Database) -> None:
+@pytest.fixture
+def own_db(empty_url: str) -> Iterator[Database]:
+    """A database of this test's own, migrated and populated, its pool closed: a reset refuses while any service
+    process (another test's background thread included) holds a connection to its database."""
+    migrate.upgrade_to_head(empty_url)
+    db = Database(empty_url)
     populate(db)
-    db.engine.dispose()  # no service process holds a connection
-    line = one_line_failure(run_cli(database_url, "reset"))
+    db.engine.dispose()
+    yield db
+    db.dispose()
+
+
+def test_reset_requires_confirmation_without_a_tty(empty_url: str, own_db: Database) -> None:
+    line = one_line_failure(run_cli(empty_url, "reset"))
     assert "--yes" in line
-    with db.transaction() as s:
+    with own_db.transaction() as s:
         assert len(s.scalars(select(Payment)).all()) == 5
 
 
-def test_reset_refuses_while_a_service_uses_the_database(database_url: str, db: Database) -> None:
+def test_reset_refuses_while_a_service_uses_the_database(empty_url: str, own_db: Database) -> None:
     """A reset under a running service would delete the API keys and webhook secret it goes on using."""
-    populate(db)
-    with db.engine.connect():  # a service process's connection (application_name tron-usdt-monitor:<pid>)
-        line = one_line_failure(run_cli(database_url, "reset", "--yes"))
+    with own_db.engine.connect():  # a service process's connection (application_name tron-usdt-monitor:<pid>)
+        line = one_line_failure(run_cli(empty_url, "reset", "--yes"))
     assert "running service" in line and f"tron-usdt-monitor:{os.getpid()}" in line and "stop it" in line
-    with db.transaction() as s:
+    with own_db.transaction() as s:
         assert len(s.scalars(select(Payment)).all()) == 5
 
 
-def test_reset_yes_empties_everything(database_url: str, db: Database) -> None:
-    populate(db)
-    ok(run_cli(database_url, "create-api-key"))
-    db.engine.dispose()  # no service process holds a connection (this one's would be refused)
-    out = ok(run_cli(database_url, "reset", "--yes"))
+def test_reset_yes_empties_everything(empty_url: str, own_db: Database) -> None:
+    ok(run_cli(empty_url, "create-api-key"))
+    out = ok(run_cli(empty_url, "reset", "--yes"))
     assert f"recreated at revision {migrate.head_revision()}" in out
-    db.engine.dispose()  # the tables were recreated: drop pooled connections with stale type caches
-    with db.transaction() as s:
+    with own_db.transaction() as s:
         for model in (Payment, PaymentLog, Transfer, WebhookEvent, ApiKey):
             assert s.scalars(select(model)).all() == []
-    assert migrate.current_revision(database_url) == migrate.head_revision()
+    assert migrate.current_revision(empty_url) == migrate.head_revision()
 
 
 # --- API keys ------------------------------------------------------------------------------------
