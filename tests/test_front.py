@@ -116,3 +116,37 @@ def test_a_client_cannot_claim_an_address_through_x_forwarded_for() -> None:
     wrapped({"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "not an address"}, None)
     wrapped({"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "10.0.0.1, 203.0.113.9"}, None)
     assert seen == ["203.0.113.7", "198.51.100.2", "", "203.0.113.9"]
+
+
+def test_a_quick_stop_is_quick_while_request_threads_are_stuck(empty_url: str, tmp_path: Path) -> None:
+    """Stalled clients hold gthread request threads; a worker's exit used to join them, so gunicorn took its whole
+    graceful_timeout (20 s) to stop, its workers' watchers still running meanwhile. worker_exit now ends the worker
+    once its background threads are stopped."""
+    import socket
+
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
+                                cwd=ROOT, env=service_env(empty_url, port), stdout=out, stderr=out,
+                                start_new_session=True)
+    stalled = []
+    try:
+        wait_answering(f"http://127.0.0.1:{port}", proc, log)
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.send(b"G")
+            stalled.append(sock)
+        time.sleep(6)  # past gthread's 5 s wait for a first byte: each connection now holds a request thread
+        workers = descendants(proc)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        assert time.monotonic() - started < 5, log.read_text()[-2000:]
+        assert psutil.wait_procs(workers, timeout=1)[1] == []
+    finally:
+        for sock in stalled:
+            sock.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
