@@ -76,10 +76,15 @@ def test_trc20_record_and_page_shape_match_capture(sim: Simulator) -> None:
 
 def test_txinfo_shape_matches_capture(sim: Simulator) -> None:
     sender, wallet = random_address(), random_address()
+    sim.trx_transfer(sender, 100_000_000)  # the captured sender burned TRX for the energy
+    sim.mine()
     tx_id = sim.transfer(wallet, 41_677_389, from_=sender)
     sim.solidify()
     info = post(sim, "/walletsolidity/gettransactioninfobyid", {"value": tx_id}).json()
-    _same_shape(info, _capture("txinfo_usdt_success.json"))
+    capture = _capture("txinfo_usdt_success.json")
+    _same_shape(info, capture, subset=True)
+    assert set(info) == set(capture)
+    assert set(capture["receipt"]) - set(info["receipt"]) == {"energy_usage"}  # no energy staked: all burned
     assert info["id"] == tx_id
     assert info["contract_address"] == "41" + to_hex20(USDT_MAINNET)
     assert info["receipt"]["result"] == "SUCCESS"
@@ -511,16 +516,20 @@ def test_visible_true_answers_base58_where_java_tron_does(sim: Simulator) -> Non
     assert node(sim, "/wallet/getnodeinfo", visible="true")["block"].startswith("Num:")
 
 
-def test_tronpy_reads_the_simulator(sim: Simulator) -> None:
+def tronpy_client(sim: Simulator) -> Any:
     from tronpy import Tron
     from tronpy.providers import HTTPProvider
 
+    return Tron(HTTPProvider(sim.url, timeout=5))
+
+
+def test_tronpy_reads_the_simulator(sim: Simulator) -> None:
     wallet = random_address()
     tx_id = sim.transfer(wallet, 12_345_678, from_=PAYER)
     funded = sim.trx_transfer(wallet, 3_000_000)
     sim.solidify()
     state = sim.state()
-    client = Tron(HTTPProvider(sim.url, timeout=5))
+    client = tronpy_client(sim)
     latest = client.get_latest_block()
     assert latest["block_header"]["raw_data"]["number"] == state["head"]
     assert client.get_latest_block_number() == state["head"]
@@ -543,6 +552,181 @@ def test_tronpy_reads_the_simulator(sim: Simulator) -> None:
         client.get_account(random_address())
     with pytest.raises(TransactionNotFound):
         client.get_transaction("ab" * 32)
+    # 1. the USDT contract and balanceOf (triggerconstantcontract) on the chain's state
+    usdt = client.get_contract(USDT_MAINNET)
+    assert (usdt.name, usdt.contract_address, usdt.user_resource_percent) == ("TetherToken", USDT_MAINNET, 100)
+    assert is_valid_address(usdt.origin_address) and len(usdt.code_hash) == 64 and usdt.bytecode
+    assert usdt.functions.balanceOf(wallet) == 12_345_678
+    assert usdt.functions.balanceOf(random_address()) == 0
+    assert (usdt.functions.symbol(), usdt.functions.decimals(), usdt.functions.name()) == ("USDT", 6, "Tether USD")
+    # 2. resources: 600 free bandwidth points, PAYER's transfer took 345 of them; no account, no answer
+    resource = client.get_account_resource(wallet)
+    assert resource == {"freeNetLimit": 600, "TotalNetLimit": 43_200_000_000, "TotalNetWeight": 68_305_209_098,
+                        "TotalEnergyLimit": 180_000_000_000, "TotalEnergyWeight": 2_411_528_185}
+    assert client.get_bandwidth(wallet) == 600
+    assert client.get_bandwidth(PAYER) == 600 - 345
+    assert client.get_account_resource(PAYER)["freeNetUsed"] == 345
+    assert client.get_energy(PAYER) == 0
+    stranger = random_address()
+    with pytest.raises(AddressNotFound):
+        client.get_account_resource(stranger)
+    with pytest.raises(AddressNotFound):
+        client.get_bandwidth(stranger)
+    # 3. peers: loopback only
+    nodes = client.list_nodes()
+    assert nodes and all(n["address"]["host"].startswith("127.0.0.") and n["address"]["port"] == 18888
+                         for n in nodes)
+    # 4. the contract's own account
+    contract_account = client.get_account(USDT_MAINNET)
+    assert contract_account["type"] == "Contract" and contract_account["address"] == USDT_MAINNET
+    assert contract_account["account_name"] == "TetherToken"
+    # 5. a sender without TRX is charged nothing: its receipt shows delegated energy and free bandwidth
+    assert client.get_account_balance(PAYER) == 0
+    assert "fee" not in info and "energy_fee" not in info["receipt"]
+    assert info["receipt"]["energy_usage"] == info["receipt"]["energy_usage_total"] == 130_285
+
+
+def test_usdt_balance_of_reads_head_or_solid_state_through_tronpy(sim: Simulator) -> None:
+    from tronpy.exceptions import TvmError, ValidationError
+
+    wallet, other = random_address(), random_address()
+    sim.transfer(wallet, 5_000_000)
+    sim.transfer(wallet, 9_000_000, reverted=True)  # a reverted call moves nothing
+    sim.approve(wallet, other, 1_000_000)
+    sim.solidify()
+    sim.transfer(other, 1_500_000, from_=wallet)
+    sim.transfer(wallet, 250_000, malformed="data")  # its receipt's log is broken, the transfer happened
+    sim.transfer(wallet, 7, contract=FAKE_TOKEN)  # another token
+    sim.mine()
+    client = tronpy_client(sim)
+    usdt = client.get_contract(USDT_MAINNET)
+    # /wallet reads the head's state, /walletsolidity the solid head's
+    assert usdt.functions.balanceOf(wallet) == 5_000_000 - 1_500_000 + 250_000
+    assert usdt.functions.balanceOf(other) == 1_500_000
+    assert usdt.functions.allowance(wallet, other) == 1_000_000
+    parameter = to_topic(wallet)
+    call = {"owner_address": to_hex41(other), "contract_address": to_hex41(USDT_MAINNET),
+            "function_selector": "balanceOf(address)", "parameter": parameter}
+    solid = node(sim, "/walletsolidity/triggerconstantcontract", call)
+    assert int(solid["constant_result"][0], 16) == 5_000_000
+    head = node(sim, "/wallet/triggerconstantcontract", call)
+    assert int(head["constant_result"][0], 16) == 3_750_000
+    # java-tron's answer: TronGrid's shape for USDT; the transaction is the unsigned call at the head
+    assert set(head) == {"result", "energy_used", "constant_result", "energy_penalty", "transaction"}
+    assert head["result"] == {"result": True} and head["energy_used"] > head["energy_penalty"] > 0
+    transaction = head["transaction"]
+    assert set(transaction) == {"ret", "visible", "txID", "raw_data", "raw_data_hex"}
+    assert transaction["ret"] == [{}] and transaction["visible"] is False
+    assert hashlib.sha256(bytes.fromhex(transaction["raw_data_hex"])).hexdigest() == transaction["txID"]
+    value = transaction["raw_data"]["contract"][0]["parameter"]["value"]
+    assert value == {"data": "70a08231" + parameter, "owner_address": to_hex41(other),
+                     "contract_address": to_hex41(USDT_MAINNET)}
+    assert node(sim, "/wallet/triggerconstantcontract", call | {"data": "70a08231" + parameter,
+                                                                 "function_selector": ""}) == head
+    # an unknown selector reverts; another address is no contract
+    with pytest.raises(TvmError, match="REVERT opcode executed"):
+        client.trigger_constant_contract(wallet, USDT_MAINNET, "mint(uint256)", "00" * 32)
+    reverted = node(sim, "/wallet/triggerconstantcontract", call | {"function_selector": "transfer(address,uint256)"})
+    assert reverted["result"] == {"result": True, "message": b"REVERT opcode executed".hex()}
+    assert reverted["constant_result"] == [""] and reverted["transaction"]["ret"] == [{"ret": "FAILED"}]
+    with pytest.raises(ValidationError, match="Smart contract is not exist"):
+        client.trigger_constant_contract(wallet, FAKE_TOKEN, "balanceOf(address)", parameter)
+    not_a_contract = node(sim, "/wallet/triggerconstantcontract", call | {"contract_address": to_hex41(FAKE_TOKEN)})
+    assert not_a_contract == {"result": {"code": "CONTRACT_VALIDATE_ERROR",
+                                         "message": b"Smart contract is not exist.".hex()}}
+    assert node(sim, "/wallet/getcontract", {"value": to_hex41(FAKE_TOKEN)}) == {}
+    bad = node(sim, "/wallet/triggerconstantcontract", call | {"parameter": "zz"})
+    assert bad["result"]["code"] == "OTHER_ERROR"
+
+
+def test_contract_record_account_resources_and_peers_as_java_tron_prints_them(sim: Simulator) -> None:
+    documented = node(sim, "/wallet/getcontract", {"value": to_hex41(USDT_MAINNET)})
+    assert list(documented) == ["origin_address", "contract_address", "abi", "bytecode",
+                                "consume_user_resource_percent", "name", "origin_energy_limit", "code_hash"]
+    assert documented["contract_address"] == to_hex41(USDT_MAINNET) and documented["origin_address"].startswith("41")
+    entries = {entry["name"]: entry for entry in documented["abi"]["entrys"]}
+    assert entries["balanceOf"] == {"constant": True, "name": "balanceOf",
+                                    "inputs": [{"name": "who", "type": "address"}], "outputs": [{"type": "uint256"}],
+                                    "type": "Function", "stateMutability": "View"}
+    assert entries["Transfer"]["type"] == "Event" and entries["Transfer"]["inputs"][0] == {
+        "indexed": True, "name": "from", "type": "address"}
+    shown = node(sim, "/wallet/getcontract", {"value": USDT_MAINNET, "visible": True})
+    assert shown["contract_address"] == USDT_MAINNET and shown["name"] == "TetherToken"
+    account = node(sim, "/walletsolidity/getaccount", {"address": to_hex41(USDT_MAINNET)})
+    assert account["account_name"] == b"TetherToken".hex() and account["type"] == "Contract"
+    assert "owner_permission" not in account and "create_time" not in account
+    # resources: /wallet only; {} for no account; an account of its own has no stake
+    assert node(sim, "/wallet/getaccountnet", {"address": to_hex41(USDT_MAINNET)}) == {
+        "freeNetLimit": 600, "TotalNetLimit": 43_200_000_000, "TotalNetWeight": 68_305_209_098}
+    assert node(sim, "/wallet/getaccountresource", {"address": to_hex41(random_address())}) == {}
+    assert node(sim, "/wallet/getaccountnet", {"address": random_address(), "visible": True}) == {}
+    assert "Error" in node(sim, "/wallet/getaccountresource", {"address": "zz"})
+    for name in ("getaccountresource", "getaccountnet", "getcontract", "listnodes"):
+        assert requests.post(f"{sim.url}/walletsolidity/{name}", timeout=5).status_code == 404
+    # listnodes: hosts in hex; as text only with visible=true in the URL (the servlet ignores the body's)
+    hexed = node(sim, "/wallet/listnodes", {"visible": True})["nodes"]
+    hosts = [bytes.fromhex(peer["address"]["host"]).decode() for peer in hexed]
+    assert hosts and all(host.startswith("127.0.0.") for host in hosts)
+    assert [peer["address"]["host"] for peer in node(sim, "/wallet/listnodes", visible="true")["nodes"]] == hosts
+
+
+def test_fees_are_charged_only_to_accounts_that_have_the_trx(sim: Simulator) -> None:
+    poor, some, rich, wallet, fresh, sender = (random_address() for _ in range(6))
+    sim.trx_transfer(some, 1_000_000)
+    sim.trx_transfer(rich, 100_000_000)
+    sim.trx_transfer(sender, 10_000_000)
+    sim.mine()
+    first = sim.transfer(wallet, 1_000_000, from_=poor)  # the wallet's first USDT
+    second = sim.transfer(wallet, 1_000_000, from_=poor)  # the same day: free bandwidth used up
+    a_little = sim.transfer(wallet, 1_000_000, from_=some)
+    more = sim.transfer(wallet, 1_000_000, from_=some)
+    paid = sim.transfer(wallet, 1_000_000, from_=rich)
+    sim.solidify()
+
+    def info(tx_id: str) -> dict[str, Any]:
+        return node(sim, "/wallet/gettransactioninfobyid", {"value": tx_id})
+
+    # no TRX: energy (and bandwidth past the free 600 points) delegated, nothing burned
+    assert "fee" not in info(first) and info(first)["receipt"] == {
+        "energy_usage": 130_285, "energy_usage_total": 130_285, "net_usage": 345, "result": "SUCCESS",
+        "energy_penalty_total": 100_635}
+    assert "fee" not in info(second) and info(second)["receipt"] == {
+        "energy_usage": 64_285, "energy_usage_total": 64_285, "net_usage": 345, "result": "SUCCESS",
+        "energy_penalty_total": 49_635}
+    # 1 TRX: bandwidth burned once the free points are used (mainnet b69c51db…), never the 13.5 TRX of energy
+    assert "fee" not in info(a_little)
+    assert info(more)["fee"] == 345_000 and info(more)["receipt"] == {
+        "energy_usage": 64_285, "energy_usage_total": 64_285, "net_fee": 345_000, "result": "SUCCESS",
+        "energy_penalty_total": 49_635}
+    # enough TRX: the energy is burned (the captured receipt's energy_fee)
+    assert info(paid)["fee"] == 64_285 * 210 and info(paid)["receipt"] == {
+        "energy_fee": 64_285 * 210, "energy_usage_total": 64_285, "net_usage": 345, "result": "SUCCESS",
+        "energy_penalty_total": 49_635}
+    client = tronpy_client(sim)
+    assert client.get_account_balance(poor) == 0 and "balance" not in client.get_account(poor)
+    assert client.get_account(some)["balance"] == 1_000_000 - 345_000
+    assert client.get_account(rich)["balance"] == 100_000_000 - 64_285 * 210
+    assert client.get_account(poor)["free_net_usage"] == 345 and client.get_bandwidth(some) == 600 - 345
+    # TRX transfers: bandwidth from the free points, else burned; to a new account 1.1 TRX (txinfo_trx_transfer.json)
+    to_known = sim.trx_transfer(some, 500_000, from_=sender)
+    burned = sim.trx_transfer(some, 500_000, from_=rich)  # rich used 345 of its 600 points already
+    to_new = sim.trx_transfer(fresh, 2_000_000, from_=rich)
+    broke = sim.trx_transfer(wallet, 3_000_000, from_=poor)  # TRX it sends counts as funded at genesis
+    sim.solidify()
+    points = sim.chain.txs[to_known].raw.bandwidth()
+    assert 265 <= points <= 268 and sim.chain.txs[burned].raw.bandwidth() == points
+    assert "fee" not in info(to_known) and info(to_known)["receipt"] == {"net_usage": points}
+    assert info(burned)["fee"] == points * 1000 and info(burned)["receipt"] == {"net_fee": points * 1000}
+    assert info(to_new)["fee"] == 1_100_000 and info(to_new)["receipt"] == {"net_fee": 100_000}
+    assert info(broke)["fee"] == 1_100_000
+    assert client.get_account(rich)["balance"] == (100_000_000 - 64_285 * 210 - 500_000 - points * 1000
+                                                   - 2_000_000 - 1_100_000)
+    assert client.get_account(sender)["balance"] == 10_000_000 - 500_000
+    assert "balance" not in client.get_account(poor)
+    # free bandwidth recovers within 24 hours
+    sim.advance(24 * 3600)
+    sim.mine()
+    assert client.get_bandwidth(poor) == 600 and "free_net_usage" not in client.get_account(poor)
 
 
 # -- chain time and noise ----------------------------------------------------------------------------

@@ -12,9 +12,16 @@ Run standalone with ``python -m tron_sim --port 9000`` (``--help`` lists the fla
 Endpoints: TronGrid's index, ``GET /v1/accounts/{address}/transactions/trc20`` and
 ``GET /v1/contracts/{contract}/events``; java-tron's ``/wallet/`` and ``/walletsolidity/`` ``getnowblock``,
 ``getblockbynum``, ``getblockbyid``, ``gettransactionbyid``, ``gettransactioninfobyid``,
-``gettransactioninfobyblocknum``, ``getaccount``, ``getnodeinfo`` and ``/wallet/getchainparameters`` (enough
-for ``tronpy``). ``/_sim/...`` controls everything over HTTP (:mod:`tron_sim.control`). Shapes and texts are
-copied from real answers (:mod:`tron_sim.shapes`, :mod:`tron_sim.faults`, ``tests/data/README.md``).
+``gettransactioninfobyblocknum``, ``getaccount``, ``getnodeinfo``, ``triggerconstantcontract`` and ``/wallet/``
+``getchainparameters``, ``getcontract``, ``getaccountresource``, ``getaccountnet``, ``listnodes`` (enough for
+``tronpy``, ``get_contract(USDT).functions.balanceOf(address)`` included). ``/_sim/...`` controls everything over
+HTTP (:mod:`tron_sim.control`). Shapes and texts are copied from real answers (:mod:`tron_sim.shapes`,
+:mod:`tron_sim.faults`, ``tests/data/README.md``).
+
+The chain keeps what a node reads: TRX balances, free bandwidth and each transaction's fee
+(:mod:`tron_sim.accounts`: an account is never charged TRX it does not have; a USDT sender without TRX runs on
+delegated energy), and the USDT balances the mined transfers leave (:mod:`tron_sim.contract`), which
+``balanceOf`` answers at the node's head or solid head. The USDT contract has its own account (type ``Contract``).
 
 How it behaves like the real TronGrid, each an option:
 

@@ -17,17 +17,24 @@ from typing import Any
 from urllib.parse import urlencode
 
 from addresses import AddressError, decode_address, from_hex, is_valid_address
-from tron_sim.chain import AddressIndex, Chain, Record, RecordKey, Window, query_index
+from tron_sim.chain import TX_LIFETIME_MS, AddressIndex, Chain, Record, RecordKey, Window, query_index
+from tron_sim.contract import NOT_A_CONTRACT, constant_call, selector, smart_contract_json
 from tron_sim.shapes import (
     account_json,
+    account_net_json,
+    account_resource_json,
     block_json,
+    call_error_json,
     chain_parameters,
+    constant_call_json,
     event_record,
     node_info,
+    node_list,
     transaction_json,
     trc20_record,
     tx_info,
 )
+from tron_sim.txraw import RawContract, RawData, ref_block
 from tron_sim.views import IndexLag, NodeView
 
 logger = logging.getLogger(__name__)
@@ -39,6 +46,10 @@ MAX_LIMIT = 200
 DEFAULT_LIMIT = 20
 NUMBER_ERROR = "class java.lang.NumberFormatException : num is required"
 HEX_ERROR = "class org.tron.core.services.http.JsonFormat$ParseException : 1:10: INVALID hex String"
+PARSE_ERROR = "class org.tron.core.services.http.JsonFormat$ParseException"
+HEX_DECODE_ERROR = ("class org.bouncycastle.util.encoders.DecoderException : exception decoding Hex string: "
+                    "invalid characters encountered in Hex string")
+HEX = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
 
 
 @dataclass(frozen=True)
@@ -285,19 +296,101 @@ def transaction_infos_by_block(call: NodeCall) -> Answer:
         return Answer(200, [tx_info(tx, call.visible) for tx in block.txs])
 
 
-def account(call: NodeCall) -> Answer:
-    """``{}`` for an address that never signed or received TRX (a TRC20 transfer does not create an account)."""
-    text = str(call.args.get("address", ""))
+def _address(text: str, visible: bool) -> str:
+    """An address argument as java-tron reads it: base58check with ``visible``, else hex with the ``41`` prefix."""
+    address = text if visible else from_hex(text) if len(text) == 42 else ""
+    decode_address(address)
+    return address
+
+
+def _address_error(visible: bool) -> Answer:
+    kind = "base58" if visible else "hex"
+    return Answer(200, {"Error": f"{PARSE_ERROR} : 1:12: INVALID {kind} String"})
+
+
+def _account_answer(call: NodeCall, name: str, render: Callable[[str, Any], dict[str, Any]]) -> Answer:
+    """Render the account the argument ``name`` names; ``{}`` for an address without an account."""
     try:
-        address = text if call.visible else from_hex(text) if len(text) == 42 else ""
-        decode_address(address)
+        address = _address(str(call.args.get(name, "")), call.visible)
     except AddressError:
-        kind = "base58" if call.visible else "hex"
-        return Answer(200, {"Error": f"class org.tron.core.services.http.JsonFormat$ParseException : "
-                                     f"1:12: INVALID {kind} String"})
+        return _address_error(call.visible)
     with call.chain.lock:
         found = call.chain.accounts.get(address)
-        return Answer(200, {} if found is None else account_json(address, found, call.visible))
+        return Answer(200, {} if found is None else render(address, found))
+
+
+def account(call: NodeCall) -> Answer:
+    """``{}`` for an address that never signed or received TRX (a TRC20 transfer does not create an account); the
+    USDT contract's account is there from the start (type ``Contract``)."""
+    return _account_answer(call, "address", lambda address, found: account_json(address, found, call.visible,
+                                                                              call.chain.head.timestamp))
+
+
+def account_net(call: NodeCall) -> Answer:
+    """``/wallet/getaccountnet``: the account's bandwidth; ``{}`` for an address without an account."""
+    return _account_answer(call, "address", lambda _, found: account_net_json(found, call.chain.head.timestamp))
+
+
+def account_resource(call: NodeCall) -> Answer:
+    """``/wallet/getaccountresource``: bandwidth and the network's energy; ``{}`` for an address without one."""
+    return _account_answer(call, "address",
+                           lambda _, found: account_resource_json(found, call.chain.head.timestamp))
+
+
+def contract(call: NodeCall) -> Answer:
+    """``/wallet/getcontract``: the ``SmartContract`` of the USDT contract; ``{}`` for any other address (java-tron's
+    GetContractServlet when the contract store has none)."""
+    try:
+        address = _address(str(call.args.get("value", "")), call.visible)
+    except AddressError:
+        return _address_error(call.visible)
+    usdt = call.chain.usdt
+    return Answer(200, smart_contract_json(usdt, call.visible) if address == usdt.address else {})
+
+
+def _call_data(args: dict[str, Any]) -> str:
+    """The call's data: ``function_selector`` hashed (java-tron's ``Util.parseMethod``) and ``parameter``, or
+    ``data``."""
+    signature, parameter = args.get("function_selector"), args.get("parameter")
+    if isinstance(signature, str) and signature:
+        data = selector(signature) + (str(parameter) if parameter else "")
+    else:
+        data = str(args.get("data") or "")
+    if not HEX.match(data):
+        raise ValueError(data)
+    return data.lower()
+
+
+def constant_contract(call: NodeCall) -> Answer:
+    """``triggerconstantcontract`` on the token's state at this node's head (``/wallet``) or solid head
+    (``/walletsolidity``). Errors are answered inside ``result``, never as ``{"Error": ...}``."""
+    visible = call.visible
+    try:
+        owner = _address(str(call.args.get("owner_address", "")), visible)
+        target = _address(str(call.args.get("contract_address", "")), visible)
+    except AddressError:
+        return Answer(200, call_error_json("OTHER_ERROR", f"{PARSE_ERROR} : INVALID "
+                                           f"{'base58' if visible else 'hex'} String", visible))
+    try:
+        data = _call_data(call.args)
+    except ValueError:
+        return Answer(200, call_error_json("OTHER_ERROR", HEX_DECODE_ERROR, visible))
+    with call.chain.lock:
+        chain = call.chain
+        if target != chain.usdt.address:
+            return Answer(200, call_error_json("CONTRACT_VALIDATE_ERROR", NOT_A_CONTRACT, visible))
+        head = call.view.now_block(call.solid)
+        result = constant_call(chain.ledger, chain.usdt, data, head.number)
+    # the unsigned call java-tron builds around it: referring to the head, expiring 60 s after it, built "now"
+    # (java-tron's clock; here the chain's, which a test may have set far from the wall clock)
+    ref_bytes, ref_hash = ref_block(head.number, head.block_id)
+    raw = RawData(RawContract("TriggerSmartContract", owner, target, data=data), ref_bytes, ref_hash,
+                  head.timestamp + TX_LIFETIME_MS, head.timestamp)
+    return Answer(200, constant_call_json(result, raw, visible))
+
+
+def nodes(call: NodeCall) -> Answer:
+    return Answer(200, node_list(call.visible))
 
 
 def node_status(call: NodeCall) -> Answer:
@@ -331,6 +424,11 @@ NODE_ENDPOINTS: dict[str, tuple[Callable[[NodeCall], Answer], bool, str]] = {
     "getaccount": (account, True, "request"),
     "getnodeinfo": (node_status, True, "none"),
     "getchainparameters": (parameters, False, "query"),
+    "getcontract": (contract, False, "request"),
+    "triggerconstantcontract": (constant_contract, True, "request"),
+    "getaccountresource": (account_resource, False, "request"),
+    "getaccountnet": (account_net, False, "request"),
+    "listnodes": (nodes, False, "query"),  # ListNodesServlet reads visible from the URL only, also on POST
 }
 
 

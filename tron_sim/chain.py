@@ -17,6 +17,16 @@ from dataclasses import dataclass, field
 import base58
 
 from addresses import decode_address
+from tron_sim.accounts import (
+    REVERTED_CALL,
+    TRANSFER_TO_HOLDER,
+    TRANSFER_TO_NEW_HOLDER,
+    Account,
+    Accounts,
+    Energy,
+    Receipt,
+)
+from tron_sim.contract import CONTRACT_NAME, TokenLedger
 from tron_sim.txraw import (
     APPROVE_SELECTOR,
     MULTISEND_SELECTOR,
@@ -102,6 +112,7 @@ class Tx:
     block_number: int | None = None
     block_timestamp: int | None = None
     index_in_block: int = 0
+    receipt: Receipt | None = None  # what it cost, once mined (tron_sim.accounts)
 
 
 @dataclass
@@ -111,15 +122,6 @@ class Block:
     parent_hash: str
     block_id: str
     txs: list[Tx] = field(default_factory=list)
-
-
-@dataclass
-class Account:
-    """What ``getaccount`` reports. TRX an account sends beyond what it received counts as funded at genesis."""
-
-    create_time: int
-    balance: int = 0
-    latest_operation_time: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,24 +185,6 @@ def block_id_for(number: int, timestamp: int) -> str:
     return f"{number:016x}" + digest[16:]
 
 
-class Accounts(dict[str, Account]):
-    """What getaccount answers of each address that sent or received TRX, or sent anything."""
-
-    def settle(self, tx: Tx, timestamp: int) -> None:
-        owner = self.opened(tx.owner, timestamp)
-        owner.latest_operation_time = timestamp
-        if tx.kind == "trx" and not tx.reverted:
-            owner.balance = max(0, owner.balance - tx.trx_amount)
-            self.opened(tx.trx_to, timestamp).balance += tx.trx_amount
-
-    def opened(self, address: str, timestamp: int) -> Account:
-        """The address's account, created at ``timestamp`` if it has none yet."""
-        account = self.get(address)
-        if account is None:
-            account = self[address] = Account(create_time=timestamp)
-        return account
-
-
 class UsdtNoise:
     """Mainnet's background: USDT moving between the chain's own addresses, never a caller's; ``seed`` makes the
     addresses and amounts reproducible."""
@@ -249,6 +233,9 @@ class Chain:
         self.mempool: list[Tx] = []
         self.txs: dict[str, Tx] = {}
         self.accounts = Accounts()
+        # the USDT contract's own account (java-tron creates it with the contract: type Contract, named after it)
+        self.accounts[usdt_contract] = Account(create_time=0, contract_name=CONTRACT_NAME)
+        self.ledger = TokenLedger()
         self.index = EventIndex()
         self._pending_advance_ms = 0
         self._last_user_block = 0
@@ -406,7 +393,17 @@ class Chain:
         for position, tx in enumerate(txs):
             tx.block_number, tx.block_timestamp, tx.index_in_block = block.number, block.timestamp, position
             self.index.add(tx, self.token)
-            self.accounts.settle(tx, block.timestamp)
+            tx.receipt = self.accounts.settle(tx, block.timestamp, self._energy(tx))
+            self.ledger.apply(tx, block.number)
+
+    def _energy(self, tx: Tx) -> Energy:
+        """The energy a contract call uses (a TRX transfer uses none): a transfer to an address holding none of the
+        token yet costs more; an ``approve`` is counted as a transfer to a holder."""
+        if tx.reverted:
+            return REVERTED_CALL
+        new_holder = any(spec.event == "Transfer" and not self.ledger.balance(spec.contract, spec.to_address)
+                         for spec in tx.logs)
+        return TRANSFER_TO_NEW_HOLDER if new_holder else TRANSFER_TO_HOLDER
 
     def _noise_txs(self) -> list[Tx]:
         return [self.txs[self.submit_trc20((spec,), noise=True)] for spec in self.noise.transfers(self.usdt.address)]

@@ -17,20 +17,37 @@ Sources (each real answer is vendored in ``tests/data`` and named in ``tests/dat
   (``javatron_*.json``) and the ledger-live TRC20 ``detail`` objects (``trongrid_trc20_detail.json``):
   ``raw_data_hex`` is the protobuf encoding of ``raw_data`` and the ``txID`` its SHA-256 (:mod:`tron_sim.txraw`).
 * Account, node info, chain parameters: documentation-en ``getaccount.md``, ``getnodeinfo.md``,
-  ``getchainparameters.md``.
+  ``getchainparameters.md``; a contract's account: java-tron ``RepositoryImpl.createAccount``.
+* Resources and peers: documentation-en ``getaccountresource.md``, ``getaccountnet.md``, ``listnodes.md``;
+  receipts and fees: :mod:`tron_sim.accounts` (mainnet receipts named there).
+* Constant calls: documentation-en ``triggerconstantcontract.md`` and TronGrid's answers for USDT's ``decimals()``
+  and ``symbol()`` (``result``, ``energy_used``, ``constant_result``, ``energy_penalty``, ``transaction`` with
+  ``ret``, ``visible``, ``txID``, ``raw_data``, ``raw_data_hex``); the contract record: :mod:`tron_sim.contract`.
 
 ``visible``: java-tron's ``JsonFormat`` prints the fields listed in ``HttpSelfFormatFieldName`` (witness, owner,
 to and contract addresses, ``TransactionInfo.contract_address``, log ``address``, internal-transaction
-addresses, permission key addresses) in base58check when ``visible=true`` and ``resMessage`` as text; everything
-else stays hex. The transaction info servlets prefix a log's 20-byte address with ``41`` before that.
+addresses, permission key addresses, a contract's origin and contract addresses) in base58check when
+``visible=true``, and ``resMessage``, ``Return.message``, ``Account.account_name`` and a peer's ``Address.host`` as
+text; everything else stays hex. The transaction info servlets prefix a log's 20-byte address with ``41`` before that.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from addresses import TRANSFER_TOPIC, to_hex20, to_hex41, to_topic
-from tron_sim.chain import Account, Block, LogSpec, Record, Tx
-from tron_sim.txraw import signature_for, word
+from tron_sim.accounts import (
+    FREE_NET_LIMIT,
+    TOTAL_ENERGY_LIMIT,
+    TOTAL_ENERGY_WEIGHT,
+    TOTAL_NET_LIMIT,
+    TOTAL_NET_WEIGHT,
+    Account,
+    Receipt,
+)
+from tron_sim.chain import Block, LogSpec, Record, Tx
+from tron_sim.contract import REVERT_MESSAGE as CALL_REVERT_MESSAGE
+from tron_sim.contract import CallResult
+from tron_sim.txraw import RawData, signature_for, word
 
 APPROVAL_TOPIC = "8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925"
 SWAP_TOPIC = "c42079f94a6350d7e6235f29174924f928cc2ac818eb64fed8004e115fbcca67"  # the DEX's own event
@@ -107,42 +124,40 @@ def token_log(spec: LogSpec, visible: bool) -> dict[str, Any]:
     return {"address": address, "topics": topics, "data": data}
 
 
+def receipt_json(receipt: Receipt, result: str | None = None) -> dict[str, Any]:
+    """``ResourceReceipt`` as java-tron prints it: field order, zeros left out; ``result`` only for contract calls."""
+    fields: list[tuple[str, Any]] = [
+        ("energy_usage", receipt.energy_usage), ("energy_fee", receipt.energy_fee),
+        ("energy_usage_total", receipt.energy_usage_total), ("net_usage", receipt.net_usage),
+        ("net_fee", receipt.net_fee), ("result", result), ("energy_penalty_total", receipt.energy_penalty_total),
+    ]
+    return {name: value for name, value in fields if value}
+
+
 def tx_info(tx: Tx, visible: bool = False) -> dict[str, Any]:
-    """``gettransactioninfobyid`` answer for a mined transaction."""
-    if tx.kind == "trx":
-        return _trx_info(tx)
-    info: dict[str, Any] = {
-        "id": tx.tx_id,
-        "fee": 26420100 if not tx.reverted else 27255900,
-        "blockNumber": tx.block_number,
-        "blockTimeStamp": tx.block_timestamp,
-        "contractResult": [ZERO_WORD if not tx.reverted else ""],  # as in the capture
-        "contract_address": address_field(_top_contract(tx), visible),
-    }
+    """``gettransactioninfobyid`` answer for a mined transaction: what it cost is its receipt's
+    (:mod:`tron_sim.accounts`); ``fee`` is left out when nothing was burned, as java-tron leaves out a 0."""
+    assert tx.receipt is not None
+    info: dict[str, Any] = {"id": tx.tx_id}
+    if tx.receipt.fee:
+        info["fee"] = tx.receipt.fee
+    info.update({"blockNumber": tx.block_number, "blockTimeStamp": tx.block_timestamp})
+    if tx.kind == "trx":  # txinfo_trx_transfer.json: no log, no receipt.result
+        info.update({"contractResult": [""], "receipt": receipt_json(tx.receipt)})
+        return info
+    info["contractResult"] = [ZERO_WORD if not tx.reverted else ""]  # as in the capture
+    info["contract_address"] = address_field(_top_contract(tx), visible)
     if tx.reverted:
         # wallet-cli docs: failed call receipt, top-level result FAILED, resMessage, and no log.
-        info["receipt"] = {"energy_usage_total": 130285, "net_usage": 345, "result": "REVERT"}
+        info["receipt"] = receipt_json(tx.receipt, "REVERT")
         info["result"] = "FAILED"
         info["resMessage"] = REVERT_MESSAGE.decode() if visible else REVERT_MESSAGE.hex()
     else:
-        info["receipt"] = {"energy_usage": 4475, "energy_fee": 26420100, "energy_usage_total": 130285,
-                           "net_usage": 345, "result": "SUCCESS", "energy_penalty_total": 100635}
+        info["receipt"] = receipt_json(tx.receipt, "SUCCESS")
         info["log"] = _logs(tx, visible)
     if tx.internal:
         info["internal_transactions"] = _internal_transactions(tx, visible)
     return info
-
-
-def _trx_info(tx: Tx) -> dict[str, Any]:
-    """txinfo_trx_transfer.json: no ``log``, no ``receipt.result``."""
-    return {
-        "id": tx.tx_id,
-        "fee": 1100000,
-        "blockNumber": tx.block_number,
-        "blockTimeStamp": tx.block_timestamp,
-        "contractResult": [""],
-        "receipt": {"net_fee": 100000},
-    }
 
 
 def _top_contract(tx: Tx) -> str:
@@ -197,7 +212,14 @@ def block_json(block: Block, witness: str, visible: bool = False) -> dict[str, A
 
 def transaction_json(tx: Tx, visible: bool = False) -> dict[str, Any]:
     """``gettransactionbyid`` answer, and an element of a block's ``transactions`` (gettransactionbyid.md)."""
-    raw, contract = tx.raw, tx.raw.contract
+    result = "REVERT" if tx.reverted else "SUCCESS"
+    return {"ret": [{"contractRet": result}], "signature": [signature_for(tx.tx_id)], "txID": tx.tx_id,
+            "raw_data": raw_data_json(tx.raw, visible), "raw_data_hex": tx.raw.hex()}
+
+
+def raw_data_json(raw: RawData, visible: bool = False) -> dict[str, Any]:
+    """A transaction's ``raw_data`` as java-tron prints it."""
+    contract = raw.contract
     if contract.kind == "TransferContract":
         value: dict[str, Any] = {"amount": contract.amount, "owner_address": address_field(contract.owner, visible),
                                  "to_address": address_field(contract.target, visible)}
@@ -213,30 +235,100 @@ def transaction_json(tx: Tx, visible: bool = False) -> dict[str, Any]:
     if raw.fee_limit:
         raw_data["fee_limit"] = raw.fee_limit
     raw_data["timestamp"] = raw.timestamp
-    result = "REVERT" if tx.reverted else "SUCCESS"
-    return {"ret": [{"contractRet": result}], "signature": [signature_for(tx.tx_id)], "txID": tx.tx_id,
-            "raw_data": raw_data, "raw_data_hex": raw.hex()}
+    return raw_data
 
 
 # -- accounts and the node -------------------------------------------------------------------------
-def account_json(address: str, account: Account, visible: bool = False) -> dict[str, Any]:
-    """``getaccount`` answer (documentation-en getaccount.md); proto3 JSON leaves a zero balance out."""
+def account_json(address: str, account: Account, visible: bool = False, now_ms: int = 0) -> dict[str, Any]:
+    """``getaccount`` answer (documentation-en getaccount.md); proto3 JSON leaves a zero balance out. ``now_ms``: the
+    node's head time, to which java-tron recovers the free bandwidth used before printing it."""
+    resources = {"net_window_size": WINDOW_MS, "net_window_optimized": True,
+                 "account_resource": {"energy_window_size": WINDOW_MS, "energy_window_optimized": True}}
+    frozen = [{}, {"type": "ENERGY"}, {"type": "TRON_POWER"}]
+    if account.contract_name:
+        # A contract's account, as java-tron creates it with the contract (RepositoryImpl.createAccount): its name,
+        # type Contract, the address; no create time and no permissions.
+        name = account.contract_name
+        answer: dict[str, Any] = {"account_name": name if visible else name.encode().hex(), "type": "Contract",
+                                  "address": address_field(address, visible)}
+        if account.balance:
+            answer["balance"] = account.balance
+        return answer | resources | {"frozenV2": frozen}
     key = [{"address": address_field(address, visible), "weight": 1}]
-    answer: dict[str, Any] = {"address": address_field(address, visible)}
+    answer = {"address": address_field(address, visible)}
     if account.balance:
         answer["balance"] = account.balance
     answer.update({
         "create_time": account.create_time,
         "latest_opration_time": account.latest_operation_time,  # sic: java-tron's field name
-        "net_window_size": WINDOW_MS,
-        "net_window_optimized": True,
-        "account_resource": {"energy_window_size": WINDOW_MS, "energy_window_optimized": True},
+    })
+    if account.latest_consume_free_time:
+        free_net_usage = account.free_net_used(now_ms)
+        if free_net_usage:
+            answer["free_net_usage"] = free_net_usage
+        answer["latest_consume_free_time"] = account.latest_consume_free_time
+    answer.update(resources)
+    answer.update({
         "owner_permission": {"permission_name": "owner", "threshold": 1, "keys": key},
         "active_permission": [{"type": "Active", "id": 2, "permission_name": "active", "threshold": 1,
                                "operations": ACTIVE_OPERATIONS, "keys": key}],
-        "frozenV2": [{}, {"type": "ENERGY"}, {"type": "TRON_POWER"}],
+        "frozenV2": frozen,
     })
     return answer
+
+
+def account_net_json(account: Account, now_ms: int) -> dict[str, Any]:
+    """``getaccountnet`` answer (``AccountNetMessage``, documentation-en getaccountnet.md): no stake, so no
+    ``NetUsed``/``NetLimit``; zeros left out."""
+    answer: dict[str, Any] = {}
+    free_net_used = account.free_net_used(now_ms)
+    if free_net_used:
+        answer["freeNetUsed"] = free_net_used
+    answer.update({"freeNetLimit": FREE_NET_LIMIT, "TotalNetLimit": TOTAL_NET_LIMIT,
+                   "TotalNetWeight": TOTAL_NET_WEIGHT})
+    return answer
+
+
+def account_resource_json(account: Account, now_ms: int) -> dict[str, Any]:
+    """``getaccountresource`` answer (``AccountResourceMessage``, documentation-en getaccountresource.md): the
+    bandwidth of ``getaccountnet`` plus the network's energy totals; no stake, so no energy or tron power of its
+    own."""
+    return account_net_json(account, now_ms) | {"TotalEnergyLimit": TOTAL_ENERGY_LIMIT,
+                                                "TotalEnergyWeight": TOTAL_ENERGY_WEIGHT}
+
+
+# The peers a node lists (/wallet/listnodes): loopback addresses only, on java-tron's p2p port.
+PEERS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+P2P_PORT = 18888
+
+
+def node_list(visible: bool = False) -> dict[str, Any]:
+    """``listnodes`` answer (``NodeList``, documentation-en listnodes.md): a host is the hex of its text, or the
+    text itself with ``visible`` (``Address.host`` is one of java-tron's text fields)."""
+    return {"nodes": [{"address": {"host": host if visible else host.encode().hex(), "port": P2P_PORT}}
+                      for host in PEERS]}
+
+
+def constant_call_json(result: CallResult, raw: RawData, visible: bool = False) -> dict[str, Any]:
+    """``triggerconstantcontract`` answer (``TransactionExtention``, documentation-en triggerconstantcontract.md and
+    TronGrid's answers for USDT): ``result.result`` true; a revert adds ``result.message`` (text with ``visible``,
+    else hex) and marks the transaction's ``ret`` FAILED. The transaction is the unsigned call, for context."""
+    status: dict[str, Any] = {"result": True}
+    if result.reverted:
+        status["message"] = CALL_REVERT_MESSAGE if visible else CALL_REVERT_MESSAGE.encode().hex()
+    answer: dict[str, Any] = {"result": status, "energy_used": result.energy.total,
+                              "constant_result": [result.output]}
+    if result.energy.penalty:
+        answer["energy_penalty"] = result.energy.penalty
+    answer["transaction"] = {"ret": [{"ret": "FAILED"} if result.reverted else {}], "visible": visible,
+                             "txID": raw.tx_id(), "raw_data": raw_data_json(raw, visible), "raw_data_hex": raw.hex()}
+    return answer
+
+
+def call_error_json(code: str, message: str, visible: bool = False) -> dict[str, Any]:
+    """``triggerconstantcontract`` when the servlet caught an exception: only ``result``, ``result.result`` false
+    (left out) and the message."""
+    return {"result": {"code": code, "message": message if visible else message.encode().hex()}}
 
 
 def node_info(head: Block, solid: Block, first_number: int) -> dict[str, Any]:

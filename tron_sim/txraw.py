@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 from addresses import decode_address
 
@@ -21,6 +21,8 @@ MULTISEND_SELECTOR = "1e83409a"  # the simulated DEX / batch payout contract's e
 # Transaction.Contract.ContractType values (Tron.proto)
 CONTRACT_TYPES = {"TransferContract": 1, "TriggerSmartContract": 31}
 TYPE_URL = "type.googleapis.com/protocol."
+SIGNATURE_SIZE = 65
+MAX_RESULT_SIZE = 64  # java-tron's Constant.MAX_RESULT_SIZE_IN_TX, counted in every transaction's bandwidth
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class RawData:
     fee_limit: int = 0  # sun, smart-contract calls only
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         out = bytearray()
         out += _bytes_field(1, bytes.fromhex(self.ref_block_bytes))
         out += _bytes_field(4, bytes.fromhex(self.ref_block_hash))
@@ -64,6 +70,15 @@ class RawData:
 
     def tx_id(self) -> str:
         return hashlib.sha256(self.encode()).hexdigest()
+
+    def bandwidth(self) -> int:
+        """Bandwidth points the signed transaction takes, counted as java-tron counts them: the protobuf size of the
+        ``Transaction`` (this raw data and one 65-byte signature) plus the 64 bytes it reserves for the result
+        (``MAX_RESULT_SIZE_IN_TX``). 345 for a USDT transfer and 265 for a TRX transfer, as on mainnet."""
+        raw = len(self.encode())
+        raw_field = len(_tag(1, 2)) + len(_varint(raw)) + raw
+        signature_field = len(_tag(2, 2)) + len(_varint(SIGNATURE_SIZE)) + SIGNATURE_SIZE
+        return raw_field + signature_field + MAX_RESULT_SIZE
 
 
 def ref_block(number: int, block_id: str) -> tuple[str, str]:
