@@ -433,17 +433,23 @@ def running_services(ctx: Context) -> list[str]:
         engine.dispose()
 
 
+def refuse_under_a_service(ctx: Context, database: str) -> None:
+    """Under a running service a reset deletes the API keys and the webhook secret it has cached and the rows its
+    threads hold: it would go on with keys that no longer exist. (A service whose DATABASE_URL sets its own
+    application_name, or that connects through a pooler that rewrites it, is not seen.)"""
+    running = running_services(ctx)
+    if running:
+        raise CliError(f"refusing to reset: a running service uses database {database} ({', '.join(running[:5])}); "
+                       "stop it (Ctrl-C, or systemctl stop tron-usdt-monitor), then run reset again")
+
+
 def cmd_reset(ctx: Context) -> int:
     import migrate
 
     database = make_url(ctx.url).database or ""
-    running = running_services(ctx)
-    if running:
-        # Under a running service a reset deletes the API keys and the webhook secret it has cached and the rows
-        # its threads hold: it would go on with keys that no longer exist.
-        raise CliError(f"refusing to reset: a running service uses database {database} ({', '.join(running[:5])}); "
-                       "stop it (Ctrl-C, or systemctl stop tron-usdt-monitor), then run reset again")
+    refuse_under_a_service(ctx, database)
     confirm_reset(ctx, database)
+    refuse_under_a_service(ctx, database)  # one may have started while the question waited
     drop_service_schema(ctx)
     _, after = migrate.upgrade_to_head(ctx.url)
     print(f"database {database} reset: all service data deleted, empty schema recreated at revision {after}")

@@ -167,7 +167,7 @@ http {{
 def nginx_site(host: str, port: int, socket_path: Path) -> str:
     """The repository's site, listening on HOST:PORT and reaching gunicorn on this checkout's socket."""
     site = NGINX_SITE.read_text()
-    for old, new in (("listen 80;", f"listen {host}:{port};"), ("listen [::]:80;", ""),
+    for old, new in (("listen 80;", f"listen {url_host(host)}:{port};"), ("listen [::]:80;", ""),
                      (SITE_SOCKET, f"unix:{socket_path}"),
                      ("include snippets/tron-usdt-monitor.conf;", f"include {NGINX_SNIPPET};")):
         if old not in site:
@@ -227,6 +227,31 @@ def listens(host: str, port: int) -> bool:
         return False
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on HOST:PORT (another `dev.py production` included): checked before
+    anything is started or any file of that port's run is touched."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError:
+            return True
+    return False
+
+
+def die_with_parent() -> None:
+    """In a child, before it runs: the kernel sends it SIGTERM when this process dies, however it dies (SIGKILL, a
+    crash), so a stack started here never outlives it (gunicorn's workers leave with their master). Linux only."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def group_alive(child: subprocess.Popen[bytes]) -> bool:
     """Whether any process of the child's process group (its own session) is still there, orphans included."""
     try:
@@ -270,6 +295,10 @@ def production(extra: list[str]) -> int:
         return 1
     env, dotenv = dict(os.environ), dotenv_values()
     host, port = production_env(env, dotenv)
+    if port_taken(host, port):
+        print(f"dev.py production: {host}:{port} is in use (another dev.py production?); set PORT to another port",
+              file=sys.stderr, flush=True)
+        return 1
     run_dir = ROOT / ".data" / f"production-{port}"
     run_dir.mkdir(parents=True, exist_ok=True)
     socket_path = run_dir / "gunicorn.sock"
@@ -284,14 +313,17 @@ def production(extra: list[str]) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         stopping.append(signum)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
+        signal.signal(stop_signal, on_signal)
+    spawn = {"start_new_session": True, "preexec_fn": die_with_parent if sys.platform == "linux" else None}
     os.chdir(ROOT)
     # Each in a session of its own: a Ctrl-C reaches them through this process only, in the order below, and a
     # process group outlives its leader, so a worker left behind is still found and stopped.
     env["GUNICORN_BIND"] = f"unix:{socket_path}"
-    gunicorn = subprocess.Popen([str(PYTHON), "-m", "gunicorn", "-c", "gunicorn.conf.py", *extra, "app:create_app()"],
-                                env=env, start_new_session=True)
+    # umask 077: the socket is this user's alone (nginx's workers run as this user), so no other local user can
+    # reach gunicorn past nginx and send an X-Forwarded-For of their choosing.
+    gunicorn = subprocess.Popen([str(PYTHON), "-m", "gunicorn", "-c", "gunicorn.conf.py", "--umask", "0o077", *extra,
+                                 "app:create_app()"], env=env, **spawn)
     children = [gunicorn]
     status = 0
     try:
@@ -301,12 +333,14 @@ def production(extra: list[str]) -> int:
         if stopping:
             return 0
         front = subprocess.Popen([nginx, "-p", str(run_dir), "-e", "stderr", "-c", str(run_dir / "nginx.conf")],
-                                 env=env, start_new_session=True)
+                                 env=env, **spawn)
         children.append(front)
         if not wait_until(lambda: stopping != [] or listens(host, port), children, 30):
             print(f"dev.py production: nginx did not listen on {host}:{port} (its lines above say why)",
                   file=sys.stderr, flush=True)
             return 1
+        if stopping:
+            return 0
         print(f"dev.py production: http://{url_host(host)}:{port} (nginx) -> unix:{socket_path} (gunicorn); "
               "Ctrl-C stops both", flush=True)
         while not stopping and all(child.poll() is None for child in children):
@@ -318,8 +352,8 @@ def production(extra: list[str]) -> int:
             status = 1
         return status
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)
         # nginx first (SIGTERM: its fast stop, open connections closed), then gunicorn (SIGINT: its quick stop,
         # every worker's background threads stopped by worker_exit).
         stop_all([(child, signal.SIGTERM if child is not gunicorn else signal.SIGINT) for child in reversed(children)])

@@ -43,7 +43,7 @@ threads = int(os.environ.get("GUNICORN_THREADS", "3"))
 worker_class = "gthread"
 # Each worker gets its own listening socket (SO_REUSEPORT) and the kernel spreads new connections
 # over them: without it, a few busy keep-alive clients can all land on one worker.
-reuse_port = not bind.startswith("unix:")  # one Unix socket, shared: SO_REUSEPORT is for TCP
+reuse_port = True  # off for a Unix socket, whichever way it was bound (on_starting): SO_REUSEPORT is for TCP
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
@@ -103,6 +103,8 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     import subprocess
     import sys
 
+    if any(isinstance(address, str) for address in server.cfg.address):  # unix:... from here, -b or GUNICORN_CMD_ARGS
+        server.cfg.set("reuse_port", False)
     from config import ConfigError, load_config
     from lifecycle import EmbeddedPostgresError, embedded_postgres
 
@@ -194,10 +196,13 @@ def worker_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
     import logging
     import sys
 
-    from app import stop_background
+    if os.getpid() != worker.pid:  # gunicorn also calls this hook in the master for a worker it lost track of
+        return
+    from app import services_of, stop_background
 
     try:
         stop_background(worker.wsgi, timeout=5)
+        services_of(worker.wsgi).db.dispose()  # the connections end with a goodbye, not an EOF in PostgreSQL's log
     except Exception:  # the worker is going away either way
         pass
     exiting = sys.exc_info()[1]

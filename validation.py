@@ -406,9 +406,11 @@ def body_schema(fields: tuple[Field, ...], description: str) -> dict[str, Any]:
             "properties": {f.name: f.schema for f in fields}}
 
 
-# A JSON number for an amount: read exactly from its digits, so at most 6 decimals (multipleOf) and never an
-# exponent, which is how most JSON libraries write 0.00001 (1e-05) or 0.1 + 0.2 (0.30000000000000004).
-NUMBER_STEP = 0.000001
+# A JSON number for an amount: read exactly from its digits, so at most 6 decimals and never an exponent, which is
+# how most JSON libraries write 0.00001 (1e-05) or 0.1 + 0.2 (0.30000000000000004). The schema marks the number
+# form deprecated (a generator then prefers the string) and says the rule on it; a float `multipleOf: 0.000001` would
+# say it too, but common validators (Python's jsonschema, ajv) compute 1.1 / 0.000001 in floating point and refuse
+# 1.1, which the service accepts.
 NUMBER_WORDS = ("A JSON number is accepted only as plain digits with at most 6 decimals (10.5); one written with an "
                 "exponent (1e-05) or more decimals (0.30000000000000004, what most JSON libraries write for "
                 "0.1 + 0.2) is a 400, so prefer a string.")
@@ -416,7 +418,7 @@ AMOUNT_SCHEMA = {
     "oneOf": [
         {"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["10.5"]},
         {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": (MAX_MICRO + 1) // MICRO,
-         "multipleOf": NUMBER_STEP, "description": NUMBER_WORDS},
+         "deprecated": True, "description": NUMBER_WORDS},
     ],
     "description": (
         "USDT, greater than 0, at most 6 decimals and 14 integer digits: send it as a string (\"10.5\"). A string "
@@ -466,7 +468,7 @@ CREATE_PAYMENT = (
     Field("underpayment_tolerance_usdt", {
         "oneOf": [
             {"type": "string", "pattern": TOLERANCE_PATTERN, "examples": ["0.5"]},
-            {"type": "number", "minimum": 0, "exclusiveMaximum": (MAX_MICRO + 1) // MICRO, "multipleOf": NUMBER_STEP,
+            {"type": "number", "minimum": 0, "exclusiveMaximum": (MAX_MICRO + 1) // MICRO, "deprecated": True,
              "description": NUMBER_WORDS},
         ],
         "description": ("USDT the payment may fall short of its amount and still count as fully paid (completed, "

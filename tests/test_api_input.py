@@ -314,3 +314,13 @@ def test_null_is_refused_where_the_document_forbids_it(client, auth, field):
     assert count_rows(client.application.extensions["tron"].db) == 0
     schema = client.get("/openapi.json").get_json()["components"]["schemas"]["CreatePayment"]["properties"][field]
     assert "null" not in json.dumps(schema.get("type", "")) and {"type": "null"} not in schema.get("oneOf", [])
+
+
+def test_the_number_form_of_an_amount_is_deprecated_and_says_why(client) -> None:
+    """Generators prefer the string form; the number form states its rule on itself (no float multipleOf, which
+    common validators get wrong for 1.1)."""
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    for name in ("expected_amount_usdt", "underpayment_tolerance_usdt"):
+        prop = schemas["CreatePayment"]["properties"][name]
+        number = next(branch for branch in prop["oneOf"] if branch["type"] == "number")
+        assert number["deprecated"] is True and "exponent" in number["description"] and "multipleOf" not in number

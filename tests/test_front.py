@@ -35,9 +35,13 @@ def front(empty_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Pope
         wait_answering(f"http://127.0.0.1:{port}", proc, log)
         yield f"http://127.0.0.1:{port}", proc, log
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # stopped as Ctrl-C stops it: nginx and gunicorn go with it
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def descendants(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -150,3 +154,30 @@ def test_a_quick_stop_is_quick_while_request_threads_are_stuck(empty_url: str, t
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_nothing_outlives_a_killed_dev_py_production(front) -> None:  # type: ignore[no-untyped-def]
+    """However dev.py dies (here SIGKILL, no chance to clean up), the kernel tells nginx and gunicorn to stop."""
+    base, proc, _ = front
+    processes = descendants(proc)
+    assert len(processes) >= 5
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(processes, timeout=25)
+    assert alive == [], [(p.pid, p.name()) for p in alive]
+
+
+def test_a_second_dev_py_production_on_a_taken_port_changes_nothing(front, empty_url: str) -> None:  # type: ignore[no-untyped-def]
+    base, _, _ = front
+    port = int(base.rsplit(":", 1)[1])
+    second = subprocess.run([sys.executable, str(ROOT / "dev.py"), "production"], cwd=ROOT,
+                            env=service_env(empty_url, port), capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1 and "is in use" in second.stderr
+    assert requests.get(f"{base}/health", timeout=5).status_code == 200  # the first one is untouched
+
+
+def test_the_fronts_own_errors_are_json(front) -> None:  # type: ignore[no-untyped-def]
+    """What nginx answers itself (a request line too long, gunicorn unreachable) keeps the API's JSON shape."""
+    base, _, _ = front
+    long_line = requests.get(f"{base}/payments?order_id={'x' * 9000}", timeout=10)
+    assert long_line.status_code == 414 and long_line.json()["error"] == "uri_too_long"
