@@ -1,7 +1,6 @@
 """The Flask application factory. Nothing happens at import; `python app.py` serves for development."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 import time
@@ -17,6 +16,7 @@ from auth import KeyCache
 from config import Config, first_line, load_config, startup_config, warn_if_payers_cannot_reach
 from database import Database, DatabaseError, current_deadline, database_deadline, resolve_database_url
 from errors import ApiError, error_body
+from ssrf import parse_ip
 from validation import BODY_TOO_LARGE, MAX_BODY_BYTES
 
 logger = logging.getLogger(__name__)
@@ -59,18 +59,10 @@ class ProxiedClientAddress:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if not is_ip(environ.get("REMOTE_ADDR") or ""):
+        if parse_ip(environ.get("REMOTE_ADDR") or "") is None:
             forwarded = (environ.get("HTTP_X_FORWARDED_FOR") or "").split(",")[-1].strip()
-            environ["REMOTE_ADDR"] = forwarded if is_ip(forwarded) else ""
+            environ["REMOTE_ADDR"] = forwarded if parse_ip(forwarded) is not None else ""
         return self.wsgi_app(environ, start_response)
-
-
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def error_response(status: int, code: str, message: str, field_name: str | None = None) -> Any:

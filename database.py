@@ -144,9 +144,10 @@ def bounded_connect_timeout(cparams: dict[str, Any]) -> None:
     cparams["connect_timeout"] = timeout
 
 
-# The application_name of a service process's connections (`tron-usdt-monitor:<pid>`); the watcher's leader lock
-# has its own (`tron-usdt-watcher:<pid>`), db_manager.py its own.
+# The application_name of a service process's connections (`tron-usdt-monitor:<pid>`) and of the watcher's leader
+# lock (`tron-usdt-watcher:<pid>`); db_manager.py names its own.
 SERVICE_APPLICATION_NAME = "tron-usdt-monitor"
+WATCHER_APPLICATION_NAME = "tron-usdt-watcher"
 
 
 def make_engine(url: str, **overrides: object) -> Engine:

@@ -43,6 +43,7 @@ from sqlalchemy.pool import NullPool
 from config import Config, ConfigError, first_line, load_config
 from database import (
     SERVICE_APPLICATION_NAME,
+    WATCHER_APPLICATION_NAME,
     Database,
     DatabaseError,
     describe_url,
@@ -427,7 +428,7 @@ def running_services(ctx: Context) -> list[str]:
             return list(conn.execute(text(
                 "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
                 "AND pid <> pg_backend_pid() AND (application_name LIKE :service OR application_name LIKE :watcher) "
-                "ORDER BY 1"), {"service": f"{SERVICE_APPLICATION_NAME}:%", "watcher": "tron-usdt-watcher:%"}
+                "ORDER BY 1"), {"service": f"{SERVICE_APPLICATION_NAME}:%", "watcher": f"{WATCHER_APPLICATION_NAME}:%"}
             ).scalars())
     finally:
         engine.dispose()

@@ -242,8 +242,8 @@ def process_collector() -> Collector:
 
 
 def exposition(*collectors: Collector, accept: str | None = None) -> tuple[bytes, str]:
-    """The collectors' metrics and their content type: Prometheus's text format (1.0.0), or OpenMetrics when the
-    scraper's `Accept` asks for it (prometheus_client's own negotiation, as Prometheus itself does)."""
+    """The collectors' metrics and their content type: Prometheus's text format 0.0.4, or what the scraper's `Accept`
+    asks for (text 1.0.0, OpenMetrics), as prometheus_client negotiates it."""
     registry = CollectorRegistry(auto_describe=False)
     for collector in collectors:
         registry.register(collector)

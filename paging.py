@@ -92,8 +92,11 @@ def number_key(column: InstrumentedAttribute[Any]) -> KeyPart:
 class Page:
     rows: list[Any]
     next_cursor: str | None  # the next page's cursor; None on the last page
-    has_more: bool
     position: str | None  # a cursor after the last row read (or where the caller already was): to poll on from
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_cursor is not None
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class Keyset:
         page, has_more = rows[:limit], len(rows) > limit
         last = self._key(page[-1]) if page else after
         position = _encode(self.parts, last) if last is not None else None
-        return Page(page, position if has_more else None, has_more, position)
+        return Page(page, position if has_more else None, position)
 
     def _key(self, row: Any) -> tuple[Any, ...]:
         return tuple(getattr(row, part.column.key) for part in self.parts)

@@ -139,8 +139,8 @@ def amounts_under_lock(
     return rows[0][0], {r for r, blocks in awaited.items() if blocks}, set(awaited), bool(rows[0][1])
 
 
-def choose_amount(requested: Decimal, blocked: set[int], unique_amount: bool, max_steps: int = 100,
-                  awaited: set[int] = frozenset()) -> Decimal:  # type: ignore[assignment]
+def choose_amount(requested: Decimal, blocked: set[int], awaited: set[int], unique_amount: bool, max_steps: int
+                  ) -> Decimal:
     """The amount a new payment awaits. `blocked`: remaining amounts of the wallet's candidates it may not take;
     `awaited`: those of every candidate (closed ones with nothing received too). Without `unique_amount` the amount
     asked for, unless blocked (409). With it, the smallest step of 0.0001 USDT from the amount up that no candidate
@@ -346,7 +346,7 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
         return None
     if refused is not None:
         raise refused
-    amount = choose_amount(new.amount, blocked, new.unique_amount, new.unique_max_steps, awaited)
+    amount = choose_amount(new.amount, blocked, awaited, new.unique_amount, new.unique_max_steps)
     values = {**payment_values(new, amount, key), "created_at": now,
               "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
     audit = creation_audit(values, new, expires_at=iso(values["expires_at"]))

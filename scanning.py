@@ -308,13 +308,14 @@ class AccountScan(Scan):
             if tx_id in known:
                 continue
             at = group[0].block_timestamp
+            mined = ms_to_datetime(at)
             with self.db.Session() as session:  # a few rows per transaction, however many payments the wallet has
-                if not is_watched_at(session, wallet, ms_to_datetime(at), late):
+                if not is_watched_at(session, wallet, mined, late):
                     continue  # before every open payment, and no completion watches it: no receipt needed
                 # Receipts for money that would credit a payment always; for money that would stay unmatched only
                 # while this cycle's request budget lasts, so a busy wallet cannot starve the others. The wallet
                 # then stops here and goes on next cycle: transfers are taken in chain order.
-                if not would_credit(session, wallet, ms_to_datetime(at), late, group) and self.spent():
+                if not would_credit(session, wallet, mined, late, group) and self.spent():
                     return at - 1
             info = self.receipt(tx_id)
             if info is None:  # not solidified on any node asked yet: read again from here next cycle

@@ -90,12 +90,12 @@ NUMBER = {"type": "number"}
 AMOUNT = {"type": "string", "pattern": PLAIN_AMOUNT_PATTERN, "examples": ["10.5"]}
 TIME = {"type": "string", "format": "date-time"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
+UUID = {"type": "string", "format": "uuid"}
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` or null (a named schema stays one named type in a generated client)."""
     return {"anyOf": [schema, {"type": "null"}]}
-UUID = {"type": "string", "format": "uuid"}
 
 
 def _optional_id(value: uuid.UUID | None) -> str | None:
@@ -234,7 +234,6 @@ SANDBOX_DELIVERY = (
     Out("signature_verified", BOOLEAN, lambda d: True),
     Out("event", {"type": "object", "description": "the webhook's body as it arrived"}, lambda d: json.loads(d.body)),
 )
-# Every object of the document: /openapi.json's components.
 # The document's named enumerations: one type each in a generated client.
 ENUMS = {
     "PaymentStatus": enum_schema(PaymentStatus),
@@ -250,6 +249,7 @@ ENUMS = {
 # The event data that is no table of its own, by name.
 EVENT_DATA = {"TransferUnmatched": TRANSFER_UNMATCHED, "TransferAssigned": TRANSFER_ASSIGNED,
               "WebhookTestData": WEBHOOK_TEST}
+# Every object of the document: /openapi.json's components.
 SCHEMAS = {"Transfer": TRANSFER, "Payment": PAYMENT, "PaymentSummary": PAYMENT_SUMMARY, "Log": LOG, "Event": EVENT,
            "Stats": STATS, "Health": HEALTH,
            "SandboxTransfer": SANDBOX_TRANSFER, "SandboxDelivery": SANDBOX_DELIVERY}
@@ -298,10 +298,8 @@ def credited_transfers(session: Session, payment_ids: list[uuid.UUID], latest: i
     return result
 
 
-def transfer_counts(session: Session, payment_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    counted = session.execute(select(Transfer.payment_id, func.count()).where(Transfer.payment_id.in_(payment_ids))
-                              .group_by(Transfer.payment_id))
-    return {**{pid: 0 for pid in payment_ids}, **{pid: n for pid, n in counted}}
+def transfer_count(session: Session, payment_id: uuid.UUID) -> int:
+    return session.scalar(select(func.count()).where(Transfer.payment_id == payment_id)) or 0
 
 
 def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[str, Any]]:
@@ -318,8 +316,7 @@ def payment_for_event(session: Session, payment: Payment) -> dict[str, Any]:
     """The payment as a webhook event carries it: its EVENT_TRANSFERS_SHOWN latest transfers and their count, so
     no event body grows with the transfers a payment receives (64 KB at most)."""
     transfers = credited_transfers(session, [payment.id], EVENT_TRANSFERS_SHOWN)[payment.id]
-    count = len(transfers) if len(transfers) < EVENT_TRANSFERS_SHOWN else transfer_counts(session, [payment.id])[
-        payment.id]
+    count = len(transfers) if len(transfers) < EVENT_TRANSFERS_SHOWN else transfer_count(session, payment.id)
     return payment_to_dict(payment, transfers, checkout_key(session), count)
 
 

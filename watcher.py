@@ -32,7 +32,7 @@ from chain_view import AcceptedHead, ChainView, read_plausible_head
 from checkout import set_public_base_url
 from claims import take_requests
 from config import Config, first_line, startup_config
-from database import Database, DatabaseError, resolve_database_url
+from database import WATCHER_APPLICATION_NAME, Database, DatabaseError, resolve_database_url
 from events import log_event
 from logging_setup import FailureLog
 from reconcile import Reconciler
@@ -111,7 +111,7 @@ class LeaderLock:
         # the same keepalive settings for this session's backend.
         conn = psycopg2.connect(self.dsn, keepalives=1, keepalives_idle=10, keepalives_interval=5,
                                 keepalives_count=3, connect_timeout=10,
-                                application_name=f"tron-usdt-watcher:{os.getpid()}",
+                                application_name=f"{WATCHER_APPLICATION_NAME}:{os.getpid()}",
                                 options="-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 "
                                         "-c tcp_keepalives_count=3")
         conn.autocommit = True
