@@ -3,50 +3,36 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask, g, jsonify, request
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from auth import KeyCache
-from config import Config, first_line, load_config, startup_config, warn_if_payers_cannot_reach
+import migrate
 from database import Database, DatabaseError, current_deadline, database_deadline, resolve_database_url
-from errors import ApiError, error_body
-from ssrf import parse_ip
-from validation import BODY_TOO_LARGE, MAX_BODY_BYTES
+from delivery.signing import ensure_webhook_secret
+from delivery.webhooks import WebhookDispatcher
+from infra.config import Config, first_line, load_config, startup_config, warn_if_payers_cannot_reach
+from infra.lifecycle import ignore_stop_signals, interrupt_on_sigterm
+from infra.ssrf import parse_ip
+from ledger.checkout import links_of, open_ledger
+from ledger.errors import Refused
+from sandbox import api as sandbox_api
+from sandbox.api import openapi_part
+from sandbox.inbox import private_callbacks
+from sandbox.node import with_sandbox_upstream
+from watcher import Watcher
+from web import api, checkout_pages, metrics, openapi
+from web.api import API_DB_DEADLINE_SECONDS, HEALTH_DB_DEADLINE_SECONDS, HEALTH_ENDPOINT
+from web.auth import ensure_initial_key
+from web.errors import ApiError, error_body
+from web.services import Services, services_of
+from web.validation import BODY_TOO_LARGE, MAX_BODY_BYTES
 
 logger = logging.getLogger(__name__)
-
-# Client-side bounds on the database work of one request (docs/production.md, "Connections, keys, deadlines").
-# /health answers 503 within a few seconds when the database hangs; every other route gets a bound no healthy
-# request comes near (they take milliseconds), so a hung database gives a 503, never a hang.
-HEALTH_DB_DEADLINE_SECONDS = 3.0
-API_DB_DEADLINE_SECONDS = 10.0
-HEALTH_ENDPOINT = "api.health"
-
-
-T = TypeVar("T")
-
-@dataclass
-class Services:
-    """What the routes and background threads share within one process."""
-
-    config: Config
-    db: Database
-    started_at: float = field(default_factory=time.time)
-    background: list[Any] = field(default_factory=list)
-    key_cache: KeyCache = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.key_cache = KeyCache(self.config.api_key_cache_seconds)
-
-    def running(self, kind: type[T]) -> list[T]:
-        """This process's background workers of one kind (none where they run in another process)."""
-        return [worker for worker in self.background if isinstance(worker, kind)]
 
 
 class ProxiedClientAddress:
@@ -87,8 +73,12 @@ def database_unavailable() -> Any:
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
-    def _refused(exc: ApiError) -> Any:
+    def _invalid(exc: ApiError) -> Any:
         return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(Refused)
+    def _refused(exc: Refused) -> Any:  # the payment rules' refusals: a conflict with what is stored
+        return error_response(409, exc.code, exc.message, exc.field)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
@@ -101,9 +91,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
-        from sqlalchemy.exc import InterfaceError, OperationalError
-        from sqlalchemy.exc import TimeoutError as PoolTimeout
-
         deadline = current_deadline()
         if deadline is not None and deadline.expired:
             logger.error("database did not answer within %gs: %s", deadline.seconds, exc)
@@ -135,16 +122,11 @@ def register_database_deadline(app: Flask) -> None:
 def bootstrap(config: Config, db: Database) -> None:
     """Schema, first API key and webhook secret: idempotent and safe with many processes. Run once per start,
     before serving: by `python app.py`, and by gunicorn.conf.py's on_starting (in a child process)."""
-    import migrate
-    from auth import ensure_initial_key
-
     migrate.upgrade_to_head(db.url)
     with db.transaction() as session:
         created = ensure_initial_key(session, config.api_keys)
     if created is not None:
         print(f"Created the first API key (shown only once, store it now): {created.key}", flush=True)
-    from webhook_signing import ensure_webhook_secret
-
     secret = ensure_webhook_secret(db, config)
     if secret is not None:
         print(f"Generated the webhook signing secret (shown only once): {secret}", flush=True)
@@ -157,7 +139,7 @@ def bootstrap_from_environment(config: Config | None = None) -> int:
     Returns an exit status; a bad setting or an unreachable database is one line on stderr."""
     config = config or startup_config()
     try:
-        db = Database(resolve_database_url(config.database_url))
+        db = open_ledger(resolve_database_url(config.database_url), config.public_base_url)
         try:
             bootstrap(config, db)
         finally:
@@ -171,10 +153,12 @@ def bootstrap_from_environment(config: Config | None = None) -> int:
 def create_app(config: Config | None = None, *, database: Database | None = None) -> Flask:
     """Build the app and nothing more: no migration, no key made or printed (that is `bootstrap`'s, run once before
     serving), no thread started (`start_background`). With no arguments: configuration from the environment and
-    `.env`, as `gunicorn -c gunicorn.conf.py "app:create_app()"` builds it in each worker."""
+    `.env`, as `gunicorn -c gunicorn.conf.py "app:create_app()"` builds it in each worker. `database`: one opened
+    with `open_ledger` (its sessions carry the checkout links)."""
     config = config or load_config()
-    db = database or Database(resolve_database_url(config.database_url))
-    services = Services(config=config, db=db)
+    db = database or open_ledger(resolve_database_url(config.database_url), config.public_base_url)
+    services = Services(config=config, db=db, links=links_of(db), private_callbacks=private_callbacks(config),
+                        document_parts=[openapi_part(routes=config.is_sandbox)])
 
     app = Flask(__name__)
     app.wsgi_app = ProxiedClientAddress(app.wsgi_app)  # type: ignore[method-assign]
@@ -187,47 +171,35 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     register_error_handlers(app)
     register_database_deadline(app)
 
-    from api import bp
-    from checkout import set_public_base_url
-    from checkout_pages import pages
-    from metrics import bp as metrics_bp
-    from sandbox_api import bp as sandbox_bp
-
-    set_public_base_url(config.public_base_url)
-    app.register_blueprint(bp)
-    app.register_blueprint(metrics_bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
     if config.is_sandbox:  # on every other network its routes do not exist: a JSON 404
-        app.register_blueprint(sandbox_bp)
-    app.register_blueprint(pages)
+        app.register_blueprint(sandbox_api.bp)
+    app.register_blueprint(checkout_pages.pages)
     return app
-
-
-def services_of(app: Flask) -> Services:
-    return app.extensions["tron"]
 
 
 def start_background(app: Flask) -> None:
     """Start the watcher (if enabled) and the webhook dispatcher in this process, once; on the sandbox network first
-    this process's node of the sandbox chain, the watcher's upstream (sandbox_node.py)."""
+    this process's node of the sandbox chain, the watcher's upstream (sandbox/node.py)."""
     services = services_of(app)
     if services.background:
         return
-    from sandbox_node import with_sandbox_upstream
-    from webhooks import WebhookDispatcher
-
     services.config, node = with_sandbox_upstream(services.db, services.config)
     if node is not None:
         services.background.append(node)
 
-    dispatcher = WebhookDispatcher(services.db, services.config)
+    dispatcher = WebhookDispatcher(services.db, services.config, private_callbacks=services.private_callbacks)
     dispatcher.start()
     services.background.append(dispatcher)
+    services.wake_dispatcher = dispatcher.notify
     if services.config.watcher_enabled:
-        from watcher import Watcher
-
         watcher = Watcher(services.db, services.config, on_events=dispatcher.notify)
         watcher.start()
         services.background.append(watcher)
+        services.wake_watcher = watcher.wake
+        services.chain_client = watcher.client.rotated(0)  # claims share the watcher's request budget
 
 
 def stop_background(app: Flask, timeout: float = 10.0) -> None:
@@ -239,8 +211,6 @@ def stop_background(app: Flask, timeout: float = 10.0) -> None:
 def main() -> int:
     """`python app.py`: the bootstrap, then the development server with the background threads, until Ctrl-C or
     SIGTERM; both end it cleanly, the embedded PostgreSQL it started included."""
-    from lifecycle import ignore_stop_signals, interrupt_on_sigterm
-
     interrupt_on_sigterm()
     try:
         config = startup_config()

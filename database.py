@@ -20,8 +20,8 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lifecycle import EMBEDDED_PGDATA, EmbeddedPostgresError, embedded_postgres
-from outbound import Deadline, start_deadline
+from infra.lifecycle import EMBEDDED_PGDATA, EmbeddedPostgresError, embedded_postgres
+from infra.outbound import Deadline, start_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -166,12 +166,14 @@ def make_engine(url: str, **overrides: object) -> Engine:
 
 
 class Database:
-    """One engine and its session factory; callers own sessions and transactions."""
+    """One engine and its session factory; callers own sessions and transactions. `session_info`: what every
+    session of this database carries in `Session.info` (what the layers above hand down: the checkout links)."""
 
-    def __init__(self, url: str, **engine_options: object) -> None:
+    def __init__(self, url: str, *, session_info: dict[str, Any] | None = None, **engine_options: object) -> None:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, **engine_options)
-        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self.session_info = dict(session_info or {})
+        self.Session = sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

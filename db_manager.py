@@ -22,45 +22,41 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from decimal import Decimal
-from enum import Enum as PyEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Enum as SAEnum
-from sqlalchemy import Table, create_engine, delete, exists, func, select, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from dotenv import load_dotenv
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from config import Config, ConfigError, first_line, load_config
-from database import (
-    SERVICE_APPLICATION_NAME,
-    WATCHER_APPLICATION_NAME,
-    Database,
-    DatabaseError,
-    describe_url,
-    normalize_url,
-    resolve_database_url,
-)
-from times import iso
+import migrate
+from database import Database, DatabaseError, describe_url, normalize_url, resolve_database_url
+from delivery import signing as webhook_signing
+from infra.config import Config, ConfigError, first_line, load_config
+from infra.lifecycle import interrupt_on_sigterm
+from infra.logging_setup import configure_logging
+from infra.money import format_amount
+from infra.times import iso
+from ledger import matching
+from ledger.checkout import open_ledger
+from models import EventState
+from ops.export import export_snapshot, export_to_file
+from ops.records import collect_stats, delete_old_logs
+from ops.reset import drop_service_schema, running_services
+from web.auth import ApiKeyError, create_api_key, list_api_keys, revoke_api_key
 
 logger = logging.getLogger(__name__)
 
 PROG = "db_manager.py"
 CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 10, "application_name": "tron-usdt-monitor db_manager"}
 MAX_CLEANUP_DAYS = 36500
-RESET_LOCK_TIMEOUT = "15s"
 TX_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
-EXPORT_FORMAT = "tron-usdt-monitor-export"
-EXPORT_VERSION = 1
 
 
 class CliError(Exception):
@@ -138,7 +134,7 @@ class Context:
     @property
     def db(self) -> Database:
         if self._db is None:
-            self._db = Database(self.url, connect_args=CONNECT_ARGS)
+            self._db = open_ledger(self.url, self.config.public_base_url, connect_args=CONNECT_ARGS)
         return self._db
 
     def engine(self) -> Engine:
@@ -152,8 +148,6 @@ class Context:
 
 def load_cli_config(database_url: str | None) -> Config:
     """The app's configuration (environment after `.env`), with `--database-url` validated the same way."""
-    from dotenv import load_dotenv
-
     load_dotenv()
     env = dict(os.environ)
     if database_url:
@@ -164,8 +158,6 @@ def load_cli_config(database_url: str | None) -> Config:
 # --- create-tables, test -------------------------------------------------------------------------
 
 def cmd_create_tables(ctx: Context) -> int:
-    import migrate
-
     before, after = migrate.upgrade_to_head(ctx.url)
     head = migrate.head_revision()
     print(f"database: {describe_url(ctx.url)}")
@@ -176,8 +168,6 @@ def cmd_create_tables(ctx: Context) -> int:
 
 
 def cmd_test(ctx: Context) -> int:
-    import migrate
-
     engine = ctx.engine()
     try:
         with engine.connect() as conn:
@@ -200,31 +190,7 @@ def cmd_test(ctx: Context) -> int:
 
 # --- stats ---------------------------------------------------------------------------------------
 
-def collect_stats(ctx: Context) -> dict[str, Any]:
-    from models import CANCELLED, Payment, PaymentLog, Transfer, WebhookEvent
-    from stats import count_by
-
-    with ctx.db.transaction() as session:
-        payments = count_by(session, Payment.status)
-        cancelled = session.scalar(select(func.count()).where(Payment.failure_reason == CANCELLED)) or 0
-        transfers = count_by(session, Transfer.status)
-        events = count_by(session, WebhookEvent.state)
-        logs, oldest = session.execute(select(func.count(), func.min(PaymentLog.created_at))).one()
-    return {
-        "payments": {
-            "total": sum(payments.values()),
-            **payments,
-            "cancelled": cancelled,
-        },
-        "transfers": {"total": sum(transfers.values()), **transfers},
-        "webhook_events": {"total": sum(events.values()), **events},
-        "payment_logs": {"total": logs, "oldest": iso(oldest, "seconds")},
-    }
-
-
 def print_stats(stats: dict[str, Any]) -> None:
-    from models import EventState
-
     p, t, e, logs = stats["payments"], stats["transfers"], stats["webhook_events"], stats["payment_logs"]
     print(f"payments: {p['total']}")
     for status in ("pending", "completed", "failed", "expired"):
@@ -241,7 +207,7 @@ def print_stats(stats: dict[str, Any]) -> None:
 
 
 def cmd_stats(ctx: Context) -> int:
-    stats = collect_stats(ctx)
+    stats = collect_stats(ctx.db)
     if ctx.args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -251,94 +217,13 @@ def cmd_stats(ctx: Context) -> int:
 
 # --- export --------------------------------------------------------------------------------------
 
-def json_value(value: Any) -> Any:
-    """Money as plain decimal strings, UUIDs and times as strings, enums as their values."""
-    from money import format_amount
-
-    if isinstance(value, Decimal):
-        return format_amount(value)
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, PyEnum):
-        return value.value
-    return value
-
-
-def export_tables() -> list[tuple[str, Table, list[Any]]]:
-    from models import Payment, PaymentLog, Transfer, WebhookEvent
-
-    return [
-        ("payments", Payment.__table__, [Payment.__table__.c.created_at, Payment.__table__.c.id]),
-        ("transfers", Transfer.__table__, [Transfer.__table__.c.id]),
-        ("webhook_events", WebhookEvent.__table__, [WebhookEvent.__table__.c.seq]),
-        ("payment_logs", PaymentLog.__table__, [PaymentLog.__table__.c.id]),
-    ]
-
-
-def stream_rows(conn: Connection, table: Table, order_by: list[Any]) -> Iterator[dict[str, Any]]:
-    result = conn.execution_options(stream_results=True, yield_per=1000).execute(select(table).order_by(*order_by))
-    for row in result.mappings():
-        yield {key: json_value(value) for key, value in row.items()}
-
-
-def write_export(conn: Connection, out: IO[str], database: str) -> dict[str, int]:
-    exported_at = conn.execute(select(func.now())).scalar_one()
-    header = {
-        "format": EXPORT_FORMAT,
-        "version": EXPORT_VERSION,
-        "exported_at": json_value(exported_at),
-        "database": database,
-        "schema_revision": MigrationContext.configure(conn).get_current_revision(),
-    }
-    out.write("{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in header.items()))
-    counts: dict[str, int] = {}
-    for name, table, order_by in export_tables():
-        out.write(f',\n  "{name}": [')
-        count = 0
-        for row in stream_rows(conn, table, order_by):
-            out.write(("," if count else "") + "\n    " + json.dumps(row, ensure_ascii=False))
-            count += 1
-        out.write("\n  ]" if count else "]")
-        counts[name] = count
-    out.write(",\n  \"counts\": " + json.dumps(counts) + "\n}\n")
-    return counts
-
-
-def export_snapshot(ctx: Context, out: IO[str]) -> dict[str, int]:
-    engine = ctx.engine()
-    try:
-        with engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-            with conn.begin():
-                return write_export(conn, out, describe_url(ctx.url))
-    finally:
-        engine.dispose()
-
-
-def export_to_file(ctx: Context, target: Path) -> dict[str, int]:
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise CliError(f"cannot write {target}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")  # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            counts = export_snapshot(ctx, out)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return counts
-
-
 def cmd_export(ctx: Context) -> int:
     if ctx.args.file == "-":
-        export_snapshot(ctx, sys.stdout)
+        export_snapshot(ctx.engine(), sys.stdout, describe_url(ctx.url))
         return 0
     target = Path(ctx.args.file)
     try:
-        counts = export_to_file(ctx, target)
+        counts = export_to_file(ctx.engine(), target, describe_url(ctx.url))
     except OSError as exc:
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
     summary = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in counts.items())
@@ -348,23 +233,9 @@ def cmd_export(ctx: Context) -> int:
 
 # --- cleanup-logs --------------------------------------------------------------------------------
 
-def delete_old_logs(ctx: Context, days: int, dry_run: bool) -> int:
-    from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent
-
-    in_flight = exists().where(
-        Payment.id == PaymentLog.payment_id, Payment.status == PaymentStatus.pending
-    ) | exists().where(WebhookEvent.payment_id == PaymentLog.payment_id, WebhookEvent.state == EventState.pending)
-    condition = (PaymentLog.created_at < func.now() - timedelta(days=days)) & ~in_flight
-    with ctx.db.transaction() as session:
-        if dry_run:
-            return session.scalar(select(func.count()).select_from(PaymentLog).where(condition)) or 0
-        result = session.execute(delete(PaymentLog).where(condition), execution_options={"synchronize_session": False})
-        return int(result.rowcount or 0)
-
-
 def cmd_cleanup_logs(ctx: Context) -> int:
     days, dry_run = ctx.args.days, ctx.args.dry_run
-    count = delete_old_logs(ctx, days, dry_run)
+    count = delete_old_logs(ctx.db, days, dry_run)
     verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {count} payment log row{'s' if count != 1 else ''} older than {days} day{'s' if days != 1 else ''} "
           "(logs of pending payments and of undelivered webhook events are kept)")
@@ -372,18 +243,6 @@ def cmd_cleanup_logs(ctx: Context) -> int:
 
 
 # --- reset ---------------------------------------------------------------------------------------
-
-def service_objects() -> tuple[list[str], list[str]]:
-    """The service's tables (dependents first, then alembic_version) and enum type names."""
-    from models import Base
-
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)] + ["alembic_version"]
-    enums = sorted({
-        c.type.name for t in Base.metadata.tables.values() for c in t.columns
-        if isinstance(c.type, SAEnum) and c.type.name
-    })
-    return tables, enums
-
 
 def confirm_reset(ctx: Context, database: str) -> None:
     if ctx.args.yes:
@@ -401,57 +260,22 @@ def confirm_reset(ctx: Context, database: str) -> None:
         raise CliError("reset cancelled: the answer was neither the database name nor 'yes'")
 
 
-def drop_service_schema(ctx: Context) -> None:
-    import migrate
-
-    tables, enums = service_objects()
-    engine = ctx.engine()
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f"SET LOCAL lock_timeout = '{RESET_LOCK_TIMEOUT}'"))
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": migrate.MIGRATION_LOCK_ID})
-            for table in tables:
-                conn.execute(text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
-            for enum in enums:
-                conn.execute(text(f'DROP TYPE IF EXISTS "{enum}" CASCADE'))
-    finally:
-        engine.dispose()
-    logger.info("reset: dropped the service tables of %s", describe_url(ctx.url))
-
-
-def running_services(ctx: Context) -> list[str]:
-    """The service processes connected to this database now (gunicorn workers, `app.py`, `watcher.py`), by the
-    application_name their connections carry."""
-    engine = ctx.engine()
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(text(
-                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND (application_name LIKE :service OR application_name LIKE :watcher) "
-                "ORDER BY 1"), {"service": f"{SERVICE_APPLICATION_NAME}:%", "watcher": f"{WATCHER_APPLICATION_NAME}:%"}
-            ).scalars())
-    finally:
-        engine.dispose()
-
-
 def refuse_under_a_service(ctx: Context, database: str) -> None:
     """Under a running service a reset deletes the API keys and the webhook secret it has cached and the rows its
     threads hold: it would go on with keys that no longer exist. (A service whose DATABASE_URL sets its own
     application_name, or that connects through a pooler that rewrites it, is not seen.)"""
-    running = running_services(ctx)
+    running = running_services(ctx.engine())
     if running:
         raise CliError(f"refusing to reset: a running service uses database {database} ({', '.join(running[:5])}); "
                        "stop it (Ctrl-C, or systemctl stop tron-usdt-monitor), then run reset again")
 
 
 def cmd_reset(ctx: Context) -> int:
-    import migrate
-
     database = make_url(ctx.url).database or ""
     refuse_under_a_service(ctx, database)
     confirm_reset(ctx, database)
     refuse_under_a_service(ctx, database)  # one may have started while the question waited
-    drop_service_schema(ctx)
+    drop_service_schema(ctx.engine())
     _, after = migrate.upgrade_to_head(ctx.url)
     print(f"database {database} reset: all service data deleted, empty schema recreated at revision {after}")
     return 0
@@ -460,8 +284,6 @@ def cmd_reset(ctx: Context) -> int:
 # --- API keys ------------------------------------------------------------------------------------
 
 def cmd_create_api_key(ctx: Context) -> int:
-    from auth import create_api_key
-
     with ctx.db.transaction() as session:
         created = create_api_key(session, ctx.args.name)
     label = f" {ctx.args.name!r}" if ctx.args.name else ""
@@ -471,8 +293,6 @@ def cmd_create_api_key(ctx: Context) -> int:
 
 
 def cmd_revoke_api_key(ctx: Context) -> int:
-    from auth import ApiKeyError, revoke_api_key
-
     prefix = ctx.args.prefix.strip()
     if prefix and any(k.startswith(prefix) for k in ctx.config.api_keys):
         raise CliError(f"the key starting with {prefix!r} comes from API_KEYS: remove it there and restart the service")
@@ -486,8 +306,6 @@ def cmd_revoke_api_key(ctx: Context) -> int:
 
 
 def cmd_list_api_keys(ctx: Context) -> int:
-    from auth import list_api_keys
-
     with ctx.db.transaction() as session:
         keys = list_api_keys(session)
     rows = [("PREFIX", "NAME", "CREATED", "REVOKED")] + [
@@ -511,8 +329,6 @@ def format_value(value: Any) -> str:
 
 
 def cmd_show_webhook_secret(ctx: Context) -> int:
-    import webhook_signing
-
     with ctx.db.transaction() as session:
         info = webhook_signing.describe_webhook_secrets(session, ctx.config)
     for key, value in info.items():
@@ -521,8 +337,6 @@ def cmd_show_webhook_secret(ctx: Context) -> int:
 
 
 def cmd_rotate_webhook_secret(ctx: Context) -> int:
-    import webhook_signing
-
     with ctx.db.transaction() as session:
         secret = webhook_signing.rotate_webhook_secret(session, ctx.config)
     print("Rotated the webhook signing secret. New secret (shown only once; give it to your webhook receiver):")
@@ -531,9 +345,6 @@ def cmd_rotate_webhook_secret(ctx: Context) -> int:
 
 
 def cmd_assign_transfer(ctx: Context) -> int:
-    import matching
-    from money import format_amount
-
     ref: TransferRef = ctx.args.transfer
     payment_id: uuid.UUID = ctx.args.payment_id
     try:
@@ -632,8 +443,6 @@ def describe_failure(exc: BaseException, ctx: Context | None) -> str:
 def configure_cli_logging(verbosity: int) -> None:
     """The one logging setup (logging_setup), on stderr: warnings only unless -v (info) or -vv (debug); in
     LOG_FORMAT when it is valid (run() reports a bad one)."""
-    from logging_setup import configure_logging
-
     try:
         log_format = load_cli_config(None).log_format
     except ConfigError:
@@ -673,8 +482,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lifecycle import interrupt_on_sigterm
-
     args = build_parser().parse_args(argv)
     interrupt_on_sigterm()  # SIGTERM ends as Ctrl-C does: one line, and an embedded PostgreSQL it started stopped
     configure_cli_logging(args.verbose)

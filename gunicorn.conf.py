@@ -68,8 +68,8 @@ class ServiceLogger(Logger):
         super().setup(cfg)
         if cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json or cfg.syslog:
             return  # the operator's own logging configuration
-        from config import Config, ConfigError, load_config
-        from logging_setup import configure_logging
+        from infra.config import Config, ConfigError, load_config
+        from infra.logging_setup import configure_logging
 
         try:
             config = load_config()
@@ -83,7 +83,7 @@ class ServiceLogger(Logger):
         """gunicorn's access line, with only the atoms its format names computed (logging_setup.AccessAtoms)."""
         if not self.access_log_enabled:
             return
-        from logging_setup import AccessAtoms
+        from infra.logging_setup import AccessAtoms
 
         try:
             self.access_log.info(self.cfg.access_log_format, AccessAtoms(self, resp, req, environ, request_time))
@@ -105,8 +105,8 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
 
     if any(isinstance(address, str) for address in server.cfg.address):  # unix:... from here, -b or GUNICORN_CMD_ARGS
         server.cfg.set("reuse_port", False)
-    from config import ConfigError, load_config
-    from lifecycle import EmbeddedPostgresError, embedded_postgres
+    from infra.config import ConfigError, load_config
+    from infra.lifecycle import EmbeddedPostgresError, embedded_postgres
 
     try:
         if not load_config().database_url:

@@ -27,19 +27,25 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-import metrics
-from chain_view import AcceptedHead, ChainView, read_plausible_head
-from checkout import set_public_base_url
-from claims import take_requests
-from config import Config, first_line, startup_config
+import migrate
+from chain.answers import TronError, public_error
+from chain.chain_view import AcceptedHead, ChainView, read_plausible_head
+from chain.claims import take_requests
+from chain.reconcile import Reconciler
+from chain.scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
 from database import WATCHER_APPLICATION_NAME, Database, DatabaseError, resolve_database_url
-from events import log_event
-from logging_setup import FailureLog
-from reconcile import Reconciler
-from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
-from service_state import WATCHER_STATUS, read_state, write_state
-from times import db_now, to_ms
-from tron_client import TronClient, TronError, public_error
+from delivery.webhooks import WebhookDispatcher
+from infra import instruments
+from infra.config import Config, first_line, startup_config
+from infra.lifecycle import interrupt_on_sigterm
+from infra.logging_setup import FailureLog
+from infra.times import db_now, to_ms
+from ledger.checkout import open_ledger
+from ledger.events import log_event
+from ledger.service_state import WATCHER_STATUS, read_state, write_state
+from sandbox.inbox import private_callbacks
+from sandbox.node import with_sandbox_upstream
+from tron_client import TronClient, make_client
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +53,6 @@ WATCHER_LOCK_ID = 0x7472_6F6E_0003
 SWITCH_TO_BLOCKS = 0.7  # share of the per-cycle request budget at which `auto` leaves `account`
 SWITCH_TO_ACCOUNT = 0.4  # ... and comes back (hysteresis)
 _ADDRESS = re.compile(r"\bT[1-9A-HJ-NP-Za-km-z]{33}\b")
-
-
-def make_client(config: Config) -> TronClient:
-    return TronClient(config.upstream_urls, config.usdt_contract, api_key=config.trongrid_api_key,
-                      max_rps=config.trongrid_max_rps, timeout=config.trongrid_timeout_seconds)
 
 
 def public_text(text: str | None) -> str | None:
@@ -204,7 +205,6 @@ class Watcher:
         self.on_events = on_events
         self.client = client or make_client(config)
         self.view = ChainView(config)
-        set_public_base_url(config.public_base_url)
         self.lock = LeaderLock(db.url)
         self.stop_event = threading.Event()
         self.wakeup = threading.Event()  # a payer's claim: the next cycle starts now
@@ -237,7 +237,7 @@ class Watcher:
             self.thread.join(timeout)
             self.thread = None
         self.lock.release()
-        metrics.WATCHER_LEADER.set(0)
+        instruments.WATCHER_LEADER.set(0)
 
     def run_forever(self) -> None:
         logger.info("watcher started (strategy %s, every %.2fs, upstreams %s)", self.config.watcher_strategy,
@@ -263,7 +263,7 @@ class Watcher:
         if held != self.is_leader:
             logger.info("watcher %s the leader lock", "took" if held else "does not hold")
             self.is_leader = held
-        metrics.WATCHER_LEADER.set(1 if held else 0)
+        instruments.WATCHER_LEADER.set(1 if held else 0)
         if not held:
             return None
         started = time.monotonic()
@@ -284,7 +284,7 @@ class Watcher:
         result.sweep_requests = self.reconciler.client.request_count - sweep_before
         result.requests = self.client.request_count - before + result.sweep_requests
         result.seconds = time.monotonic() - started
-        metrics.CYCLE_SECONDS.observe(result.seconds)
+        instruments.CYCLE_SECONDS.observe(result.seconds)
         self.last_result = result
         self.report(result)
         self.events_written(result)
@@ -404,16 +404,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lifecycle import interrupt_on_sigterm
-
     parse_args(argv)
     interrupt_on_sigterm()
     try:
         config = startup_config()
         try:
-            db = Database(resolve_database_url(config.database_url))
-            import migrate
-
+            db = open_ledger(resolve_database_url(config.database_url), config.public_base_url)
             migrate.upgrade_to_head(db.url)
         except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
             print(f"database error: {first_line(exc)}", file=sys.stderr)
@@ -424,12 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def metrics_server(config: Config) -> metrics.MetricsServer | None:
+def metrics_server(config: Config) -> instruments.MetricsServer | None:
     """This process's /metrics when WATCHER_METRICS_PORT is set; a port that cannot be bound stops the start."""
     if config.watcher_metrics_port is None:
         return None
     try:
-        return metrics.MetricsServer(config.host, config.watcher_metrics_port, config.metrics_token).start()
+        return instruments.MetricsServer(config.host, config.watcher_metrics_port, config.metrics_token).start()
     except OSError as exc:
         print(f"WATCHER_METRICS_PORT: cannot serve on {config.host}:{config.watcher_metrics_port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
@@ -441,12 +437,9 @@ def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = W
     """The standalone worker until SIGTERM/SIGINT: the watcher loop, and a webhook dispatcher (claims
     are shared safely with any app process) woken as soon as a cycle has written events; with
     WATCHER_METRICS_PORT, this process's /metrics on HOST at that port."""
-    from sandbox_node import with_sandbox_upstream
-    from webhooks import WebhookDispatcher
-
     config, node = with_sandbox_upstream(db, config)
     server = metrics_server(config)
-    dispatcher = WebhookDispatcher(dispatch_db or db, config)
+    dispatcher = WebhookDispatcher(dispatch_db or db, config, private_callbacks=private_callbacks(config))
     dispatcher.start()
     watcher = watcher_class(db, config, on_events=dispatcher.notify)
     signal.signal(signal.SIGTERM, lambda *_: watcher.request_stop())

@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-url", default=DEFAULT_PG)
     args = parser.parse_args(argv)
     from app import create_app
-    from config import Config
     from database import Database
+    from infra.config import Config
 
     bench_db = BenchDatabase(args.pg_url, "checkout")
     try:

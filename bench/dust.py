@@ -69,8 +69,8 @@ def fill(db: Any, open_payments: int) -> uuid.UUID:
 
 
 def run_once(server: str, strategy: str, open_payments: int, dust: int) -> dict[str, float]:
-    from config import Config
     from database import Database
+    from infra.config import Config
     from models import Payment, PaymentLog, PaymentStatus, WebhookEvent
     from tron_client import TronClient
     from tron_sim import Simulator

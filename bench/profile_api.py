@@ -155,8 +155,8 @@ def measure(name: str, requests: int, call: Callable[[int], None], counters: Cou
 
 def run(pg_url: str, requests: int, profile: str | None) -> list[dict[str, Any]]:
     from app import create_app
-    from config import Config
     from database import Database
+    from infra.config import Config
     from tron_sim import random_address
 
     bench_db = BenchDatabase(pg_url, "profile")

@@ -139,8 +139,8 @@ def seed_cursors(url: str, strategy: str, wallets: list[str], solid: dict[str, i
     """Steady state: the watcher has read everything up to the current solid head."""
     from sqlalchemy import create_engine, text
 
-    from config import Config
     from database import normalize_url
+    from infra.config import Config
 
     chain = Config().chain_key  # the benchmark's watcher reads "mainnet" USDT, served by the simulator
     engine = create_engine(normalize_url(url))

@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     import psutil
     from sqlalchemy import event
 
-    from config import Config
     from database import Database
-    from logging_setup import configure_logging
+    from infra.config import Config
+    from infra.logging_setup import configure_logging
     from watcher import Watcher, run_worker
 
     config = Config(database_url=args.db_url, trongrid_api_url=args.sim_url, watcher_strategy=args.strategy,

@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session
 
-from config import Config
+from chain.answers import BlockRef, TronError
 from database import Database
-from matching import keeps_wallet_watched
+from infra.config import Config
+from infra.times import to_ms
+from ledger.matching import keeps_wallet_watched
+from ledger.service_state import read_state, write_state
 from models import Payment, WalletCursor
-from service_state import read_state, write_state
-from times import to_ms
-from tron_client import BlockRef, TronClient, TronError
+from tron_client import TronClient
 
 logger = logging.getLogger(__name__)
 

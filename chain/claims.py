@@ -18,11 +18,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from chain.answers import TronError
+from infra.money import format_amount, from_micro
+from infra.times import to_ms
+from ledger.service_state import insert_state, read_state, write_state
 from models import Payment
-from money import format_amount, from_micro
-from service_state import insert_state, read_state, write_state
-from times import to_ms
-from tron_client import TronClient, TronError
+from tron_client import TronClient
 
 logger = logging.getLogger(__name__)
 

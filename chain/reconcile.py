@@ -21,12 +21,13 @@ import time
 from datetime import datetime
 from typing import Any
 
-from chain_view import ChainView, read_from
-from config import Config
+from chain.answers import TronError, public_error
+from chain.chain_view import ChainView, read_from
+from chain.scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
 from database import Database
+from infra.config import Config
 from models import FOUND_BY_RECONCILIATION
-from scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
-from tron_client import TronClient, TronError, public_error
+from tron_client import TronClient
 
 logger = logging.getLogger(__name__)
 

@@ -23,12 +23,14 @@ from typing import TypeVar
 
 from sqlalchemy import or_, select, update
 
-import metrics
-from chain_view import OVERLAP_MS, ChainView, read_from
-from config import Config
+from chain.answers import Trc20Transfer, TronBadResponse, TronError, TronRateLimited, TxInfo, public_error
+from chain.chain_view import OVERLAP_MS, ChainView, read_from
 from database import Database
-from events import log_event
-from matching import (
+from infra import instruments
+from infra.config import Config
+from infra.times import db_now, ms_to_datetime, to_ms
+from ledger.events import log_event
+from ledger.matching import (
     Outcome,
     credit_transfer,
     expire_due,
@@ -36,19 +38,9 @@ from matching import (
     record_rejected,
     would_credit,
 )
+from ledger.records import RejectedLog, TransferLog
 from models import FOUND_BY_SCAN, Payment, PaymentStatus, Transfer
-from times import db_now, ms_to_datetime, to_ms
-from tron_client import (
-    RejectedLog,
-    TransferLog,
-    Trc20Transfer,
-    TronBadResponse,
-    TronClient,
-    TronError,
-    TronRateLimited,
-    TxInfo,
-    public_error,
-)
+from tron_client import TronClient
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,7 +78,7 @@ class CycleResult:
     def detected(self, block_timestamp: int) -> None:
         """A transfer of this block was just credited: the detection latency (metrics)."""
         if self.head_timestamp is not None and self.head_accepted_at is not None:
-            metrics.detection_latency(block_timestamp, self.head_timestamp, self.head_accepted_at)
+            instruments.detection_latency(block_timestamp, self.head_timestamp, self.head_accepted_at)
 
     def count(self, outcome: Outcome) -> None:
         self.transfers_seen += 1

@@ -24,10 +24,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from config import MIN_SECRET_BYTES, SECRET_PREFIX, Config, SecretError, parse_secret  # noqa: F401 (re-exported)
 from database import Database
-from service_state import insert_state, read_state, write_state
-from times import db_now, iso, parse_iso
+from infra.config import MIN_SECRET_BYTES, SECRET_PREFIX, Config, SecretError, parse_secret  # noqa: F401 (re-exported)
+from infra.times import db_now, iso, parse_iso
+from ledger.service_state import insert_state, read_state, write_state
 
 logger = logging.getLogger(__name__)
 

@@ -36,15 +36,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from urllib3.exceptions import NewConnectionError
 
-import metrics
-from config import Config
 from database import Database
-from events import claim_due, log_event, release_leases, update_payment_summary
+from delivery.signing import get_signing_secrets, signature_header
+from infra import instruments
+from infra.config import Config
+from infra.outbound import BoundedResponse, bounded_request, parse_retry_after
+from infra.ssrf import PrivateCallbacks, Resolver, authority, blocked_reason, guarded_session
+from infra.times import db_now, iso
+from ledger.events import claim_due, log_event, release_leases, update_payment_summary
 from models import EventState, Payment, WebhookEvent
-from outbound import BoundedResponse, bounded_request, parse_retry_after
-from ssrf import Resolver, authority, blocked_reason, guarded_session
-from times import db_now, iso
-from webhook_signing import get_signing_secrets, signature_header
 
 logger = logging.getLogger(__name__)
 
@@ -227,10 +227,8 @@ class Sender:
 
     def http(self, url: str) -> requests.Session:
         """One guarded requests session per thread (sessions are not shared across threads); the sandbox's own
-        inbox is reached on this machine (sandbox_inbox.may_reach_private)."""
-        from sandbox_inbox import may_reach_private
-
-        allow_private = may_reach_private(self.config, url)
+        inbox is reached on this machine (`private_callbacks`, which the composition root sets)."""
+        allow_private = self.private_callbacks.allows(url)
         sessions = self._local.__dict__.setdefault("http", {})
         if allow_private not in sessions:
             sessions[allow_private] = guarded_session(allow_private=allow_private, resolver=self.resolver)
@@ -274,7 +272,7 @@ class Sender:
             meta = attempt_metadata(event.id, event.attempts, result)
             meta["next_attempt_at"] = iso(event.next_attempt_at) if event.state == EventState.pending else None
             log_event(session, event.payment_id, log_type, message, **meta)
-        metrics.webhook_attempt(log_type)
+        instruments.webhook_attempt(log_type)
         return True
 
     def _log_stale(self, session: Session, claimed: ClaimedEvent, result: AttemptResult) -> None:
@@ -305,8 +303,10 @@ class WebhookDispatcher:
         resolver: Resolver = socket.getaddrinfo,
         poll_interval: float = 1.0,
         lease_margin_seconds: float = LEASE_MARGIN_SECONDS,
+        private_callbacks: PrivateCallbacks | None = None,
     ) -> None:
         self.db, self.config = db, config
+        self.private_callbacks = private_callbacks or PrivateCallbacks(config.allow_private_callbacks)
         self.worker_id = (worker_id or default_worker_id())[:64]
         self.poll_interval = poll_interval
         self.lease_seconds = config.webhook_timeout_seconds + lease_margin_seconds

@@ -12,7 +12,10 @@ from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from urllib.parse import urlparse
 
-from logging_setup import LOG_FORMATS, configure_logging
+from infra.addresses import is_valid_address
+from infra.logging_setup import LOG_FORMATS, configure_logging
+from infra.money import AmountError, parse_amount
+from infra.ssrf import CallbackUrlError, split_callback_url
 
 logger = logging.getLogger(__name__)
 
@@ -209,8 +212,6 @@ def _tolerance(env: dict[str, str]) -> Decimal:
     raw = _get(env, "UNDERPAYMENT_TOLERANCE_USDT")
     if raw is None:
         return Decimal(0)
-    from money import AmountError, parse_amount
-
     try:
         return parse_amount(raw, zero_allowed=True)
     except AmountError as exc:
@@ -230,8 +231,6 @@ def _merchant_webhook_url(env: dict[str, str]) -> str | None:
     raw = _get(env, "MERCHANT_WEBHOOK_URL")
     if raw is None:
         return None
-    from ssrf import CallbackUrlError, split_callback_url
-
     try:
         split_callback_url(raw)
     except CallbackUrlError as exc:
@@ -304,8 +303,6 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"DATABASE_URL must start with postgresql://, got {database_url.split('@')[-1]!r}")
 
     contract = _get(env, "USDT_CONTRACT") or (SANDBOX_USDT if network == SANDBOX else NETWORKS[network][1])
-    from addresses import is_valid_address
-
     if not is_valid_address(contract):
         raise ConfigError(f"USDT_CONTRACT must be a base58check TRON address, got {contract!r}")
 

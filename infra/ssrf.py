@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import re
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -27,8 +28,8 @@ from urllib3.connection import HTTPConnection
 from urllib3.exceptions import LocationParseError, NewConnectionError
 from urllib3.util import parse_url
 
-from outbound import Resolver, SocketOpener, deadline_session
-from outbound import resolve as bounded_resolve
+from infra.outbound import Resolver, SocketOpener, deadline_session
+from infra.outbound import resolve as bounded_resolve
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,19 @@ NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
 # same text serves Python and PostgreSQL (POSIX) regular expressions.
 AUTHORITY_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
 _AUTHORITY = re.compile(AUTHORITY_PATTERN)
+
+
+@dataclass(frozen=True)
+class PrivateCallbacks:
+    """Which callback URLs may reach a private address: every one (ALLOW_PRIVATE_CALLBACKS), or only these URLs (on
+    the sandbox network the service's own inbox, which the composition root plugs in). At creation and at delivery
+    alike."""
+
+    allow_all: bool = False
+    urls: frozenset[str] = frozenset()
+
+    def allows(self, url: str) -> bool:
+        return self.allow_all or url in self.urls
 
 
 class CallbackUrlError(ValueError):

@@ -22,6 +22,9 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
+from infra.ssrf import AUTHORITY_PATTERN
+from infra.times import db_now, iso
+from ledger.serialize import payment_for_event
 from models import (
     ACCOUNT_EVENT_TYPES,
     ACCOUNT_STREAM,
@@ -32,9 +35,6 @@ from models import (
     PaymentLog,
     WebhookEvent,
 )
-from schemas import payment_for_event
-from ssrf import AUTHORITY_PATTERN
-from times import db_now, iso
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,11 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, tru
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from events import emit_account_event, emit_event, log_event
+from infra.money import MAX_MICRO, format_amount, from_micro, to_micro
+from infra.times import ms_to_datetime
+from ledger.events import emit_account_event, emit_event, log_event
+from ledger.records import RejectedLog, TransferLog
+from ledger.serialize import OPEN_PAYMENTS_SHOWN, payment_for_event, payment_summary, transfer_to_dict
 from models import (
     AMBIGUOUS,
     CANCELLED,
@@ -44,10 +48,6 @@ from models import (
     Transfer,
     TransferStatus,
 )
-from money import MAX_MICRO, format_amount, from_micro, to_micro
-from schemas import OPEN_PAYMENTS_SHOWN, payment_for_event, payment_summary, transfer_to_dict
-from times import ms_to_datetime
-from tron_client import RejectedLog, TransferLog
 
 logger = logging.getLogger(__name__)
 

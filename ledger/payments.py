@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -34,14 +33,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from checkout import checkout_key, token_hash
 from database import DriverStatement, driver_execute, driver_statement
-from errors import ApiError
-from events import audit_values, emit_event, log_audit, log_event
-from matching import REMAINING, WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
+from infra.money import MAX_MICRO, format_amount, from_micro, to_micro
+from infra.times import db_now, iso, iso_sql
+from ledger.checkout import token_hash
+from ledger.errors import Refused
+from ledger.events import audit_values, emit_event, log_audit, log_event
+from ledger.matching import REMAINING, WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
+from ledger.records import PaymentRecord
 from models import CANCELLED, Payment, PaymentLog, PaymentStatus
-from money import MAX_MICRO, format_amount, from_micro, to_micro
-from times import db_now, iso, iso_sql
 
 logger = logging.getLogger(__name__)
 
@@ -143,18 +143,17 @@ def choose_amount(requested: Decimal, blocked: set[int], awaited: set[int], uniq
                   ) -> Decimal:
     """The amount a new payment awaits. `blocked`: remaining amounts of the wallet's candidates it may not take;
     `awaited`: those of every candidate (closed ones with nothing received too). Without `unique_amount` the amount
-    asked for, unless blocked (409). With it, the smallest step of 0.0001 USDT from the amount up that no candidate
+    asked for, unless blocked (Refused). With it, the smallest step of 0.0001 USDT from the amount up that no candidate
     awaits, else the smallest that none blocks (a tie with a closed payment then goes `ambiguous`, never to the
-    wrong payment), else 409."""
+    wrong payment), else Refused."""
     micro = to_micro(requested)
     if not unique_amount:
         if micro in blocked:
-            raise ApiError(
+            raise Refused(
                 "amount_in_use",
                 "Another open payment on this wallet already awaits this amount; "
                 "send unique_amount: true to get a distinct amount.",
                 "expected_amount_usdt",
-                409,
             )
         return requested
     steps = [micro + step * UNIQUE_STEP_MICRO for step in range(max_steps + 1)
@@ -163,11 +162,10 @@ def choose_amount(requested: Decimal, blocked: set[int], awaited: set[int], uniq
         free = next((amount for amount in steps if amount not in taken), None)
         if free is not None:
             return requested if free == micro else from_micro(free)
-    raise ApiError(
+    raise Refused(
         "amount_in_use",
         f"No free amount within {max_steps} steps of 0.0001 USDT above this one on this wallet.",
         "expected_amount_usdt",
-        409,
     )
 
 
@@ -177,11 +175,10 @@ def find_by_order_id(session: Session, order_id: str) -> Payment | None:
 
 def replay_or_conflict(existing: Payment, new: NewPayment) -> Payment:
     if existing.request_fingerprint != new.fingerprint:
-        raise ApiError(
+        raise Refused(
             "order_id_conflict",
             "A payment with this order_id already exists with different details; use a new order_id.",
             "order_id",
-            409,
         )
     return existing
 
@@ -307,7 +304,7 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, unique_amount: bool, 
 
 
 def insert_if_free(connection: Connection, new: NewPayment, late_window: int, checkout_key: str
-                   ) -> SimpleNamespace | None:
+                   ) -> PaymentRecord | None:
     """The payment written in one round trip when its order_id is free and its amount is not in use on its wallet;
     None, having written nothing, otherwise (the caller then takes the path that says why, or picks an amount)."""
     values = payment_values(new, new.amount, checkout_key)
@@ -320,13 +317,13 @@ def insert_if_free(connection: Connection, new: NewPayment, late_window: int, ch
         return None
     values["created_at"], values["expires_at"], values["meta"] = rows[0]
     log_audit(audit)
-    return SimpleNamespace(**values)
+    return PaymentRecord.of(values)
 
 
-def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
-                   refused: ApiError | None = None) -> SimpleNamespace | None:
-    """Create a payment on `connection` (`Database.statements`): the payment as stored (it reads like a `Payment`),
-    or None when its order_id is already taken (the caller answers with that payment).
+def create_payment(connection: Connection, new: NewPayment, late_window: int, checkout_key: str, *,
+                   refused: Exception | None = None) -> PaymentRecord | None:
+    """Create a payment on `connection` (`Database.statements`): the payment as stored, or None when its order_id
+    is already taken (the caller answers with that payment).
 
     The usual request (its order_id new, its amount free on its wallet, its callback address allowed) is written in
     one round trip (`insert_if_free`). Any other takes the path that says why: the transaction's start, the
@@ -334,10 +331,10 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
     once the lock is granted, so it sees every payment committed before), then the write, then the commit. A twin
     on another wallet fails the INSERT on the unique order_id, and the caller answers with it as for any replay.
     `refused`, the verdict on the callback address, counts only for a new payment. On any error a transaction left
-    open is rolled back by `Database.statements`."""
-    key = checkout_key(connection)
+    open is rolled back by `Database.statements`. `checkout_key`: its database's (`CheckoutLinks.key`), which
+    signs the payment's checkout token."""
     if refused is None:
-        stored = insert_if_free(connection, new, late_window, key)
+        stored = insert_if_free(connection, new, late_window, checkout_key)
         if stored is not None:
             return stored
     now, blocked, awaited, order_taken = amounts_under_lock(connection, new.wallet_address, new.order_id, new.amount,
@@ -347,23 +344,22 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, *,
     if refused is not None:
         raise refused
     amount = choose_amount(new.amount, blocked, awaited, new.unique_amount, new.unique_max_steps)
-    values = {**payment_values(new, amount, key), "created_at": now,
+    values = {**payment_values(new, amount, checkout_key), "created_at": now,
               "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
     audit = creation_audit(values, new, expires_at=iso(values["expires_at"]))
     values["meta"] = insert_and_commit(connection, values, audit)
     log_audit(audit)
-    return SimpleNamespace(**values)
+    return PaymentRecord.of(values)
 
 
 def cancel_payment(session: Session, payment: Payment) -> Payment:
     wallet_lock(session, payment.wallet_address)
     session.refresh(payment, with_for_update=True)
     if payment.status != PaymentStatus.pending or payment.received_amount_usdt > 0:
-        raise ApiError(
+        raise Refused(
             "not_cancellable",
             f"Only a pending payment that has received nothing can be cancelled; this one is {payment.status.value}"
             + (" and has received money." if payment.received_amount_usdt > 0 else "."),
-            status=409,
         )
     payment.status = PaymentStatus.failed
     payment.failure_reason = CANCELLED

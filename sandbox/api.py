@@ -1,6 +1,6 @@
 """The sandbox network's routes (registered on TRON_NETWORK=sandbox only; a JSON 404 on every other network): money
 sent on the sandbox chain, for a payment or to any address, and the built-in webhook receiver. What they send is
-mined like any transfer (sandbox_chain.py) and found by the watcher through its usual path: nothing here credits a
+mined like any transfer (sandbox/chain.py) and found by the watcher through its usual path: nothing here credits a
 payment."""
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ from flask import Blueprint, g, jsonify, redirect, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import validation as v
-from api import check_request_body, event_payment_id, filtered, json_body, load_payment, require_api_key, services
-from checkout import find_by_token
-from errors import ApiError
+from ledger.checkout import find_by_token
+from ledger.serialize import render
 from models import Payment, SandboxDelivery
-from paging import Keyset, limit_field, number_key
-from sandbox_chain import TOKENS, send_transfer
-from sandbox_inbox import InvalidSignature, store, verify
-from schemas import SANDBOX_DELIVERY, SANDBOX_TRANSFER, render
-from validation import Field
+from sandbox.chain import TOKENS, send_transfer
+from sandbox.document import SANDBOX_DELIVERY, SANDBOX_TRANSFER, document_part
+from sandbox.inbox import InvalidSignature, store, verify
+from web import validation as v
+from web.api import check_request_body, event_payment_id, filtered, json_body, load_payment, require_api_key, services
+from web.errors import ApiError
+from web.openapi import Part
+from web.paging import Keyset, limit_field, number_key
+from web.validation import Field
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # the page's own form post
 
@@ -141,3 +143,8 @@ def inbox() -> Any:
     with services().db.Session() as session:
         page = DELIVERIES.page(session, query, given["limit"], given["cursor"])
     return jsonify({"deliveries": [render(SANDBOX_DELIVERY, d) for d in page.rows], "next_cursor": page.next_cursor})
+
+
+def openapi_part(routes: bool) -> Part:
+    """This network's part of /openapi.json: its schemas, and its routes when they are served."""
+    return document_part(routes, INBOX_QUERY, PAY, TRANSFER)

@@ -21,11 +21,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from config import Config
+from infra.config import Config
+from infra.money import to_micro
+from infra.times import db_now, to_ms
+from ledger.service_state import insert_state, read_state, write_state
 from models import SandboxTransfer
-from money import to_micro
-from service_state import insert_state, read_state, write_state
-from times import db_now, to_ms
 from tron_sim.chain import FIRST_BLOCK, LogSpec, Tx, random_address, trc20_tx
 
 logger = logging.getLogger(__name__)

@@ -18,9 +18,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from config import Config, url_host
+from delivery.signing import get_signing_secrets
+from infra.config import Config, url_host
+from infra.ssrf import PrivateCallbacks
 from models import SandboxDelivery
-from webhook_signing import get_signing_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +44,11 @@ def own_inbox_urls(config: Config) -> set[str]:
     return urls | {config.public_base_url.rstrip("/") + INBOX_PATH}
 
 
-def is_own_inbox(config: Config, url: str) -> bool:
-    """True for the sandbox's own inbox URL on the sandbox network: a callback allowed on this machine."""
-    return config.is_sandbox and url in own_inbox_urls(config)
-
-
-def may_reach_private(config: Config, url: str) -> bool:
-    """Whether a callback to `url` skips the public-address rule: ALLOW_PRIVATE_CALLBACKS, or the sandbox's own
-    inbox (at creation and at delivery alike)."""
-    return config.allow_private_callbacks or is_own_inbox(config, url)
+def private_callbacks(config: Config) -> PrivateCallbacks:
+    """The callbacks allowed to reach this machine: ALLOW_PRIVATE_CALLBACKS's, and on the sandbox network the
+    service's own inbox. The composition roots (app.py, watcher.py) hand this to the API and the dispatcher."""
+    own = frozenset(own_inbox_urls(config)) if config.is_sandbox else frozenset()
+    return PrivateCallbacks(config.allow_private_callbacks, own)
 
 
 def verify(session: Session, config: Config, body: bytes, headers: Mapping[str, str]) -> Any:

@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from config import Config, first_line
 from database import Database, DatabaseError
-from sandbox_chain import Schedule, current_schedule, sealed_transfers, transaction_of
+from infra.config import Config, first_line
+from sandbox.chain import Schedule, current_schedule, sealed_transfers, transaction_of
 from tron_sim.chain import Chain, Tx, random_address
 from tron_sim.server import Reply
 from tron_sim.simulator import Simulator

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import migrate  # noqa: E402
-from config import Config  # noqa: E402
 from database import Database, embedded_server_url, normalize_url  # noqa: E402
-from lifecycle import interrupt_on_sigterm  # noqa: E402
+from infra.config import Config  # noqa: E402
+from infra.lifecycle import interrupt_on_sigterm  # noqa: E402
 from models import Payment, WebhookEvent  # noqa: E402
 
 TABLES = ("webhook_events", "transfers", "rejected_transfers", "payment_logs", "payments", "api_keys", "wallet_cursors",
@@ -105,7 +105,7 @@ def session_db(database_url: str) -> Iterator[Database]:
 @pytest.fixture
 def db(session_db: Database) -> Iterator[Database]:
     """The test database, emptied before each test."""
-    from checkout import forget_checkout_keys
+    from ledger.checkout import forget_checkout_keys
 
     with session_db.engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))

@@ -26,7 +26,7 @@ from schemathesis.generation.modes import GenerationMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from validation import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, lone_surrogate_field  # noqa: E402
+from web.validation import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, lone_surrogate_field  # noqa: E402
 
 CALLBACK_URL = os.environ.get("SCHEMATHESIS_CALLBACK_URL", "http://127.0.0.1:9/hook")
 _order_ids = itertools.count()

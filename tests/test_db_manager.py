@@ -22,9 +22,9 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 import migrate
-from auth import is_valid_key
 from database import Database
 from models import ApiKey, EventState, Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+from web.auth import is_valid_key
 
 ROOT = Path(__file__).resolve().parent.parent
 WALLET = "TLsV52sRDL79HXGGm9yzwKibb6BeruhUzy"

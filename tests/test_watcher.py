@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from config import Config
-from matching import AssignError, assign_transfer
+from chain.upstream import PAUSE_CAP_SECONDS
+from infra.config import Config
+from infra.times import ms_to_datetime
+from ledger.matching import AssignError, assign_transfer
 from models import Payment, PaymentLog, Transfer
 from tests.conftest import (
     PAYER,
@@ -33,8 +35,6 @@ from tests.conftest import (
     set_fields,
     wait_for,
 )
-from times import ms_to_datetime
-from tron_client import PAUSE_CAP_SECONDS
 from tron_sim import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -539,7 +539,7 @@ def test_idle_cycles_are_debug_and_summed_up_every_five_minutes(caplog) -> None:
     cycle that saw anything is an INFO line of its own."""
     import logging
 
-    from scanning import CycleResult
+    from chain.scanning import CycleResult
     from watcher import SUMMARY_SECONDS, CycleLog
 
     now = [0.0]

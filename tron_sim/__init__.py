@@ -60,7 +60,7 @@ How it behaves like the real TronGrid, each an option:
 """
 from __future__ import annotations
 
-from addresses import TRANSFER_TOPIC
+from infra.addresses import TRANSFER_TOPIC
 from tron_sim.chain import SLOT_MS, USDT_MAINNET, random_address
 from tron_sim.faults import FAULT_KINDS
 from tron_sim.front import RequestRecord

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from addresses import AddressError, decode_address, from_hex, is_valid_address
+from infra.addresses import AddressError, decode_address, from_hex, is_valid_address
 from tron_sim.chain import TX_LIFETIME_MS, AddressIndex, Chain, Record, RecordKey, Window, query_index
 from tron_sim.contract import NOT_A_CONTRACT, constant_call, selector, smart_contract_json
 from tron_sim.shapes import (

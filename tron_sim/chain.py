@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import base58
 
-from addresses import decode_address
+from infra.addresses import decode_address
 from tron_sim.accounts import (
     REVERTED_CALL,
     TRANSFER_TO_HOLDER,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import base58
 from Crypto.Hash import keccak
 
-from addresses import from_hex, to_hex41
+from infra.addresses import from_hex, to_hex41
 from tron_sim.accounts import Energy
 from tron_sim.txraw import remember_address, word
 

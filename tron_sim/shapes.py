@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from addresses import TRANSFER_TOPIC, to_hex20, to_hex41, to_topic
+from infra.addresses import TRANSFER_TOPIC, to_hex20, to_hex41, to_topic
 from tron_sim.accounts import (
     FREE_NET_LIMIT,
     TOTAL_ENERGY_LIMIT,

@@ -9,7 +9,7 @@ from functools import lru_cache
 from http.server import ThreadingHTTPServer
 from typing import Any, Self
 
-from addresses import decode_address
+from infra.addresses import decode_address
 from tron_sim.chain import (
     EVENTS,
     MALFORMED_KINDS,

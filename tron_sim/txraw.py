@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache, cached_property
 
-from addresses import decode_address
+from infra.addresses import decode_address
 
 TRANSFER_SELECTOR = "a9059cbb"  # transfer(address,uint256)
 APPROVE_SELECTOR = "095ea7b3"  # approve(address,uint256)

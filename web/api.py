@@ -13,11 +13,21 @@ from sqlalchemy import Select, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import validation as v
-from app import Services, services_of
-from checkout import checkout_key
-from errors import ApiError
-from events import emit_test_event, find_event, queue_retry, requeue, retry_target
+from infra.money import format_amount
+from infra.ssrf import CallbackUrlError, check_callback_url
+from infra.times import iso
+from ledger.events import emit_test_event, find_event, queue_retry, requeue, retry_target
+from ledger.payments import (
+    NewPayment,
+    cancel_payment,
+    create_payment,
+    find_by_order_id,
+    replay_or_conflict,
+    request_fingerprint,
+)
+from ledger.serialize import payment_to_dict, render, serialize_payment, serialize_payments, transfer_to_dict
+from ledger.service_state import WATCHER_STATUS, read_state
+from ledger.stats import count_by
 from models import (
     FOUND_BY_RECONCILIATION,
     EventState,
@@ -29,39 +39,23 @@ from models import (
     TransferStatus,
     WebhookEvent,
 )
-from money import format_amount
-from paging import Keyset, limit_field, number_key, time_key, uuid_key
-from payments import (
-    NewPayment,
-    cancel_payment,
-    create_payment,
-    find_by_order_id,
-    replay_or_conflict,
-    request_fingerprint,
-)
-from schemas import (
-    HEALTH,
-    STATS,
-    event_to_dict,
-    log_to_dict,
-    payment_by_id,
-    payment_to_dict,
-    render,
-    serialize_payment,
-    serialize_payments,
-    transfer_to_dict,
-)
-from service_state import WATCHER_STATUS, read_state
-from stats import count_by
-from times import iso, iso_unix
+from web import validation as v
+from web.errors import ApiError
+from web.health import watcher_health
+from web.paging import Keyset, limit_field, number_key, time_key, uuid_key
+from web.schemas import HEALTH, STATS, event_to_dict, log_to_dict, payment_by_id
+from web.services import services
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__)
 
-
-def services() -> Services:
-    return services_of(current_app)
+# Client-side bounds on the database work of one request (docs/production.md, "Connections, keys, deadlines").
+# /health answers 503 within a few seconds when the database hangs; every other route gets a bound no healthy
+# request comes near (they take milliseconds), so a hung database gives a 503, never a hang.
+HEALTH_DB_DEADLINE_SECONDS = 3.0
+API_DB_DEADLINE_SECONDS = 10.0
+HEALTH_ENDPOINT = "api.health"
 
 
 def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -156,12 +150,8 @@ def parse_new_payment(body: dict[str, Any]) -> NewPayment:
 
 
 def check_callback_address(url: str, field: str = "callback_url") -> None:
-    from sandbox_inbox import may_reach_private
-    from ssrf import CallbackUrlError, check_callback_url
-
-    config = services().config
     try:
-        check_callback_url(url, allow_private=may_reach_private(config, url))
+        check_callback_url(url, allow_private=services().private_callbacks.allows(url))
     except CallbackUrlError as exc:
         raise ApiError(f"invalid_{field}", f"{field} is not allowed: {exc}", field) from None
 
@@ -182,11 +172,13 @@ def create() -> Any:
     try:
         # One connection: the pre-ping and one message for the usual create, more for one refused there
         # (Database.statements, payments.create_payment).
+        links = services().links
         with db.statements() as connection:
-            payment = create_payment(connection, new, services().config.late_payment_window_seconds,
+            key = links.key(connection)
+            payment = create_payment(connection, new, services().config.late_payment_window_seconds, key,
                                      refused=refused)
             # a new payment has no transfers yet: no query for them
-            body = payment_to_dict(payment, [], checkout_key(connection)) if payment is not None else None
+            body = payment_to_dict(payment, [], links.url(key, payment.id)) if payment is not None else None
     except IntegrityError as exc:  # a concurrent request with the same order_id committed first
         taken, body = exc, None
     if body is None:  # the order_id is taken: a replay, or a conflict
@@ -217,7 +209,7 @@ def get_payment(payment_id: str) -> Any:
     pid = v.payment_uuid(payment_id)
     # The most frequent merchant call: one connection, one query, no ORM objects.
     with services().db.statements() as connection:
-        body = payment_by_id(connection, pid) if pid else None
+        body = payment_by_id(connection, pid, services().links) if pid else None
     if body is None:
         raise ApiError("payment_not_found", "No payment has this id.", status=404)
     return jsonify(body)
@@ -376,57 +368,10 @@ def test_webhook() -> Any:
 
 def notify_dispatchers() -> None:
     """Wake this process's webhook dispatcher, so a queued event goes out now rather than at its next poll."""
-    from webhooks import WebhookDispatcher
-
-    for dispatcher in services().running(WebhookDispatcher):
-        dispatcher.notify()
+    services().wake_dispatcher()
 
 
 # --- operator routes ---------------------------------------------------------------------------
-
-def upstream_health(upstream: dict[str, Any], now: float) -> dict[str, Any]:
-    """An upstream as the last cycle left it; a pause that has run out since is over."""
-    paused = upstream.get("paused_until")
-    paused = paused if paused is not None and float(paused) > now else None
-    state = "paused" if paused is not None else "failing" if upstream.get("state") == "failing" else "ok"
-    return {**upstream, "state": state, "paused_until": iso_unix(paused)}
-
-
-def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict[str, Any], bool]:
-    """The watcher block of /health and whether it makes the service degraded."""
-    if report is None:
-        return {"running": False, "last_cycle_at": None}, True
-    now = time.time()
-    last = report.get("last_cycle_finished")
-    behind = report.get("seconds_behind")
-    stale = last is None or now - float(last) > 3 * interval
-    failing = bool(report.get("errors"))  # the last cycle could not read everything it should have
-    lagging = behind is not None and float(behind) > 3 * interval
-    upstreams = [upstream_health(u, now) for u in report.get("upstreams") or []]
-    upstream_trouble = any(u["state"] != "ok" for u in upstreams)
-    refused = report.get("refused") or []
-    reconciliation = dict(report.get("reconciliation") or {})
-    completed = reconciliation.pop("last_complete_pass_at", None)
-    reconciliation["last_complete_pass_at"] = iso_unix(completed)
-    reconciliation["last_complete_pass_age_seconds"] = round(now - completed, 1) if completed else None
-    paused = report.get("paused_until")
-    body = {
-        "running": not stale,
-        "network": report.get("network"),
-        "strategy": report.get("strategy"),
-        "last_cycle_at": iso_unix(last),
-        "last_cycle_seconds": report.get("last_cycle_seconds"),
-        "seconds_behind": behind,
-        "blocks_behind": report.get("blocks_behind"),
-        "upstream_paused_until": iso_unix(paused) if paused is not None and float(paused) > now else None,
-        "last_error": report.get("last_error"),
-        "refused_answers": refused,
-        "upstreams": upstreams,
-        "reconciliation": reconciliation,
-    }
-    is_paused = body["upstream_paused_until"] is not None
-    return body, stale or lagging or failing or upstream_trouble or is_paused or bool(refused)
-
 
 @bp.get("/health")
 def health() -> Any:
@@ -471,11 +416,3 @@ def stats() -> Any:
         "webhooks_failed": webhook_counts[EventState.failed.value],
     }
     return jsonify(render(STATS, values))
-
-
-@bp.get("/openapi.json")
-def openapi() -> Any:
-    from openapi import build_spec
-
-    config = services().config
-    return jsonify(build_spec(sandbox=config.is_sandbox, server_url=config.public_base_url))

@@ -11,31 +11,30 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import segno
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 from markupsafe import Markup
 
-import validation as v
-from api import read_capped_body, services
-from checkout import PAY_PATH, StatusBoard, find_by_token, seconds_left, status_of
-from claims import (
-    CLAIMS_PER_ADDRESS_PER_MINUTE,
+from chain.claims import (
     FOUND,
-    ClaimLimiter,
     ClaimResult,
     check_transaction,
     parse_tx_hash,
     request_read,
 )
-from errors import ApiError
+from ledger.checkout import PAY_PATH, find_by_token
 from models import Payment
-from tron_client import TronClient
+from tron_client import TronClient, make_client
+from web import validation as v
+from web.api import read_capped_body
+from web.errors import ApiError
+from web.services import services
+from web.status_board import seconds_left, status_of
 
 logger = logging.getLogger(__name__)
 
@@ -46,22 +45,6 @@ CATALOGUES: dict[str, dict[str, str]] = {
 }
 DEFAULT_LANGUAGE = "en"
 SANDBOX = "sandbox"
-# How stale a polled status may be: the page's database cost (docs/api.md, "The checkout page").
-STATUS_TTL_SECONDS = 2.0
-
-
-@dataclass
-class CheckoutState:
-    """What the payer's routes keep per app: the polled statuses, the claim limits, the claims' TRON client."""
-
-    board: StatusBoard = field(default_factory=lambda: StatusBoard(STATUS_TTL_SECONDS))
-    limiter: ClaimLimiter = field(default_factory=ClaimLimiter)  # per checkout token
-    address_limiter: ClaimLimiter = field(default_factory=lambda: ClaimLimiter(CLAIMS_PER_ADDRESS_PER_MINUTE))
-    client: TronClient | None = None
-
-
-def state(app: Flask | None = None) -> CheckoutState:
-    return (app or current_app).extensions.setdefault("checkout", CheckoutState())
 
 
 def language() -> str:
@@ -137,13 +120,13 @@ def page(token: str) -> Any:
     payment = find(token)
     if payment is None:
         return not_found_page()
-    status = state().board.remember(token, payment)
+    status = services().status_board.remember(token, payment)
     return render_page(token, payment, status)
 
 
 @pages.get("/pay/<token>/status")
 def status(token: str) -> Any:
-    board = state().board
+    board = services().status_board
     answer = board.get(services().db.Session, token)
     if answer is None:
         payment = find(token)
@@ -178,24 +161,14 @@ def claim_fields() -> tuple[Any, bool]:
 def claim_client() -> TronClient:
     """The TRON client claims use: the in-process watcher's upstreams when it runs here, so claims and the watcher
     share one request budget (TRONGRID_MAX_RPS); else one of their own."""
-    checkout = state()
-    if checkout.client is None:
-        from watcher import Watcher, make_client
-
-        watchers = services().running(Watcher)
-        checkout.client = watchers[0].client.rotated(0) if watchers else make_client(services().config)
-    return checkout.client
+    shared = services()
+    if shared.chain_client is None:
+        shared.chain_client = make_client(shared.config)
+    return shared.chain_client
 
 
 def claim_message(result: ClaimResult) -> str:
     return catalogue()[f"claim_{result.outcome}"].replace("{amount}", result.amount_usdt or "")
-
-
-def wake_watcher() -> None:
-    from watcher import Watcher
-
-    for watcher in services().running(Watcher):
-        watcher.wake()
 
 
 def answer_claim(token: str, payment: Payment, tx_hash: str) -> ClaimResult:
@@ -205,8 +178,8 @@ def answer_claim(token: str, payment: Payment, tx_hash: str) -> ClaimResult:
     if result.outcome == FOUND and result.block_timestamp is not None:
         with services().db.transaction() as session:
             request_read(session, payment.wallet_address, tx_hash, result.block_timestamp)
-        state().board.forget(token)
-        wake_watcher()
+        services().status_board.forget(token)
+        services().wake_watcher()
     return result
 
 
@@ -219,9 +192,9 @@ def claim(token: str) -> Any:
             return not_found_page()
         raise ApiError("not_found", "No checkout page has this address.", status=404)
     code, message, tx_hash, result = 200, None, parse_tx_hash(value), None
-    wait = state().limiter.allow(token)
+    wait = services().claim_limiter.allow(token)
     if wait is None:  # behind nginx, the address nginx saw (app.ProxiedClientAddress)
-        wait = state().address_limiter.allow(request.remote_addr or "")
+        wait = services().address_limiter.allow(request.remote_addr or "")
     if wait is not None:
         code, message = 429, catalogue()["claim_rate_limited"]
     elif tx_hash is None:

@@ -5,16 +5,20 @@ say is written in the descriptions. tests/test_openapi.py and the schemathesis r
 hold the API to it."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from api import EVENTS_QUERY, PAYMENTS_QUERY, TRANSFERS_QUERY
-from app import HEALTH_DB_DEADLINE_SECONDS
-from checkout_pages import CATALOGUES
-from claims import CLAIMS_PER_MINUTE, FOUND, NOT_SOLIDIFIED, REASONS
-from errors import ERROR_SCHEMA
-from sandbox_api import INBOX_QUERY, PAY, TRANSFER
-from schemas import AMOUNT, BOOLEAN, ENUMS, EVENT_DATA, SCHEMAS, STRING, TIME, object_schema, ref
-from validation import (
+from flask import Blueprint, jsonify
+
+from chain.claims import CLAIMS_PER_MINUTE, FOUND, NOT_SOLIDIFIED, REASONS
+from ledger.serialize import AMOUNT, BOOLEAN, STRING, TIME, object_schema, ref
+from web.api import EVENTS_QUERY, HEALTH_DB_DEADLINE_SECONDS, PAYMENTS_QUERY, TRANSFERS_QUERY
+from web.checkout_pages import CATALOGUES
+from web.errors import ERROR_SCHEMA
+from web.schemas import ENUMS, EVENT_DATA, SCHEMAS
+from web.services import services
+from web.validation import (
     CREATE_PAYMENT,
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
@@ -123,7 +127,6 @@ COMPONENTS: dict[str, Any] = {
     "PaymentList": list_of("payments", "Payment"),
     "TransferList": list_of("transfers", "Transfer"),
     "EventList": list_of("events", "Event", has_more=BOOLEAN, resume_cursor=RESUME_CURSOR),
-    "DeliveryList": list_of("deliveries", "SandboxDelivery"),
     "LogList": {"type": "object", "required": ["logs"], "properties": {"logs": {"type": "array", "items": ref("Log")}}},
     "Queued": QUEUED,
     "TestWebhookQueued": {**QUEUED, "required": [*QUEUED["required"], "url"],
@@ -132,8 +135,6 @@ COMPONENTS: dict[str, Any] = {
     "ClaimResult": CLAIM_ANSWER,
     "OpenApiDocument": {"type": "object", "description": "An OpenAPI 3.1 document"},
     "CreatePayment": body_schema(CREATE_PAYMENT, BODY_RULES),
-    "SandboxPay": body_schema(PAY, BODY_RULES),
-    "SandboxTransferRequest": body_schema(TRANSFER, BODY_RULES),
     "WebhookTest": body_schema(WEBHOOK_TEST, BODY_RULES),
     **{name: object_schema(fields) for name, fields in SCHEMAS.items()},
 }
@@ -326,65 +327,6 @@ PATHS: dict[str, Any] = {
 }
 
 
-SANDBOX_ONLY = "Sandbox network only (TRON_NETWORK=sandbox; on every other network the route does not exist). "
-SENT = response("Sent: mined into the next block, found by the watcher once solidified", ref("SandboxTransfer"))
-SANDBOX_PATHS: dict[str, Any] = {
-    "/sandbox/payments/{payment_id}/pay": {
-        "post": with_body(secured({
-            "summary": SANDBOX_ONLY + "Pay a payment on the sandbox chain, from a random sender",
-            "parameters": [PAYMENT_ID],
-            "requestBody": {"required": False, "description": "Optional. " + BODY_RULES,
-                            **json_content(ref("SandboxPay"))},
-            "responses": {
-                "202": SENT,
-                "404": NOT_FOUND,
-                "409": response("nothing_remaining: the payment has its whole amount; send amount_usdt", ref("Error")),
-            },
-        })),
-    },
-    "/sandbox/transfers": {
-        "post": with_body(secured({
-            "summary": SANDBOX_ONLY + "Send any transfer on the sandbox chain (unmatched, fake-token, reverted, late)",
-            "requestBody": {"required": True, "description": BODY_RULES, **json_content(ref("SandboxTransferRequest"))},
-            "responses": {"202": SENT},
-        })),
-    },
-    "/sandbox/inbox": {
-        "post": with_body({
-            "summary": SANDBOX_ONLY + "The built-in webhook receiver (no API key: the Standard Webhooks signature, "
-                                      "made with this service's signing secret, is checked instead)",
-            "requestBody": {"required": True, "description": "A webhook as this service sends it",
-                            **json_content({"type": "object"})},
-            "responses": {
-                "200": response("Verified and kept", ref("SandboxDelivery")),
-                "400": BAD_INPUT,
-                "401": response("invalid_signature: the signature does not verify with this service's secret",
-                                ref("Error")),
-                "503": DATABASE_DOWN,
-            },
-        }),
-        "get": secured({
-            "summary": SANDBOX_ONLY + "The webhooks the built-in receiver verified and kept, newest first",
-            "parameters": parameters(INBOX_QUERY),
-            "responses": {"200": response("A page of deliveries", ref("DeliveryList"))},
-        }),
-    },
-    "/pay/{token}/simulate": {
-        "post": {
-            "summary": SANDBOX_ONLY + "The checkout page's \"simulate payment\": pays the remaining amount",
-            "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
-                            "description": "The token of the payment's checkout_url"}],
-            "responses": {
-                "202": SENT,
-                "404": response("No payment has this token", ref("Error")),
-                "409": response("nothing_remaining: the payment has its whole amount", ref("Error")),
-                "503": DATABASE_DOWN,
-            },
-        },
-    },
-}
-
-
 # Each operation's name and group, for the clients generated from the document: `operationId` becomes a function's
 # name (create_payment), the tag its module (api/payments).
 TAGS = {
@@ -394,7 +336,6 @@ TAGS = {
     "webhooks": "Test webhooks",
     "operator": "Health, counters, metrics and this document (no API key)",
     "checkout": "The payer's hosted checkout page (public, scoped by its token)",
-    "sandbox": "The simulated chain of TRON_NETWORK=sandbox",
 }
 OPERATIONS = {
     ("/payments", "post"): ("createPayment", "payments"),
@@ -414,27 +355,43 @@ OPERATIONS = {
     ("/pay/{token}", "get"): ("getCheckoutPage", "checkout"),
     ("/pay/{token}/status", "get"): ("getCheckoutStatus", "checkout"),
     ("/pay/{token}/claim", "post"): ("claimCheckoutPayment", "checkout"),
-    ("/pay/{token}/simulate", "post"): ("simulateCheckoutPayment", "sandbox"),
-    ("/sandbox/payments/{payment_id}/pay", "post"): ("sandboxPayPayment", "sandbox"),
-    ("/sandbox/transfers", "post"): ("sandboxSendTransfer", "sandbox"),
-    ("/sandbox/inbox", "post"): ("sandboxReceiveWebhook", "sandbox"),
-    ("/sandbox/inbox", "get"): ("sandboxListInbox", "sandbox"),
 }
 
 
-def named(paths: dict[str, Any]) -> dict[str, Any]:
-    """`paths` with each operation's operationId and tag (a route missing from OPERATIONS is a KeyError: every
+@dataclass(frozen=True)
+class Part:
+    """A part of the document that a network plugs in (the sandbox's): its paths (only where its routes exist),
+    its named schemas, the name and group of each of its operations, and its group's description."""
+
+    paths: dict[str, Any] = field(default_factory=dict)
+    components: dict[str, Any] = field(default_factory=dict)
+    operations: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def named(paths: dict[str, Any], operations: dict[tuple[str, str], tuple[str, str]]) -> dict[str, Any]:
+    """`paths` with each operation's operationId and tag (a route missing from `operations` is a KeyError: every
     operation is named)."""
-    return {path: {method: {"operationId": OPERATIONS[path, method][0], "tags": [OPERATIONS[path, method][1]],
+    return {path: {method: {"operationId": operations[path, method][0], "tags": [operations[path, method][1]],
                             **operation}
                    for method, operation in methods.items()}
             for path, methods in paths.items()}
 
 
-def build_spec(sandbox: bool = False, server_url: str | None = None) -> dict[str, Any]:
-    """The document; the sandbox network's routes only on the sandbox, where they exist. `server_url`: the service's
-    public address (PUBLIC_BASE_URL), the document's one server."""
-    paths = named(PATHS | SANDBOX_PATHS if sandbox else PATHS)
+def build_spec(parts: Sequence[Part] = (), server_url: str | None = None) -> dict[str, Any]:
+    """The document: every route of the API and the checkout page, and the parts plugged in (the sandbox network's
+    schemas, and its routes where they exist). `server_url`: the service's public address (PUBLIC_BASE_URL), the
+    document's one server."""
+    operations = dict(OPERATIONS)
+    paths = dict(PATHS)
+    components = dict(COMPONENTS)
+    tags = dict(TAGS)
+    for part in parts:
+        operations |= part.operations
+        paths |= part.paths
+        components |= part.components
+        tags |= part.tags
+    paths = named(paths, operations)
     used_tags = {tag for methods in paths.values() for operation in methods.values() for tag in operation["tags"]}
     return {
         "openapi": "3.1.0",
@@ -449,10 +406,19 @@ def build_spec(sandbox: bool = False, server_url: str | None = None) -> dict[str
             ),
         },
         **({"servers": [{"url": server_url}]} if server_url else {}),
-        "tags": [{"name": name, "description": text} for name, text in TAGS.items() if name in used_tags],
+        "tags": [{"name": name, "description": text} for name, text in tags.items() if name in used_tags],
         "paths": paths,
         "components": {
-            "schemas": COMPONENTS,
+            "schemas": components,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+bp = Blueprint("openapi", __name__)
+
+
+@bp.get("/openapi.json")
+def document() -> Any:
+    shared = services()
+    return jsonify(build_spec(shared.document_parts, server_url=shared.config.public_base_url))

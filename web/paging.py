@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from errors import ApiError
-from validation import MAX_BIGINT, Field, ascii_number, payment_uuid
+from web.errors import ApiError
+from web.validation import MAX_BIGINT, Field, ascii_number, payment_uuid
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

@@ -15,10 +15,10 @@ from typing import Any
 
 from werkzeug.http import parse_options_header
 
-from addresses import AddressError, decode_address
-from errors import ApiError
-from money import MAX_MICRO, MICRO, AmountError, parse_amount
-from ssrf import CallbackUrlError, split_callback_url
+from infra.addresses import AddressError, decode_address
+from infra.money import MAX_MICRO, MICRO, AmountError, parse_amount
+from infra.ssrf import CallbackUrlError, split_callback_url
+from web.errors import ApiError
 
 MAX_BODY_BYTES = 64 * 1024  # a request body, checked before anything else
 BODY_TOO_LARGE = f"The request body must be at most {MAX_BODY_BYTES // 1024} KB."

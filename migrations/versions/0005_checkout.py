@@ -20,7 +20,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    from checkout import CHECKOUT_KEY, new_checkout_key, token_hash
+    from ledger.checkout import CHECKOUT_KEY, new_checkout_key, token_hash
 
     op.add_column('payments', sa.Column('return_url', sa.Text(), nullable=True))
     op.add_column('payments', sa.Column('checkout_token_hash', sa.String(length=64), nullable=True))

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from config import Config
+from infra.config import Config
 from models import Transfer, WalletCursor, WebhookEvent
 from tests.conftest import PAYER, USDT, WALLET, WALLET_B, create, events, get, pass_time, pay
 from tron_sim import Simulator, random_address

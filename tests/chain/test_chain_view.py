@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from chain_view import AcceptedHead, ChainView, implausibility
-from config import Config
-from tron_client import BlockRef
+from chain.answers import BlockRef
+from chain.chain_view import AcceptedHead, ChainView, implausibility
+from infra.config import Config
 
 NOW = 1_800_000_000.0  # unix seconds
 TEN_YEARS = 10 * 365 * 86400

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from chain_view import ChainView
-from config import Config
+from chain.chain_view import ChainView
+from infra.config import Config
 from models import Payment, PaymentLog, RejectedTransfer, Transfer, WalletCursor, WebhookEvent
 from tron_client import TronClient
 from tron_sim import Simulator, random_address

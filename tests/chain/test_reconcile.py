@@ -6,7 +6,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from config import Config
+from infra.config import Config
 from models import PaymentLog, Transfer
 from tests.conftest import PAYER, WALLET, create, events, get, pay
 from tron_sim import Simulator, random_address

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from tron_client import BlockRef, TransferLog, Trc20Transfer, TronClient, TxInfo
+from chain.answers import BlockRef, Trc20Transfer, TxInfo
+from ledger.records import TransferLog
+from tron_client import TronClient
 from tron_sim import USDT_MAINNET
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -171,7 +173,7 @@ def test_the_watcher_credits_a_recorded_mainnet_transfer(replay: Replay, app, au
 
 def test_the_blocks_strategy_reads_a_recorded_block_and_refuses_a_mislabelled_one(replay: Replay, db,
                                                                                   config) -> None:
-    from chain_view import ChainView
+    from chain.chain_view import ChainView
     from tests.conftest import watcher_client
     from watcher import Watcher
 

@@ -16,9 +16,9 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-import scanning
-from chain_view import ChainView
-from config import Config
+from chain import scanning
+from chain.chain_view import ChainView
+from infra.config import Config
 from models import Payment, PaymentLog, RejectedTransfer, Transfer, WalletCursor, WebhookEvent
 from tests.conftest import PAYER, WALLET, WALLET_B, create, events, get, log_types, pay
 from tron_client import TronClient

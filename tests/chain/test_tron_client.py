@@ -8,19 +8,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from outbound import SocketOpener, deadline_session
-from tron_client import (
-    BlockRef,
-    TokenBucket,
-    Trc20Transfer,
-    TronBadResponse,
-    TronClient,
-    TronRateLimited,
-    TronUnavailable,
-    backoff_delay,
-    parse_suspension,
-    seconds_until_utc_midnight,
-)
+from chain.answers import BlockRef, Trc20Transfer, TronBadResponse, TronRateLimited, TronUnavailable
+from chain.upstream import TokenBucket, backoff_delay, parse_suspension, seconds_until_utc_midnight
+from infra.outbound import SocketOpener, deadline_session
+from tron_client import TronClient
 from tron_sim import USDT_MAINNET, Simulator, random_address
 
 FAKE_TOKEN = "TXL6rJbvmjD46zeN1JssfgxvSo99qC8MRT"
@@ -367,6 +358,6 @@ def test_the_transfer_topic_is_the_keccak_of_the_event_signature() -> None:
     """The client and the simulator share the constant; an independent hash keeps it honest."""
     from eth_hash.auto import keccak
 
-    from addresses import TRANSFER_TOPIC
+    from infra.addresses import TRANSFER_TOPIC
 
     assert keccak(b"Transfer(address,address,uint256)").hex() == TRANSFER_TOPIC

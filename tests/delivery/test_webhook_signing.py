@@ -9,9 +9,8 @@ import threading
 import pytest
 from sqlalchemy import text
 
-from config import Config
 from database import Database
-from webhook_signing import (
+from delivery.signing import (
     SecretError,
     describe_webhook_secrets,
     ensure_webhook_secret,
@@ -21,6 +20,7 @@ from webhook_signing import (
     rotate_webhook_secret,
     signature_header,
 )
+from infra.config import Config
 
 SECRET = generate_secret()
 

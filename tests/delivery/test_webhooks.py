@@ -21,11 +21,18 @@ from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import Config  # noqa: E402
 from database import Database  # noqa: E402
-from events import emit_account_event, emit_event, emit_test_event, queue_retry  # noqa: E402
+from delivery.signing import (  # noqa: E402
+    drop_previous_webhook_secret,
+    ensure_webhook_secret,
+    generate_secret,
+    get_signing_secrets,
+    rotate_webhook_secret,
+)
+from delivery.webhooks import JITTER_FRACTION, AttemptResult, WebhookDispatcher, jittered, next_delay  # noqa: E402
+from infra.config import Config  # noqa: E402
+from ledger.events import emit_account_event, emit_event, emit_test_event, queue_retry  # noqa: E402
 from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
-from schemas import event_to_dict  # noqa: E402
 from tests.conftest import (  # noqa: E402
     WALLET,
     Receiver,
@@ -37,14 +44,7 @@ from tests.conftest import (  # noqa: E402
     set_fields,
     wait_for,
 )
-from webhook_signing import (  # noqa: E402
-    drop_previous_webhook_secret,
-    ensure_webhook_secret,
-    generate_secret,
-    get_signing_secrets,
-    rotate_webhook_secret,
-)
-from webhooks import JITTER_FRACTION, AttemptResult, WebhookDispatcher, jittered, next_delay  # noqa: E402
+from web.schemas import event_to_dict  # noqa: E402
 
 SECRET = generate_secret()
 # --- fixtures: database (conftest's per-run test database, emptied per test) -------------------

@@ -86,7 +86,7 @@ def test_bad_value_is_one_line_naming_the_variable_in_every_entry_point():
 def test_merchant_webhook_url_and_tolerance_are_read_as_given():
     from decimal import Decimal
 
-    from config import load_config
+    from infra.config import load_config
 
     config = load_config({"MERCHANT_WEBHOOK_URL": "https://merchant.example/hooks/",
                           "UNDERPAYMENT_TOLERANCE_USDT": "0.5"})
@@ -171,7 +171,7 @@ def test_db_manager_assign_unknown_transfer_is_one_line(database_url, db):
 
 
 def test_the_sandbox_network_serves_its_own_chain_and_production_defaults_to_mainnet():
-    from config import SANDBOX_USDT, ConfigError, load_config
+    from infra.config import SANDBOX_USDT, ConfigError, load_config
 
     assert load_config({}).tron_network == "mainnet"
     sandbox = load_config({"TRON_NETWORK": "sandbox", "SANDBOX_BLOCK_SECONDS": "0.5"})
@@ -187,7 +187,7 @@ def test_the_sandbox_network_serves_its_own_chain_and_production_defaults_to_mai
 
 
 def test_metrics_settings_are_read() -> None:
-    from config import load_config
+    from infra.config import load_config
 
     assert (load_config({}).metrics_token, load_config({}).watcher_metrics_port) == (None, None)
     configured = load_config({"METRICS_TOKEN": " s3cret ", "WATCHER_METRICS_PORT": "9464"})

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from config import ConfigError, load_config
-from logging_setup import FailureLog, JsonFormatter, TextFormatter, configure_logging, format_duration
-from tests.conftest import PAYER, USDT, WALLET, create, wait_for, watcher_client
 from tests.test_webhooks import Receiver
-from tron_client import TronClient, TronError
+
+from chain.answers import TronError
+from infra.config import ConfigError, load_config
+from infra.logging_setup import FailureLog, JsonFormatter, TextFormatter, configure_logging, format_duration
+from tests.conftest import PAYER, USDT, WALLET, create, wait_for, watcher_client
+from tron_client import TronClient
 from tron_sim import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,7 +164,7 @@ def test_durations_read_naturally():
 
 
 def test_a_down_upstream_is_one_warning_then_one_line_when_it_answers(caplog):
-    caplog.set_level(logging.INFO, logger="tron_client")
+    caplog.set_level(logging.INFO, logger="chain.upstream")
     port = free_port()  # nothing listens there yet
     client = TronClient([f"http://127.0.0.1:{port}"], USDT, max_rps=1000, max_retries=2, backoff_base=0.001,
                         backoff_cap=0.002)
@@ -177,7 +178,7 @@ def test_a_down_upstream_is_one_warning_then_one_line_when_it_answers(caplog):
         client.get_solid_head()
     finally:
         sim.stop()
-    lines = messages(caplog, "tron_client")
+    lines = messages(caplog, "chain.upstream")
     assert len(lines) == 2, lines
     assert lines[0].startswith(f"WARNING upstream http://127.0.0.1:{port} failing: ")
     assert re.fullmatch(rf"INFO upstream http://127\.0\.0\.1:{port} works again after \d+s \(10 failures\)", lines[1])
@@ -201,7 +202,7 @@ def test_watcher_cycles_on_a_down_upstream_log_the_start_then_reminders(client, 
     assert len(cycle_lines) == 2, cycle_lines
     assert cycle_lines[0].startswith("WARNING watcher cycle failing: upstream unavailable: ")
     assert re.fullmatch(r"WARNING watcher cycle still failing after 1m10s \(9 failures\)", cycle_lines[1])
-    upstream_lines = messages(caplog, "tron_client")
+    upstream_lines = messages(caplog, "chain.upstream")
     assert len(upstream_lines) == 1 and "failing" in upstream_lines[0], upstream_lines
     assert all(len(m) < 200 for m in cycle_lines + upstream_lines)
 
@@ -303,7 +304,7 @@ def test_access_atoms_give_the_line_gunicorn_writes():
     from gunicorn.config import Config as GunicornConfig
     from gunicorn.glogging import Logger, SafeAtoms
 
-    from logging_setup import AccessAtoms
+    from infra.logging_setup import AccessAtoms
 
     logger = Logger(GunicornConfig())
     logger.now = lambda: "[04/Dec/2026:13:00:00 +0000]"  # type: ignore[method-assign]

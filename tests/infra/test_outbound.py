@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from outbound import (
+from infra.outbound import (
     DeadlineExceeded,
     ResponseTooLarge,
     SocketOpener,

@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
-from addresses import from_hex
 from bench.dust import insert_open_payments
-from matching import assign_transfer, credit_transfer
+from infra.addresses import from_hex
+from infra.money import from_micro, to_micro
+from infra.times import ms_to_datetime
+from ledger.matching import assign_transfer, credit_transfer
+from ledger.records import TransferLog
 from models import Payment, PaymentLog, PaymentStatus, Transfer, WebhookEvent
-from money import from_micro, to_micro
 from tests.conftest import PAYER, WALLET, block_ts, create, get, pay, payment_body, set_fields
-from times import ms_to_datetime
-from tron_client import TransferLog
 
 ATTACKER = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 MAX_EVENT_BODY = 64 * 1024
@@ -290,7 +290,7 @@ def test_unique_amount_max_steps_is_a_setting(config, db, auth):
 
 
 def test_the_unique_amount_max_steps_variable_is_read(monkeypatch):
-    from config import ConfigError, load_config
+    from infra.config import ConfigError, load_config
 
     monkeypatch.setenv("UNIQUE_AMOUNT_MAX_STEPS", "250")
     assert load_config().unique_amount_max_steps == 250

@@ -13,8 +13,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from config import Config
-from matching import assign_transfer, credit_transfer
+from infra.config import Config
+from infra.times import ms_to_datetime, to_ms
+from ledger.matching import assign_transfer, credit_transfer
+from ledger.records import TransferLog
 from models import Payment, PaymentLog, PaymentStatus, WebhookEvent
 from tests.conftest import (
     PAYER,
@@ -31,8 +33,6 @@ from tests.conftest import (
     pay_and_read,
     set_fields,
 )
-from times import ms_to_datetime, to_ms
-from tron_client import TransferLog
 from tron_sim import Simulator
 
 

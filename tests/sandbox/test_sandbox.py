@@ -24,15 +24,15 @@ import pytest
 import requests
 from flask import Flask
 
-from config import Config
 from database import Database
+from delivery.signing import signature_header
+from infra.config import Config
 from models import SandboxDelivery, SandboxTransfer
-from sandbox_chain import Schedule, Segment, current_schedule, load_schedule, send_transfer
-from sandbox_node import SandboxNode
+from sandbox.chain import Schedule, Segment, current_schedule, load_schedule, send_transfer
+from sandbox.node import SandboxNode
 from tests.conftest import TEST_API_KEY, WALLET, WALLET_B, count_rows, lock_holder_pid, set_fields, wait_for
 from tron_client import TronClient
 from tron_sim import random_address
-from webhook_signing import signature_header
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
@@ -415,11 +415,11 @@ def test_the_readme_sandbox_quick_start_runs_in_a_fresh_clone(empty_url: str, tm
 
 
 def test_the_own_inbox_is_also_reached_through_the_public_base_url() -> None:
-    from config import load_config
-    from sandbox_inbox import is_own_inbox
+    from infra.config import load_config
+    from sandbox.inbox import private_callbacks
 
     config = load_config({"TRON_NETWORK": "sandbox", "PUBLIC_BASE_URL": "http://10.0.0.5:8080"})
-    assert is_own_inbox(config, "http://10.0.0.5:8080/sandbox/inbox")
-    assert not is_own_inbox(config, "http://10.0.0.5:8080/elsewhere")
+    assert private_callbacks(config).allows("http://10.0.0.5:8080/sandbox/inbox")
+    assert not private_callbacks(config).allows("http://10.0.0.5:8080/elsewhere")
     mainnet = load_config({"PUBLIC_BASE_URL": "http://10.0.0.5:8080"})
-    assert not is_own_inbox(mainnet, "http://10.0.0.5:8080/sandbox/inbox")
+    assert not private_callbacks(mainnet).allows("http://10.0.0.5:8080/sandbox/inbox")

@@ -16,7 +16,7 @@ import pytest
 import requests
 from tronpy.exceptions import AddressNotFound, TransactionNotFound
 
-from addresses import from_hex, is_valid_address, to_hex20, to_hex41, to_topic
+from infra.addresses import from_hex, is_valid_address, to_hex20, to_hex41, to_topic
 from tron_sim import APPROVAL_TOPIC, TRANSFER_TOPIC, USDT_MAINNET, Simulator, random_address
 from tron_sim.txraw import RawContract, RawData
 

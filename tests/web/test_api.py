@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import DateTime, event, literal, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from auth import create_api_key, revoke_api_key
-from config import Config
 from database import Database, driver_execute
+from infra.config import Config
+from infra.times import iso
 from models import Payment, PaymentLog, PaymentStatus, WebhookEvent
 from tests.conftest import HOOK, WALLET, WALLET_B, assert_error, count_rows, payment_body, set_fields
-from times import iso
+from web.auth import create_api_key, revoke_api_key
 
 
 def test_create_returns_payment_with_plain_amount_strings(client, auth, db):
@@ -769,7 +769,7 @@ def test_default_tolerance_comes_from_the_setting_cut_to_the_amount(config, db, 
 
 def test_a_request_made_before_tolerance_existed_still_replays(client, auth, db):
     """The fingerprint covers the fields sent: a body without the tolerance hashes as it did before the field."""
-    from payments import request_fingerprint
+    from ledger.payments import request_fingerprint
 
     body = payment_body(order_id="before")
     assert client.post("/payments", json=body, headers=auth).status_code == 201
@@ -801,7 +801,7 @@ def test_unique_amount_at_the_top_of_the_range_is_409_not_500(client, auth, db):
 def write_watcher_status(db, **values) -> None:
     import time
 
-    from service_state import WATCHER_STATUS, write_state
+    from ledger.service_state import WATCHER_STATUS, write_state
 
     status = {"strategy": "account", "last_cycle_finished": time.time(), "last_cycle_seconds": 0.01,
               "seconds_behind": 0.0, "blocks_behind": None, "paused_until": None, "errors": 0, "last_error": None}
@@ -955,7 +955,7 @@ def test_driver_execute_keeps_what_connection_execute_guarantees(db):
 def test_the_read_under_the_lock_returns_only_the_amounts_it_may_ask_about(client, auth, db):
     """One wallet with many open payments: the create's read sends back the remaining amounts from the requested
     one to 100 steps of 0.0001 above it, not one row per open payment; unique_amount still steps over them."""
-    from payments import amounts_under_lock
+    from ledger.payments import amounts_under_lock
 
     for cents in range(40):  # 10.00 .. 10.39, on one wallet
         amount = f"10.{cents:02d}"
@@ -998,7 +998,7 @@ def test_a_create_in_one_message_writes_what_the_two_message_path_writes(client,
 def test_iso_sql_writes_what_iso_writes(db):
     from datetime import datetime, timezone
 
-    from times import iso_sql
+    from infra.times import iso_sql
 
     values = [datetime(2026, 12, 4, 13, 0, 0, tzinfo=UTC), datetime(2026, 12, 4, 13, 0, 0, 1, tzinfo=UTC),
               datetime(2026, 12, 4, 13, 0, 59, 999999, tzinfo=UTC),
@@ -1028,7 +1028,7 @@ def test_a_lifetime_is_exact_seconds_in_any_session_time_zone(db):
     """expires_at is created_at plus exactly expires_in_seconds, also across a DST change in the session's zone."""
     from datetime import datetime, timezone
 
-    from payments import lifetime_end
+    from ledger.payments import lifetime_end
 
     start = datetime(2026, 3, 7, 12, 0, tzinfo=timezone(timedelta(hours=-5)))  # New York, 2 days before DST
     with db.engine.connect() as connection:

@@ -10,13 +10,13 @@ from html import unescape
 import pytest
 from sqlalchemy import event, select
 
-from checkout import CHECKOUT_KEY, StatusBoard, checkout_token
-from checkout_pages import CATALOGUES, state
-from claims import WALLET_CLAIMS
-from config import ConfigError, load_config
+from chain.claims import WALLET_CLAIMS
+from infra.config import ConfigError, load_config
+from infra.times import ms_to_datetime
+from ledger.checkout import CHECKOUT_KEY, StatusBoard, checkout_token
+from ledger.payments import request_fingerprint
+from ledger.service_state import read_state
 from models import Payment, Transfer
-from payments import request_fingerprint
-from service_state import read_state
 from tests.conftest import (
     PAYER,
     WALLET,
@@ -31,7 +31,7 @@ from tests.conftest import (
     set_fields,
     wait_for,
 )
-from times import ms_to_datetime
+from web.checkout_pages import CATALOGUES, state
 
 FAKE_TOKEN = "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"
 
@@ -417,7 +417,7 @@ def test_a_public_base_url_payers_cannot_reach_is_a_warning_at_start_on_mainnet(
     for url, network, warned in (("http://0.0.0.0:5000", "mainnet", True), ("http://localhost:8080", "mainnet", True),
                                  ("http://127.0.0.1:5000", "nile", False), ("https://pay.example", "mainnet", False)):
         caplog.clear()
-        with caplog.at_level("WARNING", logger="config"):
+        with caplog.at_level("WARNING", logger="infra.config"):
             bootstrap(config.with_overrides(public_base_url=url, tron_network=network), db)
         assert any(f"PUBLIC_BASE_URL is {url}" in r.getMessage() for r in caplog.records) == warned, url
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from checkout_pages import CATALOGUES
 from tests.conftest import PAYER, ROOT, WALLET, WALLET_B, create, pay, set_fields, wait_for
+from web.checkout_pages import CATALOGUES
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -74,7 +74,7 @@ def live(config, db, sim, new_watcher) -> Iterator[tuple[str, Any]]:  # type: ig
     server = make_server("127.0.0.1", 0, app, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
     app.extensions["tron"].config = services_of(app).config.with_overrides(public_base_url=base)
-    from checkout import set_public_base_url
+    from ledger.checkout import set_public_base_url
 
     set_public_base_url(base)
     watcher = new_watcher(services_of(app).config)

@@ -14,13 +14,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from config import Config
 from database import Database
-from metrics import DatabaseCollector, MetricsServer, exposition
+from delivery.webhooks import WebhookDispatcher
+from infra.config import Config
 from tests.conftest import USDT, WALLET, create, pay, wait_for, watcher_client
 from tests.test_production import free_port, service_env, start_gunicorn, stop
 from tron_sim import Simulator
-from webhooks import WebhookDispatcher
+from web.metrics import DatabaseCollector, MetricsServer, exposition
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -118,7 +118,7 @@ def test_a_payment_life_is_counted_and_nothing_names_it(client, auth, db, sim, r
 
 
 def test_an_upstream_in_trouble_is_counted(sim) -> None:  # type: ignore[no-untyped-def]
-    from metrics import REGISTRY
+    from web.metrics import REGISTRY
 
     client = watcher_client(Config(trongrid_api_url=sim.url))
     upstream = client.upstreams[0].name

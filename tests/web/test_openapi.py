@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 import time
 
-from errors import ApiError
 from tests.conftest import assert_error, payment_body
+from web.errors import ApiError
 
 
 def flask_routes(app) -> set[tuple[str, str]]:
@@ -81,7 +81,7 @@ AMOUNT_SAMPLES = ["1", "0.5", "10.50", "0.000001", "99999999999999.999999", "100
 
 
 def test_the_amount_pattern_is_exactly_what_the_api_accepts(client) -> None:
-    import validation
+    from web import validation
 
     spec = client.get("/openapi.json").get_json()
     string_form = spec["components"]["schemas"]["CreatePayment"]["properties"]["expected_amount_usdt"]["oneOf"][0]
@@ -92,7 +92,7 @@ def test_the_amount_pattern_is_exactly_what_the_api_accepts(client) -> None:
 
 
 def test_order_id_and_callback_patterns_admit_everything_the_api_accepts(client) -> None:
-    import validation
+    from web import validation
 
     spec = client.get("/openapi.json").get_json()
     properties = spec["components"]["schemas"]["CreatePayment"]["properties"]
@@ -126,8 +126,8 @@ def test_every_kind_of_event_keeps_to_the_event_schema(client, auth, db):
 
     import jsonschema_rs
 
-    from matching import assign_transfer, credit_transfer
-    from tron_client import TransferLog
+    from ledger.matching import assign_transfer, credit_transfer
+    from ledger.records import TransferLog
 
     spec = client.get("/openapi.json").get_json()
     a = client.post("/payments", headers=auth, json=payment_body(order_id="a", expected_amount_usdt="10")).get_json()
