@@ -18,7 +18,7 @@ from delivery.webhooks import WebhookDispatcher
 from infra.config import Config, first_line, load_config, startup_config, warn_if_payers_cannot_reach
 from infra.lifecycle import ignore_stop_signals, interrupt_on_sigterm
 from infra.ssrf import parse_ip
-from ledger.checkout import links_of, open_ledger
+from ledger.checkout import links_of, open_ledger, with_links
 from ledger.errors import Refused
 from sandbox import api as sandbox_api
 from sandbox.api import openapi_part
@@ -153,10 +153,10 @@ def bootstrap_from_environment(config: Config | None = None) -> int:
 def create_app(config: Config | None = None, *, database: Database | None = None) -> Flask:
     """Build the app and nothing more: no migration, no key made or printed (that is `bootstrap`'s, run once before
     serving), no thread started (`start_background`). With no arguments: configuration from the environment and
-    `.env`, as `gunicorn -c gunicorn.conf.py "app:create_app()"` builds it in each worker. `database`: one opened
-    with `open_ledger` (its sessions carry the checkout links)."""
+    `.env`, as `gunicorn -c gunicorn.conf.py "app:create_app()"` builds it in each worker. `database`: the one to
+    use (its engine and pool), whose sessions then carry this app's checkout links."""
     config = config or load_config()
-    db = database or open_ledger(resolve_database_url(config.database_url), config.public_base_url)
+    db = with_links(database or Database(resolve_database_url(config.database_url)), config.public_base_url)
     services = Services(config=config, db=db, links=links_of(db), private_callbacks=private_callbacks(config),
                         document_parts=[openapi_part(routes=config.is_sandbox)])
 

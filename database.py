@@ -20,8 +20,8 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from infra.deadlines import Deadline, start_deadline
 from infra.lifecycle import EMBEDDED_PGDATA, EmbeddedPostgresError, embedded_postgres
-from infra.outbound import Deadline, start_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +169,16 @@ class Database:
     """One engine and its session factory; callers own sessions and transactions. `session_info`: what every
     session of this database carries in `Session.info` (what the layers above hand down: the checkout links)."""
 
-    def __init__(self, url: str, *, session_info: dict[str, Any] | None = None, **engine_options: object) -> None:
+    def __init__(self, url: str, *, session_info: dict[str, Any] | None = None, engine: Engine | None = None,
+                 **engine_options: object) -> None:
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url, **engine_options)
+        self.engine = engine or make_engine(self.url, **engine_options)
         self.session_info = dict(session_info or {})
         self.Session = sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
+
+    def with_session_info(self, **info: Any) -> Database:
+        """The same database (the same engine and its pool) whose sessions carry `info` besides this one's."""
+        return Database(self.url, session_info={**self.session_info, **info}, engine=self.engine)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -320,7 +320,7 @@ def cmd_list_api_keys(ctx: Context) -> int:
     return 0
 
 
-# --- webhook secret and manual matching (webhook_signing.py and matching.py) ---------------------
+# --- webhook secret and manual matching (delivery/signing.py and ledger/matching.py) ---------------------
 
 def format_value(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):

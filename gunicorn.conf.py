@@ -10,7 +10,7 @@ To run the watcher as its own process instead, set WATCHER_ENABLED=false here an
 Metrics: every worker counts what it does (upstream requests, webhook attempts, cycles) in files of a directory
 per run, .data/metrics-<PORT> (PROMETHEUS_MULTIPROC_DIR, emptied when gunicorn starts, removed when it stops);
 GET /metrics on any worker sums them over every worker, and a worker that exits is marked dead, so its gauges
-drop out (metrics.py).
+drop out (infra/instruments.py).
 
 Logs: gunicorn's own lines and the app's (watcher, payments, webhooks) share gunicorn's error log (stderr unless
 --error-logfile), in the service's one format (logging_setup: time, level, logger, message; LOG_FORMAT=json for
@@ -120,7 +120,9 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     # The bootstrap's lines go where the master's go.
     stderr = open(server.cfg.errorlog, "a") if server.cfg.errorlog != "-" else None  # noqa: SIM115
     try:
-        done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, stderr=stderr)
+        # Its process counts nothing the workers' /metrics should sum: prometheus_client in its own memory.
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, stderr=stderr, env=env)
     finally:
         if stderr is not None:
             stderr.close()

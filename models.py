@@ -113,7 +113,7 @@ class Payment(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict, server_default="{}")
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     return_url: Mapped[str | None] = mapped_column(Text)  # where the checkout page sends the payer afterwards
-    # SHA-256 of the checkout token (checkout.py), for the page's lookup
+    # SHA-256 of the checkout token (ledger/checkout.py), for the page's lookup
     checkout_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

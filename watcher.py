@@ -332,7 +332,7 @@ class Watcher:
         return result
 
     def serve_claims(self, wallets: dict[str, datetime], head: AcceptedHead, result: CycleResult) -> None:
-        """Read each wallet a payer's claim asked for (claims.py) up to the claimed transaction's block, before
+        """Read each wallet a payer's claim asked for (chain/claims.py) up to the claimed transaction's block, before
         the scan: through the TRC20 index, from the wallet's cursor, crediting in chain order. Without a /v1
         upstream the block scan reaches that block in its turn."""
         with self.db.transaction() as session:

@@ -20,7 +20,7 @@ from sqlalchemy import event
 
 from bench.common import DEFAULT_PG, BenchDatabase
 
-POLL_SECONDS = 3.0  # what templates/checkout.html waits between two polls
+POLL_SECONDS = 3.0  # what web/templates/checkout.html waits between two polls
 API_KEY = "bench_checkout_key"
 
 

@@ -219,9 +219,11 @@ class Sender:
     """Sends one attempt of a claimed event, signed, within what is left of its lease, and records the outcome
     while the lease still holds. Each thread keeps its own HTTP session."""
 
-    def __init__(self, db: Database, config: Config, worker_id: str, resolver: Resolver, lease_slack: float) -> None:
+    def __init__(self, db: Database, config: Config, worker_id: str, resolver: Resolver, lease_slack: float,
+                 private_callbacks: PrivateCallbacks) -> None:
         self.db, self.config, self.worker_id = db, config, worker_id
         self.resolver = resolver
+        self.private_callbacks = private_callbacks
         self.lease_slack = lease_slack
         self._local = threading.local()
 
@@ -313,7 +315,7 @@ class WebhookDispatcher:
         self.lease_slack = min(LEASE_SLACK_SECONDS, lease_margin_seconds / 2)
         self.workers = max(1, config.webhook_workers)
         self.per_receiver = max(1, self.workers - 1)
-        self.sender = Sender(db, config, self.worker_id, resolver, self.lease_slack)
+        self.sender = Sender(db, config, self.worker_id, resolver, self.lease_slack, self.private_callbacks)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()

@@ -24,7 +24,7 @@ NETWORKS: dict[str, tuple[str, str]] = {
     "nile": ("https://nile.trongrid.io", "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"),
     "shasta": ("https://api.shasta.trongrid.io", "TG3XXyExBkPp9nzdajDZsozEu4BkaSJozs"),
 }
-SANDBOX = "sandbox"  # the simulated chain run inside the service (sandbox_chain.py): no chain, no money
+SANDBOX = "sandbox"  # the simulated chain run inside the service (sandbox/chain.py): no chain, no money
 SANDBOX_USDT = NETWORKS["mainnet"][1]  # the sandbox chain's USDT token sits at mainnet's address
 STRATEGIES = ("account", "blocks", "auto")
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
@@ -38,7 +38,7 @@ class ConfigError(ValueError):
 
 
 # The webhook signing secret's format, read here (the gunicorn master checks the settings without loading
-# webhook_signing, SQLAlchemy and the app) and by webhook_signing.
+# delivery.signing, SQLAlchemy and the app) and by delivery.signing.
 SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES = 24
 
@@ -197,7 +197,7 @@ def _urls(name: str, raw: str, schemes: tuple[str, ...]) -> str:
 
 def _upstreams(env: dict[str, str], network: str) -> str:
     """TRONGRID_API_URL, or the network's TronGrid; none on the sandbox, whose chain each process serves itself on a
-    loopback port it learns only when it starts (sandbox_node.py)."""
+    loopback port it learns only when it starts (sandbox/node.py)."""
     raw = _get(env, "TRONGRID_API_URL")
     if network == SANDBOX:
         if raw is not None:

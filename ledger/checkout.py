@@ -88,7 +88,12 @@ LINKS = "checkout_links"  # the sessions' info key
 def open_ledger(url: str, base_url: str, **engine_options: Any) -> Database:
     """A database whose sessions carry this process's `CheckoutLinks` (the money core's way to name a payment's
     page in the webhook bodies it writes)."""
-    return Database(url, session_info={LINKS: CheckoutLinks(base_url)}, **engine_options)
+    return with_links(Database(url, **engine_options), base_url)
+
+
+def with_links(db: Database, base_url: str) -> Database:
+    """`db` (its engine and pool) with sessions that carry checkout links to `base_url`."""
+    return db.with_session_info(**{LINKS: CheckoutLinks(base_url)})
 
 
 def links_of(holder: Session | Database) -> CheckoutLinks:

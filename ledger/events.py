@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import ARRAY, BigInteger, Text, all_, bindparam, cast, func, or_, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from infra.ssrf import AUTHORITY_PATTERN
 from infra.times import db_now, iso
@@ -39,33 +39,34 @@ from models import (
 logger = logging.getLogger(__name__)
 
 # Due events, leased: the oldest pending event of each payment (a payment's events go out in order); any other due
-# event (account-level, test) on its own.
-CLAIM_SQL = text(
-    """
-    WITH due AS (
-        SELECT e.seq FROM webhook_events e
-        WHERE e.state = 'pending'
-          AND e.next_attempt_at <= now()
-          AND (e.lease_until IS NULL OR e.lease_until < now())
-          AND e.seq <> ALL(CAST(:exclude AS bigint[]))
-          AND lower(substring(e.callback_url from :receiver_pattern)) <> ALL(CAST(:busy AS text[]))
-          AND NOT EXISTS (
-              SELECT 1 FROM webhook_events earlier
-              WHERE earlier.payment_id = e.payment_id AND earlier.state = 'pending' AND earlier.seq < e.seq
-          )
-        ORDER BY e.next_attempt_at, e.seq
-        LIMIT :limit
-        FOR UPDATE OF e SKIP LOCKED
+# event (account-level, test) on its own. One statement: the due rows locked (SKIP LOCKED: another dispatcher's
+# claim is passed by), then their lease written, returning what a sender needs.
+EARLIER = aliased(WebhookEvent)
+DUE = (
+    select(WebhookEvent.seq)
+    .where(
+        WebhookEvent.state == EventState.pending,
+        WebhookEvent.next_attempt_at <= func.now(),
+        or_(WebhookEvent.lease_until.is_(None), WebhookEvent.lease_until < func.now()),
+        WebhookEvent.seq != all_(cast(bindparam("exclude"), ARRAY(BigInteger))),
+        func.lower(func.substring(WebhookEvent.callback_url, bindparam("receiver_pattern")))
+        != all_(cast(bindparam("busy"), ARRAY(Text))),
+        ~select(EARLIER.seq).where(EARLIER.payment_id == WebhookEvent.payment_id,
+                                   EARLIER.state == EventState.pending, EARLIER.seq < WebhookEvent.seq).exists(),
     )
-    UPDATE webhook_events w
-    SET lease_until = now() + make_interval(secs => :lease), leased_by = :worker
-    FROM due WHERE w.seq = due.seq
-    RETURNING w.seq, w.id, w.payment_id, w.type, w.body, w.callback_url
-    """
+    .order_by(WebhookEvent.next_attempt_at, WebhookEvent.seq)
+    .limit(bindparam("limit"))
+    .with_for_update(of=WebhookEvent, skip_locked=True)
+    .cte("due")
 )
-RELEASE_SQL = text(
-    "UPDATE webhook_events SET lease_until = NULL, leased_by = NULL "
-    "WHERE seq = ANY(CAST(:seqs AS bigint[])) AND leased_by = :worker"
+CLAIM = (
+    update(WebhookEvent)
+    .where(WebhookEvent.seq == DUE.c.seq)
+    .values(lease_until=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("lease")),
+            leased_by=bindparam("worker"))
+    .returning(WebhookEvent.seq, WebhookEvent.id, WebhookEvent.payment_id, WebhookEvent.type, WebhookEvent.body,
+               WebhookEvent.callback_url)
+    .execution_options(synchronize_session=False)
 )
 
 
@@ -151,12 +152,13 @@ def claim_due(session: Session, limit: int, lease_seconds: float, token: str, ex
     (sequence numbers) nor for a receiver (URL authority) in `busy`."""
     params = {"limit": limit, "lease": lease_seconds, "worker": token, "exclude": list(exclude),
               "busy": list(busy), "receiver_pattern": AUTHORITY_PATTERN}
-    return list(session.execute(CLAIM_SQL, params).all())
+    return list(session.execute(CLAIM, params).all())
 
 
 def release_leases(session: Session, seqs: Sequence[int], token: str) -> None:
     """Give back the leases `token` holds on these events, so they can be claimed again at once."""
-    session.execute(RELEASE_SQL, {"seqs": list(seqs), "worker": token})
+    session.execute(update(WebhookEvent).where(WebhookEvent.seq.in_(list(seqs)), WebhookEvent.leased_by == token)
+                    .values(lease_until=None, leased_by=None).execution_options(synchronize_session=False))
 
 
 def update_payment_summary(session: Session, event: WebhookEvent) -> None:

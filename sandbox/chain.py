@@ -1,5 +1,5 @@
 """The sandbox chain (TRON_NETWORK=sandbox): one simulated TRON chain per database, whatever the number of processes
-serving it. What defines it lives in PostgreSQL, so every process serves the same chain (sandbox_node.py):
+serving it. What defines it lives in PostgreSQL, so every process serves the same chain (sandbox/node.py):
 
 * its schedule (service_state ``sandbox_chain``): block N's time follows from a segment's first block, that
   block's time and the block interval, so every process knows the head at any moment by the database's clock. A

@@ -1,8 +1,8 @@
-"""This process's TronGrid for the sandbox chain: a replica of the database's chain (sandbox_chain.py) in memory,
+"""This process's TronGrid for the sandbox chain: a replica of the database's chain (sandbox/chain.py) in memory,
 served on a loopback port by the simulator's own TronGrid and java-tron endpoints (tron_sim), so the watcher reads
 it through the same client and strategies as TronGrid, over HTTP.
 
-Before each answer the replica catches up with the database: it seals what is due (sandbox_chain.current_schedule)
+Before each answer the replica catches up with the database: it seals what is due (sandbox.chain.current_schedule)
 and mines the sealed blocks it lacks, each at its scheduled time, with its stored transfers in their order and one
 USDT transfer between the chain's own addresses (as on mainnet, where USDT moves in every block; the account
 strategy's watermark moves with it). That background traffic is seeded by the chain's start, so every process

@@ -32,6 +32,7 @@ import migrate  # noqa: E402
 from database import Database, embedded_server_url, normalize_url  # noqa: E402
 from infra.config import Config  # noqa: E402
 from infra.lifecycle import interrupt_on_sigterm  # noqa: E402
+from ledger.checkout import links_of, open_ledger  # noqa: E402
 from models import Payment, WebhookEvent  # noqa: E402
 
 TABLES = ("webhook_events", "transfers", "rejected_transfers", "payment_logs", "payments", "api_keys", "wallet_cursors",
@@ -97,7 +98,7 @@ def empty_url(pg_server: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def session_db(database_url: str) -> Iterator[Database]:
-    db = Database(database_url)
+    db = open_ledger(database_url, Config().public_base_url)
     yield db
     db.dispose()
 
@@ -105,11 +106,9 @@ def session_db(database_url: str) -> Iterator[Database]:
 @pytest.fixture
 def db(session_db: Database) -> Iterator[Database]:
     """The test database, emptied before each test."""
-    from ledger.checkout import forget_checkout_keys
-
     with session_db.engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-    forget_checkout_keys()  # the checkout key went with service_state
+    links_of(session_db).forget()  # the checkout key went with service_state
     yield session_db
 
 

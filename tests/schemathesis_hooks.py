@@ -1,4 +1,4 @@
-"""Schemathesis hooks for tests/test_schemathesis.py (loaded through SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for tests/web/test_schemathesis.py (loaded through SCHEMATHESIS_HOOKS).
 
 In cases schemathesis means to be valid they supply what /openapi.json describes in words and JSON
 Schema cannot generate: a TRON address whose checksum matches, an order id not used before, a

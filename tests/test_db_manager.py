@@ -360,7 +360,7 @@ def test_database_url_option_after_the_command(database_url: str, db: Database) 
     assert ok(result).strip().endswith("ok")
 
 
-# --- webhook secret and assign-transfer (webhooks.py, matching.py) ------------------------------
+# --- webhook secret and assign-transfer (delivery/signing.py, ledger/matching.py) ------------------------------
 
 def secret_fields(out: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in out.strip().splitlines())

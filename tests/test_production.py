@@ -142,7 +142,8 @@ def events(base: str) -> list[dict]:
 def test_the_app_factory_migrates_nothing_and_prints_nothing(empty_url: str, config, capsys) -> None:
     """`app:create_app()` in a worker builds the app only: the bootstrap (schema, first key, secret) is run once
     before serving, by gunicorn.conf.py or `python app.py`."""
-    from app import create_app, services_of
+    from app import create_app
+    from web.services import services_of
 
     app = create_app(config.with_overrides(database_url=empty_url, api_keys=(), webhook_secret=None))
     services_of(app).db.dispose()

@@ -1,10 +1,10 @@
 """The payer's routes: the hosted checkout page `/pay/<token>`, the status it polls, and "I already paid".
 
-Public, scoped by the checkout token (checkout.py); they show nothing of the payment but what the payer needs. The
-page is server-rendered, self-contained (no outside resource; a strict Content-Security-Policy with a nonce), works
-without JavaScript (it reloads itself, its form posts plainly), and speaks each language of `locales/`. These are
-not API routes: the claim takes a browser's form as well as JSON (the API's JSON-only rule is api.py's, for its own
-blueprint).
+Public, scoped by the checkout token (ledger/checkout.py); they show nothing of the payment but what the payer
+needs. The page is server-rendered, self-contained (no outside resource; a strict Content-Security-Policy with a
+nonce), works without JavaScript (it reloads itself, its form posts plainly), and speaks each language of
+`web/locales/`. These are not API routes: the claim takes a browser's form as well as JSON (the API's JSON-only rule
+is web/api.py's, for its own blueprint).
 """
 from __future__ import annotations
 

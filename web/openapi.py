@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of every route, generated from the definitions the code uses: the request fields and
-query parameters with their checks (validation.CREATE_PAYMENT, the query tables of api.py), the answers' fields
-with the code that renders them (schemas.py), the error form (errors.py) and the limits. What JSON Schema cannot
-say is written in the descriptions. tests/test_openapi.py and the schemathesis run (tests/test_schemathesis.py)
+query parameters with their checks (validation.CREATE_PAYMENT, the query tables of web/api.py), the answers'
+fields with the code that renders them (ledger/serialize.py, web/schemas.py), the error form (web/errors.py) and the
+limits, and the parts a network plugs in (`Part`: the sandbox's). What JSON Schema cannot say is written in the
+descriptions. tests/web/test_openapi.py and the schemathesis run (tests/web/test_schemathesis.py)
 hold the API to it."""
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ ADDRESS_PATTERN = r"^T[1-9A-HJ-NP-Za-km-z]{33}$"
 # No whitespace at either end; "printable" (no control or format characters) is checked besides.
 ORDER_ID_PATTERN = r"^\S(?:.*\S)?$"
 # What every accepted callback URL looks like; the rest (a host the URL parser accepts, port
-# 1-65535, public addresses) is checked by ssrf.py and stated in words in /openapi.json.
+# 1-65535, public addresses) is checked by infra/ssrf.py and stated in words in /openapi.json.
 CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#@\\]+(?:[/?#][^\x00-\x20\x7f\\]*)?$"
 # A tolerance: an amount as above, or zero ("0", "0.0"...).
 TOLERANCE_PATTERN = r"^(?:0(?:\.0{1,6})?|" + AMOUNT_PATTERN[1:-1] + r")$"
@@ -204,7 +204,7 @@ def http_url(value: Any, field: str) -> str:
 
 
 def callback_url(value: Any, field: str = "callback_url") -> str:
-    """Syntax only; where it points is checked by ssrf.py."""
+    """Syntax only; where it points is checked by infra/ssrf.py."""
     return http_url(value, field)
 
 

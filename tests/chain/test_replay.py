@@ -15,7 +15,7 @@ from ledger.records import TransferLog
 from tron_client import TronClient
 from tron_sim import USDT_MAINNET
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 WALLET = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"  # the account of the ledger-live fixtures
 
 

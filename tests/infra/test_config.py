@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEAD_DB = "postgresql://u@127.0.0.1:1/x"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -197,8 +197,8 @@ def test_metrics_settings_are_read() -> None:
 def test_reading_the_settings_loads_neither_the_app_nor_sqlalchemy():
     """gunicorn's master reads the settings (its logger, on_starting) and must stay small: with every setting that
     is checked given, WEBHOOK_SECRET included, load_config imports no SQLAlchemy, driver, Flask or app module."""
-    code = ("import sys, config; config.load_config(); "
-            "print(sorted(m for m in ('sqlalchemy', 'psycopg2', 'flask', 'app', 'webhook_signing', 'database') "
+    code = ("import sys; from infra import config; config.load_config(); "
+            "print(sorted(m for m in ('sqlalchemy', 'psycopg2', 'flask', 'app', 'delivery.signing', 'database') "
             "if m in sys.modules))")
     proc = run(["-c", code], {"WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "API_KEYS": "k" * 24,
                               "MERCHANT_WEBHOOK_URL": "https://merchant.example/hook", "LOG_LEVEL": "WARNING",

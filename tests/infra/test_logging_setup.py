@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from tests.test_webhooks import Receiver
 
 from chain.answers import TronError
 from infra.config import ConfigError, load_config
 from infra.logging_setup import FailureLog, JsonFormatter, TextFormatter, configure_logging, format_duration
 from tests.conftest import PAYER, USDT, WALLET, create, wait_for, watcher_client
+from tests.delivery.test_webhooks import Receiver
 from tron_client import TronClient
 from tron_sim import Simulator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 TX = "ab" * 32
 PAYMENT = "0b7a5f0e-8c1e-4a51-9a43-5b0b1d2e3f40"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from infra.deadlines import start_deadline
 from infra.outbound import (
     DeadlineExceeded,
     ResponseTooLarge,
@@ -24,7 +25,6 @@ from infra.outbound import (
     bounded_request,
     deadline_session,
     parse_retry_after,
-    start_deadline,
 )
 
 MARGIN = 0.5  # how much later than its deadline a call may return on a busy machine

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from infra.ssrf import CallbackUrlError, blocked_reason, check_callback_url, guarded_session  # noqa: E402
 

@@ -34,7 +34,7 @@ from tests.conftest import TEST_API_KEY, WALLET, WALLET_B, count_rows, lock_hold
 from tron_client import TronClient
 from tron_sim import random_address
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -224,7 +224,7 @@ def test_sandbox_routes_are_404_on_every_other_network(client, auth) -> None:  #
 
 
 def test_openapi_lists_the_sandbox_routes_on_the_sandbox(routes: Service) -> None:
-    from tests.test_openapi import flask_routes
+    from tests.web.test_openapi import flask_routes
 
     spec = routes.get("/openapi.json").json()
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}

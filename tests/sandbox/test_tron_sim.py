@@ -20,7 +20,7 @@ from infra.addresses import from_hex, is_valid_address, to_hex20, to_hex41, to_t
 from tron_sim import APPROVAL_TOPIC, TRANSFER_TOPIC, USDT_MAINNET, Simulator, random_address
 from tron_sim.txraw import RawContract, RawData
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 FAKE_TOKEN = "TXL6rJbvmjD46zeN1JssfgxvSo99qC8MRT"
 PAYER = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 
@@ -366,7 +366,7 @@ def test_background_miner() -> None:
 
 def test_command_line_entry_point() -> None:
     process = subprocess.Popen([sys.executable, "-m", "tron_sim", "--port", "0", "--block-interval", "0"],
-                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -1131,7 +1131,7 @@ def test_command_line_pool_options() -> None:
     args = ["--port", "0", "--block-interval", "0", "--node-lag-fraction", "1", "--node-lag-blocks", "3",
             "--usdt-noise-per-block", "2", "--index-lag", "30"]
     process = subprocess.Popen([sys.executable, "-m", "tron_sim", *args], stdout=subprocess.PIPE, text=True,
-                               cwd=Path(__file__).resolve().parents[1])
+                               cwd=Path(__file__).resolve().parents[2])
     try:
         assert process.stdout is not None
         url = process.stdout.readline().split()[3]
@@ -1144,5 +1144,5 @@ def test_command_line_pool_options() -> None:
         process.terminate()
         process.wait(timeout=5)
     bad = subprocess.run([sys.executable, "-m", "tron_sim", "--port", "0", "--node-lag-fraction", "2"],
-                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=30)
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=30)
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "fraction" in bad.stderr

@@ -710,7 +710,7 @@ def test_private_callback_refused_at_creation_when_not_allowed(config, db, auth)
     assert count_rows(db) == 0 and count_rows(db, WebhookEvent) == 0
 
 
-# --- test webhooks and event retries: what is refused (delivery: tests/test_webhooks.py) ------------
+# --- test webhooks and event retries: what is refused (delivery: tests/delivery/test_webhooks.py) ------------
 
 @pytest.mark.parametrize("body", [{"url": "ftp://127.0.0.1/x"}, {"url": "http://a b/"}, {"url": 5}, {"url": ""},
                                   {"url": "http://user@127.0.0.1/"}])

@@ -13,7 +13,7 @@ from sqlalchemy import event, select
 from chain.claims import WALLET_CLAIMS
 from infra.config import ConfigError, load_config
 from infra.times import ms_to_datetime
-from ledger.checkout import CHECKOUT_KEY, StatusBoard, checkout_token
+from ledger.checkout import CHECKOUT_KEY, checkout_token
 from ledger.payments import request_fingerprint
 from ledger.service_state import read_state
 from models import Payment, Transfer
@@ -31,7 +31,9 @@ from tests.conftest import (
     set_fields,
     wait_for,
 )
-from web.checkout_pages import CATALOGUES, state
+from web.checkout_pages import CATALOGUES
+from web.services import services_of
+from web.status_board import StatusBoard
 
 FAKE_TOKEN = "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"
 
@@ -211,7 +213,7 @@ def test_status_json_shows_partial_amounts_exactly(client, auth, db) -> None:
     body = client.get(url).get_json()
     assert body == {"status": "pending", "received_amount_usdt": "0", "remaining_usdt": "10.5",
                     "expires_at": payment["expires_at"], "paid_late": False}
-    state(client.application).board.ttl = 0  # no cache: see each change at once
+    services_of(client.application).status_board.ttl = 0  # no cache: see each change at once
     set_fields(db, payment, received_amount_usdt=3.25)
     assert client.get(url).get_json()["remaining_usdt"] == "7.25"
     set_fields(db, payment, status="expired", received_amount_usdt=11, paid_late=True)
@@ -234,7 +236,7 @@ def test_many_pages_polling_cost_one_query_per_refresh(client, auth, db) -> None
     payments = [create(client, auth, str(n + 1)) for n in range(50)]
     for p in payments:
         client.get(page_path(p))
-    board: StatusBoard = state(client.application).board
+    board: StatusBoard = services_of(client.application).status_board
     now = [1000.0]
     board.clock = lambda: now[0]
     with db.Session() as s:
@@ -268,7 +270,7 @@ def chain_app(config, db, sim):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def chain_watcher(new_watcher, chain_app):  # type: ignore[no-untyped-def]
-    from app import services_of
+    from web.services import services_of
 
     return new_watcher(services_of(chain_app).config)
 
@@ -375,7 +377,7 @@ def test_claim_as_a_plain_form_post(chain_app, chain_watcher, sim, auth) -> None
 
 
 def test_a_claim_wakes_the_watcher_at_once(chain_app, new_watcher, sim, auth) -> None:
-    from app import services_of
+    from web.services import services_of
 
     client = chain_app.test_client()
     services = services_of(chain_app)

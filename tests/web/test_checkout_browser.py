@@ -66,7 +66,8 @@ def live(config, db, sim, new_watcher) -> Iterator[tuple[str, Any]]:  # type: ig
     """(base URL, app): the app on a real server, its watcher running every 0.2 s against the simulator."""
     from werkzeug.serving import make_server
 
-    from app import create_app, services_of
+    from app import create_app
+    from web.services import services_of
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = create_app(config.with_overrides(trongrid_api_url=sim.url, trongrid_max_rps=2000.0,
@@ -74,9 +75,7 @@ def live(config, db, sim, new_watcher) -> Iterator[tuple[str, Any]]:  # type: ig
     server = make_server("127.0.0.1", 0, app, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
     app.extensions["tron"].config = services_of(app).config.with_overrides(public_base_url=base)
-    from ledger.checkout import set_public_base_url
-
-    set_public_base_url(base)
+    services_of(app).links.base_url = base
     watcher = new_watcher(services_of(app).config)
     watcher.start()
     services_of(app).background.append(watcher)

@@ -17,12 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from database import Database
 from delivery.webhooks import WebhookDispatcher
 from infra.config import Config
+from infra.instruments import MetricsServer, exposition
 from tests.conftest import USDT, WALLET, create, pay, wait_for, watcher_client
 from tests.test_production import free_port, service_env, start_gunicorn, stop
 from tron_sim import Simulator
-from web.metrics import DatabaseCollector, MetricsServer, exposition
+from web.metrics import DatabaseCollector
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "prometheus" / "grafana-dashboard.json"
 TOKEN = "metrics-token-for-the-tests"
@@ -118,7 +119,7 @@ def test_a_payment_life_is_counted_and_nothing_names_it(client, auth, db, sim, r
 
 
 def test_an_upstream_in_trouble_is_counted(sim) -> None:  # type: ignore[no-untyped-def]
-    from web.metrics import REGISTRY
+    from prometheus_client import REGISTRY
 
     client = watcher_client(Config(trongrid_api_url=sim.url))
     upstream = client.upstreams[0].name

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAX_TIME_SECONDS = 45
 SEED = os.environ.get("SCHEMATHESIS_SEED", "20261126")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
