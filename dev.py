@@ -123,11 +123,17 @@ def serve(extra: list[str]) -> int:
 
 
 def test(extra: list[str]) -> int:
-    """the whole test suite (pytest arguments pass through); installs the system tools it drives when missing"""
+    """the layers (lint-imports), then the whole test suite (pytest arguments pass through); installs the system
+    tools it drives when missing"""
     try:
         ensure_system_tools()
     except subprocess.CalledProcessError as exc:
         print(f"installing the tests' system tools failed (exit {exc.returncode})", file=sys.stderr)
+        return 1
+    # The layers first (.importlinter, docs/architecture.md): an upward import fails in seconds, not after the suite.
+    os.chdir(ROOT)
+    if subprocess.run([str(BIN / "lint-imports"), "--no-cache"]).returncode != 0:
+        print("lint-imports: an import breaks the layers (see above)", file=sys.stderr)
         return 1
     print("dev.py test: the whole suite takes about 11 minutes on 2 cores; pytest shows its progress in percent",
           flush=True)

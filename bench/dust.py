@@ -69,8 +69,8 @@ def fill(db: Any, open_payments: int) -> uuid.UUID:
 
 
 def run_once(server: str, strategy: str, open_payments: int, dust: int) -> dict[str, float]:
-    from database import Database
     from infra.config import Config
+    from ledger.checkout import open_ledger
     from models import Payment, PaymentLog, PaymentStatus, WebhookEvent
     from tron_client import TronClient
     from tron_sim import Simulator
@@ -78,7 +78,7 @@ def run_once(server: str, strategy: str, open_payments: int, dust: int) -> dict[
 
     bench_db = BenchDatabase(server, "dust")
     bench_db.migrate()
-    db = Database(bench_db.url)
+    db = open_ledger(bench_db.url, Config().public_base_url)
     try:
         with Simulator(block_interval=0, solidify_depth=2, usdt_contract=USDT, follow_clock=True) as sim:
             cfg = Config(database_url=bench_db.url, trongrid_api_url=sim.url, watcher_strategy=strategy,

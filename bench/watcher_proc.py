@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     import psutil
     from sqlalchemy import event
 
-    from database import Database
     from infra.config import Config
     from infra.logging_setup import configure_logging
+    from ledger.checkout import open_ledger
     from watcher import Watcher, run_worker
 
     config = Config(database_url=args.db_url, trongrid_api_url=args.sim_url, watcher_strategy=args.strategy,
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                     allow_private_callbacks=True, log_level="WARNING",
                     webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     configure_logging(config.log_level, config.log_format)
-    db = Database(args.db_url)
+    db = open_ledger(args.db_url, config.public_base_url)
     totals = {"seconds": 0.0, "statements": 0}
     local = threading.local()
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # What `python watcher.py` runs; the dispatcher gets its own engine, so the watcher's statement
     # counts stay the watcher's.
-    run_worker(db, config, watcher_class=BenchWatcher, dispatch_db=Database(args.db_url))
+    run_worker(db, config, watcher_class=BenchWatcher, dispatch_db=open_ledger(args.db_url, config.public_base_url))
     return 0
 
 

@@ -32,7 +32,7 @@ import psutil
 
 logger = logging.getLogger(__name__)
 
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent  # the checkout: infra/ is one of its packages
 DATA_DIR = PROJECT_DIR / ".data"
 EMBEDDED_PGDATA = DATA_DIR / "postgres"
 STOP_SECONDS = 30  # pg_ctl's wait for a fast shutdown; then the postmaster is ended by signal

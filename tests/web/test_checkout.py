@@ -387,6 +387,7 @@ def test_a_claim_wakes_the_watcher_at_once(chain_app, new_watcher, sim, auth) ->
     assert wait_for(lambda: watcher.last_result is not None, 10)
     tx = pay(sim, WALLET, 10_000_000)  # after that first cycle: only a woken watcher reads it within the minute
     services.background.append(watcher)
+    services.wake_watcher = watcher.wake  # as app.start_background plugs it in
     try:
         assert claim(client, payment, tx).get_json()["result"] == "found"
         deadline = time.monotonic() + 10

@@ -79,6 +79,7 @@ def live(config, db, sim, new_watcher) -> Iterator[tuple[str, Any]]:  # type: ig
     watcher = new_watcher(services_of(app).config)
     watcher.start()
     services_of(app).background.append(watcher)
+    services_of(app).wake_watcher = watcher.wake  # as app.start_background plugs it in
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield base, app
     server.shutdown()
