@@ -123,8 +123,7 @@ def serve(extra: list[str]) -> int:
 
 
 def test(extra: list[str]) -> int:
-    """the layers (lint-imports), then the whole test suite (pytest arguments pass through); installs the system
-    tools it drives when missing"""
+    """lint-imports, then the whole suite (pytest arguments pass through); installs the system tools it drives"""
     try:
         ensure_system_tools()
     except subprocess.CalledProcessError as exc:
