@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -148,11 +147,7 @@ class Context:
 
 def load_cli_config(database_url: str | None) -> Config:
     """The app's configuration (environment after `.env`), with `--database-url` validated the same way."""
-    load_dotenv()
-    env = dict(os.environ)
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    return load_config(env)
+    return load_config(**({"DATABASE_URL": database_url} if database_url else {}))
 
 
 # --- create-tables, test -------------------------------------------------------------------------

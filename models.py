@@ -22,10 +22,8 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.sql import ColumnElement, FromClause
 
 AMOUNT = Numeric(20, 6)
 
@@ -77,13 +75,6 @@ WEBHOOK_EVENT_TYPES = PAYMENT_EVENT_TYPES + ACCOUNT_EVENT_TYPES + (TEST_EVENT_TY
 # What marks account-level events (webhook_events.stream): each is delivered on its own schedule, and a retry goes
 # to MERCHANT_WEBHOOK_URL as it is set then.
 ACCOUNT_STREAM = "account"
-
-
-def as_attributes(entity: type[Base], source: FromClause, prefix: str = "") -> list[ColumnElement[Any]]:
-    """The mapped columns of `entity`, read from `source` (its table, or a CTE returning its rows) and labelled with
-    the model's attribute names (after `prefix`): a Core row then reads like the ORM object (`row.meta`, not
-    `row.metadata`)."""
-    return [source.c[prop.columns[0].key].label(prefix + prop.key) for prop in sa_inspect(entity).column_attrs]
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:

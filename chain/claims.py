@@ -38,7 +38,6 @@ CLAIMS_PER_ADDRESS_PER_MINUTE = 30
 # turn before it answers "unavailable" (the page says to try again), so a stalled upstream never holds the API.
 CLAIMS_IN_FLIGHT = 1
 CLAIM_QUEUE_SECONDS = 1.0
-_in_flight = threading.BoundedSemaphore(CLAIMS_IN_FLIGHT)
 
 # What a claim finds: "found" (credited by the watcher shortly), "not_solidified" (try again shortly), or why not.
 FOUND = "found"
@@ -65,10 +64,16 @@ def parse_tx_hash(value: Any) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def check_transaction(client: TronClient, payment: Payment, tx_hash: str) -> ClaimResult:
-    """What the solidified chain says of `tx_hash` for this payment (one receipt request, `CLAIMS_IN_FLIGHT` at a
-    time in this process)."""
-    if not _in_flight.acquire(timeout=CLAIM_QUEUE_SECONDS):
+def claims_in_flight() -> threading.BoundedSemaphore:
+    """The turns of one process's claims at the upstream (`CLAIMS_IN_FLIGHT`); the process's Services holds it."""
+    return threading.BoundedSemaphore(CLAIMS_IN_FLIGHT)
+
+
+def check_transaction(client: TronClient, payment: Payment, tx_hash: str, turns: threading.BoundedSemaphore
+                      ) -> ClaimResult:
+    """What the solidified chain says of `tx_hash` for this payment: one receipt request, taking one of the
+    process's `turns` (`claims_in_flight`)."""
+    if not turns.acquire(timeout=CLAIM_QUEUE_SECONDS):
         logger.warning("claim of %s: another claim is still waiting for the upstream", tx_hash, extra={"tx": tx_hash})
         return ClaimResult("unavailable", tx_hash)
     try:
@@ -77,7 +82,7 @@ def check_transaction(client: TronClient, payment: Payment, tx_hash: str) -> Cla
         logger.warning("claim of %s: the upstream did not answer: %s", tx_hash, exc, extra={"tx": tx_hash})
         return ClaimResult("unavailable", tx_hash)
     finally:
-        _in_flight.release()
+        turns.release()
     if info is None:
         return ClaimResult(NOT_SOLIDIFIED, tx_hash)
     if not info.success:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from urllib.parse import urlparse
 
+from dotenv import load_dotenv
+
 from infra.addresses import is_valid_address
 from infra.logging_setup import LOG_FORMATS, configure_logging
 from infra.money import AmountError, parse_amount
@@ -271,13 +273,13 @@ def _merchant_name(env: dict[str, str]) -> str | None:
     return name
 
 
-def load_config(env: dict[str, str] | None = None) -> Config:
-    """Build the configuration from `env` (default: the process environment after `.env`)."""
+def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
+    """Build the configuration from `env` (default: the process environment after `.env`), with `overrides` (a
+    command line's, as `db_manager.py --database-url`) read and checked the same way."""
     if env is None:
-        from dotenv import load_dotenv
-
         load_dotenv()
         env = dict(os.environ)
+    env = {**env, **overrides}
 
     network = (_get(env, "TRON_NETWORK") or "mainnet").lower()
     if network not in (*NETWORKS, SANDBOX):

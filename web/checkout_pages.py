@@ -172,7 +172,7 @@ def claim_message(result: ClaimResult) -> str:
 
 
 def answer_claim(token: str, payment: Payment, tx_hash: str) -> ClaimResult:
-    result = check_transaction(claim_client(), payment, tx_hash)
+    result = check_transaction(claim_client(), payment, tx_hash, services().claim_turns)
     logger.info("claim on payment %s: transaction %s is %s", payment.id, tx_hash, result.outcome,
                 extra={"tx": tx_hash})
     if result.outcome == FOUND and result.block_timestamp is not None:

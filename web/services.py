@@ -4,6 +4,7 @@ limits, and the hooks into this process's background workers. Nothing here is a 
 process share nothing."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from chain.claims import CLAIMS_PER_ADDRESS_PER_MINUTE, ClaimLimiter
+from chain.claims import CLAIMS_PER_ADDRESS_PER_MINUTE, ClaimLimiter, claims_in_flight
 from database import Database
 from infra.config import Config
 from infra.ssrf import PrivateCallbacks
@@ -41,6 +42,7 @@ class Services:
     status_board: StatusBoard = field(default_factory=lambda: StatusBoard(STATUS_TTL_SECONDS))  # polled pages
     claim_limiter: ClaimLimiter = field(default_factory=ClaimLimiter)  # claims per checkout token
     address_limiter: ClaimLimiter = field(default_factory=lambda: ClaimLimiter(CLAIMS_PER_ADDRESS_PER_MINUTE))
+    claim_turns: threading.BoundedSemaphore = field(default_factory=claims_in_flight)  # claims at the upstream
     # Set by the composition root when this process runs the worker (app.start_background):
     wake_dispatcher: Callable[[], None] = nothing  # a queued event goes out now rather than at the next poll
     wake_watcher: Callable[[], None] = nothing  # a claim's block is read now rather than at the next cycle
