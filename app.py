@@ -158,7 +158,8 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     config = config or load_config()
     db = with_links(database or Database(resolve_database_url(config.database_url)), config.public_base_url)
     services = Services(config=config, db=db, links=links_of(db), private_callbacks=private_callbacks(config),
-                        document_parts=[openapi_part(routes=config.is_sandbox)])
+                        document_parts=[openapi_part(routes=config.is_sandbox)],
+                        simulate_path=sandbox_api.simulate_path if config.is_sandbox else None)
 
     app = Flask(__name__)
     app.wsgi_app = ProxiedClientAddress(app.wsgi_app)  # type: ignore[method-assign]

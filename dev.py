@@ -366,7 +366,7 @@ def production(extra: list[str]) -> int:
 
 
 def url_host(host: str) -> str:
-    """config.url_host's twin: dev.py reads nothing of the project (it runs before the virtualenv exists)."""
+    """infra.config.url_host's twin: dev.py reads nothing of the project (it runs before the virtualenv exists)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 

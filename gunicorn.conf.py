@@ -13,7 +13,7 @@ GET /metrics on any worker sums them over every worker, and a worker that exits 
 drop out (infra/instruments.py).
 
 Logs: gunicorn's own lines and the app's (watcher, payments, webhooks) share gunicorn's error log (stderr unless
---error-logfile), in the service's one format (logging_setup: time, level, logger, message; LOG_FORMAT=json for
+--error-logfile), in the service's one format (infra/logging_setup.py: time, level, logger, message; LOG_FORMAT=json for
 one JSON object per line). An operator's own --log-config, logconfig_dict or --log-syslog is left as given.
 
 With DATABASE_URL unset, the master starts the embedded development PostgreSQL before the workers and stops it
@@ -38,7 +38,7 @@ bind = os.environ.get("GUNICORN_BIND") or f"{os.environ.get('HOST', '127.0.0.1')
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # 3 request threads per worker, measured against 2 and 4 (docs/performance.md, "What was profiled and fixed"): with 4,
 # reads (Python on the CPU) lose to the threads' contention for the GIL; with 2, creates (waiting for PostgreSQL's
-# commit) lack threads to overlap. A stalled upstream holds at most one of them (claims.CLAIMS_IN_FLIGHT).
+# commit) lack threads to overlap. A stalled upstream holds at most one of them (chain/claims.py, CLAIMS_IN_FLIGHT).
 threads = int(os.environ.get("GUNICORN_THREADS", "3"))
 worker_class = "gthread"
 # Each worker gets its own listening socket (SO_REUSEPORT) and the kernel spreads new connections
@@ -80,7 +80,7 @@ class ServiceLogger(Logger):
 
 
     def access(self, resp, req, environ, request_time) -> None:  # type: ignore[no-untyped-def]
-        """gunicorn's access line, with only the atoms its format names computed (logging_setup.AccessAtoms)."""
+        """gunicorn's access line, with only the atoms its format names computed (infra.logging_setup.AccessAtoms)."""
         if not self.access_log_enabled:
             return
         from infra.logging_setup import AccessAtoms

@@ -5,8 +5,8 @@
     .venv/bin/python -m bench.checkout --pages 100 --seconds 10
 
 The page's own first load looks its token up once; after that a process answers every page from its status board
-(checkout.StatusBoard), which re-reads all the open pages' payments in one query at most every
-checkout_pages.STATUS_TTL_SECONDS. Each gunicorn worker keeps its own board: the total is about one query per
+(web.status_board.StatusBoard), which re-reads all the open pages' payments in one query at most every
+web.services.STATUS_TTL_SECONDS. Each gunicorn worker keeps its own board: the total is about one query per
 worker per period, whatever the number of pages.
 """
 from __future__ import annotations

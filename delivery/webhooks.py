@@ -41,8 +41,9 @@ from delivery.signing import get_signing_secrets, signature_header
 from infra import instruments
 from infra.config import Config
 from infra.outbound import BoundedResponse, bounded_request, parse_retry_after
-from infra.ssrf import PrivateCallbacks, Resolver, authority, blocked_reason, guarded_session
+from infra.ssrf import PrivateCallbacks, Resolver, blocked_reason, guarded_session
 from infra.times import db_now, iso
+from infra.urls import authority
 from ledger.events import claim_due, log_event, release_leases, update_payment_summary
 from models import EventState, Payment, WebhookEvent
 

@@ -17,7 +17,7 @@ from dotenv import load_dotenv
 from infra.addresses import is_valid_address
 from infra.logging_setup import LOG_FORMATS, configure_logging
 from infra.money import AmountError, parse_amount
-from infra.ssrf import CallbackUrlError, split_callback_url
+from infra.urls import CallbackUrlError, split_callback_url
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ scheme and host syntax checks.
 """
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import re
@@ -25,17 +24,16 @@ from typing import Any
 
 import requests
 from urllib3.connection import HTTPConnection
-from urllib3.exceptions import LocationParseError, NewConnectionError
-from urllib3.util import parse_url
+from urllib3.exceptions import NewConnectionError
 
 from infra.outbound import Resolver, SocketOpener, deadline_session
 from infra.outbound import resolve as bounded_resolve
+from infra.urls import CallbackUrlError, split_callback_url
 
 logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-ALLOWED_SCHEMES = ("http", "https")
 # How long a payment creation waits for the callback host's DNS answer.
 CREATION_LOOKUP_SECONDS = 5.0
 # Ranges the ipaddress flags miss or that older Pythons classify differently, with the reason shown.
@@ -55,10 +53,6 @@ BLOCKED_NETWORKS = {
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 # Digits, dots and hex markers only: what inet_aton may read as a (decimal, octal, hex) IPv4 address.
 NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
-# What follows "scheme://" up to the path, query or fragment (user information, host, port). The
-# same text serves Python and PostgreSQL (POSIX) regular expressions.
-AUTHORITY_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
-_AUTHORITY = re.compile(AUTHORITY_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -72,10 +66,6 @@ class PrivateCallbacks:
 
     def allows(self, url: str) -> bool:
         return self.allow_all or url in self.urls
-
-
-class CallbackUrlError(ValueError):
-    """The callback address is not allowed; the message says why."""
 
 
 # --- addresses ---------------------------------------------------------------------------------
@@ -141,50 +131,6 @@ def check_address(ip: IPAddress | str, host: str) -> None:
     if reason:
         shown = host if host == str(address) else f"{host} ({address})"
         raise CallbackUrlError(f"{shown} is not a public address: {reason}")
-
-
-# --- URLs --------------------------------------------------------------------------------------
-
-def authority(url: str) -> str:
-    match = _AUTHORITY.match(url)
-    return match.group(1) if match else ""
-
-
-def split_callback_url(url: str) -> tuple[str, int]:
-    """(host, port) of a syntactically acceptable callback URL; raises CallbackUrlError.
-
-    The URL is read by urllib3's parser, exactly as the sender will read it, so the host checked
-    here is the host connected to later. Forms that parsers disagree on are refused outright.
-    A pure function of the text: the answers for the URLs seen last are remembered (a merchant sends the same
-    few callback URLs again and again, and a create reads its URL twice: syntax, then address)."""
-    if not isinstance(url, str):
-        raise CallbackUrlError("must be a URL without spaces or control characters")
-    return _split_callback_url(url)
-
-
-@functools.lru_cache(maxsize=1024)
-def _split_callback_url(url: str) -> tuple[str, int]:
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        raise CallbackUrlError("must be a URL without spaces or control characters")
-    if "\\" in url:
-        raise CallbackUrlError("must not contain backslashes")
-    if "@" in authority(url):
-        raise CallbackUrlError("must not contain user information (user@host)")
-    try:
-        parts = parse_url(url)
-        requests.PreparedRequest().prepare_url(url, None)  # what the sender does with it
-    except (LocationParseError, requests.RequestException, ValueError):
-        raise CallbackUrlError("is not a valid URL") from None
-    if (parts.scheme or "").lower() not in ALLOWED_SCHEMES:
-        raise CallbackUrlError("must start with http:// or https://")
-    if parts.auth is not None:
-        raise CallbackUrlError("must not contain user information (user@host)")
-    host = (parts.host or "").strip("[]")
-    if not host:
-        raise CallbackUrlError("must name a host")
-    if parts.port == 0:
-        raise CallbackUrlError("has an invalid port (0)")
-    return host, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def lookup(host: str, port: int, resolver: Resolver, wait: float | None) -> list[tuple[Any, ...]]:

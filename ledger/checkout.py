@@ -66,11 +66,15 @@ class CheckoutLinks:
         known = self._keys.get(engine)
         if known is not None:  # the per-request path
             return known
-        with self._lock, Session(bind=engine) as own, own.begin():
-            key = read_state(own, CHECKOUT_KEY)
-            if key is None and not insert_state(own, CHECKOUT_KEY, key := new_checkout_key()):
-                key = read_state(own, CHECKOUT_KEY)  # another process stored one first: its key
-            self._keys[engine] = key
+        with self._lock:
+            known = self._keys.get(engine)  # a thread that held the lock meanwhile read it
+            if known is not None:
+                return known
+            with Session(bind=engine) as own, own.begin():
+                key = read_state(own, CHECKOUT_KEY)
+                if key is None and not insert_state(own, CHECKOUT_KEY, key := new_checkout_key()):
+                    key = read_state(own, CHECKOUT_KEY)  # another process stored one first: its key
+            self._keys[engine] = key  # only once committed: a key the database does not hold is never used
         return key
 
     def forget(self) -> None:

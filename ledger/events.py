@@ -22,8 +22,8 @@ from sqlalchemy import ARRAY, BigInteger, Text, all_, bindparam, cast, func, or_
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, aliased
 
-from infra.ssrf import AUTHORITY_PATTERN
 from infra.times import db_now, iso
+from infra.urls import AUTHORITY_PATTERN
 from ledger.serialize import payment_for_event
 from models import (
     ACCOUNT_EVENT_TYPES,

@@ -97,6 +97,11 @@ def pay(payment_id: str) -> Any:
     return jsonify(body), 202
 
 
+def simulate_path(token: str) -> str:
+    """Where the checkout page of `token` posts its "simulate payment" button (plugged into the page by app.py)."""
+    return f"/pay/{token}/simulate"
+
+
 @bp.post("/pay/<token>/simulate")
 def simulate(token: str) -> Any:
     """The checkout page's "simulate payment" button: the remaining amount, as /sandbox/payments/<id>/pay sends it.

@@ -33,10 +33,11 @@ from database import Database, embedded_server_url, normalize_url  # noqa: E402
 from infra.config import Config  # noqa: E402
 from infra.lifecycle import interrupt_on_sigterm  # noqa: E402
 from ledger.checkout import links_of, open_ledger  # noqa: E402
-from models import Payment, WebhookEvent  # noqa: E402
+from models import Base, Payment, WebhookEvent  # noqa: E402
 
-TABLES = ("webhook_events", "transfers", "rejected_transfers", "payment_logs", "payments", "api_keys", "wallet_cursors",
-          "service_state", "sandbox_transfers", "sandbox_inbox")
+# Every table of the service, those that refer to payments first.
+TABLES = ("sandbox_inbox", "webhook_events", "transfers", "rejected_transfers", "payment_logs", "payments", "api_keys",
+          "wallet_cursors", "service_state", "sandbox_transfers")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"
@@ -103,11 +104,25 @@ def session_db(database_url: str) -> Iterator[Database]:
     db.dispose()
 
 
+@pytest.fixture(scope="session")
+def emptying(session_db: Database) -> str:
+    """What empties the test database and restarts its ids: DELETE and setval, about 1 ms against TRUNCATE's 45
+    (which makes new files for every table and index) for the few rows a test leaves."""
+    assert set(TABLES) == set(Base.metadata.tables), "TABLES must name every table of models.py"
+    with session_db.engine.connect() as conn:
+        sequences = conn.execute(text(
+            "SELECT s FROM unnest(CAST(:tables AS text[])) t JOIN information_schema.columns c ON c.table_name = t "
+            "CROSS JOIN LATERAL pg_get_serial_sequence(t, c.column_name) s WHERE s IS NOT NULL"),
+            {"tables": list(TABLES)}).scalars().all()
+    return "; ".join([f"DELETE FROM {table}" for table in TABLES]
+                     + [f"SELECT setval('{sequence}', 1, false)" for sequence in sequences])
+
+
 @pytest.fixture
-def db(session_db: Database) -> Iterator[Database]:
-    """The test database, emptied before each test."""
+def db(session_db: Database, emptying: str) -> Iterator[Database]:
+    """The test database, emptied before each test (ids start again at 1)."""
     with session_db.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        conn.exec_driver_sql(emptying)
     links_of(session_db).forget()  # the checkout key went with service_state
     yield session_db
 

@@ -14,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from infra.money import format_amount
-from infra.ssrf import CallbackUrlError, check_callback_url
+from infra.ssrf import check_callback_url
 from infra.times import iso
+from infra.urls import CallbackUrlError
 from ledger.events import emit_test_event, find_event, queue_retry, requeue, retry_target
 from ledger.payments import (
     NewPayment,

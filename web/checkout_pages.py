@@ -44,7 +44,6 @@ CATALOGUES: dict[str, dict[str, str]] = {
     path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(LOCALES.glob("*.json"))
 }
 DEFAULT_LANGUAGE = "en"
-SANDBOX = "sandbox"
 
 
 def language() -> str:
@@ -105,14 +104,16 @@ def countdown_text(seconds: int) -> str:
 def render_page(token: str, payment: Payment, status: dict[str, Any], *, claim_message: str | None = None,
                 claim_hash: str | None = None) -> str:
     config = services().config
+    simulate = services().simulate_path  # plugged in by the sandbox network: the page's "simulate payment"
     left = seconds_left(payment.expires_at, datetime.now(UTC))
     return render_template(
         "checkout.html", t=catalogue(), lang=language(), nonce=g.nonce, merchant_name=config.merchant_name,
         order_id=payment.order_id, wallet=payment.wallet_address, qr_svg=qr_svg(payment.wallet_address),
         status=status, seconds_left=left, countdown_text=countdown_text(left), return_url=payment.return_url,
-        refresh=status["status"] != "completed" and not status["paid_late"], sandbox=config.tron_network == SANDBOX,
+        refresh=status["status"] != "completed" and not status["paid_late"], sandbox=simulate is not None,
         status_url=f"{PAY_PATH}{token}/status", claim_url=f"{PAY_PATH}{token}/claim",
-        simulate_url=f"{PAY_PATH}{token}/simulate", claim_message=claim_message, claim_hash=claim_hash)
+        simulate_url=simulate(token) if simulate is not None else None, claim_message=claim_message,
+        claim_hash=claim_hash)
 
 
 @pages.get("/pay/<token>")

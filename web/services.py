@@ -48,6 +48,7 @@ class Services:
     wake_watcher: Callable[[], None] = nothing  # a claim's block is read now rather than at the next cycle
     chain_client: Any = None  # the watcher's TronClient: claims share its request budget (TRONGRID_MAX_RPS)
     document_parts: list[Any] = field(default_factory=list)  # /openapi.json's parts plugged in (the sandbox's)
+    simulate_path: Callable[[str], str] | None = None  # a checkout token's "simulate payment" (the sandbox's route)
 
     def __post_init__(self) -> None:
         self.key_cache = KeyCache(self.config.api_key_cache_seconds)

@@ -17,7 +17,7 @@ from werkzeug.http import parse_options_header
 
 from infra.addresses import AddressError, decode_address
 from infra.money import MAX_MICRO, MICRO, AmountError, parse_amount
-from infra.ssrf import CallbackUrlError, split_callback_url
+from infra.urls import CallbackUrlError, split_callback_url
 from web.errors import ApiError
 
 MAX_BODY_BYTES = 64 * 1024  # a request body, checked before anything else

@@ -14,7 +14,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.ssrf import CallbackUrlError, blocked_reason, check_callback_url, guarded_session  # noqa: E402
+from infra.ssrf import blocked_reason, check_callback_url, guarded_session  # noqa: E402
+from infra.urls import CallbackUrlError  # noqa: E402
 
 PUBLIC_IP = "93.184.216.34"
 
@@ -112,7 +113,7 @@ def test_bad_syntax_is_refused_even_when_private_addresses_are_allowed(url: str)
 
 
 def test_the_host_checked_is_the_host_the_sender_connects_to() -> None:
-    from infra.ssrf import split_callback_url
+    from infra.urls import split_callback_url
 
     assert split_callback_url("http://%31%32%37.0.0.1:8080/x") == ("127.0.0.1", 8080)
     assert split_callback_url("HTTP://Shop.Example/x?a=@b#@c") == ("shop.example", 80)
