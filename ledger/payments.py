@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -135,8 +135,24 @@ def amounts_under_lock(
     params = statement.params({**wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id,
                                "low": low, "high": high})
     rows = driver_execute(connection, statement.sql, params)
-    awaited = {to_micro(remaining): blocks for _, _, remaining, blocks in rows if remaining is not None}
-    return rows[0][0], {r for r, blocks in awaited.items() if blocks}, set(awaited), bool(rows[0][1])
+    blocked, awaited = remaining_amounts((remaining, blocks) for _, _, remaining, blocks in rows)
+    return rows[0][0], blocked, awaited, bool(rows[0][1])
+
+
+def remaining_amounts(candidates: Iterable[tuple[Decimal | None, bool]]) -> tuple[set[int], set[int]]:
+    """(the remaining amounts some candidate blocks, every remaining amount awaited), in micro-USDT, from each
+    candidate's remaining amount and whether it blocks it. Several candidates may await one amount (a payment
+    cancelled with nothing received and a pending one): the amount is blocked when any of them blocks it, whatever
+    order the rows come in."""
+    blocked: set[int] = set()
+    awaited: set[int] = set()
+    for remaining, blocks in candidates:
+        if remaining is None:  # the outer join's row when no candidate is in range
+            continue
+        awaited.add(to_micro(remaining))
+        if blocks:
+            blocked.add(to_micro(remaining))
+    return blocked, awaited
 
 
 def choose_amount(requested: Decimal, blocked: set[int], awaited: set[int], unique_amount: bool, max_steps: int

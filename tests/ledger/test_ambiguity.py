@@ -23,6 +23,7 @@ from infra.addresses import from_hex
 from infra.money import from_micro, to_micro
 from infra.times import ms_to_datetime
 from ledger.matching import assign_transfer, credit_transfer
+from ledger.payments import remaining_amounts
 from ledger.records import TransferLog
 from models import Payment, PaymentLog, PaymentStatus, Transfer, WebhookEvent
 from tests.conftest import PAYER, WALLET, block_ts, create, get, pay, payment_body, set_fields
@@ -134,6 +135,39 @@ def transfer_amount(wallet: Wallet, target: int, kind: str) -> int:
     if kind == "half" and payment is not None and payment.remaining > 1:
         return payment.remaining // 2
     return 10_000_000 if kind == "ten" else 5_000_000
+
+
+def test_an_amount_blocked_by_one_of_its_candidates_is_blocked_whatever_the_order_of_the_rows() -> None:
+    """A payment cancelled with nothing received does not block its amount; a pending one on the same wallet and
+    amount does. The read under the wallet lock gives their rows in no set order: either way the amount is taken
+    (found by the property test below, which saw a second open payment for 20 USDT created beside the first)."""
+    cancelled, pending = (Decimal("20"), False), (Decimal("20"), True)
+    for rows in ([cancelled, pending], [pending, cancelled]):
+        assert remaining_amounts(rows) == ({20_000_000}, {20_000_000})
+    assert remaining_amounts([(None, False)]) == (set(), set())  # no candidate in range: the outer join's row
+
+
+def test_a_second_open_payment_for_an_amount_is_refused_beside_a_cancelled_one(client, auth, db) -> None:
+    """The property test's smallest case, end to end: the cancelled payment's row before the pending one's, and
+    after it (a cancellation writes the row anew at the end of the table)."""
+    for cancelled_row_last in (False, True, False, True):
+        wallet = from_hex("41" + uuid.uuid4().hex + uuid.uuid4().hex[:8])
+
+        def post(wallet: str = wallet, **extra: object):  # type: ignore[no-untyped-def]
+            return client.post("/payments", headers=auth, json=payment_body(
+                wallet_address=wallet, expected_amount_usdt="20", order_id=uuid.uuid4().hex, **extra))
+
+        if cancelled_row_last:
+            assert post().status_code == 201
+            cancelled = post(unique_amount=True).get_json()  # 20.0001, then made to await 20 too
+            set_fields(db, cancelled, expected_amount_usdt=Decimal("20"))
+            assert client.post(f"/payments/{cancelled['id']}/cancel", headers=auth).status_code == 200
+        else:
+            cancelled = post().get_json()
+            assert client.post(f"/payments/{cancelled['id']}/cancel", headers=auth).status_code == 200
+            assert post().status_code == 201  # a cancelled payment that received nothing blocks nothing
+        again = post()
+        assert again.status_code == 409 and again.get_json()["error"] == "amount_in_use", again.get_json()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
