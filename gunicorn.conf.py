@@ -200,7 +200,8 @@ def worker_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
 
     if os.getpid() != worker.pid:  # gunicorn also calls this hook in the master for a worker it lost track of
         return
-    from app import services_of, stop_background
+    from app import stop_background
+    from web.services import services_of
 
     try:
         stop_background(worker.wsgi, timeout=5)

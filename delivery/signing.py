@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from database import Database
-from infra.config import MIN_SECRET_BYTES, SECRET_PREFIX, Config, SecretError, parse_secret  # noqa: F401 (re-exported)
+from infra.config import SECRET_PREFIX, Config
 from infra.times import db_now, iso, parse_iso
 from ledger.service_state import insert_state, read_state, write_state
 

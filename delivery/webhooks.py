@@ -40,8 +40,8 @@ from database import Database
 from delivery.signing import get_signing_secrets, signature_header
 from infra import instruments
 from infra.config import Config
-from infra.outbound import BoundedResponse, bounded_request, parse_retry_after
-from infra.ssrf import PrivateCallbacks, Resolver, blocked_reason, guarded_session
+from infra.outbound import BoundedResponse, Resolver, bounded_request, parse_retry_after
+from infra.ssrf import PrivateCallbacks, blocked_reason, guarded_session
 from infra.times import db_now, iso
 from infra.urls import authority
 from ledger.events import claim_due, log_event, release_leases, update_payment_summary

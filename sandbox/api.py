@@ -20,10 +20,11 @@ from sandbox.chain import TOKENS, send_transfer
 from sandbox.document import SANDBOX_DELIVERY, SANDBOX_TRANSFER, document_part
 from sandbox.inbox import InvalidSignature, store, verify
 from web import validation as v
-from web.api import check_request_body, event_payment_id, filtered, json_body, load_payment, require_api_key, services
+from web.api import check_request_body, event_payment_id, filtered, json_body, load_payment, require_api_key
 from web.errors import ApiError
 from web.openapi import Part
 from web.paging import Keyset, limit_field, number_key
+from web.services import services
 from web.validation import Field
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # the page's own form post

@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from app import HEALTH_DB_DEADLINE_SECONDS, create_app
+from app import create_app
 from database import Database, database_deadline
 from tests.conftest import accept_forever
+from web.api import HEALTH_DB_DEADLINE_SECONDS
 
 MARGIN = 1.0
 

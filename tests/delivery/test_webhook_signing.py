@@ -11,16 +11,14 @@ from sqlalchemy import text
 
 from database import Database
 from delivery.signing import (
-    SecretError,
     describe_webhook_secrets,
     ensure_webhook_secret,
     generate_secret,
     get_signing_secrets,
-    parse_secret,
     rotate_webhook_secret,
     signature_header,
 )
-from infra.config import Config
+from infra.config import Config, SecretError, parse_secret
 
 SECRET = generate_secret()
 
