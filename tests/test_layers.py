@@ -2,9 +2,13 @@
 their layers; it cannot place the single-file modules at the root, so this test does, from the `ast` of every
 module (bench/structure.py reads the graph): each import goes to the same layer or a lower one, no module imports
 an entry point, no production module reaches the sandbox, no import cycle exists among all the modules (imports
-inside functions included; those under `if TYPE_CHECKING:`, which never run, left out), and no module imports the
-project inside a function (bench.structure.TOOL_FILES are the files tools load, which may)."""
+inside functions included; those under `if TYPE_CHECKING:`, which never run, left out), no module imports the
+project inside a function (bench.structure.TOOL_FILES are the files tools load, which may), and every name is
+imported from the module that defines it."""
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +59,33 @@ def test_no_module_imports_an_entry_point_and_production_never_reaches_the_sandb
 def test_no_import_inside_a_function(graph: ImportGraph) -> None:
     inside = [f"{e.source} imports {e.target} at line {e.line}" for e in graph.edges if e.in_function]
     assert inside == []
+
+
+def defined_names(path: Path) -> set[str]:
+    """What a module defines at its top level (functions, classes, assigned names)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_every_name_is_imported_from_its_home(graph: ImportGraph) -> None:
+    """One concept, one home: `from m import name` names the module that defines `name`, never one that imported
+    it from elsewhere (which would make that module a second address for it)."""
+    homes = {module: defined_names(path) for module, path in graph.modules.items()}
+    through = []
+    for module, path in graph.modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module in graph.modules:
+                through += [f"{module}:{node.lineno} takes {alias.name} through {node.module}"
+                            for alias in node.names if alias.name not in homes[node.module]
+                            and f"{node.module}.{alias.name}" not in graph.modules]
+    assert through == []
 
 
 def test_no_import_cycle_among_all_modules(graph: ImportGraph) -> None:
