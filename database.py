@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy import Connection, Engine, Executable, create_engine, event, text
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,15 +60,23 @@ def embedded_server_url(pgdata: Path = EMBEDDED_PGDATA, database: str = "postgre
 
 
 def ensure_database(server_url: str, name: str) -> None:
-    """Create database `name` on the server of `server_url` if it does not exist."""
-    admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT", poolclass=None)
+    """Create database `name` on the server of `server_url` if it does not exist. On one libpq connection of its
+    own, outside SQLAlchemy's pool: a gunicorn worker told to quit while it starts (its signal handler raises
+    SystemExit wherever the worker is) then just exits, instead of the pool logging the interrupted close as an
+    error with its traceback."""
+    dsn = make_url(normalize_url(server_url)).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
-        with admin.connect() as conn:
-            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
-            if not exists:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
+        conn = psycopg2.connect(dsn, connect_timeout=10)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot reach the embedded PostgreSQL for database {name}: {exc}".strip()) from exc
 
 
 @functools.cache
