@@ -31,6 +31,7 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
     pytest.skip(f"no system browser: {CHROMIUM} and {CHROMEDRIVER} are needed (apt-get install chromium "
                 "chromium-driver; `python dev.py test` installs them)", allow_module_level=True)
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
@@ -103,8 +104,13 @@ def text(browser, element_id: str) -> str:  # type: ignore[no-untyped-def]
 
 
 def content(browser, element_id: str) -> str:  # type: ignore[no-untyped-def]
-    """An element's text, shown or not (the claim's answer stays in the page once the payment completes)."""
-    return browser.find_element(By.ID, element_id).get_attribute("textContent").strip()
+    """An element's text, shown or not (the claim's answer stays in the page once the payment completes). A page
+    that reloads itself (without JavaScript it does, every few seconds) between the lookup and the read is read
+    again: "" lets the caller's wait ask once more."""
+    try:
+        return browser.find_element(By.ID, element_id).get_attribute("textContent").strip()
+    except (StaleElementReferenceException, NoSuchElementException):
+        return ""
 
 
 def console_errors(browser) -> list[dict]:  # type: ignore[no-untyped-def]
