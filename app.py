@@ -17,11 +17,11 @@ from delivery.signing import ensure_webhook_secret
 from delivery.webhooks import WebhookDispatcher
 from infra.config import Config, first_line, load_config, startup_config, warn_if_payers_cannot_reach
 from infra.lifecycle import ignore_stop_signals, interrupt_on_sigterm
-from infra.ssrf import parse_ip
-from ledger.checkout import links_of, open_ledger, with_links
+from infra.urls import parse_ip
+from ledger.checkout import open_ledger, with_links
 from ledger.errors import Refused
 from sandbox import api as sandbox_api
-from sandbox.api import openapi_part
+from sandbox.document import document_part
 from sandbox.inbox import private_callbacks
 from sandbox.node import with_sandbox_upstream
 from watcher import Watcher
@@ -157,8 +157,8 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     use (its engine and pool), whose sessions then carry this app's checkout links."""
     config = config or load_config()
     db = with_links(database or Database(resolve_database_url(config.database_url)), config.public_base_url)
-    services = Services(config=config, db=db, links=links_of(db), private_callbacks=private_callbacks(config),
-                        document_parts=[openapi_part(routes=config.is_sandbox)],
+    services = Services(config=config, db=db, private_callbacks=private_callbacks(config),
+                        document_parts=[document_part(routes=config.is_sandbox)],
                         simulate_path=sandbox_api.simulate_path if config.is_sandbox else None)
 
     app = Flask(__name__)

@@ -17,7 +17,6 @@ short-lived daemon thread and is waited for no longer than the deadline.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import logging
 import re
@@ -39,6 +38,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from infra.deadlines import Deadline, call_deadline, current_call_deadline, watchdog_deadline
+from infra.urls import parse_ip
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ _lookup_slots = threading.BoundedSemaphore(MAX_PARALLEL_LOOKUPS)
 
 def resolve(resolver: Resolver, host: str, port: int, wait: float | None) -> list[tuple[Any, ...]]:
     """`resolver(host, port, 0, SOCK_STREAM)`, waited for at most `wait` seconds (TimeoutError after)."""
-    if wait is None or _is_ip_literal(host):  # an address needs no lookup: nothing can hang
+    if wait is None or parse_ip(host) is not None:  # an address needs no lookup: nothing can hang
         return list(resolver(host, port, 0, socket.SOCK_STREAM))
     started = time.monotonic()
     if not _lookup_slots.acquire(timeout=max(0.0, wait)):
@@ -96,14 +96,6 @@ def resolve(resolver: Resolver, host: str, port: int, wait: float | None) -> lis
     if "error" in answer:
         raise answer["error"]
     return answer["infos"]
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
 
 
 class SocketOpener:

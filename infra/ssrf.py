@@ -28,11 +28,10 @@ from urllib3.exceptions import NewConnectionError
 
 from infra.outbound import Resolver, SocketOpener, deadline_session
 from infra.outbound import resolve as bounded_resolve
-from infra.urls import CallbackUrlError, split_callback_url
+from infra.urls import CallbackUrlError, IPAddress, parse_ip, split_callback_url
 
 logger = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # How long a payment creation waits for the callback host's DNS answer.
 CREATION_LOOKUP_SECONDS = 5.0
@@ -102,14 +101,6 @@ def non_public_reason(ip: IPAddress) -> str | None:
     if ip.is_private:
         return "private"
     return None if ip.is_global else "not globally routable"
-
-
-def parse_ip(text: str) -> IPAddress | None:
-    """`text` as an IP address (IPv6 zone ids dropped), or None."""
-    try:
-        return ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
 
 
 def literal_address(host: str) -> IPAddress | None:

@@ -1,15 +1,18 @@
 """URL syntax, without any network: what follows "scheme://" (the receiver a webhook goes to, in Python and in
-PostgreSQL), and whether a callback URL is acceptable as written (`split_callback_url`), read as the sender will
-read it. Where the host points is infra/ssrf.py's question."""
+PostgreSQL), whether a callback URL is acceptable as written (`split_callback_url`), read as the sender will read
+it, and whether a host is an IP address as written (`parse_ip`). Where the host points is infra/ssrf.py's
+question."""
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 
 import requests
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOWED_SCHEMES = ("http", "https")
 # What follows "scheme://" up to the path, query or fragment (user information, host, port). The
 # same text serves Python and PostgreSQL (POSIX) regular expressions.
@@ -61,3 +64,11 @@ def _split_callback_url(url: str) -> tuple[str, int]:
     if parts.port == 0:
         raise CallbackUrlError("has an invalid port (0)")
     return host, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """`text` as an IP address (IPv6 zone ids dropped), or None."""
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None

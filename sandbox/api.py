@@ -4,8 +4,10 @@ mined like any transfer (sandbox/chain.py) and found by the watcher through its 
 payment."""
 from __future__ import annotations
 
+import json
 import logging
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 from urllib.parse import quote
 
@@ -13,16 +15,16 @@ from flask import Blueprint, g, jsonify, redirect, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from infra.money import format_amount
+from infra.times import iso, iso_ms
 from ledger.checkout import find_by_token
-from ledger.serialize import render
+from ledger.serialize import AMOUNT, BOOLEAN, INTEGER, STRING, TIME, Out, column, optional_id, render
 from models import Payment, SandboxDelivery
 from sandbox.chain import TOKENS, send_transfer
-from sandbox.document import SANDBOX_DELIVERY, SANDBOX_TRANSFER, document_part
 from sandbox.inbox import InvalidSignature, store, verify
 from web import validation as v
 from web.api import check_request_body, event_payment_id, filtered, json_body, load_payment, require_api_key
 from web.errors import ApiError
-from web.openapi import Part
 from web.paging import Keyset, limit_field, number_key
 from web.services import services
 from web.validation import Field
@@ -62,6 +64,27 @@ INBOX_QUERY = (
     limit_field(),
     DELIVERIES.field("cursor", "Exactly a next_cursor value returned by this endpoint (anything else is a 400)"),
     Field("payment_id", v.UUID_SCHEMA, event_payment_id, description="Only the webhooks about this payment"),
+)
+# What the sandbox's routes answer (named in /openapi.json by sandbox/document.py).
+SANDBOX_TRANSFER = (
+    column("transaction_hash", STRING),
+    Out("from", STRING, attrgetter("from_address")),
+    Out("to", STRING, attrgetter("to_address")),
+    column("contract", STRING),
+    Out("token", {"enum": ["usdt", "fake"]}, None),
+    Out("amount_usdt", AMOUNT, lambda t: format_amount(t.amount_usdt)),
+    column("reverted", BOOLEAN),
+    Out("sent_at", TIME, lambda t: iso_ms(t.sent_at_ms)),
+)
+SANDBOX_DELIVERY = (
+    column("id", INTEGER),
+    column("webhook_id", STRING),
+    column("type", STRING),
+    Out("payment_id", {"type": ["string", "null"], "format": "uuid"}, lambda d: optional_id(d.payment_id)),
+    Out("webhook_timestamp", TIME, lambda d: iso_ms(d.webhook_timestamp * 1000)),
+    Out("received_at", TIME, lambda d: iso(d.received_at)),
+    Out("signature_verified", BOOLEAN, lambda d: True),
+    Out("event", {"type": "object", "description": "the webhook's body as it arrived"}, lambda d: json.loads(d.body)),
 )
 
 
@@ -149,8 +172,3 @@ def inbox() -> Any:
     with services().db.Session() as session:
         page = DELIVERIES.page(session, query, given["limit"], given["cursor"])
     return jsonify({"deliveries": [render(SANDBOX_DELIVERY, d) for d in page.rows], "next_cursor": page.next_cursor})
-
-
-def openapi_part(routes: bool) -> Part:
-    """This network's part of /openapi.json: its schemas, and its routes when they are served."""
-    return document_part(routes, INBOX_QUERY, PAY, TRANSFER)

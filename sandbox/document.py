@@ -3,13 +3,10 @@ network's document, as they always were), and its routes (only where they exist)
 (app.py); the document knows nothing of the sandbox otherwise."""
 from __future__ import annotations
 
-import json
-from operator import attrgetter
 from typing import Any
 
-from infra.money import format_amount
-from infra.times import iso, iso_ms
-from ledger.serialize import AMOUNT, BOOLEAN, INTEGER, STRING, TIME, Out, column, object_schema, optional_id, ref
+from ledger.serialize import object_schema, ref
+from sandbox.api import INBOX_QUERY, PAY, SANDBOX_DELIVERY, SANDBOX_TRANSFER, TRANSFER
 from web.openapi import (
     BAD_INPUT,
     BODY_RULES,
@@ -24,44 +21,21 @@ from web.openapi import (
     secured,
     with_body,
 )
-from web.validation import Field, body_schema
-
-SANDBOX_TRANSFER = (
-    column("transaction_hash", STRING),
-    Out("from", STRING, attrgetter("from_address")),
-    Out("to", STRING, attrgetter("to_address")),
-    column("contract", STRING),
-    Out("token", {"enum": ["usdt", "fake"]}, None),
-    Out("amount_usdt", AMOUNT, lambda t: format_amount(t.amount_usdt)),
-    column("reverted", BOOLEAN),
-    Out("sent_at", TIME, lambda t: iso_ms(t.sent_at_ms)),
-)
-SANDBOX_DELIVERY = (
-    column("id", INTEGER),
-    column("webhook_id", STRING),
-    column("type", STRING),
-    Out("payment_id", {"type": ["string", "null"], "format": "uuid"}, lambda d: optional_id(d.payment_id)),
-    Out("webhook_timestamp", TIME, lambda d: iso_ms(d.webhook_timestamp * 1000)),
-    Out("received_at", TIME, lambda d: iso(d.received_at)),
-    Out("signature_verified", BOOLEAN, lambda d: True),
-    Out("event", {"type": "object", "description": "the webhook's body as it arrived"}, lambda d: json.loads(d.body)),
-)
-
+from web.validation import body_schema
 
 SANDBOX_ONLY = "Sandbox network only (TRON_NETWORK=sandbox; on every other network the route does not exist). "
 SENT = response("Sent: mined into the next block, found by the watcher once solidified", ref("SandboxTransfer"))
 
 
-def document_part(routes: bool, inbox_query: tuple[Field, ...], pay: tuple[Field, ...],
-                  transfer: tuple[Field, ...]) -> Part:
+def document_part(routes: bool) -> Part:
     """The sandbox's part of the document: its schemas always, its paths when its `routes` are served. The field
     tables are the routes' own (sandbox/api.py)."""
     return Part(
-        paths=sandbox_paths(inbox_query) if routes else {},
+        paths=sandbox_paths() if routes else {},
         components={
             "DeliveryList": list_of("deliveries", "SandboxDelivery"),
-            "SandboxPay": body_schema(pay, BODY_RULES),
-            "SandboxTransferRequest": body_schema(transfer, BODY_RULES),
+            "SandboxPay": body_schema(PAY, BODY_RULES),
+            "SandboxTransferRequest": body_schema(TRANSFER, BODY_RULES),
             "SandboxTransfer": object_schema(SANDBOX_TRANSFER),
             "SandboxDelivery": object_schema(SANDBOX_DELIVERY),
         },
@@ -79,7 +53,7 @@ OPERATIONS = {
 }
 
 
-def sandbox_paths(inbox_query: tuple[Field, ...]) -> dict[str, Any]:
+def sandbox_paths() -> dict[str, Any]:
     return {
         "/sandbox/payments/{payment_id}/pay": {
             "post": with_body(secured({
@@ -120,7 +94,7 @@ def sandbox_paths(inbox_query: tuple[Field, ...]) -> dict[str, Any]:
             }),
             "get": secured({
                 "summary": SANDBOX_ONLY + "The webhooks the built-in receiver verified and kept, newest first",
-                "parameters": parameters(inbox_query),
+                "parameters": parameters(INBOX_QUERY),
                 "responses": {"200": response("A page of deliveries", ref("DeliveryList"))},
             }),
         },

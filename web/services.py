@@ -16,7 +16,7 @@ from chain.claims import CLAIMS_PER_ADDRESS_PER_MINUTE, ClaimLimiter, claims_in_
 from database import Database
 from infra.config import Config
 from infra.ssrf import PrivateCallbacks
-from ledger.checkout import CheckoutLinks
+from ledger.checkout import CheckoutLinks, links_of
 from web.auth import KeyCache
 from web.status_board import StatusBoard
 
@@ -33,8 +33,7 @@ class Services:
     """What the routes and background threads share within one process."""
 
     config: Config
-    db: Database
-    links: CheckoutLinks
+    db: Database  # opened with this process's checkout links (ledger.checkout.with_links)
     private_callbacks: PrivateCallbacks
     started_at: float = field(default_factory=time.time)
     background: list[Any] = field(default_factory=list)  # what start_background started: stopped in reverse
@@ -52,6 +51,12 @@ class Services:
 
     def __post_init__(self) -> None:
         self.key_cache = KeyCache(self.config.api_key_cache_seconds)
+
+    @property
+    def links(self) -> CheckoutLinks:
+        """The checkout links the database's sessions carry: the API's answers and the core's webhook bodies name a
+        payment's page through the same object."""
+        return links_of(self.db)
 
 
 def services_of(app: Flask) -> Services:
