@@ -48,6 +48,7 @@ FOUND_BY_RECONCILIATION = "reconciliation"
 class TransferStatus(str, enum.Enum):
     unmatched = "unmatched"
     credited = "credited"
+    set_aside = "set_aside"  # its listing record, receipt or block stayed unreadable: listed, retried, not lost
 
 
 # Why a transfer is unmatched (transfers.reason): no payment of its wallet could take it at its block time; several
@@ -56,6 +57,8 @@ NO_CANDIDATE = "no_candidate"
 AMBIGUOUS = "ambiguous"
 NO_EXACT_MATCH = "no_exact_match"
 UNMATCHED_REASONS = (NO_CANDIDATE, AMBIGUOUS, NO_EXACT_MATCH)
+# Why a transfer is set aside (transfers.reason with the status set_aside): no upstream gave its receipt in time.
+UNREADABLE = "unreadable"
 
 
 class EventState(str, enum.Enum):
@@ -63,11 +66,13 @@ class EventState(str, enum.Enum):
     delivered = "delivered"
     failed = "failed"
     no_target = "no_target"  # an account-level event written while MERCHANT_WEBHOOK_URL was unset: never sent
+    superseded = "superseded"  # a payment.detected still pending when a later event of its payment was written
 
 
 # What a webhook event may announce (webhook_events.type): what the outbox accepts and /openapi.json lists.
 PAYMENT_EVENT_TYPES = ("payment.completed", "payment.expired", "payment.partial", "payment.paid_late",
-                       "payment.cancelled")
+                       "payment.cancelled", "payment.detected")
+DETECTED_EVENT = "payment.detected"  # money for the payment in a block not solidified yet: never a credit
 # Events about the merchant's account rather than one payment: sent to MERCHANT_WEBHOOK_URL, in order.
 ACCOUNT_EVENT_TYPES = ("transfer.unmatched", "transfer.assigned")
 TEST_EVENT_TYPE = "webhook.test"
@@ -144,17 +149,19 @@ class PaymentLog(Base):
 
 
 class Transfer(Base):
-    """A USDT Transfer log to a watched wallet, seen on a solidified, successful transaction."""
+    """A USDT Transfer log to a watched wallet, seen on a solidified, successful transaction; or, set aside, a listing
+    record whose receipt stayed unreadable (then only what the listing said is known: no log index, no block
+    number, perhaps no sender or amount)."""
 
     __tablename__ = "transfers"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     transaction_hash: Mapped[str] = mapped_column(String(64))
-    log_index: Mapped[int] = mapped_column(Integer)
-    from_address: Mapped[str] = mapped_column(String(34))
+    log_index: Mapped[int | None] = mapped_column(Integer)
+    from_address: Mapped[str | None] = mapped_column(String(34))
     to_address: Mapped[str] = mapped_column(String(34), index=True)
-    amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
-    block_number: Mapped[int] = mapped_column(BigInteger)
+    amount_usdt: Mapped[Decimal | None] = mapped_column(AMOUNT)
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
     block_timestamp: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[TransferStatus] = mapped_column(_enum(TransferStatus, "transfer_status"), index=True)
     payment_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -165,7 +172,47 @@ class Transfer(Base):
     reason: Mapped[str | None] = mapped_column(String(32))  # why it is unmatched (UNMATCHED_REASONS); None otherwise
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (UniqueConstraint("transaction_hash", "log_index", name="uq_transfers_tx_log"),)
+    __table_args__ = (
+        UniqueConstraint("transaction_hash", "log_index", name="uq_transfers_tx_log"),
+        Index("uq_transfers_set_aside", "transaction_hash", "to_address", unique=True,
+              postgresql_where=text("log_index IS NULL")),  # set aside: not read yet
+    )
+
+
+# Why an unconfirmed transfer left its payment's list (unconfirmed_transfers.cleared_reason): its solidified
+# transfer was stored; its block was replaced by another of the same number (a fork); the solidified chain was read
+# past its block time without it.
+SOLIDIFIED = "solidified"
+REPLACED = "replaced"
+NOT_SOLIDIFIED = "not_solidified"
+
+
+class UnconfirmedTransfer(Base):
+    """A USDT transfer seen in a block above the solid head, listed on the payment the matching rules would give it
+    to. It credits nothing: it is cleared (cleared_at, cleared_reason) once credited, once its block is replaced, or
+    once the chain was read past it without it."""
+
+    __tablename__ = "unconfirmed_transfers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    transaction_hash: Mapped[str] = mapped_column(String(64))
+    log_index: Mapped[int] = mapped_column(Integer)
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("payments.id", ondelete="CASCADE"))
+    from_address: Mapped[str] = mapped_column(String(34))
+    to_address: Mapped[str] = mapped_column(String(34))
+    amount_usdt: Mapped[Decimal] = mapped_column(AMOUNT)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_id: Mapped[str] = mapped_column(String(64))
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cleared_reason: Mapped[str | None] = mapped_column(String(32))  # SOLIDIFIED, REPLACED or NOT_SOLIDIFIED
+
+    __table_args__ = (
+        UniqueConstraint("transaction_hash", "log_index", name="uq_unconfirmed_tx_log"),
+        Index("ix_unconfirmed_open_payment", "payment_id", postgresql_where=text("cleared_at IS NULL")),
+        Index("ix_unconfirmed_open_block", "block_number", postgresql_where=text("cleared_at IS NULL")),
+    )
 
 
 class RejectedTransfer(Base):

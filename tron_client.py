@@ -151,16 +151,22 @@ class TronClient:
         return self.read.tx_info(body) if body else None
 
     def get_solid_head(self) -> BlockRef:
-        body = self._call("POST", "/walletsolidity/getnowblock", json_body={})
+        header = self.get_now_block(solid=True)
+        return BlockRef(header.number, header.timestamp)
+
+    def get_now_block(self, solid: bool = True) -> BlockHeader:
+        """The solid head (``/walletsolidity``), or with ``solid=False`` the head of the full node's chain
+        (``/wallet``): blocks above the solid head may still be replaced."""
+        body = self._call("POST", f"{_node_api(solid)}/getnowblock", json_body={})
         header = block_header(body)
         if header is None:
             raise TronBadResponse("getnowblock answer has no block header")
-        return BlockRef(header.number, header.timestamp)
+        return header
 
-    def get_block(self, num: int) -> BlockHeader | None:
-        """Solidified block ``num``'s header and transaction count, or None when the node answers ``{}`` (it
-        has not reached that block)."""
-        body = self._call("POST", "/walletsolidity/getblockbynum", json_body={"num": int(num)})
+    def get_block(self, num: int, solid: bool = True) -> BlockHeader | None:
+        """Block ``num``'s header and transaction ids (solidified, or with ``solid=False`` as the full node has it
+        now), or None when the node answers ``{}`` (it has not reached that block)."""
+        body = self._call("POST", f"{_node_api(solid)}/getblockbynum", json_body={"num": int(num)})
         if body == {}:
             return None
         header = block_header(body)
@@ -168,10 +174,10 @@ class TronClient:
             raise TronBadResponse(f"getblockbynum {num} answered another or no block")
         return header
 
-    def get_block_infos(self, num: int) -> list[TxInfo]:
-        """Infos of every transaction of solidified block ``num``. ``[]`` means an empty block OR a node that has
-        not reached it: only :meth:`get_block` can tell which."""
-        body = self._call("POST", "/walletsolidity/gettransactioninfobyblocknum", json_body={"num": int(num)})
+    def get_block_infos(self, num: int, solid: bool = True) -> list[TxInfo]:
+        """Infos of every transaction of block ``num`` (solidified, or with ``solid=False`` as the full node has it
+        now). ``[]`` means an empty block OR a node that has not reached it: only :meth:`get_block` can tell which."""
+        body = self._call("POST", f"{_node_api(solid)}/gettransactioninfobyblocknum", json_body={"num": int(num)})
         if body == {}:
             return []
         if not isinstance(body, list):
@@ -235,7 +241,13 @@ class TronClient:
             self.parent._count()
 
 
+def _node_api(solid: bool) -> str:
+    """java-tron's API of solidified blocks, or of the full node's whole chain."""
+    return "/walletsolidity" if solid else "/wallet"
+
+
 def make_client(config: Config) -> TronClient:
     """The client of the configured upstreams (TRONGRID_URL, TRON_NODE_URLS), key, rate and timeout."""
     return TronClient(config.upstream_urls, config.usdt_contract, api_key=config.trongrid_api_key,
-                      max_rps=config.trongrid_max_rps, timeout=config.trongrid_timeout_seconds)
+                      max_rps=config.trongrid_max_rps, timeout=config.trongrid_timeout_seconds,
+                      daily_quota=config.trongrid_daily_quota)

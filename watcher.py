@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg2
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -31,8 +33,10 @@ import migrate
 from chain.answers import TronError, public_error
 from chain.chain_view import AcceptedHead, ChainView, read_plausible_head
 from chain.claims import take_requests
+from chain.head import HeadWatch
+from chain.quota import DailyRequests
 from chain.reconcile import Reconciler
-from chain.scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
+from chain.scanning import RECONCILE_SHARE, SET_ASIDE_BLOCKS, AccountScan, BlockScan, CycleResult, Scan
 from database import WATCHER_APPLICATION_NAME, Database, DatabaseError, resolve_database_url
 from delivery.webhooks import WebhookDispatcher
 from infra import instruments
@@ -41,8 +45,10 @@ from infra.lifecycle import interrupt_on_sigterm
 from infra.logging_setup import FailureLog
 from infra.times import db_now, to_ms
 from ledger.checkout import open_ledger
+from ledger.detection import clear_read_past
 from ledger.events import log_event
 from ledger.service_state import WATCHER_STATUS, read_state, write_state
+from models import Transfer, TransferStatus
 from sandbox.inbox import private_callbacks
 from sandbox.node import with_sandbox_upstream
 from tron_client import TronClient, make_client
@@ -52,6 +58,9 @@ logger = logging.getLogger(__name__)
 WATCHER_LOCK_ID = 0x7472_6F6E_0003
 SWITCH_TO_BLOCKS = 0.7  # share of the per-cycle request budget at which `auto` leaves `account`
 SWITCH_TO_ACCOUNT = 0.4  # ... and comes back (hysteresis)
+# Cycles start this long after a block's time: TRON's blocks reach TronGrid's nodes within about a second.
+ALIGN_OFFSET_SECONDS = 1.0
+LATE_BLOCK_RETRY_SECONDS = 0.5  # a cycle that found no new block, when one was due, looks again this soon
 _ADDRESS = re.compile(r"\bT[1-9A-HJ-NP-Za-km-z]{33}\b")
 
 
@@ -158,7 +167,12 @@ class Strategies:
         self.current: str | None = None
 
     def budget_per_cycle(self) -> float:
-        return self.config.trongrid_max_rps * self.config.polling_interval_seconds
+        """Requests per cycle: TRONGRID_MAX_RPS over one interval, or what the day's quota spreads over it if less."""
+        rate = self.config.trongrid_max_rps
+        quotas = [u.daily_quota for u in self.client.upstreams if u.daily_quota is not None]
+        if quotas:
+            rate = min(rate, min(quotas) / 86_400)
+        return rate * self.config.polling_interval_seconds
 
     def choose(self, wallet_count: int) -> str:
         configured = self.config.watcher_strategy
@@ -213,9 +227,14 @@ class Watcher:
         self.blocks = BlockScan(db, config, self.client, self.view, self.stop_event, failed_txs)
         self.reconciler = Reconciler(db, config, self.client, self.view, self.stop_event, failed_txs)
         self.strategies = Strategies(db, config, self.client, self.view, self.blocks)
+        self.head_watch = HeadWatch(db, config, self.client, self.view)
+        self.quota = DailyRequests(config, self.client)
+        if config.detect_unconfirmed:
+            self.blocks.head_watch = self.head_watch
         self.thread: threading.Thread | None = None
         self.is_leader = False
         self.last_result: CycleResult | None = None
+        self.saw_new_block: bool | None = None  # whether the last cycle found a block newer than the one before
         self.cycle_failures = FailureLog(logger, "watcher cycle")  # logged when they start, then reminders
         self.summary = CycleLog()
 
@@ -248,14 +267,36 @@ class Watcher:
                 self.run_once()
             except Exception as exc:  # one bad cycle must never stop the loop
                 self.cycle_failures.failed(f"{type(exc).__name__}: {first_line(exc)}", exc_info=True)
-            # Cycles start an interval apart: a cycle's own length (the sweep's share, a slow upstream) is not
-            # added to the time a transfer waits to be seen.
-            pause = self.config.polling_interval_seconds - (time.monotonic() - started)
-            self.wakeup.wait(max(0.0, pause))
+            self.wakeup.wait(self.pause_after(started))
             self.wakeup.clear()
             if self.stop_event.is_set():
                 break
         logger.info("watcher stopped")
+
+    def pause_after(self, started: float) -> float:
+        """Seconds until the next cycle. Cycles start an interval apart: a cycle's own length (the sweep's share, a
+        slow upstream) is not added to the time a transfer waits to be seen. At the chain's pace (blocks of a second
+        or more, and chain time keeping up with this machine's clock) they start ALIGN_OFFSET_SECONDS after a
+        block's time, when the block has reached the upstreams: a free-running poll would see a block anywhere
+        up to an interval late. A cycle that found no new block looks again soon (the block was late)."""
+        interval = self.config.polling_interval_seconds
+        now = time.monotonic()
+        free = max(0.0, interval - (now - started))
+        result = self.last_result
+        block = self.config.tron_block_seconds
+        head_ms = self.head_watch.head.timestamp if self.config.detect_unconfirmed and self.head_watch.head \
+            else result.head_timestamp if result is not None else None
+        if head_ms is None or block < 1.0:
+            return free
+        wall = time.time()
+        late = wall - head_ms / 1000
+        if not 0 <= late < 10 * max(interval, block):
+            return free  # chain time does not follow this clock (a node far behind, or a test's chain)
+        if late > block + ALIGN_OFFSET_SECONDS and self.saw_new_block is False:
+            return min(free, LATE_BLOCK_RETRY_SECONDS)  # the next block is due and was not there yet
+        target = head_ms / 1000 + ALIGN_OFFSET_SECONDS
+        steps = max(1, math.ceil((wall - target) / interval + 1e-9))
+        return max(0.0, target + steps * interval - wall)
 
     def run_once(self) -> CycleResult | None:
         """One cycle if this process holds the leader lock; None otherwise."""
@@ -296,7 +337,7 @@ class Watcher:
 
     def events_written(self, result: CycleResult) -> None:
         """Wake the dispatcher when the cycle may have written webhook events (again after the sweep)."""
-        if self.on_events is not None and (result.transfers_seen or result.expired):
+        if self.on_events is not None and (result.transfers_seen or result.expired or result.detected_unconfirmed):
             self.on_events()
 
     def cycle(self) -> CycleResult:
@@ -315,6 +356,8 @@ class Watcher:
         for scan in (self.account, self.blocks):
             scan.share = share
             scan.start_cycle()
+        cap = self.quota.reconcile_per_cycle(strategy, len(wallets))
+        self.reconciler.account.budget_cap = self.reconciler.blocks.budget_cap = cap
         result = CycleResult(strategy, wallets=len(wallets))
         head = read_plausible_head(self.db, self.client, self.view, result.refused, result.errors)
         if head is None:
@@ -322,14 +365,29 @@ class Watcher:
         result.head_timestamp, result.head_accepted_at = head.timestamp, head.accepted_at
         if strategy != current or (strategy == "blocks" and not has_block_cursor):
             self.strategies.switch(strategy, wallets, head)
+        if self.config.detect_unconfirmed:
+            self.detect(head, wallets, self.blocks if strategy == "blocks" else self.account, result)
         self.serve_claims(wallets, head, result)
         if strategy == "blocks":
             self.blocks.run(wallets, listed_at, head.number, head.timestamp, result)
         else:
             self.account.run(wallets, head.timestamp, result)
+        with self.db.transaction() as session:
+            clear_read_past(session, self.config.chain_key)
         self.events_written(result)  # what the scan credited goes out now, not after the sweep
         self.reconciler.run(wallets, head.timestamp, result)
         return result
+
+    def detect(self, solid: AcceptedHead, wallets: dict[str, datetime], reader: Scan, result: CycleResult) -> None:
+        """Read above the solid head (chain/head.py) within `reader`'s budget, and send what it announced now: a
+        payer's "payment seen" should not wait for the solid scan."""
+        before = self.head_watch.head.number if self.head_watch.head else None
+        self.head_watch.run(solid, wallets, reader, result)
+        after = self.head_watch.head.number if self.head_watch.head else None
+        self.saw_new_block = after is not None and after != before
+        self.head_watch.settle(solid)
+        if result.detected_unconfirmed:
+            self.events_written(result)
 
     def serve_claims(self, wallets: dict[str, datetime], head: AcceptedHead, result: CycleResult) -> None:
         """Read each wallet a payer's claim asked for (chain/claims.py) up to the claimed transaction's block, before
@@ -356,9 +414,16 @@ class Watcher:
             behind = max(0.0, (result.head_timestamp - result.read_up_to) / 1000)
         elif not result.wallets and not result.errors:
             behind = 0.0  # nothing to watch: nothing to be behind on
-        problems = result.refused + result.errors
         with self.db.Session() as session:
             progress = self.view.state(session, "reconcile") or {}
+            set_aside = {"records": session.scalar(select(func.count()).where(
+                Transfer.status == TransferStatus.set_aside)) or 0,
+                "blocks": len(self.view.state(session, SET_ASIDE_BLOCKS) or [])}
+        problems = result.refused + result.errors
+        if set_aside["records"] or set_aside["blocks"]:
+            problems.append(f"{set_aside['records']} transaction(s) and {set_aside['blocks']} block(s) set aside as "
+                            "unreadable (GET /transfers?status=set_aside); the reconciliation keeps asking for them")
+        head = self.head_watch.head if self.config.detect_unconfirmed else None
         status = {
             "network": self.config.tron_network,
             "strategy": result.strategy,
@@ -377,6 +442,11 @@ class Watcher:
             "reconciliation": {"mode": progress.get("mode", "off"),
                                "last_complete_pass_at": progress.get("last_complete_at"),
                                "last_error": public_text(self.reconciler.last_error)},
+            "detect_unconfirmed": self.config.detect_unconfirmed,
+            "blocks_above_solid": head.number - self.head_watch.solid_number
+            if head is not None and self.head_watch.solid_number is not None else None,
+            "set_aside": set_aside,
+            "daily_requests": self.quota.report(result.strategy, result.wallets),
         }
         with self.db.transaction() as session:
             previous = read_state(session, WATCHER_STATUS) or {}

@@ -98,6 +98,9 @@ class BlockHeader:
     number: int
     timestamp: int  # ms
     transaction_count: int
+    block_id: str = ""  # 64 hex; "" when the answer carries none
+    parent_id: str = ""
+    tx_ids: tuple[str, ...] = ()  # its transactions' ids, in block order (lower case)
 
 
 # -- reading answers -------------------------------------------------------------------------------
@@ -191,10 +194,17 @@ class AnswerReader:
 
 
 def block_header(body: Any) -> BlockHeader | None:
+    """A block answer's header: number, time, id, parent id and its transactions' ids; None when it has none."""
     try:
         raw = body["block_header"]["raw_data"]
         transactions = body.get("transactions") or []
-        return BlockHeader(_block_number(raw["number"]), block_time(raw["timestamp"]), len(transactions))
+        tx_ids = tuple(_tx_hash(tx["txID"]) for tx in transactions)
+        block_id = str(body.get("blockID") or "").lower()
+        parent_id = str(raw.get("parentHash") or "").lower()
+        if (block_id and not TX_ID.match(block_id)) or (parent_id and not TX_ID.match(parent_id)):
+            raise ValueError("block or parent id is not 64 hex digits")
+        return BlockHeader(_block_number(raw["number"]), block_time(raw["timestamp"]), len(transactions), block_id,
+                           parent_id, tx_ids)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session
 
-from chain.answers import BlockRef, TronError
+from chain.answers import BlockHeader, BlockRef, TronError
 from database import Database
 from infra.config import Config
 from infra.times import to_ms
@@ -42,6 +42,7 @@ class AcceptedHead:
     number: int
     timestamp: int  # ms, chain time
     accepted_at: float  # unix seconds, this machine's clock
+    header: BlockHeader | None = field(default=None, compare=False)  # the answer it was read from (not stored)
 
     def as_ref(self) -> BlockRef:
         return BlockRef(self.number, self.timestamp)
@@ -96,14 +97,14 @@ class ChainView:
     def _key(self, name: str) -> str:
         return f"{name}:{self.chain}"  # at most 60 characters: service_state keys hold 64
 
-    # head
-    def accepted_head(self, session: Session) -> AcceptedHead | None:
-        value = read_state(session, self._key("solid_head"))
+    # heads: the solid one ("solid_head") and, read for detection only, the full node's ("head")
+    def accepted_head(self, session: Session, name: str = "solid_head") -> AcceptedHead | None:
+        value = read_state(session, self._key(name))
         return AcceptedHead(int(value["number"]), int(value["timestamp"]), float(value["accepted_at"])) \
             if value else None
 
-    def accept_head(self, session: Session, head: AcceptedHead) -> None:
-        write_state(session, self._key("solid_head"),
+    def accept_head(self, session: Session, head: AcceptedHead, name: str = "solid_head") -> None:
+        write_state(session, self._key(name),
                     {"number": head.number, "timestamp": head.timestamp, "accepted_at": head.accepted_at})
 
     def check(self, head: BlockRef, last: AcceptedHead | None, now: float) -> str | None:
@@ -163,13 +164,17 @@ class ChainView:
 
 
 def read_plausible_head(db: Database, client: TronClient, view: ChainView, refused: list[str],
-                        errors: list[str]) -> AcceptedHead | None:
+                        errors: list[str], *, solid: bool = True) -> AcceptedHead | None:
     """The highest solid head believed by the rules above: every upstream is asked once (an upstream behind the
     others must not hold the scan back or hide how far behind it is), a refused answer is asked again while
     nothing plausible came, and refusals are noted in `refused` for /health. When no answer is plausible this
-    cycle, the last accepted head stands: cursors never pass what a plausible head allowed."""
+    cycle, the last accepted head stands: cursors never pass what a plausible head allowed.
+
+    With `solid=False`, the same for the full node's head (what detection reads above the solid head), judged by
+    the same rules against the last head accepted so: one lying upstream cannot fabricate a detection."""
+    name, kind = ("solid_head", "solid head") if solid else ("head", "head")
     with db.Session() as session:
-        last = view.accepted_head(session)
+        last = view.accepted_head(session, name)
     upstreams = client.ordered_upstreams()
     error: TronError | None = None
     believed: list[AcceptedHead] = []
@@ -178,27 +183,28 @@ def read_plausible_head(db: Database, client: TronClient, view: ChainView, refus
             break
         upstream = upstreams[attempt % len(upstreams)]
         try:
-            answer = client.only(upstream).get_solid_head()
+            header = client.only(upstream).get_now_block(solid)
         except TronError as exc:
             error = error or exc  # the first is the telling one ("HTTP 503"), not "paused until"
             continue
         now = time.time()
+        answer = BlockRef(header.number, header.timestamp)
         reason = view.check(answer, last, now)
         if reason is None:
-            believed.append(AcceptedHead(answer.number, answer.timestamp, now))
+            believed.append(AcceptedHead(answer.number, answer.timestamp, now, header))
             continue
-        refusal = f"{upstream.name}: solid head {answer.number} refused: {reason}"
+        refusal = f"{upstream.name}: {kind} {answer.number} refused: {reason}"
         if refusal not in refused:
             logger.warning("%s", refusal)
             refused.append(refusal)
     if believed:
         accepted = max(believed, key=lambda head: head.number)
         with db.transaction() as session:
-            view.accept_head(session, accepted)
+            view.accept_head(session, accepted, name)
         return accepted
     if error is not None and not refused:
         raise error  # no upstream answered at all: nothing can be read this cycle
     if last is None:
-        errors.append("no plausible solid head yet; waiting for one")
+        errors.append(f"no plausible {kind} yet; waiting for one")
     return last
 

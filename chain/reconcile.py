@@ -23,13 +23,17 @@ from typing import Any
 
 from chain.answers import TronError, public_error
 from chain.chain_view import ChainView, read_from
-from chain.scanning import RECONCILE_SHARE, AccountScan, BlockScan, CycleResult
+from chain.scanning import RECONCILE_SHARE, SET_ASIDE_BLOCKS, AccountScan, BlockScan, CycleResult
 from database import Database
 from infra.config import Config
+from ledger.events import log_event
+from ledger.matching import resolve_set_aside, set_aside_transactions
 from models import FOUND_BY_RECONCILIATION
 from tron_client import TronClient
 
 logger = logging.getLogger(__name__)
+
+RETRIES_PER_CYCLE = 5  # set-aside transactions, and set-aside blocks, asked for again each cycle
 
 
 class Reconciler:
@@ -42,6 +46,7 @@ class Reconciler:
         self.account = AccountScan(db, config, self.client, view, stop, failed_txs, share=RECONCILE_SHARE)
         self.blocks = BlockScan(db, config, self.client, view, stop, failed_txs, share=RECONCILE_SHARE)
         self.last_error: str | None = None
+        self.retry_after = 0  # where the round-robin over set-aside transfers goes on
 
     def shares_the_scan_upstream(self) -> bool:
         """Whether the sweep must use the scan's one upstream (then it takes a fifth of that budget)."""
@@ -53,6 +58,7 @@ class Reconciler:
         return "blocks" if len(self.client.upstreams) > 1 else None
 
     def run(self, wallets: dict[str, datetime], head_timestamp: int, result: CycleResult) -> None:
+        self.retry_set_aside(wallets, head_timestamp, result)
         mode = self.mode()
         if mode is None:
             return
@@ -77,6 +83,46 @@ class Reconciler:
                 logger.warning("reconciliation paused this cycle: %s", exc)
         with self.db.transaction() as session:
             self.view.set_state(session, "reconcile", progress)
+
+    def retry_set_aside(self, wallets: dict[str, datetime], head_timestamp: int, result: CycleResult) -> None:
+        """Ask again for a few of what was set aside as unreadable, round-robin (RETRIES_PER_CYCLE a cycle): a
+        transaction's receipt, a block's receipts. What has become readable is credited by the usual rules, as found
+        by reconciliation, and leaves the set-aside list."""
+        with self.db.Session() as session:
+            pending = set_aside_transactions(session, self.retry_after, RETRIES_PER_CYCLE)
+            blocks = self.view.state(session, SET_ASIDE_BLOCKS) or []
+        self.retry_after = pending[-1][0] if len(pending) == RETRIES_PER_CYCLE else 0
+        self.account.start_cycle()
+        self.blocks.start_cycle()
+        try:
+            for _, tx_hash, wallet in pending:
+                if self.account.spent():
+                    return
+                info = self.account.receipt(tx_hash)
+                if info is None or info.block_timestamp > head_timestamp:
+                    continue  # still unreadable (or from beyond the accepted head: not believed)
+                if info.success:
+                    self.account.take(info, {wallet}, result, FOUND_BY_RECONCILIATION)
+                else:
+                    self.account.log_failed_transaction(info, wallet)
+                with self.db.transaction() as session:
+                    resolve_set_aside(session, tx_hash, wallet)
+            for number in blocks[:RETRIES_PER_CYCLE]:
+                if self.blocks.spent():
+                    return
+                block = self.blocks.read_block(number, head_timestamp)
+                if block is None:
+                    continue
+                for info in block[1]:
+                    if info.success:
+                        self.blocks.take(info, wallets, result, FOUND_BY_RECONCILIATION)
+                with self.db.transaction() as session:
+                    left = [n for n in self.view.state(session, SET_ASIDE_BLOCKS) or [] if n != number]
+                    self.view.set_state(session, SET_ASIDE_BLOCKS, left)
+                    log_event(session, None, "set_aside_resolved", f"block {number}, set aside as unreadable, was "
+                              "read: its transfers are credited by the usual rules", block_number=number)
+        except TronError as exc:
+            logger.warning("set-aside records not asked for again this cycle: %s", exc)
 
     def interval(self) -> float:
         return self.config.reconcile_interval_seconds

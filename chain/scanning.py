@@ -16,10 +16,11 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import or_, select, update
 
@@ -36,11 +37,15 @@ from ledger.matching import (
     expire_due,
     is_watched_at,
     record_rejected,
+    record_set_aside,
     would_credit,
 )
 from ledger.records import RejectedLog, TransferLog
 from models import FOUND_BY_SCAN, Payment, PaymentStatus, Transfer
 from tron_client import TronClient
+
+if TYPE_CHECKING:
+    from chain.head import HeadWatch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +54,8 @@ LAST_CHECKED_LAG_MS = 60_000  # payments.last_checked_timestamp may trail the wa
 LAST_CHECKED_BATCH = 10_000  # ... plus the cycles needed to refresh every pending payment this many at a time
 NOT_YET_TRIES = 3  # a "not yet" answer is asked again this often in a cycle (a pool answers from another node)
 RECONCILE_SHARE = 0.2  # the part of the request budget the reconciliation may take
+SET_ASIDE_BLOCKS = "set_aside_blocks"  # chain state: blocks whose receipts stayed unreadable, asked for again
+MAX_SET_ASIDE_BLOCKS = 1000
 
 
 @dataclass
@@ -72,6 +79,8 @@ class CycleResult:
     head_timestamp: int | None = None  # the accepted solid head's time
     head_accepted_at: float | None = None  # when this machine accepted it (unix seconds)
     blocks_behind: int | None = None
+    detected_unconfirmed: int = 0  # transfers seen above the solid head and announced (payment.detected)
+    set_aside: int = 0  # records or blocks set aside this cycle as unreadable
     errors: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # upstream answers not believed this cycle
 
@@ -92,21 +101,42 @@ class CycleResult:
             self.rejected += 1
 
 
+class Stalls:
+    """How long each record, receipt or block has stayed unreadable in this process: one that stays so past
+    `wait_seconds` is set aside rather than holding its wallet or the block cursor (contract §4)."""
+
+    def __init__(self, wait_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.wait_seconds, self.clock = wait_seconds, clock
+        self.since: dict[str, float] = {}
+
+    def overdue(self, key: str) -> bool:
+        """Note that `key` is unreadable now; True once it has been so for the whole bounded wait."""
+        if len(self.since) >= 10_000:
+            self.since.clear()
+        first = self.since.setdefault(key, self.clock())
+        return self.clock() - first >= self.wait_seconds
+
+    def readable(self, key: str) -> None:
+        self.since.pop(key, None)
+
+
 class Scan:
     """What the strategies share: crediting in chain order, expiry, the request budget, "not yet" retries."""
 
     name = ""
 
     def __init__(self, db: Database, config: Config, client: TronClient, view: ChainView,
-                 stop: threading.Event, failed_txs: set[str], *, share: float = 1.0) -> None:
+                 stop: threading.Event, failed_txs: set[str], *, share: float = 1.0, stalls: Stalls | None = None
+                 ) -> None:
         """`failed_txs`: failed transactions already fetched and logged, shared by every reader of a watcher (the
         overlap and the reconciliation list them again). `share`: the part of an upstream's requests per interval
-        this reader may use."""
+        this reader may use. `stalls`: how long what is unreadable has been so (shared by a watcher's readers)."""
         self.db, self.config, self.client, self.view, self.stop = db, config, client, view, stop
         self.share = share
         self.failed_txs = failed_txs
+        self.stalls = stalls or Stalls(config.unreadable_wait_seconds)
         self.cycle_started_requests = 0
-        self.allowance = 0
+        self.allowance = 0.0
         self.next_first: str | None = None  # the wallet a cycle that had to stop part-way did not reach
 
     def start_cycle(self) -> None:
@@ -116,9 +146,13 @@ class Scan:
         self.allowance = min(self.budget(), self.allowance - spent + self.budget())
         self.cycle_started_requests = self.client.request_count
 
-    def budget(self) -> int:
-        """Requests this reader may send per cycle: its share of one upstream's rate over one interval."""
-        return max(1, int(self.share * self.config.trongrid_max_rps * self.config.polling_interval_seconds))
+    budget_cap: float | None = None  # what the day's quota leaves this reader a cycle (chain/quota.py), if less
+
+    def budget(self) -> float:
+        """Requests this reader may send per cycle: its share of one upstream's rate over one interval (at least one,
+        unless the day's quota leaves it less: then less, which over the cycles averages to what it leaves)."""
+        budget = max(1, int(self.share * self.config.trongrid_max_rps * self.config.polling_interval_seconds))
+        return budget if self.budget_cap is None else min(budget, self.budget_cap)
 
     def cycle_requests(self) -> int:
         return self.client.request_count - self.cycle_started_requests
@@ -310,8 +344,12 @@ class AccountScan(Scan):
                 if not would_credit(session, wallet, mined, late, group) and self.spent():
                     return at - 1
             info = self.receipt(tx_id)
-            if info is None:  # not solidified on any node asked yet: read again from here next cycle
-                return at - 1
+            if info is None:  # not solidified on any node asked yet: read again from here next cycle...
+                if not self.stalls.overdue(f"tx:{tx_id}"):
+                    return at - 1
+                self.set_aside(tx_id, wallet, group, result)  # ... unless it has stayed so for the bounded wait
+                continue
+            self.stalls.readable(f"tx:{tx_id}")
             if info.block_timestamp > limit:  # a receipt from beyond what the head and index allow: not believed
                 logger.warning("receipt of %s refused: its block time %d is past the readable %d", tx_id,
                                info.block_timestamp, limit, extra={"tx": tx_id})
@@ -326,11 +364,29 @@ class AccountScan(Scan):
         """The transaction's receipt; ``{}`` (a node behind, or not solidified yet) is asked again a few times."""
         return self.ask(lambda view: view.get_transaction_info(tx_id))
 
+    def set_aside(self, tx_id: str, wallet: str, group: list[Trc20Transfer], result: CycleResult) -> None:
+        """A listed transaction whose receipt no upstream gave for the bounded wait: kept as a transfer set aside
+        (what the listing said of it), so the wallet's later money is credited; the reconciliation asks again."""
+        amounts = [r.amount for r in group]
+        amount = None if None in amounts else sum(a for a in amounts if a is not None)
+        senders = {r.from_address for r in group}
+        with self.db.transaction() as session:
+            stored = record_set_aside(session, tx_id, wallet, senders.pop() if len(senders) == 1 else None, amount,
+                                      group[0].block_timestamp,
+                                      f"no upstream gave its receipt for {self.config.unreadable_wait_seconds:g} s")
+        if stored:
+            result.set_aside += 1
+            instruments.SET_ASIDE.inc()
+            logger.warning("transaction %s to a watched wallet set aside: its receipt stayed unreadable for %g s; "
+                           "the wallet's later transfers are read on, the reconciliation keeps asking for it",
+                           tx_id, self.config.unreadable_wait_seconds, extra={"tx": tx_id})
+
 
 class BlockScan(Scan):
     """Reads every solidified block's receipts from the block cursor, oldest first, within the budget."""
 
     name = "blocks"
+    head_watch: HeadWatch | None = None  # blocks read above the solid head, whose receipts need no second read
 
     def run(self, wallets: dict[str, datetime], listed_at: int, head_number: int, head_timestamp: int,
             result: CycleResult) -> None:
@@ -348,9 +404,16 @@ class BlockScan(Scan):
                 result.errors.append(f"block {num} not read: {public_error(exc)}")
                 break
             if block is None:
-                result.errors.append(f"block {num}: no upstream has given its complete receipts yet; asked again "
-                                     "next cycle")
-                break
+                if not self.stalls.overdue(f"block:{num}"):
+                    result.errors.append(f"block {num}: no upstream has given its complete receipts yet; asked "
+                                         "again next cycle")
+                    break
+                self.set_aside_block(num, result)  # unreadable for the whole bounded wait: read on past it
+                number = num
+                with self.db.transaction() as session:
+                    self.view.set_state(session, "block_cursor", {"number": number, "timestamp": read_ts})
+                continue
+            self.stalls.readable(f"block:{num}")
             timestamp, infos = block
             if timestamp >= snapshot_ms - OVERLAP_MS:
                 # A block this recent may pay a payment created after the wallet list was read: add the wallets of
@@ -380,6 +443,10 @@ class BlockScan(Scan):
         time must not pass the accepted head's (`latest`): a block from the future is not believed, whichever
         upstream gave it (it would expire payments early)."""
 
+        kept = self.head_watch.solid_answer(num) if self.head_watch is not None else None
+        if kept is not None and kept[0] <= latest:
+            return kept
+
         def complete(view: TronClient) -> tuple[int, list[TxInfo]] | None:
             infos = view.get_block_infos(num)
             if infos:
@@ -395,6 +462,22 @@ class BlockScan(Scan):
             return answer
 
         return self.ask(complete)
+
+    def set_aside_block(self, num: int, result: CycleResult) -> None:
+        """Block `num`, whose complete receipts no upstream gave for the bounded wait, is listed as set aside (its
+        transfers are not known: no transfer row can stand for them) and asked for again by the reconciliation."""
+        with self.db.transaction() as session:
+            blocks = self.view.state(session, SET_ASIDE_BLOCKS) or []
+            if num not in blocks:
+                self.view.set_state(session, SET_ASIDE_BLOCKS, sorted([*blocks, num])[-MAX_SET_ASIDE_BLOCKS:])
+                log_event(session, None, "block_set_aside",
+                          f"block {num} set aside: no upstream gave its complete receipts for "
+                          f"{self.config.unreadable_wait_seconds:g} s; the blocks after it are read on, the "
+                          "reconciliation keeps asking for it", block_number=num)
+        result.set_aside += 1
+        instruments.SET_ASIDE.inc()
+        logger.warning("block %d set aside: its receipts stayed unreadable for %g s", num,
+                       self.config.unreadable_wait_seconds)
 
     def seed(self, head_number: int, head_timestamp: int, wallets: dict[str, datetime]) -> None:
         """Start reading blocks where the oldest wallet cursor (or oldest candidate) stands, so a start or a

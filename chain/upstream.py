@@ -43,6 +43,7 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 PAUSE_CAP_SECONDS = 3600.0  # the longest pause any rate-limit answer can impose
 FAILURE_COOLDOWN_SECONDS = 30.0  # a failing upstream is asked last for this long, then first again
 _SUSPENDED = re.compile(r"suspended for\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+TRONGRID_FREE_DAILY_QUOTA = 100_000  # requests a day of a free TronGrid key
 _RATE_LIMIT = re.compile(r"frequency limit|suspended for|allowed_rps|rate limit|lack of computing resources",
                          re.IGNORECASE)
 _DAILY = re.compile(r"exceed the user daily usage", re.IGNORECASE)
@@ -139,8 +140,8 @@ class Upstream:
     def __init__(self, url: str, *, api_key: str | None = None, max_rps: float = 10.0, timeout: float = 15.0,
                  max_retries: int = 3, session: requests.Session | None = None, burst: float = 1.0,
                  backoff_base: float = 0.5, backoff_cap: float = 8.0, rate_limit_pause: float = 5.0,
-                 daily_limit_pause_cap: float = 3600.0, max_bytes: int = MAX_ANSWER_BYTES, name: str | None = None
-                 ) -> None:
+                 daily_limit_pause_cap: float = 3600.0, max_bytes: int = MAX_ANSWER_BYTES, name: str | None = None,
+                 daily_quota: int | None = None) -> None:
         """``burst`` is the token bucket's size (1 = requests evenly spaced, so never more than ``max_rps`` in any
         one-second window); ``rate_limit_pause`` is the first pause for a rate limit that names no duration
         (doubling while they repeat, up to 300 s); a daily-quota answer pauses until the next UTC midnight, capped
@@ -164,6 +165,14 @@ class Upstream:
             self.session.headers[API_KEY_HEADER] = api_key  # type: ignore[assignment]
         self.request_count = 0
         self._limiter = TokenBucket(max_rps, burst)
+        # TRONGRID_DAILY_QUOTA (TronGrid's free 100,000 on its hosts unless set): spread over the day, a quarter
+        # hour's worth in hand, so that no 24 hours hold more requests than the quota.
+        self.daily_quota = daily_quota if daily_quota is not None else (
+            TRONGRID_FREE_DAILY_QUOTA if is_trongrid_host(self.url) else None)
+        self._daily: TokenBucket | None = None
+        if self.daily_quota is not None:
+            in_hand = self.daily_quota / 96
+            self._daily = TokenBucket((self.daily_quota - in_hand) / 86400, in_hand)
         self._lock = threading.Lock()
         self._paused_until: float | None = None
         self._pause_reason = self._pause_public = ""
@@ -196,7 +205,7 @@ class Upstream:
         paused = self.paused_until
         status = "paused" if paused is not None else "failing" if self.failing else "ok"
         return {"url": self.name, "state": status, "paused_until": paused, "last_error": self.last_error,
-                "v1_api": self.has_v1}
+                "v1_api": self.has_v1, "daily_quota": self.daily_quota}
 
     def _succeeded(self) -> None:
         with self._lock:
@@ -243,6 +252,8 @@ class Upstream:
     def _attempt(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any,
                  allow_404: bool, on_sent: Callable[[], None] | None) -> Any:
         self._raise_if_paused()
+        if self._daily is not None:
+            self._daily.acquire()
         self._limiter.acquire()
         self._raise_if_paused()
         with self._lock:

@@ -77,7 +77,9 @@ class Config:
     upstream_clock_skew_seconds: float = 30.0
     reconcile_interval_seconds: float = 300.0
     watcher_strategy: str = "auto"
-    polling_interval_seconds: float = 10.0
+    polling_interval_seconds: float = 3.0
+    detect_unconfirmed: bool = True  # also read the blocks above the solid head (payment.detected)
+    trongrid_daily_quota: int | None = None  # requests a day per upstream; None: 100,000 on TronGrid's hosts, else none
     payment_ttl_seconds: int = 3600
     late_payment_window_seconds: int = 86400
     webhook_secret: str | None = None
@@ -101,6 +103,10 @@ class Config:
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
+    # How long a listing record, receipt or block may stay unreadable before it is set aside (contract §4): TronGrid's
+    # nodes answer a solidified block within seconds; two minutes is forty blocks, far past any lag of its pool, and
+    # short enough that a payment waiting on it expires at most that late.
+    unreadable_wait_seconds: float = 120.0
 
     @property
     def upstream_urls(self) -> tuple[str, ...]:
@@ -161,6 +167,12 @@ def _ttl(env: dict[str, str]) -> int:
     if ttl > 2_592_000:  # the longest expires_in_seconds a request may ask for
         raise ConfigError(f"PAYMENT_TTL_SECONDS must be from 60 to 2592000, got {ttl}")
     return ttl
+
+
+def _daily_quota(env: dict[str, str]) -> int | None:
+    """TRONGRID_DAILY_QUOTA: requests a day per upstream (unset: 100,000 on TronGrid's hosts, none elsewhere)."""
+    raw = _get(env, "TRONGRID_DAILY_QUOTA")
+    return None if raw is None else int(_number(env, "TRONGRID_DAILY_QUOTA", 0, minimum=1000, integer=True))
 
 
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
@@ -335,7 +347,9 @@ def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
         upstream_clock_skew_seconds=_number(env, "UPSTREAM_CLOCK_SKEW_SECONDS", 30.0, minimum=0, integer=False),
         reconcile_interval_seconds=_number(env, "RECONCILE_INTERVAL_SECONDS", 300.0, minimum=1, integer=False),
         watcher_strategy=strategy,
-        polling_interval_seconds=_number(env, "POLLING_INTERVAL_SECONDS", 10.0, minimum=0.05, integer=False),
+        polling_interval_seconds=_number(env, "POLLING_INTERVAL_SECONDS", 3.0, minimum=0.05, integer=False),
+        detect_unconfirmed=_bool(env, "DETECT_UNCONFIRMED", True),
+        trongrid_daily_quota=_daily_quota(env),
         payment_ttl_seconds=_ttl(env),
         late_payment_window_seconds=int(_number(env, "LATE_PAYMENT_WINDOW_SECONDS", 86400, minimum=0, integer=True)),
         webhook_secret=secret,

@@ -58,6 +58,12 @@ CYCLE_SECONDS = Histogram(
 DETECTION_LATENCY = Histogram(
     f"{PREFIX}_detection_latency_seconds", "From a transfer's block becoming solidified to the transfer being "
     "credited to a payment by the watcher's scan.", buckets=(1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600))
+UNCONFIRMED_LATENCY = Histogram(
+    f"{PREFIX}_unconfirmed_detection_latency_seconds", "From a transfer's block time to the watcher announcing it, "
+    "seen above the solid head (payment.detected).", buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 30, 60))
+SET_ASIDE = Counter(
+    f"{PREFIX}_set_aside_total", "Listing records and blocks set aside because their receipts stayed unreadable for "
+    "the bounded wait (listed, retried by the reconciliation, never lost).")
 WATCHER_LEADER = Gauge(
     f"{PREFIX}_watcher_leader", "1 in the process whose watcher holds the leader lock (summed over a gunicorn's "
     "live workers).", multiprocess_mode="livesum")

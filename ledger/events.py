@@ -28,6 +28,7 @@ from ledger.serialize import payment_for_event
 from models import (
     ACCOUNT_EVENT_TYPES,
     ACCOUNT_STREAM,
+    DETECTED_EVENT,
     PAYMENT_EVENT_TYPES,
     TEST_EVENT_TYPE,
     EventState,
@@ -51,7 +52,7 @@ DUE = (
         WebhookEvent.seq != all_(cast(bindparam("exclude"), ARRAY(BigInteger))),
         func.lower(func.substring(WebhookEvent.callback_url, bindparam("receiver_pattern")))
         != all_(cast(bindparam("busy"), ARRAY(Text))),
-        ~select(EARLIER.seq).where(EARLIER.payment_id == WebhookEvent.payment_id,
+        ~select(EARLIER.seq).where(EARLIER.payment_id == WebhookEvent.payment_id, EARLIER.type != DETECTED_EVENT,
                                    EARLIER.state == EventState.pending, EARLIER.seq < WebhookEvent.seq).exists(),
     )
     .order_by(WebhookEvent.next_attempt_at, WebhookEvent.seq)
@@ -101,9 +102,25 @@ def emit_event(session: Session, payment: Payment, event_type: str) -> WebhookEv
     session.flush()
     payment.callback_attempts = 0
     payment.callback_success = False
+    if event_type != DETECTED_EVENT:
+        supersede_detections(session, payment.id)
     session.flush()
     return write_event(session, event_type, payment_for_event(session, payment), payment.callback_url,
                        payment_id=payment.id)
+
+
+def supersede_detections(session: Session, payment_id: uuid.UUID) -> None:
+    """A payment.detected still pending when a later event of its payment is written is not sent any more: the later
+    event says more, and a detection never holds up what follows it."""
+    superseded = session.execute(
+        update(WebhookEvent).where(WebhookEvent.payment_id == payment_id, WebhookEvent.type == DETECTED_EVENT,
+                                   WebhookEvent.state == EventState.pending)
+        .values(state=EventState.superseded, lease_until=None).returning(WebhookEvent.id)
+        .execution_options(synchronize_session=False)).scalars().all()
+    for event_id in superseded:
+        log_event(session, payment_id, "webhook_superseded",
+                  f"{DETECTED_EVENT} event {event_id} not sent: a later event of the payment supersedes it",
+                  event_id=event_id)
 
 
 def emit_account_event(session: Session, event_type: str, data: dict[str, Any], url: str | None) -> WebhookEvent:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, true
+from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -42,11 +42,14 @@ from models import (
     FOUND_BY_SCAN,
     NO_CANDIDATE,
     NO_EXACT_MATCH,
+    SOLIDIFIED,
+    UNREADABLE,
     Payment,
     PaymentStatus,
     RejectedTransfer,
     Transfer,
     TransferStatus,
+    UnconfirmedTransfer,
 )
 
 logger = logging.getLogger(__name__)
@@ -239,6 +242,54 @@ def store_transfer(session: Session, t: TransferLog, found_by: str) -> Transfer 
     return session.get(Transfer, inserted) if inserted is not None else None
 
 
+def clear_solidified(session: Session, t: TransferLog) -> None:
+    """Its solidified transfer is stored: money seen before it was final (ledger.detection) leaves its payment's
+    list of unconfirmed transfers."""
+    session.execute(update(UnconfirmedTransfer).where(
+        UnconfirmedTransfer.transaction_hash == t.transaction_hash, UnconfirmedTransfer.log_index == t.log_index,
+        UnconfirmedTransfer.cleared_at.is_(None)).values(cleared_at=func.now(), cleared_reason=SOLIDIFIED))
+
+
+def record_set_aside(session: Session, tx_hash: str, to_address: str, from_address: str | None, amount: int | None,
+                     block_timestamp: int, detail: str) -> bool:
+    """Keep a listed transaction to `to_address` whose receipt stayed unreadable as a transfer set aside (status
+    set_aside, reason unreadable, no log index or block yet), once; True the first time."""
+    inserted = session.execute(
+        insert(Transfer).values(
+            transaction_hash=tx_hash, log_index=None, from_address=from_address, to_address=to_address,
+            amount_usdt=None if amount is None or unstorable_amount(amount) else from_micro(amount),
+            block_number=None, block_timestamp=block_timestamp, status=TransferStatus.set_aside, reason=UNREADABLE)
+        .on_conflict_do_nothing(index_elements=["transaction_hash", "to_address"],
+                                index_where=text("log_index IS NULL"))
+        .returning(Transfer.id)
+    ).scalar()
+    if inserted is None:
+        return False
+    log_event(session, None, "transfer_set_aside",
+              f"transaction {tx_hash} to {to_address} set aside as unreadable: {detail}; listed by GET "
+              "/transfers?status=set_aside, asked for again by the reconciliation", transaction_hash=tx_hash,
+              to_address=to_address, block_timestamp=block_timestamp, reason=UNREADABLE)
+    return True
+
+
+def resolve_set_aside(session: Session, tx_hash: str, to_address: str) -> None:
+    """The set-aside transaction could be read at last (what it paid is stored by `credit_transfer` now)."""
+    deleted = session.execute(delete(Transfer).where(
+        Transfer.transaction_hash == tx_hash, Transfer.to_address == to_address,
+        Transfer.status == TransferStatus.set_aside).returning(Transfer.id)).first()
+    if deleted is not None:
+        log_event(session, None, "set_aside_resolved", f"transaction {tx_hash} to {to_address}, set aside as "
+                  "unreadable, was read: its transfers are credited by the usual rules",
+                  transaction_hash=tx_hash, to_address=to_address)
+
+
+def set_aside_transactions(session: Session, after_id: int, limit: int) -> list[tuple[int, str, str]]:
+    """(id, transaction hash, wallet) of transfers set aside, from `after_id` on, oldest first."""
+    return [tuple(row) for row in session.execute(  # type: ignore[misc]
+        select(Transfer.id, Transfer.transaction_hash, Transfer.to_address)
+        .where(Transfer.status == TransferStatus.set_aside, Transfer.id > after_id).order_by(Transfer.id).limit(limit))]
+
+
 def apply_credit(session: Session, payment: Payment, when: str, t: TransferLog) -> str:
     """Add the money to the payment and move it on by the transition table; returns the event type."""
     at = ms_to_datetime(t.block_timestamp)
@@ -283,10 +334,15 @@ def apply_credit(session: Session, payment: Payment, when: str, t: TransferLog) 
 
 def unstorable(t: TransferLog) -> str | None:
     """Why a transfer cannot be credited whatever the payments, or None."""
-    if t.amount <= 0:
+    return unstorable_amount(t.amount)
+
+
+def unstorable_amount(amount: int) -> str | None:
+    """Why an amount (micro-USDT) cannot be credited whatever the payments, or None."""
+    if amount <= 0:
         return "a zero amount (such transfers are spam that imitates a payer's address)"
-    if t.amount > MAX_MICRO:
-        return f"an amount of {t.amount} micro-USDT, above the largest this service stores ({MAX_MICRO})"
+    if amount > MAX_MICRO:
+        return f"an amount of {amount} micro-USDT, above the largest this service stores ({MAX_MICRO})"
     return None
 
 
@@ -378,6 +434,7 @@ def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by
     row = store_transfer(session, t, found_by)
     if row is None:
         return Outcome(t, "duplicate")
+    clear_solidified(session, t)
     described = f"{format_amount(t.amount)} USDT from {t.from_address} in {t.transaction_hash}:{t.log_index}"
     if found_by != FOUND_BY_SCAN:
         described += f" (found by {found_by})"

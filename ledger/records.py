@@ -53,6 +53,20 @@ class TransferRecord(NamedTuple):
     reason: str | None
 
 
+class UnconfirmedRecord(NamedTuple):
+    """A transfer seen above the solid head, as its payment's answer lists it."""
+
+    transaction_hash: str
+    log_index: int
+    amount_usdt: Decimal
+    block_number: int
+
+    @classmethod
+    def of(cls, item: list[Any]) -> UnconfirmedRecord:
+        """The record of a JSON list of its fields, in order (the amount as a decimal string)."""
+        return cls(str(item[0]), int(item[1]), Decimal(str(item[2])), int(item[3]))
+
+
 class PaymentRecord(NamedTuple):
     """A payment as its answer shows it (and nothing it does not show)."""
 

@@ -20,7 +20,8 @@ from infra.money import PLAIN_AMOUNT_PATTERN, format_amount
 from infra.times import iso, iso_ms
 from ledger.checkout import links_of
 from ledger.records import PaymentRecord, TransferRecord
-from models import Payment, PaymentStatus, Transfer
+from ledger.service_state import CHAIN_HEAD, read_state
+from models import Payment, PaymentStatus, Transfer, UnconfirmedTransfer
 
 
 @dataclass(frozen=True)
@@ -92,19 +93,34 @@ def shortfall(payment: Payment) -> Decimal:
     return max(Decimal(payment.expected_amount_usdt) - Decimal(payment.received_amount_usdt), Decimal(0))
 
 
+def optional_amount(value: Decimal | None) -> str | None:
+    return None if value is None else format_amount(value)
+
+
+SET_ASIDE_NOTE = "; null on a transfer set aside before its receipt could be read"
 TRANSFER = (
     column("transaction_hash", STRING),
-    column("log_index", INTEGER),
-    Out("from", STRING, attrgetter("from_address")),
+    column("log_index", {"type": ["integer", "null"], "description": "its position in the transaction's logs" +
+                         SET_ASIDE_NOTE}),
+    Out("from", {**OPTIONAL_STRING, "description": "the sender" + SET_ASIDE_NOTE}, attrgetter("from_address")),
     Out("to", STRING, attrgetter("to_address")),
-    Out("amount_usdt", AMOUNT, lambda t: format_amount(t.amount_usdt)),
-    column("block_number", INTEGER),
+    Out("amount_usdt", {**nullable(AMOUNT), "description": "the amount" + SET_ASIDE_NOTE},
+        lambda t: optional_amount(t.amount_usdt)),
+    column("block_number", {"type": ["integer", "null"], "description": "its block" + SET_ASIDE_NOTE}),
     Out("block_timestamp", TIME, lambda t: iso_ms(t.block_timestamp)),
     Out("status", ref("TransferStatus"), lambda t: t.status.value),
     Out("payment_id", {"type": ["string", "null"], "format": "uuid"}, lambda t: optional_id(t.payment_id)),
-    Out("reason", {**nullable(ref("UnmatchedReason")), "description": "why the transfer is unmatched; null once "
-                                                                      "credited"},
+    Out("reason", {**nullable(ref("UnmatchedReason")), "description": "why the transfer is unmatched or set "
+                                                                      "aside; null once credited"},
         lambda t: t.reason),
+)
+# Money seen in a block above the solid head, listed on the payment it is for: never a credit (contract §4).
+UNCONFIRMED = (
+    column("transaction_hash", STRING),
+    column("log_index", INTEGER),
+    Out("amount_usdt", AMOUNT, lambda t: format_amount(t.amount_usdt)),
+    column("block_number", INTEGER),
+    Out("confirmations", {**INTEGER, "description": "blocks from its own to the head, counting both"}, None),
 )
 PAYMENT = (
     Out("id", UUID, lambda p: str(p.id)),
@@ -132,6 +148,11 @@ PAYMENT = (
     column("return_url", {"type": ["string", "null"]}),
     Out("underpayment_tolerance_usdt", AMOUNT, lambda p: format_amount(p.underpayment_tolerance_usdt)),
     Out("shortfall_usdt", AMOUNT, lambda p: format_amount(shortfall(p))),
+    Out("unconfirmed_transfers", {"type": "array", "items": ref("UnconfirmedTransfer"), "description": (
+        "money for this payment seen in blocks not solidified yet: not paid, ship nothing on it; it leaves this "
+        "list once credited (then in transfers) or if its block never solidifies")}, None),
+    Out("unconfirmed_amount_usdt", {**AMOUNT, "description": "the sum of unconfirmed_transfers (not received yet)"},
+        None),
 )
 # A payment as an unmatched transfer's event names it: no metadata, no transfers.
 PAYMENT_SUMMARY = tuple(f for f in PAYMENT if f.name in (
@@ -142,13 +163,43 @@ def transfer_to_dict(transfer: Transfer | TransferRecord) -> dict[str, Any]:
     return render(TRANSFER, transfer)
 
 
+def confirmations(block_number: int, head_number: int | None) -> int:
+    """Blocks from `block_number` to the head, counting both (1 while it is the head; at least 1)."""
+    return max(1, (head_number if head_number is not None else block_number) - block_number + 1)
+
+
 def payment_to_dict(payment: Payment | PaymentRecord, transfers: Sequence[Transfer | TransferRecord],
-                    checkout_url: str, transfers_count: int | None = None) -> dict[str, Any]:
+                    checkout_url: str, transfers_count: int | None = None, unconfirmed: Sequence[Any] = (),
+                    head_number: int | None = None) -> dict[str, Any]:
     """`payment`: the ORM object or its typed record; the same for `transfers`, all of the payment's unless
-    `transfers_count` says how many there are. `checkout_url`: its page (`CheckoutLinks.url`)."""
+    `transfers_count` says how many there are. `checkout_url`: its page (`CheckoutLinks.url`). `unconfirmed`: its
+    transfers seen above the solid head (rows with the fields of UNCONFIRMED), `head_number` the chain's head."""
     return render(PAYMENT, payment, transfers=[transfer_to_dict(t) for t in transfers],
                   transfers_count=len(transfers) if transfers_count is None else transfers_count,
-                  checkout_url=checkout_url)
+                  checkout_url=checkout_url,
+                  unconfirmed_transfers=[render(UNCONFIRMED, u, confirmations=confirmations(u.block_number,
+                                                                                             head_number))
+                                         for u in unconfirmed],
+                  unconfirmed_amount_usdt=format_amount(sum((Decimal(u.amount_usdt) for u in unconfirmed),
+                                                            Decimal(0))))
+
+
+def head_number(session: Session) -> int | None:
+    """The chain's head as the watcher last accepted it (None before it has)."""
+    head = read_state(session, CHAIN_HEAD)
+    return int(head["number"]) if head else None
+
+
+def open_unconfirmed(session: Session, payment_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
+    """Each payment's transfers seen above the solid head and not final yet, in chain order."""
+    result: dict[uuid.UUID, list[Any]] = {pid: [] for pid in payment_ids}
+    if not payment_ids:
+        return result
+    for row in session.scalars(select(UnconfirmedTransfer).where(
+            UnconfirmedTransfer.payment_id.in_(list(payment_ids)), UnconfirmedTransfer.cleared_at.is_(None))
+            .order_by(UnconfirmedTransfer.block_number, UnconfirmedTransfer.log_index)):
+        result[row.payment_id].append(row)
+    return result
 
 
 def payment_summary(payment: Payment) -> dict[str, Any]:
@@ -177,10 +228,14 @@ def transfer_count(session: Session, payment_id: uuid.UUID) -> int:
 
 
 def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[str, Any]]:
-    transfers = credited_transfers(session, [p.id for p in payments])
+    ids = [p.id for p in payments]
+    transfers = credited_transfers(session, ids)
+    unconfirmed = open_unconfirmed(session, ids)
+    head = head_number(session) if any(unconfirmed.values()) else None
     links = links_of(session)
     key = links.key(session)
-    return [payment_to_dict(p, transfers[p.id], links.url(key, p.id)) for p in payments]
+    return [payment_to_dict(p, transfers[p.id], links.url(key, p.id), unconfirmed=unconfirmed[p.id],
+                            head_number=head) for p in payments]
 
 
 def serialize_payment(session: Session, payment: Payment) -> dict[str, Any]:
@@ -192,5 +247,7 @@ def payment_for_event(session: Session, payment: Payment) -> dict[str, Any]:
     no event body grows with the transfers a payment receives (64 KB at most)."""
     transfers = credited_transfers(session, [payment.id], EVENT_TRANSFERS_SHOWN)[payment.id]
     count = len(transfers) if len(transfers) < EVENT_TRANSFERS_SHOWN else transfer_count(session, payment.id)
+    unconfirmed = open_unconfirmed(session, [payment.id])[payment.id]
     links = links_of(session)
-    return payment_to_dict(payment, transfers, links.url(links.key(session), payment.id), count)
+    return payment_to_dict(payment, transfers, links.url(links.key(session), payment.id), count, unconfirmed,
+                           head_number(session) if unconfirmed else None)

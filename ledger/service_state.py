@@ -37,3 +37,8 @@ def insert_state(session: Session, key: str, value: Any) -> bool:
         .on_conflict_do_nothing(index_elements=["key"]).returning(ServiceState.key)
     )
     return inserted.first() is not None
+
+
+# The chain's head as the watcher last accepted it ({"number", "solid_number", "timestamp"}): how many blocks money
+# seen above the solid head has behind it (its confirmations), and the usual depth to finality.
+CHAIN_HEAD = "chain_head"

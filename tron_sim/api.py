@@ -277,7 +277,8 @@ def transaction_by_id(call: NodeCall) -> Answer:
 
 def transaction_info(call: NodeCall) -> Answer:
     """java-tron answers ``{}`` for an unknown tx, and on /walletsolidity for one not solidified yet."""
-    return _by_id(call, lambda tx_id: call.view.tx(tx_id, call.solid), lambda tx: tx_info(tx, call.visible),
+    return _by_id(call, lambda tx_id: None if tx_id.lower() in call.chain.withheld else call.view.tx(tx_id, call.solid),
+                  lambda tx: tx_info(tx, call.visible),
                   "class java.lang.IllegalArgumentException : invalid transaction id")
 
 
@@ -291,7 +292,7 @@ def transaction_infos_by_block(call: NodeCall) -> Answer:
         return Answer(200, {})
     with call.chain.lock:
         block = call.view.block(number, call.solid)
-        if block is None:
+        if block is None or any(tx.tx_id in call.chain.withheld for tx in block.txs):
             return Answer(200, [])
         return Answer(200, [tx_info(tx, call.visible) for tx in block.txs])
 

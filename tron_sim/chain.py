@@ -161,6 +161,15 @@ class EventIndex:
         self.by_any: dict[str, AddressIndex] = {}
         self.by_contract: dict[str, AddressIndex] = {}
 
+    def forget(self, tx_id: str) -> None:
+        """Drop a transaction's records (its block was replaced by one without it)."""
+        for indexes in (self.by_to, self.by_from, self.by_any, self.by_contract):
+            for index in indexes.values():
+                if any(r.tx_id == tx_id for r in index.records):
+                    kept = [(k, r) for k, r in zip(index.keys, index.records, strict=True) if r.tx_id != tx_id]
+                    index.keys = [k for k, _ in kept]
+                    index.records = [r for _, r in kept]
+
     def add(self, tx: Tx, token: Callable[[str], Token]) -> None:
         """Index a mined transaction's logs; `token` gives a contract's token."""
         if tx.kind != "trc20" or (tx.reverted and not tx.list_reverted):
@@ -180,8 +189,10 @@ class EventIndex:
                 self.by_contract.setdefault(spec.contract, AddressIndex()).append(record)
 
 
-def block_id_for(number: int, timestamp: int) -> str:
-    digest = hashlib.sha256(f"{number}:{timestamp}".encode()).hexdigest()
+def block_id_for(number: int, timestamp: int, fork: int = 0) -> str:
+    """A block's id: its number in the first 8 bytes (as TRON's), then a digest (`fork` tells a replacement apart)."""
+    salt = f":{fork}" if fork else ""
+    digest = hashlib.sha256(f"{number}:{timestamp}{salt}".encode()).hexdigest()
     return f"{number:016x}" + digest[16:]
 
 
@@ -240,6 +251,8 @@ class Chain:
         self._pending_advance_ms = 0
         self._last_user_block = 0
         self._tx_clock = 0
+        self.forks = 0
+        self.withheld: set[str] = set()  # transactions whose receipt no node gives (see withhold)
         self.noise = UsdtNoise(usdt_noise_per_block, seed)
         start = int(time.time() * 1000) if start_time_ms is None else int(start_time_ms)
         self._create_initial_blocks(first_block, align_to_slot(start, slot_ms))
@@ -362,6 +375,34 @@ class Chain:
                 raise ValueError("a block's timestamp must be after its parent's")
             self._mine_one(timestamp)
             return self.head.number
+
+    def reorganize(self, depth: int, drop: tuple[str, ...] = ()) -> None:
+        """A fork: the newest `depth` blocks (all above the solid head) are replaced by as many others, at the same
+        times but with other ids; their transactions are in the new blocks again, except those of `drop`, which
+        vanish (never solidify; the index forgets them)."""
+        with self.lock:
+            if not 0 < depth <= self.solidify_depth:
+                raise ValueError("only blocks above the solid head can be replaced (0 < depth <= solidify depth)")
+            dropped = {tx_id.lower() for tx_id in drop}
+            self.forks += 1
+            parent = self.blocks[-depth - 1].block_id
+            for position in range(len(self.blocks) - depth, len(self.blocks)):
+                old = self.blocks[position]
+                block = Block(old.number, old.timestamp, parent, block_id_for(old.number, old.timestamp, self.forks))
+                block.txs = [tx for tx in old.txs if tx.tx_id not in dropped]
+                for index, tx in enumerate(block.txs):
+                    tx.index_in_block = index
+                for tx in old.txs:
+                    if tx.tx_id in dropped:
+                        tx.block_number = tx.block_timestamp = None
+                        self.index.forget(tx.tx_id)
+                self.blocks[position] = block
+                parent = block.block_id
+
+    def withhold(self, tx_id: str, withheld: bool = True) -> None:
+        """No node gives this mined transaction's receipt (``{}`` by id, ``[]`` for its block) until released."""
+        with self.lock:
+            (self.withheld.add if withheld else self.withheld.discard)(tx_id.lower())
 
     def blocks_to_solidify(self) -> int:
         """How many blocks to mine so that every queued or mined tx a caller made is solidified."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from functools import lru_cache
 from http.server import ThreadingHTTPServer
 from typing import Any, Self
@@ -18,6 +19,7 @@ from tron_sim.chain import (
     Chain,
     LogSpec,
     Token,
+    align_to_slot,
     random_address,
 )
 from tron_sim.control import control
@@ -133,7 +135,16 @@ class Simulator:
         self._threads.append(thread)
 
     def _mine_forever(self) -> None:
-        while not self._stopping.wait(self.block_interval):
+        """A block every `block_interval` seconds; at the chain's own pace (the interval is its slot and blocks
+        follow the clock) each is mined at its slot's time, as TRON's producers do."""
+        at_slots = self.chain.follow_clock and round(self.block_interval * 1000) == self.chain.slot_ms
+        while True:
+            wait = self.block_interval
+            if at_slots:
+                now_ms = time.time() * 1000
+                wait = (align_to_slot(int(now_ms) + 1, self.chain.slot_ms) - now_ms) / 1000
+            if self._stopping.wait(wait):
+                return
             self.chain.mine(1)
 
     def replica(self, v1_api: bool = True) -> Simulator:
@@ -190,6 +201,16 @@ class Simulator:
     def solidify(self) -> int:
         """Mine until every queued or mined transaction a caller made is solidified; the new head."""
         return self.chain.mine(self.chain.blocks_to_solidify())
+
+    def fork(self, depth: int, drop: tuple[str, ...] = ()) -> None:
+        """Replace the newest ``depth`` blocks (above the solid head) by others with other ids; the transactions of
+        ``drop`` vanish with them, the others are in the new blocks again."""
+        self.chain.reorganize(depth, drop)
+
+    def withhold_receipt(self, tx_id: str, withheld: bool = True) -> None:
+        """No node gives this transaction's receipt (``{}`` by id; ``[]`` for its block, whose header still lists
+        it) until called again with ``withheld=False``; the index lists it as usual."""
+        self.chain.withhold(tx_id, withheld)
 
     def advance(self, seconds: float) -> None:
         """The next block's timestamp jumps forward by ``seconds`` (on top of the 3 s slot, rounded up to the

@@ -34,6 +34,7 @@ def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict
     reconciliation["last_complete_pass_at"] = iso_unix(completed)
     reconciliation["last_complete_pass_age_seconds"] = round(now - completed, 1) if completed else None
     paused = report.get("paused_until")
+    set_aside = report.get("set_aside") or {"records": 0, "blocks": 0}
     body = {
         "running": not stale,
         "network": report.get("network"),
@@ -47,6 +48,13 @@ def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict
         "refused_answers": refused,
         "upstreams": upstreams,
         "reconciliation": reconciliation,
+        "detect_unconfirmed": report.get("detect_unconfirmed"),
+        "head_blocks_above_solid": report.get("blocks_above_solid"),
+        "set_aside": set_aside,
+        "daily_requests": report.get("daily_requests"),
     }
     is_paused = body["upstream_paused_until"] is not None
-    return body, stale or lagging or failing or upstream_trouble or is_paused or bool(refused)
+    unreadable = bool(set_aside.get("records") or set_aside.get("blocks"))
+    over_quota = bool((report.get("daily_requests") or {}).get("over_quota"))
+    return body, (stale or lagging or failing or upstream_trouble or is_paused or bool(refused) or unreadable
+                  or over_quota)

@@ -136,6 +136,10 @@ def watcher_families(report: dict[str, Any] | None) -> list[Metric]:
          report.get("blocks_behind")),
         ("watcher_cycle_errors", "Errors of the last watcher cycle (it could not read everything).",
          report.get("errors")),
+        ("watcher_set_aside_blocks", "Blocks set aside because their receipts stayed unreadable (transactions set "
+         "aside are tron_usdt_transfers{status=\"set_aside\"}).", (report.get("set_aside") or {}).get("blocks")),
+        ("watcher_head_blocks_above_solid", "Blocks between the solid head and the head read for detection.",
+         report.get("blocks_above_solid")),
     ):
         family = GaugeMetricFamily(f"{PREFIX}_{name}", help_text)
         if value is not None:

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, Enum, Select, bindparam, select
+from sqlalchemy import Connection, Enum, Select, Text, bindparam, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Dialect
 
 from database import DriverStatement, driver_execute, driver_statement
 from infra.times import iso
 from ledger.checkout import CheckoutLinks
-from ledger.records import PaymentRecord, TransferRecord
+from ledger.records import PaymentRecord, TransferRecord, UnconfirmedRecord
 from ledger.serialize import (
     INTEGER,
     NUMBER,
@@ -28,6 +29,7 @@ from ledger.serialize import (
     STRING,
     TIME,
     TRANSFER,
+    UNCONFIRMED,
     Out,
     column,
     enum_schema,
@@ -37,16 +39,20 @@ from ledger.serialize import (
     ref,
     render,
 )
+from ledger.service_state import CHAIN_HEAD
 from models import (
     CANCELLED,
     UNMATCHED_REASONS,
+    UNREADABLE,
     WEBHOOK_EVENT_TYPES,
     EventState,
     Payment,
     PaymentLog,
     PaymentStatus,
+    ServiceState,
     Transfer,
     TransferStatus,
+    UnconfirmedTransfer,
     WebhookEvent,
 )
 
@@ -117,9 +123,11 @@ ENUMS = {
     "FailureReason": {"type": "string", "enum": [CANCELLED],
                       "description": "cancelled: the merchant cancelled the payment"},
     "TransferStatus": enum_schema(TransferStatus),
-    "UnmatchedReason": {"type": "string", "enum": list(UNMATCHED_REASONS), "description": (
+    "UnmatchedReason": {"type": "string", "enum": [*UNMATCHED_REASONS, UNREADABLE], "description": (
         "no_candidate: no open payment on the wallet at its block time; ambiguous: several open payments await "
-        "exactly this amount (you decide); no_exact_match: several open payments, none awaits this amount")},
+        "exactly this amount (you decide); no_exact_match: several open payments, none awaits this amount; "
+        "unreadable (status set_aside): no upstream gave its receipt within the bounded wait; asked again by the "
+        "reconciliation and credited by the same rules once it is readable")},
     "EventState": enum_schema(EventState),
     "EventType": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)},
 }
@@ -127,7 +135,8 @@ ENUMS = {
 EVENT_DATA = {"TransferUnmatched": TRANSFER_UNMATCHED, "TransferAssigned": TRANSFER_ASSIGNED,
               "WebhookTestData": WEBHOOK_TEST}
 # Every object of the document: /openapi.json's components.
-SCHEMAS = {"Transfer": TRANSFER, "Payment": PAYMENT, "PaymentSummary": PAYMENT_SUMMARY, "Log": LOG, "Event": EVENT,
+SCHEMAS = {"Transfer": TRANSFER, "UnconfirmedTransfer": UNCONFIRMED, "Payment": PAYMENT,
+           "PaymentSummary": PAYMENT_SUMMARY, "Log": LOG, "Event": EVENT,
            "Stats": STATS, "Health": HEALTH}
 
 
@@ -142,10 +151,21 @@ def event_to_dict(event: WebhookEvent) -> dict[str, Any]:
 @functools.cache
 def payment_by_id_statement() -> Select[Any]:
     """A payment (parameter `id`) and its credited transfers in one query: the columns of `PaymentRecord`, then
-    those of `TransferRecord` (null without a transfer); built once."""
+    those of `TransferRecord` (null without a transfer), then its unconfirmed transfers (a JSON list of
+    UnconfirmedRecord's fields) and the chain's head as the watcher last accepted it; built once."""
+    unconfirmed = (
+        select(func.coalesce(func.jsonb_agg(aggregate_order_by(
+            func.jsonb_build_array(UnconfirmedTransfer.transaction_hash, UnconfirmedTransfer.log_index,
+                                   cast(UnconfirmedTransfer.amount_usdt, Text), UnconfirmedTransfer.block_number),
+            UnconfirmedTransfer.block_number, UnconfirmedTransfer.log_index)), literal_column("'[]'::jsonb")))
+        .where(UnconfirmedTransfer.payment_id == Payment.id, UnconfirmedTransfer.cleared_at.is_(None))
+        .scalar_subquery()
+    )
+    head = select(ServiceState.value).where(ServiceState.key == CHAIN_HEAD).scalar_subquery()
     return (
         select(*(getattr(Payment, name) for name in PaymentRecord._fields),
-               *(getattr(Transfer, name) for name in TransferRecord._fields))
+               *(getattr(Transfer, name) for name in TransferRecord._fields),
+               unconfirmed.label("unconfirmed"), head.label("head"))
         .select_from(Payment).outerjoin(Transfer, Transfer.payment_id == Payment.id)
         .where(Payment.id == bindparam("id"))
         .order_by(Transfer.block_timestamp, Transfer.id)
@@ -174,7 +194,10 @@ def payment_by_id(connection: Connection, payment_id: uuid.UUID, links: Checkout
     if not raw:
         return None
     rows = [[p(v) if p else v for p, v in zip(processors, values, strict=True)] for values in raw]
-    cut = len(PaymentRecord._fields)
+    cut, end = len(PaymentRecord._fields), len(PaymentRecord._fields) + len(TransferRecord._fields)
     payment = PaymentRecord(*rows[0][:cut])
-    transfers = [TransferRecord(*row[cut:]) for row in rows if row[cut] is not None]
-    return payment_to_dict(payment, transfers, links.url(links.key(connection), payment.id))
+    transfers = [TransferRecord(*row[cut:end]) for row in rows if row[cut] is not None]
+    unconfirmed, head = rows[0][end:]
+    return payment_to_dict(payment, transfers, links.url(links.key(connection), payment.id),
+                           unconfirmed=[UnconfirmedRecord.of(item) for item in unconfirmed or ()],
+                           head_number=int(head["number"]) if head else None)

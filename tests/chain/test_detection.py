@@ -1,0 +1,184 @@
+"""Money seen above the solid head (DETECT_UNCONFIRMED): announced once at inclusion, credited only at
+solidification, dropped by a fork, never for a failed transaction; under both strategies."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from infra.config import Config
+from models import EventState, WebhookEvent
+from tests.conftest import PAYER, WALLET, create, events, get, log_types
+from tron_sim import Simulator
+
+DEPTH = 4  # blocks to solidify: short, so a test solidifies in a few mined blocks
+
+
+@pytest.fixture
+def deep_sim():  # type: ignore[no-untyped-def]
+    with Simulator(block_interval=0, solidify_depth=DEPTH, follow_clock=True) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def detect_config(config: Config, deep_sim: Simulator, strategy: str) -> Config:
+    return config.with_overrides(trongrid_api_url=deep_sim.url, watcher_strategy=strategy, trongrid_max_rps=2000.0,
+                                 polling_interval_seconds=0.2, detect_unconfirmed=True)
+
+
+def event_states(db, payment: dict) -> list[tuple[str, str]]:
+    with db.Session() as s:
+        return [(t, st.value) for t, st in s.execute(
+            select(WebhookEvent.type, WebhookEvent.state).where(WebhookEvent.payment_id == uuid.UUID(payment["id"]))
+            .order_by(WebhookEvent.seq))]
+
+
+def test_seen_at_inclusion_credited_at_solidification_announced_once(new_watcher, client, auth, db, deep_sim,
+                                                                      detect_config):
+    watcher = new_watcher(detect_config)
+    payment = create(client, auth, "10")
+    watcher.run_once()
+    tx = deep_sim.transfer(WALLET, 10_000_000, from_=PAYER)
+    deep_sim.mine(1)  # in the head block, not solidified
+    result = watcher.run_once()
+    assert result.detected_unconfirmed == 1
+    seen = get(client, auth, payment)
+    assert seen["status"] == "pending" and seen["received_amount_usdt"] == "0" and seen["transfers"] == []
+    assert seen["unconfirmed_amount_usdt"] == "10"
+    [unconfirmed] = seen["unconfirmed_transfers"]
+    assert unconfirmed["transaction_hash"] == tx and unconfirmed["amount_usdt"] == "10"
+    assert unconfirmed["confirmations"] == 1
+    assert events(db, payment) == ["payment.detected"]
+    detected = client.get(f"/events?payment_id={payment['id']}", headers=auth).get_json()["events"][0]
+    assert detected["type"] == "payment.detected"
+
+    deep_sim.mine(2)
+    watcher.run_once()
+    again = get(client, auth, payment)
+    assert again["unconfirmed_transfers"][0]["confirmations"] == 3 and again["status"] == "pending"
+    assert events(db, payment) == ["payment.detected"]  # seen again: never announced twice
+
+    deep_sim.mine(DEPTH)
+    watcher.run_once()
+    done = get(client, auth, payment)
+    assert done["status"] == "completed" and done["received_amount_usdt"] == "10"
+    assert done["unconfirmed_transfers"] == [] and done["unconfirmed_amount_usdt"] == "0"
+    assert events(db, payment) == ["payment.detected", "payment.completed"]
+    # the detection still pending (nothing listens on the callback) gave way to the completion
+    assert event_states(db, payment) == [("payment.detected", EventState.superseded.value),
+                                         ("payment.completed", EventState.pending.value)]
+
+
+def test_solidified_before_it_was_seen_is_simply_credited(new_watcher, client, auth, db, deep_sim, detect_config):
+    watcher = new_watcher(detect_config)
+    payment = create(client, auth, "7")
+    watcher.run_once()
+    deep_sim.transfer(WALLET, 7_000_000, from_=PAYER)
+    deep_sim.mine(DEPTH + 1)
+    watcher.run_once()
+    assert get(client, auth, payment)["status"] == "completed"
+    assert events(db, payment) == ["payment.completed"]
+
+
+def test_a_fork_drops_a_detected_transfer(new_watcher, client, auth, db, deep_sim, detect_config):
+    watcher = new_watcher(detect_config)
+    payment = create(client, auth, "3")
+    watcher.run_once()
+    tx = deep_sim.transfer(WALLET, 3_000_000, from_=PAYER)
+    deep_sim.mine(2)
+    watcher.run_once()
+    assert get(client, auth, payment)["unconfirmed_amount_usdt"] == "3"
+    deep_sim.fork(2, drop=(tx,))
+    deep_sim.mine(1)
+    watcher.run_once()
+    dropped = get(client, auth, payment)
+    assert dropped["unconfirmed_transfers"] == [] and dropped["status"] == "pending"
+    assert "detection_dropped" in log_types(client, auth, payment)
+    deep_sim.mine(DEPTH + 2)
+    watcher.run_once()
+    final = get(client, auth, payment)
+    assert final["status"] == "pending" and final["received_amount_usdt"] == "0"
+    assert events(db, payment) == ["payment.detected"]
+
+
+def test_a_fork_that_keeps_the_transfer_announces_it_once(new_watcher, client, auth, db, deep_sim, detect_config):
+    watcher = new_watcher(detect_config)
+    payment = create(client, auth, "4")
+    watcher.run_once()
+    deep_sim.transfer(WALLET, 4_000_000, from_=PAYER)
+    deep_sim.mine(1)
+    watcher.run_once()
+    deep_sim.fork(1)  # the same transaction in another block of the same number
+    deep_sim.mine(1)
+    watcher.run_once()
+    assert get(client, auth, payment)["unconfirmed_amount_usdt"] == "4"
+    deep_sim.mine(DEPTH)
+    watcher.run_once()
+    assert get(client, auth, payment)["status"] == "completed"
+    assert events(db, payment) == ["payment.detected", "payment.completed"]
+
+
+def test_a_failed_transfer_is_never_announced(new_watcher, client, auth, db, deep_sim, detect_config):
+    watcher = new_watcher(detect_config)
+    payment = create(client, auth, "5")
+    watcher.run_once()
+    deep_sim.transfer(WALLET, 5_000_000, from_=PAYER, reverted=True)
+    deep_sim.mine(1)
+    watcher.run_once()
+    assert get(client, auth, payment)["unconfirmed_transfers"] == []
+    deep_sim.mine(DEPTH + 1)
+    watcher.run_once()
+    assert get(client, auth, payment)["status"] == "pending"
+    assert events(db, payment) == []
+
+
+def test_a_lying_head_fabricates_no_detection(new_watcher, client, auth, db, deep_sim, detect_config):
+    watcher = new_watcher(detect_config.with_overrides(tron_block_seconds=3.0, upstream_clock_skew_seconds=30.0))
+    payment = create(client, auth, "6")
+    watcher.run_once()
+    deep_sim.set_fault("head_future", None, path_prefix="/wallet/")  # every full-node head lies
+    deep_sim.transfer(WALLET, 6_000_000, from_=PAYER)
+    deep_sim.mine(1)
+    result = watcher.run_once()
+    assert any("head" in r and "refused" in r for r in result.refused)
+    assert get(client, auth, payment)["unconfirmed_transfers"] == []
+    assert events(db, payment) == []
+
+
+# --- what stays unreadable is set aside, not waited for forever ---------------------------------------
+
+def test_an_unreadable_receipt_is_set_aside_and_credited_once_readable(new_watcher, client, auth, db, sim,
+                                                                       watch_config, strategy):
+    watcher = new_watcher(watch_config.with_overrides(unreadable_wait_seconds=0.3))
+    first, second = create(client, auth, "5"), create(client, auth, "6")
+    watcher.run_once()
+    stuck = sim.transfer(WALLET, 5_000_000, from_=PAYER)
+    sim.withhold_receipt(stuck)
+    sim.mine(1)
+    sim.transfer(WALLET, 6_000_000, from_=PAYER)
+    sim.solidify()
+    watcher.run_once()
+    assert get(client, auth, second)["status"] == "pending"  # within the bounded wait: nothing passes it
+    time.sleep(0.35)
+    result = watcher.run_once()
+    assert result.set_aside == 1
+    assert get(client, auth, second)["status"] == "completed"  # what follows it is credited
+    assert get(client, auth, first)["status"] == "pending"
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded" and "set aside as unreadable" in health["watcher"]["last_error"]
+    assert WALLET not in json.dumps(health)
+    assert 'tron_usdt_set_aside_total' in client.get("/metrics").get_data(as_text=True)
+    if strategy == "account":
+        [aside] = client.get("/transfers?status=set_aside", headers=auth).get_json()["transfers"]
+        assert aside["transaction_hash"] == stuck and aside["reason"] == "unreadable"
+        assert aside["log_index"] is None and aside["amount_usdt"] == "5" and aside["status"] == "set_aside"
+    else:
+        assert health["watcher"]["set_aside"]["blocks"] == 1
+    sim.withhold_receipt(stuck, False)
+    watcher.run_once()  # the reconciliation asks again, and credits it by the usual rules
+    assert get(client, auth, first)["status"] == "completed"
+    assert client.get("/transfers?status=set_aside", headers=auth).get_json()["transfers"] == []
+    assert client.get("/health").get_json()["watcher"]["set_aside"] == {"records": 0, "blocks": 0}
