@@ -25,10 +25,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from chain.answers import BlockHeader, TronError, TxInfo, public_error
-from chain.chain_view import AcceptedHead, ChainView, read_plausible_head
+from chain.chain_view import OVERLAP_MS, AcceptedHead, ChainView, read_plausible_head
 from database import Database
 from infra import instruments
 from infra.config import Config
+from infra.times import db_now, ms_to_datetime, to_ms
 from ledger.detection import clear_replaced, note_unconfirmed
 from ledger.service_state import CHAIN_HEAD, write_state
 from tron_client import TronClient
@@ -123,6 +124,10 @@ class HeadWatch:
         self.kept[header.number] = SeenBlock(header, infos)
         late = self.config.late_payment_window_seconds
         with self.db.transaction() as session:
+            # the wallets of payments created since the cycle's list was read (a block is read once, so a payment
+            # created just before it must be known now), with the overlap for slow commits
+            since = ms_to_datetime(to_ms(db_now(session)) - OVERLAP_MS)
+            wallets = {**self.view.watched_wallets(session, since), **wallets}
             if replaced:
                 dropped = clear_replaced(session, header.number, header.block_id)
                 logger.warning("block %d was replaced (a fork): %d unconfirmed transfer(s) dropped", header.number,

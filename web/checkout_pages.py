@@ -34,7 +34,7 @@ from web import validation as v
 from web.api import read_capped_body
 from web.errors import ApiError
 from web.services import services
-from web.status_board import seconds_left, status_of
+from web.status_board import NOT_SEEN, Seen, seconds_left, seen_of, status_of
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +83,15 @@ def not_found_page() -> tuple[str, int]:
     return render_template("checkout_404.html", t=catalogue()), 404
 
 
-def find(token: str) -> Payment | None:
+def find(token: str) -> tuple[Payment | None, Seen]:
+    """The payment of a checkout token, and what it has seen above the solid head."""
     with services().db.Session() as session:
         payment = find_by_token(session, token)
-        if payment is not None:
-            session.expunge(payment)
-        return payment
+        if payment is None:
+            return None, NOT_SEEN
+        seen = seen_of(session, [payment.id])[payment.id]
+        session.expunge(payment)
+        return payment, seen
 
 
 def qr_svg(address: str) -> Markup:
@@ -111,6 +114,7 @@ def render_page(token: str, payment: Payment, status: dict[str, Any], *, claim_m
         order_id=payment.order_id, wallet=payment.wallet_address, qr_svg=qr_svg(payment.wallet_address),
         status=status, seconds_left=left, countdown_text=countdown_text(left), return_url=payment.return_url,
         refresh=status["status"] != "completed" and not status["paid_late"], sandbox=simulate is not None,
+        refresh_seconds=5 if status["confirmations"] is not None else 15,
         status_url=f"{PAY_PATH}{token}/status", claim_url=f"{PAY_PATH}{token}/claim",
         simulate_url=simulate(token) if simulate is not None else None, claim_message=claim_message,
         claim_hash=claim_hash)
@@ -118,10 +122,10 @@ def render_page(token: str, payment: Payment, status: dict[str, Any], *, claim_m
 
 @pages.get("/pay/<token>")
 def page(token: str) -> Any:
-    payment = find(token)
+    payment, seen = find(token)
     if payment is None:
         return not_found_page()
-    status = services().status_board.remember(token, payment)
+    status = services().status_board.remember(token, payment, seen)
     return render_page(token, payment, status)
 
 
@@ -130,10 +134,10 @@ def status(token: str) -> Any:
     board = services().status_board
     answer = board.get(services().db.Session, token)
     if answer is None:
-        payment = find(token)
+        payment, seen = find(token)
         if payment is None:
             raise ApiError("not_found", "No checkout page has this address.", status=404)
-        answer = board.remember(token, payment)
+        answer = board.remember(token, payment, seen)
     return jsonify(answer)
 
 
@@ -187,7 +191,7 @@ def answer_claim(token: str, payment: Payment, tx_hash: str) -> ClaimResult:
 @pages.post("/pay/<token>/claim")
 def claim(token: str) -> Any:
     value, from_form = claim_fields()
-    payment = find(token)
+    payment, seen = find(token)
     if payment is None:
         if from_form:
             return not_found_page()
@@ -204,7 +208,7 @@ def claim(token: str) -> Any:
         result = answer_claim(token, payment, tx_hash)
         message = claim_message(result)
     if from_form:
-        page_status = status_of(payment)
+        page_status = status_of(payment, seen)
         response = Response(render_page(token, payment, page_status, claim_message=message,
                                         claim_hash=value if isinstance(value, str) else None), code)
     elif result is None:

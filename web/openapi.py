@@ -87,9 +87,16 @@ LANG = {"name": "lang", "in": "query", "required": False, "schema": {"type": "st
         "description": f"The page's language: {', '.join(CATALOGUES)} (default: by Accept-Language, else en)"}
 CHECKOUT_STATUS = {
     "type": "object",
-    "required": ["status", "received_amount_usdt", "remaining_usdt", "expires_at", "paid_late"],
+    "required": ["status", "received_amount_usdt", "remaining_usdt", "expires_at", "paid_late",
+                 "unconfirmed_amount_usdt", "confirmations", "confirmations_needed"],
     "properties": {"status": ref("PaymentStatus"), "received_amount_usdt": AMOUNT,
-                   "remaining_usdt": AMOUNT, "expires_at": TIME, "paid_late": BOOLEAN},
+                   "remaining_usdt": AMOUNT, "expires_at": TIME, "paid_late": BOOLEAN,
+                   "unconfirmed_amount_usdt": {**AMOUNT, "description": "money seen in blocks not solidified yet "
+                                                                        "(not received yet)"},
+                   "confirmations": {"type": ["integer", "null"], "description": "the fewest confirmations of that "
+                                     "money (blocks from its own to the head, counting both); null when none"},
+                   "confirmations_needed": {"type": ["integer", "null"], "description": "the usual depth at which "
+                                            "a block is final (the head's distance to the solid head)"}},
 }
 CLAIM_BODY = {"type": "object", "required": ["transaction_hash"], "additionalProperties": False,
               "properties": {"transaction_hash": {"type": "string", "description": "64 hex digits, 0x allowed"}}}

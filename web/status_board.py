@@ -8,17 +8,50 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from infra.money import format_amount
 from infra.times import iso
+from ledger.serialize import confirmations, open_unconfirmed
+from ledger.service_state import CHAIN_HEAD, read_state
 from models import Payment, PaymentStatus
 
 
-def status_of(payment: Payment) -> dict[str, Any]:
-    """GET /pay/<token>/status: what the page shows of the payment, and nothing else."""
+@dataclass(frozen=True)
+class Seen:
+    """Money for a payment seen above the solid head (ledger.detection): its sum, the fewest confirmations among
+    it, and the usual depth to finality (the head's distance to the solid head)."""
+
+    amount: Decimal = Decimal(0)
+    confirmations: int | None = None
+    depth: int | None = None
+
+
+NOT_SEEN = Seen()
+
+
+def seen_of(session: Session, payment_ids: list[uuid.UUID]) -> dict[uuid.UUID, Seen]:
+    """What each payment has seen and not yet final; two small queries, the second only when there is some."""
+    unconfirmed = open_unconfirmed(session, payment_ids)
+    if not any(unconfirmed.values()):
+        return dict.fromkeys(payment_ids, NOT_SEEN)
+    head = read_state(session, CHAIN_HEAD) or {}
+    number = head.get("number")
+    # the confirmations a block has when it solidifies: its own, and the solid depth's blocks above it
+    depth = max(1, int(number) - int(head["solid_number"])) + 1 if number is not None else None
+    return {pid: Seen(sum((Decimal(r.amount_usdt) for r in rows), Decimal(0)),
+                      min(confirmations(r.block_number, number) for r in rows), depth) if rows else NOT_SEEN
+            for pid, rows in unconfirmed.items()}
+
+
+def status_of(payment: Payment, seen: Seen = NOT_SEEN) -> dict[str, Any]:
+    """GET /pay/<token>/status: what the page shows of the payment, and nothing else. Money seen above the solid
+    head is shown as confirming (`unconfirmed_amount_usdt`, its fewest `confirmations` against the usual
+    `confirmations_needed`): it is not received yet."""
     settled = payment.status == PaymentStatus.completed or payment.paid_late
     remaining = 0 if settled else max(payment.expected_amount_usdt - payment.received_amount_usdt, 0)
     return {
@@ -27,6 +60,9 @@ def status_of(payment: Payment) -> dict[str, Any]:
         "remaining_usdt": format_amount(remaining),
         "expires_at": iso(payment.expires_at),
         "paid_late": payment.paid_late,
+        "unconfirmed_amount_usdt": format_amount(seen.amount),
+        "confirmations": seen.confirmations,
+        "confirmations_needed": seen.depth,
     }
 
 
@@ -48,10 +84,10 @@ class StatusBoard:
         self.entries: dict[str, _Entry] = {}
         self.lock = threading.Lock()
 
-    def remember(self, token: str, payment: Payment) -> dict[str, Any]:
+    def remember(self, token: str, payment: Payment, seen: Seen = NOT_SEEN) -> dict[str, Any]:
         """A payment just found by its token: its status, kept for the polls that follow."""
         now = self.clock()
-        status = status_of(payment)
+        status = status_of(payment, seen)
         with self.lock:
             self.entries[token] = _Entry(payment.id, status, now, now)
         return status
@@ -80,9 +116,11 @@ class StatusBoard:
         for entry in self.entries.values():
             by_id.setdefault(entry.payment_id, []).append(entry)
         with session_factory() as session:
-            for payment in session.scalars(select(Payment).where(Payment.id.in_(list(by_id)))):
+            payments = list(session.scalars(select(Payment).where(Payment.id.in_(list(by_id)))))
+            seen = seen_of(session, [p.id for p in payments])
+            for payment in payments:
                 for entry in by_id[payment.id]:
-                    entry.status = status_of(payment)
+                    entry.status = status_of(payment, seen[payment.id])
         for entry in self.entries.values():
             entry.fetched = now
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -65,14 +66,25 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def live(config, db, sim, new_watcher) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
     """(base URL, app): the app on a real server, its watcher running every 0.2 s against the simulator."""
+    yield from serve(config, db, sim, new_watcher)
+
+
+@pytest.fixture
+def live_detecting(config, db, sim, new_watcher) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
+    """The same, its watcher also reading above the solid head (DETECT_UNCONFIRMED)."""
+    yield from serve(config, db, sim, new_watcher, detect_unconfirmed=True, watcher_strategy="blocks")
+
+
+def serve(config, db, sim, new_watcher, **overrides: Any) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
     from werkzeug.serving import make_server
 
     from app import create_app
     from web.services import services_of
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = create_app(config.with_overrides(trongrid_api_url=sim.url, trongrid_max_rps=2000.0,
-                                           watcher_strategy="account", merchant_name="Lotus Tea House"), database=db)
+    settings = {"trongrid_api_url": sim.url, "trongrid_max_rps": 2000.0, "watcher_strategy": "account",
+                "merchant_name": "Lotus Tea House", **overrides}
+    app = create_app(config.with_overrides(**settings), database=db)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
     app.extensions["tron"].config = services_of(app).config.with_overrides(public_base_url=base)
@@ -248,5 +260,43 @@ def test_without_javascript_the_page_works_and_its_form_posts(live, sim) -> None
         plain.find_element(By.ID, "tx").send_keys(tx)
         plain.find_element(By.ID, "claim-submit").click()  # a plain form post, answered with the page
         assert wait_for(lambda: EN["claim_found"].replace("{amount}", "10") in content(plain, "claim-message"), 8)
+    finally:
+        plain.quit()
+
+
+def test_money_seen_shows_confirming_with_its_progress_then_completes(browser, live_detecting, sim,
+                                                                     tmp_path) -> None:
+    open_payment(browser, live_detecting, "12", order_id="ORD-1026")
+    assert not shown(browser, "seen")
+    sim.transfer(WALLET, 12_000_000, from_=PAYER)
+    sim.mine(1)  # in a block, not solidified (the simulator solidifies 2 blocks deep)
+    assert wait_for(lambda: shown(browser, "seen"), 10)
+    assert EN["seen_title"] in text(browser, "seen")
+    assert text(browser, "seen-progress-text") == EN["confirmations"].format(n=1, needed=3)
+    assert browser.find_element(By.ID, "seen-progress").get_attribute("value") == "1"
+    assert content(browser, "received") == "0" and shown(browser, "view-pay")  # not received yet
+    screenshot(browser, tmp_path, "checkout-confirming.png")
+    sim.mine(2)
+    assert wait_for(lambda: shown(browser, "view-completed"), 12)
+    assert not shown(browser, "seen")
+
+
+def test_confirming_without_javascript_in_chinese(live_detecting, sim) -> None:
+    base, app = live_detecting
+    auth = {"Authorization": "Bearer tum_test_key_for_the_test_suite_only"}
+    payment = create(app.test_client(), auth, "3")
+    sim.transfer(WALLET, 3_000_000, from_=PAYER)
+    sim.mine(1)
+    assert wait_for(lambda: app.test_client().get(f"/payments/{payment['id']}", headers=auth)
+                    .get_json()["unconfirmed_transfers"], 10)
+    status = app.test_client().get(urlparse(payment["checkout_url"]).path + "/status").get_json()
+    assert status["unconfirmed_amount_usdt"] == "3" and status["confirmations"] >= 1
+    assert status["confirmations_needed"] == 3  # its own block and the 2 the simulator solidifies behind
+    plain = chrome(javascript=False)
+    try:
+        plain.get(payment["checkout_url"] + "?lang=zh")
+        assert shown(plain, "seen") and ZH["seen_title"] in text(plain, "seen")
+        assert ZH["no_js_refresh_seen"] in plain.page_source
+        assert 'http-equiv="refresh" content="5"' in plain.page_source  # reloads sooner while confirming
     finally:
         plain.quit()
