@@ -37,13 +37,13 @@ from chain.head import HeadWatch
 from chain.quota import DailyRequests
 from chain.reconcile import Reconciler
 from chain.scanning import RECONCILE_SHARE, SET_ASIDE_BLOCKS, AccountScan, BlockScan, CycleResult, Scan
+from chain.watched import WatchedWallets
 from database import WATCHER_APPLICATION_NAME, Database, DatabaseError, resolve_database_url
 from delivery.webhooks import WebhookDispatcher
 from infra import instruments
 from infra.config import Config, first_line, startup_config
 from infra.lifecycle import interrupt_on_sigterm
 from infra.logging_setup import FailureLog
-from infra.times import db_now, to_ms
 from ledger.checkout import open_ledger
 from ledger.detection import clear_read_past
 from ledger.events import log_event
@@ -228,6 +228,7 @@ class Watcher:
         self.reconciler = Reconciler(db, config, self.client, self.view, self.stop_event, failed_txs)
         self.strategies = Strategies(db, config, self.client, self.view, self.blocks)
         self.head_watch = HeadWatch(db, config, self.client, self.view)
+        self.watched = WatchedWallets(db, self.view)
         self.quota = DailyRequests(config, self.client)
         if config.detect_unconfirmed:
             self.blocks.head_watch = self.head_watch
@@ -342,10 +343,11 @@ class Watcher:
 
     def cycle(self) -> CycleResult:
         with self.db.Session() as session:
-            listed_at = to_ms(db_now(session))  # the database's clock, as created_at's
-            wallets = self.view.watched_wallets(session)
             previous = self.view.state(session, "watcher_strategy")
-            has_block_cursor = self.view.state(session, "block_cursor") is not None
+            block_cursor = self.view.state(session, "block_cursor")
+            read_floor = self.view.read_floor(session)
+        has_block_cursor = block_cursor is not None
+        wallets, listed_at = self.watched.current(read_floor)  # listed at the database's clock, as created_at
         if previous:  # another process may have led, and switched, since this one last did
             self.strategies.current = previous.get("strategy")
         current = self.strategies.current
@@ -373,7 +375,8 @@ class Watcher:
         else:
             self.account.run(wallets, head.timestamp, result)
         with self.db.transaction() as session:
-            clear_read_past(session, self.config.chain_key)
+            cursor = self.view.state(session, "block_cursor") if strategy == "blocks" else None
+            clear_read_past(session, self.config.chain_key, int(cursor["number"]) if cursor else None)
         self.events_written(result)  # what the scan credited goes out now, not after the sweep
         self.reconciler.run(wallets, head.timestamp, result)
         return result

@@ -17,7 +17,11 @@ For each strategy and size (N, W):
     that wrote events) delivering to an HTTP receiver on
     127.0.0.1.
 Detection latency = when the receiver got the payment.completed webhook - when the transfer's block became
-solidified in the simulator (the wall time at which block b + depth was mined).
+solidified in the simulator (the wall time at which block b + depth was mined). With --detect (DETECT_UNCONFIRMED)
+also the seen latency = when the receiver got payment.detected - the transfer's block time.
+
+    .venv/bin/python -m bench.watcher --real-pace    # TRON's pace: 3 s blocks mined at their slots, solidified
+                                                     # 19 deep, a cycle per block, detection on, blocks strategy
 """
 from __future__ import annotations
 
@@ -213,7 +217,9 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
         with open(tmp / "watcher.log", "w") as stderr:
             child = subprocess.Popen([sys.executable, "-m", "bench.watcher_proc", "--db-url", bench_db.url,
                                       "--sim-url", sim.url, "--strategy", strategy, "--interval", str(args.interval),
-                                      "--max-rps", str(max_rps), "--out", str(cycles_file)], cwd=ROOT, stderr=stderr)
+                                      "--max-rps", str(max_rps), "--out", str(cycles_file),
+                                      "--block-seconds", str(args.block_interval),
+                                      *(["--detect"] if args.detect else [])], cwd=ROOT, stderr=stderr)
         proc = psutil.Process(child.pid)
         rss_max = 0.0
         sim.reset_counts()
@@ -261,16 +267,20 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
         bench_db.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    completed_at = {}
+    completed_at, detected_at = {}, {}
     for at, kind, pid in receiver.events:
         if kind == "payment.completed":
             completed_at.setdefault(pid, at)
-    latencies = []
+        elif kind == "payment.detected":
+            detected_at.setdefault(pid, at)
+    latencies, seen_latencies = [], []
     for pid, tx in paid.items():
         block = sim.tx_block(tx)
         solid = solid_at.get(block) if block is not None else None  # keyed by the block that became solid
         if pid in completed_at and solid is not None:
             latencies.append(completed_at[pid] - solid)
+        if pid in detected_at and block is not None:
+            seen_latencies.append(detected_at[pid] - sim.chain.block(block).timestamp / 1000)
     steady = cycles[1:] if len(cycles) > 2 else cycles  # the first cycle also warms connections and caches
     seconds = [c["seconds"] for c in steady]
     requests_total = upstream.get("total", 0)
@@ -300,6 +310,10 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
         "paid": len(paid), "detected": len(latencies),
         "detection_latency_s": {"p50": rnd(percentile(latencies, 50)), "p99": rnd(percentile(latencies, 99)),
                                 "max": rnd(max(latencies)) if latencies else None},
+        "seen": len(seen_latencies),
+        "seen_latency_s": {"p50": rnd(percentile(seen_latencies, 50)), "p99": rnd(percentile(seen_latencies, 99)),
+                           "max": rnd(max(seen_latencies)) if seen_latencies else None},
+        "upstream_requests_per_day_at_this_rate": round(requests_total / elapsed * 86_400),
         "watcher_rss_mb": round(rss_max, 1),
         "credited": sum(c["credited"] for c in cycles), "unmatched": sum(c["unmatched"] for c in cycles),
         "errors": [e for c in cycles for e in c["errors"]][:5],
@@ -363,12 +377,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matching", type=int, default=2, help="exact payments per block")
     parser.add_argument("--stray", type=int, default=1, help="wrong-amount transfers to watched wallets per block")
     parser.add_argument("--out", type=Path, default=RESULTS / "watcher.json")
+    parser.add_argument("--detect", action="store_true", help="DETECT_UNCONFIRMED: measure payment.detected too")
+    parser.add_argument("--real-pace", action="store_true",
+                        help="TRON's pace at the defaults: blocks strategy, 3 s blocks solidified 19 deep, a 3 s "
+                             "cycle, detection on, 200 payments, 2 minutes of transfers (--sizes/--duration apply)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the results already in --out for strategies/sizes this run does not measure")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.duration, args.interval, args.block_interval = "20x10", 3.0, 1.0, 0.5
         args.noise, args.account_max_rps = 5, 100.0
+    if args.real_pace:
+        args.interval, args.block_interval, args.solidify_depth, args.detect = 3.0, 3.0, 19, True
+        args.strategies = "blocks" if args.strategies == parser.get_default("strategies") else args.strategies
+        args.sizes = "200x200" if args.sizes == parser.get_default("sizes") else args.sizes
+        args.duration = 120.0 if args.duration == parser.get_default("duration") else args.duration
     sizes = parse_sizes(args.sizes)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     results = [run_one(args, strategy, n, w) for strategy in strategies for n, w in sizes]
@@ -385,14 +408,16 @@ def main(argv: list[str] | None = None) -> int:
 
     headers = ["strategy", "N payments", "W wallets", "cycle s (median/max)", "requests/cycle",
                "main scan req/s", "sweep req/s", "sweep full pass s",
-               "DB s/cycle (median)", "DB stmts/cycle", "detect p50 s", "detect p99 s", "detected", "watcher RSS MB"]
+               "DB s/cycle (median)", "DB stmts/cycle", "detect p50 s", "detect p99 s", "detected",
+               "seen p50/p99/max s", "req/day", "watcher RSS MB"]
     rows = [[r["strategy"], f"{r['payments']:,}", f"{r['wallets']:,}",
              f"{r['cycle_seconds']['median']} / {r['cycle_seconds']['max']}", r["requests_per_cycle"],
              r.get("main_scan_requests_per_second", r["upstream_requests_per_second"]),
              r.get("sweep_requests_per_second"), r.get("sweep_full_pass_seconds"),
              r["db_seconds_per_cycle"]["median"], r["db_statements_per_cycle"],
              r["detection_latency_s"]["p50"], r["detection_latency_s"]["p99"], f"{r['detected']}/{r['paid']}",
-             r["watcher_rss_mb"]] for r in results]
+             "/".join(str(v) for v in (r.get("seen_latency_s") or {}).values()) if r.get("seen") else "-",
+             r.get("upstream_requests_per_day_at_this_rate"), r["watcher_rss_mb"]] for r in results]
     table = print_table(headers, rows)
     write_json(args.out, {
         "benchmark": "watcher", "quick": args.quick, "machine": machine(),

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--max-rps", type=float, default=10.0)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--block-seconds", type=float, default=3.0)
+    parser.add_argument("--detect", action="store_true")
     args = parser.parse_args(argv)
 
     import psutil
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = Config(database_url=args.db_url, trongrid_api_url=args.sim_url, watcher_strategy=args.strategy,
                     polling_interval_seconds=args.interval, trongrid_max_rps=args.max_rps, watcher_enabled=True,
-                    allow_private_callbacks=True, log_level="WARNING",
+                    allow_private_callbacks=True, log_level="WARNING", detect_unconfirmed=args.detect,
+                    tron_block_seconds=args.block_seconds,
                     webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     configure_logging(config.log_level, config.log_format)
     db = open_ledger(args.db_url, config.public_base_url)
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                     "started": started, "finished": time.time(), "strategy": result.strategy,
                     "seconds": result.seconds, "requests": result.requests, "wallets": result.wallets,
                     "sweep_requests": result.sweep_requests, "swept": result.swept, "passes": result.passes,
+                    "detected_unconfirmed": result.detected_unconfirmed,
                     "blocks": result.blocks, "transfers_seen": result.transfers_seen, "credited": result.credited,
                     "unmatched": result.unmatched, "expired": result.expired, "errors": result.errors[-3:],
                     "blocks_behind": result.blocks_behind, "db_seconds": totals["seconds"] - db_before,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, false, func, select, text
 from sqlalchemy.orm import Session
 
 from chain.answers import BlockHeader, BlockRef, TronError
@@ -120,10 +120,23 @@ class ChainView:
 
     # wallets
     def wallet_cursors(self, session: Session, wallets: list[str]) -> dict[str, int]:
-        return dict(session.execute(
+        """How far each of `wallets` has been read (chain ms): its own cursor, and at least where the blocks strategy
+        read every watched wallet up to (`read_floor`). A wallet never read is left out."""
+        cursors = dict(session.execute(
             select(WalletCursor.wallet_address, WalletCursor.last_checked_timestamp)
             .where(WalletCursor.chain == self.chain, WalletCursor.wallet_address.in_(wallets))
         ).all())
+        floor = self.read_floor(session)
+        if floor is None:
+            return cursors
+        return {wallet: max(cursors.get(wallet, floor), floor) for wallet in wallets}
+
+    def read_floor(self, session: Session) -> int | None:
+        """The chain time (ms) every watched wallet has been read up to by the blocks strategy: its block cursor,
+        which it moves instead of a cursor per wallet. Still true after a switch to the account strategy (the
+        block cursor then stays where the blocks strategy left it); None when it never read."""
+        cursor = self.state(session, "block_cursor")
+        return int(cursor["timestamp"]) if cursor else None
 
     def save_wallet_cursors(self, session: Session, wallets: list[str], value: int, *,
                             only_lower: bool = False) -> None:
@@ -140,17 +153,24 @@ class ChainView:
             "updated_at = now()"
         ), {"chain": self.chain, "value": int(value), "wallets": sorted(set(wallets))})
 
-    def watched_wallets(self, session: Session, created_since: datetime | None = None) -> dict[str, datetime]:
+    def watched_wallets(self, session: Session, created_since: datetime | None = None, *,
+                        read_floor: int | None = None) -> dict[str, datetime]:
         """Wallets with candidates, or with a payment completed within the late window, each with the creation time
         of its oldest such payment.
 
         With `created_since`, only candidates created since then count (a cheap refresh through the created_at
-        index: the blocks strategy merges it into the list it read at the start of the cycle)."""
+        index: the blocks strategy merges it into the list it read at the start of the cycle). `read_floor`: the
+        chain time every wallet has been read up to whatever its own cursor says (the blocks strategy's cursor)."""
         # The late window runs in chain time: up to where each wallet has been read (a wallet never read is
         # watched whatever the wall clock says), so a watcher that is behind loses no late money.
         window = timedelta(seconds=self.config.late_payment_window_seconds)
-        read_to = func.to_timestamp(WalletCursor.last_checked_timestamp / 1000.0)
-        unread = WalletCursor.last_checked_timestamp.is_(None)
+        cursor = WalletCursor.last_checked_timestamp
+        if read_floor is not None:
+            read_to = func.to_timestamp(func.greatest(func.coalesce(cursor, 0), int(read_floor)) / 1000.0)
+            unread = false()
+        else:
+            read_to = func.to_timestamp(cursor / 1000.0)
+            unread = cursor.is_(None)
         query = (
             select(Payment.wallet_address, func.min(Payment.created_at))
             .outerjoin(WalletCursor, and_(WalletCursor.wallet_address == Payment.wallet_address,

@@ -14,6 +14,7 @@ with many wallets a pass takes longer, and /health shows the age of the last com
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -47,6 +48,8 @@ class Reconciler:
         self.blocks = BlockScan(db, config, self.client, view, stop, failed_txs, share=RECONCILE_SHARE)
         self.last_error: str | None = None
         self.retry_after = 0  # where the round-robin over set-aside transfers goes on
+        self.order: list[str] = []  # the wallets of the current pass, in address order
+        self.order_started: float | None = None  # ... made for the pass started then
 
     def shares_the_scan_upstream(self) -> bool:
         """Whether the sweep must use the scan's one upstream (then it takes a fifth of that budget)."""
@@ -135,14 +138,19 @@ class Reconciler:
 
     def sweep_wallets(self, wallets: dict[str, datetime], progress: dict[str, Any], now: float,
                       result: CycleResult) -> None:
-        with self.db.Session() as session:
-            cursors = self.view.wallet_cursors(session, list(wallets))
+        """The next wallets of the pass in address order (the pass's order is made once, when it starts: a million
+        wallets are not sorted again every cycle; a wallet watched since is in the next pass)."""
+        if self.order_started != progress["started_at"]:
+            self.order, self.order_started = sorted(wallets), progress["started_at"]
         after = progress.get("after")
-        todo = sorted(w for w in wallets if after is None or w > after)
-        for wallet in todo[:self.due(len(todo), progress, now)]:
+        todo = self.order[bisect.bisect_right(self.order, after) if after is not None else 0:]
+        take = todo[:self.due(len(todo), progress, now)]
+        with self.db.Session() as session:
+            cursors = self.view.wallet_cursors(session, [w for w in take if w in wallets])
+        for wallet in take:
             if self.account.spent():
                 return
-            cursor = cursors.get(wallet)
+            cursor = cursors.get(wallet) if wallet in wallets else None  # no longer watched: nothing to read
             if cursor is not None:  # a wallet the scan has not read yet has nothing to look at again
                 read = self.account.read_wallet(wallet, read_from(None, wallets[wallet]), cursor, result,
                                                 FOUND_BY_RECONCILIATION)
@@ -150,7 +158,7 @@ class Reconciler:
                     return  # out of budget or a receipt not there yet: this wallet again next cycle
             progress["after"], progress["done"] = wallet, progress["done"] + 1
             result.swept += 1
-        if not [w for w in wallets if progress.get("after") is None or w > progress["after"]]:
+        if not self.order or (progress.get("after") is not None and progress["after"] >= self.order[-1]):
             self.finish(progress, result)
 
     def sweep_blocks(self, wallets: dict[str, datetime], progress: dict[str, Any], head_timestamp: int,

@@ -432,8 +432,9 @@ class BlockScan(Scan):
         result.blocks_behind = head_number - number
         result.read_up_to = read_ts
         self.expire(None, read_ts, result)
-        with self.db.transaction() as session:
-            self.view.save_wallet_cursors(session, list(wallets), read_ts)
+        # No cursor per wallet is written: every watched wallet has been read up to the block cursor, which
+        # ChainView.wallet_cursors and watched_wallets take as every wallet's floor while this strategy reads (a
+        # million wallets would otherwise be a million rows rewritten every cycle).
 
     def read_block(self, num: int, latest: int) -> tuple[int, list[TxInfo]] | None:
         """(timestamp, receipts) of block ``num`` once its answer is known complete; None for "not yet".

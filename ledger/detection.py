@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -75,16 +75,20 @@ def clear_replaced(session: Session, block_number: int, block_id: str) -> int:
     return len(rows)
 
 
-def clear_read_past(session: Session, chain_key: str) -> int:
-    """What the chain was read past (its wallet's cursor passed its block time) without being credited never
-    solidified: it leaves its payment's list. How many left."""
-    passed = and_(WalletCursor.chain == chain_key, WalletCursor.wallet_address == UnconfirmedTransfer.to_address,
-                  WalletCursor.last_checked_timestamp >= UnconfirmedTransfer.block_timestamp)
-    rows = session.execute(update(UnconfirmedTransfer).where(
-        UnconfirmedTransfer.cleared_at.is_(None), select(WalletCursor.chain).where(passed).exists())
-        .values(cleared_at=func.now(), cleared_reason=NOT_SOLIDIFIED)
-        .returning(UnconfirmedTransfer.payment_id, UnconfirmedTransfer.transaction_hash,
-                   UnconfirmedTransfer.log_index)).all()
+def clear_read_past(session: Session, chain_key: str, block_number: int | None = None) -> int:
+    """What the solidified chain was read past without being credited never solidified: it leaves its payment's
+    list. Read past: its block number is at most `block_number` (the blocks strategy's cursor), or else its
+    wallet's cursor passed its block time (the account strategy). How many left."""
+    if block_number is not None:
+        passed = UnconfirmedTransfer.block_number <= block_number
+    else:
+        passed = select(WalletCursor.chain).where(
+            WalletCursor.chain == chain_key, WalletCursor.wallet_address == UnconfirmedTransfer.to_address,
+            WalletCursor.last_checked_timestamp >= UnconfirmedTransfer.block_timestamp).exists()
+    rows = session.execute(update(UnconfirmedTransfer).where(UnconfirmedTransfer.cleared_at.is_(None), passed)
+                           .values(cleared_at=func.now(), cleared_reason=NOT_SOLIDIFIED)
+                           .returning(UnconfirmedTransfer.payment_id, UnconfirmedTransfer.transaction_hash,
+                                      UnconfirmedTransfer.log_index)).all()
     for payment_id, tx_hash, log_index in rows:
         log_event(session, payment_id, "detection_dropped",
                   f"transfer {tx_hash}:{log_index} left: the solidified chain was read past it without it",

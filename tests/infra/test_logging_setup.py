@@ -272,12 +272,13 @@ def test_gunicorn_shows_a_payments_whole_life_with_time_and_level(db, database_u
     with gunicorn(gunicorn_env(database_url, chain.url, free_port()), stderr_path) as base:
         payment = create_payment(base, receiver.url("/hook"))
         chain.transfer(WALLET, 10_000_000, from_=PAYER)
-        assert wait_for(lambda: len(receiver.to("/hook")) >= 1, timeout=30)
-        assert wait_for(lambda: "webhook_delivered" in stderr_path.read_text(), timeout=10)
+        # payment.detected first (in a block, not solidified), then payment.completed
+        assert wait_for(lambda: any(b'"payment.completed"' in r.body for r in receiver.to("/hook")), timeout=30)
+        assert wait_for(lambda: stderr_path.read_text().count("webhook_delivered") >= 2, timeout=10)
     lines = stderr_path.read_text().splitlines()
     assert lines and all(TEXT_LINE.match(line) for line in lines), [x for x in lines if not TEXT_LINE.match(x)][:5]
     about = [line for line in lines if payment["id"] in line]
-    for step in ("created", "transfer_seen", "completed", "webhook_queued", "webhook_delivered"):
+    for step in ("created", "detected", "transfer_seen", "completed", "webhook_queued", "webhook_delivered"):
         assert any(" INFO " in line and step in line for line in about), (step, about)
     for app_line in ("watcher started", "watcher cycle: account", "webhook dispatcher"):
         assert any(" INFO " in line and app_line in line for line in lines), app_line

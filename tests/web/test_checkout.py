@@ -211,14 +211,15 @@ def test_status_json_shows_partial_amounts_exactly(client, auth, db) -> None:
     payment = create(client, auth, "10.5")
     url = f"{page_path(payment)}/status"
     body = client.get(url).get_json()
+    nothing_seen = {"unconfirmed_amount_usdt": "0", "confirmations": None, "confirmations_needed": None}
     assert body == {"status": "pending", "received_amount_usdt": "0", "remaining_usdt": "10.5",
-                    "expires_at": payment["expires_at"], "paid_late": False}
+                    "expires_at": payment["expires_at"], "paid_late": False, **nothing_seen}
     services_of(client.application).status_board.ttl = 0  # no cache: see each change at once
     set_fields(db, payment, received_amount_usdt=3.25)
     assert client.get(url).get_json()["remaining_usdt"] == "7.25"
     set_fields(db, payment, status="expired", received_amount_usdt=11, paid_late=True)
     assert client.get(url).get_json() == {"status": "expired", "received_amount_usdt": "11", "remaining_usdt": "0",
-                                          "expires_at": payment["expires_at"], "paid_late": True}
+                                          "expires_at": payment["expires_at"], "paid_late": True, **nothing_seen}
 
 
 def count_queries(db):  # type: ignore[no-untyped-def]
