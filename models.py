@@ -132,6 +132,8 @@ class Payment(Base):
         # without reading the wallet's other pending payments.
         Index("ix_payments_wallet_pending_expiry", "wallet_address", "expires_at",
               postgresql_where=text("status = 'pending'")),
+        # Every pending payment by expiry: what the blocks strategy expires each cycle, without reading the others.
+        Index("ix_payments_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),
     )
 
 

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--block-seconds", type=float, default=3.0)
     parser.add_argument("--detect", action="store_true")
+    parser.add_argument("--daily-quota", type=int, default=None)
     args = parser.parse_args(argv)
 
     import psutil
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(database_url=args.db_url, trongrid_api_url=args.sim_url, watcher_strategy=args.strategy,
                     polling_interval_seconds=args.interval, trongrid_max_rps=args.max_rps, watcher_enabled=True,
                     allow_private_callbacks=True, log_level="WARNING", detect_unconfirmed=args.detect,
-                    tron_block_seconds=args.block_seconds,
+                    tron_block_seconds=args.block_seconds, trongrid_daily_quota=args.daily_quota,
                     webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     configure_logging(config.log_level, config.log_format)
     db = open_ledger(args.db_url, config.public_base_url)

@@ -127,7 +127,8 @@ class HeadWatch:
             # the wallets of payments created since the cycle's list was read (a block is read once, so a payment
             # created just before it must be known now), with the overlap for slow commits
             since = ms_to_datetime(to_ms(db_now(session)) - OVERLAP_MS)
-            wallets = {**self.view.watched_wallets(session, since), **wallets}
+            for wallet, oldest in self.view.watched_wallets(session, since).items():
+                wallets.setdefault(wallet, oldest)  # in place: the cycle's own copy, however large
             if replaced:
                 dropped = clear_replaced(session, header.number, header.block_id)
                 logger.warning("block %d was replaced (a fork): %d unconfirmed transfer(s) dropped", header.number,

@@ -217,16 +217,16 @@ class Scan:
     def expire(self, wallets: list[str] | None, read_up_to: int, result: CycleResult) -> None:
         with self.db.transaction() as session:
             result.expired += len(expire_due(session, wallets, read_up_to))
-            # Informational copy of the wallet cursor on each pending payment: rewritten only once it is
-            # LAST_CHECKED_LAG_MS behind, and at most LAST_CHECKED_BATCH rows per cycle, so a cycle never rewrites
-            # every pending row (100,000 rows, seconds of database time); wallet_cursors holds the exact value.
+            if wallets is None:
+                return  # the blocks strategy: its block cursor says how far every payment's wallet was read
+            # Informational copy of the wallet cursor on each pending payment of the wallets read: rewritten only
+            # once it is LAST_CHECKED_LAG_MS behind, and at most LAST_CHECKED_BATCH rows per cycle, so a cycle never
+            # rewrites every pending row; wallet_cursors holds the exact value.
             stale = select(Payment.id).where(
-                Payment.status == PaymentStatus.pending,
+                Payment.status == PaymentStatus.pending, Payment.wallet_address.in_(wallets),
                 or_(Payment.last_checked_timestamp.is_(None),
                     Payment.last_checked_timestamp < read_up_to - LAST_CHECKED_LAG_MS),
             ).limit(LAST_CHECKED_BATCH)
-            if wallets is not None:
-                stale = stale.where(Payment.wallet_address.in_(wallets))
             session.execute(update(Payment).where(Payment.id.in_(stale)).values(last_checked_timestamp=read_up_to))
 
     def log_failed_transaction(self, info: TxInfo, wallet: str) -> None:
@@ -421,7 +421,8 @@ class BlockScan(Scan):
                 since = ms_to_datetime(snapshot_ms - OVERLAP_MS)
                 with self.db.Session() as session:
                     snapshot_ms = to_ms(db_now(session))
-                    wallets = {**self.view.watched_wallets(session, since), **wallets}
+                    for wallet, oldest in self.view.watched_wallets(session, since).items():
+                        wallets.setdefault(wallet, oldest)  # in place: the cycle's own copy, however large
             for info in infos:
                 if info.success:
                     self.take(info, wallets, result)

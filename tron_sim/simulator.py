@@ -140,9 +140,10 @@ class Simulator:
         at_slots = self.chain.follow_clock and round(self.block_interval * 1000) == self.chain.slot_ms
         while True:
             wait = self.block_interval
-            if at_slots:
-                now_ms = time.time() * 1000
-                wait = (align_to_slot(int(now_ms) + 1, self.chain.slot_ms) - now_ms) / 1000
+            if at_slots:  # the next block's time (its parent's plus a slot, or the slot after now) on this clock
+                due_ms = max(self.chain.head.timestamp + self.chain.slot_ms,
+                             align_to_slot(int(time.time() * 1000), self.chain.slot_ms))
+                wait = max(0.0, due_ms / 1000 - time.time())
             if self._stopping.wait(wait):
                 return
             self.chain.mine(1)

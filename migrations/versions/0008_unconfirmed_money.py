@@ -9,6 +9,7 @@ matching rules would give it to (`payment.detected`); a row is cleared when its 
 is replaced, or when the chain was read past it without it. A transfer whose listing record or receipt stays
 unreadable is kept in `transfers` with the status `set_aside` (what is known of it: no log index or block number
 yet). A `payment.detected` event still pending when a later event of its payment is written becomes `superseded`.
+Pending payments are indexed by expiry alone too: the blocks strategy expires across every wallet each cycle.
 """
 from __future__ import annotations
 
@@ -53,9 +54,12 @@ def upgrade() -> None:
         op.alter_column('transfers', name, nullable=True)
     op.create_index('uq_transfers_set_aside', 'transfers', ['transaction_hash', 'to_address'], unique=True,
                     postgresql_where=sa.text('log_index IS NULL'))
+    op.create_index('ix_payments_pending_expiry', 'payments', ['expires_at'], unique=False,
+                    postgresql_where=sa.text("status = 'pending'"))
 
 
 def downgrade() -> None:
+    op.drop_index('ix_payments_pending_expiry', table_name='payments')
     op.drop_index('uq_transfers_set_aside', table_name='transfers')
     op.execute("DELETE FROM transfers WHERE status = 'set_aside'")
     for name in ('log_index', 'from_address', 'amount_usdt', 'block_number'):
