@@ -55,6 +55,7 @@ class HeadWatch:
     def __init__(self, db: Database, config: Config, client: TronClient, view: ChainView) -> None:
         self.db, self.config, self.client, self.view = db, config, client, view
         self.kept: dict[int, SeenBlock] = {}
+        self.headers: dict[int, BlockHeader] = {}  # headers fetched by number, kept across cycles for the walk down
         self.solid_ids: dict[int, str] = {}  # numbers of kept blocks on the solid chain, with their ids
         self.head: AcceptedHead | None = None
         self.solid_number: int | None = None  # the solid head of the last cycle
@@ -86,16 +87,18 @@ class HeadWatch:
         MAX_ABOVE_SOLID blocks), newest first: a fork shows as a kept block whose id is not its child's parent."""
         chain = [top]
         while chain[-1].number - 1 > solid_number and len(chain) < MAX_ABOVE_SOLID:
-            below = chain[-1].number - 1
+            below, parent_id = chain[-1].number - 1, chain[-1].parent_id
             kept = self.kept.get(below)
-            if kept is not None and kept.header.block_id == chain[-1].parent_id:
+            if kept is not None and kept.header.block_id == parent_id:
                 break
-            if reader.spent():
-                return []  # the chain down to a known block cannot be read this cycle: nothing is guessed
-            parent_id = chain[-1].parent_id
-            header = reader.ask(lambda view, n=below, p=parent_id: self.parent_or_none(view, n, p))
-            if header is None:
-                return []  # no upstream gave that parent yet: asked again next cycle
+            header = self.headers.get(below)
+            if header is None or header.block_id != parent_id:
+                if reader.spent():
+                    return []  # not down to a known block this cycle: nothing is guessed (the headers read stay)
+                header = reader.ask(lambda view, n=below, p=parent_id: self.parent_or_none(view, n, p))
+                if header is None:
+                    return []  # no upstream gave that parent yet: asked again next cycle
+                self.headers[below] = header
             chain.append(header)
         return chain
 
@@ -162,6 +165,8 @@ class HeadWatch:
                 number, block_id = number - 1, kept.header.parent_id
         for number in [n for n in self.kept if n < solid.number - KEPT_BELOW_SOLID]:
             del self.kept[number]
+        for number in [n for n in self.headers if n <= solid.number]:
+            del self.headers[number]
 
     def solid_answer(self, number: int) -> tuple[int, list[TxInfo]] | None:
         """(timestamp, receipts) of solidified block `number` when it is kept (read above the solid head, then

@@ -182,3 +182,19 @@ def test_an_unreadable_receipt_is_set_aside_and_credited_once_readable(new_watch
     assert get(client, auth, first)["status"] == "completed"
     assert client.get("/transfers?status=set_aside", headers=auth).get_json()["transfers"] == []
     assert client.get("/health").get_json()["watcher"]["set_aside"] == {"records": 0, "blocks": 0}
+
+
+def test_a_small_budget_reaches_the_head_over_several_cycles(new_watcher, client, auth, db, deep_sim, detect_config):
+    # 5 requests a cycle (the heads take 2, and the first cycle's overshoot is paid back first): a new leader
+    # walking down the blocks above the solid head keeps what each cycle read, and detects within some cycles
+    # instead of starting over every cycle
+    watcher = new_watcher(detect_config.with_overrides(trongrid_max_rps=25.0, polling_interval_seconds=0.25))
+    payment = create(client, auth, "8")
+    deep_sim.transfer(WALLET, 8_000_000, from_=PAYER)
+    deep_sim.mine(DEPTH)  # the transfer's block and the blocks above it, all above the solid head
+    for _ in range(40):
+        watcher.run_once()
+        if get(client, auth, payment)["unconfirmed_transfers"]:
+            break
+    assert get(client, auth, payment)["unconfirmed_amount_usdt"] == "8"
+    assert events(db, payment) == ["payment.detected"]
