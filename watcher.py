@@ -34,7 +34,7 @@ from chain.answers import TronError, public_error
 from chain.chain_view import AcceptedHead, ChainView, read_plausible_head
 from chain.claims import take_requests
 from chain.head import HeadWatch
-from chain.quota import DailyRequests
+from chain.quota import DailyRequests, requests_per_day
 from chain.reconcile import Reconciler
 from chain.scanning import RECONCILE_SHARE, SET_ASIDE_BLOCKS, AccountScan, BlockScan, CycleResult, Scan
 from chain.watched import WatchedWallets
@@ -160,18 +160,19 @@ class LeaderLock:
 class Strategies:
     """Which strategy reads the chain (`auto`: `account` while the watched wallets need less than SWITCH_TO_BLOCKS of
     the per-cycle request budget, `blocks` above it and back below SWITCH_TO_ACCOUNT; `blocks` without a /v1
-    upstream), and the hand-over when it changes: the new one starts where the old one stopped."""
+    upstream, and under a daily quota whenever `account` would cost more a day), and the hand-over when it
+    changes: the new one starts where the old one stopped."""
 
     def __init__(self, db: Database, config: Config, client: TronClient, view: ChainView, blocks: BlockScan) -> None:
         self.db, self.config, self.client, self.view, self.blocks = db, config, client, view, blocks
+        self.quota = DailyRequests(config, client)
         self.current: str | None = None
 
     def budget_per_cycle(self) -> float:
         """Requests per cycle: TRONGRID_MAX_RPS over one interval, or what the day's quota spreads over it if less."""
-        rate = self.config.trongrid_max_rps
-        quotas = [u.daily_quota for u in self.client.upstreams if u.daily_quota is not None]
-        if quotas:
-            rate = min(rate, min(quotas) / 86_400)
+        rate, quota = self.config.trongrid_max_rps, self.quota.quota()
+        if quota is not None:
+            rate = min(rate, quota / 86_400)
         return rate * self.config.polling_interval_seconds
 
     def choose(self, wallet_count: int) -> str:
@@ -180,6 +181,10 @@ class Strategies:
             return configured
         if not self.client.has_v1_api():
             return "blocks"
+        quota = self.quota.quota()
+        if quota is not None and requests_per_day(self.config, "account", wallet_count) > min(
+                quota, requests_per_day(self.config, "blocks", wallet_count)):
+            return "blocks"  # under a daily quota, account only while it costs less a day (with detection: never)
         budget = self.budget_per_cycle()
         current = self.current or "account"
         if current == "account" and wallet_count > SWITCH_TO_BLOCKS * budget:
@@ -229,7 +234,7 @@ class Watcher:
         self.strategies = Strategies(db, config, self.client, self.view, self.blocks)
         self.head_watch = HeadWatch(db, config, self.client, self.view)
         self.watched = WatchedWallets(db, self.view)
-        self.quota = DailyRequests(config, self.client)
+        self.quota = self.strategies.quota
         if config.detect_unconfirmed:
             self.blocks.head_watch = self.head_watch
         self.thread: threading.Thread | None = None
