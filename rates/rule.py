@@ -60,7 +60,7 @@ def median(values: Sequence[Decimal]) -> Decimal:
 
 
 def within(value: Decimal, centre: Decimal, percent: Decimal) -> bool:
-    """Whether `value` is at most `percent` of `centre` away from it."""
+    """Whether `value` is at most `percent` of `centre` away from it (a quote beside the median)."""
     return abs(value - centre) * 100 <= percent * centre
 
 
@@ -80,7 +80,7 @@ def choose_rate(currency: str, fixed: Decimal | None, quotes: Sequence[Quote], n
         used, rate = fresh, fresh[0].rate
     elif len(fresh) == 2:
         mean = EXACT.divide(fresh[0].rate + fresh[1].rate, 2)
-        if not within(fresh[0].rate, mean, deviation_percent):
+        if abs(fresh[0].rate - fresh[1].rate) * 100 > deviation_percent * mean:  # they differ by more than it
             return disagreement(currency, fresh, deviation_percent)
         used, rate = fresh, mean
     else:

@@ -128,8 +128,12 @@ def coingecko_read(body: Any, ask: Ask, fetched_at: datetime) -> Reading:
         if code.lower() not in tether:
             reading.refused.append(f"no tether.{code.lower()} in the answer")
             continue
+        value = tether[code.lower()]
+        if not isinstance(value, Decimal):  # documented as a JSON number; a string is another shape
+            reading.refused.append(f"tether.{code.lower()}: {type(value).__name__} is not a JSON number")
+            continue
         try:
-            reading.quotes[code] = (positive_rate(tether[code.lower()]), quoted_at)
+            reading.quotes[code] = (positive_rate(value), quoted_at)
         except QuoteError as exc:
             reading.refused.append(f"tether.{code.lower()}: {exc}")
     return reading
@@ -163,6 +167,9 @@ def kraken_read(body: Any, ask: Ask, fetched_at: datetime) -> Reading:
     last = ticker.get("c") if isinstance(ticker, dict) else None
     if not isinstance(last, list) or not last:
         raise AnswerError("the pair has no last trade 'c'")
+    if not isinstance(last[0], str):  # documented as a string
+        reading.refused.append(f"{ask.currencies[0]} c[0]: {type(last[0]).__name__} is not a price string")
+        return reading
     try:
         reading.quotes[ask.currencies[0]] = (positive_rate(last[0]), fetched_at)
     except QuoteError as exc:

@@ -44,3 +44,11 @@ def age_quotes(db, seconds: float) -> None:  # type: ignore[no-untyped-def]
     """Every stored quote made `seconds` older (instead of waiting)."""
     with db.engine.begin() as conn:
         conn.execute(text("UPDATE rate_quotes SET quoted_at = quoted_at - make_interval(secs => :s)"), {"s": seconds})
+
+
+@pytest.fixture
+def rates_client(rates_config, db):  # type: ignore[no-untyped-def]
+    """The app's test client, asking the stand-ins (no background thread: tests refresh with `refresh`)."""
+    from app import create_app
+
+    return create_app(rates_config, database=db).test_client()

@@ -99,7 +99,7 @@ def serve(providers: Providers) -> Iterator[Providers]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     providers.url = f"http://127.0.0.1:{server.server_port}"
     try:

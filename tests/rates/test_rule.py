@@ -29,11 +29,11 @@ def test_two_quotes_give_their_mean_only_when_they_agree():
     rate = rule(q("kraken", "7.20", age=5), q("coingecko", "7.30", age=50))
     assert isinstance(rate, Rate)
     assert rate.rate == D("7.25") and rate.source == "coingecko,kraken" and rate.at == NOW - timedelta(seconds=50)
-    apart = rule(q("kraken", "7.00"), q("coingecko", "7.40"))  # 0.2 from a mean of 7.2 is 2.8 %
+    apart = rule(q("kraken", "7.12"), q("coingecko", "7.28"))  # 0.16 apart is 2.2 % of their mean, 7.2
     assert isinstance(apart, NoRate) and apart.reason == DISAGREE
-    assert "CNY" in apart.message and "coingecko 7.4" in apart.message and "kraken 7" in apart.message
-    # exactly at the limit is still agreement: 7.056 and 7.344 are 2 % of 7.2 either side
-    assert isinstance(rule(q("a", "7.056"), q("b", "7.344")), Rate)
+    assert "CNY" in apart.message and "coingecko 7.28" in apart.message and "kraken 7.12" in apart.message
+    # exactly at the limit is still agreement: 7.128 and 7.272 differ by 2 % of 7.2
+    assert isinstance(rule(q("a", "7.128"), q("b", "7.272")), Rate)
 
 
 def test_three_or_more_leave_out_outliers_and_take_the_median_of_the_rest():
