@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from models import Payment, PaymentLog, WebhookEvent
+from models import PaymentLog, WebhookEvent
 from rates.store import RATE_UNAVAILABLE
 from tests.conftest import HOOK, WALLET, assert_error, count_rows
 from tests.rates.conftest import age_quotes

@@ -81,7 +81,8 @@ def test_kraken_errors_and_other_shapes_bring_no_quote(db, providers, refresh):
     refresh()
     assert ("kraken", "USD") not in quotes(db) and ("kraken", "EUR") not in quotes(db)
     assert record(db, "kraken").errors == 2
-    assert "EService:Unavailable" in (record(db, "kraken").last_error or "") or "-0.9" in record(db, "kraken").last_error
+    last_error = record(db, "kraken").last_error or ""
+    assert "EService:Unavailable" in last_error or "-0.9" in last_error
 
 
 def test_a_rate_limit_pauses_the_source_for_its_retry_after(db, providers, refresh):
