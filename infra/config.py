@@ -309,11 +309,11 @@ def _decimal(env: dict[str, str], name: str, default: Decimal, *, above: Decimal
 
 
 def _rate_sources(env: dict[str, str], network: str) -> tuple[tuple[str, str], ...]:
-    """RATE_SOURCES: `name` or `name=base_url`, comma-separated; `none` turns live rates off. Unset on the sandbox
-    with no FIXED_RATES either: none (its fixed rates stand in)."""
+    """RATE_SOURCES: `name` or `name=base_url`, comma-separated; `none` turns live rates off. Unset on the sandbox:
+    none (no call leaves the sandbox unless asked for; its fixed rates stand in)."""
     raw = _get(env, "RATE_SOURCES")
     if raw is None:
-        return () if network == SANDBOX and _get(env, "FIXED_RATES") is None else tuple(RATE_SOURCE_URLS.items())
+        return () if network == SANDBOX else tuple(RATE_SOURCE_URLS.items())
     if raw.lower() == "none":
         return ()
     sources: dict[str, str] = {}
