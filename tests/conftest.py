@@ -44,6 +44,8 @@ WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"
 WALLET_B = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 PAYER = "TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL"
 HOOK = "http://127.0.0.1:9/hook"  # nothing listens there: deliveries fail, which no test here waits for
+# Traffic only to loopback: no process a test starts asks the real fiat rate providers (tests/rates/ asks stand-ins).
+os.environ.setdefault("RATE_SOURCES", "none")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -140,6 +142,7 @@ def config(database_url: str) -> Config:
         tron_block_seconds=0.0001,
         upstream_clock_skew_seconds=86400.0,
         api_key_cache_seconds=0.0,
+        rate_sources=(),  # no fiat rate provider is asked (tests/rates/ configures stand-ins)
         webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     )
 

@@ -102,12 +102,13 @@ def test_a_rate_limit_pauses_the_source_for_its_retry_after(db, providers, refre
     assert ("coingecko", "CNY") in quotes(db)
 
 
-def test_a_new_currency_is_asked_for_from_the_next_refresh(db, providers, refresh, rates_config, client, auth):
+def test_a_new_currency_is_asked_for_from_the_next_refresh(db, providers, refresh, rates_config, rates_client,
+                                                          auth):
     refresh()
     providers.coingecko["gbp"] = "0.7871"
     body = {"wallet_address": "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx", "price_amount": "10", "price_currency": "gbp",
             "order_id": "gbp-1", "callback_url": "http://127.0.0.1:9/hook"}
-    assert client.post("/payments", json=body, headers=auth).status_code == 503  # no quote yet: the app's config
+    assert rates_client.post("/payments", json=body, headers=auth).status_code == 503  # no quote of GBP yet
     refresher = RateRefresher(db, rates_config)
     assert sorted(refresher.run_once()) == ["coingecko", "kraken"]  # made due by the request, not by the clock
     assert providers.asked(COINGECKO_PATH)[-1]["vs_currencies"] == ["usd,eur,cny,gbp"]
