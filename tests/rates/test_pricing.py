@@ -49,6 +49,12 @@ def test_a_price_becomes_its_usdt_amount_at_the_fixed_rate(fixed_client, auth, d
     assert listed["rate"] == "7.2" and listed["price_currency"] == "CNY"
     (log,) = fixed_client.get(f"/payments/{payment['id']}/logs", headers=auth).get_json()["logs"]
     assert log["metadata"]["rate"] == "7.2" and "priced 720 CNY" in log["message"]
+    # the webhook carries them too
+    assert fixed_client.post(f"/payments/{payment['id']}/cancel", headers=auth).status_code == 200
+    (event,) = fixed_client.get("/events", headers=auth).get_json()["events"]
+    assert event["type"] == "payment.cancelled"
+    assert {k: event["data"][k] for k in ("price_amount", "price_currency", "rate", "rate_source", "rate_at")} == \
+        {k: payment[k] for k in ("price_amount", "price_currency", "rate", "rate_source", "rate_at")}
     # a payment given in USDT carries the five fields as null
     usdt = {k: v for k, v in priced().items() if not k.startswith("price_")}
     plain = fixed_client.post("/payments", json={**usdt, "expected_amount_usdt": "5"}, headers=auth)
