@@ -178,6 +178,7 @@ def parse_new_payment(body: dict[str, Any]) -> NewPayment:
                       given["unique_amount"], fingerprint, underpayment_tolerance=tolerance,
                       default_tolerance=config.underpayment_tolerance_usdt, return_url=given["return_url"],
                       unique_max_steps=config.unique_amount_max_steps,
+                      # the price as asked; its rate, source and time are read by `priced`, before anything is stored
                       price=None if given["price_amount"] is None else
                       Price(given["price_amount"], given["price_currency"], Decimal(0), "", datetime.now(UTC)))
 

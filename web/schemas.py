@@ -32,6 +32,7 @@ from ledger.serialize import (
     column,
     enum_schema,
     key,
+    nullable,
     optional_id,
     payment_to_dict,
     ref,
@@ -125,8 +126,7 @@ CURRENCY_RATE = (
     key("rate_source", {**OPTIONAL_STRING, "description": "\"fixed\", or the sources whose quotes made the rate"}),
     key("rate_at", {**OPTIONAL_TIME, "description": "the time of the oldest quote used"}),
     key("age_seconds", OPTIONAL_NUMBER),
-    key("reason", {"type": ["string", "null"], "enum": [*RATE_REASONS, None],
-                   "description": "why there is no rate: no quote yet, every quote stale, the sources disagree"}),
+    key("reason", {**nullable(ref("RateReason")), "description": "why there is no rate; null when there is one"}),
     key("message", OPTIONAL_STRING),
 )
 SOURCE_QUOTE = (key("currency", STRING), key("rate", STRING), key("quoted_at", TIME), key("fetched_at", TIME),
@@ -163,6 +163,9 @@ ENUMS = {
         "exactly this amount (you decide); no_exact_match: several open payments, none awaits this amount")},
     "EventState": enum_schema(EventState),
     "EventType": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)},
+    "RateReason": {"type": "string", "enum": list(RATE_REASONS), "description": (
+        "no_quote: no source has quoted the currency yet; stale: every quote is older than RATE_MAX_AGE_SECONDS; "
+        "sources_disagree: the fresh quotes differ by more than RATE_MAX_DEVIATION_PERCENT")},
 }
 # The event data that is no table of its own, by name.
 EVENT_DATA = {"TransferUnmatched": TRANSFER_UNMATCHED, "TransferAssigned": TRANSFER_ASSIGNED,

@@ -47,7 +47,8 @@ def test_every_documented_create_field_is_accepted_and_no_other(client, auth) ->
     create = spec["components"]["schemas"]["CreatePayment"]
     assert set(create["required"]) == {"wallet_address", "order_id", "callback_url"}
     # the amount: in USDT, or a price in fiat (tests/rates/test_pricing.py), exactly one of the two ways
-    assert [way["required"] for way in create["oneOf"]] == [["expected_amount_usdt"], ["price_amount", "price_currency"]]
+    body = spec["paths"]["/payments"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert [way["required"] for way in body["oneOf"]] == [["expected_amount_usdt"], ["price_amount", "price_currency"]]
     valid = {"expires_in_seconds": 600, "metadata": {"a": 1}, "unique_amount": True,
              "return_url": "https://shop.example/thanks", "underpayment_tolerance_usdt": "0.5"}
     assert set(create["properties"]) == set(create["required"]) | set(valid) | {
