@@ -20,6 +20,7 @@ class Reply:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before the answer starts
 
 
 @dataclass
@@ -85,6 +86,7 @@ def serve(providers: Providers) -> Iterator[Providers]:
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             parts = urlsplit(self.path)
             reply = providers.answer(parts.path, parse_qs(parts.query))
+            time.sleep(reply.delay)
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.headers.get("Content-Type", "application/json"))
             self.send_header("Content-Length", str(len(reply.body)))

@@ -3,6 +3,7 @@ and stored; garbage, errors and rate limits bring no quote and are counted; one 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -153,3 +154,25 @@ def test_the_background_thread_refreshes_on_its_own(db, providers, rates_config)
         refresher.stop()
     assert len(providers.asked(COINGECKO_PATH)) >= 2
     assert ("coingecko", "CNY") in quotes(db)
+
+
+def test_a_slow_source_is_cut_at_its_deadline_and_no_request_waits_for_it(db, providers, refresh, rates_config,
+                                                                          rates_client, auth):
+    refresh()  # quotes stored
+    providers.down[COINGECKO_PATH] = Reply(200, b'{"tether": {}}', delay=5.0)
+    refresher = RateRefresher(db, rates_config.with_overrides(rate_timeout_seconds=1.5))
+    make_due(db)
+    background = threading.Thread(target=refresher.run_once)
+    started = time.monotonic()
+    background.start()
+    body = {"wallet_address": "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx", "price_amount": "72.415",
+            "price_currency": "CNY", "order_id": "while-slow", "callback_url": "http://127.0.0.1:9/hook"}
+    r = rates_client.post("/payments", json=body, headers=auth)
+    answered = time.monotonic() - started
+    background.join(5)
+    took = time.monotonic() - started
+    assert r.status_code == 201 and r.get_json()["expected_amount_usdt"] == "10"
+    assert answered < 1.0, answered  # the create read the stored quotes; the fetch was still under way
+    assert 1.4 < took < 3.5, took  # the fetch was cut at its 1.5 s deadline, not held for the answer's 5 s
+    assert "DeadlineExceeded" in (record(db, "coingecko").last_error or "")
+    refresher.stop()
