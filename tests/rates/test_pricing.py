@@ -206,3 +206,17 @@ def test_metrics_show_each_rate_age_and_each_source_errors(rates_client, provide
     assert 'tron_usdt_rate_age_seconds{currency="CNY"}' in text
     assert 'tron_usdt_rate_source_errors_total{source="kraken"} 1.0' in text
     assert 'tron_usdt_rate_source_errors_total{source="coingecko"} 0.0' in text
+
+
+def test_at_most_twenty_currencies_are_asked_for(rates_client, auth, db, providers):
+    asked = ["AED", "ARS", "AUD", "BDT", "BHD", "BMD", "BRL", "CAD", "CHF", "CLP", "CZK", "DKK", "GBP", "GEL", "HKD",
+             "HUF", "IDR"]  # with USD, EUR and CNY: twenty
+    for code in asked:
+        assert_error(rates_client.post("/payments", json=priced("10", code), headers=auth), 503)  # no quote yet
+    error = assert_error(rates_client.post("/payments", json=priced("10", "ILS"), headers=auth), 400,
+                         "price_currency")
+    assert error["error"] == "unsupported_currency" and "20 currencies" in error["message"]
+    assert_error(rates_client.post("/payments", json=priced("10", "GBP"), headers=auth), 503)  # one of them: asked
+    codes = [c["currency"] for c in rates_client.get("/rates", headers=auth).get_json()["currencies"]]
+    assert len(codes) == 20 and "ILS" not in codes and codes[:3] == ["USD", "EUR", "CNY"]
+    assert count_rows(db) == 0
