@@ -20,6 +20,7 @@ from infra.lifecycle import ignore_stop_signals, interrupt_on_sigterm
 from infra.urls import parse_ip
 from ledger.checkout import open_ledger, with_links
 from ledger.errors import Refused
+from rates.refresher import start_refresher
 from sandbox import api as sandbox_api
 from sandbox.document import document_part
 from sandbox.inbox import private_callbacks
@@ -194,6 +195,9 @@ def start_background(app: Flask) -> None:
     dispatcher = WebhookDispatcher(services.db, services.config, private_callbacks=services.private_callbacks)
     dispatcher.start()
     services.background.append(dispatcher)
+    refresher = start_refresher(services.db, services.config)  # fiat quotes, one fetch at a time across processes
+    if refresher is not None:
+        services.background.append(refresher)
     services.wake_dispatcher = dispatcher.notify
     if services.config.watcher_enabled:
         watcher = Watcher(services.db, services.config, on_events=dispatcher.notify)

@@ -48,6 +48,7 @@ from models import EventState
 from ops.export import export_snapshot, export_to_file
 from ops.records import collect_stats, delete_old_logs
 from ops.reset import drop_service_schema, running_services
+from rates.store import rates_report
 from web.auth import ApiKeyError, create_api_key, list_api_keys, revoke_api_key
 
 logger = logging.getLogger(__name__)
@@ -207,6 +208,34 @@ def cmd_stats(ctx: Context) -> int:
         print(json.dumps(stats, indent=2))
     else:
         print_stats(stats)
+    return 0
+
+
+# --- rates ---------------------------------------------------------------------------------------
+
+def cmd_rates(ctx: Context) -> int:
+    with ctx.db.Session() as session:
+        report = rates_report(session, ctx.config)
+    if ctx.args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"rates at {report['timestamp']} (quotes older than {report['max_age_seconds']:g} s are never used; "
+          f"markup {report['markup_percent']} %, rounded up to {report['price_rounding_usdt']} USDT)")
+    for row in report["currencies"]:
+        if row["rate"] is None:
+            print(f"  {row['currency']}: no rate ({row['reason']}): {row['message']}")
+        else:
+            print(f"  {row['currency']}: {row['rate']} per USDT from {row['rate_source']}, "
+                  f"{row['age_seconds']:g} s old")
+    for source in report["sources"]:
+        paused = f", paused until {source['paused_until']}" if source["paused_until"] else ""
+        print(f"source {source['name']} ({source['base_url']}): {source['errors']} errors{paused}; last success "
+              f"{source['last_success_at'] or 'never'}" + (f"; last error: {source['last_error']}"
+                                                           if source["last_error"] else ""))
+        for quote in source["quotes"]:
+            print(f"  {quote['currency']}: {quote['rate']}, {quote['age_seconds']:g} s old")
+    if not report["sources"]:
+        print("no rate source (RATE_SOURCES=none, or the sandbox's fixed rates)")
     return 0
 
 
@@ -410,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("show-webhook-secret", cmd_show_webhook_secret, "show the webhook signing secret(s) in use")
     command("rotate-webhook-secret", cmd_rotate_webhook_secret,
             "generate a new webhook signing secret; the old one keeps signing alongside it for a while")
+    p = command("rates", cmd_rates, "the rate each currency would get now (or why none) and each rate source's "
+                                    "latest quotes, errors and pause, as GET /rates shows them")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
     p = command("assign-transfer", cmd_assign_transfer, "credit an unmatched transfer to a payment by hand (logged)")
     p.add_argument("transfer", type=transfer_ref_arg, metavar="TX_HASH:LOG_INDEX", help="the transfer to credit")
     p.add_argument("payment_id", type=uuid_arg, metavar="PAYMENT_ID", help="the payment (UUID) to credit it to")

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 AMOUNT = Numeric(20, 6)
+RATE = Numeric(30, 12)  # units of a currency per 1 USDT, as a source wrote it (rates/sources.py bounds the digits)
 
 
 class Base(DeclarativeBase):
@@ -115,6 +116,13 @@ class Payment(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Priced in fiat (rates/): the price as asked, and the rate that made its USDT amount, locked at creation (all
+    # null for a payment given in USDT).
+    price_amount: Mapped[Decimal | None] = mapped_column(AMOUNT)
+    price_currency: Mapped[str | None] = mapped_column(String(3))
+    rate: Mapped[Decimal | None] = mapped_column(RATE)
+    rate_source: Mapped[str | None] = mapped_column(String(64))
+    rate_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Chain time (ms) up to which this payment's wallet has been read.
     last_checked_timestamp: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(
@@ -343,3 +351,39 @@ class SandboxDelivery(Base):
     webhook_timestamp: Mapped[int] = mapped_column(BigInteger)
     body: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RateQuote(Base):
+    """The latest quote of each rate source for each currency (rates/), shared by every process."""
+
+    __tablename__ = "rate_quotes"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    rate: Mapped[Decimal] = mapped_column(RATE)  # units of the currency per 1 USDT
+    quoted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the provider's time, or when fetched
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RateSource(Base):
+    """Each rate source's schedule and record: the next fetch is claimed by one process at a time (a row lease)."""
+
+    __tablename__ = "rate_sources"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_fetch_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # a 429's Retry-After
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    errors: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # failed fetches and bad quotes
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class RateCurrency(Base):
+    """A currency a request asked for (besides the defaults): fetched while asked for; its outage, announced once."""
+
+    __tablename__ = "rate_currencies"
+
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    last_asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    unavailable_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -49,6 +49,7 @@ from ledger.detection import clear_read_past
 from ledger.events import log_event
 from ledger.service_state import WATCHER_STATUS, read_state, write_state
 from models import Transfer, TransferStatus
+from rates.refresher import start_refresher
 from sandbox.inbox import private_callbacks
 from sandbox.node import with_sandbox_upstream
 from tron_client import TronClient, make_client
@@ -519,12 +520,15 @@ def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = W
     server = metrics_server(config)
     dispatcher = WebhookDispatcher(dispatch_db or db, config, private_callbacks=private_callbacks(config))
     dispatcher.start()
+    refresher = start_refresher(db, config)  # fiat quotes: shared with the app's processes, one fetch at a time
     watcher = watcher_class(db, config, on_events=dispatcher.notify)
     signal.signal(signal.SIGTERM, lambda *_: watcher.request_stop())
     signal.signal(signal.SIGINT, lambda *_: watcher.request_stop())
     watcher.run_forever()
     watcher.stop()  # its loop ran here, not in a thread: this releases the lock
     dispatcher.stop(10)
+    if refresher is not None:
+        refresher.stop()
     if node is not None:
         node.stop()
     if server is not None:

@@ -61,6 +61,8 @@ class Reconciler:
         return "blocks" if len(self.client.upstreams) > 1 else None
 
     def run(self, wallets: dict[str, datetime], head_timestamp: int, result: CycleResult) -> None:
+        self.account.start_cycle()  # once a cycle: the retries and the sweep share one allowance
+        self.blocks.start_cycle()
         self.retry_set_aside(wallets, head_timestamp, result)
         mode = self.mode()
         if mode is None:
@@ -73,8 +75,6 @@ class Reconciler:
             progress = {"mode": mode, "started_at": now, "complete": False, "done": 0,
                         "last_complete_at": progress.get("last_complete_at")}
         if not progress["complete"]:
-            self.account.start_cycle()
-            self.blocks.start_cycle()
             try:
                 if mode == "wallets":
                     self.sweep_wallets(wallets, progress, now, result)
@@ -95,8 +95,6 @@ class Reconciler:
             pending = set_aside_transactions(session, self.retry_after, RETRIES_PER_CYCLE)
             blocks = self.view.state(session, SET_ASIDE_BLOCKS) or []
         self.retry_after = pending[-1][0] if len(pending) == RETRIES_PER_CYCLE else 0
-        self.account.start_cycle()
-        self.blocks.start_cycle()
         try:
             for _, tx_hash, wallet in pending:
                 if self.account.spent():

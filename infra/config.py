@@ -15,8 +15,9 @@ from urllib.parse import urlparse
 from dotenv import load_dotenv
 
 from infra.addresses import is_valid_address
+from infra.currencies import is_iso_4217
 from infra.logging_setup import LOG_FORMATS, configure_logging
-from infra.money import AmountError, parse_amount
+from infra.money import MICRO, AmountError, parse_amount
 from infra.urls import CallbackUrlError, split_callback_url
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,14 @@ SANDBOX_USDT = NETWORKS["mainnet"][1]  # the sandbox chain's USDT token sits at 
 STRATEGIES = ("account", "blocks", "auto")
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+# The fiat rate sources RATE_SOURCES may name, with their public APIs' base URLs (rates/sources.py reads them).
+RATE_SOURCE_URLS = {
+    "coingecko": "https://api.coingecko.com",
+    "kraken": "https://api.kraken.com",
+}
+# TRON_NETWORK=sandbox with neither FIXED_RATES nor RATE_SOURCES set: these, and no source is asked.
+SANDBOX_FIXED_RATES = (("USD", Decimal(1)), ("EUR", Decimal("0.92")), ("CNY", Decimal("7.2")))
+MAX_RATE_CURRENCIES = 20  # the most currencies the rate sources are asked for
 # A CSP host source with a scheme: https://shop.example, https://*.shop.example, http://localhost:8080.
 FRAME_SOURCE = re.compile(r"^https?://(?:\*\.)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
 
@@ -100,6 +109,14 @@ class Config:
     merchant_webhook_url: str | None = None
     underpayment_tolerance_usdt: Decimal = Decimal(0)
     unique_amount_max_steps: int = 100  # how many steps of 0.0001 USDT unique_amount may add before a 409
+    # Prices in fiat (rates/): the sources (name, base URL), the fixed rates (code, units per 1 USDT), ...
+    rate_sources: tuple[tuple[str, str], ...] = tuple(RATE_SOURCE_URLS.items())
+    fixed_rates: tuple[tuple[str, Decimal], ...] = ()
+    rate_refresh_seconds: float = 60.0
+    rate_max_age_seconds: float = 300.0
+    rate_max_deviation_percent: Decimal = Decimal(2)
+    rate_markup_percent: Decimal = Decimal(0)
+    price_rounding_usdt: Decimal = Decimal("0.01")
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -107,6 +124,7 @@ class Config:
     # nodes answer a solidified block within seconds; two minutes is forty blocks, far past any lag of its pool, and
     # short enough that a payment waiting on it expires at most that late.
     unreadable_wait_seconds: float = 120.0
+    rate_timeout_seconds: float = 10.0  # total deadline of one call to a rate source
 
     @property
     def upstream_urls(self) -> tuple[str, ...]:
@@ -285,6 +303,75 @@ def _merchant_name(env: dict[str, str]) -> str | None:
     return name
 
 
+def _decimal(env: dict[str, str], name: str, default: Decimal, *, above: Decimal | None = None,
+             at_least: Decimal | None = None, at_most: Decimal | None = None) -> Decimal:
+    """A plain decimal setting (a sign allowed, no exponent), read exactly."""
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"-?[0-9]+(?:\.[0-9]+)?", raw) or len(raw) > 30:
+        raise ConfigError(f"{name} must be a plain decimal number such as 2 or 0.5, got {raw!r}")
+    value = Decimal(raw)
+    bounds = [f"greater than {above}" if above is not None else "", f"at least {at_least}" if at_least is not None
+              else "", f"at most {at_most}" if at_most is not None else ""]
+    if ((above is not None and value <= above) or (at_least is not None and value < at_least)
+            or (at_most is not None and value > at_most)):
+        raise ConfigError(f"{name} must be {' and '.join(b for b in bounds if b)}, got {raw!r}")
+    return value
+
+
+def _rate_sources(env: dict[str, str], network: str) -> tuple[tuple[str, str], ...]:
+    """RATE_SOURCES: `name` or `name=base_url`, comma-separated; `none` turns live rates off. Unset on the sandbox:
+    none (no call leaves the sandbox unless asked for; its fixed rates stand in)."""
+    raw = _get(env, "RATE_SOURCES")
+    if raw is None:
+        return () if network == SANDBOX else tuple(RATE_SOURCE_URLS.items())
+    if raw.lower() == "none":
+        return ()
+    sources: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        name, _, url = part.partition("=")
+        name = name.strip().lower()
+        if name not in RATE_SOURCE_URLS:
+            raise ConfigError(f"RATE_SOURCES names unknown source {name!r}: use {', '.join(RATE_SOURCE_URLS)} "
+                              f"(each optionally =base_url) or none")
+        if name in sources:
+            raise ConfigError(f"RATE_SOURCES names {name!r} twice")
+        sources[name] = _url("RATE_SOURCES", url.strip(), ("http", "https")) if url.strip() else RATE_SOURCE_URLS[name]
+    return tuple(sources.items())
+
+
+def _fixed_rates(env: dict[str, str], network: str) -> tuple[tuple[str, Decimal], ...]:
+    """FIXED_RATES: `CNY=7.10,EUR=0.92`, units of the currency per 1 USDT. Unset on the sandbox with no
+    RATE_SOURCES either: USD 1, EUR 0.92, CNY 7.2."""
+    raw = _get(env, "FIXED_RATES")
+    if raw is None:
+        return SANDBOX_FIXED_RATES if network == SANDBOX and _get(env, "RATE_SOURCES") is None else ()
+    rates: dict[str, Decimal] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        code, _, value = (x.strip() for x in part.partition("="))
+        if not is_iso_4217(code):
+            raise ConfigError(f"FIXED_RATES must be CODE=rate pairs with ISO 4217 codes (CNY=7.10,EUR=0.92), "
+                              f"got {part!r}")
+        if code.upper() in rates:
+            raise ConfigError(f"FIXED_RATES names {code.upper()} twice")
+        if not re.fullmatch(r"[0-9]{1,12}(?:\.[0-9]{1,12})?", value) or Decimal(value) == 0:
+            raise ConfigError(f"FIXED_RATES rate of {code.upper()} must be a positive plain decimal (at most 12 "
+                              f"digits either side of the point), got {value!r}")
+        rates[code.upper()] = Decimal(value)
+    if len(rates) > MAX_RATE_CURRENCIES:
+        raise ConfigError(f"FIXED_RATES may name at most {MAX_RATE_CURRENCIES} currencies")
+    return tuple(rates.items())
+
+
+def _rounding(env: dict[str, str]) -> Decimal:
+    """PRICE_ROUNDING_USDT: 0.000001 to 1, a whole number of micro-USDT."""
+    value = _decimal(env, "PRICE_ROUNDING_USDT", Decimal("0.01"), at_least=Decimal("0.000001"), at_most=Decimal(1))
+    if value * MICRO != (value * MICRO).to_integral_value():
+        raise ConfigError(f"PRICE_ROUNDING_USDT must have at most 6 decimals, got {value}")
+    return value
+
+
 def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
     """Build the configuration from `env` (default: the process environment after `.env`), with `overrides` (a
     command line's, as `db_manager.py --database-url`) read and checked the same way."""
@@ -370,6 +457,15 @@ def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
         merchant_webhook_url=_merchant_webhook_url(env),
         underpayment_tolerance_usdt=_tolerance(env),
         unique_amount_max_steps=_max_steps(env),
+        rate_sources=_rate_sources(env, network),
+        fixed_rates=_fixed_rates(env, network),
+        rate_refresh_seconds=_number(env, "RATE_REFRESH_SECONDS", 60.0, minimum=0.05, integer=False),
+        rate_max_age_seconds=_number(env, "RATE_MAX_AGE_SECONDS", 300.0, minimum=1, integer=False),
+        rate_max_deviation_percent=_decimal(env, "RATE_MAX_DEVIATION_PERCENT", Decimal(2), at_least=Decimal(0),
+                                            at_most=Decimal(100)),
+        rate_markup_percent=_decimal(env, "RATE_MARKUP_PERCENT", Decimal(0), above=Decimal(-50),
+                                     at_most=Decimal(1000)),
+        price_rounding_usdt=_rounding(env),
     )
 
 

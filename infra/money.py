@@ -64,3 +64,11 @@ def format_amount(amount: Decimal | int | None) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text or "0"
+
+
+def format_rate(rate: Decimal | None) -> str | None:
+    """A rate (any number of decimals) as a plain decimal string, trailing zeros stripped ("7.2", "100"), or None."""
+    if rate is None:
+        return None
+    text = format(Decimal(rate), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from database import DriverStatement, driver_execute, driver_statement
-from infra.money import MAX_MICRO, format_amount, from_micro, to_micro
+from infra.money import MAX_MICRO, format_amount, format_rate, from_micro, to_micro
 from infra.times import db_now, iso, iso_sql
 from ledger.checkout import token_hash
 from ledger.errors import Refused
@@ -46,6 +46,17 @@ from models import CANCELLED, Payment, PaymentLog, PaymentStatus
 logger = logging.getLogger(__name__)
 
 UNIQUE_STEP_MICRO = 100  # 0.0001 USDT
+
+
+@dataclass(frozen=True)
+class Price:
+    """A payment priced in fiat: the price as asked and the rate that made its USDT amount, locked at creation."""
+
+    amount: Decimal
+    currency: str  # ISO 4217, upper case
+    rate: Decimal  # units of the currency per 1 USDT
+    source: str  # "fixed", or the sources whose quotes made the rate ("coingecko,kraken")
+    at: datetime  # the oldest quote used
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class NewPayment:
     underpayment_tolerance: Decimal | None = None  # as asked; None: default_tolerance, cut to the amount
     default_tolerance: Decimal = Decimal(0)
     unique_max_steps: int = 100  # UNIQUE_AMOUNT_MAX_STEPS
+    price: Price | None = None  # priced in fiat: `amount` is the price's USDT amount
 
     def tolerance_for(self, amount: Decimal) -> Decimal:
         """The payment's tolerance once its amount is known (`unique_amount` may have raised it)."""
@@ -218,6 +230,7 @@ def payment_values(new: NewPayment, amount: Decimal, checkout_key: str) -> dict[
         "underpayment_tolerance_usdt": new.tolerance_for(amount),
         "return_url": new.return_url,
         "checkout_token_hash": token_hash(checkout_key, payment_id),
+        **price_values(new.price),
         # the rest of what a payment shows, as a new one has it (its metadata is answered as the INSERT returns it)
         "failure_reason": None,
         "transaction_hash": None,
@@ -226,6 +239,12 @@ def payment_values(new: NewPayment, amount: Decimal, checkout_key: str) -> dict[
         "callback_success": False,
         "paid_late": False,
     }
+
+
+def price_values(price: Price | None) -> dict[str, Any]:
+    """A payment's price columns: all None for one given in USDT."""
+    return {"price_amount": price and price.amount, "price_currency": price and price.currency,
+            "rate": price and price.rate, "rate_source": price and price.source, "rate_at": price and price.at}
 
 
 @functools.lru_cache(maxsize=16)
@@ -275,6 +294,10 @@ def creation_audit(values: dict[str, Any], new: NewPayment, expires_at: str | No
     """The `created` audit row of a payment about to be written (`expires_at`: None when the statement adds it)."""
     amount = values["expected_amount_usdt"]
     note = "" if amount == new.amount else f" (raised from {format_amount(new.amount)} to be unique)"
+    price = new.price
+    if price is not None:
+        note += (f", priced {format_amount(price.amount)} {price.currency} at {format_rate(price.rate)} "
+                 f"{price.currency} per USDT ({price.source}, {iso(price.at)})")
     return audit_values(
         values["id"],
         "created",
@@ -284,6 +307,9 @@ def creation_audit(values: dict[str, Any], new: NewPayment, expires_at: str | No
         requested_amount_usdt=format_amount(new.amount),
         underpayment_tolerance_usdt=format_amount(values["underpayment_tolerance_usdt"]),
         **({} if expires_at is None else {"expires_at": expires_at}),
+        **({} if price is None else {"price_amount": format_amount(price.amount), "price_currency": price.currency,
+                                     "rate": format_rate(price.rate), "rate_source": price.source,
+                                     "rate_at": iso(price.at)}),
     )
 
 

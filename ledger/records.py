@@ -88,6 +88,11 @@ class PaymentRecord(NamedTuple):
     meta: Any
     return_url: str | None
     underpayment_tolerance_usdt: Decimal
+    price_amount: Decimal | None
+    price_currency: str | None
+    rate: Decimal | None
+    rate_source: str | None
+    rate_at: datetime | None
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> PaymentRecord:

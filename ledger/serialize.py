@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from infra.money import PLAIN_AMOUNT_PATTERN, format_amount
+from infra.money import PLAIN_AMOUNT_PATTERN, format_amount, format_rate
 from infra.times import iso, iso_ms
 from ledger.checkout import links_of
 from ledger.records import PaymentRecord, TransferRecord
@@ -75,6 +75,7 @@ AMOUNT = {"type": "string", "pattern": PLAIN_AMOUNT_PATTERN, "examples": ["10.5"
 TIME = {"type": "string", "format": "date-time"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
 UUID = {"type": "string", "format": "uuid"}
+RATE = {"type": "string", "pattern": r"^[0-9]+(?:\.[0-9]+)?$", "examples": ["7.2"]}  # a rate, plain decimal
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +149,17 @@ PAYMENT = (
     column("return_url", {"type": ["string", "null"]}),
     Out("underpayment_tolerance_usdt", AMOUNT, lambda p: format_amount(p.underpayment_tolerance_usdt)),
     Out("shortfall_usdt", AMOUNT, lambda p: format_amount(shortfall(p))),
+    # Priced in fiat: the price and the rate locked at creation (all null for a payment given in USDT).
+    Out("price_amount", {**nullable(AMOUNT), "description": "the price asked for, in price_currency"},
+        lambda p: None if p.price_amount is None else format_amount(p.price_amount)),
+    Out("price_currency", {"type": ["string", "null"], "pattern": "^[A-Z]{3}$", "description": "ISO 4217"},
+        attrgetter("price_currency")),
+    Out("rate", {**nullable(RATE), "description": "units of price_currency per 1 USDT, locked at creation"},
+        lambda p: format_rate(p.rate)),
+    Out("rate_source", {"type": ["string", "null"], "description": "\"fixed\" (FIXED_RATES), or the sources whose "
+                                                                   "quotes made the rate, e.g. \"coingecko,kraken\""},
+        attrgetter("rate_source")),
+    Out("rate_at", {**OPTIONAL_TIME, "description": "the time of the oldest quote used"}, lambda p: iso(p.rate_at)),
     Out("unconfirmed_transfers", {"type": "array", "items": ref("UnconfirmedTransfer"), "description": (
         "money for this payment seen in blocks not solidified yet: not paid, ship nothing on it; it leaves this "
         "list once credited (then in transfers) or if its block never solidifies")}, None),

@@ -37,13 +37,16 @@ from models import Base, Payment, WebhookEvent  # noqa: E402
 
 # Every table of the service, those that refer to payments first.
 TABLES = ("sandbox_inbox", "webhook_events", "unconfirmed_transfers", "transfers", "rejected_transfers", "payment_logs",
-          "payments", "api_keys", "wallet_cursors", "service_state", "sandbox_transfers")
+          "payments", "api_keys", "wallet_cursors", "service_state", "sandbox_transfers", "rate_quotes", "rate_sources",
+          "rate_currencies")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"
 WALLET_B = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 PAYER = "TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL"
 HOOK = "http://127.0.0.1:9/hook"  # nothing listens there: deliveries fail, which no test here waits for
+# Traffic only to loopback: no process a test starts asks the real fiat rate providers (tests/rates/ asks stand-ins).
+os.environ.setdefault("RATE_SOURCES", "none")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -143,6 +146,7 @@ def config(database_url: str) -> Config:
         # Reading above the solid head is tested by its own tests (tests/chain/test_detection.py); elsewhere the
         # request counts and cycles stay those of the solidified chain alone.
         detect_unconfirmed=False,
+        rate_sources=(),  # no fiat rate provider is asked (tests/rates/ configures stand-ins)
         webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     )
 

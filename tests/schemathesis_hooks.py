@@ -139,6 +139,8 @@ def filter_case(context: Any, case: Any) -> bool:
             case, ParameterLocation.BODY):
         if amount_refused_in_words(case.body.get("expected_amount_usdt")) or tolerance_refused_in_words(case.body):
             return False
+        if amount_refused_in_words(case.body.get("price_amount")):
+            return False
         if metadata_refused_in_words(case.body.get("metadata")) or holds_lone_surrogate(case.body):
             return False
     positive_query = isinstance(case.query, dict) and is_positive(case, ParameterLocation.QUERY)
@@ -163,6 +165,11 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             case.body["expected_amount_usdt"] = "10"
         if tolerance_refused_in_words(case.body):
             case.body.pop("underpayment_tolerance_usdt")
+        if "price_amount" in case.body:  # priced in fiat: a currency this run prices (a fixed rate), a sane amount
+            case.body["price_currency"] = "CNY"
+            if amount_refused_in_words(case.body.get("price_amount")):
+                case.body["price_amount"] = "72"
+            case.body.pop("underpayment_tolerance_usdt", None)  # checked against the price's USDT amount
     if method == "POST" and path == "/webhooks/test" and is_positive(case, ParameterLocation.BODY):
         # This run sets no MERCHANT_WEBHOOK_URL: the url is what a valid request must send (in words).
         case.body = {**(case.body if isinstance(case.body, dict) else {}), "url": CALLBACK_URL}

@@ -19,7 +19,7 @@ LAYERS = {
     "infra": 0,
     "models": 1, "database": 1, "migrate": 1,
     "ledger": 2,
-    "chain": 3, "delivery": 3, "ops": 3, "tron_client": 3,
+    "chain": 3, "delivery": 3, "ops": 3, "rates": 3, "tron_client": 3,
     "web": 4,
     "tron_sim": 5,
     "sandbox": 6,

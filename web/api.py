@@ -5,7 +5,9 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -13,13 +15,14 @@ from sqlalchemy import Select, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from infra.money import format_amount
+from infra.money import format_amount, format_rate
 from infra.ssrf import check_callback_url
 from infra.times import iso
 from infra.urls import CallbackUrlError
 from ledger.events import emit_test_event, find_event, queue_retry, requeue, retry_target
 from ledger.payments import (
     NewPayment,
+    Price,
     cancel_payment,
     create_payment,
     find_by_order_id,
@@ -40,11 +43,14 @@ from models import (
     TransferStatus,
     WebhookEvent,
 )
+from rates.pricing import RateUnavailable, UnsupportedCurrency, price_in_usdt, rate_for_new_payment
+from rates.rule import AmountTooLarge
+from rates.store import rates_report, unavailable_recently_asked
 from web import validation as v
 from web.errors import ApiError
 from web.health import watcher_health
 from web.paging import Keyset, limit_field, number_key, time_key, uuid_key
-from web.schemas import HEALTH, STATS, event_to_dict, log_to_dict, payment_by_id
+from web.schemas import HEALTH, RATES, STATS, event_to_dict, log_to_dict, payment_by_id
 from web.services import services
 
 logger = logging.getLogger(__name__)
@@ -127,27 +133,75 @@ def no_fields_body() -> None:
 
 # Fields added to POST /payments after requests were first fingerprinted: in the fingerprint only when sent, so a
 # request made before them still replays.
-FINGERPRINTED_WHEN_SENT = ("return_url", "underpayment_tolerance_usdt")
+FINGERPRINTED_WHEN_SENT = ("return_url", "underpayment_tolerance_usdt", "expected_amount_usdt", "price_amount",
+                           "price_currency")
+
+
+def one_way_to_price(given: dict[str, Any]) -> None:
+    """Exactly one of expected_amount_usdt, or price_amount with price_currency."""
+    usdt, price, code = (given[name] is not None for name in ("expected_amount_usdt", "price_amount",
+                                                              "price_currency"))
+    if usdt and (price or code):
+        raise ApiError("conflicting_fields", "Send either expected_amount_usdt or price_amount with price_currency, "
+                                             "not both.", "price_amount" if price else "price_currency")
+    if not usdt and not price and not code:
+        raise ApiError("missing_field", "Send expected_amount_usdt, or price_amount with price_currency.",
+                       "expected_amount_usdt")
+    if price != code:
+        missing = "price_currency" if price else "price_amount"
+        raise ApiError("missing_field", "price_amount and price_currency go together: send both.", missing)
+
+
+def check_tolerance(tolerance: Any, amount: Any) -> None:
+    if tolerance is not None and tolerance > amount:
+        raise ApiError("invalid_amount", "underpayment_tolerance_usdt must not exceed expected_amount_usdt"
+                       + (" (the price's USDT amount)." if amount is not None else "."), "underpayment_tolerance_usdt")
 
 
 def parse_new_payment(body: dict[str, Any]) -> NewPayment:
+    """The request as a new payment; one priced in fiat has no amount yet (`priced` gives it)."""
     given = v.read_body(v.CREATE_PAYMENT, body)
+    one_way_to_price(given)
     expires = given["expires_in_seconds"]
     tolerance = given["underpayment_tolerance_usdt"]
-    if tolerance is not None and tolerance > given["expected_amount_usdt"]:
-        raise ApiError("invalid_amount", "underpayment_tolerance_usdt must not exceed expected_amount_usdt.",
-                       "underpayment_tolerance_usdt")
-    # What identifies a replay: the request as read, the amounts in their one written form, the lifetime as asked.
+    if given["expected_amount_usdt"] is not None:
+        check_tolerance(tolerance, given["expected_amount_usdt"])
+    # What identifies a replay: the request as read, the amounts in their one written form, the lifetime as asked
+    # (a price as sent, not its USDT amount: a replay answers the payment with the rate it was created with).
     read = {name: value for name, value in given.items() if name not in FINGERPRINTED_WHEN_SENT or value is not None}
-    fingerprint = request_fingerprint({**read, "expected_amount_usdt": format_amount(given["expected_amount_usdt"]),
-                                       **({} if tolerance is None else
-                                          {"underpayment_tolerance_usdt": format_amount(tolerance)})})
+    amounts = {name: format_amount(given[name]) for name in ("expected_amount_usdt", "underpayment_tolerance_usdt",
+                                                             "price_amount") if given[name] is not None}
+    fingerprint = request_fingerprint({**read, **amounts})
     config = services().config
     return NewPayment(given["wallet_address"], given["expected_amount_usdt"], given["order_id"], given["callback_url"],
                       expires if expires is not None else config.payment_ttl_seconds, given["metadata"],
                       given["unique_amount"], fingerprint, underpayment_tolerance=tolerance,
                       default_tolerance=config.underpayment_tolerance_usdt, return_url=given["return_url"],
-                      unique_max_steps=config.unique_amount_max_steps)
+                      unique_max_steps=config.unique_amount_max_steps,
+                      # the price as asked; its rate, source and time are read by `priced`, before anything is stored
+                      price=None if given["price_amount"] is None else
+                      Price(given["price_amount"], given["price_currency"], Decimal(0), "", datetime.now(UTC)))
+
+
+def priced(new: NewPayment) -> NewPayment:
+    """A request priced in fiat with its USDT amount and its rate, read now from the database (never from a source):
+    400 unsupported_currency, 503 rate_unavailable (nothing stored), 400 when the amount is too large."""
+    asked = new.price
+    if asked is None:
+        return new
+    svc = services()
+    try:
+        rate = rate_for_new_payment(svc.db, svc.config, asked.currency)
+        amount = price_in_usdt(svc.config, asked.amount, rate)
+    except UnsupportedCurrency as exc:
+        raise ApiError("unsupported_currency", str(exc), "price_currency") from None
+    except RateUnavailable as exc:
+        raise ApiError("rate_unavailable", str(exc), status=503) from None
+    except AmountTooLarge:
+        raise ApiError("invalid_amount", f"price_amount at {format_rate(rate.rate)} {rate.currency} per USDT is more "
+                                         "USDT than a payment may await.", "price_amount") from None
+    check_tolerance(new.underpayment_tolerance, amount)
+    return replace(new, amount=amount, price=replace(asked, rate=rate.rate, source=rate.source, at=rate.at))
 
 
 def check_callback_address(url: str, field: str = "callback_url") -> None:
@@ -162,6 +216,13 @@ def check_callback_address(url: str, field: str = "callback_url") -> None:
 def create() -> Any:
     new = parse_new_payment(json_body())
     db = services().db
+    if new.price is not None:
+        # A replay answers with the payment and the rate it was created with, whatever the rates are now.
+        with db.Session() as session:
+            existing = find_by_order_id(session, new.order_id)
+            if existing is not None:
+                return replay(session, existing, new)
+        new = priced(new)
     # The callback's DNS answer is awaited before any connection is taken; its verdict counts only
     # for a new payment (a replay answers with the existing one whatever DNS says now).
     try:
@@ -383,16 +444,28 @@ def health() -> Any:
             session.execute(text("SELECT 1"))
             counts = count_by(session, Payment.status)
             report = read_state(session, WATCHER_STATUS)
+            unpriced = unavailable_recently_asked(session, svc.config)
     except Exception as exc:  # any failure to reach the database means unhealthy
         logger.error("health check: database unreachable: %s", exc)
         down = {"status": "unhealthy", "timestamp": now, "network": svc.config.tron_network, "database": "disconnected",
-                "active_payments": None, "total_payments": None, "watcher": None}
+                "active_payments": None, "total_payments": None, "watcher": None, "rates": None}
         return jsonify(render(HEALTH, down)), 503
     watcher, degraded = watcher_health(report, svc.config.polling_interval_seconds)
-    up = {"status": "degraded" if degraded else "healthy", "timestamp": now, "network": svc.config.tron_network,
-          "active_payments": counts["pending"], "total_payments": sum(counts.values()), "database": "connected",
-          "watcher": watcher}
+    up = {"status": "degraded" if degraded or unpriced else "healthy", "timestamp": now,
+          "network": svc.config.tron_network, "active_payments": counts["pending"],
+          "total_payments": sum(counts.values()), "database": "connected", "watcher": watcher,
+          "rates": {"unavailable": unpriced}}
     return jsonify(render(HEALTH, up))
+
+
+@bp.get("/rates")
+@require_api_key
+def rates() -> Any:
+    """The rates a payment priced in fiat would get now, each source's latest quotes and record (read from the
+    database: no source is asked)."""
+    svc = services()
+    with svc.db.Session() as session:
+        return jsonify(render(RATES, rates_report(session, svc.config)))
 
 
 @bp.get("/stats")

@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,6 +28,7 @@ from chain.claims import (
     parse_tx_hash,
     request_read,
 )
+from infra.money import format_amount, format_rate
 from ledger.checkout import PAY_PATH, find_by_token
 from models import Payment
 from tron_client import TronClient, make_client
@@ -104,13 +106,39 @@ def countdown_text(seconds: int) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+# How a price is written on the page: the symbol before it for the usual currencies, the code after it otherwise.
+CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "CNY": "¥", "JPY": "¥", "GBP": "£", "HKD": "HK$", "KRW": "₩", "INR": "₹",
+                    "RUB": "₽", "TRY": "₺"}
+
+
+def written_price(amount: Decimal, currency: str) -> str:
+    """`¥720.00`, `720.50 CHF`: two decimals unless the price has more."""
+    text = format(amount.quantize(Decimal("0.01")), "f") if amount == amount.quantize(Decimal("0.01")) \
+        else format_amount(amount)
+    symbol = CURRENCY_SYMBOLS.get(currency)
+    return f"{symbol}{text}" if symbol else f"{text} {currency}"
+
+
+def price_line(payment: Payment, t: dict[str, str]) -> str | None:
+    """A payment priced in fiat: its price, its USDT amount and the rate locked at creation, in the page's language
+    ("¥720.00 → 100 USDT, rate 7.2 CNY per USDT, locked 12:03 UTC"); None for one given in USDT."""
+    if payment.price_amount is None or payment.price_currency is None:
+        return None
+    return t["price_line"].format(price=written_price(payment.price_amount, payment.price_currency),
+                                  amount=format_amount(payment.expected_amount_usdt),
+                                  rate=format_rate(payment.rate), currency=payment.price_currency,
+                                  time=payment.created_at.astimezone(UTC).strftime("%H:%M"))
+
+
 def render_page(token: str, payment: Payment, status: dict[str, Any], *, claim_message: str | None = None,
                 claim_hash: str | None = None) -> str:
     config = services().config
     simulate = services().simulate_path  # plugged in by the sandbox network: the page's "simulate payment"
     left = seconds_left(payment.expires_at, datetime.now(UTC))
+    t = catalogue()
     return render_template(
-        "checkout.html", t=catalogue(), lang=language(), nonce=g.nonce, merchant_name=config.merchant_name,
+        "checkout.html", t=t, lang=language(), price_line=price_line(payment, t), nonce=g.nonce,
+        merchant_name=config.merchant_name,
         order_id=payment.order_id, wallet=payment.wallet_address, qr_svg=qr_svg(payment.wallet_address),
         status=status, seconds_left=left, countdown_text=countdown_text(left), return_url=payment.return_url,
         refresh=status["status"] != "completed" and not status["paid_late"], sandbox=simulate is not None,

@@ -22,11 +22,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
-from infra.config import STRATEGIES
+from infra.config import STRATEGIES, Config
 from infra.instruments import PREFIX, exposition, process_collector, token_accepted
+from infra.times import db_now
 from ledger.service_state import WATCHER_STATUS, read_state
 from ledger.stats import count_by
 from models import EventState, Payment, RejectedTransfer, Transfer, WebhookEvent
+from rates.rule import Rate
+from rates.store import rates_now, source_rows, wanted_currencies
 from web.errors import ApiError
 from web.health import upstream_health
 from web.services import services
@@ -44,8 +47,9 @@ REJECTION_KINDS = (("a zero amount", "zero_amount"), ("an amount of", "amount_to
 class DatabaseCollector(Collector):
     """Gauges and totals of what the database holds, read when Prometheus scrapes: a few indexed aggregates."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Any, config: Config | None = None) -> None:
         self.db = db
+        self.config = config
 
     def describe(self) -> Iterable[Metric]:
         return []  # registered per scrape: no name check, and no query before the scrape
@@ -78,8 +82,9 @@ class DatabaseCollector(Collector):
                 .where(WebhookEvent.state == EventState.pending)
             ).scalar()
             report = read_state(session, WATCHER_STATUS)
+            rates = rate_families(session, self.config) if self.config is not None else []
         return [*payment_families(payments), *transfer_families(transfers, rejected),
-                *outbox_families(events, oldest), *watcher_families(report)]
+                *outbox_families(events, oldest), *watcher_families(report), *rates]
 
 
 def payment_families(counts: dict[str, int]) -> list[Metric]:
@@ -156,6 +161,26 @@ def watcher_families(report: dict[str, Any] | None) -> list[Metric]:
     return [*families, paused, failing]
 
 
+def rate_families(session: Any, config: Config) -> list[Metric]:
+    """Each currency's rate (asked for, or standing): its age and whether it is usable; each source's errors."""
+    now = db_now(session)
+    codes = wanted_currencies(session, config)
+    age = GaugeMetricFamily(f"{PREFIX}_rate_age_seconds", "Age of the oldest quote a currency's rate would use now "
+                            "(0 for a fixed rate; absent while it has no usable rate).", labels=["currency"])
+    usable = GaugeMetricFamily(f"{PREFIX}_rate_available", "1 while the currency has a usable rate.",
+                               labels=["currency"])
+    for code, rate in rates_now(session, config, codes).items():
+        usable.add_metric([code], 1 if isinstance(rate, Rate) else 0)
+        if isinstance(rate, Rate):
+            age.add_metric([code], max((now - rate.at).total_seconds(), 0.0))
+    errors = CounterMetricFamily(f"{PREFIX}_rate_source_errors", "Failed requests and refused quotes of each rate "
+                                 "source, over every process.", labels=["source"])
+    records = source_rows(session)
+    for name, _ in config.rate_sources:
+        errors.add_metric([name], records[name].errors if name in records else 0)
+    return [age, usable, errors]
+
+
 bp = Blueprint("metrics", __name__)
 
 
@@ -165,6 +190,6 @@ def metrics() -> Response:
     if not token_accepted(shared.config.metrics_token, request.headers.get("Authorization")):
         raise ApiError("unauthorized", "Send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'.",
                        status=401)
-    body, content_type = exposition(process_collector(), DatabaseCollector(shared.db),
+    body, content_type = exposition(process_collector(), DatabaseCollector(shared.db, shared.config),
                                     accept=request.headers.get("Accept"))
     return Response(body, mimetype=None, content_type=content_type)

@@ -128,6 +128,13 @@ QUEUED = {"type": "object", "required": ["queued", "event_id"], "properties": {"
 RESUME_CURSOR = {"type": ["string", "null"], "description": (
     "Where to read on from later, for events newer than these: pass it as `after`, on the last page too (where "
     "next_cursor is null). Null only while there is no event at all.")}
+# A payment is asked for in USDT or priced in fiat, exactly one of the two ways.
+ONE_WAY_TO_PRICE = [
+    {"title": "In USDT", "required": ["expected_amount_usdt"],
+     "not": {"anyOf": [{"required": ["price_amount"]}, {"required": ["price_currency"]}]}},
+    {"title": "Priced in fiat", "required": ["price_amount", "price_currency"],
+     "not": {"required": ["expected_amount_usdt"]}},
+]
 COMPONENTS: dict[str, Any] = {
     "Error": ERROR_SCHEMA,
     **ENUMS,
@@ -148,11 +155,12 @@ COMPONENTS: dict[str, Any] = {
 }
 
 
-def secured(operation: dict[str, Any]) -> dict[str, Any]:
-    """A merchant route: API key, and the answers every such route may give."""
+def secured(operation: dict[str, Any], unavailable: str | None = None) -> dict[str, Any]:
+    """A merchant route: API key, and the answers every such route may give (`unavailable`: its 503's words when it
+    has more reasons than the database)."""
     operation["security"] = [{"bearerAuth": []}]
     operation["responses"] = {**operation["responses"], "400": BAD_INPUT, "401": UNAUTHORIZED,
-                              "503": DATABASE_DOWN}
+                              "503": DATABASE_DOWN if unavailable is None else response(unavailable, ref("Error"))}
     return operation
 
 
@@ -165,14 +173,17 @@ PATHS: dict[str, Any] = {
     "/payments": {
         "post": with_body(secured({
             "summary": "Create a payment watch (idempotent on order_id)",
-            "requestBody": {"required": True, "description": BODY_RULES, **json_content(ref("CreatePayment"))},
+            # the two ways beside the reference, so that a generated client keeps one CreatePayment model
+            "requestBody": {"required": True, "description": BODY_RULES,
+                            **json_content({**ref("CreatePayment"), "oneOf": ONE_WAY_TO_PRICE})},
             "responses": {
                 "201": response("Created", ref("Payment")),
                 "200": response("Replay of the same request: the existing payment", ref("Payment")),
                 "409": response("order_id_conflict (the order_id is taken with another body) or amount_in_use "
                                 "(another open payment on the wallet awaits this amount)", ref("Error")),
             },
-        })),
+        }, unavailable="rate_unavailable (a price in a currency with no usable rate now: no quote yet, every "
+                       "quote stale, or the sources disagree; nothing stored) or the database is unreachable")),
         "get": secured({
             "summary": "List payments, newest first",
             "parameters": parameters(PAYMENTS_QUERY),
@@ -326,6 +337,13 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/rates": {
+        "get": secured({
+            "summary": "The rates a payment priced in fiat would get now, and each source's latest quotes",
+            "responses": {"200": response("Per currency its rate or why none; per source its quotes, their age and "
+                                          "its errors", ref("Rates"))},
+        }),
+    },
     "/openapi.json": {
         "get": {
             "summary": "This document (no API key)",
@@ -342,6 +360,7 @@ TAGS = {
     "transfers": "USDT transfers seen on the chain, credited or not",
     "events": "Every webhook event with its delivery state",
     "webhooks": "Test webhooks",
+    "rates": "Fiat rates: what a payment priced in a currency would get now",
     "operator": "Health, counters, metrics and this document (no API key)",
     "checkout": "The payer's hosted checkout page (public, scoped by its token)",
 }
@@ -358,6 +377,7 @@ OPERATIONS = {
     ("/webhooks/test", "post"): ("sendTestWebhook", "webhooks"),
     ("/health", "get"): ("getHealth", "operator"),
     ("/stats", "get"): ("getStats", "operator"),
+    ("/rates", "get"): ("getRates", "rates"),
     ("/metrics", "get"): ("getMetrics", "operator"),
     ("/openapi.json", "get"): ("getOpenApiDocument", "operator"),
     ("/pay/{token}", "get"): ("getCheckoutPage", "checkout"),

@@ -34,6 +34,7 @@ from ledger.serialize import (
     column,
     enum_schema,
     key,
+    nullable,
     optional_id,
     payment_to_dict,
     ref,
@@ -55,6 +56,7 @@ from models import (
     UnconfirmedTransfer,
     WebhookEvent,
 )
+from rates.rule import REASONS as RATE_REASONS
 
 LOG = (
     column("id", INTEGER),
@@ -116,6 +118,45 @@ HEALTH = (
     key("watcher", {"type": ["object", "null"],
                     "description": "strategy, last cycle, seconds and blocks behind, last_error, refused_answers, "
                                    "each upstream's state and pause, and the reconciliation's last complete pass"}),
+    key("rates", {"type": ["object", "null"], "required": ["unavailable"],
+                  "properties": {"unavailable": {"type": "array", "items": STRING}},
+                  "description": "unavailable: the currencies asked for in the last hour with no usable rate now "
+                                 "(the service is degraded while there is one); null when the database is "
+                                 "unreachable"}),
+)
+# GET /rates (rates.store.rates_report).
+OPTIONAL_NUMBER = {"type": ["number", "null"]}
+CURRENCY_RATE = (
+    key("currency", STRING),
+    key("rate", {**OPTIONAL_STRING, "description": "units of the currency per 1 USDT; null when there is no rate"}),
+    key("rate_source", {**OPTIONAL_STRING, "description": "\"fixed\", or the sources whose quotes made the rate"}),
+    key("rate_at", {**OPTIONAL_TIME, "description": "the time of the oldest quote used"}),
+    key("age_seconds", OPTIONAL_NUMBER),
+    key("reason", {**nullable(ref("RateReason")), "description": "why there is no rate; null when there is one"}),
+    key("message", OPTIONAL_STRING),
+)
+SOURCE_QUOTE = (key("currency", STRING), key("rate", STRING), key("quoted_at", TIME), key("fetched_at", TIME),
+                key("age_seconds", NUMBER))
+RATE_SOURCE = (
+    key("name", STRING),
+    key("base_url", STRING),
+    key("quotes", {"type": "array", "items": ref("SourceQuote"), "description": "its latest quote per currency"}),
+    key("last_attempt_at", OPTIONAL_TIME),
+    key("last_success_at", OPTIONAL_TIME),
+    key("paused_until", {**OPTIONAL_TIME, "description": "set while a rate limit (429, Retry-After) pauses it"}),
+    key("errors", {**INTEGER, "description": "failed requests and refused quotes so far"}),
+    key("last_error", OPTIONAL_STRING),
+)
+RATES = (
+    key("currencies", {"type": "array", "items": ref("CurrencyRate"),
+                       "description": "USD, EUR, CNY, FIXED_RATES' and those requests asked for: the rate a new "
+                                      "payment would get now, or why none"}),
+    key("sources", {"type": "array", "items": ref("RateSource")}),
+    key("max_age_seconds", NUMBER),
+    key("max_deviation_percent", STRING),
+    key("markup_percent", STRING),
+    key("price_rounding_usdt", STRING),
+    key("timestamp", TIME),
 )
 # The document's named enumerations: one type each in a generated client.
 ENUMS = {
@@ -130,14 +171,17 @@ ENUMS = {
         "reconciliation and credited by the same rules once it is readable")},
     "EventState": enum_schema(EventState),
     "EventType": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)},
+    "RateReason": {"type": "string", "enum": list(RATE_REASONS), "description": (
+        "no_quote: no source has quoted the currency yet; stale: every quote is older than RATE_MAX_AGE_SECONDS; "
+        "sources_disagree: the fresh quotes differ by more than RATE_MAX_DEVIATION_PERCENT")},
 }
 # The event data that is no table of its own, by name.
 EVENT_DATA = {"TransferUnmatched": TRANSFER_UNMATCHED, "TransferAssigned": TRANSFER_ASSIGNED,
               "WebhookTestData": WEBHOOK_TEST}
 # Every object of the document: /openapi.json's components.
 SCHEMAS = {"Transfer": TRANSFER, "UnconfirmedTransfer": UNCONFIRMED, "Payment": PAYMENT,
-           "PaymentSummary": PAYMENT_SUMMARY, "Log": LOG, "Event": EVENT,
-           "Stats": STATS, "Health": HEALTH}
+           "PaymentSummary": PAYMENT_SUMMARY, "Log": LOG, "Event": EVENT, "Stats": STATS, "Health": HEALTH,
+           "CurrencyRate": CURRENCY_RATE, "SourceQuote": SOURCE_QUOTE, "RateSource": RATE_SOURCE, "Rates": RATES}
 
 
 def log_to_dict(entry: PaymentLog) -> dict[str, Any]:

@@ -47,6 +47,7 @@ ORDER_ID_PATTERN = r"^\S(?:.*\S)?$"
 CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#@\\]+(?:[/?#][^\x00-\x20\x7f\\]*)?$"
 # A tolerance: an amount as above, or zero ("0", "0.0"...).
 TOLERANCE_PATTERN = r"^(?:0(?:\.0{1,6})?|" + AMOUNT_PATTERN[1:-1] + r")$"
+CURRENCY_PATTERN = r"^[A-Za-z]{3}$"  # three ASCII letters; ISO 4217 is checked besides
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 MAX_BIGINT = 2**63 - 1
 _AMOUNT = re.compile(AMOUNT_PATTERN[1:-1])
@@ -178,6 +179,16 @@ def amount(value: Any, field: str = "expected_amount_usdt", *, zero_allowed: boo
             field,
         )
     return parsed
+
+
+def currency(value: Any, field: str) -> str | None:
+    """Three ASCII letters, upper-cased (whether it is ISO 4217 and priced here is the rates' question)."""
+    if value is None:
+        return None
+    if not is_text(value) or not re.fullmatch(CURRENCY_PATTERN, value):
+        raise ApiError(f"invalid_{field}", f"{field} must be an ISO 4217 code of three letters, such as \"CNY\".",
+                       field)
+    return value.upper()
 
 
 def order_id(value: Any) -> str:
@@ -438,7 +449,7 @@ CALLBACK_URL_SCHEMA = {
 }
 CREATE_PAYMENT = (
     Field("wallet_address", ADDRESS_SCHEMA, wallet_address, required=True),
-    Field("expected_amount_usdt", AMOUNT_SCHEMA, amount, required=True),
+    Field("expected_amount_usdt", AMOUNT_SCHEMA, lambda value: None if value is None else amount(value)),
     Field("order_id", {
         "type": "string", "minLength": 1, "maxLength": MAX_ORDER_ID, "pattern": ORDER_ID_PATTERN,
         "description": (f"Your order reference, unique: {PRINTABLE}, no whitespace at either end. The same order_id "
@@ -476,6 +487,21 @@ CREATE_PAYMENT = (
                         "(a 400 above it). Default: UNDERPAYMENT_TOLERANCE_USDT, cut to the amount."),
     }, underpayment_tolerance),
 )
+# Priced in fiat: instead of expected_amount_usdt (exactly one of the two ways; web/api.py checks it).
+PRICE_FIELDS = (
+    Field("price_amount", {
+        **AMOUNT_SCHEMA,
+        "description": ("The price in price_currency, written as an amount is (greater than 0, at most 6 decimals and "
+                        "14 integer digits; a string is best). Converted to USDT once, at creation, at the rate then "
+                        "(GET /rates), with RATE_MARKUP_PERCENT, rounded up to PRICE_ROUNDING_USDT. " + NUMBER_WORDS),
+    }, lambda value: None if value is None else amount(value, "price_amount")),
+    Field("price_currency", {
+        "type": "string", "pattern": CURRENCY_PATTERN, "examples": ["CNY"],
+        "description": ("ISO 4217 code, any case, of a currency FIXED_RATES names or a configured rate source "
+                        "quotes (else a 400 unsupported_currency); 503 rate_unavailable while it has no usable rate."),
+    }, lambda value: currency(value, "price_currency")),
+)
+CREATE_PAYMENT = CREATE_PAYMENT + PRICE_FIELDS
 # POST /webhooks/test
 WEBHOOK_TEST = (
     Field("url", {**CALLBACK_URL_SCHEMA, "description": "Where to send the test webhook (default: "

@@ -310,7 +310,7 @@ def test_a_schedule_maps_times_to_blocks_across_segments() -> None:
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 INHERITED = ("TRON_NETWORK", "TRONGRID_API_URL", "DATABASE_URL", "PORT", "HOST", "API_KEYS", "WEBHOOK_SECRET",
-             "POLLING_INTERVAL_SECONDS", "ALLOW_PRIVATE_CALLBACKS", "LOG_FORMAT", "LOG_LEVEL")
+             "POLLING_INTERVAL_SECONDS", "ALLOW_PRIVATE_CALLBACKS", "LOG_FORMAT", "LOG_LEVEL", "RATE_SOURCES")
 
 
 def sandbox_env(database_url: str, port: int) -> dict[str, str]:

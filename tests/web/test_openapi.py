@@ -45,10 +45,14 @@ def test_every_documented_create_field_is_accepted_and_no_other(client, auth) ->
     """Each optional field of CreatePayment, sent with a valid value, is taken; a field it does not list is a 400."""
     spec = client.get("/openapi.json").get_json()
     create = spec["components"]["schemas"]["CreatePayment"]
-    assert set(create["required"]) == {"wallet_address", "expected_amount_usdt", "order_id", "callback_url"}
+    assert set(create["required"]) == {"wallet_address", "order_id", "callback_url"}
+    # the amount: in USDT, or a price in fiat (tests/rates/test_pricing.py), exactly one of the two ways
+    body = spec["paths"]["/payments"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert [way["required"] for way in body["oneOf"]] == [["expected_amount_usdt"], ["price_amount", "price_currency"]]
     valid = {"expires_in_seconds": 600, "metadata": {"a": 1}, "unique_amount": True,
              "return_url": "https://shop.example/thanks", "underpayment_tolerance_usdt": "0.5"}
-    assert set(create["properties"]) == set(create["required"]) | set(valid)
+    assert set(create["properties"]) == set(create["required"]) | set(valid) | {
+        "expected_amount_usdt", "price_amount", "price_currency"}
     for n, (name, value) in enumerate(valid.items()):
         body = payment_body(order_id=f"field-{n}", expected_amount_usdt=str(n + 1), **{name: value})
         r = client.post("/payments", headers=auth, json=body)

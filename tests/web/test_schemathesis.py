@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_TIME_SECONDS = 45
 SEED = os.environ.get("SCHEMATHESIS_SEED", "20261126")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
+
+
+@pytest.fixture
+def config(config):  # type: ignore[no-untyped-def]
+    """The shared test configuration with a fixed rate, so a price in CNY is a valid request (the hooks send it)."""
+    return config.with_overrides(rate_sources=(), fixed_rates=(("CNY", Decimal("7.2")),))
 
 
 @pytest.mark.timeout(180)
