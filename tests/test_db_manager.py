@@ -204,9 +204,9 @@ def test_stats_counts_rows(database_url: str, db: Database) -> None:
     populate(db)
     stats = json.loads(ok(run_cli(database_url, "stats", "--json")))
     assert stats["payments"] == {"total": 5, "pending": 2, "completed": 1, "failed": 1, "expired": 1, "cancelled": 1}
-    assert stats["transfers"] == {"total": 2, "unmatched": 1, "credited": 1}
+    assert stats["transfers"] == {"total": 2, "unmatched": 1, "credited": 1, "set_aside": 0}
     assert stats["webhook_events"] == {"total": 3, "pending": 1, "delivered": 1, "failed": 1,
-                                       "no_target": 0}
+                                       "no_target": 0, "superseded": 0}
     assert stats["payment_logs"]["total"] == 4
     text_out = ok(run_cli(database_url, "stats"))
     for expected in ("payments: 5", "  pending: 2", "  failed: 1 (cancelled: 1)", "transfers: 2", "  unmatched: 1",
