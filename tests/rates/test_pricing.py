@@ -24,7 +24,8 @@ def priced(price: str = "720", currency: str = "CNY", **extra: object) -> dict[s
 
 def outage_events(db) -> list[PaymentLog]:
     with db.Session() as session:
-        return list(session.scalars(select(PaymentLog).where(PaymentLog.event_type == RATE_UNAVAILABLE)))
+        return list(session.scalars(select(PaymentLog).where(PaymentLog.event_type == RATE_UNAVAILABLE)
+                                    .order_by(PaymentLog.id)))
 
 
 @pytest.fixture
