@@ -18,6 +18,7 @@ from infra.addresses import is_valid_address
 from infra.logging_setup import LOG_FORMATS, configure_logging
 from infra.money import AmountError, parse_amount
 from infra.urls import CallbackUrlError, split_callback_url
+from infra.xpub import DepositKey, XpubError
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class Config:
     merchant_webhook_url: str | None = None
     underpayment_tolerance_usdt: Decimal = Decimal(0)
     unique_amount_max_steps: int = 100  # how many steps of 0.0001 USDT unique_amount may add before a 409
+    # DEPOSIT_XPUB, read: the account key deposit addresses are derived from (its repr never shows the key); None: off
+    deposit_key: DepositKey | None = None
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -273,6 +276,17 @@ def _merchant_name(env: dict[str, str]) -> str | None:
     return name
 
 
+def _deposit_key(env: dict[str, str]) -> DepositKey | None:
+    """DEPOSIT_XPUB: an account-level xpub, or unset. The message says what is wrong, never the key itself."""
+    raw = _get(env, "DEPOSIT_XPUB")
+    if raw is None:
+        return None
+    try:
+        return DepositKey(raw)
+    except XpubError as exc:
+        raise ConfigError(f"DEPOSIT_XPUB {exc}") from None
+
+
 def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
     """Build the configuration from `env` (default: the process environment after `.env`), with `overrides` (a
     command line's, as `db_manager.py --database-url`) read and checked the same way."""
@@ -356,6 +370,7 @@ def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
         merchant_webhook_url=_merchant_webhook_url(env),
         underpayment_tolerance_usdt=_tolerance(env),
         unique_amount_max_steps=_max_steps(env),
+        deposit_key=_deposit_key(env),
     )
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -34,14 +34,16 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from database import DriverStatement, driver_execute, driver_statement
+from deposits.indexes import take_index
 from infra.money import MAX_MICRO, format_amount, from_micro, to_micro
 from infra.times import db_now, iso, iso_sql
+from infra.xpub import DepositKey
 from ledger.checkout import token_hash
 from ledger.errors import Refused
 from ledger.events import audit_values, emit_event, log_audit, log_event
 from ledger.matching import REMAINING, WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
 from ledger.records import PaymentRecord
-from models import CANCELLED, Payment, PaymentLog, PaymentStatus
+from models import CANCELLED, DepositAddress, Payment, PaymentLog, PaymentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ UNIQUE_STEP_MICRO = 100  # 0.0001 USDT
 
 @dataclass(frozen=True)
 class NewPayment:
-    wallet_address: str
+    wallet_address: str | None  # None: a fresh address derived from DEPOSIT_XPUB (create_derived_payment)
     amount: Decimal
     order_id: str
     callback_url: str
@@ -218,6 +220,7 @@ def payment_values(new: NewPayment, amount: Decimal, checkout_key: str) -> dict[
         "underpayment_tolerance_usdt": new.tolerance_for(amount),
         "return_url": new.return_url,
         "checkout_token_hash": token_hash(checkout_key, payment_id),
+        "address_index": None,  # create_derived_payment sets it
         # the rest of what a payment shows, as a new one has it (its metadata is answered as the INSERT returns it)
         "failure_reason": None,
         "transaction_hash": None,
@@ -275,11 +278,15 @@ def creation_audit(values: dict[str, Any], new: NewPayment, expires_at: str | No
     """The `created` audit row of a payment about to be written (`expires_at`: None when the statement adds it)."""
     amount = values["expected_amount_usdt"]
     note = "" if amount == new.amount else f" (raised from {format_amount(new.amount)} to be unique)"
+    index = values.get("address_index")
+    if index is not None:
+        note += f" (deposit address {index}, derived from DEPOSIT_XPUB)"
     return audit_values(
         values["id"],
         "created",
         f"payment created for {format_amount(amount)} USDT to {new.wallet_address}{note}",
         order_id=new.order_id,
+        **({} if index is None else {"address_index": index}),
         expected_amount_usdt=format_amount(amount),
         requested_amount_usdt=format_amount(new.amount),
         underpayment_tolerance_usdt=format_amount(values["underpayment_tolerance_usdt"]),
@@ -366,6 +373,68 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, ch
     values["meta"] = insert_and_commit(connection, values, audit)
     log_audit(audit)
     return PaymentRecord.of(values)
+
+
+# --- creation on a derived address ---------------------------------------------------------------
+
+@functools.lru_cache(maxsize=16)
+def insert_derived_sql(dialect: Dialect, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
+                       ) -> DriverStatement:
+    """The payment on its derived address and its audit row, written only if no payment uses that address yet (a
+    given wallet_address may be one of the account's addresses), and the address's row in `deposit_addresses`
+    either way (parameters `d_account`, `d_index`): its payment's, or none when the address was passed over. Then
+    the COMMIT: one message, one round trip."""
+    binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
+    used = select(Payment.id).where(Payment.wallet_address == binds["wallet_address"]).exists()
+    stored = insert(Payment).from_select(list(binds), select(*binds.values()).where(~used)
+                                         ).returning(Payment.id, Payment.meta).cte("stored")
+    deposit = insert(DepositAddress).from_select(
+        ["account", "address_index", "address", "payment_id"],
+        select(bindparam("d_account", type_=String), bindparam("d_index", type_=Integer),
+               binds["wallet_address"], select(stored.c.id).scalar_subquery()),
+    ).cte("deposit")
+    statement = select(stored.c.meta).add_cte(audit_row_of(stored, audit_keys)).add_cte(deposit)
+    return driver_statement(statement, dialect)
+
+
+def create_derived_payment(connection: Connection, new: NewPayment, key: DepositKey, checkout_key: str
+                           ) -> PaymentRecord | None:
+    """Create a payment on a fresh address of `key` (DEPOSIT_XPUB), on `connection` (`Database.statements`): the
+    payment as stored, or None when its order_id is already taken (the caller answers with that payment; the index
+    is given back).
+
+    The account's next index is taken in the creating transaction (`deposits.indexes`), its address derived, and
+    the payment, its audit row and the address's row written, then committed: three round trips, the account's
+    count locked from the first to the last. The address is the payment's alone, so no amount check applies
+    (`unique_amount` changes nothing): any amount that reaches it is this payment's. An address some payment already
+    uses (a given wallet_address) is passed over, recorded as such, and the next index taken."""
+    while True:
+        now, order_taken, index = take_index(connection, key.account, new.order_id)
+        if order_taken:
+            driver_execute(connection, "ROLLBACK", {})
+            return None
+        try:
+            address = key.address(index)
+        except ValueError:
+            driver_execute(connection, "ROLLBACK", {})
+            raise Refused("deposit_addresses_exhausted", "DEPOSIT_XPUB's account has no index left; configure "
+                                                         "another account's xpub.") from None
+        derived = replace(new, wallet_address=address, unique_amount=False)
+        values = {**payment_values(derived, new.amount, checkout_key), "address_index": index, "created_at": now,
+                  "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
+        audit = creation_audit(values, derived, expires_at=iso(values["expires_at"]))
+        statement = insert_derived_sql(connection.dialect, tuple(values), tuple(audit))
+        params = statement.params({**{f"p_{k}": v for k, v in values.items()},
+                                   **{f"a_{k}": v for k, v in audit.items()}, "d_account": key.account,
+                                   "d_index": index})
+        stored = driver_execute(connection, statement.sql, params)
+        driver_execute(connection, "COMMIT", {})  # the answer comes after it: the payment is durable
+        if stored:
+            values["meta"] = stored[0][0]
+            log_audit(audit)
+            return PaymentRecord.of(values)
+        logger.warning("deposit address %d (%s) is already a given wallet_address of a payment: passed over",
+                       index, address)
 
 
 def cancel_payment(session: Session, payment: Payment) -> Payment:

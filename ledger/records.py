@@ -74,6 +74,7 @@ class PaymentRecord(NamedTuple):
     meta: Any
     return_url: str | None
     underpayment_tolerance_usdt: Decimal
+    address_index: int | None  # its address's index when derived from DEPOSIT_XPUB
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> PaymentRecord:

@@ -132,6 +132,9 @@ PAYMENT = (
     column("return_url", {"type": ["string", "null"]}),
     Out("underpayment_tolerance_usdt", AMOUNT, lambda p: format_amount(p.underpayment_tolerance_usdt)),
     Out("shortfall_usdt", AMOUNT, lambda p: format_amount(shortfall(p))),
+    column("address_index", {"type": ["integer", "null"], "minimum": 0,
+                             "description": "the index of wallet_address when it was derived from the merchant's "
+                                            "xpub (DEPOSIT_XPUB: its child 0/index); null for a given address"}),
 )
 # A payment as an unmatched transfer's event names it: no metadata, no transfers.
 PAYMENT_SUMMARY = tuple(f for f in PAYMENT if f.name in (

@@ -36,8 +36,8 @@ from ledger.checkout import links_of, open_ledger  # noqa: E402
 from models import Base, Payment, WebhookEvent  # noqa: E402
 
 # Every table of the service, those that refer to payments first.
-TABLES = ("sandbox_inbox", "webhook_events", "transfers", "rejected_transfers", "payment_logs", "payments", "api_keys",
-          "wallet_cursors", "service_state", "sandbox_transfers")
+TABLES = ("sandbox_inbox", "webhook_events", "transfers", "rejected_transfers", "payment_logs", "deposit_addresses",
+          "payments", "api_keys", "wallet_cursors", "service_state", "sandbox_transfers", "deposit_accounts")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"

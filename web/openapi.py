@@ -14,7 +14,7 @@ from flask import Blueprint, jsonify
 
 from chain.claims import CLAIMS_PER_MINUTE, FOUND, NOT_SOLIDIFIED, REASONS
 from ledger.serialize import AMOUNT, BOOLEAN, STRING, TIME, object_schema, ref
-from web.api import EVENTS_QUERY, HEALTH_DB_DEADLINE_SECONDS, PAYMENTS_QUERY, TRANSFERS_QUERY
+from web.api import ADDRESSES_QUERY, EVENTS_QUERY, HEALTH_DB_DEADLINE_SECONDS, PAYMENTS_QUERY, TRANSFERS_QUERY
 from web.checkout_pages import CATALOGUES
 from web.errors import ERROR_SCHEMA
 from web.schemas import ENUMS, EVENT_DATA, SCHEMAS
@@ -127,6 +127,7 @@ COMPONENTS: dict[str, Any] = {
     **EVENT_DATA,
     "PaymentList": list_of("payments", "Payment"),
     "TransferList": list_of("transfers", "Transfer"),
+    "AddressList": list_of("addresses", "DepositAddress"),
     "EventList": list_of("events", "Event", has_more=BOOLEAN, resume_cursor=RESUME_CURSOR),
     "LogList": {"type": "object", "required": ["logs"], "properties": {"logs": {"type": "array", "items": ref("Log")}}},
     "Queued": QUEUED,
@@ -218,6 +219,14 @@ PATHS: dict[str, Any] = {
             "summary": "Observed USDT transfers to watched wallets, newest first",
             "parameters": parameters(TRANSFERS_QUERY),
             "responses": {"200": response("A page of transfers", ref("TransferList"))},
+        }),
+    },
+    "/addresses": {
+        "get": secured({
+            "summary": "Deposit addresses derived from DEPOSIT_XPUB and taken by payments, in index order, with "
+                       "what reached each",
+            "parameters": parameters(ADDRESSES_QUERY),
+            "responses": {"200": response("A page of addresses", ref("AddressList"))},
         }),
     },
     "/events": {
@@ -333,6 +342,7 @@ PATHS: dict[str, Any] = {
 TAGS = {
     "payments": "Payment watches: create, read, list, cancel, their audit trail and webhook retry",
     "transfers": "USDT transfers seen on the chain, credited or not",
+    "addresses": "Deposit addresses derived from the merchant's xpub (DEPOSIT_XPUB), one per payment",
     "events": "Every webhook event with its delivery state",
     "webhooks": "Test webhooks",
     "operator": "Health, counters, metrics and this document (no API key)",
@@ -346,6 +356,7 @@ OPERATIONS = {
     ("/payments/{payment_id}/logs", "get"): ("getPaymentLogs", "payments"),
     ("/payments/{payment_id}/callback/retry", "post"): ("retryPaymentCallback", "payments"),
     ("/transfers", "get"): ("listTransfers", "transfers"),
+    ("/addresses", "get"): ("listAddresses", "addresses"),
     ("/events", "get"): ("listEvents", "events"),
     ("/events/{event_id}/retry", "post"): ("retryEvent", "events"),
     ("/webhooks/test", "post"): ("sendTestWebhook", "webhooks"),
