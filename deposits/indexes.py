@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, func, select
+from sqlalchemy import Connection, String, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Dialect
 
@@ -23,10 +23,11 @@ from models import DepositAccount, DepositAddress, Payment
 
 def take_statement() -> Any:
     """The account's next index, taken (parameter `account`): the first create of an account gets 0."""
-    upsert = insert(DepositAccount).values(account=bindparam("account", type_=String), next_index=1)
+    one = literal_column("1")  # written in the SQL: the statement is sent as the prefix of another
+    upsert = insert(DepositAccount).values(account=bindparam("account", type_=String), next_index=one)
     return upsert.on_conflict_do_update(
         index_elements=[DepositAccount.account],
-        set_={"next_index": DepositAccount.next_index + 1, "updated_at": func.now()},
+        set_={"next_index": DepositAccount.next_index + one, "updated_at": func.now()},
     )
 
 

@@ -386,7 +386,7 @@ def insert_derived_sql(dialect: Dialect, payment_keys: tuple[str, ...], audit_ke
     the COMMIT: one message, one round trip."""
     binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
     used = select(Payment.id).where(Payment.wallet_address == binds["wallet_address"]).exists()
-    stored = insert(Payment).from_select(list(binds), select(*binds.values()).where(~used)
+    stored = insert(Payment).from_select([getattr(Payment, k) for k in binds], select(*binds.values()).where(~used)
                                          ).returning(Payment.id, Payment.meta).cte("stored")
     deposit = insert(DepositAddress).from_select(
         ["account", "address_index", "address", "payment_id"],
