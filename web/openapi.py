@@ -163,8 +163,9 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "201": response("Created", ref("Payment")),
                 "200": response("Replay of the same request: the existing payment", ref("Payment")),
-                "409": response("order_id_conflict (the order_id is taken with another body) or amount_in_use "
-                                "(another open payment on the wallet awaits this amount)", ref("Error")),
+                "409": response("order_id_conflict (the order_id is taken with another body), amount_in_use "
+                                "(another open payment on the wallet awaits this amount) or, on a derived address, "
+                                "deposit_addresses_exhausted (the xpub's account has no index left)", ref("Error")),
             },
         })),
         "get": secured({
@@ -390,13 +391,17 @@ def named(paths: dict[str, Any], operations: dict[tuple[str, str], tuple[str, st
             for path, methods in paths.items()}
 
 
-def build_spec(parts: Sequence[Part] = (), server_url: str | None = None) -> dict[str, Any]:
+def build_spec(parts: Sequence[Part] = (), server_url: str | None = None, deposit_addresses: bool = False
+               ) -> dict[str, Any]:
     """The document: every route of the API and the checkout page, and the parts plugged in (the sandbox network's
     schemas, and its routes where they exist). `server_url`: the service's public address (PUBLIC_BASE_URL), the
-    document's one server."""
+    document's one server. `deposit_addresses` (DEPOSIT_XPUB is set): a create may leave wallet_address out."""
     operations = dict(OPERATIONS)
     paths = dict(PATHS)
     components = dict(COMPONENTS)
+    if not deposit_addresses:
+        create = components["CreatePayment"]
+        components["CreatePayment"] = {**create, "required": ["wallet_address", *create["required"]]}
     tags = dict(TAGS)
     for part in parts:
         operations |= part.operations
@@ -433,4 +438,5 @@ bp = Blueprint("openapi", __name__)
 @bp.get("/openapi.json")
 def document() -> Any:
     shared = services()
-    return jsonify(build_spec(shared.document_parts, server_url=shared.config.public_base_url))
+    return jsonify(build_spec(shared.document_parts, server_url=shared.config.public_base_url,
+                              deposit_addresses=shared.config.deposit_key is not None))

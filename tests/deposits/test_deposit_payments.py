@@ -245,3 +245,14 @@ def test_malformed_keys_stop_the_start_with_one_line_naming_the_setting() -> Non
         assert proc.returncode != 0 and len(lines) == 1 and "DEPOSIT_XPUB" in lines[0], (entry, proc.stderr[-500:])
         assert bad not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
     assert HOOK  # the module's helpers in use
+
+
+def test_the_document_says_wallet_address_may_be_left_out_only_with_deposit_xpub(client, dclient) -> None:
+    without = client.get("/openapi.json").get_json()["components"]["schemas"]
+    derived_doc = dclient.get("/openapi.json").get_json()
+    assert "wallet_address" in without["CreatePayment"]["required"]
+    assert "wallet_address" not in derived_doc["components"]["schemas"]["CreatePayment"]["required"]
+    assert "address_index" in without["Payment"]["required"]
+    assert derived_doc["paths"]["/addresses"]["get"]["operationId"] == "listAddresses"
+    assert {p["name"] for p in derived_doc["paths"]["/addresses"]["get"]["parameters"]} == {"limit", "cursor",
+                                                                                           "received"}
