@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 import migrate
+from chain.answers import TronError, public_error
 from database import Database, DatabaseError, describe_url, normalize_url, resolve_database_url
 from delivery import signing as webhook_signing
 from deposits.indexes import next_index, skipped_count
@@ -269,17 +270,24 @@ def cmd_addresses(ctx: Context) -> int:
             .join(Payment, Payment.id == DepositAddress.payment_id).order_by(DepositAddress.id)))
         received = received_by(session, [row[0].address for row in rows])
     print("index\taddress\torder_id\tstatus\treceived_usdt\tbalance_usdt")
-    total = 0
+    total, unread = 0, 0
     for deposit, order_id, status in rows:
         balance = "-"
         if client is not None:
-            micro = client.usdt_balance(deposit.address)
-            total += micro
-            balance = format_amount(micro)
+            try:
+                micro = client.usdt_balance(deposit.address)
+            except TronError as exc:  # one address the upstream cannot answer for: said, the others still listed
+                unread += 1
+                balance = f"unavailable ({public_error(exc)})"
+            else:
+                total += micro
+                balance = format_amount(micro)
         print(f"{deposit.address_index}\t{deposit.address}\t{order_id}\t{status.value}\t"
               f"{format_amount(received[deposit.address])}\t{balance}")
     if client is not None:
-        print(f"total balance: {format_amount(total)} USDT on {len(rows)} addresses")
+        print(f"total balance: {format_amount(total)} USDT on {len(rows) - unread} addresses")
+    if unread:
+        raise CliError(f"the balance of {unread} address(es) could not be read from the upstream; run it again")
     return 0
 
 
