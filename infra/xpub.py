@@ -66,6 +66,9 @@ class DepositKey:
                             fingerprint=node.get_fingerprint())
         self._cache: OrderedDict[int, str] = OrderedDict()
         self._lock = threading.Lock()
+        # The index this process expects the account's next create to take (a hint, never trusted: the database
+        # decides, see ledger.payments.create_derived_payment); it moves on with each create.
+        self.expected_index = 0
 
     def __repr__(self) -> str:  # never the key: a repr ends up in logs and tracebacks
         return f"DepositKey(account={self.account[:12]}...)"

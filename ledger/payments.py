@@ -24,17 +24,21 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
+    cast,
     func,
     insert,
     literal,
     or_,
     select,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from database import DriverStatement, driver_execute, driver_statement
-from deposits.indexes import take_index
+from deposits.indexes import next_index, take_statement
 from infra.money import MAX_MICRO, format_amount, from_micro, to_micro
 from infra.times import db_now, iso, iso_sql
 from infra.xpub import DepositKey
@@ -220,7 +224,7 @@ def payment_values(new: NewPayment, amount: Decimal, checkout_key: str) -> dict[
         "underpayment_tolerance_usdt": new.tolerance_for(amount),
         "return_url": new.return_url,
         "checkout_token_hash": token_hash(checkout_key, payment_id),
-        "address_index": None,  # create_derived_payment sets it
+        "address_index": None,  # a given address
         # the rest of what a payment shows, as a new one has it (its metadata is answered as the INSERT returns it)
         "failure_reason": None,
         "transaction_hash": None,
@@ -278,15 +282,11 @@ def creation_audit(values: dict[str, Any], new: NewPayment, expires_at: str | No
     """The `created` audit row of a payment about to be written (`expires_at`: None when the statement adds it)."""
     amount = values["expected_amount_usdt"]
     note = "" if amount == new.amount else f" (raised from {format_amount(new.amount)} to be unique)"
-    index = values.get("address_index")
-    if index is not None:
-        note += f" (deposit address {index}, derived from DEPOSIT_XPUB)"
     return audit_values(
         values["id"],
         "created",
         f"payment created for {format_amount(amount)} USDT to {new.wallet_address}{note}",
         order_id=new.order_id,
-        **({} if index is None else {"address_index": index}),
         expected_amount_usdt=format_amount(amount),
         requested_amount_usdt=format_amount(new.amount),
         underpayment_tolerance_usdt=format_amount(values["underpayment_tolerance_usdt"]),
@@ -377,64 +377,108 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, ch
 
 # --- creation on a derived address ---------------------------------------------------------------
 
+DERIVED_WINDOW = 32  # addresses sent with a create: the index it takes is expected among them
+
+
 @functools.lru_cache(maxsize=16)
-def insert_derived_sql(dialect: Dialect, payment_keys: tuple[str, ...], audit_keys: tuple[str, ...]
-                       ) -> DriverStatement:
-    """The payment on its derived address and its audit row, written only if no payment uses that address yet (a
-    given wallet_address may be one of the account's addresses), and the address's row in `deposit_addresses`
-    either way (parameters `d_account`, `d_index`): its payment's, or none when the address was passed over. Then
-    the COMMIT: one message, one round trip."""
+def insert_derived_sql(dialect: Dialect, payment_keys: tuple[str, ...]) -> DriverStatement:
+    """One statement, so one implicit transaction in the driver's autocommit, committed before the answer: the
+    account's next index taken (`deposits.indexes`, only if the order_id is free), its address picked from the ones
+    sent (parameters `d_first` and `d_addresses`, the addresses of `d_first`, `d_first` + 1, ...), the payment and
+    its `created` audit row written unless some payment already uses that address (a given wallet_address may be
+    one of the account's addresses), and the address's row in `deposit_addresses` either way (its payment's, or
+    none when passed over). An index outside the addresses sent leaves the address NULL, which the payment's NOT
+    NULL wallet_address refuses: the statement fails and gives its index back. Returns the index, its address and
+    the payment's times and metadata (NULL when passed over); no row when the order_id was taken."""
     binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
-    used = select(Payment.id).where(Payment.wallet_address == binds["wallet_address"]).exists()
-    stored = insert(Payment).from_select([getattr(Payment, k) for k in binds], select(*binds.values()).where(~used)
-                                         ).returning(Payment.id, Payment.meta).cte("stored")
+    order_taken = select(Payment.id).where(Payment.order_id == binds["order_id"]).exists()
+    taken = take_statement(~order_taken).cte("taken")
+    position = cast(taken.c.idx - bindparam("d_first", type_=Integer), Integer)  # from 0; NULL outside
+    addresses = bindparam("d_addresses", type_=JSONB)
+    # (JSONB counts a negative position from the end: never used)
+    chosen = select(taken.c.idx, case((position >= 0, addresses[position].astext)).label("address")).cte("chosen")
+    now = func.now()
+    used = select(Payment.id).where(Payment.wallet_address == chosen.c.address).exists()
+    stored = insert(Payment).from_select(
+        [*(getattr(Payment, k) for k in payment_keys), Payment.wallet_address, Payment.address_index,
+         Payment.created_at, Payment.expires_at],
+        select(*binds.values(), chosen.c.address, chosen.c.idx, now, lifetime_end(now)).where(~used),
+    ).returning(Payment.id, Payment.created_at, Payment.expires_at, Payment.meta).cte("stored")
+    message = func.concat(bindparam("m_head", type_=String), chosen.c.address, " (deposit address ",
+                          cast(chosen.c.idx, String), ", derived from DEPOSIT_XPUB)")
+    metadata = bindparam("a_event_metadata", type_=JSONB).op("||", return_type=JSONB)(func.jsonb_build_object(
+        "address_index", chosen.c.idx, "expires_at", iso_sql(stored.c.expires_at)))
+    audit = insert(PaymentLog).from_select(
+        ["payment_id", "event_type", "message", "event_metadata"],
+        select(stored.c.id, bindparam("a_event_type", type_=String), message, metadata).select_from(stored)
+        .join(chosen, literal(True)),
+    ).cte("audit")
     deposit = insert(DepositAddress).from_select(
         ["account", "address_index", "address", "payment_id"],
-        select(bindparam("d_account", type_=String), bindparam("d_index", type_=Integer),
-               binds["wallet_address"], select(stored.c.id).scalar_subquery()),
+        select(bindparam("d_account", type_=String), chosen.c.idx, chosen.c.address,
+               select(stored.c.id).scalar_subquery()),
     ).cte("deposit")
-    statement = select(stored.c.meta).add_cte(audit_row_of(stored, audit_keys)).add_cte(deposit)
+    statement = (select(chosen.c.idx, chosen.c.address, stored.c.created_at, stored.c.expires_at, stored.c.meta)
+                 .select_from(chosen).outerjoin(stored, literal(True)).add_cte(audit).add_cte(deposit))
     return driver_statement(statement, dialect)
+
+
+def is_outside_window(exc: IntegrityError) -> bool:
+    """Whether a derived create failed because the index it took was not among the addresses it sent."""
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(exc.orig, "pgcode", None) == "23502" and getattr(diag, "column_name", None) == "wallet_address"
 
 
 def create_derived_payment(connection: Connection, new: NewPayment, key: DepositKey, checkout_key: str
                            ) -> PaymentRecord | None:
     """Create a payment on a fresh address of `key` (DEPOSIT_XPUB), on `connection` (`Database.statements`): the
-    payment as stored, or None when its order_id is already taken (the caller answers with that payment; the index
-    is given back).
+    payment as stored, or None when its order_id is already taken (the caller answers with that payment; no index
+    is taken). A twin that commits the same order_id meanwhile fails the INSERT (IntegrityError, the index given
+    back), and the caller answers with it as for any replay.
 
-    The account's next index is taken in the creating transaction (`deposits.indexes`), its address derived, and
-    the payment, its audit row and the address's row written, then committed: three round trips, the account's
-    count locked from the first to the last. The address is the payment's alone, so no amount check applies
-    (`unique_amount` changes nothing): any amount that reaches it is this payment's. An address some payment already
-    uses (a given wallet_address) is passed over, recorded as such, and the next index taken."""
+    One round trip (`insert_derived_sql`): the index is taken, the address picked among the `DERIVED_WINDOW` ones
+    sent (from the index this process expects next: `DepositKey.expected_index`), the payment written and
+    committed. The account's count is locked for that one statement. When other processes took more indexes than
+    the window holds, the statement fails, gives its index back, and is sent again from the count read then. The
+    address is the payment's alone, so no amount check applies (`unique_amount` changes nothing): any amount that
+    reaches it is this payment's. An address some payment already uses (a given wallet_address) is passed over,
+    recorded as such, and the next index taken."""
+    derived = replace(new, wallet_address="", unique_amount=False)
+    first = key.expected_index
     while True:
-        now, order_taken, index = take_index(connection, key.account, new.order_id)
-        if order_taken:
-            driver_execute(connection, "ROLLBACK", {})
-            return None
+        values = payment_values(derived, new.amount, checkout_key)
+        del values["wallet_address"], values["address_index"]
+        addresses = [address for _, address in key.addresses(first, DERIVED_WINDOW)]
+        statement = insert_derived_sql(connection.dialect, tuple(values))
         try:
-            address = key.address(index)
-        except ValueError:
-            driver_execute(connection, "ROLLBACK", {})
-            raise Refused("deposit_addresses_exhausted", "DEPOSIT_XPUB's account has no index left; configure "
-                                                         "another account's xpub.") from None
-        derived = replace(new, wallet_address=address, unique_amount=False)
-        values = {**payment_values(derived, new.amount, checkout_key), "address_index": index, "created_at": now,
-                  "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
-        audit = creation_audit(values, derived, expires_at=iso(values["expires_at"]))
-        statement = insert_derived_sql(connection.dialect, tuple(values), tuple(audit))
-        params = statement.params({**{f"p_{k}": v for k, v in values.items()},
-                                   **{f"a_{k}": v for k, v in audit.items()}, "d_account": key.account,
-                                   "d_index": index})
-        stored = driver_execute(connection, statement.sql, params)
-        driver_execute(connection, "COMMIT", {})  # the answer comes after it: the payment is durable
-        if stored:
-            values["meta"] = stored[0][0]
-            log_audit(audit)
-            return PaymentRecord.of(values)
-        logger.warning("deposit address %d (%s) is already a given wallet_address of a payment: passed over",
-                       index, address)
+            rows = driver_execute(connection, statement.sql, statement.params({
+                **{f"p_{k}": v for k, v in values.items()}, "d_account": key.account, "d_first": first,
+                "d_addresses": addresses, "lifetime_seconds": new.expires_in_seconds, "a_event_type": "created",
+                "m_head": f"payment created for {format_amount(new.amount)} USDT to ",
+                "a_event_metadata": {"order_id": new.order_id, "expected_amount_usdt": format_amount(new.amount),
+                                     "requested_amount_usdt": format_amount(new.amount),
+                                     "underpayment_tolerance_usdt":
+                                         format_amount(values["underpayment_tolerance_usdt"])}}))
+        except IntegrityError as exc:
+            if not is_outside_window(exc):
+                raise
+            first = next_index(connection, key.account)
+            continue
+        if not rows:
+            return None
+        index, address, created_at, expires_at, meta = rows[0]
+        key.expected_index = max(key.expected_index, index + 1)
+        if created_at is None:
+            logger.warning("deposit address %d (%s) is already a given wallet_address of a payment: passed over",
+                           index, address)
+            first = index + 1
+            continue
+        values.update(wallet_address=address, address_index=index, created_at=created_at, expires_at=expires_at,
+                      meta=meta)
+        log_audit(audit_values(values["id"], "created", f"payment created for {format_amount(new.amount)} USDT to "
+                                                        f"{address} (deposit address {index}, derived from "
+                                                        "DEPOSIT_XPUB)"))
+        return PaymentRecord.of(values)
 
 
 def cancel_payment(session: Session, payment: Payment) -> Payment:

@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import select, text
 
 import db_manager
-from deposits.indexes import take_index
+from deposits.indexes import take_statement
 from infra.config import Config
 from infra.xpub import DepositKey
 from models import DepositAddress
-from tests.conftest import TEST_API_KEY, USDT, WALLET, assert_error, create, get, pay, payment_body
+from tests.conftest import TEST_API_KEY, USDT, WALLET, assert_error, create, get, pay, payment_body, wait_for
 from tests.deposits.test_derivation import ACCOUNT_XPRV, ACCOUNT_XPUB, PUBLISHED, TESTNET_TPUB
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,22 +93,41 @@ def test_twenty_concurrent_creates_take_twenty_consecutive_indexes(config, db, k
     assert [row[0] for row in deposit_rows(db)] == list(range(20))
 
 
+def test_a_process_that_expects_another_index_still_takes_the_right_one(config, db, key, auth) -> None:
+    """A create sends the addresses of the indexes its process expects next; when the count has moved further
+    (other processes) or is behind (a reset database), the statement gives its index back and is sent again."""
+    busy = derived_app(config, db, key).test_client()
+    for i in range(40):
+        derived(busy, auth, order_id=f"B-{i}")
+    behind = DepositKey(ACCOUNT_XPUB)  # expects index 0, the count is at 40
+    assert derived(derived_app(config, db, behind).test_client(), auth)["address_index"] == 40
+    ahead = DepositKey(ACCOUNT_XPUB)
+    ahead.expected_index = 1000
+    made = derived(derived_app(config, db, ahead).test_client(), auth)
+    assert (made["address_index"], made["wallet_address"]) == (41, key.address(41))
+    assert [row[0] for row in deposit_rows(db)] == list(range(42))
+
+
 def test_a_restart_continues_and_a_crash_after_taking_an_index_gives_it_to_no_one_twice(config, db, key,
                                                                                           auth) -> None:
     derived(derived_app(config, db, key).test_client(), auth, order_id="R-1")
     # a new process (a fresh key object, empty cache) continues from the database
     restarted = derived_app(config, db, DepositKey(ACCOUNT_XPUB)).test_client()
     assert derived(restarted, auth, order_id="R-2")["address_index"] == 1
-    # a process takes index 2, then dies before its COMMIT: PostgreSQL ends its transaction
-    with db.statements() as connection:
-        now, taken, index = take_index(connection, key.account, "R-crash")
-        assert (taken, index) == (False, 2)
+    # a process takes index 2 in its create's transaction, then dies before the COMMIT; meanwhile another create
+    # waits for the account's count
+    with db.engine.connect() as connection:
+        connection.begin()
+        assert connection.execute(take_statement(), {"d_account": key.account}).scalar() == 2
         pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-        with db.engine.connect() as other:
-            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(derived, restarted, auth, "10", "R-3")
+            assert not wait_for(waiting.done, timeout=0.5)  # it waits for the count, and no index is given twice
+            with db.engine.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            after = waiting.result(timeout=10)
         with pytest.raises(Exception):  # noqa: B017, PT011 - the connection is gone, whatever the driver says
             connection.exec_driver_sql("SELECT 1")
-    after = derived(restarted, auth, order_id="R-3")
     # the dead transaction's index was never shown to anyone: the next create takes it, and nothing is doubled
     assert after["address_index"] == 2
     rows = deposit_rows(db)
