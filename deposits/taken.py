@@ -21,6 +21,13 @@ def taken_query(received_only: bool = False) -> Select[Any]:
     return query
 
 
+def taken_by_a_payment(address: Any) -> Any:
+    """SQL: whether `address` (a value or an SQL expression) is a deposit address a payment took: it serves that
+    payment alone, so no other payment may be given it as its wallet_address."""
+    return select(DepositAddress.id).where(DepositAddress.address == address,
+                                           DepositAddress.payment_id.is_not(None)).exists()
+
+
 def received_by(session: Session, addresses: Sequence[str]) -> dict[str, Decimal]:
     """The USDT every transfer seen to each address brought (0 for none)."""
     totals = {address: Decimal(0) for address in addresses}

@@ -39,9 +39,10 @@ from sqlalchemy.orm import Session
 
 from database import DriverStatement, driver_execute, driver_statement
 from deposits.indexes import next_index, take_statement
+from deposits.taken import taken_by_a_payment
 from infra.money import MAX_MICRO, format_amount, from_micro, to_micro
 from infra.times import db_now, iso, iso_sql
-from infra.xpub import DepositKey
+from infra.xpub import MAX_INDEX, DepositKey
 from ledger.checkout import token_hash
 from ledger.errors import Refused
 from ledger.events import audit_values, emit_event, log_audit, log_event
@@ -303,11 +304,12 @@ def lifetime_end(start: Any) -> Any:
 @functools.lru_cache(maxsize=16)
 def insert_if_free_sql(dialect: Dialect, late_window: int, unique_amount: bool, payment_keys: tuple[str, ...],
                        audit_keys: tuple[str, ...]) -> DriverStatement:
-    """The wallet's lock, then the payment and its audit row written only if its order_id is free and no candidate
+    """The wallet's lock, then the payment and its audit row written only if its order_id is free, no candidate
     of the wallet awaits its amount (what `amounts_under_lock` and `choose_amount` decide for a request whose own
-    amount is free): one message for the driver. Sent in the driver's autocommit, the two statements are one
-    implicit transaction, committed before the answer comes back (synchronous_commit); the lock comes first, in its
-    own statement, so the INSERT's snapshot is taken under it.
+    amount is free) and the wallet is no payment's derived deposit address: one message for the driver. Sent in
+    the driver's autocommit, the two statements are one implicit transaction, committed before the answer comes
+    back (synchronous_commit); the lock comes first, in its own statement, so the INSERT's snapshot is taken under
+    it.
     The payment's times are the transaction's; the audit row's `expires_at` is written by `times.iso_sql`."""
     now = func.now()
     binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
@@ -317,7 +319,7 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, unique_amount: bool, 
     expires = lifetime_end(now)
     stored = insert(Payment).from_select(
         [*(getattr(Payment, k) for k in payment_keys), Payment.created_at, Payment.expires_at],
-        select(*binds.values(), now, expires).where(~taken, ~in_use),
+        select(*binds.values(), now, expires).where(~taken, ~in_use, ~taken_by_a_payment(binds["wallet_address"])),
     ).returning(Payment.id, Payment.created_at, Payment.expires_at, Payment.meta).cte("stored")
     with_expiry = func.jsonb_build_object("expires_at", iso_sql(stored.c.expires_at))
     audit_row = audit_row_of(stored, audit_keys,
@@ -366,6 +368,9 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, ch
         return None
     if refused is not None:
         raise refused
+    if connection.execute(select(taken_by_a_payment(new.wallet_address))).scalar():
+        raise Refused("address_reserved", "This wallet_address is a deposit address derived for another payment; "
+                                          "leave wallet_address out to get a fresh one.", "wallet_address")
     amount = choose_amount(new.amount, blocked, awaited, new.unique_amount, new.unique_max_steps)
     values = {**payment_values(new, amount, checkout_key), "created_at": now,
               "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
@@ -463,6 +468,9 @@ def create_derived_payment(connection: Connection, new: NewPayment, key: Deposit
             if not is_outside_window(exc):
                 raise
             first = next_index(connection, key.account)
+            if first > MAX_INDEX:
+                raise Refused("deposit_addresses_exhausted", "DEPOSIT_XPUB's account has no index left; configure "
+                                                             "another account's xpub.") from None
             continue
         if not rows:
             return None

@@ -165,7 +165,9 @@ PATHS: dict[str, Any] = {
                 "200": response("Replay of the same request: the existing payment", ref("Payment")),
                 "409": response("order_id_conflict (the order_id is taken with another body), amount_in_use "
                                 "(another open payment on the wallet awaits this amount) or, on a derived address, "
-                                "deposit_addresses_exhausted (the xpub's account has no index left)", ref("Error")),
+                                "deposit_addresses_exhausted (the xpub's account has no index left); "
+                                "address_reserved (the wallet_address given is another payment's derived deposit "
+                                "address)", ref("Error")),
             },
         })),
         "get": secured({

@@ -68,6 +68,11 @@ def test_a_payment_without_wallet_address_gets_the_next_derived_address(dclient,
     # a given address works as before, beside them, with a null index; the same amount is no conflict across them
     given = create(dclient, auth, "10", wallet=WALLET)
     assert (given["wallet_address"], given["address_index"]) == (WALLET, None)
+    # a derived address serves its payment alone: given as a wallet_address, it is refused and nothing stored
+    refused = dclient.post("/payments", json=payment_body(wallet_address=PUBLISHED[1], order_id="A-3"),
+                           headers=auth)
+    assert assert_error(refused, 409, "wallet_address")["error"] == "address_reserved"
+    assert dclient.get("/payments?order_id=A-3", headers=auth).get_json()["payments"] == []
     third = derived(dclient, auth, "10", unique_amount=True)  # accepted, ignored: the address is its own
     assert (third["expected_amount_usdt"], third["address_index"]) == ("10", 2)
     logs = dclient.get(f"/payments/{third['id']}/logs", headers=auth).get_json()["logs"]
