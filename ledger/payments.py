@@ -107,7 +107,7 @@ def amounts_statement(late_window: int) -> Select[Any]:
     taken = select(Payment.id).where(Payment.order_id == bindparam("order_id")).exists()
     amount_type = Payment.expected_amount_usdt.type
     return (
-        select(func.now(), taken, REMAINING, BLOCKS_ITS_AMOUNT)
+        select(func.now(), taken, REMAINING, BLOCKS_ITS_AMOUNT, taken_by_a_payment(bindparam("wallet", type_=String)))
         .select_from(one)
         .outerjoin(Payment, and_(candidate_filter(bindparam("wallet", type_=String), func.now(), late_window),
                                  REMAINING.between(bindparam("low", type_=amount_type),
@@ -136,13 +136,17 @@ def amounts_under_lock(
     """Open a transaction on `connection` (`Database.statements`), take the wallet's lock, then read, in one round
     trip: the transaction's time, the remaining amounts of the wallet's candidates that `choose_amount` may ask
     about for `requested` (those that block their amount, and all), and whether a payment with `order_id` exists
-    by now (a concurrent twin that won the lock). The transaction stays open, lock held."""
+    by now (a concurrent twin that won the lock). The transaction stays open, lock held. Refused (address_reserved)
+    when the order_id is new and the wallet is another payment's derived deposit address."""
     statement = lock_then_read_sql(connection.dialect, late_window)
     low, high = amounts_asked_about(requested, max_steps)
     params = statement.params({**wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id,
                                "low": low, "high": high})
     rows = driver_execute(connection, statement.sql, params)
-    blocked, awaited = remaining_amounts((remaining, blocks) for _, _, remaining, blocks in rows)
+    if rows[0][4] and not rows[0][1]:
+        raise Refused("address_reserved", "This wallet_address is a deposit address derived for another payment; "
+                                          "leave wallet_address out to get a fresh one.", "wallet_address")
+    blocked, awaited = remaining_amounts((remaining, blocks) for _, _, remaining, blocks, _ in rows)
     return rows[0][0], blocked, awaited, bool(rows[0][1])
 
 
@@ -368,9 +372,6 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, ch
         return None
     if refused is not None:
         raise refused
-    if connection.execute(select(taken_by_a_payment(new.wallet_address))).scalar():
-        raise Refused("address_reserved", "This wallet_address is a deposit address derived for another payment; "
-                                          "leave wallet_address out to get a fresh one.", "wallet_address")
     amount = choose_amount(new.amount, blocked, awaited, new.unique_amount, new.unique_max_steps)
     values = {**payment_values(new, amount, checkout_key), "created_at": now,
               "expires_at": now + timedelta(seconds=new.expires_in_seconds)}
