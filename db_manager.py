@@ -35,20 +35,25 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 import migrate
+from chain.answers import TronError, public_error
 from database import Database, DatabaseError, describe_url, normalize_url, resolve_database_url
 from delivery import signing as webhook_signing
+from deposits.indexes import next_index, skipped_count
+from deposits.taken import received_by, taken_query
 from infra.config import Config, ConfigError, first_line, load_config
 from infra.lifecycle import interrupt_on_sigterm
 from infra.logging_setup import configure_logging
 from infra.money import format_amount
 from infra.times import iso
+from infra.xpub import MAX_INDEX, DepositKey
 from ledger import matching
 from ledger.checkout import open_ledger
-from models import EventState
+from models import DepositAddress, EventState, Payment
 from ops.export import export_snapshot, export_to_file
 from ops.records import collect_stats, delete_old_logs
 from ops.reset import drop_service_schema, running_services
 from rates.store import rates_report
+from tron_client import make_client
 from web.auth import ApiKeyError, create_api_key, list_api_keys, revoke_api_key
 
 logger = logging.getLogger(__name__)
@@ -98,6 +103,18 @@ def transfer_ref_arg(value: str) -> TransferRef:
     if not index.isdigit():
         raise argparse.ArgumentTypeError(f"the log index must be a whole number ≥ 0, got {index!r}")
     return TransferRef(tx_hash, int(index))
+
+
+def count_arg(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 10000, got {value!r}")
+    return int(value)
+
+
+def index_arg(value: str) -> int:
+    if not value.isdigit() or int(value) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {2**31 - 1}, got {value!r}")
+    return int(value)
 
 
 def uuid_arg(value: str) -> uuid.UUID:
@@ -200,10 +217,24 @@ def print_stats(stats: dict[str, Any]) -> None:
         print(f"  {state}: {e[state]}")
     oldest = f" (oldest {logs['oldest']})" if logs["oldest"] else ""
     print(f"payment logs: {logs['total']}{oldest}")
+    deposits = stats.get("deposit_addresses")
+    if deposits is not None:
+        print(f"deposit addresses (DEPOSIT_XPUB): next index {deposits['next_index']}")
+        print(f"  taken by payments: {deposits['taken']}")
+        print(f"  passed over (already a given wallet_address): {deposits['passed_over']}")
+
+
+def deposit_stats(ctx: Context, key: DepositKey) -> dict[str, int]:
+    """The configured account's next index and what its indexes went to."""
+    with ctx.db.engine.connect() as connection:
+        following, skipped = next_index(connection, key.account), skipped_count(connection, key.account)
+    return {"next_index": following, "taken": following - skipped, "passed_over": skipped}
 
 
 def cmd_stats(ctx: Context) -> int:
     stats = collect_stats(ctx.db)
+    if ctx.config.deposit_key is not None:
+        stats["deposit_addresses"] = deposit_stats(ctx, ctx.config.deposit_key)
     if ctx.args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -236,6 +267,56 @@ def cmd_rates(ctx: Context) -> int:
             print(f"  {quote['currency']}: {quote['rate']}, {quote['age_seconds']:g} s old")
     if not report["sources"]:
         print("no rate source (RATE_SOURCES=none, or the sandbox's fixed rates)")
+    return 0
+
+
+# --- deposit addresses ---------------------------------------------------------------------------
+
+def deposit_key(ctx: Context) -> DepositKey:
+    if ctx.config.deposit_key is None:
+        raise CliError("DEPOSIT_XPUB is not set: set it to your wallet's account xpub (see docs/deposit-addresses.md)")
+    return ctx.config.deposit_key
+
+
+def cmd_derive_addresses(ctx: Context) -> int:
+    """Print addresses without taking them (no database needed)."""
+    key = deposit_key(ctx)
+    start, count = ctx.args.start, ctx.args.count
+    if start > MAX_INDEX:
+        raise CliError(f"--from must be at most {MAX_INDEX}")
+    for index, address in key.addresses(start, count):
+        print(f"{index}\t0/{index}\t{address}")
+    return 0
+
+
+def cmd_addresses(ctx: Context) -> int:
+    """The addresses payments took, what the watcher saw reach each, and, unless --no-balance, each one's USDT
+    balance on chain now (money after the late window, or never seen, shows there)."""
+    client = None if ctx.args.no_balance or ctx.config.is_sandbox else make_client(ctx.config)
+    with ctx.db.Session() as session:
+        rows = list(session.execute(
+            taken_query(ctx.args.received).add_columns(Payment.order_id, Payment.status)
+            .join(Payment, Payment.id == DepositAddress.payment_id).order_by(DepositAddress.id)))
+        received = received_by(session, [row[0].address for row in rows])
+    print("index\taddress\torder_id\tstatus\treceived_usdt\tbalance_usdt")
+    total, unread = 0, 0
+    for deposit, order_id, status in rows:
+        balance = "-"
+        if client is not None:
+            try:
+                micro = client.usdt_balance(deposit.address)
+            except TronError as exc:  # one address the upstream cannot answer for: said, the others still listed
+                unread += 1
+                balance = f"unavailable ({public_error(exc)})"
+            else:
+                total += micro
+                balance = format_amount(micro)
+        print(f"{deposit.address_index}\t{deposit.address}\t{order_id}\t{status.value}\t"
+              f"{format_amount(received[deposit.address])}\t{balance}")
+    if client is not None:
+        print(f"total balance: {format_amount(total)} USDT on {len(rows) - unread} addresses")
+    if unread:
+        raise CliError(f"the balance of {unread} address(es) could not be read from the upstream; run it again")
     return 0
 
 
@@ -442,6 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("rates", cmd_rates, "the rate each currency would get now (or why none) and each rate source's "
                                     "latest quotes, errors and pause, as GET /rates shows them")
     p.add_argument("--json", action="store_true", help="print them as JSON")
+    p = command("derive-addresses", cmd_derive_addresses,
+                "print deposit addresses of DEPOSIT_XPUB (child 0/i) without taking them, to compare with a wallet")
+    p.add_argument("--count", required=True, type=count_arg, metavar="N", help="how many addresses (1 to 10000)")
+    p.add_argument("--from", dest="start", type=index_arg, default=0, metavar="I", help="the first index (default 0)")
+    p = command("addresses", cmd_addresses, "list the deposit addresses payments took, what reached each and its "
+                                            "USDT balance on chain now (asks the upstream once per address)")
+    p.add_argument("--received", action="store_true", help="only the addresses some transfer reached")
+    p.add_argument("--no-balance", action="store_true", help="do not ask the chain for balances")
     p = command("assign-transfer", cmd_assign_transfer, "credit an unmatched transfer to a payment by hand (logged)")
     p.add_argument("transfer", type=transfer_ref_arg, metavar="TX_HASH:LOG_INDEX", help="the transfer to credit")
     p.add_argument("payment_id", type=uuid_arg, metavar="PAYMENT_ID", help="the payment (UUID) to credit it to")

@@ -112,6 +112,8 @@ class Payment(Base):
     return_url: Mapped[str | None] = mapped_column(Text)  # where the checkout page sends the payer afterwards
     # SHA-256 of the checkout token (ledger/checkout.py), for the page's lookup
     checkout_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    # The index of the address derived from DEPOSIT_XPUB for this payment (deposit_addresses); None: a given address
+    address_index: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -387,3 +389,34 @@ class RateCurrency(Base):
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
     last_asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     unavailable_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+class DepositAccount(Base):
+    """The next index to take on one account key (DEPOSIT_XPUB), named by a hash of the key, never the key: taken in
+    the creating transaction (an UPDATE of this row), so an index is given once, and a create that fails gives its
+    index back with its rollback."""
+
+    __tablename__ = "deposit_accounts"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the key's chain code and point
+    next_index: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class DepositAddress(Base):
+    """An address derived from an account key and taken: by its payment, or skipped (payment_id None) because a
+    payment on a given wallet_address already used it."""
+
+    __tablename__ = "deposit_addresses"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(64))
+    address_index: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str] = mapped_column(String(34), unique=True)
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("payments.id", ondelete="CASCADE"), unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("account", "address_index", name="uq_deposit_addresses_account_index"),)

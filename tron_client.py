@@ -29,7 +29,7 @@ from chain.answers import (
     next_fingerprint,
 )
 from chain.upstream import Upstream, upstream_names
-from infra.addresses import is_valid_address
+from infra.addresses import is_valid_address, to_topic
 from infra.config import Config
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,14 @@ class TronClient:
             raise TronBadResponse(f"gettransactioninfobyblocknum {num} answered transactions of another block")
         return infos
 
+    def usdt_balance(self, address: str) -> int:
+        """`address`'s USDT balance at the head, in micro-USDT: the token's ``balanceOf(address)``, a constant call
+        (``/wallet/triggerconstantcontract``, which TronGrid and java-tron nodes serve alike)."""
+        body = self._call("POST", "/wallet/triggerconstantcontract", json_body={
+            "owner_address": address, "contract_address": self.usdt_contract,
+            "function_selector": "balanceOf(address)", "parameter": to_topic(address), "visible": True})
+        return balance_of(body)
+
     def has_v1_api(self) -> bool:
         """Whether any upstream serves TronGrid's ``/v1`` API (a 404 means a bare java-tron node). Learnt once per
         upstream; an upstream that cannot be asked now counts as without, until it can."""
@@ -244,6 +252,20 @@ class TronClient:
 def _node_api(solid: bool) -> str:
     """java-tron's API of solidified blocks, or of the full node's whole chain."""
     return "/walletsolidity" if solid else "/wallet"
+def balance_of(body: Any) -> int:
+    """The uint256 a ``balanceOf`` constant call answered; TronBadResponse for a failed or reverted call, or an
+    answer of another shape."""
+    status = body.get("result") if isinstance(body, dict) else None
+    results = body.get("constant_result") if isinstance(body, dict) else None
+    if not isinstance(status, dict) or status.get("result") is not True or "message" in status:
+        raise TronBadResponse("balanceOf was refused or reverted", public="balanceOf was refused or reverted")
+    if (not isinstance(results, list) or len(results) != 1 or not isinstance(results[0], str)
+            or len(results[0]) != 64):
+        raise TronBadResponse("balanceOf answered no 32-byte result", public="balanceOf answered no 32-byte result")
+    try:
+        return int(results[0], 16)
+    except ValueError:
+        raise TronBadResponse("balanceOf answered no number", public="balanceOf answered no number") from None
 
 
 def make_client(config: Config) -> TronClient:

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.api                 # full run, writes bench/results/api.json
     .venv/bin/python -m bench.api --front         # through `dev.py production` (nginx), bench/results/api-front.json
     .venv/bin/python -m bench.api --quick --out /tmp/api.json
+    .venv/bin/python -m bench.api --derived       # creates on deposit addresses, bench/results/api-derived.json
 
 A load generator in its own process (bench/loadgen.py, asyncio, open loop) offers a fixed 200 req/s
 to POST /payments, then to GET /payments/<id>, and reports p50/p95/p99 latency measured from each
@@ -46,6 +47,9 @@ from bench.common import (
 from bench.pg_floor import measure_floor
 
 API_KEY = "tum_bench_key_0123456789abcdef"
+# --derived: the account key of BIP-39's test mnemonic (a published test vector, m/44'/195'/0'), as DEPOSIT_XPUB
+BENCH_XPUB = ("xpub6D1AabNHCupeiLM65ZR9UStMhJ1vCpyV4XbZdyhMZBiJXALQtmn9p42VTQckoHVn8WNqS7dqnJokZHAHcHGoaQgmv8D45oN"
+              "UKx6DZMNZBCd")
 PYTHON = sys.executable
 
 
@@ -204,7 +208,7 @@ def saturate(port: int, mode: str, duration: float, tmp: Path, connections: int,
     """Closed-loop saturation: wrk when installed (2 threads), else the Python generator at rate 0. Creates use
     order ids under `prefix` and amounts from `base` (every run creates new payments, never replays)."""
     wrk = shutil.which("wrk")
-    if wrk is None:
+    if wrk is None or not (tmp / "wallets.txt").read_text().split():  # the wrk script names a wallet
         result = loadgen(port, mode, 0, duration, tmp, connections=connections, ids=tmp / "ids.txt", prefix=prefix,
                          base=base)
         result["tool"] = "bench.loadgen (closed loop)"
@@ -279,9 +283,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="before each measurement, wait up to this many seconds for the machine to be idle")
     parser.add_argument("--front", action="store_true",
                         help="through `dev.py production`: nginx on the port, gunicorn behind it on a Unix socket")
+    parser.add_argument("--derived", action="store_true",
+                        help="creates without wallet_address: each on a deposit address derived from DEPOSIT_XPUB")
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/api.json (api-front.json)")
     args = parser.parse_args(argv)
-    args.out = args.out or RESULTS / ("api-front.json" if args.front else "api.json")
+    args.out = args.out or RESULTS / ("api-front.json" if args.front else "api-derived.json" if args.derived
+                                      else "api.json")
+    if args.derived:
+        os.environ["DEPOSIT_XPUB"] = BENCH_XPUB  # gunicorn's environment is this one's
     if args.quick:
         args.duration, args.saturation_duration, args.rate, args.runs, args.quiet_wait = 2.0, 1.0, 50.0, 1, 1.0
 
@@ -289,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_db = BenchDatabase(args.pg_url, "api")
     tmp = Path(tempfile.mkdtemp(prefix="bench_api_"))
-    (tmp / "wallets.txt").write_text("\n".join(random_address() for _ in range(1000)) + "\n")
+    (tmp / "wallets.txt").write_text("" if args.derived else "\n".join(random_address() for _ in range(1000)) + "\n")
     proc = None
     watch = None
     try:

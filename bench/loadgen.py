@@ -23,10 +23,11 @@ from pathlib import Path
 
 def build_request(args: argparse.Namespace, n: int, wallets: list[str], ids: list[str]) -> bytes:
     if args.mode == "post":
-        wallet = wallets[n % len(wallets)]
-        # (wallet, amount) pairs never repeat: the amount carries the request number.
+        # (wallet, amount) pairs never repeat: the amount carries the request number. No wallets: no
+        # wallet_address, each payment gets a deposit address derived from the service's DEPOSIT_XPUB.
         amount = f"{args.base + n // 1_000_000}.{n % 1_000_000:06d}"
-        body = json.dumps({"wallet_address": wallet, "expected_amount_usdt": amount,
+        wallet = {"wallet_address": wallets[n % len(wallets)]} if wallets else {}
+        body = json.dumps({**wallet, "expected_amount_usdt": amount,
                            "order_id": f"{args.prefix}-{n}", "callback_url": "http://127.0.0.1:9/hook"},
                           separators=(",", ":")).encode()
         head = (f"POST /payments HTTP/1.1\r\nHost: {args.host}\r\nAuthorization: Bearer {args.key}\r\n"

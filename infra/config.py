@@ -19,6 +19,7 @@ from infra.currencies import is_iso_4217
 from infra.logging_setup import LOG_FORMATS, configure_logging
 from infra.money import MICRO, AmountError, parse_amount
 from infra.urls import CallbackUrlError, split_callback_url
+from infra.xpub import DepositKey, XpubError
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ class Config:
     rate_max_deviation_percent: Decimal = Decimal(2)
     rate_markup_percent: Decimal = Decimal(0)
     price_rounding_usdt: Decimal = Decimal("0.01")
+    # DEPOSIT_XPUB, read: the account key deposit addresses are derived from (its repr never shows the key); None: off
+    deposit_key: DepositKey | None = None
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -372,6 +375,17 @@ def _rounding(env: dict[str, str]) -> Decimal:
     return value
 
 
+def _deposit_key(env: dict[str, str]) -> DepositKey | None:
+    """DEPOSIT_XPUB: an account-level xpub, or unset. The message says what is wrong, never the key itself."""
+    raw = _get(env, "DEPOSIT_XPUB")
+    if raw is None:
+        return None
+    try:
+        return DepositKey(raw)
+    except XpubError as exc:
+        raise ConfigError(f"DEPOSIT_XPUB {exc}") from None
+
+
 def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
     """Build the configuration from `env` (default: the process environment after `.env`), with `overrides` (a
     command line's, as `db_manager.py --database-url`) read and checked the same way."""
@@ -466,6 +480,7 @@ def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
         rate_markup_percent=_decimal(env, "RATE_MARKUP_PERCENT", Decimal(0), above=Decimal(-50),
                                      at_most=Decimal(1000)),
         price_rounding_usdt=_rounding(env),
+        deposit_key=_deposit_key(env),
     )
 
 

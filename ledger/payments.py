@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,24 +24,31 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
+    cast,
     func,
     insert,
     literal,
     or_,
     select,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from database import DriverStatement, driver_execute, driver_statement
+from deposits.indexes import next_index, take_statement
+from deposits.taken import taken_by_a_payment
 from infra.money import MAX_MICRO, format_amount, format_rate, from_micro, to_micro
 from infra.times import db_now, iso, iso_sql
+from infra.xpub import MAX_INDEX, DepositKey
 from ledger.checkout import token_hash
 from ledger.errors import Refused
 from ledger.events import audit_values, emit_event, log_audit, log_event
 from ledger.matching import REMAINING, WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
 from ledger.records import PaymentRecord
-from models import CANCELLED, Payment, PaymentLog, PaymentStatus
+from models import CANCELLED, DepositAddress, Payment, PaymentLog, PaymentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +68,7 @@ class Price:
 
 @dataclass(frozen=True)
 class NewPayment:
-    wallet_address: str
+    wallet_address: str | None  # None: a fresh address derived from DEPOSIT_XPUB (create_derived_payment)
     amount: Decimal
     order_id: str
     callback_url: str
@@ -112,7 +119,7 @@ def amounts_statement(late_window: int) -> Select[Any]:
     taken = select(Payment.id).where(Payment.order_id == bindparam("order_id")).exists()
     amount_type = Payment.expected_amount_usdt.type
     return (
-        select(func.now(), taken, REMAINING, BLOCKS_ITS_AMOUNT)
+        select(func.now(), taken, REMAINING, BLOCKS_ITS_AMOUNT, taken_by_a_payment(bindparam("wallet", type_=String)))
         .select_from(one)
         .outerjoin(Payment, and_(candidate_filter(bindparam("wallet", type_=String), func.now(), late_window),
                                  REMAINING.between(bindparam("low", type_=amount_type),
@@ -141,13 +148,17 @@ def amounts_under_lock(
     """Open a transaction on `connection` (`Database.statements`), take the wallet's lock, then read, in one round
     trip: the transaction's time, the remaining amounts of the wallet's candidates that `choose_amount` may ask
     about for `requested` (those that block their amount, and all), and whether a payment with `order_id` exists
-    by now (a concurrent twin that won the lock). The transaction stays open, lock held."""
+    by now (a concurrent twin that won the lock). The transaction stays open, lock held. Refused (address_reserved)
+    when the order_id is new and the wallet is another payment's derived deposit address."""
     statement = lock_then_read_sql(connection.dialect, late_window)
     low, high = amounts_asked_about(requested, max_steps)
     params = statement.params({**wallet_lock_params(wallet_address), "wallet": wallet_address, "order_id": order_id,
                                "low": low, "high": high})
     rows = driver_execute(connection, statement.sql, params)
-    blocked, awaited = remaining_amounts((remaining, blocks) for _, _, remaining, blocks in rows)
+    if rows[0][4] and not rows[0][1]:
+        raise Refused("address_reserved", "This wallet_address is a deposit address derived for another payment; "
+                                          "leave wallet_address out to get a fresh one.", "wallet_address")
+    blocked, awaited = remaining_amounts((remaining, blocks) for _, _, remaining, blocks, _ in rows)
     return rows[0][0], blocked, awaited, bool(rows[0][1])
 
 
@@ -231,6 +242,7 @@ def payment_values(new: NewPayment, amount: Decimal, checkout_key: str) -> dict[
         "return_url": new.return_url,
         "checkout_token_hash": token_hash(checkout_key, payment_id),
         **price_values(new.price),
+        "address_index": None,  # a given address
         # the rest of what a payment shows, as a new one has it (its metadata is answered as the INSERT returns it)
         "failure_reason": None,
         "transaction_hash": None,
@@ -322,11 +334,12 @@ def lifetime_end(start: Any) -> Any:
 @functools.lru_cache(maxsize=16)
 def insert_if_free_sql(dialect: Dialect, late_window: int, unique_amount: bool, payment_keys: tuple[str, ...],
                        audit_keys: tuple[str, ...]) -> DriverStatement:
-    """The wallet's lock, then the payment and its audit row written only if its order_id is free and no candidate
+    """The wallet's lock, then the payment and its audit row written only if its order_id is free, no candidate
     of the wallet awaits its amount (what `amounts_under_lock` and `choose_amount` decide for a request whose own
-    amount is free): one message for the driver. Sent in the driver's autocommit, the two statements are one
-    implicit transaction, committed before the answer comes back (synchronous_commit); the lock comes first, in its
-    own statement, so the INSERT's snapshot is taken under it.
+    amount is free) and the wallet is no payment's derived deposit address: one message for the driver. Sent in
+    the driver's autocommit, the two statements are one implicit transaction, committed before the answer comes
+    back (synchronous_commit); the lock comes first, in its own statement, so the INSERT's snapshot is taken under
+    it.
     The payment's times are the transaction's; the audit row's `expires_at` is written by `times.iso_sql`."""
     now = func.now()
     binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
@@ -336,7 +349,7 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, unique_amount: bool, 
     expires = lifetime_end(now)
     stored = insert(Payment).from_select(
         [*(getattr(Payment, k) for k in payment_keys), Payment.created_at, Payment.expires_at],
-        select(*binds.values(), now, expires).where(~taken, ~in_use),
+        select(*binds.values(), now, expires).where(~taken, ~in_use, ~taken_by_a_payment(binds["wallet_address"])),
     ).returning(Payment.id, Payment.created_at, Payment.expires_at, Payment.meta).cte("stored")
     with_expiry = func.jsonb_build_object("expires_at", iso_sql(stored.c.expires_at))
     audit_row = audit_row_of(stored, audit_keys,
@@ -392,6 +405,115 @@ def create_payment(connection: Connection, new: NewPayment, late_window: int, ch
     values["meta"] = insert_and_commit(connection, values, audit)
     log_audit(audit)
     return PaymentRecord.of(values)
+
+
+# --- creation on a derived address ---------------------------------------------------------------
+
+DERIVED_WINDOW = 32  # addresses sent with a create: the index it takes is expected among them
+
+
+@functools.lru_cache(maxsize=16)
+def insert_derived_sql(dialect: Dialect, payment_keys: tuple[str, ...]) -> DriverStatement:
+    """One statement, so one implicit transaction in the driver's autocommit, committed before the answer: the
+    account's next index taken (`deposits.indexes`, only if the order_id is free), its address picked from the ones
+    sent (parameters `d_first` and `d_addresses`, the addresses of `d_first`, `d_first` + 1, ...), the payment and
+    its `created` audit row written unless some payment already uses that address (a given wallet_address may be
+    one of the account's addresses), and the address's row in `deposit_addresses` either way (its payment's, or
+    none when passed over). An index outside the addresses sent leaves the address NULL, which the payment's NOT
+    NULL wallet_address refuses: the statement fails and gives its index back. Returns the index, its address and
+    the payment's times and metadata (NULL when passed over); no row when the order_id was taken."""
+    binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
+    order_taken = select(Payment.id).where(Payment.order_id == binds["order_id"]).exists()
+    taken = take_statement(~order_taken).cte("taken")
+    position = cast(taken.c.idx - bindparam("d_first", type_=Integer), Integer)  # from 0; NULL outside
+    addresses = bindparam("d_addresses", type_=JSONB)
+    # (JSONB counts a negative position from the end: never used)
+    chosen = select(taken.c.idx, case((position >= 0, addresses[position].astext)).label("address")).cte("chosen")
+    now = func.now()
+    used = select(Payment.id).where(Payment.wallet_address == chosen.c.address).exists()
+    stored = insert(Payment).from_select(
+        [*(getattr(Payment, k) for k in payment_keys), Payment.wallet_address, Payment.address_index,
+         Payment.created_at, Payment.expires_at],
+        select(*binds.values(), chosen.c.address, chosen.c.idx, now, lifetime_end(now)).where(~used),
+    ).returning(Payment.id, Payment.created_at, Payment.expires_at, Payment.meta).cte("stored")
+    message = func.concat(bindparam("m_head", type_=String), chosen.c.address, " (deposit address ",
+                          cast(chosen.c.idx, String), ", derived from DEPOSIT_XPUB)")
+    metadata = bindparam("a_event_metadata", type_=JSONB).op("||", return_type=JSONB)(func.jsonb_build_object(
+        "address_index", chosen.c.idx, "expires_at", iso_sql(stored.c.expires_at)))
+    audit = insert(PaymentLog).from_select(
+        ["payment_id", "event_type", "message", "event_metadata"],
+        select(stored.c.id, bindparam("a_event_type", type_=String), message, metadata).select_from(stored)
+        .join(chosen, literal(True)),
+    ).cte("audit")
+    deposit = insert(DepositAddress).from_select(
+        ["account", "address_index", "address", "payment_id"],
+        select(bindparam("d_account", type_=String), chosen.c.idx, chosen.c.address,
+               select(stored.c.id).scalar_subquery()),
+    ).cte("deposit")
+    statement = (select(chosen.c.idx, chosen.c.address, stored.c.created_at, stored.c.expires_at, stored.c.meta)
+                 .select_from(chosen).outerjoin(stored, literal(True)).add_cte(audit).add_cte(deposit))
+    return driver_statement(statement, dialect)
+
+
+def is_outside_window(exc: IntegrityError) -> bool:
+    """Whether a derived create failed because the index it took was not among the addresses it sent."""
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(exc.orig, "pgcode", None) == "23502" and getattr(diag, "column_name", None) == "wallet_address"
+
+
+def create_derived_payment(connection: Connection, new: NewPayment, key: DepositKey, checkout_key: str
+                           ) -> PaymentRecord | None:
+    """Create a payment on a fresh address of `key` (DEPOSIT_XPUB), on `connection` (`Database.statements`): the
+    payment as stored, or None when its order_id is already taken (the caller answers with that payment; no index
+    is taken). A twin that commits the same order_id meanwhile fails the INSERT (IntegrityError, the index given
+    back), and the caller answers with it as for any replay.
+
+    One round trip (`insert_derived_sql`): the index is taken, the address picked among the `DERIVED_WINDOW` ones
+    sent (from the index this process expects next: `DepositKey.expected_index`), the payment written and
+    committed. The account's count is locked for that one statement. When other processes took more indexes than
+    the window holds, the statement fails, gives its index back, and is sent again from the count read then. The
+    address is the payment's alone, so no amount check applies (`unique_amount` changes nothing): any amount that
+    reaches it is this payment's. An address some payment already uses (a given wallet_address) is passed over,
+    recorded as such, and the next index taken."""
+    derived = replace(new, wallet_address="", unique_amount=False)
+    first = key.expected_index
+    while True:
+        values = payment_values(derived, new.amount, checkout_key)
+        del values["wallet_address"], values["address_index"]
+        addresses = [address for _, address in key.addresses(first, DERIVED_WINDOW)]
+        statement = insert_derived_sql(connection.dialect, tuple(values))
+        try:
+            rows = driver_execute(connection, statement.sql, statement.params({
+                **{f"p_{k}": v for k, v in values.items()}, "d_account": key.account, "d_first": first,
+                "d_addresses": addresses, "lifetime_seconds": new.expires_in_seconds, "a_event_type": "created",
+                "m_head": f"payment created for {format_amount(new.amount)} USDT to ",
+                "a_event_metadata": {"order_id": new.order_id, "expected_amount_usdt": format_amount(new.amount),
+                                     "requested_amount_usdt": format_amount(new.amount),
+                                     "underpayment_tolerance_usdt":
+                                         format_amount(values["underpayment_tolerance_usdt"])}}))
+        except IntegrityError as exc:
+            if not is_outside_window(exc):
+                raise
+            first = next_index(connection, key.account)
+            if first > MAX_INDEX:
+                raise Refused("deposit_addresses_exhausted", "DEPOSIT_XPUB's account has no index left; configure "
+                                                             "another account's xpub.") from None
+            continue
+        if not rows:
+            return None
+        index, address, created_at, expires_at, meta = rows[0]
+        key.expected_index = max(key.expected_index, index + 1)
+        if created_at is None:
+            logger.warning("deposit address %d (%s) is already a given wallet_address of a payment: passed over",
+                           index, address)
+            first = index + 1
+            continue
+        values.update(wallet_address=address, address_index=index, created_at=created_at, expires_at=expires_at,
+                      meta=meta)
+        log_audit(audit_values(values["id"], "created", f"payment created for {format_amount(new.amount)} USDT to "
+                                                        f"{address} (deposit address {index}, derived from "
+                                                        "DEPOSIT_XPUB)"))
+        return PaymentRecord.of(values)
 
 
 def cancel_payment(session: Session, payment: Payment) -> Payment:

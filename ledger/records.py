@@ -93,6 +93,7 @@ class PaymentRecord(NamedTuple):
     rate: Decimal | None
     rate_source: str | None
     rate_at: datetime | None
+    address_index: int | None  # its address's index when derived from DEPOSIT_XPUB
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> PaymentRecord:

@@ -165,6 +165,9 @@ PAYMENT = (
         "list once credited (then in transfers) or if its block never solidifies")}, None),
     Out("unconfirmed_amount_usdt", {**AMOUNT, "description": "the sum of unconfirmed_transfers (not received yet)"},
         None),
+    column("address_index", {"type": ["integer", "null"], "minimum": 0,
+                             "description": "the index of wallet_address when it was derived from the merchant's "
+                                            "xpub (DEPOSIT_XPUB: its child 0/index); null for a given address"}),
 )
 # A payment as an unmatched transfer's event names it: no metadata, no transfers.
 PAYMENT_SUMMARY = tuple(f for f in PAYMENT if f.name in (

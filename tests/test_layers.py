@@ -18,6 +18,7 @@ from bench.structure import ImportGraph, strongly_connected
 LAYERS = {
     "infra": 0,
     "models": 1, "database": 1, "migrate": 1,
+    "deposits": 2,  # below ledger (.importlinter holds the finer order)
     "ledger": 2,
     "chain": 3, "delivery": 3, "ops": 3, "rates": 3, "tron_client": 3,
     "web": 4,

@@ -15,6 +15,7 @@ from sqlalchemy import Select, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from deposits.taken import received_by, taken_query
 from infra.money import format_amount, format_rate
 from infra.ssrf import check_callback_url
 from infra.times import iso
@@ -24,6 +25,7 @@ from ledger.payments import (
     NewPayment,
     Price,
     cancel_payment,
+    create_derived_payment,
     create_payment,
     find_by_order_id,
     replay_or_conflict,
@@ -34,6 +36,7 @@ from ledger.service_state import WATCHER_STATUS, read_state
 from ledger.stats import count_by
 from models import (
     FOUND_BY_RECONCILIATION,
+    DepositAddress,
     EventState,
     Payment,
     PaymentLog,
@@ -50,7 +53,7 @@ from web import validation as v
 from web.errors import ApiError
 from web.health import watcher_health
 from web.paging import Keyset, limit_field, number_key, time_key, uuid_key
-from web.schemas import HEALTH, RATES, STATS, event_to_dict, log_to_dict, payment_by_id
+from web.schemas import DEPOSIT_ADDRESS, HEALTH, RATES, STATS, event_to_dict, log_to_dict, payment_by_id
 from web.services import services
 
 logger = logging.getLogger(__name__)
@@ -173,6 +176,9 @@ def parse_new_payment(body: dict[str, Any]) -> NewPayment:
                                                              "price_amount") if given[name] is not None}
     fingerprint = request_fingerprint({**read, **amounts})
     config = services().config
+    if given["wallet_address"] is None and config.deposit_key is None:
+        raise ApiError("missing_field", "wallet_address is required (this service derives no deposit addresses: "
+                                        "DEPOSIT_XPUB is unset).", "wallet_address")
     return NewPayment(given["wallet_address"], given["expected_amount_usdt"], given["order_id"], given["callback_url"],
                       expires if expires is not None else config.payment_ttl_seconds, given["metadata"],
                       given["unique_amount"], fingerprint, underpayment_tolerance=tolerance,
@@ -237,8 +243,12 @@ def create() -> Any:
         links = services().links
         with db.statements() as connection:
             key = links.key(connection)
-            payment = create_payment(connection, new, services().config.late_payment_window_seconds, key,
-                                     refused=refused)
+            if new.wallet_address is None:  # a fresh address derived from DEPOSIT_XPUB
+                payment = (create_derived_payment(connection, new, services().config.deposit_key, key)
+                           if refused is None else None)
+            else:
+                payment = create_payment(connection, new, services().config.late_payment_window_seconds, key,
+                                         refused=refused)
             # a new payment has no transfers yet: no query for them
             body = payment_to_dict(payment, [], links.url(key, payment.id)) if payment is not None else None
     except IntegrityError as exc:  # a concurrent request with the same order_id committed first
@@ -246,6 +256,8 @@ def create() -> Any:
     if body is None:  # the order_id is taken: a replay, or a conflict
         with db.Session() as session:
             existing = find_by_order_id(session, new.order_id)
+            if existing is None and refused is not None:  # a new derived-address payment to a refused callback
+                raise refused
             if existing is None:  # payments are never deleted: another unique value failed
                 raise taken or RuntimeError(f"order_id {new.order_id!r} was taken, then not found")
             return replay(session, existing, new)
@@ -377,6 +389,34 @@ def list_transfers() -> Any:
     with services().db.Session() as session:
         page = TRANSFERS.page(session, query, given["limit"], given["cursor"])
     return jsonify({"transfers": [transfer_to_dict(t) for t in page.rows], "next_cursor": page.next_cursor})
+
+
+# --- deposit addresses -------------------------------------------------------------------------
+
+ADDRESSES = Keyset((number_key(DepositAddress.id),))
+
+
+def received_filter(value: str | None) -> bool:
+    return v.one_of(value, ("true", "false"), "received") == "true"
+
+
+ADDRESSES_QUERY = (
+    limit_field(),
+    ADDRESSES.field("cursor", CURSOR_DESCRIPTION),
+    v.Field("received", {"type": "string", "enum": ["true", "false"]}, received_filter,
+            description="true: only the addresses some transfer reached"),
+)
+
+
+@bp.get("/addresses")
+@require_api_key
+def list_addresses() -> Any:
+    given = v.read_fields(ADDRESSES_QUERY, request.args)
+    with services().db.Session() as session:
+        page = ADDRESSES.page(session, taken_query(given["received"]), given["limit"], given["cursor"])
+        received = received_by(session, [row.address for row in page.rows])
+    return jsonify({"addresses": [render(DEPOSIT_ADDRESS, row, received_usdt=format_amount(received[row.address]))
+                                  for row in page.rows], "next_cursor": page.next_cursor})
 
 
 @bp.get("/events")

@@ -14,7 +14,7 @@ from flask import Blueprint, jsonify
 
 from chain.claims import CLAIMS_PER_MINUTE, FOUND, NOT_SOLIDIFIED, REASONS
 from ledger.serialize import AMOUNT, BOOLEAN, STRING, TIME, object_schema, ref
-from web.api import EVENTS_QUERY, HEALTH_DB_DEADLINE_SECONDS, PAYMENTS_QUERY, TRANSFERS_QUERY
+from web.api import ADDRESSES_QUERY, EVENTS_QUERY, HEALTH_DB_DEADLINE_SECONDS, PAYMENTS_QUERY, TRANSFERS_QUERY
 from web.checkout_pages import CATALOGUES
 from web.errors import ERROR_SCHEMA
 from web.schemas import ENUMS, EVENT_DATA, SCHEMAS
@@ -141,6 +141,7 @@ COMPONENTS: dict[str, Any] = {
     **EVENT_DATA,
     "PaymentList": list_of("payments", "Payment"),
     "TransferList": list_of("transfers", "Transfer"),
+    "AddressList": list_of("addresses", "DepositAddress"),
     "EventList": list_of("events", "Event", has_more=BOOLEAN, resume_cursor=RESUME_CURSOR),
     "LogList": {"type": "object", "required": ["logs"], "properties": {"logs": {"type": "array", "items": ref("Log")}}},
     "Queued": QUEUED,
@@ -179,8 +180,11 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "201": response("Created", ref("Payment")),
                 "200": response("Replay of the same request: the existing payment", ref("Payment")),
-                "409": response("order_id_conflict (the order_id is taken with another body) or amount_in_use "
-                                "(another open payment on the wallet awaits this amount)", ref("Error")),
+                "409": response("order_id_conflict (the order_id is taken with another body), amount_in_use "
+                                "(another open payment on the wallet awaits this amount) or, on a derived address, "
+                                "deposit_addresses_exhausted (the xpub's account has no index left); "
+                                "address_reserved (the wallet_address given is another payment's derived deposit "
+                                "address)", ref("Error")),
             },
         }, unavailable="rate_unavailable (a price in a currency with no usable rate now: no quote yet, every "
                        "quote stale, or the sources disagree; nothing stored) or the database is unreachable")),
@@ -236,6 +240,14 @@ PATHS: dict[str, Any] = {
             "summary": "Observed USDT transfers to watched wallets, newest first",
             "parameters": parameters(TRANSFERS_QUERY),
             "responses": {"200": response("A page of transfers", ref("TransferList"))},
+        }),
+    },
+    "/addresses": {
+        "get": secured({
+            "summary": "Deposit addresses derived from DEPOSIT_XPUB and taken by payments, in index order, with "
+                       "what reached each",
+            "parameters": parameters(ADDRESSES_QUERY),
+            "responses": {"200": response("A page of addresses", ref("AddressList"))},
         }),
     },
     "/events": {
@@ -358,6 +370,7 @@ PATHS: dict[str, Any] = {
 TAGS = {
     "payments": "Payment watches: create, read, list, cancel, their audit trail and webhook retry",
     "transfers": "USDT transfers seen on the chain, credited or not",
+    "addresses": "Deposit addresses derived from the merchant's xpub (DEPOSIT_XPUB), one per payment",
     "events": "Every webhook event with its delivery state",
     "webhooks": "Test webhooks",
     "rates": "Fiat rates: what a payment priced in a currency would get now",
@@ -372,6 +385,7 @@ OPERATIONS = {
     ("/payments/{payment_id}/logs", "get"): ("getPaymentLogs", "payments"),
     ("/payments/{payment_id}/callback/retry", "post"): ("retryPaymentCallback", "payments"),
     ("/transfers", "get"): ("listTransfers", "transfers"),
+    ("/addresses", "get"): ("listAddresses", "addresses"),
     ("/events", "get"): ("listEvents", "events"),
     ("/events/{event_id}/retry", "post"): ("retryEvent", "events"),
     ("/webhooks/test", "post"): ("sendTestWebhook", "webhooks"),
@@ -406,13 +420,17 @@ def named(paths: dict[str, Any], operations: dict[tuple[str, str], tuple[str, st
             for path, methods in paths.items()}
 
 
-def build_spec(parts: Sequence[Part] = (), server_url: str | None = None) -> dict[str, Any]:
+def build_spec(parts: Sequence[Part] = (), server_url: str | None = None, deposit_addresses: bool = False
+               ) -> dict[str, Any]:
     """The document: every route of the API and the checkout page, and the parts plugged in (the sandbox network's
     schemas, and its routes where they exist). `server_url`: the service's public address (PUBLIC_BASE_URL), the
-    document's one server."""
+    document's one server. `deposit_addresses` (DEPOSIT_XPUB is set): a create may leave wallet_address out."""
     operations = dict(OPERATIONS)
     paths = dict(PATHS)
     components = dict(COMPONENTS)
+    if not deposit_addresses:
+        create = components["CreatePayment"]
+        components["CreatePayment"] = {**create, "required": ["wallet_address", *create["required"]]}
     tags = dict(TAGS)
     for part in parts:
         operations |= part.operations
@@ -449,4 +467,5 @@ bp = Blueprint("openapi", __name__)
 @bp.get("/openapi.json")
 def document() -> Any:
     shared = services()
-    return jsonify(build_spec(shared.document_parts, server_url=shared.config.public_base_url))
+    return jsonify(build_spec(shared.document_parts, server_url=shared.config.public_base_url,
+                              deposit_addresses=shared.config.deposit_key is not None))

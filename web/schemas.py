@@ -19,6 +19,7 @@ from infra.times import iso
 from ledger.checkout import CheckoutLinks
 from ledger.records import PaymentRecord, TransferRecord, UnconfirmedRecord
 from ledger.serialize import (
+    AMOUNT,
     INTEGER,
     NUMBER,
     OPEN_PAYMENTS_SHOWN,
@@ -158,6 +159,15 @@ RATES = (
     key("price_rounding_usdt", STRING),
     key("timestamp", TIME),
 )
+# A deposit address taken by a payment (GET /addresses); received_usdt is given by the route.
+DEPOSIT_ADDRESS = (
+    Out("index", {**INTEGER, "minimum": 0, "description": "its index: the xpub's child 0/index"},
+        attrgetter("address_index")),
+    column("address", STRING),
+    Out("payment_id", {"type": ["string", "null"], "format": "uuid"}, lambda a: optional_id(a.payment_id)),
+    Out("received_usdt", {**AMOUNT, "description": "USDT every transfer seen to it brought, credited to its payment "
+                                                   "or not (late money included)"}, None),
+)
 # The document's named enumerations: one type each in a generated client.
 ENUMS = {
     "PaymentStatus": enum_schema(PaymentStatus),
@@ -181,7 +191,8 @@ EVENT_DATA = {"TransferUnmatched": TRANSFER_UNMATCHED, "TransferAssigned": TRANS
 # Every object of the document: /openapi.json's components.
 SCHEMAS = {"Transfer": TRANSFER, "UnconfirmedTransfer": UNCONFIRMED, "Payment": PAYMENT,
            "PaymentSummary": PAYMENT_SUMMARY, "Log": LOG, "Event": EVENT, "Stats": STATS, "Health": HEALTH,
-           "CurrencyRate": CURRENCY_RATE, "SourceQuote": SOURCE_QUOTE, "RateSource": RATE_SOURCE, "Rates": RATES}
+           "CurrencyRate": CURRENCY_RATE, "SourceQuote": SOURCE_QUOTE, "RateSource": RATE_SOURCE, "Rates": RATES,
+           "DepositAddress": DEPOSIT_ADDRESS}
 
 
 def log_to_dict(entry: PaymentLog) -> dict[str, Any]:

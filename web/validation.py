@@ -448,7 +448,12 @@ CALLBACK_URL_SCHEMA = {
                     "unique-local, multicast or reserved)."),
 }
 CREATE_PAYMENT = (
-    Field("wallet_address", ADDRESS_SCHEMA, wallet_address, required=True),
+    Field("wallet_address", {
+        **ADDRESS_SCHEMA,
+        "description": (ADDRESS_SCHEMA["description"] + " Where the payer sends the money. May be left out when the "
+                        "service derives deposit addresses (DEPOSIT_XPUB): the payment then gets a fresh address of "
+                        "its own (address_index says which); without DEPOSIT_XPUB it is required (a 400)."),
+    }, lambda value: None if value is None else wallet_address(value)),
     Field("expected_amount_usdt", AMOUNT_SCHEMA, lambda value: None if value is None else amount(value)),
     Field("order_id", {
         "type": "string", "minLength": 1, "maxLength": MAX_ORDER_ID, "pattern": ORDER_ID_PATTERN,
