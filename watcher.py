@@ -36,7 +36,7 @@ from chain.claims import take_requests
 from chain.head import HeadWatch
 from chain.quota import DailyRequests, requests_per_day
 from chain.reconcile import Reconciler
-from chain.scanning import RECONCILE_SHARE, SET_ASIDE_BLOCKS, AccountScan, BlockScan, CycleResult, Scan
+from chain.scanning import RECONCILE_SHARE, SET_ASIDE_BLOCKS, AccountScan, BlockScan, CycleResult, Scan, Stalls
 from chain.watched import WatchedWallets
 from database import WATCHER_APPLICATION_NAME, Database, DatabaseError, resolve_database_url
 from delivery.webhooks import WebhookDispatcher
@@ -229,9 +229,10 @@ class Watcher:
         self.stop_event = threading.Event()
         self.wakeup = threading.Event()  # a payer's claim: the next cycle starts now
         failed_txs: set[str] = set()  # failed transactions, fetched and logged once per process
-        self.account = AccountScan(db, config, self.client, self.view, self.stop_event, failed_txs)
-        self.blocks = BlockScan(db, config, self.client, self.view, self.stop_event, failed_txs)
-        self.reconciler = Reconciler(db, config, self.client, self.view, self.stop_event, failed_txs)
+        stalls = Stalls(config.unreadable_wait_seconds)  # what holds a wallet or the block cursor, and since when
+        self.account = AccountScan(db, config, self.client, self.view, self.stop_event, failed_txs, stalls=stalls)
+        self.blocks = BlockScan(db, config, self.client, self.view, self.stop_event, failed_txs, stalls=stalls)
+        self.reconciler = Reconciler(db, config, self.client, self.view, self.stop_event, failed_txs, stalls=stalls)
         self.strategies = Strategies(db, config, self.client, self.view, self.blocks)
         self.head_watch = HeadWatch(db, config, self.client, self.view)
         self.watched = WatchedWallets(db, self.view)

@@ -64,20 +64,21 @@ class HeadWatch:
     def run(self, solid: AcceptedHead, wallets: dict[str, datetime], reader: Scan, result: CycleResult) -> None:
         """Accept a plausible head, read the blocks up to it that are not kept yet (within `reader`'s budget),
         and note what they pay to `wallets`."""
-        head = read_plausible_head(self.db, self.client, self.view, result.refused, result.errors, solid=False)
-        if head is None or head.header is None or head.number < solid.number:
-            return  # no new plausible head this cycle: what was seen stays as it was
-        self.head = head
         try:
+            head = read_plausible_head(self.db, self.client, self.view, result.refused, result.errors, solid=False)
+            if head is None or head.header is None or head.number < solid.number:
+                return  # no new plausible head this cycle: what was seen stays as it was
+            self.head = head
             chain = self.walk_down(head.header, solid.number, reader)
-        except TronError as exc:
-            result.errors.append(f"blocks above the solid head not read: {public_error(exc)}")
+            for header in reversed(chain):  # oldest first: money is noted in chain order
+                if reader.stop.is_set() or reader.spent():
+                    break
+                if not self.take_block(header, wallets, reader, result):
+                    break
+        except TronError as exc:  # detection never holds up the solid scan: said in /health, the cycle goes on
+            logger.warning("blocks above the solid head not read this cycle: %s", exc)
+            result.errors.append(f"detection: blocks above the solid head not read: {public_error(exc)}")
             return
-        for header in reversed(chain):  # oldest first: money is noted in chain order
-            if reader.stop.is_set() or reader.spent():
-                break
-            if not self.take_block(header, wallets, reader, result):
-                break
         with self.db.transaction() as session:
             write_state(session, CHAIN_HEAD, {"number": head.number, "solid_number": solid.number,
                                               "timestamp": head.timestamp})
@@ -119,7 +120,7 @@ class HeadWatch:
         infos: tuple[TxInfo, ...] = ()
         if header.tx_ids:
             expected = set(header.tx_ids)
-            answer = reader.ask(lambda view: self.receipts_or_none(view, header.number, expected))
+            answer = reader.ask(lambda view: self.receipts_or_none(view, header.number, expected, header.timestamp))
             if answer is None:
                 return False
             infos = answer
@@ -146,10 +147,14 @@ class HeadWatch:
         return True
 
     @staticmethod
-    def receipts_or_none(view: TronClient, number: int, expected: set[str]) -> tuple[TxInfo, ...] | None:
-        """The block's receipts when they are exactly its transactions' (else "not yet")."""
+    def receipts_or_none(view: TronClient, number: int, expected: set[str], timestamp: int
+                         ) -> tuple[TxInfo, ...] | None:
+        """The block's receipts when they are exactly its transactions' and of its time (else "not yet": a node
+        behind, or on another fork)."""
         infos = view.get_block_infos(number, solid=False)
-        return tuple(infos) if {info.transaction_hash for info in infos} == expected else None
+        if {info.transaction_hash for info in infos} != expected or any(i.block_timestamp != timestamp for i in infos):
+            return None
+        return tuple(infos)
 
     # -- the solid chain --------------------------------------------------------------------------
     def settle(self, solid: AcceptedHead) -> None:
@@ -168,10 +173,14 @@ class HeadWatch:
         for number in [n for n in self.headers if n <= solid.number]:
             del self.headers[number]
 
-    def solid_answer(self, number: int) -> tuple[int, list[TxInfo]] | None:
+    def solid_answer(self, number: int, wallets: set[str] | dict[str, datetime]) -> tuple[int, list[TxInfo]] | None:
         """(timestamp, receipts) of solidified block `number` when it is kept (read above the solid head, then
-        solidified unchanged); None otherwise."""
+        solidified unchanged) and pays none of `wallets`; None otherwise. A block that pays a watched wallet is read
+        again from the solidified API before anything is credited: what the full node said is never credited
+        alone (about one request per paying block)."""
         if number not in self.solid_ids:
             return None
         kept = self.kept[number]
+        if any(log.to_address in wallets for info in kept.infos for log in (*info.transfers, *info.rejected)):
+            return None
         return kept.header.timestamp, list(kept.infos)

@@ -38,14 +38,20 @@ class DailyRequests:
 
     def __init__(self, config: Config, client: TronClient) -> None:
         self.config, self.client = config, client
+        self.waited = 0.0  # the upstreams' quota waits as the last report saw them
 
     def quota(self) -> int | None:
         quotas = [u.daily_quota for u in self.client.upstreams if u.daily_quota is not None]
         return min(quotas) if quotas else None
 
     def report(self, strategy: str, wallets: int) -> dict[str, Any]:
+        """The estimate against the quota, and whether calls had to wait for the quota since the last report (the
+        estimate leaves out retries, claims and catching up: a real day can cost more)."""
         needed, quota = requests_per_day(self.config, strategy, wallets), self.quota()
-        return {"estimated": needed, "quota": quota, "over_quota": quota is not None and needed > quota}
+        waited = sum(u.quota_waited_seconds for u in self.client.upstreams)
+        throttled, self.waited = waited > self.waited, waited
+        return {"estimated": needed, "quota": quota, "over_quota": quota is not None and needed > quota,
+                "throttled": throttled}
 
     def reconcile_per_cycle(self, strategy: str, wallets: int) -> float | None:
         """What the quota leaves the reconciliation each cycle (None: no quota)."""

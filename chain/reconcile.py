@@ -22,13 +22,14 @@ import time
 from datetime import datetime
 from typing import Any
 
-from chain.answers import TronError, public_error
+from chain.answers import TronError, TxInfo, public_error
 from chain.chain_view import ChainView, read_from
-from chain.scanning import RECONCILE_SHARE, SET_ASIDE_BLOCKS, AccountScan, BlockScan, CycleResult
+from chain.scanning import RECONCILE_SHARE, SET_ASIDE_BLOCKS, AccountScan, BlockScan, CycleResult, Stalls
 from database import Database
 from infra.config import Config
+from infra.times import ms_to_datetime
 from ledger.events import log_event
-from ledger.matching import resolve_set_aside, set_aside_transactions
+from ledger.matching import is_watched_at, resolve_set_aside, set_aside_transactions
 from models import FOUND_BY_RECONCILIATION
 from tron_client import TronClient
 
@@ -41,13 +42,15 @@ class Reconciler:
     """Runs a slice of the current pass each cycle; its progress lives in the database (any leader resumes it)."""
 
     def __init__(self, db: Database, config: Config, client: TronClient, view: ChainView,
-                 stop: threading.Event, failed_txs: set[str]) -> None:
+                 stop: threading.Event, failed_txs: set[str], *, stalls: Stalls | None = None) -> None:
         self.db, self.config, self.view = db, config, view
         self.client = client.rotated(1)  # another upstream first, when there are several
-        self.account = AccountScan(db, config, self.client, view, stop, failed_txs, share=RECONCILE_SHARE)
-        self.blocks = BlockScan(db, config, self.client, view, stop, failed_txs, share=RECONCILE_SHARE)
+        self.account = AccountScan(db, config, self.client, view, stop, failed_txs, share=RECONCILE_SHARE,
+                                   stalls=stalls)
+        self.blocks = BlockScan(db, config, self.client, view, stop, failed_txs, share=RECONCILE_SHARE, stalls=stalls)
         self.last_error: str | None = None
         self.retry_after = 0  # where the round-robin over set-aside transfers goes on
+        self.block_retry_after = -1  # ... and over set-aside blocks
         self.order: list[str] = []  # the wallets of the current pass, in address order
         self.order_started: float | None = None  # ... made for the pass started then
 
@@ -88,42 +91,63 @@ class Reconciler:
             self.view.set_state(session, "reconcile", progress)
 
     def retry_set_aside(self, wallets: dict[str, datetime], head_timestamp: int, result: CycleResult) -> None:
-        """Ask again for a few of what was set aside as unreadable, round-robin (RETRIES_PER_CYCLE a cycle): a
+        """Ask again for some of what was set aside as unreadable, round-robin (RETRIES_PER_CYCLE of each a cycle): a
         transaction's receipt, a block's receipts. What has become readable is credited by the usual rules, as found
-        by reconciliation, and leaves the set-aside list."""
+        by reconciliation, and leaves the set-aside list; one that fails to answer is asked again in its turn."""
         with self.db.Session() as session:
             pending = set_aside_transactions(session, self.retry_after, RETRIES_PER_CYCLE)
             blocks = self.view.state(session, SET_ASIDE_BLOCKS) or []
         self.retry_after = pending[-1][0] if len(pending) == RETRIES_PER_CYCLE else 0
-        try:
-            for _, tx_hash, wallet in pending:
-                if self.account.spent():
-                    return
+        for _, tx_hash, wallet in pending:
+            if self.account.spent():
+                break
+            try:
                 info = self.account.receipt(tx_hash)
-                if info is None or info.block_timestamp > head_timestamp:
-                    continue  # still unreadable (or from beyond the accepted head: not believed)
-                if info.success:
-                    self.account.take(info, {wallet}, result, FOUND_BY_RECONCILIATION)
-                else:
-                    self.account.log_failed_transaction(info, wallet)
-                with self.db.transaction() as session:
-                    resolve_set_aside(session, tx_hash, wallet)
-            for number in blocks[:RETRIES_PER_CYCLE]:
-                if self.blocks.spent():
-                    return
+            except TronError as exc:
+                logger.warning("set-aside transaction %s not asked for again this cycle: %s", tx_hash, exc)
+                continue
+            if info is None or info.block_timestamp > head_timestamp:
+                continue  # still unreadable (or from beyond the accepted head: not believed)
+            if info.success:
+                self.account.take(info, {wallet}, result, FOUND_BY_RECONCILIATION)
+            else:
+                self.account.log_failed_transaction(info, wallet)
+            with self.db.transaction() as session:
+                resolve_set_aside(session, tx_hash, wallet)
+        start = bisect.bisect_right(blocks, self.block_retry_after)
+        turn = (blocks[start:] + blocks[:start])[:RETRIES_PER_CYCLE]
+        for number in turn:
+            if self.blocks.spent():
+                break
+            self.block_retry_after = number
+            try:
                 block = self.blocks.read_block(number, head_timestamp)
-                if block is None:
-                    continue
-                for info in block[1]:
-                    if info.success:
-                        self.blocks.take(info, wallets, result, FOUND_BY_RECONCILIATION)
-                with self.db.transaction() as session:
-                    left = [n for n in self.view.state(session, SET_ASIDE_BLOCKS) or [] if n != number]
-                    self.view.set_state(session, SET_ASIDE_BLOCKS, left)
-                    log_event(session, None, "set_aside_resolved", f"block {number}, set aside as unreadable, was "
-                              "read: its transfers are credited by the usual rules", block_number=number)
-        except TronError as exc:
-            logger.warning("set-aside records not asked for again this cycle: %s", exc)
+            except TronError as exc:
+                logger.warning("set-aside block %d not asked for again this cycle: %s", number, exc)
+                continue
+            if block is None:
+                continue
+            self.take_late_block(block[1], result)
+            with self.db.transaction() as session:
+                left = [n for n in self.view.state(session, SET_ASIDE_BLOCKS) or [] if n != number]
+                self.view.set_state(session, SET_ASIDE_BLOCKS, left)
+                log_event(session, None, "set_aside_resolved", f"block {number}, set aside as unreadable, was "
+                          "read: its transfers are credited by the usual rules", block_number=number)
+
+    def take_late_block(self, infos: list[TxInfo], result: CycleResult) -> None:
+        """Credit a set-aside block read at last: to the wallets watched at its block time (not the wallets watched
+        now: a payment whose late window has ended since may still take money mined on time)."""
+        late = self.config.late_payment_window_seconds
+        for info in infos:
+            if not info.success:
+                continue
+            recipients = {log.to_address for log in info.transfers} | {r.to_address for r in info.rejected
+                                                                         if r.to_address is not None}
+            with self.db.Session() as session:
+                watched = {w for w in recipients
+                           if is_watched_at(session, w, ms_to_datetime(info.block_timestamp), late)}
+            if watched:
+                self.blocks.take(info, watched, result, FOUND_BY_RECONCILIATION)
 
     def interval(self) -> float:
         return self.config.reconcile_interval_seconds

@@ -51,11 +51,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LAST_CHECKED_LAG_MS = 60_000  # payments.last_checked_timestamp may trail the wallet cursor by this much
+EXPIRE_BATCH = 10_000  # payments expired in one cycle at most (each writes its audit row and event)
 LAST_CHECKED_BATCH = 10_000  # ... plus the cycles needed to refresh every pending payment this many at a time
 NOT_YET_TRIES = 3  # a "not yet" answer is asked again this often in a cycle (a pool answers from another node)
 RECONCILE_SHARE = 0.2  # the part of the request budget the reconciliation may take
 SET_ASIDE_BLOCKS = "set_aside_blocks"  # chain state: blocks whose receipts stayed unreadable, asked for again
-MAX_SET_ASIDE_BLOCKS = 1000
 
 
 @dataclass
@@ -102,8 +102,10 @@ class CycleResult:
 
 
 class Stalls:
-    """How long each record, receipt or block has stayed unreadable in this process: one that stays so past
-    `wait_seconds` is set aside rather than holding its wallet or the block cursor (contract §4)."""
+    """How long each held position (a wallet's cursor, the block cursor) has been held by something unreadable in
+    this process. Once held for `wait_seconds`, what holds it is set aside rather than waited for (contract §4), and
+    so is anything else unreadable met before the position moves on again: k unreadable items cost one bounded
+    wait, not k of them."""
 
     def __init__(self, wait_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.wait_seconds, self.clock = wait_seconds, clock
@@ -111,8 +113,8 @@ class Stalls:
 
     def overdue(self, key: str) -> bool:
         """Note that `key` is unreadable now; True once it has been so for the whole bounded wait."""
-        if len(self.since) >= 10_000:
-            self.since.clear()
+        if key not in self.since and len(self.since) >= 100_000:
+            self.since.pop(next(iter(self.since)))  # the oldest held position, not every timer
         first = self.since.setdefault(key, self.clock())
         return self.clock() - first >= self.wait_seconds
 
@@ -216,7 +218,8 @@ class Scan:
 
     def expire(self, wallets: list[str] | None, read_up_to: int, result: CycleResult) -> None:
         with self.db.transaction() as session:
-            result.expired += len(expire_due(session, wallets, read_up_to))
+            # at most EXPIRE_BATCH a cycle: a million payments expiring at once take some cycles, not one endless one
+            result.expired += len(expire_due(session, wallets, read_up_to, limit=EXPIRE_BATCH))
             if wallets is None:
                 return  # the blocks strategy: its block cursor says how far every payment's wallet was read
             # Informational copy of the wallet cursor on each pending payment of the wallets read: rewritten only
@@ -325,6 +328,7 @@ class AccountScan(Scan):
             if record.transaction_id not in self.failed_txs:
                 by_tx.setdefault(record.transaction_id, []).append(record)
         if not by_tx:
+            self.stalls.readable(f"wallet:{wallet}")
             return limit
         with self.db.Session() as session:
             known = set(session.scalars(select(Transfer.transaction_hash).where(
@@ -345,11 +349,10 @@ class AccountScan(Scan):
                     return at - 1
             info = self.receipt(tx_id)
             if info is None:  # not solidified on any node asked yet: read again from here next cycle...
-                if not self.stalls.overdue(f"tx:{tx_id}"):
+                if not self.stalls.overdue(f"wallet:{wallet}"):
                     return at - 1
-                self.set_aside(tx_id, wallet, group, result)  # ... unless it has stayed so for the bounded wait
+                self.set_aside(tx_id, wallet, group, result)  # ... unless the wallet has been held the bounded wait
                 continue
-            self.stalls.readable(f"tx:{tx_id}")
             if info.block_timestamp > limit:  # a receipt from beyond what the head and index allow: not believed
                 logger.warning("receipt of %s refused: its block time %d is past the readable %d", tx_id,
                                info.block_timestamp, limit, extra={"tx": tx_id})
@@ -358,6 +361,7 @@ class AccountScan(Scan):
                 self.log_failed_transaction(info, wallet)
                 continue
             self.take(info, {wallet}, result, found_by)
+        self.stalls.readable(f"wallet:{wallet}")  # read to the limit: a later stall waits the whole bound again
         return limit
 
     def receipt(self, tx_id: str) -> TxInfo | None:
@@ -398,13 +402,13 @@ class BlockScan(Scan):
             if self.stop.is_set() or self.spent():
                 break
             try:
-                block = self.read_block(num, head_timestamp)
+                block = self.read_block(num, head_timestamp, wallets)
             except TronError as exc:
                 logger.warning("watcher: block %d not read this cycle: %s", num, exc)
                 result.errors.append(f"block {num} not read: {public_error(exc)}")
                 break
             if block is None:
-                if not self.stalls.overdue(f"block:{num}"):
+                if not self.stalls.overdue("block_cursor"):
                     result.errors.append(f"block {num}: no upstream has given its complete receipts yet; asked "
                                          "again next cycle")
                     break
@@ -413,7 +417,7 @@ class BlockScan(Scan):
                 with self.db.transaction() as session:
                     self.view.set_state(session, "block_cursor", {"number": number, "timestamp": read_ts})
                 continue
-            self.stalls.readable(f"block:{num}")
+            self.stalls.readable("block_cursor")
             timestamp, infos = block
             if timestamp >= snapshot_ms - OVERLAP_MS:
                 # A block this recent may pay a payment created after the wallet list was read: add the wallets of
@@ -437,7 +441,8 @@ class BlockScan(Scan):
         # ChainView.wallet_cursors and watched_wallets take as every wallet's floor while this strategy reads (a
         # million wallets would otherwise be a million rows rewritten every cycle).
 
-    def read_block(self, num: int, latest: int) -> tuple[int, list[TxInfo]] | None:
+    def read_block(self, num: int, latest: int, wallets: set[str] | dict[str, datetime] | None = None
+                   ) -> tuple[int, list[TxInfo]] | None:
         """(timestamp, receipts) of block ``num`` once its answer is known complete; None for "not yet".
 
         A node either has a block with every receipt or has not reached it, so a non-empty answer is complete;
@@ -445,7 +450,8 @@ class BlockScan(Scan):
         time must not pass the accepted head's (`latest`): a block from the future is not believed, whichever
         upstream gave it (it would expire payments early)."""
 
-        kept = self.head_watch.solid_answer(num) if self.head_watch is not None else None
+        kept = self.head_watch.solid_answer(num, wallets) \
+            if self.head_watch is not None and wallets is not None else None
         if kept is not None and kept[0] <= latest:
             return kept
 
@@ -471,7 +477,7 @@ class BlockScan(Scan):
         with self.db.transaction() as session:
             blocks = self.view.state(session, SET_ASIDE_BLOCKS) or []
             if num not in blocks:
-                self.view.set_state(session, SET_ASIDE_BLOCKS, sorted([*blocks, num])[-MAX_SET_ASIDE_BLOCKS:])
+                self.view.set_state(session, SET_ASIDE_BLOCKS, sorted([*blocks, num]))
                 log_event(session, None, "block_set_aside",
                           f"block {num} set aside: no upstream gave its complete receipts for "
                           f"{self.config.unreadable_wait_seconds:g} s; the blocks after it are read on, the "

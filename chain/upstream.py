@@ -170,6 +170,7 @@ class Upstream:
         self.daily_quota = daily_quota if daily_quota is not None else (
             TRONGRID_FREE_DAILY_QUOTA if is_trongrid_host(self.url) else None)
         self._daily: TokenBucket | None = None
+        self.quota_waited_seconds = 0.0  # how long calls have waited for the daily quota, in all
         if self.daily_quota is not None:
             in_hand = self.daily_quota / 96
             self._daily = TokenBucket((self.daily_quota - in_hand) / 86400, in_hand)
@@ -205,7 +206,8 @@ class Upstream:
         paused = self.paused_until
         status = "paused" if paused is not None else "failing" if self.failing else "ok"
         return {"url": self.name, "state": status, "paused_until": paused, "last_error": self.last_error,
-                "v1_api": self.has_v1, "daily_quota": self.daily_quota}
+                "v1_api": self.has_v1, "daily_quota": self.daily_quota,
+                "quota_waited_seconds": round(self.quota_waited_seconds, 3)}
 
     def _succeeded(self) -> None:
         with self._lock:
@@ -253,7 +255,11 @@ class Upstream:
                  allow_404: bool, on_sent: Callable[[], None] | None) -> Any:
         self._raise_if_paused()
         if self._daily is not None:
-            self._daily.acquire()
+            wait = self._daily.reserve()
+            if wait > 0:  # the day's quota is spent ahead of its pace: this call waits for its share
+                with self._lock:
+                    self.quota_waited_seconds += wait
+                time.sleep(wait)
         self._limiter.acquire()
         self._raise_if_paused()
         with self._lock:

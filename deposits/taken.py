@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from models import DepositAddress, Transfer
+from models import DepositAddress, Transfer, TransferStatus
 
 
 def taken_query(received_only: bool = False) -> Select[Any]:
@@ -17,7 +17,8 @@ def taken_query(received_only: bool = False) -> Select[Any]:
     transfer reached (credited to the payment or not: money after the payment closed is unmatched, still seen)."""
     query = select(DepositAddress).where(DepositAddress.payment_id.is_not(None))
     if received_only:
-        query = query.where(select(Transfer.id).where(Transfer.to_address == DepositAddress.address).exists())
+        query = query.where(select(Transfer.id).where(Transfer.to_address == DepositAddress.address,
+                                                      Transfer.status != TransferStatus.set_aside).exists())
     return query
 
 
@@ -29,10 +30,12 @@ def taken_by_a_payment(address: Any) -> Any:
 
 
 def received_by(session: Session, addresses: Sequence[str]) -> dict[str, Decimal]:
-    """The USDT every transfer seen to each address brought (0 for none)."""
+    """The USDT every transfer seen to each address brought (0 for none); a transfer set aside as unreadable is not
+    counted (what it brought is not read yet)."""
     totals = {address: Decimal(0) for address in addresses}
     if addresses:
         rows = session.execute(select(Transfer.to_address, func.sum(Transfer.amount_usdt))
-                               .where(Transfer.to_address.in_(list(addresses))).group_by(Transfer.to_address))
+                               .where(Transfer.to_address.in_(list(addresses)),
+                                      Transfer.status != TransferStatus.set_aside).group_by(Transfer.to_address))
         totals.update({address: Decimal(total) for address, total in rows})
     return totals

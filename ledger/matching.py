@@ -453,15 +453,18 @@ def credit_transfer(session: Session, t: TransferLog, late_window: int, found_by
 
 
 def expire_due(
-    session: Session, wallets: list[str] | None, read_up_to_ms: int, *, skip_locked: bool = True
+    session: Session, wallets: list[str] | None, read_up_to_ms: int, *, skip_locked: bool = True,
+    limit: int | None = None
 ) -> list[uuid.UUID]:
-    """Expire pending payments whose wallet was read past their expiry without the full amount."""
+    """Expire pending payments whose wallet was read past their expiry without the full amount (the `limit` oldest
+    of them when given: the rest the next time; a credit expires its own wallet's first whatever the limit)."""
     at = ms_to_datetime(read_up_to_ms)
     query = select(Payment).where(Payment.status == PaymentStatus.pending, Payment.expires_at <= at)
     if wallets is not None:
         query = query.where(Payment.wallet_address.in_(wallets))
     expired = []
-    for payment in session.scalars(query.order_by(Payment.expires_at).with_for_update(skip_locked=skip_locked)):
+    query = query.order_by(Payment.expires_at).limit(limit).with_for_update(skip_locked=skip_locked)
+    for payment in session.scalars(query):
         payment.status = PaymentStatus.expired
         log_event(session, payment.id, "expired",
                   f"chain read up to {at.isoformat()} without the full amount "

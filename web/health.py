@@ -55,6 +55,7 @@ def watcher_health(report: dict[str, Any] | None, interval: float) -> tuple[dict
     }
     is_paused = body["upstream_paused_until"] is not None
     unreadable = bool(set_aside.get("records") or set_aside.get("blocks"))
-    over_quota = bool((report.get("daily_requests") or {}).get("over_quota"))
+    daily = report.get("daily_requests") or {}
+    over_quota = bool(daily.get("over_quota") or daily.get("throttled"))
     return body, (stale or lagging or failing or upstream_trouble or is_paused or bool(refused) or unreadable
                   or over_quota)

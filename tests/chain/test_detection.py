@@ -158,13 +158,16 @@ def test_an_unreadable_receipt_is_set_aside_and_credited_once_readable(new_watch
     stuck = sim.transfer(WALLET, 5_000_000, from_=PAYER)
     sim.withhold_receipt(stuck)
     sim.mine(1)
+    spam = sim.transfer(WALLET, 1, from_=PAYER)  # a second unreadable one right after: the same wait covers it
+    sim.withhold_receipt(spam)
+    sim.mine(1)
     sim.transfer(WALLET, 6_000_000, from_=PAYER)
     sim.solidify()
     watcher.run_once()
     assert get(client, auth, second)["status"] == "pending"  # within the bounded wait: nothing passes it
     time.sleep(0.35)
     result = watcher.run_once()
-    assert result.set_aside == 1
+    assert result.set_aside == 2  # one bounded wait for the held position, not one per unreadable item
     assert get(client, auth, second)["status"] == "completed"  # what follows it is credited
     assert get(client, auth, first)["status"] == "pending"
     health = client.get("/health").get_json()
@@ -172,12 +175,13 @@ def test_an_unreadable_receipt_is_set_aside_and_credited_once_readable(new_watch
     assert WALLET not in json.dumps(health)
     assert 'tron_usdt_set_aside_total' in client.get("/metrics").get_data(as_text=True)
     if strategy == "account":
-        [aside] = client.get("/transfers?status=set_aside", headers=auth).get_json()["transfers"]
+        aside, _ = client.get("/transfers?status=set_aside", headers=auth).get_json()["transfers"][::-1]
         assert aside["transaction_hash"] == stuck and aside["reason"] == "unreadable"
         assert aside["log_index"] is None and aside["amount_usdt"] == "5" and aside["status"] == "set_aside"
     else:
-        assert health["watcher"]["set_aside"]["blocks"] == 1
+        assert health["watcher"]["set_aside"]["blocks"] == 2
     sim.withhold_receipt(stuck, False)
+    sim.withhold_receipt(spam, False)
     watcher.run_once()  # the reconciliation asks again, and credits it by the usual rules
     assert get(client, auth, first)["status"] == "completed"
     assert client.get("/transfers?status=set_aside", headers=auth).get_json()["transfers"] == []
@@ -198,3 +202,37 @@ def test_a_small_budget_reaches_the_head_over_several_cycles(new_watcher, client
             break
     assert get(client, auth, payment)["unconfirmed_amount_usdt"] == "8"
     assert events(db, payment) == ["payment.detected"]
+
+
+def test_a_failing_full_node_api_holds_up_no_credit(new_watcher, client, auth, db, deep_sim, detect_config):
+    # an upstream that serves the solidified API only (java-tron's solidity port), or whose /wallet calls fail
+    watcher = new_watcher(detect_config)
+    payment = create(client, auth, "9")
+    watcher.run_once()
+    deep_sim.set_fault("500", None, path_prefix="/wallet/")
+    deep_sim.transfer(WALLET, 9_000_000, from_=PAYER)
+    deep_sim.mine(DEPTH + 1)
+    result = watcher.run_once()
+    assert any(e.startswith("detection:") for e in result.errors)
+    assert get(client, auth, payment)["status"] == "completed"
+    assert events(db, payment) == ["payment.completed"]
+
+
+def test_a_kept_block_that_pays_a_watched_wallet_is_read_again_from_the_solidified_api(
+        new_watcher, client, auth, db, deep_sim, detect_config, strategy):
+    if strategy != "blocks":
+        pytest.skip("the block scan's reuse of blocks read above the solid head")
+    watcher = new_watcher(detect_config)
+    payment = create(client, auth, "2")
+    for _ in range(DEPTH + 2):  # steady state: every block read above the solid head as it comes
+        watcher.run_once()
+        deep_sim.mine(1)
+    deep_sim.reset_counts()
+    deep_sim.transfer(WALLET, 2_000_000, from_=PAYER)
+    for _ in range(DEPTH + 3):
+        deep_sim.mine(1)
+        watcher.run_once()
+    assert get(client, auth, payment)["status"] == "completed"
+    counts = deep_sim.request_counts()
+    # the paying block once more from /walletsolidity; the other blocks were taken as read above the solid head
+    assert counts.get("/walletsolidity/gettransactioninfobyblocknum") == 1, counts
