@@ -68,7 +68,7 @@ SELECT md5('p' || i)::uuid, 'growth-' || i, w.wallet, a.amount, a.amount,
 FROM generate_series(1, :n) i
 CROSS JOIN LATERAL (SELECT now() - (i::float8 / :n) * interval '365 days' AS created) t
 CROSS JOIN LATERAL (SELECT (:wallets)[1 + (hashint4(i) & 2147483647) % cardinality(:wallets)] AS wallet) w
-CROSS JOIN LATERAL (SELECT (1 + (i * 7919) % 100000)::numeric / 100 AS amount) a
+CROSS JOIN LATERAL (SELECT (1 + (i::bigint * 7919) % 100000)::numeric / 100 AS amount) a
 CROSS JOIN LATERAL (SELECT CASE WHEN i <= :pending THEN 'pending' WHEN i % 20 < 15 THEN 'completed'
                                WHEN i % 20 < 19 THEN 'expired' ELSE 'failed' END AS status) s
 """
@@ -82,8 +82,8 @@ TRANSFERS_SQL = """
 INSERT INTO transfers (transaction_hash, log_index, from_address, to_address, amount_usdt, block_number,
     block_timestamp, status, payment_id, found_by, reason, created_at)
 SELECT md5('x' || i) || md5('y' || i), 0, 'TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL',
-    (:wallets)[1 + (hashint4(i) & 2147483647) % cardinality(:wallets)], (1 + (i * 7919) % 100000)::numeric / 100,
-    60000000 + i, 1700000000000 + i * 3000,
+    (:wallets)[1 + (hashint4(i) & 2147483647) % cardinality(:wallets)],
+    (1 + (i::bigint * 7919) % 100000)::numeric / 100, 60000000 + i, 1700000000000 + i::bigint * 3000,
     CASE WHEN i % 1000 = 0 THEN 'unmatched' ELSE 'credited' END::transfer_status,
     CASE WHEN i % 1000 = 0 THEN NULL ELSE md5('p' || i)::uuid END,
     CASE WHEN i % 50 = 0 THEN 'reconciliation' ELSE 'scan' END,
