@@ -148,6 +148,12 @@ class Payment(Base):
               postgresql_where=text("status = 'pending'")),
         # Every pending payment by expiry: what the blocks strategy expires each cycle, without reading the others.
         Index("ix_payments_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),
+        # Closed payments by when they closed: those whose late window may still be open (the watched wallets,
+        # chain_view.watched_wallets) are found without reading the years of history before them.
+        Index("ix_payments_expired_at", "expires_at", postgresql_where=text("status = 'expired'")),
+        Index("ix_payments_cancelled_at", "cancelled_at",
+              postgresql_where=text("status = 'failed' AND failure_reason = 'cancelled'")),
+        Index("ix_payments_completed_at", "completed_at", postgresql_where=text("status = 'completed'")),
     )
 
 

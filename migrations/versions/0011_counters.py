@@ -22,7 +22,8 @@ The keys (one home: the functions below):
 The list indexes of payments end in the page's sort key (created_at, id), so a page, first or deep, of any filter
 of GET /payments reads only its rows: `ix_payments_created_at`, `ix_payments_status`, `ix_payments_wallet_created`,
 `ix_payments_wallet_status` keep their names and gain the sort key (no index added). A partial index on the pending
-events' creation time gives the outbox's oldest pending event without reading the others.
+events' creation time gives the outbox's oldest pending event without reading the others; partial indexes of the
+closed payments by when they closed let the watched wallets' read skip the history before the late window.
 """
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ COUNTED = {
                           "WHEN r.reason LIKE 'an amount of%' THEN 'amount_too_large' "
                           "WHEN r.reason LIKE 'malformed%' THEN 'malformed_log' ELSE 'other' END)",
 }
+
+# Closed payments by when they closed: the watched wallets' read skips the history closed before the late window.
+CLOSED_INDEXES = (
+    ('ix_payments_expired_at', 'expires_at', "status = 'expired'"),
+    ('ix_payments_cancelled_at', 'cancelled_at', "status = 'failed' AND failure_reason = 'cancelled'"),
+    ('ix_payments_completed_at', 'completed_at', "status = 'completed'"),
+)
 
 
 def keyed(keys: str, rows: str, delta: int) -> str:
@@ -143,9 +151,13 @@ def upgrade() -> None:
     op.create_index('ix_payments_wallet_status', 'payments', ['wallet_address', 'status', 'created_at', 'id'])
     op.create_index('ix_webhook_events_pending_created', 'webhook_events', ['created_at'],
                     postgresql_where=sa.text("state = 'pending'"))
+    for name, column, where in CLOSED_INDEXES:
+        op.create_index(name, 'payments', [column], postgresql_where=sa.text(where))
 
 
 def downgrade() -> None:
+    for name, _, _ in CLOSED_INDEXES:
+        op.drop_index(name, table_name='payments')
     op.drop_index('ix_webhook_events_pending_created', table_name='webhook_events')
     for name, columns in (('ix_payments_wallet_status', ['wallet_address', 'status']),
                           ('ix_payments_wallet_created', ['wallet_address', 'created_at']),
