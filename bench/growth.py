@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.wallets, args.requests, args.duration, args.saturation_duration = "2000", 20, 20, 1.0, 1.0
         args.rate, args.quiet_wait = 50.0, 1.0
+        if args.db_name == parser.get_default("db_name"):
+            args.db_name = f"bench_growth_{uuid.uuid4().hex[:8]}"  # test runs side by side never share one
     from tron_sim import random_address
 
     wallets = [random_address() for _ in range(args.wallets)]
@@ -302,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         results = [measure_size(args, int(n), wallets, tmp) for n in args.sizes.split(",")]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.load_only:
+        return 0
     labels = list(results[0]["routes"])
     headers = ["route"] + [f"{r['payments']:,}: p50 / p99 ms" for r in results]
     rows = [[label] + [f"{r['routes'][label]['p50_ms']} / {r['routes'][label]['p99_ms']}" for r in results]
