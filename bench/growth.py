@@ -7,7 +7,7 @@
 For each size N a database of its own (`--db-name`, dropped at the end unless `--keep`) at the newest schema is
 filled in SQL (INSERT ... SELECT over generate_series, no API): N payments over --wallets wallets, created over the
 last year (the newest 0.1 % pending, then 75 % completed, 20 % expired, 5 % cancelled), 3 audit rows per payment,
-a transfer per 10 payments (1 % of them unmatched), a webhook event per payment (the newest 100 pending, 0.1 %
+a transfer per 10 payments (0.1 % of them unmatched, 2 % found by the reconciliation), a webhook event per payment (the newest 100 pending, 0.1 %
 failed). The load runs with triggers off (`session_replication_role = replica`) and its plain indexes dropped,
 which are then built again; the counts are then made by `row_counts_recount()`, and the tables analysed.
 
@@ -85,10 +85,10 @@ INSERT INTO transfers (transaction_hash, log_index, from_address, to_address, am
 SELECT md5('x' || i) || md5('y' || i), 0, 'TVKG4gUar24bpAVrDv4GSzyDRtPkjPkogL',
     (:wallets)[1 + (hashint4(i) & 2147483647) % cardinality(:wallets)],
     (1 + (i::bigint * 7919) % 100000)::numeric / 100, 60000000 + i, 1700000000000 + i::bigint * 3000,
-    CASE WHEN i % 1000 = 0 THEN 'unmatched' ELSE 'credited' END::transfer_status,
-    CASE WHEN i % 1000 = 0 THEN NULL ELSE md5('p' || i)::uuid END,
-    CASE WHEN i % 50 = 0 THEN 'reconciliation' ELSE 'scan' END,
-    CASE WHEN i % 1000 = 0 THEN 'no_candidate' END, now() - (i::float8 / :n) * interval '365 days'
+    CASE WHEN i % 10000 = 1 THEN 'unmatched' ELSE 'credited' END::transfer_status,
+    CASE WHEN i % 10000 = 1 THEN NULL ELSE md5('p' || i)::uuid END,
+    CASE WHEN i % 500 = 1 THEN 'reconciliation' ELSE 'scan' END,
+    CASE WHEN i % 10000 = 1 THEN 'no_candidate' END, now() - (i::float8 / :n) * interval '365 days'
 FROM generate_series(1, :n, 10) i
 """
 EVENTS_SQL = """
