@@ -4,12 +4,13 @@
     .venv/bin/python -m bench.growth --sizes 100000        # one size
     .venv/bin/python -m bench.growth --quick --out /tmp/growth.json
 
-For each size N a database of its own (`--db-name`, dropped at the end unless `--keep`) at the newest schema is
-filled in SQL (INSERT ... SELECT over generate_series, no API): N payments over --wallets wallets, created over the
-last year (the newest 0.1 % pending, then 75 % completed, 20 % expired, 5 % cancelled), 3 audit rows per payment,
-a transfer per 10 payments (0.1 % of them unmatched, 2 % found by the reconciliation), a webhook event per payment (the newest 100 pending, 0.1 %
-failed). The load runs with triggers off (`session_replication_role = replica`) and its plain indexes dropped,
-which are then built again; the counts are then made by `row_counts_recount()`, and the tables analysed.
+For each size N a database of its own (`<--db-name>_<N>`, dropped at the end unless `--keep`) at the newest schema
+is filled in SQL (INSERT ... SELECT over generate_series, no API): N payments over --wallets wallets, created over
+the last year (the newest 0.1 % pending, then 75 % completed, 20 % expired, 5 % cancelled), 3 audit rows per
+payment, a transfer per 10 payments (0.1 % of them unmatched, 2 % found by the reconciliation), a webhook event per
+payment (the newest 100 pending, 0.1 % failed). The load runs with triggers off (`session_replication_role =
+replica`) and its plain indexes dropped, which are then built again; the counts are then made by
+`row_counts_recount()`, and the database vacuumed and analysed.
 
 Then gunicorn (`gunicorn.conf.py`, the watcher off) serves it, and:
   * each operator route and each GET /payments filter (first page, and a deep page: the cursor of a payment

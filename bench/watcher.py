@@ -165,14 +165,11 @@ def seed_cursors(url: str, strategy: str, wallets: list[str], solid: dict[str, i
 
 
 class ExistingDatabase:
-    """A database left by another bench (`bench.growth --keep`), used in place of a fresh one and dropped at the end
-    like one."""
+    """A database left by another bench (`bench.growth --keep`), used in place of a fresh one; left in place at the
+    end (its owner drops it), with what the run wrote."""
 
     def __init__(self, server_url: str, name: str) -> None:
-        from sqlalchemy import create_engine
-
         self.name = name
-        self.admin = create_engine(with_database(server_url, "postgres"), isolation_level="AUTOCOMMIT")
         self.url = with_database(server_url, name)
 
     def migrate(self) -> None:
@@ -181,11 +178,7 @@ class ExistingDatabase:
         migrate.upgrade_to_head(self.url)
 
     def close(self) -> None:
-        from sqlalchemy import text
-
-        with self.admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.admin.dispose()
+        pass
 
 
 def bench_database(args: argparse.Namespace) -> BenchDatabase | ExistingDatabase:
@@ -466,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                              "none within the late window) in the database before the run")
     parser.add_argument("--history-db", default=None,
                         help="with --history: a database `bench.growth --keep` left (used instead of loading one; "
-                             "dropped at the end)")
+                             "left in place)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the results already in --out for strategies/sizes this run does not measure")
     args = parser.parse_args(argv)
