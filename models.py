@@ -99,7 +99,7 @@ class Payment(Base):
     # Fully paid once received >= expected - this.
     underpayment_tolerance_usdt: Mapped[Decimal] = mapped_column(AMOUNT, default=Decimal(0), server_default="0")
     status: Mapped[PaymentStatus] = mapped_column(
-        _enum(PaymentStatus, "payment_status"), default=PaymentStatus.pending, index=True
+        _enum(PaymentStatus, "payment_status"), default=PaymentStatus.pending
     )
     failure_reason: Mapped[str | None] = mapped_column(String(32))
     transaction_hash: Mapped[str | None] = mapped_column(String(64))
@@ -114,7 +114,7 @@ class Payment(Base):
     checkout_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     # The index of the address derived from DEPOSIT_XPUB for this payment (deposit_addresses); None: a given address
     address_index: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -132,18 +132,28 @@ class Payment(Base):
     )
 
     __table_args__ = (
-        Index("ix_payments_wallet_status", "wallet_address", "status"),
+        # GET /payments, newest first, by each filter: every list index ends in the page's sort key (created_at,
+        # id), so a page, first or deep, reads only its own rows.
+        Index("ix_payments_created_at", "created_at", "id"),
+        Index("ix_payments_status", "status", "created_at", "id"),
+        Index("ix_payments_wallet_status", "wallet_address", "status", "created_at", "id"),
         # A wallet's payments by what they still await: matching and the amount check find the few that await an
         # amount without reading the wallet's other open payments (thousands, on a busy wallet).
         Index("ix_payments_wallet_remaining", "wallet_address", text("(expected_amount_usdt - received_amount_usdt)")),
         # A wallet's payments newest first: the open payments an unmatched transfer's event names.
-        Index("ix_payments_wallet_created", "wallet_address", "created_at"),
+        Index("ix_payments_wallet_created", "wallet_address", "created_at", "id"),
         # A wallet's pending payments by expiry: what every credit expires first (matching.expire_due) is found
         # without reading the wallet's other pending payments.
         Index("ix_payments_wallet_pending_expiry", "wallet_address", "expires_at",
               postgresql_where=text("status = 'pending'")),
         # Every pending payment by expiry: what the blocks strategy expires each cycle, without reading the others.
         Index("ix_payments_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),
+        # Closed payments by when they closed: those whose late window may still be open (the watched wallets,
+        # chain_view.watched_wallets) are found without reading the years of history before them.
+        Index("ix_payments_expired_at", "expires_at", postgresql_where=text("status = 'expired'")),
+        Index("ix_payments_cancelled_at", "cancelled_at",
+              postgresql_where=text("status = 'failed' AND failure_reason = 'cancelled'")),
+        Index("ix_payments_completed_at", "completed_at", postgresql_where=text("status = 'completed'")),
     )
 
 
@@ -281,7 +291,21 @@ class WebhookEvent(Base):
             "seq",
             postgresql_where=text("state = 'pending'"),
         ),
+        # The outbox's oldest pending event (/metrics) without reading the other pending ones.
+        Index("ix_webhook_events_pending_created", "created_at", postgresql_where=text("state = 'pending'")),
     )
+
+
+class RowCount(Base):
+    """Counts of payments, transfers and webhook events by status, written only by the database's triggers (in
+    the transaction of the change they count; migration 0011 holds them and the keys): a key's count is the sum of
+    its rows, one per backend that changed it (`shard`, its pid) and shard 0 where compaction folds them."""
+
+    __tablename__ = "row_counts"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):

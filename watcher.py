@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any
 
 import psycopg2
-from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -48,7 +47,8 @@ from ledger.checkout import open_ledger
 from ledger.detection import clear_read_past
 from ledger.events import log_event
 from ledger.service_state import WATCHER_STATUS, read_state, write_state
-from models import Transfer, TransferStatus
+from ledger.stats import read_counts
+from models import TransferStatus
 from rates.refresher import start_refresher
 from sandbox.inbox import private_callbacks
 from sandbox.node import with_sandbox_upstream
@@ -426,9 +426,9 @@ class Watcher:
             behind = 0.0  # nothing to watch: nothing to be behind on
         with self.db.Session() as session:
             progress = self.view.state(session, "reconcile") or {}
-            set_aside = {"records": session.scalar(select(func.count()).where(
-                Transfer.status == TransferStatus.set_aside)) or 0,
-                "blocks": len(self.view.state(session, SET_ASIDE_BLOCKS) or [])}
+            transfers = read_counts(session).by("transfers", TransferStatus)
+            set_aside = {"records": transfers[TransferStatus.set_aside.value],
+                         "blocks": len(self.view.state(session, SET_ASIDE_BLOCKS) or [])}
         problems = result.refused + result.errors
         if set_aside["records"] or set_aside["blocks"]:
             problems.append(f"{set_aside['records']} transaction(s) and {set_aside['blocks']} block(s) set aside as "

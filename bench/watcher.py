@@ -20,6 +20,8 @@ Detection latency = when the receiver got the payment.completed webhook - when t
 solidified in the simulator (the wall time at which block b + depth was mined). With --detect (DETECT_UNCONFIRMED)
 also the seen latency = when the receiver got payment.detected - the transfer's block time.
 
+    .venv/bin/python -m bench.watcher --strategies blocks --sizes 1000x100 --history 10000000
+                                                     # the same watched set on 10,000,000 closed payments
     .venv/bin/python -m bench.watcher --real-pace    # TRON's pace: 3 s blocks mined at their slots, solidified
                                                      # 19 deep, a cycle per block, detection on, blocks strategy
 """
@@ -57,6 +59,7 @@ from bench.common import (
     rnd,
     svg_plot,
     wait_quiet,
+    with_database,
     write_json,
 )
 
@@ -161,6 +164,63 @@ def seed_cursors(url: str, strategy: str, wallets: list[str], solid: dict[str, i
     engine.dispose()
 
 
+class ExistingDatabase:
+    """A database left by another bench (`bench.growth --keep`), used in place of a fresh one; left in place at the
+    end (its owner drops it), with what the run wrote."""
+
+    def __init__(self, server_url: str, name: str) -> None:
+        self.name = name
+        self.url = with_database(server_url, name)
+
+    def migrate(self) -> None:
+        import migrate
+
+        migrate.upgrade_to_head(self.url)
+
+    def close(self) -> None:
+        pass
+
+
+def bench_database(args: argparse.Namespace) -> BenchDatabase | ExistingDatabase:
+    from sqlalchemy import create_engine, text
+
+    if args.history_db:
+        admin = create_engine(with_database(args.pg_url, "postgres"))
+        with admin.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": args.history_db}).scalar()
+        admin.dispose()
+        if found:
+            return ExistingDatabase(args.pg_url, args.history_db)
+    return BenchDatabase(args.pg_url, "watch")
+
+
+def prepare_history(url: str, n: int, reused: bool, late_window_seconds: int) -> tuple[list[str], dict[str, Any]]:
+    """n closed payments (bench.growth's history; already there when `reused`), none within the late window: the
+    watched set is then only what the run seeds. Returns the history's wallets and what is there."""
+    from sqlalchemy import create_engine, text
+
+    from bench.growth import load_history
+    from tron_sim import random_address
+
+    engine = create_engine(url)
+    try:
+        if not reused:
+            load_history(engine, n, [random_address() for _ in range(1000)], pending=0)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE payments SET status = 'expired' WHERE status = 'pending'"))
+            conn.execute(text("DELETE FROM payments WHERE created_at > now() - make_interval(secs => :s)"),
+                         {"s": late_window_seconds + 86400})
+        with engine.connect() as conn:
+            wallets = list(conn.execute(text("SELECT DISTINCT to_address FROM transfers ORDER BY 1")).scalars())
+            closed = conn.execute(text("SELECT count(*) FROM payments")).scalar_one()
+            size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+    finally:
+        engine.dispose()
+    return wallets, {"closed_payments": closed, "database_bytes": size}
+
+
 def project_path(path: Path) -> str:
     """A path as the results name it: from the project's root when inside it (no machine's own folders)."""
     root = Path(__file__).resolve().parent.parent
@@ -172,7 +232,7 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
 
     print(f"--- {strategy}: N={n:,} payments over W={w:,} wallets", flush=True)
     idle = wait_quiet(timeout=5 if args.quick else 300)
-    bench_db = BenchDatabase(args.pg_url, "watch")
+    bench_db = bench_database(args)
     receiver = Receiver()
     sim = Simulator(block_interval=args.block_interval, solidify_depth=args.solidify_depth, follow_clock=True,
                     usdt_noise_per_block=0)  # the benchmark puts its own --noise into every block
@@ -183,6 +243,13 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
     try:
         bench_db.migrate()
         wallets = [random_address() for _ in range(w)]
+        history: dict[str, Any] = {"closed_payments": 0}
+        if args.history:
+            from infra.config import Config
+
+            known, history = prepare_history(bench_db.url, args.history, isinstance(bench_db, ExistingDatabase),
+                                             Config().late_payment_window_seconds)
+            wallets = (known[:w] + wallets)[:w]  # the watched wallets are the history's
         t0 = time.monotonic()
         payments = seed_payments(bench_db.url, n, wallets, receiver.url)
         seed_seconds = time.monotonic() - t0
@@ -294,7 +361,7 @@ def run_one(args: argparse.Namespace, strategy: str, n: int, w: int) -> dict[str
     sweep_span = len(cycles) * args.interval
     sweep_rate = swept / sweep_span if sweep_span else 0.0
     result = {
-        "strategy": strategy, "payments": n, "wallets": w, "seed_seconds": round(seed_seconds, 2),
+        "strategy": strategy, "payments": n, "wallets": w, **history, "seed_seconds": round(seed_seconds, 2),
         "max_rps": max_rps, "run_seconds": round(elapsed, 1), "cycles": len(cycles),
         "cycle_seconds": {"median": rnd(percentile(seconds, 50), 3), "p95": rnd(percentile(seconds, 95), 3),
                           "max": rnd(max(seconds), 3) if seconds else None},
@@ -387,6 +454,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="TRON's pace at the defaults: blocks strategy, 3 s blocks solidified 19 deep, a 3 s "
                              "cycle, detection on, a free key's daily quota, 200 payments, 2 minutes of transfers "
                              "(--sizes/--duration apply)")
+    parser.add_argument("--history", type=int, default=0,
+                        help="closed payments (with their logs, transfers and events: bench/growth.py's history, "
+                             "none within the late window) in the database before the run")
+    parser.add_argument("--history-db", default=None,
+                        help="with --history: a database `bench.growth --keep` left (used instead of loading one; "
+                             "left in place)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the results already in --out for strategies/sizes this run does not measure")
     args = parser.parse_args(argv)
@@ -403,21 +476,24 @@ def main(argv: list[str] | None = None) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     results = [run_one(args, strategy, n, w) for strategy in strategies for n, w in sizes]
     if args.merge and args.out.exists():
-        measured = {(r["strategy"], r["payments"], r["wallets"]) for r in results}
+        def key(r: dict[str, Any]) -> tuple[Any, ...]:
+            return r["strategy"], r["payments"], r["wallets"], r.get("closed_payments", 0)
+
+        measured = {key(r) for r in results}
         kept = [dict(r, measured_by=json.loads(args.out.read_text()).get("command"))
-                for r in json.loads(args.out.read_text())["results"]
-                if (r["strategy"], r["payments"], r["wallets"]) not in measured]
+                for r in json.loads(args.out.read_text())["results"] if key(r) not in measured]
         results = kept + results
         strategies = list(dict.fromkeys(r["strategy"] for r in results))
         sizes = sorted({(r["payments"], r["wallets"]) for r in results})
         order = {s: i for i, s in enumerate(["blocks", "account"])}
-        results.sort(key=lambda r: (order.get(r["strategy"], 9), r["payments"], r["wallets"]))
+        results.sort(key=lambda r: (order.get(r["strategy"], 9), r["payments"], r["wallets"],
+                                    r.get("closed_payments", 0)))
 
-    headers = ["strategy", "N payments", "W wallets", "cycle s (median/max)", "requests/cycle",
+    headers = ["strategy", "N payments", "W wallets", "closed payments", "cycle s (median/max)", "requests/cycle",
                "main scan req/s", "sweep req/s", "sweep full pass s",
                "DB s/cycle (median)", "DB stmts/cycle", "detect p50 s", "detect p99 s", "detected",
                "seen p50/p99/max s", "req/day", "watcher RSS MB"]
-    rows = [[r["strategy"], f"{r['payments']:,}", f"{r['wallets']:,}",
+    rows = [[r["strategy"], f"{r['payments']:,}", f"{r['wallets']:,}", f"{r.get('closed_payments', 0):,}",
              f"{r['cycle_seconds']['median']} / {r['cycle_seconds']['max']}", r["requests_per_cycle"],
              r.get("main_scan_requests_per_second", r["upstream_requests_per_second"]),
              r.get("sweep_requests_per_second"), r.get("sweep_full_pass_seconds"),

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, false, func, select, text
+from sqlalchemy import ColumnElement, and_, func, select, text
 from sqlalchemy.orm import Session
 
 from chain.answers import BlockHeader, BlockRef, TronError
 from database import Database
 from infra.config import Config
-from infra.times import to_ms
+from infra.times import ms_to_datetime, to_ms
 from ledger.matching import keeps_wallet_watched
 from ledger.service_state import read_state, write_state
 from models import Payment, WalletCursor
@@ -167,15 +167,23 @@ class ChainView:
         cursor = WalletCursor.last_checked_timestamp
         if read_floor is not None:
             read_to = func.to_timestamp(func.greatest(func.coalesce(cursor, 0), int(read_floor)) / 1000.0)
-            unread = false()
+            # Every wallet is read at least to the floor: a payment closed before floor - window is history, and
+            # this bound, on the closing time's own partial index, keeps the read from visiting it.
+            since = ms_to_datetime(int(read_floor)) - window
+
+            def within(closed: Any) -> ColumnElement[bool]:
+                return and_(closed >= since, closed + window >= read_to)
         else:
             read_to = func.to_timestamp(cursor / 1000.0)
             unread = cursor.is_(None)
+
+            def within(closed: Any) -> ColumnElement[bool]:
+                return unread | (closed + window >= read_to)
         query = (
             select(Payment.wallet_address, func.min(Payment.created_at))
             .outerjoin(WalletCursor, and_(WalletCursor.wallet_address == Payment.wallet_address,
                                           WalletCursor.chain == self.chain))
-            .where(keeps_wallet_watched(lambda closed: unread | (closed + window >= read_to)))
+            .where(keeps_wallet_watched(within))
             .group_by(Payment.wallet_address)
         )
         if created_since is not None:

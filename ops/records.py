@@ -9,17 +9,18 @@ from sqlalchemy import delete, exists, func, select
 
 from database import Database
 from infra.times import iso
-from ledger.stats import count_by
-from models import CANCELLED, EventState, Payment, PaymentLog, PaymentStatus, Transfer, WebhookEvent
+from ledger.stats import read_counts
+from models import CANCELLED, EventState, Payment, PaymentLog, PaymentStatus, TransferStatus, WebhookEvent
 
 
 def collect_stats(db: Database) -> dict[str, Any]:
     """`db_manager.py stats`: payments, transfers, webhook events and audit rows, counted."""
     with db.transaction() as session:
-        payments = count_by(session, Payment.status)
-        cancelled = session.scalar(select(func.count()).where(Payment.failure_reason == CANCELLED)) or 0
-        transfers = count_by(session, Transfer.status)
-        events = count_by(session, WebhookEvent.state)
+        counted = read_counts(session)
+        payments = counted.by("payments", PaymentStatus)
+        cancelled = counted.of(f"payments:{CANCELLED}")
+        transfers = counted.by("transfers", TransferStatus)
+        events = counted.by("webhook_events", EventState)
         logs, oldest = session.execute(select(func.count(), func.min(PaymentLog.created_at))).one()
     return {
         "payments": {

@@ -1,5 +1,5 @@
-"""`db_manager.py reset`: the service's own tables and enum types dropped (other objects of the database are left
-alone), refused while a service process is connected. The CLI asks first and migrates to head after."""
+"""`db_manager.py reset`: the service's own tables, enum types and functions dropped (other objects of the database
+are left alone), refused while a service process is connected. The CLI asks first and migrates to head after."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +15,8 @@ from models import Base
 logger = logging.getLogger(__name__)
 
 RESET_LOCK_TIMEOUT = "15s"
+# The service's functions (the row counts' triggers and their upkeep, migration 0011) are named with this prefix.
+FUNCTION_PREFIX = "row_counts_"
 
 
 def service_objects() -> tuple[list[str], list[str]]:
@@ -28,7 +30,8 @@ def service_objects() -> tuple[list[str], list[str]]:
 
 
 def drop_service_schema(engine: Engine) -> None:
-    """Drop the service's tables and enum types (nothing else of the database), under the migrations' lock."""
+    """Drop the service's tables, enum types and functions (nothing else of the database), under the migrations'
+    lock."""
     tables, enums = service_objects()
     with engine.begin() as conn:
         conn.execute(text(f"SET LOCAL lock_timeout = '{RESET_LOCK_TIMEOUT}'"))
@@ -37,6 +40,11 @@ def drop_service_schema(engine: Engine) -> None:
             conn.execute(text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
         for enum in enums:
             conn.execute(text(f'DROP TYPE IF EXISTS "{enum}" CASCADE'))
+        functions = conn.execute(text(
+            "SELECT oid::regprocedure::text FROM pg_proc WHERE pronamespace = current_schema()::regnamespace "
+            "AND starts_with(proname, :prefix)"), {"prefix": FUNCTION_PREFIX}).scalars().all()
+        for function in functions:
+            conn.execute(text(f"DROP FUNCTION IF EXISTS {function} CASCADE"))
     logger.info("reset: dropped the service tables of %s", describe_url(str(engine.url)))
 
 

@@ -53,3 +53,14 @@ def test_metrics_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
     result = run_bench("bench.metrics", pg_server, tmp_path / "metrics.json")["result"]
     assert result["payments"] == 1000 and result["scrapes"] == 10
     assert 0 < result["p50_ms"] <= result["max_ms"] and result["bytes"] > 1000
+
+
+@pytest.mark.timeout(150)
+def test_growth_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.growth", pg_server, tmp_path / "growth.json")
+    [size] = result["results"]
+    assert size["rows"] == {"payments": 2000, "payment_logs": 6000, "transfers": 200, "webhook_events": 2000}
+    routes = size["routes"]
+    assert {"GET /health", "GET /stats", "GET /metrics", "GET /payments, deep page"} <= set(routes)
+    assert all(0 < r["p50_ms"] <= r["p99_ms"] for r in routes.values())
+    assert routes["POST /payments at saturation"]["requests_per_second"] > 0

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,7 +33,7 @@ from ledger.payments import (
 )
 from ledger.serialize import payment_to_dict, render, serialize_payment, serialize_payments, transfer_to_dict
 from ledger.service_state import WATCHER_STATUS, read_state
-from ledger.stats import count_by
+from ledger.stats import read_counts
 from models import (
     FOUND_BY_RECONCILIATION,
     DepositAddress,
@@ -41,7 +41,6 @@ from models import (
     Payment,
     PaymentLog,
     PaymentStatus,
-    RejectedTransfer,
     Transfer,
     TransferStatus,
     WebhookEvent,
@@ -482,7 +481,7 @@ def health() -> Any:
     try:
         with svc.db.Session() as session:
             session.execute(text("SELECT 1"))
-            counts = count_by(session, Payment.status)
+            counts = read_counts(session).by("payments", PaymentStatus)
             report = read_state(session, WATCHER_STATUS)
             unpriced = unavailable_recently_asked(session, svc.config)
     except Exception as exc:  # any failure to reach the database means unhealthy
@@ -512,20 +511,19 @@ def rates() -> Any:
 def stats() -> Any:
     svc = services()
     with svc.db.Session() as session:
-        counts = count_by(session, Payment.status)
-        webhook_counts = count_by(session, WebhookEvent.state)
-        unmatched = count_by(session, Transfer.status)[TransferStatus.unmatched.value]
-        reconciled = session.scalar(select(func.count()).where(Transfer.found_by == FOUND_BY_RECONCILIATION))
-        rejected = session.scalar(select(func.count()).select_from(RejectedTransfer))
+        counted = read_counts(session)
+    counts = counted.by("payments", PaymentStatus)
+    webhook_counts = counted.by("webhook_events", EventState)
     values = {
         "total_payments": sum(counts.values()),
         **{f"{status}_payments": n for status, n in counts.items()},
         "uptime_seconds": round(time.time() - svc.started_at, 3),
         "polling_interval": svc.config.polling_interval_seconds,
         "network": svc.config.tron_network,
-        "unmatched_transfers": unmatched,
-        "reconciled_transfers": reconciled or 0,
-        "rejected_transfers": rejected or 0,
+        "unmatched_transfers": counted.by("transfers", TransferStatus)[TransferStatus.unmatched.value],
+        "reconciled_transfers": sum(n for (_, found_by), n in counted.rows("transfers")
+                                    if found_by == FOUND_BY_RECONCILIATION),
+        "rejected_transfers": sum(n for _, n in counted.rows("rejected_transfers")),
         "webhooks_pending": webhook_counts[EventState.pending.value],
         "webhooks_failed": webhook_counts[EventState.failed.value],
     }

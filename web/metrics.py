@@ -20,14 +20,14 @@ from typing import Any
 from flask import Blueprint, Response, request
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 
 from infra.config import STRATEGIES, Config
 from infra.instruments import PREFIX, exposition, process_collector, token_accepted
 from infra.times import db_now
 from ledger.service_state import WATCHER_STATUS, read_state
-from ledger.stats import count_by
-from models import EventState, Payment, RejectedTransfer, Transfer, WebhookEvent
+from ledger.stats import read_counts
+from models import EventState, PaymentStatus, WebhookEvent
 from rates.rule import Rate
 from rates.store import rates_now, source_rows, wanted_currencies
 from web.errors import ApiError
@@ -38,14 +38,10 @@ logger = logging.getLogger(__name__)
 
 # --- what is stored, read at scrape time ----------------------------------------------------------
 
-# Kinds of rejected transfers by the start of the reason they were stored with (matching.unstorable,
-# tron_client.AnswerReader): a label per kind, not per text (the text names the amount or the decoding error).
-REJECTION_KINDS = (("a zero amount", "zero_amount"), ("an amount of", "amount_too_large"),
-                   ("malformed", "malformed_log"))
-
-
 class DatabaseCollector(Collector):
-    """Gauges and totals of what the database holds, read when Prometheus scrapes: a few indexed aggregates."""
+    """Gauges and totals of what the database holds, read when Prometheus scrapes: the counts the database keeps
+    (ledger/stats.py; rejected transfers by kind, a label per kind of reason, not per text, which names the
+    amount or the decoding error), the oldest pending event by its index, the watcher's report."""
 
     def __init__(self, db: Any, config: Config | None = None) -> None:
         self.db = db
@@ -68,23 +64,18 @@ class DatabaseCollector(Collector):
         yield from families
 
     def read(self) -> list[Metric]:
-        kind = case(*[(RejectedTransfer.reason.startswith(start), name) for start, name in REJECTION_KINDS],
-                    else_="other")
         with self.db.Session() as session:
-            payments = count_by(session, Payment.status)
-            transfers = session.execute(
-                select(Transfer.status, Transfer.found_by, func.count()).group_by(Transfer.status, Transfer.found_by)
-            ).all()
-            rejected = session.execute(select(kind, func.count()).group_by(kind)).all()
-            events = count_by(session, WebhookEvent.state)
+            counted = read_counts(session)
             oldest = session.execute(
                 select(func.extract("epoch", func.now() - func.min(WebhookEvent.created_at)))
                 .where(WebhookEvent.state == EventState.pending)
             ).scalar()
             report = read_state(session, WATCHER_STATUS)
             rates = rate_families(session, self.config) if self.config is not None else []
-        return [*payment_families(payments), *transfer_families(transfers, rejected),
-                *outbox_families(events, oldest), *watcher_families(report), *rates]
+        transfers = [(status, found_by, n) for (status, found_by), n in counted.rows("transfers")]
+        rejected = [(kind, n) for (kind,), n in counted.rows("rejected_transfers")]
+        return [*payment_families(counted.by("payments", PaymentStatus)), *transfer_families(transfers, rejected),
+                *outbox_families(counted.by("webhook_events", EventState), oldest), *watcher_families(report), *rates]
 
 
 def payment_families(counts: dict[str, int]) -> list[Metric]:
@@ -102,7 +93,7 @@ def transfer_families(transfers: Iterable[Any], rejected: Iterable[Any]) -> list
         f"{PREFIX}_transfers", "USDT transfers to watched wallets, by status (credited, unmatched) and by which read "
         "found them (scan, reconciliation).", labels=["status", "found_by"])
     for status, found_by, n in transfers:
-        stored.add_metric([status.value, found_by], n)
+        stored.add_metric([status, found_by], n)
     refused = CounterMetricFamily(f"{PREFIX}_transfers_rejected", "Transfers that cannot be credited, by reason.",
                                   labels=["reason"])
     for reason, n in rejected:

@@ -137,6 +137,10 @@ class Keyset:
         position = _encode(self.parts, last) if last is not None else None
         return Page(page, position if has_more else None, position)
 
+    def encode(self, key: tuple[Any, ...]) -> str:
+        """The cursor of the page after the row whose sort key is `key`."""
+        return _encode(self.parts, key)
+
     def _key(self, row: Any) -> tuple[Any, ...]:
         return tuple(getattr(row, part.column.key) for part in self.parts)
 
