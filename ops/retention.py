@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import ColumnElement, Table, Text, and_, delete, exists, func, insert, select, text
+from sqlalchemy import ColumnElement, Table, Text, and_, delete, exists, func, insert, select, text, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -135,8 +135,8 @@ def archivable_batches(engine: Engine, before: datetime, late_window: int, size:
     after: tuple[datetime, uuid.UUID] | None = None
     while True:
         query = select(Payment.created_at, Payment.id).where(Payment.created_at < before, archivable(late_window))
-        if after is not None:
-            query = query.where(func.row(Payment.created_at, Payment.id) > func.row(*after))
+        if after is not None:  # (the first condition gives the index its range, the second the exact position)
+            query = query.where(Payment.created_at >= after[0], tuple_(Payment.created_at, Payment.id) > tuple_(*after))
         with engine.connect() as conn:
             rows = conn.execute(query.order_by(Payment.created_at, Payment.id).limit(size)).all()
         if not rows:
