@@ -57,7 +57,7 @@ from ledger import matching
 from ledger.checkout import open_ledger
 from models import DepositAddress, EventState, Payment
 from ops.export import export_snapshot, export_to_file
-from ops.records import CLEANUP_BATCH, collect_stats, delete_old_logs
+from ops.records import CLEANUP_BATCH, CLEANUP_PAUSE, collect_stats, delete_old_logs
 from ops.reset import drop_service_schema, running_services
 from ops.retention import BATCH_SIZE as ARCHIVE_BATCH
 from ops.retention import ArchiveError, Selection, archive, restore, select_before
@@ -600,8 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     p.add_argument("--batch-size", type=batch_arg, default=CLEANUP_BATCH, metavar="N",
                    help="rows per batch, each its own short transaction (default %(default)s)")
-    p.add_argument("--pause", type=pause_arg, default=0.0, metavar="S",
-                   help="seconds to wait between batches, to leave the database more to the service (default 0)")
+    p.add_argument("--pause", type=pause_arg, default=CLEANUP_PAUSE, metavar="S",
+                   help="seconds to wait between batches, leaving the database to the service (default %(default)s)")
     p = command("archive", cmd_archive,
                 "move closed payments created before DATE, with their logs, transfers and events, to a gzip JSON "
                 "Lines file, then delete them (their order ids and transfers stay taken)")

@@ -104,7 +104,8 @@ class LockWatch:
 
 def latency(run: dict[str, Any]) -> dict[str, Any]:
     return {"p50_ms": run["latency_ms"].get("p50"), "p99_ms": run["latency_ms"].get("p99"),
-            "max_ms": run["latency_ms"].get("max"), "achieved_rps": run.get("achieved_rate"), "requests": run.get("requests"),
+            "max_ms": run["latency_ms"].get("max"), "achieved_rps": run.get("achieved_rate"),
+            "requests": run.get("requests"),
             "non_2xx": sum(v for k, v in run.get("statuses", {}).items() if not k.startswith("2")),
             "errors": run.get("errors", 0)}
 
@@ -289,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payments", type=int, default=1_000_000)
     parser.add_argument("--logs", type=int, default=30_000_000)
     parser.add_argument("--days", type=int, default=300, help="cleanup-logs --days (rows span 400 days)")
-    parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--pause", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=2000, help="cleanup-logs --batch-size")
+    parser.add_argument("--pause", type=float, default=0.1, help="cleanup-logs --pause")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per latency run")
     parser.add_argument("--baseline-runs", type=int, default=2)
     parser.add_argument("--max-runs", type=int, default=100, help="at most this many runs during the cleanup")
