@@ -8,6 +8,12 @@ Decisions:
 - `cleanup-logs` never deletes the logs of a payment that is still `pending`, nor of a payment
   whose webhook events are not all settled (an event still `pending` delivery): both are live
   stories. Logs without a payment (unmatched transfers, service notes) are deleted by age only.
+  It deletes in batches (`--batch-size`, each its own transaction over a range of the time index),
+  so no lock is held longer than one batch and the API goes on at its usual pace meanwhile.
+- `archive` takes closed payments created before the date, outside their late window, whose webhook
+  events are all settled (an event `pending` or `failed` may still be delivered: kept); the file is
+  whole and on disk before anything is deleted (ops/retention.py says how a crash loses nothing).
+  `restore` skips a payment already present, so it can run twice.
 - `export` writes one consistent snapshot (REPEATABLE READ, read only), streamed, into a 0600
   file that replaces F only once complete. API keys and stored secrets are never exported.
 - `reset` drops only the service's own tables and enum types (and `alembic_version`), then
@@ -26,6 +32,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +57,10 @@ from ledger import matching
 from ledger.checkout import open_ledger
 from models import DepositAddress, EventState, Payment
 from ops.export import export_snapshot, export_to_file
-from ops.records import collect_stats, delete_old_logs
+from ops.records import CLEANUP_BATCH, CLEANUP_PAUSE, collect_stats, delete_old_logs
 from ops.reset import drop_service_schema, running_services
+from ops.retention import BATCH_SIZE as ARCHIVE_BATCH
+from ops.retention import ArchiveError, Selection, archive, restore, select_before
 from rates.store import rates_report
 from tron_client import make_client
 from web.auth import ApiKeyError, create_api_key, list_api_keys, revoke_api_key
@@ -91,6 +100,32 @@ def days_arg(value: str) -> int:
     if not 1 <= days <= MAX_CLEANUP_DAYS:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CLEANUP_DAYS}, got {days}")
     return days
+
+
+def batch_arg(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100000, got {value!r}")
+    return int(value)
+
+
+def pause_arg(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 60:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to 60, got {value!r}")
+    return seconds
+
+
+def date_arg(value: str) -> datetime:
+    """An ISO date or time; one without an offset is UTC."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an ISO date or time (2026-01-31, 2026-01-31T12:00:00Z), "
+                                         f"got {value!r}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def transfer_ref_arg(value: str) -> TransferRef:
@@ -340,10 +375,64 @@ def cmd_export(ctx: Context) -> int:
 
 def cmd_cleanup_logs(ctx: Context) -> int:
     days, dry_run = ctx.args.days, ctx.args.dry_run
-    count = delete_old_logs(ctx.db, days, dry_run)
+    count = delete_old_logs(ctx.db, days, dry_run, ctx.args.batch_size, ctx.args.pause)
     verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {count} payment log row{'s' if count != 1 else ''} older than {days} day{'s' if days != 1 else ''} "
           "(logs of pending payments and of undelivered webhook events are kept)")
+    return 0
+
+
+# --- archive, restore ----------------------------------------------------------------------------
+
+def print_kept(selection: Selection) -> None:
+    kept = {"still pending": selection.still_open, "inside the late window": selection.in_late_window,
+            "with an undelivered webhook event": selection.undelivered_event}
+    for reason, count in kept.items():
+        if count:
+            print(f"  kept {count} payment{'s' if count != 1 else ''} {reason}")
+
+
+def cmd_archive(ctx: Context) -> int:
+    before, late_window = ctx.args.before, ctx.config.late_payment_window_seconds
+    if not ctx.args.dry_run and not ctx.args.file:
+        raise CliError("archive needs --file F (the archive to write), unless --dry-run", exit_code=2)
+    engine = ctx.engine()
+    try:
+        with engine.connect() as conn:
+            selection = select_before(conn, before, late_window)
+        if ctx.args.dry_run:
+            rows = ", ".join(f"{n} {name}" for name, n in selection.rows.items())
+            print(f"would archive {selection.archivable} payments created before {iso(before)} ({rows})")
+            print_kept(selection)
+            return 0
+        outcome = archive(engine, Path(ctx.args.file), before, late_window, describe_url(ctx.url),
+                          ctx.args.batch_size)
+    except ArchiveError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write {ctx.args.file}: {exc.strerror or exc}") from None
+    finally:
+        engine.dispose()
+    rows = ", ".join(f"{n} {name}" for name, n in outcome.rows.items())
+    print(f"archived {outcome.archived} payments created before {iso(before)} to {ctx.args.file} ({rows})")
+    print_kept(selection)
+    if outcome.changed:
+        print(f"  kept {outcome.changed} payments that changed while the file was written (they are in the file "
+              "too; restore skips them)")
+    return 0
+
+
+def cmd_restore(ctx: Context) -> int:
+    engine = ctx.engine()
+    try:
+        restored = restore(engine, Path(ctx.args.file), ctx.args.batch_size)
+    except ArchiveError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        engine.dispose()
+    rows = ", ".join(f"{n} {name}" for name, n in restored.rows.items()) or "no rows"
+    print(f"restored {restored.payments} payments from {ctx.args.file} ({rows}); "
+          f"{restored.present} already present, left as they are")
     return 0
 
 
@@ -509,6 +598,24 @@ def build_parser() -> argparse.ArgumentParser:
                 "delete payment logs older than N days, except those of pending payments or undelivered events")
     p.add_argument("--days", required=True, type=days_arg, metavar="N", help="age in days, at least 1")
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    p.add_argument("--batch-size", type=batch_arg, default=CLEANUP_BATCH, metavar="N",
+                   help="rows per batch, each its own short transaction (default %(default)s)")
+    p.add_argument("--pause", type=pause_arg, default=CLEANUP_PAUSE, metavar="S",
+                   help="seconds to wait between batches, leaving the database to the service (default %(default)s)")
+    p = command("archive", cmd_archive,
+                "move closed payments created before DATE, with their logs, transfers and events, to a gzip JSON "
+                "Lines file, then delete them (their order ids and transfers stay taken)")
+    p.add_argument("--before", required=True, type=date_arg, metavar="DATE",
+                   help="ISO date or time (UTC unless it says otherwise): payments created before it")
+    p.add_argument("--file", metavar="F", help="the archive to write (never overwritten); required unless --dry-run")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be archived and what is kept")
+    p.add_argument("--batch-size", type=batch_arg, default=ARCHIVE_BATCH, metavar="N",
+                   help="payments per batch (default %(default)s)")
+    p = command("restore", cmd_restore, "bring back the payments of an archive file (those already present are "
+                                        "left as they are: running it twice changes nothing)")
+    p.add_argument("--file", required=True, metavar="F", help="an archive written by the archive command")
+    p.add_argument("--batch-size", type=batch_arg, default=ARCHIVE_BATCH, metavar="N",
+                   help="payments per batch (default %(default)s)")
     p = command("reset", cmd_reset, "drop and recreate every table of the service: ALL DATA IS LOST; asks first")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p = command("create-api-key", cmd_create_api_key,

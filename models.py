@@ -444,3 +444,26 @@ class DepositAddress(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (UniqueConstraint("account", "address_index", name="uq_deposit_addresses_account_index"),)
+
+
+class ArchivedOrder(Base):
+    """The order_id of a payment `db_manager.py archive` moved to a file: it stays taken (a create with it answers
+    409 `archived`) until `restore` brings the payment back."""
+
+    __tablename__ = "archived_orders"
+
+    order_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ArchivedTransfer(Base):
+    """The (transaction hash, log index) of an archived payment's transfer: the watcher takes it as already stored, so
+    the same money is never credited twice."""
+
+    __tablename__ = "archived_transfers"
+
+    transaction_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

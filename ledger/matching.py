@@ -44,6 +44,7 @@ from models import (
     NO_EXACT_MATCH,
     SOLIDIFIED,
     UNREADABLE,
+    ArchivedTransfer,
     Payment,
     PaymentStatus,
     RejectedTransfer,
@@ -195,9 +196,13 @@ def choose_payment(session: Session, wallet: str, at: datetime, amount: int, lat
 
 
 def is_stored(session: Session, t: TransferLog) -> bool:
-    return session.scalar(
-        select(Transfer.id).where(Transfer.transaction_hash == t.transaction_hash, Transfer.log_index == t.log_index)
-    ) is not None
+    """Whether this (hash, log index) was stored before: as a transfer, or as one of an archived payment (its
+    tombstone in `archived_transfers`): money the watcher sees listed again is never credited twice."""
+    stored = select(Transfer.id).where(Transfer.transaction_hash == t.transaction_hash,
+                                       Transfer.log_index == t.log_index).exists()
+    archived = select(ArchivedTransfer.log_index).where(ArchivedTransfer.transaction_hash == t.transaction_hash,
+                                                        ArchivedTransfer.log_index == t.log_index).exists()
+    return bool(session.scalar(select(or_(stored, archived))))
 
 
 def is_watched_at(session: Session, wallet: str, at: datetime, late_window: int) -> bool:

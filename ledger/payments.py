@@ -48,7 +48,7 @@ from ledger.errors import Refused
 from ledger.events import audit_values, emit_event, log_audit, log_event
 from ledger.matching import REMAINING, WALLET_LOCK, candidate_filter, wallet_lock, wallet_lock_params
 from ledger.records import PaymentRecord
-from models import CANCELLED, DepositAddress, Payment, PaymentLog, PaymentStatus
+from models import CANCELLED, ArchivedOrder, DepositAddress, Payment, PaymentLog, PaymentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,21 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 BLOCKS_ITS_AMOUNT = or_(Payment.status == PaymentStatus.pending, Payment.received_amount_usdt > 0)
 
 
+def order_id_taken(order_id: Any) -> ColumnElement[bool]:
+    """SQL: whether `order_id` (a value or a bind parameter) is taken: by a payment, or by one archived (its tombstone
+    in `archived_orders` keeps it taken until it is restored)."""
+    return or_(select(Payment.id).where(Payment.order_id == order_id).exists(),
+               select(ArchivedOrder.order_id).where(ArchivedOrder.order_id == order_id).exists())
+
+
+def refuse_if_archived(session: Session, order_id: str) -> None:
+    """Refused (`archived`) when `order_id` belongs to an archived payment: a replay or a new create with it never
+    makes a new payment."""
+    if session.get(ArchivedOrder, order_id) is not None:
+        raise Refused("archived", "The payment with this order_id was archived (db_manager.py archive); it is not "
+                                  "kept here any more and its order_id cannot be used again.", "order_id")
+
+
 def awaited_by(wallet: Any, now: Any, late_window: int, unique_amount: bool) -> ColumnElement[bool]:
     """SQL: the candidates of `wallet` whose remaining amount a new payment must not take: every candidate for a
     `unique_amount` request (its own amount is free only when no candidate awaits it), else the blocking ones."""
@@ -116,7 +131,7 @@ def amounts_statement(late_window: int) -> Select[Any]:
     `choose_amount` can ask about, each with whether it blocks its amount: a merchant's single wallet with thousands
     of open payments still sends back a row or two, not one per payment."""
     one = select(literal(1).label("one")).subquery()
-    taken = select(Payment.id).where(Payment.order_id == bindparam("order_id")).exists()
+    taken = order_id_taken(bindparam("order_id", type_=String))
     amount_type = Payment.expected_amount_usdt.type
     return (
         select(func.now(), taken, REMAINING, BLOCKS_ITS_AMOUNT, taken_by_a_payment(bindparam("wallet", type_=String)))
@@ -343,7 +358,7 @@ def insert_if_free_sql(dialect: Dialect, late_window: int, unique_amount: bool, 
     The payment's times are the transaction's; the audit row's `expires_at` is written by `times.iso_sql`."""
     now = func.now()
     binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
-    taken = select(Payment.id).where(Payment.order_id == binds["order_id"]).exists()
+    taken = order_id_taken(binds["order_id"])
     in_use = select(Payment.id).where(awaited_by(binds["wallet_address"], now, late_window, unique_amount),
                                       binds["expected_amount_usdt"] == REMAINING).exists()
     expires = lifetime_end(now)
@@ -423,7 +438,7 @@ def insert_derived_sql(dialect: Dialect, payment_keys: tuple[str, ...]) -> Drive
     NULL wallet_address refuses: the statement fails and gives its index back. Returns the index, its address and
     the payment's times and metadata (NULL when passed over); no row when the order_id was taken."""
     binds = {k: bindparam(f"p_{k}", type_=getattr(Payment, k).type) for k in payment_keys}
-    order_taken = select(Payment.id).where(Payment.order_id == binds["order_id"]).exists()
+    order_taken = order_id_taken(binds["order_id"])
     taken = take_statement(~order_taken).cte("taken")
     position = cast(taken.c.idx - bindparam("d_first", type_=Integer), Integer)  # from 0; NULL outside
     addresses = bindparam("d_addresses", type_=JSONB)

@@ -28,6 +28,7 @@ from ledger.payments import (
     create_derived_payment,
     create_payment,
     find_by_order_id,
+    refuse_if_archived,
     replay_or_conflict,
     request_fingerprint,
 )
@@ -227,6 +228,7 @@ def create() -> Any:
             existing = find_by_order_id(session, new.order_id)
             if existing is not None:
                 return replay(session, existing, new)
+            refuse_if_archived(session, new.order_id)
         new = priced(new)
     # The callback's DNS answer is awaited before any connection is taken; its verdict counts only
     # for a new payment (a replay answers with the existing one whatever DNS says now).
@@ -255,9 +257,11 @@ def create() -> Any:
     if body is None:  # the order_id is taken: a replay, or a conflict
         with db.Session() as session:
             existing = find_by_order_id(session, new.order_id)
+            if existing is None:
+                refuse_if_archived(session, new.order_id)
             if existing is None and refused is not None:  # a new derived-address payment to a refused callback
                 raise refused
-            if existing is None:  # payments are never deleted: another unique value failed
+            if existing is None:  # another unique value failed
                 raise taken or RuntimeError(f"order_id {new.order_id!r} was taken, then not found")
             return replay(session, existing, new)
     return jsonify(body), 201

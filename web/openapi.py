@@ -184,7 +184,8 @@ PATHS: dict[str, Any] = {
                                 "(another open payment on the wallet awaits this amount) or, on a derived address, "
                                 "deposit_addresses_exhausted (the xpub's account has no index left); "
                                 "address_reserved (the wallet_address given is another payment's derived deposit "
-                                "address)", ref("Error")),
+                                "address); archived (the order_id is an archived payment's: db_manager.py archive "
+                                "keeps it taken, a replay included)", ref("Error")),
             },
         }, unavailable="rate_unavailable (a price in a currency with no usable rate now: no quote yet, every "
                        "quote stale, or the sources disagree; nothing stored) or the database is unreachable")),

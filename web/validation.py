@@ -458,7 +458,8 @@ CREATE_PAYMENT = (
     Field("order_id", {
         "type": "string", "minLength": 1, "maxLength": MAX_ORDER_ID, "pattern": ORDER_ID_PATTERN,
         "description": (f"Your order reference, unique: {PRINTABLE}, no whitespace at either end. The same order_id "
-                        "with the same body replays (200); with another body it is a 409 order_id_conflict."),
+                        "with the same body replays (200); with another body it is a 409 order_id_conflict; the "
+                        "order_id of an archived payment is a 409 archived."),
     }, order_id, required=True),
     Field("callback_url", CALLBACK_URL_SCHEMA, callback_url, required=True),
     Field("expires_in_seconds", {"type": "integer", "minimum": MIN_EXPIRES, "maximum": MAX_EXPIRES},
