@@ -16,17 +16,17 @@ dispatcher go to one receiver (scheme, host and port) at a time.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
-import random
 import secrets
 import socket
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,17 +40,20 @@ from database import Database
 from delivery.signing import get_signing_secrets, signature_header
 from infra import instruments
 from infra.config import Config
+from infra.notify_targets import WEBHOOK_FAILED
 from infra.outbound import BoundedResponse, Resolver, bounded_request, parse_retry_after
+from infra.retry_schedule import next_delay
 from infra.ssrf import PrivateCallbacks, blocked_reason, guarded_session
 from infra.times import db_now, iso
 from infra.urls import authority
 from ledger.events import claim_due, log_event, release_leases, update_payment_summary
-from models import EventState, Payment, WebhookEvent
+from models import TEST_EVENT_TYPE, EventState, Payment, WebhookEvent
+from notify.messages import event_facts
+from notify.outbox import queue_notification
 
 logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024
-JITTER_FRACTION = 0.1
 # A lease covers the attempt's deadline plus this margin for the database work around it. The
 # attempt's deadline is also cut to end LEASE_SLACK_SECONDS before the lease does (watchdog latency).
 LEASE_MARGIN_SECONDS = 30.0
@@ -62,23 +65,6 @@ MAX_ERROR_CHARS = 500
 def receiver_of(url: str) -> str:
     """Which receiver an event goes to: its URL's authority, as `events.claim_due` computes it too."""
     return authority(url).lower()
-
-
-# --- retry policy (pure) -----------------------------------------------------------------------
-
-def jittered(delay: float, rand: Callable[[], float] = random.random, fraction: float = JITTER_FRACTION) -> float:
-    """`delay` spread by ±fraction so receivers coming back are not hit by every retry at once."""
-    return max(0.0, delay * (1 + fraction * (2 * rand() - 1)))
-
-
-def next_delay(
-    schedule: Sequence[float], position: int, retry_after: float | None, rand: Callable[[], float] = random.random
-) -> float | None:
-    """Seconds until the next attempt after attempt number `position` of the schedule; None when exhausted."""
-    if position > len(schedule):
-        return None
-    delay = jittered(schedule[position - 1], rand)
-    return delay if retry_after is None else max(delay, retry_after)
 
 
 # --- one attempt -------------------------------------------------------------------------------
@@ -204,6 +190,15 @@ def outcome_text(event: WebhookEvent, result: AttemptResult, now: datetime) -> s
     return f"{what}; next attempt in {(event.next_attempt_at - now).total_seconds():.0f}s"
 
 
+def failure_facts(event: WebhookEvent, result: AttemptResult) -> dict[str, Any]:
+    """What the operator's `webhook.failed` notification says: the event, its order and page, and why in a few
+    words (an HTTP status, or the kind of error: never the receiver's address)."""
+    facts = event_facts(event.type, json.loads(event.body).get("data") or {})
+    why = f"HTTP {result.status_code}" if result.status_code is not None else (result.error or "").split(":")[0]
+    return {"order_id": facts.get("order_id"), "link": facts.get("link"), "webhook_type": event.type,
+            "event_id": event.id, "attempts": event.attempts, "error": why}
+
+
 def attempt_metadata(event_id: str, attempt: int | None, result: AttemptResult) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "event_id": event_id, "attempt": attempt, "status_code": result.status_code,
@@ -275,6 +270,8 @@ class Sender:
             meta = attempt_metadata(event.id, event.attempts, result)
             meta["next_attempt_at"] = iso(event.next_attempt_at) if event.state == EventState.pending else None
             log_event(session, event.payment_id, log_type, message, **meta)
+            if log_type == "webhook_failed" and event.type != TEST_EVENT_TYPE:
+                queue_notification(session, WEBHOOK_FAILED, failure_facts(event, result), event.payment_id)
         instruments.webhook_attempt(log_type)
         return True
 

@@ -27,7 +27,7 @@ from infra.instruments import PREFIX, exposition, process_collector, token_accep
 from infra.times import db_now
 from ledger.service_state import WATCHER_STATUS, read_state
 from ledger.stats import count_by
-from models import EventState, Payment, RejectedTransfer, Transfer, WebhookEvent
+from models import EventState, Notification, Payment, RejectedTransfer, Transfer, WebhookEvent
 from rates.rule import Rate
 from rates.store import rates_now, source_rows, wanted_currencies
 from web.errors import ApiError
@@ -81,10 +81,12 @@ class DatabaseCollector(Collector):
                 select(func.extract("epoch", func.now() - func.min(WebhookEvent.created_at)))
                 .where(WebhookEvent.state == EventState.pending)
             ).scalar()
+            notifications = count_by(session, Notification.state)
             report = read_state(session, WATCHER_STATUS)
             rates = rate_families(session, self.config) if self.config is not None else []
         return [*payment_families(payments), *transfer_families(transfers, rejected),
-                *outbox_families(events, oldest), *watcher_families(report), *rates]
+                *outbox_families(events, oldest),
+                *notification_families(notifications), *watcher_families(report), *rates]
 
 
 def payment_families(counts: dict[str, int]) -> list[Metric]:
@@ -120,6 +122,15 @@ def outbox_families(events: dict[str, int], oldest_pending_seconds: Any) -> list
                             "Age of the oldest pending webhook event (0 when none is pending).")
     age.add_metric([], float(oldest_pending_seconds or 0))
     return [by_state, depth, age]
+
+
+def notification_families(states: dict[str, int]) -> list[Metric]:
+    """The operator notifications' outbox (notify/) by state: pending, delivered, failed."""
+    by_state = GaugeMetricFamily(f"{PREFIX}_notifications", "Operator notifications by delivery state (one per "
+                                 "event and NOTIFY_URLS target).", labels=["state"])
+    for state in (EventState.pending, EventState.delivered, EventState.failed):
+        by_state.add_metric([state.value], states.get(state.value, 0))
+    return [by_state]
 
 
 def watcher_families(report: dict[str, Any] | None) -> list[Metric]:
