@@ -2,8 +2,9 @@
 retry schedule (`notify_retry_schedule`), deadline (`notify_timeout_seconds`) and number of senders
 (`notify_workers`), so a target that hangs never holds up a webhook or the watcher.
 
-Claimed with ``FOR UPDATE SKIP LOCKED`` and a lease, as webhook events are; at most one attempt per target at a
-time in a process, so one hanging target holds one sender. The lease covers the attempt's deadline (the child
+Claimed with ``FOR UPDATE SKIP LOCKED`` and a lease, as webhook events are; at most `notify_workers - 1` attempts
+to one target at a time in a process (one when there are two senders, the default), so a hanging target never
+holds every sender. The lease covers the attempt's deadline (the child
 process is ended then) and a margin, so no notification is claimed again while its attempt can still run; a
 restart leaves the rows pending, and the lease of an interrupted attempt simply runs out.
 """
@@ -16,6 +17,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,7 +62,8 @@ class NotificationDispatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._busy: set[str] = set()  # targets with an attempt queued or running here
+        self.per_target = max(1, self.workers - 1)
+        self._in_flight: Counter[str] = Counter()  # target -> attempts queued or running here
         self._queue: queue.Queue[Claimed | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
 
@@ -98,22 +101,23 @@ class NotificationDispatcher:
         self._wake.set()
 
     def run_once(self, limit: int = 100) -> int:
-        """Claim and send due notifications one by one on this thread; returns the attempts made."""
-        made = 0
-        while made < limit:
-            claimed = self.claim(1)
+        """Claim and send due notifications one by one on this thread, each at most once per call; returns the
+        attempts made."""
+        attempted: list[int] = []
+        while len(attempted) < limit:
+            claimed = self.claim(1, exclude=attempted)
             if not claimed:
                 break
             self.deliver(claimed[0])
-            made += 1
-        return made
+            attempted.append(claimed[0].seq)
+        return len(attempted)
 
     # claiming
 
-    def claim(self, limit: int, busy: Sequence[str] = ()) -> list[Claimed]:
+    def claim(self, limit: int, busy: Sequence[str] = (), exclude: Sequence[int] = ()) -> list[Claimed]:
         token = f"{self.worker_id}:{secrets.token_hex(6)}"
         with self.db.transaction() as session:
-            rows = claim_due(session, limit, self.lease_seconds, token, busy)
+            rows = claim_due(session, limit, self.lease_seconds, token, busy, exclude)
         return [Claimed(r.seq, r.id, r.event_type, r.target, r.scheme, r.title, r.body, token) for r in rows]
 
     def _claim_loop(self) -> None:
@@ -129,17 +133,19 @@ class NotificationDispatcher:
 
     def _claim_for_free_targets(self) -> list[Claimed]:
         with self._lock:
-            free = self.workers - len(self._busy)
-            busy = sorted(self._busy)
+            free = self.workers - sum(self._in_flight.values())
+            busy = sorted(t for t, n in self._in_flight.items() if n >= self.per_target)
         if free <= 0 or self._stop.is_set():
             return []
         claimed = self.claim(free, busy)
         taken, surplus = [], []
         with self._lock:
             for item in claimed:
-                (surplus if item.target in self._busy else taken).append(item)
-                self._busy.add(item.target)
-        if surplus:  # two rows of one target in one claim: the second waits for the first
+                full = self._in_flight[item.target] >= self.per_target
+                (surplus if full else taken).append(item)
+                if not full:
+                    self._in_flight[item.target] += 1
+        if surplus:  # more rows of one target than its share: they wait for the next claim
             with self.db.transaction() as session:
                 release(session, [item.seq for item in surplus], surplus[0].lease)
         for item in taken:
@@ -157,7 +163,9 @@ class NotificationDispatcher:
                 logger.exception("notification %s (%s) failed", item.id, item.event_type)
             finally:
                 with self._lock:
-                    self._busy.discard(item.target)
+                    self._in_flight[item.target] -= 1
+                    if self._in_flight[item.target] <= 0:
+                        del self._in_flight[item.target]
                 self._wake.set()
 
     # sending

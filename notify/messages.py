@@ -53,7 +53,7 @@ def event_facts(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
             facts["amount"] = payment.get("unconfirmed_amount_usdt")
     if transfer:
         facts.update(amount=transfer.get("amount_usdt"), tx=short_hash(transfer.get("transaction_hash")),
-                     to_address=transfer.get("to_address"), reason=transfer.get("reason"))
+                     to_address=transfer.get("to"), reason=transfer.get("reason"))
     return facts
 
 
@@ -66,6 +66,8 @@ def render(event_type: str, facts: dict[str, Any], language: str = DEFAULT_LANGU
     """The title and body of a notification of `event_type`."""
     texts = CATALOGUES.get(language, CATALOGUES[DEFAULT_LANGUAGE])
     known = Facts({name: str(value)[:MAX_FACT_CHARS] for name, value in facts.items() if value not in (None, "")})
+    if f"notify_reason.{known.get('reason')}" in texts:  # why a transfer is unmatched or a rate missing, in words
+        known["reason"] = texts[f"notify_reason.{known['reason']}"]
     title = texts[f"notify.{event_type}"].format_map(known)
     lines = [texts[key].format_map(known) for key, needs in LINES
              if all(name in known for name in needs) and not covered(key, event_type)]

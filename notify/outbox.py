@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, all_, bindparam, cast, func, or_, select, update
+from sqlalchemy import BigInteger, Text, all_, bindparam, cast, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
@@ -88,6 +88,7 @@ DUE = (
         Notification.next_attempt_at <= func.now(),
         or_(Notification.lease_until.is_(None), Notification.lease_until < func.now()),
         Notification.target != all_(cast(bindparam("busy"), ARRAY(Text))),
+        Notification.seq != all_(cast(bindparam("exclude"), ARRAY(BigInteger))),
     )
     .order_by(Notification.next_attempt_at, Notification.seq)
     .limit(bindparam("limit"))
@@ -105,11 +106,12 @@ CLAIM = (
 )
 
 
-def claim_due(session: Session, limit: int, lease_seconds: float, token: str,
-              busy: Sequence[str] = ()) -> list[Row[Any]]:
-    """Lease up to `limit` due notifications to `token`, none for a target (fingerprint) in `busy`."""
+def claim_due(session: Session, limit: int, lease_seconds: float, token: str, busy: Sequence[str] = (),
+              exclude: Sequence[int] = ()) -> list[Row[Any]]:
+    """Lease up to `limit` due notifications to `token`, none for a target (fingerprint) in `busy` nor in `exclude`
+    (sequence numbers)."""
     return list(session.execute(CLAIM, {"limit": limit, "lease": lease_seconds, "worker": token,
-                                        "busy": list(busy)}).all())
+                                        "busy": list(busy), "exclude": list(exclude)}).all())
 
 
 def release(session: Session, seqs: Sequence[int], token: str) -> None:

@@ -169,7 +169,7 @@ def announce_outage(session: Session, missing: NoRate) -> bool:
         return False
     log_event(session, None, RATE_UNAVAILABLE, f"no usable rate for {missing.currency}: {missing.message}",
               currency=missing.currency, reason=missing.reason)
-    queue_notification(session, RATE_UNAVAILABLE, {"currency": missing.currency, "reason": missing.message})
+    queue_notification(session, RATE_UNAVAILABLE, {"currency": missing.currency, "reason": missing.reason})
     logger.warning("rate unavailable for %s (%s): %s", missing.currency, missing.reason, missing.message)
     return True
 
