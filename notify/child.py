@@ -49,7 +49,9 @@ def send(request: dict[str, Any]) -> dict[str, Any]:
     target = apprise.Apprise(asset=asset)
     if not target.add(request["url"]):
         return {"ok": False, "error": "the URL is not one Apprise can send to"}
-    result = target.notify(body=request["body"], title=request["title"], timeout=request["timeout"])
+    # Plain text: each service escapes it for its own markup (an order id "A<1>" stays text on Telegram's HTML).
+    result = target.notify(body=request["body"], title=request["title"], body_format=apprise.NotifyFormat.TEXT,
+                           timeout=request["timeout"])
     ok = bool(result)
     error = None if ok else (collected.lines[-1] if collected.lines else "Apprise reported a failure")
     return {"ok": ok, "error": error[:MAX_ERROR_CHARS] if error else None}
