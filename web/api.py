@@ -467,9 +467,7 @@ def list_notifications() -> Any:
     """The operator notifications (NOTIFY_URLS), newest first: one per event and target, with its delivery state;
     a target is shown as its scheme and fingerprint, never its URL."""
     given = v.read_fields(NOTIFICATIONS_QUERY, request.args)
-    query = select(Notification)
-    if given["state"] is not None:
-        query = query.where(Notification.state == given["state"])
+    query = filtered(select(Notification), given, state=Notification.state)
     with services().db.Session() as session:
         page = NOTIFICATIONS.page(session, query, given["limit"], given["cursor"])
     return jsonify({"notifications": [notification_to_dict(n) for n in page.rows], "next_cursor": page.next_cursor})

@@ -94,8 +94,8 @@ def test_each_event_type_arrives_once_with_its_text(app, client, auth, config, r
     got = {m["title"]: m["message"] for m in arrived}
     assert len(got) == len(arrived) == len(rows(app)) == 8, sorted(got)  # each once
     assert sorted(n.event_type for n in rows(app)) == [
-        "payment.cancelled", "payment.completed", "payment.completed", "payment.partial", "payment.partial", "rate.unavailable",
-        "transfer.assigned", "transfer.unmatched"]
+        "payment.cancelled", "payment.completed", "payment.completed", "payment.partial", "payment.partial",
+        "rate.unavailable", "transfer.assigned", "transfer.unmatched"]
     body = got["Payment received: 12.5 USDT"]
     assert "Order order-complete" in body and "Received 12.5 of 12.5 USDT" in body
     assert f"Transaction {paid_tx.transaction_hash[:8]}…{paid_tx.transaction_hash[-6:]}" in body

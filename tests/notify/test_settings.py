@@ -10,8 +10,13 @@ import pytest
 
 from infra.config import ConfigError, load_config
 from infra.locales import CATALOGUES
-from infra.notify_targets import ACCOUNT_EVENTS, DEFAULT_NOTIFY_EVENTS, NOTIFIABLE_EVENTS, OPERATOR_EVENTS, \
-    PAYMENT_EVENTS
+from infra.notify_targets import (
+    ACCOUNT_EVENTS,
+    DEFAULT_NOTIFY_EVENTS,
+    NOTIFIABLE_EVENTS,
+    OPERATOR_EVENTS,
+    PAYMENT_EVENTS,
+)
 from models import ACCOUNT_EVENT_TYPES, PAYMENT_EVENT_TYPES
 from notify.messages import TEST_MESSAGE, event_facts, render
 
