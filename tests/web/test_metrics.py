@@ -315,7 +315,7 @@ def scraped_by_prometheus(database_url: str, sim: Simulator, prometheus) -> None
         def rules() -> list[dict]:
             return requests.get(f"{server}/api/v1/rules", timeout=5).json()["data"]["groups"]
 
-        assert [(g["name"], len(g["rules"])) for g in rules()] == [("tron-usdt-monitor", 13)]
+        assert [(g["name"], len(g["rules"])) for g in rules()] == [("tron-usdt-monitor", 14)]
         assert wait_for(lambda: all(rule["health"] == "ok" for g in rules() for rule in g["rules"]), timeout=10)
     finally:
         stop(web)
