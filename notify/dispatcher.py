@@ -46,7 +46,8 @@ class Claimed:
 
 
 class NotificationDispatcher(OutboxWorkers[Claimed]):
-    """A claimer and `notify_workers` sender threads (`start`; none without NOTIFY_URLS), or `run_once()`."""
+    """A claimer and `notify_workers` sender threads (`start`), or `run_once()`. Started without NOTIFY_URLS too: a
+    notification still pending from when a target was set then fails ("no longer in NOTIFY_URLS"), never waits on."""
 
     name = "notify"
 
@@ -59,7 +60,7 @@ class NotificationDispatcher(OutboxWorkers[Claimed]):
         self.lease_seconds = config.notify_timeout_seconds + lease_margin_seconds
 
     def start(self) -> None:
-        if self._threads or not self.settings.targets:
+        if self._threads:
             return
         super().start()
         logger.info("notification dispatcher started: %d target(s) (%s), %d senders", len(self.settings.targets),

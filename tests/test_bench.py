@@ -53,3 +53,10 @@ def test_metrics_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
     result = run_bench("bench.metrics", pg_server, tmp_path / "metrics.json")["result"]
     assert result["payments"] == 1000 and result["scrapes"] == 10
     assert 0 < result["p50_ms"] <= result["max_ms"] and result["bytes"] > 1000
+
+
+@pytest.mark.timeout(150)
+def test_notify_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.notify", pg_server, tmp_path / "notify.json")
+    assert len(result["wall_seconds"]) == 3 and all(s > 0 for s in result["child_cpu_seconds"])
+    assert all(result["deadline"] <= s < result["deadline"] + 2 for s in result["cut_seconds"])
