@@ -26,8 +26,8 @@ from tests.conftest import PAYER, TEST_API_KEY, WALLET, WALLET_B, Receiver, Repl
 from tests.notify.conftest import SECRET, messages, targets
 from web.services import services_of
 
+WALLET_C = "TLsV52sRDL79HXGGm9yzwKibb6BeruhUzy"
 ZH = CATALOGUES["zh"]
-EN = CATALOGUES["en"]
 
 
 def ledger_db(app):  # type: ignore[no-untyped-def]
@@ -35,11 +35,13 @@ def ledger_db(app):  # type: ignore[no-untyped-def]
     return services_of(app).db
 
 
-def transfer(app, payment: dict, micro: int, to: str | None = None) -> TransferLog:  # type: ignore[no-untyped-def]
-    """Credit a transfer of `micro` to the payment's wallet (or `to`), at a block time just after its creation."""
+def transfer(app, payment: dict, micro: int, to: str | None = None,  # type: ignore[no-untyped-def]
+             after_ms: int = 1000) -> TransferLog:
+    """Credit a transfer of `micro` to the payment's wallet (or `to`), at a block time `after_ms` after its
+    creation."""
     with ledger_db(app).transaction() as session:
         created = session.get(Payment, uuid.UUID(payment["id"])).created_at if payment else None
-        at = to_ms(created) + 1000 if created else int(time.time() * 1000)
+        at = to_ms(created) + after_ms if created else int(time.time() * 1000)
         log = TransferLog(uuid.uuid4().hex * 2, 0, PAYER, to or payment["wallet_address"], micro, 1000, at)
         credit_transfer(session, log, 86400)
     return log
@@ -85,6 +87,8 @@ def test_each_event_type_arrives_once_with_its_text(app, client, auth, config, r
     assert client.post(f"/payments/{cancelled['id']}/cancel", headers=auth).status_code == 200
     with ledger_db(app).transaction() as session:
         assign_transfer(session, stray.transaction_hash, 0, uuid.UUID(partly["id"]), 86400)
+    late = create(client, auth, "2", order_id="order-late", wallet=WALLET_C, expires_in_seconds=60)
+    transfer(app, late, 2_000_000, after_ms=120_000)  # read past its expiry: expired, then paid late
     r = client.post("/payments", headers=auth, json={"order_id": "fiat", "price_amount": "10", "price_currency": "JPY",
                                                      "wallet_address": WALLET, "callback_url": "http://127.0.0.1:9/h"})
     assert r.status_code == 503
@@ -92,16 +96,18 @@ def test_each_event_type_arrives_once_with_its_text(app, client, auth, config, r
 
     arrived = messages(receiver, "/json")
     got = {m["title"]: m["message"] for m in arrived}
-    assert len(got) == len(arrived) == len(rows(app)) == 8, sorted(got)  # each once
+    assert len(got) == len(arrived) == len(rows(app)) == 10, sorted(got)  # each once
     assert sorted(n.event_type for n in rows(app)) == [
-        "payment.cancelled", "payment.completed", "payment.completed", "payment.partial", "payment.partial",
-        "rate.unavailable", "transfer.assigned", "transfer.unmatched"]
+        "payment.cancelled", "payment.completed", "payment.completed", "payment.expired", "payment.paid_late",
+        "payment.partial", "payment.partial", "rate.unavailable", "transfer.assigned", "transfer.unmatched"]
     body = got["Payment received: 12.5 USDT"]
     assert "Order order-complete" in body and "Received 12.5 of 12.5 USDT" in body
     assert f"Transaction {paid_tx.transaction_hash[:8]}…{paid_tx.transaction_hash[-6:]}" in body
     assert paid_tx.transaction_hash not in body and paid["checkout_url"] in body
     assert "Received 5 of 20 USDT" in got["Partly paid: 5 of 20 USDT"]
     assert "Order order-partial" in got["Transfer assigned by hand: 3 USDT"]
+    assert "Received 0 of 2 USDT" in got["Payment expired: order order-late"]
+    assert "Order order-late\nReceived 2 of 2 USDT" in got["Paid after expiry: 2 USDT"]
     assert cancelled["checkout_url"] in got["Payment cancelled: order order-cancel"]
     assert f"To {WALLET_B}: no open payment of the wallet could take it" in got["Money that matches no payment: 3 USDT"]
     assert got["No exchange rate for JPY"] == ("New payments priced in JPY are refused until a rate is usable again "

@@ -16,9 +16,11 @@ from infra.notify_targets import (
     NOTIFIABLE_EVENTS,
     OPERATOR_EVENTS,
     PAYMENT_EVENTS,
+    NotifyTarget,
 )
 from models import ACCOUNT_EVENT_TYPES, PAYMENT_EVENT_TYPES
 from notify.messages import TEST_MESSAGE, event_facts, render
+from notify.sending import redact
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "123456789:AAHsecretsecretsecretsecretsecret12"
@@ -90,3 +92,11 @@ def test_a_message_is_made_of_named_facts_only() -> None:
     title, body = render("payment.completed", event_facts("payment.completed", data))
     assert title == "Payment received: 5 USDT"
     assert body == "Order o-2\nReceived 5 of 5 USDT\nTransaction ffffffff…ffffff\nhttps://pay.example/pay/tok"
+
+
+def test_what_apprise_says_of_a_failure_is_stored_without_any_part_of_the_url() -> None:
+    target = NotifyTarget.of(f"tgram://{TOKEN}/4242?topic=sales")
+    said = f"Failed to send Telegram notification to 4242 via https://api.telegram.org/bot{TOKEN}/sendMessage: 401"
+    redacted = redact(said, target)
+    assert TOKEN not in redacted and TOKEN.split(":")[1] not in redacted and "4242" not in redacted
+    assert redacted.startswith("Failed to send Telegram notification")
