@@ -218,6 +218,9 @@ def print_stats(stats: dict[str, Any]) -> None:
     print(f"webhook events: {e['total']}")
     for state in (member.value for member in EventState):
         print(f"  {state}: {e[state]}")
+    print(f"notifications: {stats['notifications']['total']}")
+    for state in ("pending", "delivered", "failed"):
+        print(f"  {state}: {stats['notifications'][state]}")
     oldest = f" (oldest {logs['oldest']})" if logs["oldest"] else ""
     print(f"payment logs: {logs['total']}{oldest}")
     deposits = stats.get("deposit_addresses")
@@ -516,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("create-tables", cmd_create_tables,
             "create or upgrade the schema to the newest migration (safe to run from several processes at once)")
-    p = command("stats", cmd_stats, "count payments by status, transfers, webhook events by state and log rows")
+    p = command("stats", cmd_stats, "count payments by status, transfers, webhook events and notifications by state "
+                                    "and log rows")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     command("test", cmd_test, "connect and report server version, database and schema revision; "
                               "fails if the database is unreachable or the schema is not at head")

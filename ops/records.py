@@ -10,16 +10,17 @@ from sqlalchemy import delete, exists, func, select
 from database import Database
 from infra.times import iso
 from ledger.stats import count_by
-from models import CANCELLED, EventState, Payment, PaymentLog, PaymentStatus, Transfer, WebhookEvent
+from models import CANCELLED, EventState, Notification, Payment, PaymentLog, PaymentStatus, Transfer, WebhookEvent
 
 
 def collect_stats(db: Database) -> dict[str, Any]:
-    """`db_manager.py stats`: payments, transfers, webhook events and audit rows, counted."""
+    """`db_manager.py stats`: payments, transfers, webhook events, operator notifications and audit rows, counted."""
     with db.transaction() as session:
         payments = count_by(session, Payment.status)
         cancelled = session.scalar(select(func.count()).where(Payment.failure_reason == CANCELLED)) or 0
         transfers = count_by(session, Transfer.status)
         events = count_by(session, WebhookEvent.state)
+        notifications = count_by(session, Notification.state)
         logs, oldest = session.execute(select(func.count(), func.min(PaymentLog.created_at))).one()
     return {
         "payments": {
@@ -29,6 +30,8 @@ def collect_stats(db: Database) -> dict[str, Any]:
         },
         "transfers": {"total": sum(transfers.values()), **transfers},
         "webhook_events": {"total": sum(events.values()), **events},
+        "notifications": {"total": sum(notifications.values()),
+                          **{state: notifications[state] for state in ("pending", "delivered", "failed")}},
         "payment_logs": {"total": logs, "oldest": iso(oldest, "seconds")},
     }
 
