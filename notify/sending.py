@@ -61,12 +61,12 @@ def child_environment() -> dict[str, str]:
 
 
 def end_child(child: subprocess.Popen[bytes]) -> None:
-    """Kill the child's whole process group (it started its own session) and reap it."""
+    """Kill the child's whole process group (it started its own session), reap it and close its pipes."""
     try:
         os.killpg(child.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    child.wait()
+    child.communicate()
 
 
 def read_outcome(out: bytes, returncode: int | None, target: NotifyTarget) -> tuple[bool, str | None]:
