@@ -20,6 +20,8 @@ from infra.lifecycle import ignore_stop_signals, interrupt_on_sigterm
 from infra.urls import parse_ip
 from ledger.checkout import open_ledger, with_links
 from ledger.errors import Refused
+from notify.dispatcher import NotificationDispatcher
+from notify.outbox import with_notifications
 from rates.refresher import start_refresher
 from sandbox import api as sandbox_api
 from sandbox.document import document_part
@@ -157,7 +159,8 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     `.env`, as `gunicorn -c gunicorn.conf.py "app:create_app()"` builds it in each worker. `database`: the one to
     use (its engine and pool), whose sessions then carry this app's checkout links."""
     config = config or load_config()
-    db = with_links(database or Database(resolve_database_url(config.database_url)), config.public_base_url)
+    db = with_notifications(with_links(database or Database(resolve_database_url(config.database_url)),
+                                       config.public_base_url), config)
     services = Services(config=config, db=db, private_callbacks=private_callbacks(config),
                         document_parts=[document_part(routes=config.is_sandbox)],
                         simulate_path=sandbox_api.simulate_path if config.is_sandbox else None)
@@ -195,12 +198,20 @@ def start_background(app: Flask) -> None:
     dispatcher = WebhookDispatcher(services.db, services.config, private_callbacks=services.private_callbacks)
     dispatcher.start()
     services.background.append(dispatcher)
+    notifier = NotificationDispatcher(services.db, services.config)  # its own threads, schedule and deadline
+    notifier.start()
+    services.background.append(notifier)
     refresher = start_refresher(services.db, services.config)  # fiat quotes, one fetch at a time across processes
     if refresher is not None:
         services.background.append(refresher)
-    services.wake_dispatcher = dispatcher.notify
+
+    def wake_dispatchers() -> None:
+        dispatcher.notify()
+        notifier.notify()
+
+    services.wake_dispatcher = wake_dispatchers
     if services.config.watcher_enabled:
-        watcher = Watcher(services.db, services.config, on_events=dispatcher.notify)
+        watcher = Watcher(services.db, services.config, on_events=services.wake_dispatcher)
         watcher.start()
         services.background.append(watcher)
         services.wake_watcher = watcher.wake

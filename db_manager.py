@@ -56,6 +56,8 @@ from infra.xpub import MAX_INDEX, DepositKey
 from ledger import matching
 from ledger.checkout import open_ledger
 from models import DepositAddress, EventState, Payment
+from notify.outbox import with_notifications
+from notify.sending import send_test
 from ops.export import export_snapshot, export_to_file
 from ops.records import CLEANUP_BATCH, CLEANUP_PAUSE, collect_stats, delete_old_logs
 from ops.reset import drop_service_schema, running_services
@@ -186,7 +188,8 @@ class Context:
     @property
     def db(self) -> Database:
         if self._db is None:
-            self._db = open_ledger(self.url, self.config.public_base_url, connect_args=CONNECT_ARGS)
+            self._db = with_notifications(open_ledger(self.url, self.config.public_base_url,
+                                                      connect_args=CONNECT_ARGS), self.config)
         return self._db
 
     def engine(self) -> Engine:
@@ -250,6 +253,9 @@ def print_stats(stats: dict[str, Any]) -> None:
     print(f"webhook events: {e['total']}")
     for state in (member.value for member in EventState):
         print(f"  {state}: {e[state]}")
+    print(f"notifications: {stats['notifications']['total']}")
+    for state in ("pending", "delivered", "failed"):
+        print(f"  {state}: {stats['notifications'][state]}")
     oldest = f" (oldest {logs['oldest']})" if logs["oldest"] else ""
     print(f"payment logs: {logs['total']}{oldest}")
     deposits = stats.get("deposit_addresses")
@@ -311,6 +317,21 @@ def deposit_key(ctx: Context) -> DepositKey:
     if ctx.config.deposit_key is None:
         raise CliError("DEPOSIT_XPUB is not set: set it to your wallet's account xpub (see docs/deposit-addresses.md)")
     return ctx.config.deposit_key
+
+
+def cmd_notify_test(ctx: Context) -> int:
+    targets = ctx.config.notify_targets
+    if not targets:
+        raise CliError("NOTIFY_URLS is not set: there is no target to test")
+    merchant = ctx.config.merchant_name or "tron-usdt-monitor"
+    results = send_test(targets, ctx.config.notify_language, merchant, ctx.config.notify_timeout_seconds)
+    for number, (target, result) in enumerate(zip(targets, results, strict=True), start=1):
+        outcome = "delivered" if result.ok else f"failed: {result.error}"
+        print(f"{number}. {target.scheme}: {outcome} ({result.duration_ms} ms)")
+    failed = sum(not r.ok for r in results)
+    if failed:
+        print(f"error: {failed} of {len(results)} target(s) failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_derive_addresses(ctx: Context) -> int:
@@ -587,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("create-tables", cmd_create_tables,
             "create or upgrade the schema to the newest migration (safe to run from several processes at once)")
-    p = command("stats", cmd_stats, "count payments by status, transfers, webhook events by state and log rows")
+    p = command("stats", cmd_stats, "count payments by status, transfers, webhook events and notifications by state "
+                                    "and log rows")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     command("test", cmd_test, "connect and report server version, database and schema revision; "
                               "fails if the database is unreachable or the schema is not at head")
@@ -630,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("rates", cmd_rates, "the rate each currency would get now (or why none) and each rate source's "
                                     "latest quotes, errors and pause, as GET /rates shows them")
     p.add_argument("--json", action="store_true", help="print them as JSON")
+    command("notify-test", cmd_notify_test, "send one test notification to every NOTIFY_URLS target and report "
+                                            "each one's result (by scheme; the URLs are never shown)")
     p = command("derive-addresses", cmd_derive_addresses,
                 "print deposit addresses of DEPOSIT_XPUB (child 0/i) without taking them, to compare with a wallet")
     p.add_argument("--count", required=True, type=count_arg, metavar="N", help="how many addresses (1 to 10000)")

@@ -308,6 +308,36 @@ class RowCount(Base):
     n: Mapped[int] = mapped_column(BigInteger)
 
 
+class Notification(Base):
+    """The operator notifications' outbox (notify/): one row per event and target, written with the event it
+    reports, delivered on its own schedule. The target is named by its fingerprint and scheme, never its URL (a
+    secret): a row whose target left NOTIFY_URLS fails at its next attempt."""
+
+    __tablename__ = "notifications"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    # The payment it is about, if any (its row goes with the payment, as the payment's webhook events do).
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("payments.id", ondelete="CASCADE"), index=True
+    )
+    target: Mapped[str] = mapped_column(String(64))  # SHA-256 of the target's URL, hex
+    scheme: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[EventState] = mapped_column(_enum(EventState, "event_state"), default=EventState.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_notifications_due", "state", "next_attempt_at"),)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 

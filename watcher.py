@@ -36,6 +36,7 @@ from chain.head import HeadWatch
 from chain.quota import DailyRequests, requests_per_day
 from chain.reconcile import Reconciler
 from chain.scanning import RECONCILE_SHARE, SET_ASIDE_BLOCKS, AccountScan, BlockScan, CycleResult, Scan, Stalls
+from chain.upstream_watch import UpstreamTransitions
 from chain.watched import WatchedWallets
 from database import WATCHER_APPLICATION_NAME, Database, DatabaseError, resolve_database_url
 from delivery.webhooks import WebhookDispatcher
@@ -49,6 +50,8 @@ from ledger.events import log_event
 from ledger.service_state import WATCHER_STATUS, read_state, write_state
 from ledger.stats import read_counts
 from models import TransferStatus
+from notify.dispatcher import NotificationDispatcher
+from notify.outbox import with_notifications
 from rates.refresher import start_refresher
 from sandbox.inbox import private_callbacks
 from sandbox.node import with_sandbox_upstream
@@ -245,6 +248,8 @@ class Watcher:
         self.saw_new_block: bool | None = None  # whether the last cycle found a block newer than the one before
         self.cycle_failures = FailureLog(logger, "watcher cycle")  # logged when they start, then reminders
         self.summary = CycleLog()
+        # upstream.degraded / upstream.recovered once a change has held for more than one interval
+        self.upstream_transitions = UpstreamTransitions(config.polling_interval_seconds)
 
     # lifecycle
     def start(self) -> None:
@@ -462,6 +467,9 @@ class Watcher:
             previous = read_state(session, WATCHER_STATUS) or {}
             self.log_error_transition(session, previous.get("last_error"), status["last_error"])
             write_state(session, WATCHER_STATUS, status)
+            announced = self.upstream_transitions.observe(session, status["upstreams"], time.monotonic())
+        if announced and self.on_events is not None:
+            self.on_events()
         self.summary.log(result)
 
     @staticmethod
@@ -489,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = startup_config()
         try:
-            db = open_ledger(resolve_database_url(config.database_url), config.public_base_url)
+            db = with_notifications(open_ledger(resolve_database_url(config.database_url), config.public_base_url),
+                                    config)
             migrate.upgrade_to_head(db.url)
         except (DatabaseError, Exception) as exc:  # noqa: B014 - one clear line for any start failure
             print(f"database error: {first_line(exc)}", file=sys.stderr)
@@ -514,20 +523,28 @@ def metrics_server(config: Config) -> instruments.MetricsServer | None:
 
 def run_worker(db: Database, config: Config, *, watcher_class: type[Watcher] = Watcher,
                dispatch_db: Database | None = None) -> None:
-    """The standalone worker until SIGTERM/SIGINT: the watcher loop, and a webhook dispatcher (claims
-    are shared safely with any app process) woken as soon as a cycle has written events; with
+    """The standalone worker until SIGTERM/SIGINT: the watcher loop, a webhook dispatcher and a notification
+    dispatcher (claims are shared safely with any app process) woken as soon as a cycle has written events; with
     WATCHER_METRICS_PORT, this process's /metrics on HOST at that port."""
     config, node = with_sandbox_upstream(db, config)
     server = metrics_server(config)
     dispatcher = WebhookDispatcher(dispatch_db or db, config, private_callbacks=private_callbacks(config))
     dispatcher.start()
+    notifier = NotificationDispatcher(dispatch_db or db, config)
+    notifier.start()
     refresher = start_refresher(db, config)  # fiat quotes: shared with the app's processes, one fetch at a time
-    watcher = watcher_class(db, config, on_events=dispatcher.notify)
+
+    def wake_dispatchers() -> None:
+        dispatcher.notify()
+        notifier.notify()
+
+    watcher = watcher_class(db, config, on_events=wake_dispatchers)
     signal.signal(signal.SIGTERM, lambda *_: watcher.request_stop())
     signal.signal(signal.SIGINT, lambda *_: watcher.request_stop())
     watcher.run_forever()
     watcher.stop()  # its loop ran here, not in a thread: this releases the lock
     dispatcher.stop(10)
+    notifier.stop(10)
     if refresher is not None:
         refresher.stop()
     if node is not None:

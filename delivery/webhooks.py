@@ -16,17 +16,15 @@ dispatcher go to one receiver (scheme, host and port) at a time.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
-import queue
-import random
 import secrets
 import socket
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,17 +38,21 @@ from database import Database
 from delivery.signing import get_signing_secrets, signature_header
 from infra import instruments
 from infra.config import Config
+from infra.notify_targets import WEBHOOK_FAILED
 from infra.outbound import BoundedResponse, Resolver, bounded_request, parse_retry_after
+from infra.outbox_workers import OutboxWorkers
+from infra.retry_schedule import next_delay
 from infra.ssrf import PrivateCallbacks, blocked_reason, guarded_session
 from infra.times import db_now, iso
 from infra.urls import authority
 from ledger.events import claim_due, log_event, release_leases, update_payment_summary
-from models import EventState, Payment, WebhookEvent
+from models import TEST_EVENT_TYPE, EventState, Payment, WebhookEvent
+from notify.messages import event_facts
+from notify.outbox import queue_notification
 
 logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024
-JITTER_FRACTION = 0.1
 # A lease covers the attempt's deadline plus this margin for the database work around it. The
 # attempt's deadline is also cut to end LEASE_SLACK_SECONDS before the lease does (watchdog latency).
 LEASE_MARGIN_SECONDS = 30.0
@@ -62,23 +64,6 @@ MAX_ERROR_CHARS = 500
 def receiver_of(url: str) -> str:
     """Which receiver an event goes to: its URL's authority, as `events.claim_due` computes it too."""
     return authority(url).lower()
-
-
-# --- retry policy (pure) -----------------------------------------------------------------------
-
-def jittered(delay: float, rand: Callable[[], float] = random.random, fraction: float = JITTER_FRACTION) -> float:
-    """`delay` spread by ±fraction so receivers coming back are not hit by every retry at once."""
-    return max(0.0, delay * (1 + fraction * (2 * rand() - 1)))
-
-
-def next_delay(
-    schedule: Sequence[float], position: int, retry_after: float | None, rand: Callable[[], float] = random.random
-) -> float | None:
-    """Seconds until the next attempt after attempt number `position` of the schedule; None when exhausted."""
-    if position > len(schedule):
-        return None
-    delay = jittered(schedule[position - 1], rand)
-    return delay if retry_after is None else max(delay, retry_after)
 
 
 # --- one attempt -------------------------------------------------------------------------------
@@ -204,6 +189,15 @@ def outcome_text(event: WebhookEvent, result: AttemptResult, now: datetime) -> s
     return f"{what}; next attempt in {(event.next_attempt_at - now).total_seconds():.0f}s"
 
 
+def failure_facts(event: WebhookEvent, result: AttemptResult) -> dict[str, Any]:
+    """What the operator's `webhook.failed` notification says: the event, its order and page, and why in a few
+    words (an HTTP status, or the kind of error: never the receiver's address)."""
+    facts = event_facts(event.type, json.loads(event.body).get("data") or {})
+    why = f"HTTP {result.status_code}" if result.status_code is not None else (result.error or "").split(":")[0]
+    return {"order_id": facts.get("order_id"), "link": facts.get("link"), "webhook_type": event.type,
+            "event_id": event.id, "attempts": event.attempts, "error": why}
+
+
 def attempt_metadata(event_id: str, attempt: int | None, result: AttemptResult) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "event_id": event_id, "attempt": attempt, "status_code": result.status_code,
@@ -275,6 +269,8 @@ class Sender:
             meta = attempt_metadata(event.id, event.attempts, result)
             meta["next_attempt_at"] = iso(event.next_attempt_at) if event.state == EventState.pending else None
             log_event(session, event.payment_id, log_type, message, **meta)
+            if log_type == "webhook_failed" and event.type != TEST_EVENT_TYPE:
+                queue_notification(session, WEBHOOK_FAILED, failure_facts(event, result), event.payment_id)
         instruments.webhook_attempt(log_type)
         return True
 
@@ -294,8 +290,10 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"[-64:]
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(OutboxWorkers[ClaimedEvent]):
     """Delivers outbox events: a claimer thread plus `webhook_workers` sender threads, or `run_once()`."""
+
+    name = "webhook"
 
     def __init__(
         self,
@@ -308,70 +306,29 @@ class WebhookDispatcher:
         lease_margin_seconds: float = LEASE_MARGIN_SECONDS,
         private_callbacks: PrivateCallbacks | None = None,
     ) -> None:
+        super().__init__(config.webhook_workers, poll_interval)
         self.db, self.config = db, config
         self.private_callbacks = private_callbacks or PrivateCallbacks(config.allow_private_callbacks)
         self.worker_id = (worker_id or default_worker_id())[:64]
-        self.poll_interval = poll_interval
         self.lease_seconds = config.webhook_timeout_seconds + lease_margin_seconds
         self.lease_slack = min(LEASE_SLACK_SECONDS, lease_margin_seconds / 2)
-        self.workers = max(1, config.webhook_workers)
-        self.per_receiver = max(1, self.workers - 1)
         self.sender = Sender(db, config, self.worker_id, resolver, self.lease_slack, self.private_callbacks)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._free = self.workers
-        self._in_flight: Counter[str] = Counter()  # receiver -> attempts being sent or queued
-        self._queue: queue.Queue[ClaimedEvent | None] = queue.Queue()
-        self._threads: list[threading.Thread] = []
-
-    # lifecycle
 
     def start(self) -> None:
-        if self._threads:
-            return
-        self._stop.clear()
-        self._threads = [threading.Thread(target=self._claim_loop, name="webhook-claimer", daemon=True)]
-        self._threads += [
-            threading.Thread(target=self._send_loop, name=f"webhook-sender-{n}", daemon=True)
-            for n in range(self.workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-        logger.info("webhook dispatcher %s started with %d senders", self.worker_id, self.workers)
+        if not self._threads:
+            super().start()
+            logger.info("webhook dispatcher %s started with %d senders", self.worker_id, self.workers)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop claiming; senders finish their current attempt (unfinished leases simply expire)."""
-        if not self._threads:
-            return
-        deadline = time.monotonic() + timeout
-        self._stop.set()
-        self._wake.set()
-        claimer, senders = self._threads[0], self._threads[1:]
-        claimer.join(max(0.0, deadline - time.monotonic()))
-        for _ in senders:  # after the claimer: events it queued are still sent
-            self._queue.put(None)
-        for thread in senders:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads = []
-        logger.info("webhook dispatcher %s stopped", self.worker_id)
+        if self._threads:
+            super().stop(timeout)
+            logger.info("webhook dispatcher %s stopped", self.worker_id)
 
-    def notify(self) -> None:
-        """Look for due events now instead of at the next poll (e.g. right after an event was written)."""
-        self._wake.set()
+    def deliver(self, event: ClaimedEvent) -> AttemptResult | None:
+        return self.sender.deliver(event)
 
-    def run_once(self, limit: int = 100) -> int:
-        """Claim and deliver due events one by one, each at most once per call; returns the attempts made."""
-        attempted: list[int] = []
-        while len(attempted) < limit:
-            claimed = self.claim(1, exclude=attempted)
-            if not claimed:
-                break
-            self.sender.deliver(claimed[0])
-            attempted.append(claimed[0].seq)
-        return len(attempted)
-
-    # claiming
+    def receiver(self, event: ClaimedEvent) -> str:
+        return event.receiver
 
     def claim(self, limit: int, exclude: Sequence[int] = (), busy: Sequence[str] = ()) -> list[ClaimedEvent]:
         """Lease up to `limit` due events (the oldest pending one of each payment) to this dispatcher,
@@ -393,57 +350,3 @@ class WebhookDispatcher:
             for token in {e.lease for e in events}:
                 seqs = [e.seq for e in events if e.lease == token]
                 release_leases(session, seqs, token)
-
-    def _claim_loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                claimed = self._claim_for_free_senders()
-            except Exception:  # the database may be briefly unreachable; try again next poll
-                logger.exception("claiming webhook events failed")
-                claimed = []
-            if not claimed:
-                self._wake.wait(self.poll_interval)
-
-    def _claim_for_free_senders(self) -> list[ClaimedEvent]:
-        with self._lock:
-            free = self._free
-            busy = [receiver for receiver, n in self._in_flight.items() if n >= self.per_receiver]
-        if free == 0 or self._stop.is_set():
-            return []
-        taken, surplus = self._within_receiver_limit(self.claim(free, busy=busy))
-        self.release(surplus)
-        for event in taken:
-            self._queue.put(event)
-        return taken
-
-    def _within_receiver_limit(self, claimed: list[ClaimedEvent]) -> tuple[list[ClaimedEvent], list[ClaimedEvent]]:
-        """(events to send, events over their receiver's share of the senders), counting the kept ones."""
-        taken: list[ClaimedEvent] = []
-        surplus: list[ClaimedEvent] = []
-        with self._lock:
-            for event in claimed:
-                if self._in_flight[event.receiver] >= self.per_receiver:
-                    surplus.append(event)
-                    continue
-                self._in_flight[event.receiver] += 1
-                self._free -= 1
-                taken.append(event)
-        return taken, surplus
-
-    def _send_loop(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None:
-                return
-            try:
-                self.sender.deliver(event)
-            except Exception:  # recorded nowhere: the lease expires and another attempt follows
-                logger.exception("webhook delivery of %s (payment %s) failed", event.id, event.payment_id)
-            finally:
-                with self._lock:
-                    self._free += 1
-                    self._in_flight[event.receiver] -= 1
-                    if self._in_flight[event.receiver] <= 0:
-                        del self._in_flight[event.receiver]
-                self._wake.set()

@@ -16,8 +16,16 @@ from dotenv import load_dotenv
 
 from infra.addresses import is_valid_address
 from infra.currencies import is_iso_4217
+from infra.locales import CATALOGUES, DEFAULT_LANGUAGE
 from infra.logging_setup import LOG_FORMATS, configure_logging
 from infra.money import MICRO, AmountError, parse_amount
+from infra.notify_targets import (
+    DEFAULT_NOTIFY_EVENTS,
+    NotifySettingError,
+    NotifyTarget,
+    parse_notify_events,
+    parse_notify_urls,
+)
 from infra.urls import CallbackUrlError, split_callback_url
 from infra.xpub import DepositKey, XpubError
 
@@ -32,6 +40,9 @@ SANDBOX = "sandbox"  # the simulated chain run inside the service (sandbox/chain
 SANDBOX_USDT = NETWORKS["mainnet"][1]  # the sandbox chain's USDT token sits at mainnet's address
 STRATEGIES = ("account", "blocks", "auto")
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+# Seconds between the attempts of one operator notification: a person wants it soon or not at all, so the schedule
+# ends after about a day (a webhook's goes on for three).
+DEFAULT_NOTIFY_SCHEDULE = (10, 60, 300, 1800, 7200, 21600, 43200)
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 # The fiat rate sources RATE_SOURCES may name, with their public APIs' base URLs (rates/sources.py reads them).
 RATE_SOURCE_URLS = {
@@ -120,6 +131,11 @@ class Config:
     price_rounding_usdt: Decimal = Decimal("0.01")
     # DEPOSIT_XPUB, read: the account key deposit addresses are derived from (its repr never shows the key); None: off
     deposit_key: DepositKey | None = None
+    # Operator notifications (notify/): NOTIFY_URLS read (each target's repr is its scheme only), NOTIFY_EVENTS,
+    # NOTIFY_LANGUAGE
+    notify_targets: tuple[NotifyTarget, ...] = ()
+    notify_events: frozenset[str] = frozenset(DEFAULT_NOTIFY_EVENTS)
+    notify_language: str = DEFAULT_LANGUAGE
     # Internal knobs (not part of the public contract), handy for tests.
     webhook_workers: int = 4
     api_key_cache_seconds: float = 2.0  # how long an accepted API key is remembered per process
@@ -128,6 +144,9 @@ class Config:
     # short enough that a payment waiting on it expires at most that late.
     unreadable_wait_seconds: float = 120.0
     rate_timeout_seconds: float = 10.0  # total deadline of one call to a rate source
+    notify_retry_schedule: tuple[int, ...] = DEFAULT_NOTIFY_SCHEDULE
+    notify_timeout_seconds: float = 30.0  # total deadline of one notification attempt (its child process included)
+    notify_workers: int = 2  # notifications sent at once per process, at most one per target
 
     @property
     def upstream_urls(self) -> tuple[str, ...]:
@@ -386,6 +405,34 @@ def _deposit_key(env: dict[str, str]) -> DepositKey | None:
         raise ConfigError(f"DEPOSIT_XPUB {exc}") from None
 
 
+def _notify_targets(env: dict[str, str]) -> tuple[NotifyTarget, ...]:
+    """NOTIFY_URLS: Apprise URLs. A bad entry is named by its number and scheme, never its text (it holds a token)."""
+    raw = _get(env, "NOTIFY_URLS")
+    if raw is None:
+        return ()
+    try:
+        return parse_notify_urls(raw)
+    except NotifySettingError as exc:
+        raise ConfigError(f"NOTIFY_URLS {exc}") from None
+
+
+def _notify_events(env: dict[str, str]) -> frozenset[str]:
+    raw = _get(env, "NOTIFY_EVENTS")
+    if raw is None:
+        return frozenset(DEFAULT_NOTIFY_EVENTS)
+    try:
+        return parse_notify_events(raw)
+    except NotifySettingError as exc:
+        raise ConfigError(f"NOTIFY_EVENTS {exc}") from None
+
+
+def _notify_language(env: dict[str, str]) -> str:
+    language = (_get(env, "NOTIFY_LANGUAGE") or DEFAULT_LANGUAGE).lower()
+    if language not in CATALOGUES:
+        raise ConfigError(f"NOTIFY_LANGUAGE must be one of {', '.join(CATALOGUES)}, got {language!r}")
+    return language
+
+
 def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
     """Build the configuration from `env` (default: the process environment after `.env`), with `overrides` (a
     command line's, as `db_manager.py --database-url`) read and checked the same way."""
@@ -481,6 +528,9 @@ def load_config(env: dict[str, str] | None = None, **overrides: str) -> Config:
                                      at_most=Decimal(1000)),
         price_rounding_usdt=_rounding(env),
         deposit_key=_deposit_key(env),
+        notify_targets=_notify_targets(env),
+        notify_events=_notify_events(env),
+        notify_language=_notify_language(env),
     )
 
 

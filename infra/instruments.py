@@ -52,6 +52,9 @@ UPSTREAM_PAUSE_SECONDS = Counter(
 WEBHOOK_ATTEMPTS = Counter(
     f"{PREFIX}_webhook_attempts_total", "Webhook delivery attempts recorded, by outcome: delivered, retrying "
     "(failed, another attempt is scheduled) or failed (no attempt left, or 410).", ["outcome"])
+NOTIFICATION_ATTEMPTS = Counter(
+    f"{PREFIX}_notification_attempts_total", "Operator notification attempts recorded, by outcome: delivered, "
+    "retrying (failed, another attempt is scheduled) or failed (no attempt left).", ["outcome"])
 CYCLE_SECONDS = Histogram(
     f"{PREFIX}_watcher_cycle_seconds", "Duration of the leading watcher's cycles.",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120))
@@ -87,6 +90,11 @@ def upstream_paused(upstream: str, seconds: float) -> None:
 def webhook_attempt(log_type: str) -> None:
     """One recorded attempt, by the payment_logs type its outcome was logged as (webhooks.apply_outcome)."""
     WEBHOOK_ATTEMPTS.labels(WEBHOOK_OUTCOMES.get(log_type, "retrying")).inc()
+
+
+def notification_attempt(outcome: str) -> None:
+    """One recorded notification attempt: delivered, retrying or failed (notify.dispatcher)."""
+    NOTIFICATION_ATTEMPTS.labels(outcome).inc()
 
 
 def detection_latency(block_timestamp_ms: int, head_timestamp_ms: int, head_accepted_at: float) -> None:

@@ -36,6 +36,8 @@ from models import (
     PaymentLog,
     WebhookEvent,
 )
+from notify.messages import event_facts
+from notify.outbox import queue_notification
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +143,8 @@ def emit_test_event(session: Session, url: str) -> WebhookEvent:
 def write_event(session: Session, event_type: str, data: dict[str, Any], url: str | None, *,
                 payment_id: uuid.UUID | None = None, stream: str | None = None) -> WebhookEvent:
     """One outbox row whose body (sent unchanged on every attempt) holds `data`; pending, due now, when it has a
-    target, else `no_target`."""
+    target, else `no_target`. The operator's notification of it (notify/), when NOTIFY_EVENTS names its type, is
+    written with it."""
     event_id = f"evt_{uuid.uuid4().hex}"
     created = db_now(session)
     body = {"id": event_id, "type": event_type, "created_at": iso(created), "data": data}
@@ -156,6 +159,7 @@ def write_event(session: Session, event_type: str, data: dict[str, Any], url: st
         next_attempt_at=created,
     )
     session.add(event)
+    queue_notification(session, event_type, event_facts(event_type, data), payment_id)
     where = "queued" if url else "stored: no target is configured (MERCHANT_WEBHOOK_URL is unset)"
     log_event(session, payment_id, "webhook_queued", f"{event_type} event {event_id} {where}", event_id=event_id)
     return event

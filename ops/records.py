@@ -16,13 +16,14 @@ from models import CANCELLED, EventState, Payment, PaymentLog, PaymentStatus, Tr
 
 
 def collect_stats(db: Database) -> dict[str, Any]:
-    """`db_manager.py stats`: payments, transfers, webhook events and audit rows, counted."""
+    """`db_manager.py stats`: payments, transfers, webhook events, operator notifications and audit rows, counted."""
     with db.transaction() as session:
         counted = read_counts(session)
         payments = counted.by("payments", PaymentStatus)
         cancelled = counted.of(f"payments:{CANCELLED}")
         transfers = counted.by("transfers", TransferStatus)
         events = counted.by("webhook_events", EventState)
+        notifications = counted.by("notifications", EventState)
         logs, oldest = session.execute(select(func.count(), func.min(PaymentLog.created_at))).one()
     return {
         "payments": {
@@ -32,6 +33,8 @@ def collect_stats(db: Database) -> dict[str, Any]:
         },
         "transfers": {"total": sum(transfers.values()), **transfers},
         "webhook_events": {"total": sum(events.values()), **events},
+        "notifications": {"total": sum(notifications.values()),
+                          **{state: notifications[state] for state in ("pending", "delivered", "failed")}},
         "payment_logs": {"total": logs, "oldest": iso(oldest, "seconds")},
     }
 

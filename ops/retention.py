@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import ColumnElement, Table, Text, and_, delete, exists, func, insert, select, text, tuple_
+from sqlalchemy import ColumnElement, Table, Text, and_, delete, exists, func, insert, or_, select, text, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -42,6 +42,7 @@ from models import (
     ArchivedTransfer,
     DepositAddress,
     EventState,
+    Notification,
     Payment,
     PaymentLog,
     PaymentStatus,
@@ -65,6 +66,7 @@ PAYMENT_TABLES: tuple[tuple[Table, str], ...] = (
     (Transfer.__table__, "payment_id"),
     (UnconfirmedTransfer.__table__, "payment_id"),
     (WebhookEvent.__table__, "payment_id"),
+    (Notification.__table__, "payment_id"),
     (PaymentLog.__table__, "payment_id"),
 )
 UNDELIVERED = (EventState.pending, EventState.failed)  # never delivered, and may still be (retried)
@@ -96,7 +98,9 @@ class Outcome:
 # --- what may be archived --------------------------------------------------------------------------
 
 def undelivered_event() -> ColumnElement[bool]:
-    return exists().where(WebhookEvent.payment_id == Payment.id, WebhookEvent.state.in_(UNDELIVERED))
+    """SQL: a webhook event, or an operator notification, of the payment not delivered (and still retriable)."""
+    return or_(exists().where(WebhookEvent.payment_id == Payment.id, WebhookEvent.state.in_(UNDELIVERED)),
+               exists().where(Notification.payment_id == Payment.id, Notification.state.in_(UNDELIVERED)))
 
 
 def in_late_window(late_window: int) -> ColumnElement[bool]:
@@ -282,7 +286,7 @@ def lock_batch(connection: Connection, ids: list[uuid.UUID]) -> None:
     two archives), within LOCK_TIMEOUT."""
     connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
     connection.execute(select(Payment.id).where(Payment.id.in_(ids)).order_by(Payment.id).with_for_update())
-    for model in (WebhookEvent, Transfer):
+    for model in (WebhookEvent, Notification, Transfer):
         connection.execute(select(model.payment_id).where(model.payment_id.in_(ids)).with_for_update())
 
 

@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session
 
 from infra.config import MAX_RATE_CURRENCIES, Config
 from infra.money import format_rate
+from infra.notify_targets import RATE_UNAVAILABLE
 from infra.times import db_now, iso
 from ledger.events import log_event
 from models import RateCurrency, RateQuote, RateSource
+from notify.outbox import queue_notification
 from rates.rule import NoRate, Quote, Rate, choose_rate
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,6 @@ ASKED_FOR_SECONDS = 7 * 86400
 # /health's window: a currency asked for in the last hour with no usable rate makes the service degraded.
 RECENTLY_ASKED_SECONDS = 3600
 ASK_NOTED_SECONDS = 60  # how often a currency's last request is written
-RATE_UNAVAILABLE = "rate.unavailable"  # the operator event (its audit log row has no payment)
 # Taken while a new currency is added, so that processes adding several at once keep to MAX_RATE_CURRENCIES.
 CURRENCIES_LOCK_ID = 0x7472_6F6E_0025
 
@@ -159,7 +160,8 @@ def rates_now(session: Session, config: Config, codes: Iterable[str]) -> dict[st
 
 def announce_outage(session: Session, missing: NoRate) -> bool:
     """The operator event `rate.unavailable` for `missing`'s currency, once per outage (until `end_outages` sees a
-    usable rate again): an audit log row about no payment. True if this call wrote it."""
+    usable rate again): an audit log row about no payment, and the operator's notification when NOTIFY_EVENTS names
+    it. True if this call wrote it."""
     started = session.execute(
         update(RateCurrency).where(RateCurrency.currency == missing.currency, RateCurrency.unavailable_since.is_(None))
         .values(unavailable_since=func.now()).returning(RateCurrency.currency)).first()
@@ -167,6 +169,7 @@ def announce_outage(session: Session, missing: NoRate) -> bool:
         return False
     log_event(session, None, RATE_UNAVAILABLE, f"no usable rate for {missing.currency}: {missing.message}",
               currency=missing.currency, reason=missing.reason)
+    queue_notification(session, RATE_UNAVAILABLE, {"currency": missing.currency, "reason": missing.reason})
     logger.warning("rate unavailable for %s (%s): %s", missing.currency, missing.reason, missing.message)
     return True
 

@@ -36,10 +36,10 @@ from ledger.checkout import links_of, open_ledger  # noqa: E402
 from models import Base, Payment, WebhookEvent  # noqa: E402
 
 # Every table of the service, those that refer to payments first.
-TABLES = ("sandbox_inbox", "webhook_events", "unconfirmed_transfers", "transfers", "rejected_transfers", "payment_logs",
-          "deposit_addresses", "payments", "api_keys", "wallet_cursors", "service_state", "sandbox_transfers",
-          "rate_quotes", "rate_sources", "rate_currencies", "deposit_accounts", "row_counts", "archived_orders",
-          "archived_transfers")
+TABLES = ("sandbox_inbox", "notifications", "webhook_events", "unconfirmed_transfers", "transfers",
+          "rejected_transfers", "payment_logs", "deposit_addresses", "payments", "api_keys", "wallet_cursors",
+          "service_state", "sandbox_transfers", "rate_quotes", "rate_sources", "rate_currencies", "deposit_accounts",
+          "row_counts", "archived_orders", "archived_transfers")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"

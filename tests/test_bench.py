@@ -64,3 +64,9 @@ def test_growth_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
     assert {"GET /health", "GET /stats", "GET /metrics", "GET /payments, deep page"} <= set(routes)
     assert all(0 < r["p50_ms"] <= r["p99_ms"] for r in routes.values())
     assert routes["POST /payments at saturation"]["requests_per_second"] > 0
+
+
+def test_notify_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.notify", pg_server, tmp_path / "notify.json")
+    assert len(result["wall_seconds"]) == 3 and all(s > 0 for s in result["child_cpu_seconds"])
+    assert all(result["deadline"] <= s < result["deadline"] + 2 for s in result["cut_seconds"])

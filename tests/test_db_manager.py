@@ -23,7 +23,17 @@ from sqlalchemy.engine import make_url
 
 import migrate
 from database import Database
-from models import ApiKey, EventState, Payment, PaymentLog, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+from models import (
+    ApiKey,
+    EventState,
+    Notification,
+    Payment,
+    PaymentLog,
+    PaymentStatus,
+    Transfer,
+    TransferStatus,
+    WebhookEvent,
+)
 from web.auth import is_valid_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,11 +212,15 @@ def populate(db: Database) -> dict[str, Any]:
 
 def test_stats_counts_rows(database_url: str, db: Database) -> None:
     populate(db)
+    with db.transaction() as s:
+        s.add(Notification(id="ntf_1", event_type="payment.completed", target="0" * 64, scheme="json", title="t",
+                           body="b", state=EventState.failed, attempts=7))
     stats = json.loads(ok(run_cli(database_url, "stats", "--json")))
     assert stats["payments"] == {"total": 5, "pending": 2, "completed": 1, "failed": 1, "expired": 1, "cancelled": 1}
     assert stats["transfers"] == {"total": 2, "unmatched": 1, "credited": 1, "set_aside": 0}
     assert stats["webhook_events"] == {"total": 3, "pending": 1, "delivered": 1, "failed": 1,
                                        "no_target": 0, "superseded": 0}
+    assert stats["notifications"] == {"total": 1, "pending": 0, "delivered": 0, "failed": 1}
     assert stats["payment_logs"]["total"] == 4
     text_out = ok(run_cli(database_url, "stats"))
     for expected in ("payments: 5", "  pending: 2", "  failed: 1 (cancelled: 1)", "transfers: 2", "  unmatched: 1",

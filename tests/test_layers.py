@@ -19,6 +19,7 @@ LAYERS = {
     "infra": 0,
     "models": 1, "database": 1, "migrate": 1,
     "deposits": 2,  # below ledger (.importlinter holds the finer order)
+    "notify": 2,  # below ledger, beside deposits
     "ledger": 2,
     "chain": 3, "delivery": 3, "ops": 3, "rates": 3, "tron_client": 3,
     "web": 4,

@@ -39,6 +39,7 @@ from models import (
     FOUND_BY_RECONCILIATION,
     DepositAddress,
     EventState,
+    Notification,
     Payment,
     PaymentLog,
     PaymentStatus,
@@ -53,7 +54,16 @@ from web import validation as v
 from web.errors import ApiError
 from web.health import watcher_health
 from web.paging import Keyset, limit_field, number_key, time_key, uuid_key
-from web.schemas import DEPOSIT_ADDRESS, HEALTH, RATES, STATS, event_to_dict, log_to_dict, payment_by_id
+from web.schemas import (
+    DEPOSIT_ADDRESS,
+    HEALTH,
+    RATES,
+    STATS,
+    event_to_dict,
+    log_to_dict,
+    notification_to_dict,
+    payment_by_id,
+)
 from web.services import services
 
 logger = logging.getLogger(__name__)
@@ -295,6 +305,7 @@ def get_payment(payment_id: str) -> Any:
 PAYMENTS = Keyset((time_key(Payment.created_at), uuid_key(Payment.id)), newest_first=True)
 TRANSFERS = Keyset((number_key(Transfer.id),), newest_first=True)
 EVENTS = Keyset((number_key(WebhookEvent.seq),))
+NOTIFICATIONS = Keyset((number_key(Notification.seq),), newest_first=True)
 # The query parameters of each list, checked in this order; /openapi.json states them from here.
 CURSOR_DESCRIPTION = "Exactly a next_cursor value returned by this endpoint (anything else is a 400)"
 PAYMENTS_QUERY = (
@@ -312,6 +323,14 @@ TRANSFERS_QUERY = (
 )
 
 
+def notification_state(value: str | None) -> EventState | None:
+    if value is None:
+        return None
+    if value not in ("pending", "delivered", "failed"):
+        raise ApiError("invalid_state", "state must be pending, delivered or failed.", "state")
+    return EventState(value)
+
+
 def event_payment_id(value: str | None) -> Any:
     if value is None:
         return None
@@ -325,6 +344,14 @@ EVENTS_QUERY = (
     limit_field(),
     EVENTS.field("after", "Exactly a next_cursor value returned by /events (anything else is a 400)"),
     v.Field("payment_id", v.UUID_SCHEMA, event_payment_id, description="Only this payment's events"),
+)
+
+
+NOTIFICATIONS_QUERY = (
+    limit_field(),
+    v.Field("state", {"type": "string", "enum": ["pending", "delivered", "failed"]}, notification_state,
+            description="Filter by delivery state"),
+    NOTIFICATIONS.field("cursor", CURSOR_DESCRIPTION),
 )
 
 
@@ -435,6 +462,18 @@ def list_events() -> Any:
     # next_cursor ends (null) on the last page, as every list's does; resume_cursor stays, so a merchant polls on.
     return jsonify({"events": events, "next_cursor": page.next_cursor, "has_more": page.has_more,
                     "resume_cursor": page.position})
+
+
+@bp.get("/notifications")
+@require_api_key
+def list_notifications() -> Any:
+    """The operator notifications (NOTIFY_URLS), newest first: one per event and target, with its delivery state;
+    a target is shown as its scheme and fingerprint, never its URL."""
+    given = v.read_fields(NOTIFICATIONS_QUERY, request.args)
+    query = filtered(select(Notification), given, state=Notification.state)
+    with services().db.Session() as session:
+        page = NOTIFICATIONS.page(session, query, given["limit"], given["cursor"])
+    return jsonify({"notifications": [notification_to_dict(n) for n in page.rows], "next_cursor": page.next_cursor})
 
 
 @bp.post("/events/<event_id>/retry")

@@ -8,12 +8,10 @@ is web/api.py's, for its own blueprint).
 """
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,6 +26,7 @@ from chain.claims import (
     parse_tx_hash,
     request_read,
 )
+from infra.locales import CATALOGUES, DEFAULT_LANGUAGE
 from infra.money import format_amount, format_rate
 from ledger.checkout import PAY_PATH, find_by_token
 from models import Payment
@@ -41,11 +40,6 @@ from web.status_board import NOT_SEEN, Seen, seconds_left, seen_of, status_of
 logger = logging.getLogger(__name__)
 
 pages = Blueprint("checkout", __name__, template_folder="templates")
-LOCALES = Path(__file__).resolve().parent / "locales"
-CATALOGUES: dict[str, dict[str, str]] = {
-    path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(LOCALES.glob("*.json"))
-}
-DEFAULT_LANGUAGE = "en"
 
 
 def language() -> str:

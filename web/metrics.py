@@ -75,7 +75,8 @@ class DatabaseCollector(Collector):
         transfers = [(status, found_by, n) for (status, found_by), n in counted.rows("transfers")]
         rejected = [(kind, n) for (kind,), n in counted.rows("rejected_transfers")]
         return [*payment_families(counted.by("payments", PaymentStatus)), *transfer_families(transfers, rejected),
-                *outbox_families(counted.by("webhook_events", EventState), oldest), *watcher_families(report), *rates]
+                *outbox_families(counted.by("webhook_events", EventState), oldest),
+                *notification_families(counted.by("notifications", EventState)), *watcher_families(report), *rates]
 
 
 def payment_families(counts: dict[str, int]) -> list[Metric]:
@@ -111,6 +112,15 @@ def outbox_families(events: dict[str, int], oldest_pending_seconds: Any) -> list
                             "Age of the oldest pending webhook event (0 when none is pending).")
     age.add_metric([], float(oldest_pending_seconds or 0))
     return [by_state, depth, age]
+
+
+def notification_families(states: dict[str, int]) -> list[Metric]:
+    """The operator notifications' outbox (notify/) by state: pending, delivered, failed."""
+    by_state = GaugeMetricFamily(f"{PREFIX}_notifications", "Operator notifications by delivery state (one per "
+                                 "event and NOTIFY_URLS target).", labels=["state"])
+    for state in (EventState.pending, EventState.delivered, EventState.failed):
+        by_state.add_metric([state.value], states.get(state.value, 0))
+    return [by_state]
 
 
 def watcher_families(report: dict[str, Any] | None) -> list[Metric]:

@@ -13,9 +13,16 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from chain.claims import CLAIMS_PER_MINUTE, FOUND, NOT_SOLIDIFIED, REASONS
+from infra.locales import CATALOGUES
 from ledger.serialize import AMOUNT, BOOLEAN, STRING, TIME, object_schema, ref
-from web.api import ADDRESSES_QUERY, EVENTS_QUERY, HEALTH_DB_DEADLINE_SECONDS, PAYMENTS_QUERY, TRANSFERS_QUERY
-from web.checkout_pages import CATALOGUES
+from web.api import (
+    ADDRESSES_QUERY,
+    EVENTS_QUERY,
+    HEALTH_DB_DEADLINE_SECONDS,
+    NOTIFICATIONS_QUERY,
+    PAYMENTS_QUERY,
+    TRANSFERS_QUERY,
+)
 from web.errors import ERROR_SCHEMA
 from web.schemas import ENUMS, EVENT_DATA, SCHEMAS
 from web.services import services
@@ -143,6 +150,7 @@ COMPONENTS: dict[str, Any] = {
     "TransferList": list_of("transfers", "Transfer"),
     "AddressList": list_of("addresses", "DepositAddress"),
     "EventList": list_of("events", "Event", has_more=BOOLEAN, resume_cursor=RESUME_CURSOR),
+    "NotificationList": list_of("notifications", "Notification"),
     "LogList": {"type": "object", "required": ["logs"], "properties": {"logs": {"type": "array", "items": ref("Log")}}},
     "Queued": QUEUED,
     "TestWebhookQueued": {**QUEUED, "required": [*QUEUED["required"], "url"],
@@ -256,6 +264,14 @@ PATHS: dict[str, Any] = {
             "summary": "Every webhook event with its delivery state, oldest first",
             "parameters": parameters(EVENTS_QUERY),
             "responses": {"200": response("A page of events", ref("EventList"))},
+        }),
+    },
+    "/notifications": {
+        "get": secured({
+            "summary": "Operator notifications (NOTIFY_URLS), newest first: one per event and target, with its "
+                       "delivery state and attempts; the target by scheme and fingerprint, never its URL",
+            "parameters": parameters(NOTIFICATIONS_QUERY),
+            "responses": {"200": response("A page of notifications", ref("NotificationList"))},
         }),
     },
     "/events/{event_id}/retry": {
@@ -374,6 +390,7 @@ TAGS = {
     "addresses": "Deposit addresses derived from the merchant's xpub (DEPOSIT_XPUB), one per payment",
     "events": "Every webhook event with its delivery state",
     "webhooks": "Test webhooks",
+    "notifications": "The operator's notifications through Apprise (NOTIFY_URLS) and their delivery",
     "rates": "Fiat rates: what a payment priced in a currency would get now",
     "operator": "Health, counters, metrics and this document (no API key)",
     "checkout": "The payer's hosted checkout page (public, scoped by its token)",
@@ -389,6 +406,7 @@ OPERATIONS = {
     ("/addresses", "get"): ("listAddresses", "addresses"),
     ("/events", "get"): ("listEvents", "events"),
     ("/events/{event_id}/retry", "post"): ("retryEvent", "events"),
+    ("/notifications", "get"): ("listNotifications", "notifications"),
     ("/webhooks/test", "post"): ("sendTestWebhook", "webhooks"),
     ("/health", "get"): ("getHealth", "operator"),
     ("/stats", "get"): ("getStats", "operator"),

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Dialect
 
 from database import DriverStatement, driver_execute, driver_statement
+from infra.notify_targets import NOTIFIABLE_EVENTS
 from infra.times import iso
 from ledger.checkout import CheckoutLinks
 from ledger.records import PaymentRecord, TransferRecord, UnconfirmedRecord
@@ -48,6 +49,7 @@ from models import (
     UNREADABLE,
     WEBHOOK_EVENT_TYPES,
     EventState,
+    Notification,
     Payment,
     PaymentLog,
     PaymentStatus,
@@ -102,6 +104,24 @@ EVENT = (
     # What was sent: for a payment's event, the payment when it happened.
     Out("data", {"anyOf": [ref("Payment"), ref("TransferUnmatched"), ref("TransferAssigned"), ref("WebhookTestData")]},
         lambda e: json.loads(e.body).get("data")),
+)
+NOTIFICATION = (
+    column("id", STRING),
+    column("event_type", ref("NotificationType")),
+    Out("payment_id", {"type": ["string", "null"], "format": "uuid", "description": "null for operator events and "
+        "account-level events"}, lambda n: optional_id(n.payment_id)),
+    Out("target", {"type": "string", "description": "the NOTIFY_URLS target as scheme:fingerprint (the first 8 hex "
+                   "digits of its URL's SHA-256); never the URL, which holds its service's secret"},
+        lambda n: f"{n.scheme}:{n.target[:8]}"),
+    column("title", STRING),
+    column("body", STRING),
+    Out("created_at", TIME, lambda n: iso(n.created_at)),
+    Out("state", {"type": "string", "enum": ["pending", "delivered", "failed"]}, lambda n: n.state.value),
+    column("attempts", INTEGER),
+    Out("next_attempt_at", OPTIONAL_TIME, lambda n: iso(n.next_attempt_at) if n.state == EventState.pending
+        else None),
+    column("last_error", OPTIONAL_STRING),
+    Out("delivered_at", OPTIONAL_TIME, lambda n: iso(n.delivered_at)),
 )
 STATS = tuple(key(name, INTEGER) for name in (
     "total_payments", "pending_payments", "completed_payments", "failed_payments", "expired_payments",
@@ -181,6 +201,7 @@ ENUMS = {
         "reconciliation and credited by the same rules once it is readable")},
     "EventState": enum_schema(EventState),
     "EventType": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)},
+    "NotificationType": {"type": "string", "enum": list(NOTIFIABLE_EVENTS)},
     "RateReason": {"type": "string", "enum": list(RATE_REASONS), "description": (
         "no_quote: no source has quoted the currency yet; stale: every quote is older than RATE_MAX_AGE_SECONDS; "
         "sources_disagree: the fresh quotes differ by more than RATE_MAX_DEVIATION_PERCENT")},
@@ -192,11 +213,15 @@ EVENT_DATA = {"TransferUnmatched": TRANSFER_UNMATCHED, "TransferAssigned": TRANS
 SCHEMAS = {"Transfer": TRANSFER, "UnconfirmedTransfer": UNCONFIRMED, "Payment": PAYMENT,
            "PaymentSummary": PAYMENT_SUMMARY, "Log": LOG, "Event": EVENT, "Stats": STATS, "Health": HEALTH,
            "CurrencyRate": CURRENCY_RATE, "SourceQuote": SOURCE_QUOTE, "RateSource": RATE_SOURCE, "Rates": RATES,
-           "DepositAddress": DEPOSIT_ADDRESS}
+           "DepositAddress": DEPOSIT_ADDRESS, "Notification": NOTIFICATION}
 
 
 def log_to_dict(entry: PaymentLog) -> dict[str, Any]:
     return render(LOG, entry)
+
+
+def notification_to_dict(notification: Notification) -> dict[str, Any]:
+    return render(NOTIFICATION, notification)
 
 
 def event_to_dict(event: WebhookEvent) -> dict[str, Any]:

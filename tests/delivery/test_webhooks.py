@@ -29,8 +29,9 @@ from delivery.signing import (  # noqa: E402
     get_signing_secrets,
     rotate_webhook_secret,
 )
-from delivery.webhooks import JITTER_FRACTION, AttemptResult, WebhookDispatcher, jittered, next_delay  # noqa: E402
+from delivery.webhooks import AttemptResult, WebhookDispatcher  # noqa: E402
 from infra.config import Config  # noqa: E402
+from infra.retry_schedule import JITTER_FRACTION, jittered, next_delay  # noqa: E402
 from ledger.events import emit_account_event, emit_event, emit_test_event, queue_retry  # noqa: E402
 from models import EventState, Payment, PaymentLog, PaymentStatus, WebhookEvent  # noqa: E402
 from tests.conftest import (  # noqa: E402

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
+from infra.notify_targets import RATE_UNAVAILABLE
 from models import PaymentLog, WebhookEvent
-from rates.store import RATE_UNAVAILABLE
 from tests.conftest import HOOK, WALLET, assert_error, count_rows
 from tests.rates.conftest import age_quotes
 from tests.rates.stand_ins import COINGECKO_PATH, KRAKEN_PATH, Reply

@@ -12,6 +12,7 @@ from sqlalchemy import event, select
 
 from chain.claims import WALLET_CLAIMS
 from infra.config import ConfigError, load_config
+from infra.locales import CATALOGUES
 from infra.times import ms_to_datetime
 from ledger.checkout import CHECKOUT_KEY, checkout_token
 from ledger.payments import request_fingerprint
@@ -31,7 +32,6 @@ from tests.conftest import (
     set_fields,
     wait_for,
 )
-from web.checkout_pages import CATALOGUES
 from web.services import services_of
 from web.status_board import StatusBoard
 

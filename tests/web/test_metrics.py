@@ -231,7 +231,7 @@ def dashboard_expressions() -> list[str]:
 def test_the_alert_rules_pass_promtool() -> None:
     done = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 13 rules found" in done.stdout
+    assert "SUCCESS: 14 rules found" in done.stdout
 
 
 def test_rules_and_dashboard_name_only_exported_metrics(client) -> None:  # type: ignore[no-untyped-def]
@@ -315,7 +315,7 @@ def scraped_by_prometheus(database_url: str, sim: Simulator, prometheus) -> None
         def rules() -> list[dict]:
             return requests.get(f"{server}/api/v1/rules", timeout=5).json()["data"]["groups"]
 
-        assert [(g["name"], len(g["rules"])) for g in rules()] == [("tron-usdt-monitor", 13)]
+        assert [(g["name"], len(g["rules"])) for g in rules()] == [("tron-usdt-monitor", 14)]
         assert wait_for(lambda: all(rule["health"] == "ok" for g in rules() for rule in g["rules"]), timeout=10)
     finally:
         stop(web)
