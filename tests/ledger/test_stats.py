@@ -17,7 +17,7 @@ import migrate
 from infra.config import Config
 from ledger.matching import assign_transfer, credit_transfer, expire_due
 from ledger.records import TransferLog
-from ledger.stats import Counts, compact, read_counts
+from ledger.stats import Counts, compact, read_counts, recount
 from models import (
     CANCELLED,
     EventState,
@@ -37,7 +37,8 @@ def counted_by_scan(db: Any) -> dict[str, int]:
             "SELECT 'payments:' || status, count(*) FROM payments GROUP BY 1 "
             "UNION ALL SELECT 'payments:cancelled', count(*) FROM payments WHERE failure_reason = 'cancelled' "
             "UNION ALL SELECT 'transfers:' || status || ':' || found_by, count(*) FROM transfers GROUP BY 1 "
-            "UNION ALL SELECT 'webhook_events:' || state, count(*) FROM webhook_events GROUP BY 1")).all()
+            "UNION ALL SELECT 'webhook_events:' || state, count(*) FROM webhook_events GROUP BY 1 "
+            "UNION ALL SELECT 'notifications:' || state, count(*) FROM notifications GROUP BY 1")).all()
     return {key: n for key, n in rows if n}
 
 
@@ -174,6 +175,22 @@ def test_operator_routes_answer_the_kept_counts(client, auth, db) -> None:
     assert 'tron_usdt_payments{status="pending"} 3.0' in metrics
     assert 'tron_usdt_payments{status="failed"} 1.0' in metrics
     assert "tron_usdt_payments_created_total 4.0" in metrics
+
+
+def test_notifications_are_counted_and_recounted(db) -> None:
+    with db.transaction() as s:  # the outbox as the dispatcher and an archive change it, written directly
+        s.execute(text("INSERT INTO notifications (id, event_type, target, scheme, title, body, state) "
+                       "SELECT 'n' || g, 'payment.completed', 't', 'json', 'title', 'body', 'pending' "
+                       "FROM generate_series(1, 5) g"))
+        s.execute(text("UPDATE notifications SET state = 'delivered' WHERE id IN ('n1', 'n2')"))
+        s.execute(text("UPDATE notifications SET state = 'failed' WHERE id = 'n3'"))
+        s.execute(text("DELETE FROM notifications WHERE id = 'n4'"))
+    assert kept(db) == counted_by_scan(db)
+    assert {k: v for k, v in kept(db).items() if k.startswith("notifications:")} == {
+        "notifications:pending": 1, "notifications:delivered": 2, "notifications:failed": 1}
+    with db.Session() as s:
+        recount(s)  # the recount made again by the notifications' migration counts them too
+    assert kept(db) == counted_by_scan(db)
 
 
 def test_counts_by_status_list_every_value() -> None:
