@@ -1,5 +1,5 @@
 """The notifications' outbox: written in the caller's transaction, so a notification commits with the event it
-reports, or not at all; claimed with a lease by the dispatcher (`notify.dispatcher`); read for the operator.
+reports, or not at all; claimed with a lease by the dispatcher (`notify.dispatcher`).
 
 Which events become notifications, to which targets and in which language is this process's configuration, carried
 by its database's sessions (`with_notifications`, set by the composition roots) as the checkout links are: the
