@@ -64,3 +64,10 @@ def test_growth_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
     assert {"GET /health", "GET /stats", "GET /metrics", "GET /payments, deep page"} <= set(routes)
     assert all(0 < r["p50_ms"] <= r["p99_ms"] for r in routes.values())
     assert routes["POST /payments at saturation"]["requests_per_second"] > 0
+
+
+@pytest.mark.timeout(150)
+def test_counters_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.counters", pg_server, tmp_path / "counters.json")
+    assert set(result["median_tps"]) == {"off", "sharded", "hot row"}
+    assert all(value > 0 for value in result["median_tps"].values())
