@@ -207,6 +207,10 @@ def prepare_history(url: str, n: int, reused: bool, late_window_seconds: int) ->
         if not reused:
             load_history(engine, n, [random_address() for _ in range(1000)], pending=0)
         with engine.begin() as conn:
+            if reused:  # what an earlier run seeded there
+                conn.execute(text("DELETE FROM payments WHERE order_id LIKE 'bench-%'"))
+                conn.execute(text("DELETE FROM service_state"))
+                conn.execute(text("DELETE FROM wallet_cursors"))
             conn.execute(text("UPDATE payments SET status = 'expired' WHERE status = 'pending'"))
             conn.execute(text("DELETE FROM payments WHERE created_at > now() - make_interval(secs => :s)"),
                          {"s": late_window_seconds + 86400})

@@ -64,9 +64,3 @@ def compact(engine: Engine) -> int:
     logger.info("row counts: %d rows folded", folded)
     return folded
 
-
-def recount(session: Session) -> None:
-    """Count again from the tables, under a lock that holds writers for the time of the count (after a load with
-    triggers off, or to repair). Commits."""
-    session.execute(text("SELECT row_counts_recount()"))
-    session.commit()

@@ -70,3 +70,10 @@ def test_notify_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
     result = run_bench("bench.notify", pg_server, tmp_path / "notify.json")
     assert len(result["wall_seconds"]) == 3 and all(s > 0 for s in result["child_cpu_seconds"])
     assert all(result["deadline"] <= s < result["deadline"] + 2 for s in result["cut_seconds"])
+
+
+@pytest.mark.timeout(150)
+def test_counters_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.counters", pg_server, tmp_path / "counters.json")
+    assert set(result["median_tps"]) == {"off", "sharded", "hot row"}
+    assert all(value > 0 for value in result["median_tps"].values())
