@@ -27,6 +27,7 @@ from sandbox.inbox import private_callbacks
 from sandbox.node import with_sandbox_upstream
 from watcher import Watcher
 from web import api, checkout_pages, metrics, openapi
+from web.admin import site as admin_site
 from web.api import API_DB_DEADLINE_SECONDS, HEALTH_DB_DEADLINE_SECONDS, HEALTH_ENDPOINT
 from web.auth import ensure_initial_key
 from web.errors import ApiError, error_body
@@ -179,6 +180,7 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     if config.is_sandbox:  # on every other network its routes do not exist: a JSON 404
         app.register_blueprint(sandbox_api.bp)
     app.register_blueprint(checkout_pages.pages)
+    app.register_blueprint(admin_site.blueprint())
     return app
 
 

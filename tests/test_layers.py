@@ -20,7 +20,7 @@ LAYERS = {
     "models": 1, "database": 1, "migrate": 1,
     "deposits": 2,  # below ledger (.importlinter holds the finer order)
     "ledger": 2,
-    "chain": 3, "delivery": 3, "ops": 3, "rates": 3, "tron_client": 3,
+    "chain": 3, "delivery": 3, "ops": 3, "rates": 3, "console": 3, "tron_client": 3,
     "web": 4,
     "tron_sim": 5,
     "sandbox": 6,

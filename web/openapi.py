@@ -15,8 +15,8 @@ from flask import Blueprint, jsonify
 from chain.claims import CLAIMS_PER_MINUTE, FOUND, NOT_SOLIDIFIED, REASONS
 from ledger.serialize import AMOUNT, BOOLEAN, STRING, TIME, object_schema, ref
 from web.api import ADDRESSES_QUERY, EVENTS_QUERY, HEALTH_DB_DEADLINE_SECONDS, PAYMENTS_QUERY, TRANSFERS_QUERY
-from web.checkout_pages import CATALOGUES
 from web.errors import ERROR_SCHEMA
+from web.pages import CATALOGUES
 from web.schemas import ENUMS, EVENT_DATA, SCHEMAS
 from web.services import services
 from web.validation import (

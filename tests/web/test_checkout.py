@@ -31,7 +31,7 @@ from tests.conftest import (
     set_fields,
     wait_for,
 )
-from web.checkout_pages import CATALOGUES
+from web.pages import CATALOGUES
 from web.services import services_of
 from web.status_board import StatusBoard
 

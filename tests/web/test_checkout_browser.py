@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.conftest import PAYER, ROOT, WALLET, WALLET_B, create, pay, set_fields, wait_for
-from web.checkout_pages import CATALOGUES
+from web.pages import CATALOGUES
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -1,0 +1,132 @@
+"""the operator's dashboard: admin accounts, their sessions, failed logins, and per-day totals
+
+Revision ID: 0011_console
+Revises: 0010_deposit_addresses
+Create Date: 2026-12-07
+
+`admins` holds each operator's Argon2 password hash and TOTP secret; `admin_sessions` the server-side sessions (a
+cookie carries a random token, the row only its SHA-256), so logout and deleting an admin end them at once;
+`login_failures` the failed logins of the last minutes, counted per name and per address by every process.
+`daily_totals` holds, per UTC day, the payments created and the USDT credited, kept by triggers on `payments` and
+`transfers` in the writing transaction, so the dashboard's 30-day chart reads 30 rows whatever the table sizes.
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0011_console'
+down_revision = '0010_deposit_addresses'
+branch_labels = None
+depends_on = None
+
+# A payment counts on the UTC day of its creation; a credited transfer's amount on the UTC day of its block.
+TRIGGERS = """
+CREATE OR REPLACE FUNCTION daily_totals_add(d date, payments bigint, usdt numeric) RETURNS void AS $$
+BEGIN
+    INSERT INTO daily_totals AS t (day, payments_created, usdt_credited) VALUES (d, payments, usdt)
+    ON CONFLICT (day) DO UPDATE SET payments_created = t.payments_created + EXCLUDED.payments_created,
+                                    usdt_credited = t.usdt_credited + EXCLUDED.usdt_credited;
+END $$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE FUNCTION daily_totals_payments() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM daily_totals_add((NEW.created_at AT TIME ZONE 'UTC')::date, 1, 0);
+    ELSIF TG_OP = 'DELETE' THEN
+        UPDATE daily_totals SET payments_created = payments_created - 1
+        WHERE day = (OLD.created_at AT TIME ZONE 'UTC')::date;
+    END IF;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE FUNCTION daily_totals_transfers() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'credited' AND OLD.amount_usdt IS NOT NULL THEN
+        IF TG_OP = 'DELETE' THEN
+            UPDATE daily_totals SET usdt_credited = usdt_credited - OLD.amount_usdt
+            WHERE day = (to_timestamp(OLD.block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date;
+        ELSE
+            PERFORM daily_totals_add((to_timestamp(OLD.block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date, 0,
+                                     -OLD.amount_usdt);
+        END IF;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status = 'credited' AND NEW.amount_usdt IS NOT NULL THEN
+        PERFORM daily_totals_add((to_timestamp(NEW.block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date, 0,
+                                 NEW.amount_usdt);
+    END IF;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+
+CREATE TRIGGER daily_totals_payments AFTER INSERT OR DELETE ON payments
+    FOR EACH ROW EXECUTE FUNCTION daily_totals_payments();
+CREATE TRIGGER daily_totals_transfers AFTER INSERT OR DELETE OR UPDATE OF status, amount_usdt, block_timestamp
+    ON transfers FOR EACH ROW EXECUTE FUNCTION daily_totals_transfers();
+"""
+
+BACKFILL = """
+INSERT INTO daily_totals (day, payments_created, usdt_credited)
+SELECT day, sum(payments), sum(usdt) FROM (
+    SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS payments, 0 AS usdt FROM payments GROUP BY 1
+    UNION ALL
+    SELECT (to_timestamp(block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date, 0, sum(amount_usdt) FROM transfers
+    WHERE status = 'credited' AND amount_usdt IS NOT NULL GROUP BY 1
+) parts GROUP BY day
+"""
+
+
+def upgrade() -> None:
+    op.create_table(
+        'admins',
+        sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column('name', sa.String(length=64), nullable=False),
+        sa.Column('password_hash', sa.Text(), nullable=False),
+        sa.Column('totp_secret', sa.String(length=64), nullable=True),
+        sa.Column('totp_enabled', sa.Boolean(), server_default='false', nullable=False),
+        sa.Column('totp_last_step', sa.BigInteger(), nullable=True),
+        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+        sa.PrimaryKeyConstraint('id'),
+        sa.UniqueConstraint('name'),
+    )
+    op.create_table(
+        'admin_sessions',
+        sa.Column('token_hash', sa.String(length=64), nullable=False),
+        sa.Column('admin_id', sa.Integer(), nullable=False),
+        sa.Column('csrf_token', sa.String(length=64), nullable=False),
+        sa.Column('verified', sa.Boolean(), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+        sa.Column('last_seen_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+        sa.ForeignKeyConstraint(['admin_id'], ['admins.id'], ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('token_hash'),
+    )
+    op.create_index('ix_admin_sessions_admin_id', 'admin_sessions', ['admin_id'])
+    op.create_table(
+        'login_failures',
+        sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column('name', sa.String(length=64), nullable=False),
+        sa.Column('address', sa.String(length=64), nullable=False),
+        sa.Column('failed_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+        sa.PrimaryKeyConstraint('id'),
+    )
+    op.create_index('ix_login_failures_name', 'login_failures', ['name', 'failed_at'])
+    op.create_index('ix_login_failures_address', 'login_failures', ['address', 'failed_at'])
+    op.create_table(
+        'daily_totals',
+        sa.Column('day', sa.Date(), nullable=False),
+        sa.Column('payments_created', sa.BigInteger(), server_default='0', nullable=False),
+        sa.Column('usdt_credited', sa.Numeric(precision=20, scale=6), server_default='0', nullable=False),
+        sa.PrimaryKeyConstraint('day'),
+    )
+    op.execute(BACKFILL)
+    op.execute(TRIGGERS)
+
+
+def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS daily_totals_transfers ON transfers")
+    op.execute("DROP TRIGGER IF EXISTS daily_totals_payments ON payments")
+    op.execute("DROP FUNCTION IF EXISTS daily_totals_transfers(), daily_totals_payments(), "
+               "daily_totals_add(date, bigint, numeric)")
+    op.drop_table('daily_totals')
+    op.drop_table('login_failures')
+    op.drop_table('admin_sessions')
+    op.drop_table('admins')
