@@ -502,10 +502,11 @@ def cmd_set_admin_password(ctx: Context) -> int:
     password = read_new_password(ctx)
     try:
         with ctx.db.transaction() as session:
-            accounts.set_password(session, ctx.args.name, password)
+            accounts.set_password(session, ctx.args.name, password, totp_off=ctx.args.totp_off)
     except accounts.AccountError as exc:
         raise CliError(str(exc)) from None
-    print(f"admin {ctx.args.name}: password changed, every session of theirs ended")
+    off = ", two-factor login off" if ctx.args.totp_off else ""
+    print(f"admin {ctx.args.name}: password changed{off}, every session of theirs ended")
     return 0
 
 
@@ -608,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", help="the admin's name (letters, digits, . _ @ -)")
         p.add_argument("--password-stdin", action="store_true", help="read the password from standard input's "
                                                                       "first line instead of asking")
+        if name == "set-admin-password":
+            p.add_argument("--totp-off", action="store_true", help="also turn two-factor login off (a lost device)")
     p = command("delete-admin", cmd_delete_admin, "delete an admin of the dashboard; their sessions end at once")
     p.add_argument("name", help="the admin's name")
     command("list-admins", cmd_list_admins, "list the dashboard's admins: name, two-factor login, created")

@@ -70,10 +70,13 @@ def delete_admin(session: Session, name: str) -> None:
     logger.info("admin %s deleted", name)
 
 
-def set_password(session: Session, name: str, password: str) -> None:
-    """A new password; every session of the admin ends (whoever knew the old one is logged out)."""
+def set_password(session: Session, name: str, password: str, *, totp_off: bool = False) -> None:
+    """A new password (and, for an admin who lost the device, two-factor login off); every session of the admin ends
+    (whoever knew the old one is logged out)."""
     admin = existing(session, name)
     admin.password_hash = _hasher.hash(check_password(password))
+    if totp_off:
+        disable_totp(admin)
     session.execute(delete(AdminSession).where(AdminSession.admin_id == admin.id))
     logger.info("admin %s: password changed", name)
 

@@ -394,7 +394,12 @@ def test_admin_commands(database_url: str, db) -> None:  # type: ignore[no-untyp
     assert "10 to" in one_line_failure(run("create-admin", "carol", "--password-stdin", stdin="short\n"))
     assert "not a terminal" in one_line_failure(run_cli(database_url, "create-admin", "carol"))
     assert re.search(r"bob\s+off", ok(run("list-admins")))
-    ok(run("set-admin-password", "bob", "--password-stdin", stdin="another long one\n"))
+    with db.transaction() as session:
+        accounts.start_totp(accounts.find_admin(session, "bob"))  # type: ignore[arg-type]
+        accounts.find_admin(session, "bob").totp_enabled = True  # type: ignore[union-attr]
+    assert re.search(r"bob\s+on", ok(run("list-admins")))
+    ok(run("set-admin-password", "bob", "--password-stdin", "--totp-off", stdin="another long one\n"))
+    assert re.search(r"bob\s+off", ok(run("list-admins")))
     with db.transaction() as session:
         assert accounts.password_matches(session, "bob", "another long one") is not None
         assert accounts.find_admin(session, "bob").password_hash.startswith("$argon2id$")  # type: ignore[union-attr]
