@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from models import LoginFailure
@@ -12,6 +12,14 @@ from models import LoginFailure
 MAX_FAILURES = 5
 WINDOW = timedelta(minutes=1)
 KEPT = timedelta(hours=1)  # older rows are deleted as new ones come
+LOCK_SPACE = 0x6164  # the first key of the throttle's advisory locks (two-int form)
+
+
+def take_turn(session: Session, name: str, address: str) -> None:
+    """Attempts for one name, or from one address, are checked one at a time (transaction-level advisory locks,
+    the name's first, so two attempts never wait on each other crosswise): a burst cannot slip past the count."""
+    for key in (f"name:{name[:64]}", f"address:{address[:64]}"):
+        session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": LOCK_SPACE, "key": key})
 
 
 def failures(session: Session, name: str, address: str) -> int:

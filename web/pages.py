@@ -18,11 +18,15 @@ CATALOGUES: dict[str, dict[str, str]] = {
 DEFAULT_LANGUAGE = "en"
 
 
+LANGUAGE_COOKIE = "lang"  # the dashboard keeps the language chosen with ?lang= (its pages link without it)
+
+
 def language() -> str:
-    """`?lang=` when it names a catalogue, else the best of Accept-Language, else English."""
-    asked = (request.values.get("lang") or "").lower()
-    if asked in CATALOGUES:
-        return asked
+    """`?lang=` when it names a catalogue, else the one a page kept in the `lang` cookie, else the best of
+    Accept-Language, else English."""
+    for asked in ((request.values.get("lang") or "").lower(), (request.cookies.get(LANGUAGE_COOKIE) or "").lower()):
+        if asked in CATALOGUES:
+            return asked
     best = request.accept_languages.best_match(list(CATALOGUES))
     return best if best in CATALOGUES else DEFAULT_LANGUAGE
 

@@ -134,6 +134,14 @@ def test_an_api_key_never_opens_the_dashboard_and_a_session_never_opens_the_api(
     assert signed_in.get("/stats").status_code == 200  # an operator route, open to all as before
 
 
+def test_pages_in_chinese_keep_the_language_chosen(signed_in) -> None:  # type: ignore[no-untyped-def]
+    chosen = signed_in.get("/admin?lang=zh")
+    assert '<html lang="zh-Hans">' in chosen.text and ">概览</h1>" in chosen.text
+    assert ">付款</h1>" in signed_in.get("/admin/payments").text  # the next page, linked without ?lang=
+    assert ">Payments</h1>" in signed_in.get("/admin/payments?lang=en").text
+    assert ">Payments</h1>" in signed_in.get("/admin/payments").text
+
+
 # --- CSRF and the throttle ---------------------------------------------------------------------------------------
 
 def test_a_form_without_its_csrf_token_changes_nothing(signed_in, db) -> None:  # type: ignore[no-untyped-def]
@@ -174,6 +182,24 @@ def test_five_failures_a_minute_from_one_address_give_429_whatever_the_names(cli
     elsewhere = client.application.test_client()
     elsewhere.environ_base["REMOTE_ADDR"] = "127.0.0.2"
     assert try_login(elsewhere).status_code == 303
+
+
+def test_a_burst_of_parallel_wrong_passwords_is_counted_one_by_one(live_url, admin, db) -> None:  # type: ignore[no-untyped-def]
+    import concurrent.futures
+
+    import requests
+
+    def attempt(_: int) -> int:
+        with requests.Session() as browser:
+            form = browser.get(f"{live_url}/admin/login", timeout=10).text
+            return browser.post(f"{live_url}/admin/login", timeout=10, allow_redirects=False, data={
+                "name": NAME, "password": "wrong password", "csrf_token": token_in(form)}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(attempt, range(8)))
+    assert statuses == [401] * 4 + [429] * 4
+    with db.Session() as session:
+        assert session.scalar(select(func.count()).select_from(LoginFailure)) == 5
 
 
 # --- two-factor login ------------------------------------------------------------------------------------------

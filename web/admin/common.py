@@ -19,7 +19,7 @@ from console import sessions
 from console.sessions import Current
 from ledger.errors import Refused
 from web.errors import ApiError
-from web.pages import catalogue, language, new_nonce, page_headers
+from web.pages import CATALOGUES, LANGUAGE_COOKIE, catalogue, language, new_nonce, page_headers
 from web.services import services
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,10 @@ def load_session() -> None:
 
 
 def headers(response: Response) -> Response:
+    """The page headers; a language asked for with ?lang= is kept for the next pages."""
+    asked = (request.args.get("lang") or "").lower()
+    if asked in CATALOGUES:
+        set_cookie(response, LANGUAGE_COOKIE, asked, max_age=365 * 86400)
     return page_headers(response)
 
 

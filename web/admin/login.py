@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 import segno
 from flask import Response, g, redirect, request
@@ -52,7 +53,7 @@ def client_address() -> str:
 
 def signed_in(token: str, verified: bool) -> Response:
     target = safe_next(request.form.get("next"))
-    location = target if verified else f"{HOME}/login/code?next={target}"
+    location = target if verified else f"{HOME}/login/code?{urlencode({'next': target})}"
     response = redirect(location, 303)
     set_cookie(response, COOKIE, token, max_age=None)  # a browser session's cookie; the server ends it when idle
     forget_cookie(response, LOGIN_COOKIE)
@@ -64,6 +65,7 @@ def login() -> Response:
     name, password = request.form.get("name", "")[:64], request.form.get("password", "")
     t = catalogue()
     with services().db.transaction() as session:
+        throttle.take_turn(session, name, client_address())
         if throttle.is_blocked(session, name, client_address()):
             return login_page(429, t["admin_throttled"], name)
         found = accounts.password_matches(session, name, password)
@@ -91,6 +93,7 @@ def code() -> Response:
         return page("admin/message.html", 403, title=catalogue()["admin_problem"], message=catalogue()["admin_csrf"])
     t, address = catalogue(), client_address()
     with services().db.transaction() as session:
+        throttle.take_turn(session, pending.admin_name, address)
         blocked = throttle.is_blocked(session, pending.admin_name, address)
         stored = session.get(Admin, pending.admin_id, with_for_update=True)
         if not blocked and stored is not None and accounts.totp_accepts(stored, request.form.get("code", "")):
