@@ -11,10 +11,10 @@ from typing import Any
 
 import pyotp
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from console import accounts
-from models import AdminSession, ApiKey, DailyTotal, LoginFailure, PaymentLog, PaymentStatus, Transfer, TransferStatus
+from models import AdminSession, ApiKey, DailyTotal, LoginFailure, PaymentLog, PaymentStatus, TransferStatus
 from tests.conftest import add_event, add_payment, add_transfer
 from tests.test_db_manager import cli_env, ok, one_line_failure, run_cli
 
@@ -232,15 +232,6 @@ def test_totp_enrolled_from_the_console_then_required(signed_in, db) -> None:  #
     assert [e.event_metadata["admin"] for e in audit(db, "admin.totp_on")] == [NAME]
 
 
-def test_a_totp_code_is_taken_once(db, admin) -> None:  # type: ignore[no-untyped-def]
-    with db.transaction() as session:
-        found = accounts.find_admin(session, NAME)
-        accounts.start_totp(found)  # type: ignore[arg-type]
-        code = pyotp.TOTP(found.totp_secret).now()  # type: ignore[union-attr]
-        assert accounts.totp_accepts(found, code)  # type: ignore[arg-type]
-        assert not accounts.totp_accepts(found, code)  # type: ignore[arg-type]
-
-
 # --- the pages' rules --------------------------------------------------------------------------------------------
 
 def test_every_page_has_the_checkout_pages_headers_and_no_inline_script(signed_in, db, app) -> None:  # type: ignore[no-untyped-def]
@@ -289,23 +280,6 @@ def test_the_overview_counts_and_chart_come_from_the_database(signed_in, db) -> 
     today = datetime.now(UTC).date()
     assert days[today].usdt_credited == 12 and sum(d.payments_created for d in days.values()) == 2
     assert "2 payments created, 12 USDT credited" in page and page.count("<rect") == 60
-
-
-def test_the_daily_totals_follow_inserts_updates_and_deletes(db) -> None:  # type: ignore[no-untyped-def]
-    with db.transaction() as session:
-        payment = add_payment(session)
-        transfer = add_transfer(session, "5", TransferStatus.unmatched)
-    with db.transaction() as session:
-        session.execute(update(Transfer).where(Transfer.id == transfer.id).values(
-            status=TransferStatus.credited, payment_id=payment.id))
-    with db.Session() as session:
-        assert [(r.payments_created, r.usdt_credited) for r in session.scalars(select(DailyTotal))] == [(1, 5)]
-    with db.transaction() as session:
-        session.execute(text("DELETE FROM transfers"))
-        session.execute(text("DELETE FROM payment_logs"))
-        session.execute(text("DELETE FROM payments"))
-    with db.Session() as session:
-        assert [(r.payments_created, r.usdt_credited) for r in session.scalars(select(DailyTotal))] == [(0, 0)]
 
 
 # --- searching and acting ------------------------------------------------------------------------------------
