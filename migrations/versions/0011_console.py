@@ -20,11 +20,15 @@ down_revision = '0010_deposit_addresses'
 branch_labels = None
 depends_on = None
 
-# A payment counts on the UTC day of its creation; a credited transfer's amount on the UTC day of its block.
+# A payment counts on the UTC day of its creation; a credited transfer's amount on the UTC day of its block. The
+# triggers run once per statement over its transition tables: a bulk load (COPY) adds one row per day, not one
+# upsert per row.
 TRIGGERS = """
-CREATE OR REPLACE FUNCTION daily_totals_add(d date, payments bigint, usdt numeric) RETURNS void AS $$
+CREATE OR REPLACE FUNCTION daily_totals_apply(changes jsonb) RETURNS void AS $$
 BEGIN
-    INSERT INTO daily_totals AS t (day, payments_created, usdt_credited) VALUES (d, payments, usdt)
+    INSERT INTO daily_totals AS t (day, payments_created, usdt_credited)
+    SELECT (c->>'day')::date, (c->>'payments')::bigint, (c->>'usdt')::numeric FROM jsonb_array_elements(changes) c
+    ORDER BY 1
     ON CONFLICT (day) DO UPDATE SET payments_created = t.payments_created + EXCLUDED.payments_created,
                                     usdt_credited = t.usdt_credited + EXCLUDED.usdt_credited;
 END $$ LANGUAGE plpgsql;
@@ -32,36 +36,56 @@ END $$ LANGUAGE plpgsql;
 CREATE OR REPLACE FUNCTION daily_totals_payments() RETURNS trigger AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM daily_totals_add((NEW.created_at AT TIME ZONE 'UTC')::date, 1, 0);
-    ELSIF TG_OP = 'DELETE' THEN
-        UPDATE daily_totals SET payments_created = payments_created - 1
-        WHERE day = (OLD.created_at AT TIME ZONE 'UTC')::date;
+        PERFORM daily_totals_apply(coalesce((SELECT jsonb_agg(jsonb_build_object('day', day, 'payments', n, 'usdt', 0))
+            FROM (SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM new_rows GROUP BY 1) d),
+            '[]'));
+    ELSE
+        PERFORM daily_totals_apply(coalesce((SELECT jsonb_agg(jsonb_build_object('day', day, 'payments', -n, 'usdt', 0))
+            FROM (SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM old_rows GROUP BY 1) d),
+            '[]'));
     END IF;
     RETURN NULL;
 END $$ LANGUAGE plpgsql;
 
 CREATE OR REPLACE FUNCTION daily_totals_transfers() RETURNS trigger AS $$
+DECLARE
+    changes jsonb;
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'credited' AND OLD.amount_usdt IS NOT NULL THEN
-        IF TG_OP = 'DELETE' THEN
-            UPDATE daily_totals SET usdt_credited = usdt_credited - OLD.amount_usdt
-            WHERE day = (to_timestamp(OLD.block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date;
-        ELSE
-            PERFORM daily_totals_add((to_timestamp(OLD.block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date, 0,
-                                     -OLD.amount_usdt);
-        END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT jsonb_agg(jsonb_build_object('day', day, 'payments', 0, 'usdt', usdt)) INTO changes FROM (
+            SELECT (to_timestamp(block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date AS day, sum(amount_usdt) AS usdt
+            FROM new_rows WHERE status = 'credited' AND amount_usdt IS NOT NULL GROUP BY 1) d;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT jsonb_agg(jsonb_build_object('day', day, 'payments', 0, 'usdt', -usdt)) INTO changes FROM (
+            SELECT (to_timestamp(block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date AS day, sum(amount_usdt) AS usdt
+            FROM old_rows WHERE status = 'credited' AND amount_usdt IS NOT NULL GROUP BY 1) d;
+    ELSE
+        SELECT jsonb_agg(jsonb_build_object('day', day, 'payments', 0, 'usdt', usdt)) INTO changes FROM (
+            SELECT day, sum(usdt) AS usdt FROM (
+                SELECT (to_timestamp(block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date AS day, amount_usdt AS usdt
+                FROM new_rows WHERE status = 'credited' AND amount_usdt IS NOT NULL
+                UNION ALL
+                SELECT (to_timestamp(block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date, -amount_usdt
+                FROM old_rows WHERE status = 'credited' AND amount_usdt IS NOT NULL) both_sides
+            GROUP BY day HAVING sum(usdt) <> 0) d;
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status = 'credited' AND NEW.amount_usdt IS NOT NULL THEN
-        PERFORM daily_totals_add((to_timestamp(NEW.block_timestamp / 1000.0) AT TIME ZONE 'UTC')::date, 0,
-                                 NEW.amount_usdt);
+    IF changes IS NOT NULL THEN
+        PERFORM daily_totals_apply(changes);
     END IF;
     RETURN NULL;
 END $$ LANGUAGE plpgsql;
 
-CREATE TRIGGER daily_totals_payments AFTER INSERT OR DELETE ON payments
-    FOR EACH ROW EXECUTE FUNCTION daily_totals_payments();
-CREATE TRIGGER daily_totals_transfers AFTER INSERT OR DELETE OR UPDATE OF status, amount_usdt, block_timestamp
-    ON transfers FOR EACH ROW EXECUTE FUNCTION daily_totals_transfers();
+CREATE TRIGGER daily_totals_payments_insert AFTER INSERT ON payments REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION daily_totals_payments();
+CREATE TRIGGER daily_totals_payments_delete AFTER DELETE ON payments REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION daily_totals_payments();
+CREATE TRIGGER daily_totals_transfers_insert AFTER INSERT ON transfers REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION daily_totals_transfers();
+CREATE TRIGGER daily_totals_transfers_update AFTER UPDATE ON transfers
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION daily_totals_transfers();
+CREATE TRIGGER daily_totals_transfers_delete AFTER DELETE ON transfers REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION daily_totals_transfers();
 """
 
 BACKFILL = """
@@ -122,10 +146,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER IF EXISTS daily_totals_transfers ON transfers")
-    op.execute("DROP TRIGGER IF EXISTS daily_totals_payments ON payments")
-    op.execute("DROP FUNCTION IF EXISTS daily_totals_transfers(), daily_totals_payments(), "
-               "daily_totals_add(date, bigint, numeric)")
+    for table, events in (("payments", ("insert", "delete")), ("transfers", ("insert", "update", "delete"))):
+        for event in events:
+            op.execute(f"DROP TRIGGER IF EXISTS daily_totals_{table}_{event} ON {table}")
+    op.execute("DROP FUNCTION IF EXISTS daily_totals_transfers(), daily_totals_payments(), daily_totals_apply(jsonb)")
     op.drop_table('daily_totals')
     op.drop_table('login_failures')
     op.drop_table('admin_sessions')
