@@ -155,6 +155,7 @@ def test_a_form_without_its_csrf_token_changes_nothing(signed_in, db) -> None:  
     with db.Session() as session:
         assert session.scalar(select(func.count()).select_from(ApiKey)) == 0
         assert session.get(type(payment), payment.id).status == PaymentStatus.pending
+    assert signed_in.post("/admin/keys", json={"csrf_token": csrf(signed_in)}).status_code == 415
     assert signed_in.get("/admin").status_code == 200  # still signed in
 
 

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 COOKIE = "tum_admin"
 LOGIN_COOKIE = "tum_admin_login"  # the login form's double-submit CSRF token
 HOME = "/admin"
+FORM_TYPE = "application/x-www-form-urlencoded"  # what the dashboard's forms send; another body is a 415
 # Reached without a verified session: the login pages (the second factor's page checks its half-open session).
 PUBLIC_ENDPOINTS = {"admin.login", "admin.login_form", "admin.code", "admin.code_form"}
 
@@ -82,6 +83,8 @@ def load_session() -> None:
     """g.admin for a verified session (g.pending for one still owing its second factor); the guard, then the CSRF
     check of every POST (the login form's own double-submit excepted)."""
     new_nonce()
+    if request.method == "POST" and request.content_length and request.mimetype != FORM_TYPE:
+        return problem(415, catalogue()["admin_form_only"])  # type: ignore[return-value]
     token = request.cookies.get(COOKIE)
     found = None
     if token:
