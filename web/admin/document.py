@@ -14,9 +14,8 @@ TAG = "dashboard"
 REDIRECT = {"description": "To the login page (no session, or a session that ended) or, after a form, to the page "
                            "that shows its outcome", "headers": {"Location": {"schema": STRING}},
             "content": {"text/html": {"schema": STRING}}}
-FORM = {"type": "object", "additionalProperties": {"type": "string"},
-        "properties": {"csrf_token": {"type": "string", "description": "The session's CSRF token, as its pages' "
-                                                                       "forms carry it (the login form: its own)"}}}
+FORM_FIELDS = ("A form of the dashboard's pages (application/x-www-form-urlencoded), with the session's CSRF token in "
+               "`csrf_token` (the login form: its own); another body is a 415, a missing or wrong token a 403.")
 
 
 def operation_id(endpoint: str) -> str:
@@ -29,8 +28,9 @@ def summary(view: Callable[..., Any], endpoint: str) -> str:
 
 def operation(rule: str, endpoint: str, view: Callable[..., Any], method: str) -> dict[str, Any]:
     names = re.findall(r"<(?:[^:>]+:)?([^>]+)>", rule)
-    body = {"requestBody": {"required": False, "content": {
-        "application/x-www-form-urlencoded": {"schema": FORM}}}} if method == "post" else {}
+    # A form's fields are the page's (its CSRF token always): described in words, not as a requestBody, as the
+    # forms are the pages' own and no client builds them.
+    body = {"description": FORM_FIELDS} if method == "post" else {}
     return {
         "summary": f"Dashboard (HTML): {summary(view, endpoint)}",
         "parameters": [*({"name": name, "in": "path", "required": True, "schema": STRING} for name in names), LANG],
