@@ -145,6 +145,9 @@ class Payment(Base):
               postgresql_where=text("status = 'pending'")),
         # Every pending payment by expiry: what the blocks strategy expires each cycle, without reading the others.
         Index("ix_payments_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),
+        # Lists newest first by their whole sort key (created_at, id): the page after a cursor is found in the index,
+        # never by reading every payment created before it (the API's GET /payments, the dashboard's list).
+        Index("ix_payments_created_id", "created_at", "id"),
     )
 
 

@@ -9,6 +9,7 @@ cookie carries a random token, the row only its SHA-256), so logout and deleting
 `login_failures` the failed logins of the last minutes, counted per name and per address by every process.
 `daily_totals` holds, per UTC day, the payments created and the USDT credited, kept by triggers on `payments` and
 `transfers` in the writing transaction, so the dashboard's 30-day chart reads 30 rows whatever the table sizes.
+`ix_payments_created_id`: lists newest first find the page after a cursor (created_at, id) in the index.
 """
 from __future__ import annotations
 
@@ -143,9 +144,11 @@ def upgrade() -> None:
     )
     op.execute(BACKFILL)
     op.execute(TRIGGERS)
+    op.create_index('ix_payments_created_id', 'payments', ['created_at', 'id'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_payments_created_id', table_name='payments')
     for table, events in (("payments", ("insert", "delete")), ("transfers", ("insert", "update", "delete"))):
         for event in events:
             op.execute(f"DROP TRIGGER IF EXISTS daily_totals_{table}_{event} ON {table}")
