@@ -53,3 +53,10 @@ def test_metrics_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
     result = run_bench("bench.metrics", pg_server, tmp_path / "metrics.json")["result"]
     assert result["payments"] == 1000 and result["scrapes"] == 10
     assert 0 < result["p50_ms"] <= result["max_ms"] and result["bytes"] > 1000
+
+
+@pytest.mark.timeout(150)
+def test_dashboard_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.dashboard", pg_server, tmp_path / "dashboard.json")
+    assert result["payments"] == 1000 and result["requests_per_page"] == 5 and len(result["pages"]) == 15
+    assert all(0 < page["p50_ms"] <= page["max_ms"] for page in result["pages"].values())

@@ -120,6 +120,12 @@ def html_error(exc: Exception) -> Response:
     raise exc
 
 
+def text_field(value: str | None, limit: int) -> str:
+    """A form or query field as text the database stores: at most `limit` characters, without control characters
+    (PostgreSQL refuses NUL), trimmed."""
+    return "".join(c for c in (value or "")[:limit] if c.isprintable()).strip()
+
+
 def new_login_token() -> str:
     return secrets.token_urlsafe(24)
 

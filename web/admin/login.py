@@ -22,6 +22,7 @@ from web.admin.common import (
     page,
     safe_next,
     set_cookie,
+    text_field,
 )
 from web.pages import catalogue
 from web.services import services
@@ -62,7 +63,7 @@ def signed_in(token: str, verified: bool) -> Response:
 
 def login() -> Response:
     check_login_token()
-    name, password = request.form.get("name", "")[:64], request.form.get("password", "")
+    name, password = text_field(request.form.get("name"), 64), request.form.get("password", "")
     t = catalogue()
     with services().db.transaction() as session:
         throttle.take_turn(session, name, client_address())

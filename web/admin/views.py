@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask import Response, redirect, request
@@ -25,7 +25,7 @@ from models import EventState, Payment, PaymentLog, PaymentStatus, Transfer, Tra
 from rates.store import rates_report, unavailable_recently_asked
 from web import validation as v
 from web.admin.chart import chart_svg
-from web.admin.common import HOME, admin, page, problem, safe_next
+from web.admin.common import HOME, admin, page, problem, safe_next, text_field
 from web.api import PAYMENTS, TRANSFERS, load_payment, notify_dispatchers, retry_any_event, retry_payment_event
 from web.auth import ApiKeyError, create_api_key, list_api_keys, revoke_api_key
 from web.errors import ApiError
@@ -94,15 +94,15 @@ def payments_query() -> tuple[Select[Any], dict[str, Any]]:
     status = request.args.get("status") or ""
     if status and status not in PaymentStatus.__members__:
         raise ApiError("invalid_status", catalogue()["admin_bad_status"], "status")
-    start, end, q = day_arg("from"), day_arg("to"), (request.args.get("q") or "").strip()[:128]
+    start, end, q = day_arg("from"), day_arg("to"), text_field(request.args.get("q"), 128)
     query = select(Payment)
     if status:
         query = query.where(Payment.status == PaymentStatus(status))
     if start:
         query = query.where(Payment.created_at >= datetime(start.year, start.month, start.day, tzinfo=UTC))
-    if end:
+    if end and end < date.max:
         query = query.where(Payment.created_at < datetime(end.year, end.month, end.day, tzinfo=UTC)
-                            + (datetime(2000, 1, 2) - datetime(2000, 1, 1)))
+                            + timedelta(days=1))
     if q:
         query = search(query, q)
     return query, {"status": status, "from": start.isoformat() if start else "", "to": end.isoformat() if end else "",
@@ -110,7 +110,7 @@ def payments_query() -> tuple[Select[Any], dict[str, Any]]:
 
 
 def payments() -> Response:
-    q = (request.args.get("q") or "").strip()
+    q = text_field(request.args.get("q"), 128)
     if v.payment_uuid(q) is not None:
         return redirect(f"{HOME}/payments/{q}", 303)  # type: ignore[return-value]
     query, filters = payments_query()
@@ -177,7 +177,7 @@ def transfers() -> Response:
 
 def assign(transfer_id: str) -> Response:
     """Credit an unmatched transfer to a payment: `db_manager.py assign-transfer`'s function, then the audit row."""
-    pid = v.payment_uuid((request.form.get("payment_id") or "").strip())
+    pid = v.payment_uuid(text_field(request.form.get("payment_id"), 64))
     number = v.ascii_number(transfer_id, v.MAX_BIGINT)
     if pid is None or number is None:
         return problem(400, catalogue()["admin_bad_payment_id"])
@@ -247,7 +247,7 @@ def keys() -> Response:
 
 
 def create_key() -> Response:
-    name = (request.form.get("name") or "").strip()[:128] or None
+    name = text_field(request.form.get("name"), 128) or None
     with services().db.transaction() as session:
         made = create_api_key(session, name)
         record_action(session, admin().admin_name, "api_key_created", f"created API key {made.prefix}",
@@ -256,7 +256,7 @@ def create_key() -> Response:
 
 
 def revoke_key() -> Response:
-    prefix = (request.form.get("prefix") or "").strip()[:64]
+    prefix = text_field(request.form.get("prefix"), 64)
     try:
         with services().db.transaction() as session:
             revoke_api_key(session, prefix)
