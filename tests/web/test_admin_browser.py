@@ -5,7 +5,6 @@ unmatched transfer, retry a failed webhook, create, use and revoke an API key.
 ADMIN_SCREENSHOTS=docs writes the dashboard's screenshots (desktop and phone) into docs/."""
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from sqlalchemy import select
 from console import accounts
 from delivery.webhooks import WebhookDispatcher
 from ledger.stats import count_by
-from models import EventState, Payment, PaymentStatus, Transfer, TransferStatus, WebhookEvent
+from models import ApiKey, EventState, Payment, PaymentStatus, Transfer, TransferStatus, WebhookEvent
 from tests.browser import chrome, console_errors, requested_urls, screenshot, serve, skip_without_browser
 from tests.conftest import TEST_API_KEY, WALLET, add_transfer, create, pay, wait_for
 from web.services import services_of
@@ -117,6 +116,7 @@ def search(browser, base: str, text: str) -> str:  # type: ignore[no-untyped-def
     field.clear()
     field.send_keys(text)
     browser.find_element(By.CSS_SELECTOR, "form[role=search] button").click()
+    assert wait_for(lambda: "q=" in browser.current_url, 5)  # the answer to the form, not the page it was on
     return browser.find_element(By.TAG_NAME, "main").text
 
 
@@ -132,6 +132,7 @@ def test_search_finds_a_payment_by_each_of_its_three_keys(browser, site, sim) ->
         found = search(browser, base, key)
         assert "ORD-3001" in found and other["order_id"] not in found, key
     browser.find_element(By.LINK_TEXT, "ORD-3001").click()
+    assert wait_for(lambda: f"/admin/payments/{wanted['id']}" in browser.current_url, 5)
     assert tx in browser.find_element(By.TAG_NAME, "main").text
 
 
@@ -184,13 +185,17 @@ def test_create_a_key_use_it_on_the_api_and_revoke_it(browser, site, db) -> None
     log_in(browser, base, "/admin/keys")
     browser.find_element(By.ID, "key-name").send_keys("shop")
     browser.find_element(By.ID, "create-key").click()
+    assert wait_for(lambda: browser.find_elements(By.ID, "new-key"), 5)
     key = browser.find_element(By.ID, "new-key").text
     assert requests.get(f"{base}/payments", headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code == 200
     browser.get(base + "/admin/keys")
     assert key not in browser.page_source
     browser.find_element(By.CSS_SELECTOR, f"button[aria-label='Revoke {key[:12]}']").click()
-    assert wait_for(lambda: browser.current_url == base + "/admin/keys", 5)
-    time.sleep(0.1)
+
+    def revoked() -> bool:
+        with db.Session() as session:
+            return session.scalar(select(ApiKey.revoked_at).where(ApiKey.prefix == key[:12])) is not None
+    assert wait_for(revoked, 5)
     assert requests.get(f"{base}/payments", headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code == 401
     with db.Session() as session:
         assert session.scalar(select(Transfer.id).limit(1)) is None  # nothing else touched
