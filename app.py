@@ -29,6 +29,8 @@ from sandbox.inbox import private_callbacks
 from sandbox.node import with_sandbox_upstream
 from watcher import Watcher
 from web import api, checkout_pages, metrics, openapi
+from web.admin import document as admin_document
+from web.admin import site as admin_site
 from web.api import API_DB_DEADLINE_SECONDS, HEALTH_DB_DEADLINE_SECONDS, HEALTH_ENDPOINT
 from web.auth import ensure_initial_key
 from web.errors import ApiError, error_body
@@ -162,7 +164,7 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     db = with_notifications(with_links(database or Database(resolve_database_url(config.database_url)),
                                        config.public_base_url), config)
     services = Services(config=config, db=db, private_callbacks=private_callbacks(config),
-                        document_parts=[document_part(routes=config.is_sandbox)],
+                        document_parts=[document_part(routes=config.is_sandbox), admin_document.document_part()],
                         simulate_path=sandbox_api.simulate_path if config.is_sandbox else None)
 
     app = Flask(__name__)
@@ -182,6 +184,7 @@ def create_app(config: Config | None = None, *, database: Database | None = None
     if config.is_sandbox:  # on every other network its routes do not exist: a JSON 404
         app.register_blueprint(sandbox_api.bp)
     app.register_blueprint(checkout_pages.pages)
+    app.register_blueprint(admin_site.blueprint())
     return app
 
 

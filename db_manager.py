@@ -23,6 +23,7 @@ Decisions:
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from sqlalchemy.pool import NullPool
 
 import migrate
 from chain.answers import TronError, public_error
+from console import accounts
 from database import Database, DatabaseError, describe_url, normalize_url, resolve_database_url
 from delivery import signing as webhook_signing
 from deposits.indexes import next_index, skipped_count
@@ -577,6 +579,71 @@ def cmd_assign_transfer(ctx: Context) -> int:
     return 0
 
 
+# --- dashboard admins ----------------------------------------------------------------------------
+
+def read_new_password(ctx: Context) -> str:
+    """The password from standard input (--password-stdin: its first line), else asked twice on the terminal."""
+    if ctx.args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise CliError("standard input is not a terminal: pass --password-stdin and write the password to it")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise CliError("the two passwords differ; nothing changed")
+    try:
+        return accounts.check_password(password)
+    except accounts.AccountError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_create_admin(ctx: Context) -> int:
+    password = read_new_password(ctx)
+    try:
+        with ctx.db.transaction() as session:
+            accounts.create_admin(session, ctx.args.name, password)
+    except accounts.AccountError as exc:
+        raise CliError(str(exc)) from None
+    print(f"admin {ctx.args.name} created: log in at /admin/login")
+    return 0
+
+
+def cmd_set_admin_password(ctx: Context) -> int:
+    password = read_new_password(ctx)
+    try:
+        with ctx.db.transaction() as session:
+            accounts.set_password(session, ctx.args.name, password, totp_off=ctx.args.totp_off)
+    except accounts.AccountError as exc:
+        raise CliError(str(exc)) from None
+    off = ", two-factor login off" if ctx.args.totp_off else ""
+    print(f"admin {ctx.args.name}: password changed{off}, every session of theirs ended")
+    return 0
+
+
+def cmd_delete_admin(ctx: Context) -> int:
+    try:
+        with ctx.db.transaction() as session:
+            accounts.delete_admin(session, ctx.args.name)
+    except accounts.AccountError as exc:
+        raise CliError(str(exc)) from None
+    print(f"admin {ctx.args.name} deleted, every session of theirs ended")
+    return 0
+
+
+def cmd_list_admins(ctx: Context) -> int:
+    with ctx.db.Session() as session:
+        rows = [(a.name, "on" if a.totp_enabled else "off", iso(a.created_at, "seconds") or "-")
+                for a in accounts.list_admins(session)]
+    if not rows:
+        print(f"no admins: create one with `{PROG} create-admin NAME`")
+        return 0
+    width = max(len(row[0]) for row in rows)
+    print(f"{'NAME'.ljust(width)}  TWO-FACTOR  CREATED")
+    for name, totp, created in rows:
+        print(f"{name.ljust(width)}  {totp.ljust(10)}  {created}")
+    return 0
+
+
 # --- parser and main -----------------------------------------------------------------------------
 
 Command = Callable[[Context], int]
@@ -665,6 +732,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("assign-transfer", cmd_assign_transfer, "credit an unmatched transfer to a payment by hand (logged)")
     p.add_argument("transfer", type=transfer_ref_arg, metavar="TX_HASH:LOG_INDEX", help="the transfer to credit")
     p.add_argument("payment_id", type=uuid_arg, metavar="PAYMENT_ID", help="the payment (UUID) to credit it to")
+    for name, func, help_text in (("create-admin", cmd_create_admin, "create an admin of the dashboard (/admin); the "
+                                                                "password is asked twice, stored as an Argon2 hash"),
+                             ("set-admin-password", cmd_set_admin_password,
+                              "give an admin a new password; their sessions end")):
+        p = command(name, func, help_text)
+        p.add_argument("name", help="the admin's name (letters, digits, . _ @ -)")
+        p.add_argument("--password-stdin", action="store_true", help="read the password from standard input's "
+                                                                      "first line instead of asking")
+        if name == "set-admin-password":
+            p.add_argument("--totp-off", action="store_true", help="also turn two-factor login off (a lost device)")
+    p = command("delete-admin", cmd_delete_admin, "delete an admin of the dashboard; their sessions end at once")
+    p.add_argument("name", help="the admin's name")
+    command("list-admins", cmd_list_admins, "list the dashboard's admins: name, two-factor login, created")
     return parser
 
 

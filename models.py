@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Enum,
     ForeignKey,
@@ -497,3 +498,60 @@ class ArchivedTransfer(Base):
     log_index: Mapped[int] = mapped_column(Integer, primary_key=True)
     payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
     archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- the operator's dashboard (console/, web/admin/) -----------------------------------------------------------
+
+class Admin(Base):
+    """An operator of the dashboard: an Argon2 password hash, and a TOTP secret once two-factor login is on (or
+    while it is being enrolled: `totp_enabled` false)."""
+
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)  # a code is taken once
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AdminSession(Base):
+    """A dashboard session: the cookie carries a random token, this row its SHA-256. `verified` false: the password
+    was right, the TOTP code is still due."""
+
+    __tablename__ = "admin_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    admin_id: Mapped[int] = mapped_column(Integer, ForeignKey("admins.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    verified: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LoginFailure(Base):
+    """A failed dashboard login, counted per name and per address over the last minute by every process."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_login_failures_name", "name", "failed_at"),
+                      Index("ix_login_failures_address", "address", "failed_at"))
+
+
+class DailyTotal(Base):
+    """Per UTC day: payments created, USDT credited (by block time). Kept by triggers (migration 0014), in rows of
+    each backend that wrote (`shard`, its pid; shard 0 where compaction folds them): a day is the sum of its rows."""
+
+    __tablename__ = "daily_totals"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payments_created: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    usdt_credited: Mapped[Decimal] = mapped_column(AMOUNT, default=Decimal(0), server_default="0")

@@ -31,6 +31,15 @@ MAX_FACT_CHARS = 200
 MAX_BODY_CHARS = 1500
 
 
+# The dashboard's page of one payment (web/admin/views.py serves it; its login returns there): a notification about a
+# payment links to it, not to the payer's checkout page.
+DASHBOARD_PAYMENT_PATH = "/admin/payments/{payment_id}"
+
+
+def dashboard_link(public_base_url: str, payment_id: object) -> str:
+    return public_base_url.rstrip("/") + DASHBOARD_PAYMENT_PATH.format(payment_id=payment_id)
+
+
 class Facts(dict[str, str]):
     """The facts of a message; a placeholder with no fact reads as a dash, never as an error."""
 

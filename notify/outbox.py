@@ -23,7 +23,7 @@ from database import Database
 from infra.config import Config
 from infra.notify_targets import NotifyTarget
 from models import EventState, Notification
-from notify.messages import render
+from notify.messages import dashboard_link, render
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +35,11 @@ class NotifySettings:
     targets: tuple[NotifyTarget, ...]
     events: frozenset[str]
     language: str
+    public_base_url: str = ""  # where a message's link to the payment's dashboard page points
 
     @classmethod
     def of(cls, config: Config) -> NotifySettings:
-        return cls(config.notify_targets, config.notify_events, config.notify_language)
+        return cls(config.notify_targets, config.notify_events, config.notify_language, config.public_base_url)
 
     def wants(self, event_type: str) -> bool:
         return bool(self.targets) and event_type in self.events
@@ -65,6 +66,8 @@ def queue_notification(session: Session, event_type: str, facts: dict[str, Any],
     settings = settings_of(session)
     if settings is None or not settings.wants(event_type):
         return []
+    if payment_id is not None and settings.public_base_url:  # the operator's page of it: the dashboard's
+        facts = {**facts, "link": dashboard_link(settings.public_base_url, payment_id)}
     title, body = render(event_type, facts, settings.language)
     rows = [new_row(event_type, target, title, body, payment_id) for target in settings.targets]
     session.add_all(rows)

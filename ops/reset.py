@@ -15,8 +15,9 @@ from models import Base
 logger = logging.getLogger(__name__)
 
 RESET_LOCK_TIMEOUT = "15s"
-# The service's functions (the row counts' triggers and their upkeep, migration 0011) are named with this prefix.
-FUNCTION_PREFIX = "row_counts_"
+# The service's functions (the triggers and upkeep of the row counts, migration 0011, and of the dashboard's daily
+# totals, migration 0014) are named with these prefixes.
+FUNCTION_PREFIXES = ("row_counts_", "daily_totals_")
 
 
 def service_objects() -> tuple[list[str], list[str]]:
@@ -42,7 +43,7 @@ def drop_service_schema(engine: Engine) -> None:
             conn.execute(text(f'DROP TYPE IF EXISTS "{enum}" CASCADE'))
         functions = conn.execute(text(
             "SELECT oid::regprocedure::text FROM pg_proc WHERE pronamespace = current_schema()::regnamespace "
-            "AND starts_with(proname, :prefix)"), {"prefix": FUNCTION_PREFIX}).scalars().all()
+            "AND proname LIKE ANY(:patterns)"), {"patterns": [f"{p}%" for p in FUNCTION_PREFIXES]}).scalars().all()
         for function in functions:
             conn.execute(text(f"DROP FUNCTION IF EXISTS {function} CASCADE"))
     logger.info("reset: dropped the service tables of %s", describe_url(str(engine.url)))

@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,13 +35,14 @@ from database import Database, embedded_server_url, normalize_url  # noqa: E402
 from infra.config import Config  # noqa: E402
 from infra.lifecycle import interrupt_on_sigterm  # noqa: E402
 from ledger.checkout import links_of, open_ledger  # noqa: E402
-from models import Base, Payment, WebhookEvent  # noqa: E402
+from models import Base, EventState, Payment, PaymentStatus, Transfer, TransferStatus, WebhookEvent  # noqa: E402
 
 # Every table of the service, those that refer to payments first.
 TABLES = ("sandbox_inbox", "notifications", "webhook_events", "unconfirmed_transfers", "transfers",
           "rejected_transfers", "payment_logs", "deposit_addresses", "payments", "api_keys", "wallet_cursors",
           "service_state", "sandbox_transfers", "rate_quotes", "rate_sources", "rate_currencies", "deposit_accounts",
-          "row_counts", "archived_orders", "archived_transfers")
+          "row_counts", "archived_orders", "archived_transfers", "admin_sessions", "admins", "login_failures",
+          "daily_totals")
 TEST_API_KEY = "tum_test_key_for_the_test_suite_only"
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 WALLET = "TXVj38D1XR3TPgSHTCZGC8wkLDAGqF1oqx"
@@ -432,3 +435,49 @@ def accept_forever(listener: socket.socket, serve: Callable[[socket.socket], Non
             return
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
+
+# --- rows written straight into the database (db_manager's and the dashboard's tests) --------------------------
+
+STORED_WALLET = "TLsV52sRDL79HXGGm9yzwKibb6BeruhUzy"
+STORED_PAYER = "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"
+
+
+def add_payment(
+    session: Any, status: PaymentStatus = PaymentStatus.pending, amount: str = "10.5", *,
+    wallet: str = STORED_WALLET, created_ago: timedelta = timedelta(hours=1), received: str = "0",
+    failure_reason: str | None = None,
+) -> Payment:
+    now = datetime.now(UTC)
+    payment = Payment(
+        id=uuid.uuid4(), order_id=f"order-{uuid.uuid4().hex[:10]}", wallet_address=wallet,
+        expected_amount_usdt=Decimal(amount), requested_amount_usdt=Decimal(amount),
+        received_amount_usdt=Decimal(received), status=status, failure_reason=failure_reason,
+        callback_url="https://merchant.example/hook", meta={"k": "v"}, request_fingerprint="f" * 64,
+        created_at=now - created_ago, expires_at=now + timedelta(hours=1),
+        cancelled_at=now if failure_reason == "cancelled" else None,
+    )
+    session.add(payment)
+    session.flush()
+    return payment
+
+
+def add_transfer(
+    session: Any, amount: str, status: TransferStatus, payment: Payment | None = None, *, log_index: int = 0,
+    tx_hash: str | None = None, wallet: str = STORED_WALLET,
+) -> Transfer:
+    transfer = Transfer(
+        transaction_hash=tx_hash or uuid.uuid4().hex * 2, log_index=log_index, from_address=STORED_PAYER,
+        to_address=wallet, amount_usdt=Decimal(amount), block_number=1000,
+        block_timestamp=int(datetime.now(UTC).timestamp() * 1000), status=status,
+        payment_id=payment.id if payment else None,
+    )
+    session.add(transfer)
+    session.flush()
+    return transfer
+
+
+def add_event(session: Any, payment: Payment, state: EventState) -> None:
+    session.add(WebhookEvent(
+        id=f"evt_{uuid.uuid4().hex}", payment_id=payment.id, type="payment.completed", body="{}",
+        callback_url=payment.callback_url, state=state,
+    ))

@@ -77,3 +77,9 @@ def test_counters_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
     result = run_bench("bench.counters", pg_server, tmp_path / "counters.json")
     assert set(result["median_tps"]) == {"off", "sharded", "hot row"}
     assert all(value > 0 for value in result["median_tps"].values())
+
+
+def test_dashboard_benchmark_quick(pg_server: str, tmp_path: Path) -> None:
+    result = run_bench("bench.dashboard", pg_server, tmp_path / "dashboard.json")
+    assert result["payments"] == 1000 and result["requests_per_page"] == 5 and len(result["pages"]) == 15
+    assert all(0 < page["p50_ms"] <= page["max_ms"] for page in result["pages"].values())

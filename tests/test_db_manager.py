@@ -12,8 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,12 @@ from models import (
     TransferStatus,
     WebhookEvent,
 )
+from tests.conftest import STORED_PAYER, STORED_WALLET, add_event, add_payment, add_transfer
 from web.auth import is_valid_key
 
 ROOT = Path(__file__).resolve().parent.parent
-WALLET = "TLsV52sRDL79HXGGm9yzwKibb6BeruhUzy"
-OTHER_WALLET = "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"
+WALLET = STORED_WALLET
+OTHER_WALLET = STORED_PAYER
 LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432"
 UNREACHABLE_URL = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere"
 
@@ -74,47 +74,6 @@ def one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
-
-
-def add_payment(
-    session: Any, status: PaymentStatus = PaymentStatus.pending, amount: str = "10.5", *,
-    wallet: str = WALLET, created_ago: timedelta = timedelta(hours=1), received: str = "0",
-    failure_reason: str | None = None,
-) -> Payment:
-    now = datetime.now(UTC)
-    payment = Payment(
-        id=uuid.uuid4(), order_id=f"order-{uuid.uuid4().hex[:10]}", wallet_address=wallet,
-        expected_amount_usdt=Decimal(amount), requested_amount_usdt=Decimal(amount),
-        received_amount_usdt=Decimal(received), status=status, failure_reason=failure_reason,
-        callback_url="https://merchant.example/hook", meta={"k": "v"}, request_fingerprint="f" * 64,
-        created_at=now - created_ago, expires_at=now + timedelta(hours=1),
-        cancelled_at=now if failure_reason == "cancelled" else None,
-    )
-    session.add(payment)
-    session.flush()
-    return payment
-
-
-def add_transfer(
-    session: Any, amount: str, status: TransferStatus, payment: Payment | None = None, *, log_index: int = 0,
-    tx_hash: str | None = None, wallet: str = WALLET,
-) -> Transfer:
-    transfer = Transfer(
-        transaction_hash=tx_hash or uuid.uuid4().hex * 2, log_index=log_index, from_address=OTHER_WALLET,
-        to_address=wallet, amount_usdt=Decimal(amount), block_number=1000,
-        block_timestamp=int(datetime.now(UTC).timestamp() * 1000), status=status,
-        payment_id=payment.id if payment else None,
-    )
-    session.add(transfer)
-    session.flush()
-    return transfer
-
-
-def add_event(session: Any, payment: Payment, state: EventState) -> None:
-    session.add(WebhookEvent(
-        id=f"evt_{uuid.uuid4().hex}", payment_id=payment.id, type="payment.completed", body="{}",
-        callback_url=payment.callback_url, state=state,
-    ))
 
 
 def add_log(session: Any, payment: Payment | None, message: str) -> None:

@@ -21,7 +21,7 @@ LAYERS = {
     "deposits": 2,  # below ledger (.importlinter holds the finer order)
     "notify": 2,  # below ledger, beside deposits
     "ledger": 2,
-    "chain": 3, "delivery": 3, "ops": 3, "rates": 3, "tron_client": 3,
+    "chain": 3, "delivery": 3, "ops": 3, "rates": 3, "console": 3, "tron_client": 3,
     "web": 4,
     "tron_sim": 5,
     "sandbox": 6,

@@ -400,13 +400,17 @@ def payment_logs(payment_id: str) -> Any:
 def retry_callback(payment_id: str) -> Any:
     no_fields_body()
     with services().db.transaction() as session:
-        payment = load_payment(session, payment_id, for_update=True)
-        event = queue_retry(session, payment)
-        if event is None:
-            raise ApiError("no_event", "This payment has no webhook event yet; nothing to send again.", status=409)
-        event_id = event.id
+        event_id = retry_payment_event(session, load_payment(session, payment_id, for_update=True))
     notify_dispatchers()
     return jsonify({"queued": True, "event_id": event_id}), 202
+
+
+def retry_payment_event(session: Session, payment: Payment) -> str:
+    """Queue the payment's latest event again (the payment locked by the caller); its id. 409 without one."""
+    event = queue_retry(session, payment)
+    if event is None:
+        raise ApiError("no_event", "This payment has no webhook event yet; nothing to send again.", status=409)
+    return event.id
 
 
 # --- transfers and events ----------------------------------------------------------------------
@@ -481,17 +485,23 @@ def list_notifications() -> Any:
 def retry_event(event_id: str) -> Any:
     no_fields_body()
     with services().db.transaction() as session:
-        wanted = v.event_id(event_id)
-        event = find_event(session, wanted) if wanted is not None else None
-        if event is None:
-            raise ApiError("event_not_found", "No webhook event has this id.", status=404)
-        url = retry_target(event, services().config.merchant_webhook_url)
-        if url is None:
-            raise ApiError("no_webhook_target", "This account-level event has no target: set MERCHANT_WEBHOOK_URL, "
-                                                "then retry it.", status=409)
-        requeue(session, event, url)
+        retry_any_event(session, event_id)
     notify_dispatchers()
     return jsonify({"queued": True, "event_id": event_id}), 202
+
+
+def retry_any_event(session: Session, event_id: str) -> WebhookEvent:
+    """Queue an event again (same id), an account-level one to MERCHANT_WEBHOOK_URL as set now: 404 for an unknown
+    id, 409 for an account-level event without a target."""
+    wanted = v.event_id(event_id)
+    event = find_event(session, wanted) if wanted is not None else None
+    if event is None:
+        raise ApiError("event_not_found", "No webhook event has this id.", status=404)
+    url = retry_target(event, services().config.merchant_webhook_url)
+    if url is None:
+        raise ApiError("no_webhook_target", "This account-level event has no target: set MERCHANT_WEBHOOK_URL, "
+                                            "then retry it.", status=409)
+    return requeue(session, event, url)
 
 
 # --- test webhooks -----------------------------------------------------------------------------

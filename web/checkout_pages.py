@@ -9,7 +9,6 @@ is web/api.py's, for its own blueprint).
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -26,7 +25,6 @@ from chain.claims import (
     parse_tx_hash,
     request_read,
 )
-from infra.locales import CATALOGUES, DEFAULT_LANGUAGE
 from infra.money import format_amount, format_rate
 from ledger.checkout import PAY_PATH, find_by_token
 from models import Payment
@@ -34,6 +32,7 @@ from tron_client import TronClient, make_client
 from web import validation as v
 from web.api import read_capped_body
 from web.errors import ApiError
+from web.pages import catalogue, language, new_nonce, page_headers
 from web.services import services
 from web.status_board import NOT_SEEN, Seen, seconds_left, seen_of, status_of
 
@@ -42,37 +41,14 @@ logger = logging.getLogger(__name__)
 pages = Blueprint("checkout", __name__, template_folder="templates")
 
 
-def language() -> str:
-    """`?lang=` when it names a catalogue, else the best of Accept-Language, else English."""
-    asked = (request.values.get("lang") or "").lower()
-    if asked in CATALOGUES:
-        return asked
-    best = request.accept_languages.best_match(list(CATALOGUES))
-    return best if best in CATALOGUES else DEFAULT_LANGUAGE
-
-
-def catalogue() -> dict[str, str]:
-    return CATALOGUES[language()]
-
-
 @pages.before_request
 def start() -> None:
-    g.nonce = secrets.token_urlsafe(16)
+    new_nonce()
 
 
 @pages.after_request
 def security_headers(response: Response) -> Response:
-    ancestors = " ".join(services().config.checkout_frame_ancestors) or "'none'"
-    nonce = g.get("nonce", "")
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
-        f"img-src data:; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}")
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    if not services().config.checkout_frame_ancestors:
-        response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return page_headers(response, services().config.checkout_frame_ancestors)
 
 
 def not_found_page() -> tuple[str, int]:

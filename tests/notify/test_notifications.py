@@ -103,12 +103,13 @@ def test_each_event_type_arrives_once_with_its_text(app, client, auth, config, r
     body = got["Payment received: 12.5 USDT"]
     assert "Order order-complete" in body and "Received 12.5 of 12.5 USDT" in body
     assert f"Transaction {paid_tx.transaction_hash[:8]}…{paid_tx.transaction_hash[-6:]}" in body
-    assert paid_tx.transaction_hash not in body and paid["checkout_url"] in body
+    assert paid_tx.transaction_hash not in body and paid["checkout_url"] not in body
+    assert body.endswith(f"{config.public_base_url}/admin/payments/{paid['id']}")  # the operator's page of it
     assert "Received 5 of 20 USDT" in got["Partly paid: 5 of 20 USDT"]
     assert "Order order-partial" in got["Transfer assigned by hand: 3 USDT"]
     assert "Received 0 of 2 USDT" in got["Payment expired: order order-late"]
     assert "Order order-late\nReceived 2 of 2 USDT" in got["Paid after expiry: 2 USDT"]
-    assert cancelled["checkout_url"] in got["Payment cancelled: order order-cancel"]
+    assert f"/admin/payments/{cancelled['id']}" in got["Payment cancelled: order order-cancel"]
     assert f"To {WALLET_B}: no open payment of the wallet could take it" in got["Money that matches no payment: 3 USDT"]
     assert got["No exchange rate for JPY"] == ("New payments priced in JPY are refused until a rate is usable again "
                                                "(no source has quoted it yet).")

@@ -21,7 +21,7 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
 
 from selenium.webdriver.common.by import By  # noqa: E402
 
-from tests.web.test_checkout_browser import chrome  # noqa: E402
+from tests.browser import chrome  # noqa: E402
 
 
 @pytest.fixture

@@ -5,98 +5,26 @@ reading the TronGrid simulator. Without the browser these tests skip, saying why
 CHECKOUT_SCREENSHOTS=docs writes the README's two screenshots (desktop and phone) into docs/."""
 from __future__ import annotations
 
-import logging
-import os
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
 from infra.locales import CATALOGUES
-from tests.conftest import PAYER, ROOT, WALLET, WALLET_B, create, pay, set_fields, wait_for
+from tests.browser import chrome, console_errors, requested_urls, screenshot, skip_without_browser
+from tests.conftest import PAYER, WALLET, WALLET_B, create, pay, set_fields, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 FAKE_TOKEN = "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"
 EN, ZH = CATALOGUES["en"], CATALOGUES["zh"]
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-    pytest.skip(f"no system browser: {CHROMIUM} and {CHROMEDRIVER} are needed (apt-get install chromium "
-                "chromium-driver; `python dev.py test` installs them)", allow_module_level=True)
+skip_without_browser()
 
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-
-
-def chrome(width: int = 1100, height: int = 1000, javascript: bool = True, phone: bool = False) -> Any:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--no-first-run", "--disable-extensions", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                     f"--window-size={width},{height}"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    if not javascript:
-        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(15)
-    if phone:  # a headless window is at least 500 px wide: a phone's viewport is emulated
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": True})
-    return driver
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    driver = chrome()
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture
-def live(config, db, sim, new_watcher) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
-    """(base URL, app): the app on a real server, its watcher running every 0.2 s against the simulator."""
-    yield from serve(config, db, sim, new_watcher)
-
-
-@pytest.fixture
-def live_detecting(config, db, sim, new_watcher) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
-    """The same, its watcher also reading above the solid head (DETECT_UNCONFIRMED)."""
-    yield from serve(config, db, sim, new_watcher, detect_unconfirmed=True, watcher_strategy="blocks")
-
-
-def serve(config, db, sim, new_watcher, **overrides: Any) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
-    from werkzeug.serving import make_server
-
-    from app import create_app
-    from web.services import services_of
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    settings = {"trongrid_api_url": sim.url, "trongrid_max_rps": 2000.0, "watcher_strategy": "account",
-                "merchant_name": "Lotus Tea House", **overrides}
-    app = create_app(config.with_overrides(**settings), database=db)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
-    app.extensions["tron"].config = services_of(app).config.with_overrides(public_base_url=base)
-    services_of(app).links.base_url = base
-    watcher = new_watcher(services_of(app).config)
-    watcher.start()
-    services_of(app).background.append(watcher)
-    services_of(app).wake_watcher = watcher.wake  # as app.start_background plugs it in
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield base, app
-    server.shutdown()
-    services_of(app).background.remove(watcher)
 
 
 def open_payment(browser, live, amount: str, **extra: Any) -> dict:  # type: ignore[no-untyped-def]
@@ -123,30 +51,6 @@ def content(browser, element_id: str) -> str:  # type: ignore[no-untyped-def]
         return browser.find_element(By.ID, element_id).get_attribute("textContent").strip()
     except (StaleElementReferenceException, NoSuchElementException):
         return ""
-
-
-def console_errors(browser) -> list[dict]:  # type: ignore[no-untyped-def]
-    return [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
-
-
-def requested_urls(browser) -> list[str]:  # type: ignore[no-untyped-def]
-    import json
-
-    urls = []
-    for entry in browser.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
-
-
-def screenshot(browser, tmp_path: Path, name: str) -> Path:  # type: ignore[no-untyped-def]
-    path = tmp_path / name
-    browser.save_screenshot(str(path))
-    if os.environ.get("CHECKOUT_SCREENSHOTS") == "docs":
-        (ROOT / "docs").mkdir(exist_ok=True)
-        shutil.copy(path, ROOT / "docs" / name)
-    return path
 
 
 def test_renders_cleanly_with_a_qr_code_of_the_address(browser, live, tmp_path) -> None:
