@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -222,9 +223,12 @@ def start_background(app: Flask) -> None:
 
 
 def stop_background(app: Flask, timeout: float = 10.0) -> None:
+    """Stop the background parts, newest first, all within `timeout` seconds together (not each: a worker's stop
+    must not grow with the number of its parts); a part left no time is still told to stop."""
     services = services_of(app)
+    deadline = time.monotonic() + timeout
     while services.background:
-        services.background.pop().stop(timeout)
+        services.background.pop().stop(max(0.0, deadline - time.monotonic()))
 
 
 def main() -> int:

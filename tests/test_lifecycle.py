@@ -313,3 +313,26 @@ def test_watcher_refuses_unknown_arguments(clone, env):
                           text=True, timeout=30)
     assert done.returncode == 2 and "unrecognized arguments: --frobnicate" in done.stderr
     assert not postgres_of(clone)
+
+
+def test_a_workers_background_parts_stop_within_one_deadline_together(app) -> None:  # type: ignore[no-untyped-def]
+    """Each part may use what is left of the one deadline, not a deadline of its own: five slow parts stop within it,
+    and every part is told to stop, the last ones with no time left."""
+    from app import stop_background
+    from web.services import services_of
+
+    class Slow:
+        def __init__(self) -> None:
+            self.given: float | None = None
+
+        def stop(self, timeout: float) -> None:
+            self.given = timeout
+            time.sleep(min(timeout, 0.4))  # a part that takes what it is given, up to 0.4 s
+
+    parts = [Slow() for _ in range(5)]
+    services_of(app).background.extend(parts)
+    started = time.monotonic()
+    stop_background(app, timeout=1.0)
+    assert time.monotonic() - started < 1.3
+    assert all(part.given is not None for part in parts) and services_of(app).background == []
+    assert parts[-1].given == pytest.approx(1.0, abs=0.05) and parts[0].given == 0.0
