@@ -181,10 +181,30 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     from app import start_background
 
     start_background(worker.wsgi)
+    quit_without_the_pools_lock(worker)
     # What the worker built to serve (the app, its modules, SQLAlchemy's compiled statements) lives as long as the
     # worker: frozen, it is no longer traversed by every full collection, which otherwise paused a request
     # for milliseconds now and then.
     gc.freeze()
+
+
+def quit_without_the_pools_lock(worker) -> None:  # type: ignore[no-untyped-def]
+    """A quick stop (SIGQUIT from the master, which Ctrl-C sends; SIGINT) raises SystemExit in the worker's main
+    thread, and worker_exit below ends the process.
+
+    gthread's own handler shuts its request pool down from inside the signal handler: when the signal lands while
+    the main thread is handing a request to that pool (ThreadPoolExecutor.submit, holding the pool's lock), the
+    handler waits for that lock forever and the worker never exits (seen under `dev.py production`: the master
+    then gives up on it and it is killed). Raising instead leaves `submit` through its `with` block, lock released."""
+    import signal
+    import sys
+
+    def quit_now(signum: int, frame: object) -> None:
+        worker.alive = False
+        sys.exit(0)
+
+    for quick in (signal.SIGQUIT, signal.SIGINT):
+        signal.signal(quick, quit_now)
 
 
 def worker_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
