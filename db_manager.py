@@ -26,6 +26,7 @@ import argparse
 import getpass
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -61,7 +62,7 @@ from models import DepositAddress, EventState, Payment
 from notify.outbox import with_notifications
 from notify.sending import send_test
 from ops.export import export_snapshot, export_to_file
-from ops.records import CLEANUP_BATCH, CLEANUP_PAUSE, collect_stats, delete_old_logs
+from ops.records import CLEANUP_BATCH, CLEANUP_DUTY, CLEANUP_PAUSE, collect_stats, delete_old_logs
 from ops.reset import drop_service_schema, running_services
 from ops.retention import BATCH_SIZE as ARCHIVE_BATCH
 from ops.retention import ArchiveError, Selection, archive, restore, select_before
@@ -112,14 +113,21 @@ def batch_arg(value: str) -> int:
     return int(value)
 
 
-def pause_arg(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= 60:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to 60, got {value!r}")
-    return seconds
+def bounded_number(low: float, high: float, what: str) -> Callable[[str], float]:
+    """An option's type: a number from `low` to `high` (NaN is none), described as `what` in the error."""
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}")
+        return number
+    return parse
+
+
+pause_arg = bounded_number(0, 60, "a number of seconds from 0 to 60")
+duty_arg = bounded_number(0.01, 1, "a fraction from 0.01 to 1")
 
 
 def date_arg(value: str) -> datetime:
@@ -398,7 +406,7 @@ def cmd_export(ctx: Context) -> int:
 
 def cmd_cleanup_logs(ctx: Context) -> int:
     days, dry_run = ctx.args.days, ctx.args.dry_run
-    count = delete_old_logs(ctx.db, days, dry_run, ctx.args.batch_size, ctx.args.pause)
+    count = delete_old_logs(ctx.db, days, dry_run, ctx.args.batch_size, ctx.args.pause, duty=ctx.args.duty)
     verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {count} payment log row{'s' if count != 1 else ''} older than {days} day{'s' if days != 1 else ''} "
           "(logs of pending payments and of undelivered webhook events are kept)")
@@ -691,6 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows per batch, each its own short transaction (default %(default)s)")
     p.add_argument("--pause", type=pause_arg, default=CLEANUP_PAUSE, metavar="S",
                    help="seconds to wait between batches, leaving the database to the service (default %(default)s)")
+    p.add_argument("--duty", type=duty_arg, default=CLEANUP_DUTY, metavar="F",
+                   help="the most of the time spent in batches, from 0.01 to 1: after a batch of t seconds, wait at "
+                        "least t*(1-F)/F (default %(default)s: 99 t; 1: only --pause, flat out)")
     p = command("archive", cmd_archive,
                 "move closed payments created before DATE, with their logs, transfers and events, to a gzip JSON "
                 "Lines file, then delete them (their order ids and transfers stay taken)")

@@ -114,7 +114,8 @@ def start_gunicorn(db_url: str, port: int, workers: int | None, log: Path, front
     socket behind it); returns the process to stop (SIGTERM to its group) and gunicorn's master pid."""
     env = {**os.environ, "DATABASE_URL": db_url, "API_KEYS": API_KEY, "WATCHER_ENABLED": "false",
            "ALLOW_PRIVATE_CALLBACKS": "true", "PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "WARNING",
-           "TRONGRID_API_URL": "http://127.0.0.1:9", "WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+           "TRONGRID_API_URL": "http://127.0.0.1:9",
+           "RATE_SOURCES": "none", "WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
     if workers:
         env["GUNICORN_WORKERS"] = str(workers)
     gunicorn = str(Path(PYTHON).parent / "gunicorn")

@@ -1,6 +1,6 @@
 """Per-request cost of the two hot routes, counted rather than timed, so a busy machine does not change it.
 
-    .venv/bin/python -m bench.profile_api                  # 2,000 creates and 2,000 reads
+    .venv/bin/python -m bench.profile_api                  # 2,000 creates, 2,000 reads, 200 pages of the list
     .venv/bin/python -m bench.profile_api --requests 200 --cprofile create
 
 The app runs in this process (Flask's test client, the production code path below the HTTP server) on a
@@ -191,8 +191,13 @@ def run(pg_url: str, requests: int, profile: str | None) -> list[dict[str, Any]]
             answer = client.get(f"/payments/{ids[abs(i) % len(ids)]}", headers=auth)
             assert answer.status_code == 200, answer.get_data(as_text=True)
 
+        def list_page(i: int) -> None:
+            answer = client.get("/payments?limit=50", headers=auth)
+            assert answer.status_code == 200 and len(answer.get_json()["payments"]) == 50, answer.status_code
+
         return [measure("POST /payments", requests, create, counters, profile == "create"),
-                measure("GET /payments/<id>", requests, read, counters, profile == "get")]
+                measure("GET /payments/<id>", requests, read, counters, profile == "get"),
+                measure("GET /payments?limit=50", max(1, requests // 10), list_page, counters, profile == "list")]
     finally:
         if db is not None:
             db.dispose()
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_api", description=__doc__.split("\n")[0])
     parser.add_argument("--pg-url", default=DEFAULT_PG, help="a PostgreSQL server (superuser); default %(default)s")
     parser.add_argument("--requests", type=int, default=2000, help="requests per route")
-    parser.add_argument("--cprofile", choices=("create", "get"), help="also print the route's cProfile top 40")
+    parser.add_argument("--cprofile", choices=("create", "get", "list"), help="also print the route's cProfile top 40")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     import logging

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from bench.api import TARGETS, loadgen, start_gunicorn
 from bench.common import DEFAULT_PG, RESULTS, ROOT, machine, print_table, rnd, wait_quiet, with_database, write_json
 from bench.retention_load import load_logs, load_payments
+from ops.records import CLEANUP_BATCH, CLEANUP_DUTY, CLEANUP_PAUSE
 
 PYTHON = sys.executable
 CLEANUP_APP = "tron-usdt-monitor db_manager"  # db_manager.py's application_name
@@ -110,12 +111,22 @@ def latency(run: dict[str, Any]) -> dict[str, Any]:
             "errors": run.get("errors", 0)}
 
 
+# Every create run of a bench asks whole-USDT amounts and order ids of its own, also against the payments an
+# earlier --reuse run left pending (an amount_in_use or order_id_conflict answer would be measured as a create):
+# the minute the bench started picks a block of amounts, 256 runs wide.
+RUN_BLOCK = 10_000 + (int(time.time()) // 60 % 1000) * 256
+
+
 def api_runs(port: int, tmp: Path, duration: float, tag: str, k: int) -> dict[str, dict[str, Any]]:
     """A create run, then a status run; each create run's amounts are its own (`base`): never amount_in_use."""
-    base = (300 if tag == "base" else 500) + k
-    create = loadgen(port, "post", RATE, duration, tmp, prefix=f"{tag}{k}", base=base)
+    base = RUN_BLOCK + (0 if tag == "base" else 128) + k
+    create = loadgen(port, "post", RATE, duration, tmp, prefix=f"{tag}{RUN_BLOCK}r{k}", base=base)
     status = loadgen(port, "get", RATE, duration, tmp, ids=tmp / "ids.txt")
-    return {"create": latency(create), "status": latency(status)}
+    runs = {"create": latency(create), "status": latency(status)}
+    failed = {name: run for name, run in runs.items() if run["non_2xx"] or run["errors"]}
+    if failed:  # a refused request takes a shorter path: the figures would not be the API's
+        raise RuntimeError(f"requests failed in a load run: {failed}")
+    return runs
 
 
 def cleanup_under_load(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -134,6 +145,8 @@ def cleanup_under_load(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         engine = create_engine(url)
         loaded["payments_s"] = rnd(load_payments(engine, args.payments))
         loaded.update({k: rnd(v) for k, v in load_logs(engine, args.logs, args.payments).items()})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("CHECKPOINT"))  # what the load left dirty is written now, not during the baseline
     size_before = database_size(engine)
     print(f"loaded: {json.dumps(loaded)} {json.dumps(size_before)}", flush=True)
     with engine.connect() as conn:
@@ -146,7 +159,7 @@ def cleanup_under_load(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     port = 18000 + os.getpid() % 1000
     proc, _ = start_gunicorn(url, port, None, tmp / "gunicorn.log")
     try:
-        loadgen(port, "post", 50, 3.0, tmp, prefix="warm", base=100)
+        loadgen(port, "post", 50, 3.0, tmp, prefix=f"warm{RUN_BLOCK}", base=RUN_BLOCK + 127)
         loadgen(port, "get", 50, 3.0, tmp, ids=tmp / "ids.txt")
         wait_quiet(timeout=args.quiet_wait)
         baseline = [api_runs(port, tmp, args.duration, "base", k) for k in range(args.baseline_runs)]
@@ -156,7 +169,7 @@ def cleanup_under_load(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         started = time.monotonic()
         cleanup = subprocess.Popen(
             [PYTHON, "db_manager.py", "--database-url", url, "cleanup-logs", "--days", str(args.days),
-             "--batch-size", str(args.batch_size), "--pause", str(args.pause)],
+             "--batch-size", str(args.batch_size), "--pause", str(args.pause), "--duty", str(args.duty)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         during: list[dict[str, Any]] = []
         k = 0
@@ -181,7 +194,8 @@ def cleanup_under_load(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         drop(args.pg_url, name)
     return {
         "load": loaded, "before": size_before, "after": size_after,
-        "cleanup": {"days": args.days, "batch_size": args.batch_size, "pause_s": args.pause, "deleted_rows": deleted,
+        "cleanup": {"days": args.days, "batch_size": args.batch_size, "pause_s": args.pause, "duty": args.duty,
+                    "deleted_rows": deleted,
                     "seconds": rnd(cleanup_s, 1), "rows_per_second": round(deleted / cleanup_s),
                     "longest_cleanup_transaction_s": rnd(watch.longest_transaction_s, 3),
                     "most_sessions_waiting_for_a_lock": watch.most_lock_waits, "samples": watch.samples,
@@ -290,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payments", type=int, default=1_000_000)
     parser.add_argument("--logs", type=int, default=30_000_000)
     parser.add_argument("--days", type=int, default=300, help="cleanup-logs --days (rows span 400 days)")
-    parser.add_argument("--batch-size", type=int, default=2000, help="cleanup-logs --batch-size")
-    parser.add_argument("--pause", type=float, default=0.1, help="cleanup-logs --pause")
+    parser.add_argument("--batch-size", type=int, default=CLEANUP_BATCH, help="cleanup-logs --batch-size")
+    parser.add_argument("--pause", type=float, default=CLEANUP_PAUSE, help="cleanup-logs --pause")
+    parser.add_argument("--duty", type=float, default=CLEANUP_DUTY, help="cleanup-logs --duty")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per latency run")
     parser.add_argument("--baseline-runs", type=int, default=2)
     parser.add_argument("--max-runs", type=int, default=100, help="at most this many runs during the cleanup")
@@ -306,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "retention.json")
     args = parser.parse_args(argv)
     if args.quick:
-        args.payments, args.logs, args.duration, args.baseline_runs = 2000, 60_000, 2.0, 1
+        args.payments, args.logs, args.duration, args.baseline_runs, args.duty = 2000, 60_000, 2.0, 1, 1.0
         args.export_sizes, args.quiet_wait, args.database = [1000, 3000], 1.0, "tron_retention_quick"
     tmp = Path(tempfile.mkdtemp(prefix="bench_retention_"))
     result: dict[str, Any] = {"command": "python -m bench.retention " + " ".join(argv or sys.argv[1:])}

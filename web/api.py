@@ -32,7 +32,7 @@ from ledger.payments import (
     replay_or_conflict,
     request_fingerprint,
 )
-from ledger.serialize import payment_to_dict, render, serialize_payment, serialize_payments, transfer_to_dict
+from ledger.serialize import payment_to_dict, render, serialize_payment, transfer_to_dict
 from ledger.service_state import WATCHER_STATUS, read_state
 from ledger.stats import read_counts
 from models import (
@@ -53,16 +53,18 @@ from rates.store import rates_report, unavailable_recently_asked
 from web import validation as v
 from web.errors import ApiError
 from web.health import watcher_health
-from web.paging import Keyset, limit_field, number_key, time_key, uuid_key
+from web.paging import Keyset, limit_field, number_key
 from web.schemas import (
     DEPOSIT_ADDRESS,
     HEALTH,
+    PAYMENTS,
     RATES,
     STATS,
     event_to_dict,
     log_to_dict,
     notification_to_dict,
     payment_by_id,
+    payments_page,
 )
 from web.services import services
 
@@ -302,7 +304,6 @@ def get_payment(payment_id: str) -> Any:
     return jsonify(body)
 
 
-PAYMENTS = Keyset((time_key(Payment.created_at), uuid_key(Payment.id)), newest_first=True)
 TRANSFERS = Keyset((number_key(Transfer.id),), newest_first=True)
 EVENTS = Keyset((number_key(WebhookEvent.seq),))
 NOTIFICATIONS = Keyset((number_key(Notification.seq),), newest_first=True)
@@ -367,11 +368,9 @@ def filtered(query: Select[Any], given: dict[str, Any], **columns: Any) -> Selec
 @require_api_key
 def list_payments() -> Any:
     given = v.read_fields(PAYMENTS_QUERY, request.args)
-    query = filtered(select(Payment), given, status=Payment.status, wallet_address=Payment.wallet_address,
-                     order_id=Payment.order_id)
-    with services().db.Session() as session:
-        page = PAYMENTS.page(session, query, given["limit"], given["cursor"])
-        return jsonify({"payments": serialize_payments(session, page.rows), "next_cursor": page.next_cursor})
+    # A merchant's and the console's polling path: one connection, one query, no ORM objects.
+    with services().db.statements() as connection:
+        return jsonify(payments_page(connection, given, given["limit"], services().links))
 
 
 @bp.post("/payments/<payment_id>/cancel")

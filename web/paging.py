@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import ColumnElement, Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from web.errors import ApiError
@@ -124,14 +124,25 @@ class Keyset:
         schema = {"type": "string", "pattern": CURSOR_PATTERN}
         return Field(name, schema, lambda raw: self.cursor(raw, name), description=description)
 
+    def after(self, key: tuple[Any, ...]) -> ColumnElement[bool]:
+        """SQL: the rows past the sort key `key` (its values, or bind parameters) in the list's order."""
+        columns = tuple_(*(part.column for part in self.parts))
+        return columns < tuple_(*key) if self.newest_first else columns > tuple_(*key)
+
+    def order(self) -> list[Any]:
+        """The ORDER BY of the list."""
+        columns = [part.column for part in self.parts]
+        return [c.desc() for c in columns] if self.newest_first else columns
+
     def page(self, session: Session, query: Select[Any], limit: int, after: tuple[Any, ...] | None) -> Page:
         """Up to `limit` rows of `query` after the key `after`."""
-        columns = [part.column for part in self.parts]
         if after is not None:
-            position = tuple_(*columns) < tuple_(*after) if self.newest_first else tuple_(*columns) > tuple_(*after)
-            query = query.where(position)
-        order = [c.desc() for c in columns] if self.newest_first else columns
-        rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+            query = query.where(self.after(after))
+        return self.page_of(list(session.scalars(query.order_by(*self.order()).limit(limit + 1))), limit, after)
+
+    def page_of(self, rows: list[Any], limit: int, after: tuple[Any, ...] | None) -> Page:
+        """The page of up to `limit` rows of `rows`, which are the list's next `limit + 1` rows after `after` (the
+        one more tells whether there is a next page); each row has the sort key's columns as attributes."""
         page, has_more = rows[:limit], len(rows) > limit
         last = self._key(page[-1]) if page else after
         position = _encode(self.parts, last) if last is not None else None

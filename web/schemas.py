@@ -7,10 +7,23 @@ import functools
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, Enum, Select, Text, bindparam, cast, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Enum,
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Dialect
 
@@ -60,6 +73,7 @@ from models import (
     WebhookEvent,
 )
 from rates.rule import REASONS as RATE_REASONS
+from web.paging import Keyset, time_key, uuid_key
 
 LOG = (
     column("id", INTEGER),
@@ -228,11 +242,11 @@ def event_to_dict(event: WebhookEvent) -> dict[str, Any]:
     return render(EVENT, event)
 
 
-@functools.cache
-def payment_by_id_statement() -> Select[Any]:
-    """A payment (parameter `id`) and its credited transfers in one query: the columns of `PaymentRecord`, then
-    those of `TransferRecord` (null without a transfer), then its unconfirmed transfers (a JSON list of
-    UnconfirmedRecord's fields) and the chain's head as the watcher last accepted it; built once."""
+def payments_with_transfers(selection: ColumnElement[bool]) -> Select[Any]:
+    """The payments `selection` picks, each with its credited transfers, one row per transfer (one with nulls
+    for a payment without any): the columns of `PaymentRecord`, then those of `TransferRecord`, then the payment's
+    unconfirmed transfers (a JSON list of UnconfirmedRecord's fields) and the chain's head as the watcher last
+    accepted it. The caller orders it: a payment's rows together, its transfers in chain order."""
     unconfirmed = (
         select(func.coalesce(func.jsonb_agg(aggregate_order_by(
             func.jsonb_build_array(UnconfirmedTransfer.transaction_hash, UnconfirmedTransfer.log_index,
@@ -247,37 +261,99 @@ def payment_by_id_statement() -> Select[Any]:
                *(getattr(Transfer, name) for name in TransferRecord._fields),
                unconfirmed.label("unconfirmed"), head.label("head"))
         .select_from(Payment).outerjoin(Transfer, Transfer.payment_id == Payment.id)
-        .where(Payment.id == bindparam("id"))
-        .order_by(Transfer.block_timestamp, Transfer.id)
+        .where(selection)
     )
 
 
 Processor = Callable[[Any], Any] | None
 
 
+@dataclass(frozen=True)
+class PaymentsQuery:
+    """A statement of `payments_with_transfers`' shape compiled once for the driver, with each column's result
+    processor. Only the enum columns need one: psycopg2, as SQLAlchemy sets it up, already gives UUIDs, Decimals,
+    aware datetimes and JSON as Python values."""
+
+    statement: DriverStatement
+    processors: tuple[Processor, ...]
+
+    @classmethod
+    def compile(cls, statement: Select[Any], dialect: Dialect) -> PaymentsQuery:
+        processors = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None)
+                           if isinstance(c.type, Enum) else None for c in statement.selected_columns)
+        return cls(driver_statement(statement, dialect), processors)
+
+    def answers(self, connection: Connection, params: dict[str, Any], links: CheckoutLinks
+                ) -> list[tuple[PaymentRecord, dict[str, Any]]]:
+        """Each payment the statement reads, in its order, with its answer: one round trip, no ORM, no Result."""
+        raw = driver_execute(connection, self.statement.sql, self.statement.params(params))
+        cut, end = len(PaymentRecord._fields), len(PaymentRecord._fields) + len(TransferRecord._fields)
+        payments: dict[Any, tuple[list[Any], list[TransferRecord]]] = {}
+        for values in raw:
+            row = [p(v) if p else v for p, v in zip(self.processors, values, strict=True)]
+            first, transfers = payments.setdefault(row[0], (row, []))
+            if row[cut] is not None:
+                transfers.append(TransferRecord(*row[cut:end]))
+        if not payments:
+            return []
+        key = links.key(connection)
+        answers = []
+        for row, transfers in payments.values():
+            payment = PaymentRecord(*row[:cut])
+            unconfirmed, head = row[end:]
+            answers.append((payment, payment_to_dict(
+                payment, transfers, links.url(key, payment.id),
+                unconfirmed=[UnconfirmedRecord.of(item) for item in unconfirmed or ()],
+                head_number=int(head["number"]) if head else None)))
+        return answers
+
+
 @functools.lru_cache(maxsize=4)
-def payment_by_id_sql(dialect: Dialect) -> tuple[DriverStatement, list[Processor]]:
-    """`payment_by_id_statement` compiled once for the driver, with each column's result processor. Only the enum
-    columns need one: psycopg2, as SQLAlchemy sets it up, already gives UUIDs, Decimals, aware datetimes and JSON
-    as Python values."""
-    statement = payment_by_id_statement()
-    processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) if isinstance(c.type, Enum) else None
-                  for c in statement.selected_columns]
-    return driver_statement(statement, dialect), processors
+def payment_by_id_query(dialect: Dialect) -> PaymentsQuery:
+    """A payment (parameter `id`) and its credited transfers, built and compiled once."""
+    statement = payments_with_transfers(Payment.id == bindparam("id")).order_by(Transfer.block_timestamp, Transfer.id)
+    return PaymentsQuery.compile(statement, dialect)
 
 
 def payment_by_id(connection: Connection, payment_id: uuid.UUID, links: CheckoutLinks) -> dict[str, Any] | None:
-    """The payment as the API shows it, read in one round trip without the ORM or a Result object (Database's
-    driver statements, the one helper of the two hot paths); None if there is none."""
-    statement, processors = payment_by_id_sql(connection.dialect)
-    raw = driver_execute(connection, statement.sql, statement.params({"id": payment_id}))
-    if not raw:
-        return None
-    rows = [[p(v) if p else v for p, v in zip(processors, values, strict=True)] for values in raw]
-    cut, end = len(PaymentRecord._fields), len(PaymentRecord._fields) + len(TransferRecord._fields)
-    payment = PaymentRecord(*rows[0][:cut])
-    transfers = [TransferRecord(*row[cut:end]) for row in rows if row[cut] is not None]
-    unconfirmed, head = rows[0][end:]
-    return payment_to_dict(payment, transfers, links.url(links.key(connection), payment.id),
-                           unconfirmed=[UnconfirmedRecord.of(item) for item in unconfirmed or ()],
-                           head_number=int(head["number"]) if head else None)
+    """The payment as the API shows it, read in one round trip (Database's driver statements, the one helper of
+    the hot paths); None if there is none."""
+    found = payment_by_id_query(connection.dialect).answers(connection, {"id": payment_id}, links)
+    return found[0][1] if found else None
+
+
+# GET /payments: newest first; the filters it offers, each a column equal to the value given.
+PAYMENTS = Keyset((time_key(Payment.created_at), uuid_key(Payment.id)), newest_first=True)
+PAYMENT_FILTERS = ("status", "wallet_address", "order_id")
+
+
+@functools.lru_cache(maxsize=64)
+def payments_page_query(dialect: Dialect, filters: tuple[str, ...], after: bool) -> PaymentsQuery:
+    """A page of GET /payments (parameters: each filter's by its name, `after_0` and `after_1` the sort key it
+    follows when `after`, `limit` the rows to read) and the page's payments' transfers, in one statement; one
+    compiled statement per set of filters given."""
+    page = select(Payment.id)
+    for name in filters:
+        page = page.where(getattr(Payment, name) == bindparam(name))
+    if after:
+        page = page.where(PAYMENTS.after(tuple(bindparam(f"after_{i}", type_=part.column.type)
+                                               for i, part in enumerate(PAYMENTS.parts))))
+    page = page.order_by(*PAYMENTS.order()).limit(bindparam("limit", type_=Integer))
+    statement = payments_with_transfers(Payment.id.in_(page.scalar_subquery())).order_by(
+        *PAYMENTS.order(), Transfer.block_timestamp, Transfer.id)
+    return PaymentsQuery.compile(statement, dialect)
+
+
+def payments_page(connection: Connection, given: dict[str, Any], limit: int, links: CheckoutLinks
+                  ) -> dict[str, Any]:
+    """GET /payments' answer: the page of up to `limit` payments matching the filters `given` (an empty one is no
+    filter) after `given["cursor"]`, each as the API shows it, and the next page's cursor; one round trip."""
+    filters = tuple(name for name in PAYMENT_FILTERS if given.get(name))
+    after = given.get("cursor")
+    params: dict[str, Any] = {name: given[name] for name in filters}
+    params["limit"] = limit + 1
+    if after is not None:
+        params.update({f"after_{i}": value for i, value in enumerate(after)})
+    found = payments_page_query(connection.dialect, filters, after is not None).answers(connection, params, links)
+    page = PAYMENTS.page_of([payment for payment, _ in found], limit, after)
+    return {"payments": [answer for _, answer in found[:limit]], "next_cursor": page.next_cursor}

@@ -29,7 +29,7 @@ from models import (
     WebhookEvent,
 )
 from ops.export import stream_rows
-from ops.records import delete_old_logs
+from ops.records import delete_old_logs, rest_after
 from ops.retention import PAYMENT_TABLES, delete_archived, write_file
 from tests.conftest import PAYER, WALLET, assert_error, create, payment_body, set_fields
 from tests.test_db_manager import ok, one_line_failure, run_cli
@@ -116,12 +116,31 @@ def test_cleanup_deletes_only_older_logs_in_batches(db: Database, client: Any, a
     assert {"old pending", "recent"} <= left
 
 
+def test_cleanup_rests_after_each_batch_in_proportion_to_it(db: Database, monkeypatch: Any) -> None:
+    """Batches fill at most `duty` of the time: a batch that took longer (a database busy with the service) is
+    followed by a longer rest, never shorter than `pause`."""
+    assert rest_after(0.05, 0.1, 0.25) == pytest.approx(0.15)
+    assert rest_after(0.01, 0.1, 0.25) == 0.1
+    assert rest_after(0.2, 0.0, 0.5) == pytest.approx(0.2) and rest_after(0.2, 0.0, 1.0) == 0
+    with db.transaction() as s:
+        for i in range(5):
+            s.add(PaymentLog(payment_id=None, event_type="note", message=f"old {i}",
+                             created_at=datetime.now(UTC) - timedelta(days=40, minutes=i)))
+    slept: list[float] = []
+    monkeypatch.setattr("ops.records.time.sleep", slept.append)
+    assert delete_old_logs(db, 30, dry_run=False, batch_size=2, pause=0.001, duty=0.01) == 5
+    assert len(slept) == 3 and all(rest >= 0.001 for rest in slept)  # after each batch of 2, 2 and 1 rows
+    assert max(slept) > 0.01  # 99 times a batch's own time: more than the pause for any real batch
+
+
 def test_cleanup_options_are_checked(database_url: str, db: Database) -> None:
     parser = build_parser()
-    for bad in (["--batch-size", "0"], ["--batch-size", "x"], ["--pause", "-1"], ["--pause", "nan"]):
+    for bad in (["--batch-size", "0"], ["--batch-size", "x"], ["--pause", "-1"], ["--pause", "nan"],
+                ["--duty", "0"], ["--duty", "1.5"], ["--duty", "nan"], ["--duty", "x"]):
         with pytest.raises(SystemExit) as exited:
             parser.parse_args(["cleanup-logs", "--days", "3", *bad])
         assert exited.value.code == 2
+    assert parser.parse_args(["cleanup-logs", "--days", "3"]).duty == 0.01
     for bad in (["--before", "yesterday"], ["--before", "2026-13-01"], ["--before", "2026-01-01", "--batch-size", "0"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["archive", "--file", "x", *bad])

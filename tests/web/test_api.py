@@ -16,8 +16,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from database import Database, driver_execute
 from infra.config import Config
 from infra.times import iso
-from models import Payment, PaymentLog, PaymentStatus, WebhookEvent
-from tests.conftest import HOOK, WALLET, WALLET_B, assert_error, count_rows, payment_body, set_fields
+from ledger.serialize import serialize_payment
+from ledger.service_state import CHAIN_HEAD, write_state
+from models import Payment, PaymentLog, PaymentStatus, TransferStatus, UnconfirmedTransfer, WebhookEvent
+from tests.conftest import HOOK, WALLET, WALLET_B, add_transfer, assert_error, count_rows, payment_body, set_fields
 from web.auth import create_api_key, revoke_api_key
 
 
@@ -280,6 +282,57 @@ def test_list_pages_newest_first_with_filters(client, auth):
     for bad in ("limit=0", "limit=201", "limit=x", "status=paid", "cursor=garbage"):
         r = client.get(f"/payments?{bad}", headers=auth)
         assert r.status_code == 400 and r.get_json()["field"] == bad.split("=")[0]
+
+
+def test_list_pages_show_each_payment_as_the_orm_shows_it(client, auth, db):
+    """A page is read in one statement, one row per credited transfer: a payment with several transfers is still
+    one payment of the page's `limit` (also when it is the one read past the page to know there is a next), and
+    each payment shows what the ORM's serializer shows (transfers in chain order, open unconfirmed money with its
+    confirmations, counts), under every filter, with ties of created_at broken by id, across cursors."""
+    ids = [client.post("/payments", json=payment_body(order_id=f"t{i}", expected_amount_usdt=str(10 + i)),
+                       headers=auth).get_json()["id"] for i in range(5)]
+    other = client.post("/payments", json=payment_body(order_id="elsewhere", wallet_address=WALLET_B),
+                        headers=auth).get_json()["id"]
+    chain_ms = 1_700_000_000_000
+    with db.transaction() as s:
+        for pid, count in ((ids[3], 3), (ids[2], 2), (ids[1], 1)):
+            payment = s.get(Payment, uuid.UUID(pid))
+            for k in range(count):  # written newest first: only the ORDER BY puts them in chain order
+                transfer = add_transfer(s, f"{count - k}.5", TransferStatus.credited, payment, log_index=k,
+                                        wallet=payment.wallet_address)
+                transfer.block_timestamp = chain_ms - k * 3000
+        busy = s.get(Payment, uuid.UUID(ids[3]))
+        for n, cleared in ((1030, None), (1031, busy.created_at)):
+            s.add(UnconfirmedTransfer(transaction_hash=f"{n:064x}", log_index=0, payment_id=busy.id,
+                                      from_address=busy.wallet_address, to_address=busy.wallet_address,
+                                      amount_usdt=Decimal("2"), block_number=n, block_id="cd" * 32,
+                                      block_timestamp=1, cleared_at=cleared))
+        write_state(s, CHAIN_HEAD, {"number": 1040, "id": "ef" * 32, "timestamp": chain_ms})
+        s.get(Payment, uuid.UUID(ids[0])).status = PaymentStatus.expired
+        s.get(Payment, uuid.UUID(ids[0])).created_at = s.get(Payment, uuid.UUID(ids[1])).created_at  # a tie
+    with db.Session() as s:
+        rows = {str(p.id): p for p in s.scalars(select(Payment))}
+        orm = {pid: serialize_payment(s, payment) for pid, payment in rows.items()}
+        newest_first = [str(p.id) for p in sorted(rows.values(), key=lambda p: (p.created_at, p.id), reverse=True)]
+    assert [t["amount_usdt"] for t in orm[ids[3]]["transfers"]] == ["1.5", "2.5", "3.5"]
+    assert orm[ids[3]]["unconfirmed_transfers"][0]["confirmations"] == 11 and orm[ids[3]]["transfers_count"] == 3
+    assert client.get(f"/payments/{ids[3]}", headers=auth).get_json() == orm[ids[3]]
+    mine = [pid for pid in newest_first if pid != other]
+    for query, expected in (("", newest_first), ("&status=pending", [p for p in newest_first if p != ids[0]]),
+                            ("&order_id=t3", [ids[3]]), (f"&wallet_address={WALLET}", mine),
+                            (f"&wallet_address={WALLET}&status=pending", [p for p in mine if p != ids[0]])):
+        pages: list[list[dict]] = []
+        cursor = None
+        while True:
+            page = client.get(f"/payments?limit=2{query}" + (f"&cursor={cursor}" if cursor else ""),
+                              headers=auth).get_json()
+            pages.append(page["payments"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert [len(p) for p in pages] == [min(2, len(expected) - i) for i in range(0, len(expected), 2)], query
+        assert [p for page in pages for p in page] == [orm[pid] for pid in expected], query
+    assert client.get("/payments?order_id=nothing", headers=auth).get_json() == {"payments": [], "next_cursor": None}
 
 
 def test_cancel_only_pending_without_money(client, auth, db):
