@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 
 from bench.api import start_gunicorn
 from bench.common import (
+    DEFAULT_PG,
     RESULTS,
     BenchDatabase,
     free_port,
@@ -116,7 +117,7 @@ def measure(session: requests.Session, base: str, path: str, requests_per_page: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run for the test suite (a few seconds)")
-    parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--pg-url", default=DEFAULT_PG, help="a PostgreSQL server (superuser); default %(default)s")
     parser.add_argument("--payments", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=100, help="GETs of each page")
     parser.add_argument("--out", type=Path, default=RESULTS / "dashboard.json")

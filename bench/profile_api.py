@@ -1,4 +1,4 @@
-"""Per-request cost of the two hot routes, counted rather than timed, so a busy machine does not change it.
+"""Per-request cost of the hot routes, counted rather than timed, so a busy machine does not change it.
 
     .venv/bin/python -m bench.profile_api                  # 2,000 creates, 2,000 reads, 200 pages of the list
     .venv/bin/python -m bench.profile_api --requests 200 --cprofile create

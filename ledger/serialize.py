@@ -242,19 +242,13 @@ def transfer_count(session: Session, payment_id: uuid.UUID) -> int:
     return session.scalar(select(func.count()).where(Transfer.payment_id == payment_id)) or 0
 
 
-def serialize_payments(session: Session, payments: list[Payment]) -> list[dict[str, Any]]:
-    ids = [p.id for p in payments]
-    transfers = credited_transfers(session, ids)
-    unconfirmed = open_unconfirmed(session, ids)
-    head = head_number(session) if any(unconfirmed.values()) else None
-    links = links_of(session)
-    key = links.key(session)
-    return [payment_to_dict(p, transfers[p.id], links.url(key, p.id), unconfirmed=unconfirmed[p.id],
-                            head_number=head) for p in payments]
-
-
 def serialize_payment(session: Session, payment: Payment) -> dict[str, Any]:
-    return serialize_payments(session, [payment])[0]
+    """The payment as the API shows it, through the ORM session of the request that changed it."""
+    transfers = credited_transfers(session, [payment.id])[payment.id]
+    unconfirmed = open_unconfirmed(session, [payment.id])[payment.id]
+    links = links_of(session)
+    return payment_to_dict(payment, transfers, links.url(links.key(session), payment.id), unconfirmed=unconfirmed,
+                           head_number=head_number(session) if unconfirmed else None)
 
 
 def payment_for_event(session: Session, payment: Payment) -> dict[str, Any]:

@@ -283,29 +283,31 @@ class PaymentsQuery:
                            if isinstance(c.type, Enum) else None for c in statement.selected_columns)
         return cls(driver_statement(statement, dialect), processors)
 
-    def answers(self, connection: Connection, params: dict[str, Any], links: CheckoutLinks
-                ) -> list[tuple[PaymentRecord, dict[str, Any]]]:
-        """Each payment the statement reads, in its order, with its answer: one round trip, no ORM, no Result."""
+    def answers(self, connection: Connection, params: dict[str, Any], links: CheckoutLinks, most: int | None = None
+                ) -> tuple[list[PaymentRecord], list[dict[str, Any]]]:
+        """Each payment the statement reads, in its order, and the answers of the first `most` of them (all by
+        default: a page reads one payment past its end, to know whether another page follows, and answers none
+        for it): one round trip, no ORM, no Result."""
         raw = driver_execute(connection, self.statement.sql, self.statement.params(params))
         cut, end = len(PaymentRecord._fields), len(PaymentRecord._fields) + len(TransferRecord._fields)
         payments: dict[Any, tuple[list[Any], list[TransferRecord]]] = {}
         for values in raw:
             row = [p(v) if p else v for p, v in zip(self.processors, values, strict=True)]
-            first, transfers = payments.setdefault(row[0], (row, []))
+            _, transfers = payments.setdefault(row[0], (row, []))
             if row[cut] is not None:
                 transfers.append(TransferRecord(*row[cut:end]))
-        if not payments:
-            return []
+        records = [PaymentRecord(*row[:cut]) for row, _ in payments.values()]
+        if not records:
+            return [], []
         key = links.key(connection)
         answers = []
-        for row, transfers in payments.values():
-            payment = PaymentRecord(*row[:cut])
+        for payment, (row, transfers) in list(zip(records, payments.values(), strict=True))[:most]:
             unconfirmed, head = row[end:]
-            answers.append((payment, payment_to_dict(
+            answers.append(payment_to_dict(
                 payment, transfers, links.url(key, payment.id),
                 unconfirmed=[UnconfirmedRecord.of(item) for item in unconfirmed or ()],
-                head_number=int(head["number"]) if head else None)))
-        return answers
+                head_number=int(head["number"]) if head else None))
+        return records, answers
 
 
 @functools.lru_cache(maxsize=4)
@@ -318,8 +320,8 @@ def payment_by_id_query(dialect: Dialect) -> PaymentsQuery:
 def payment_by_id(connection: Connection, payment_id: uuid.UUID, links: CheckoutLinks) -> dict[str, Any] | None:
     """The payment as the API shows it, read in one round trip (Database's driver statements, the one helper of
     the hot paths); None if there is none."""
-    found = payment_by_id_query(connection.dialect).answers(connection, {"id": payment_id}, links)
-    return found[0][1] if found else None
+    _, answers = payment_by_id_query(connection.dialect).answers(connection, {"id": payment_id}, links)
+    return answers[0] if answers else None
 
 
 # GET /payments: newest first; the filters it offers, each a column equal to the value given.
@@ -354,6 +356,6 @@ def payments_page(connection: Connection, given: dict[str, Any], limit: int, lin
     params["limit"] = limit + 1
     if after is not None:
         params.update({f"after_{i}": value for i, value in enumerate(after)})
-    found = payments_page_query(connection.dialect, filters, after is not None).answers(connection, params, links)
-    page = PAYMENTS.page_of([payment for payment, _ in found], limit, after)
-    return {"payments": [answer for _, answer in found[:limit]], "next_cursor": page.next_cursor}
+    records, answers = payments_page_query(connection.dialect, filters, after is not None).answers(
+        connection, params, links, most=limit)
+    return {"payments": answers, "next_cursor": PAYMENTS.page_of(records, limit, after).next_cursor}
