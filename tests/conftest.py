@@ -304,6 +304,14 @@ def events(db, payment: dict) -> list[str]:
         return list(rows)
 
 
+def event_states(db, payment: dict) -> list[tuple[str, str]]:
+    """The payment's events in order, each with its delivery state."""
+    with db.Session() as s:
+        return [(t, st.value) for t, st in s.execute(
+            select(WebhookEvent.type, WebhookEvent.state).where(WebhookEvent.payment_id == uuid.UUID(payment["id"]))
+            .order_by(WebhookEvent.seq))]
+
+
 def log_types(client, auth, payment: dict) -> list[str]:
     return [e["event_type"] for e in client.get(f"/payments/{payment['id']}/logs", headers=auth).get_json()["logs"]]
 

@@ -25,6 +25,7 @@ from tests.conftest import (
     WALLET,
     WALLET_B,
     create,
+    event_states,
     events,
     get,
     lock_holder_pid,
@@ -354,7 +355,13 @@ def test_standalone_watchers_take_over_when_the_holder_is_killed(client, auth, d
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert events(db, p) == ["payment.completed"] and events(db, q) == ["payment.completed"]
+    # A cycle that read the solid head just before a payment's blocks were mined and solidified finds the transfer
+    # above the head it read, and announces it; the next cycle credits it, and the announcement, never delivered,
+    # is superseded. Credited once either way.
+    for payment in (p, q):
+        assert event_states(db, payment) in (
+            [("payment.completed", "pending")],
+            [("payment.detected", "superseded"), ("payment.completed", "pending")]), event_states(db, payment)
 
 
 def test_health_reports_the_watcher(client, auth, db, sim, watcher, strategy):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
-from sqlalchemy import select
 
 from infra.config import Config
-from models import EventState, WebhookEvent
-from tests.conftest import PAYER, WALLET, create, events, get, log_types
+from models import EventState
+from tests.conftest import PAYER, WALLET, create, event_states, events, get, log_types
 from tron_sim import Simulator
 
 DEPTH = 4  # blocks to solidify: short, so a test solidifies in a few mined blocks
@@ -27,13 +25,6 @@ def deep_sim():  # type: ignore[no-untyped-def]
 def detect_config(config: Config, deep_sim: Simulator, strategy: str) -> Config:
     return config.with_overrides(trongrid_api_url=deep_sim.url, watcher_strategy=strategy, trongrid_max_rps=2000.0,
                                  polling_interval_seconds=0.2, detect_unconfirmed=True)
-
-
-def event_states(db, payment: dict) -> list[tuple[str, str]]:
-    with db.Session() as s:
-        return [(t, st.value) for t, st in s.execute(
-            select(WebhookEvent.type, WebhookEvent.state).where(WebhookEvent.payment_id == uuid.UUID(payment["id"]))
-            .order_by(WebhookEvent.seq))]
 
 
 def test_seen_at_inclusion_credited_at_solidification_announced_once(new_watcher, client, auth, db, deep_sim,
