@@ -222,6 +222,7 @@ class Probes:
             answered = [v for v in values if v is not None]
             summary[name] = {"probes": len(values), "failed": len(values) - len(answered),
                              "p50_ms": round(percentile(answered, 50) or 0, 1),
+                             "p95_ms": round(percentile(answered, 95) or 0, 1),
                              "p99_ms": round(percentile(answered, 99) or 0, 1),
                              "max_ms": round(max(answered), 1) if answered else None}
         return summary

@@ -68,9 +68,12 @@ def test_hostile_clients_do_not_hold_the_service_and_a_stop_leaves_nothing(front
     results = probes.finish()
     slow = attack.summary()
     attack.close()
+    # A slow client that held a worker or the front would show as failed probes or probes of seconds (the front's
+    # timeouts are 10 s). Quick: 19 probes in 20 within 100 ms and none over 1 s. (About 65 probes a path: their
+    # p99 is their slowest one, which the attack's threads, in this process, and 2 cores can push past 100 ms.)
     for name, probe in results.items():
         assert probe["failed"] == 0 and probe["probes"] >= 40, (name, probe)
-        assert probe["p99_ms"] < 100, (name, probe)
+        assert probe["p95_ms"] < 100 and probe["max_ms"] < 1000, (name, probe)
     for kind, count in (("stalled", 500), ("drip-headers", 200), ("drip-body", 50)):
         assert slow[kind]["opened"] == count and slow[kind]["closed_by_server"] == count, (kind, slow[kind])
         assert slow[kind]["closed_after_s_max"] <= 12.5, (kind, slow[kind])
