@@ -57,6 +57,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def amounts_of_this_minute(width: int) -> int:
+    """The first of `width` whole-USDT amounts (each a create run's `base`) that only this minute's runs use within
+    1,000 minutes (16 h, far past a payment's hour): a create is never refused as amount_in_use or
+    order_id_conflict by the still-pending payments of an earlier run or of a --reuse run, which would be
+    measured as if it were a create."""
+    return 10_000 + (int(time.time()) // 60 % 1000) * width
+
+
 def wait_quiet(max_busy_percent: float = 15.0, timeout: float = 300.0) -> float:
     """Wait (up to `timeout` s) until the machine is idle over a 2 s sample (other work, e.g. a test suite,
     would distort the numbers); returns the busy share measured last, in % of all cores."""

@@ -42,6 +42,7 @@ from bench.api import API_KEY, loadgen, saturate, start_gunicorn
 from bench.common import (
     DEFAULT_PG,
     RESULTS,
+    amounts_of_this_minute,
     free_port,
     machine,
     percentile,
@@ -243,9 +244,7 @@ def measure_size(args: argparse.Namespace, n: int, wallets: list[str], tmp: Path
         (tmp / "wallets.txt").write_text("\n".join(wallets) + "\n")
         # Each load run --repeats times: a p99 of one 10 s run is its 20th slowest request, which one stall of the
         # host (another tenant's I/O, a checkpoint) moves; the runs' median is the figure, every run is kept.
-        # Every create run asks amounts of its own (`base`, whole USDT), so none is refused as amount_in_use by the
-        # still-pending payments of an earlier run or of a --reuse run in the last hour: the minute picks a block.
-        block = 10_000 + (int(time.time()) // 60 % 10_000) * 2 * args.repeats
+        block = amounts_of_this_minute(2 * args.repeats)  # every create run asks amounts of its own
         measured["POST /payments at 200/s"] = repeated(args.repeats, lambda i: loadgen(
             port, "post", args.rate, args.duration, tmp, save_ids=tmp / "ids.txt", prefix=f"g{n}t{block}r{i}",
             base=block + i))

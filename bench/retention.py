@@ -37,7 +37,18 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from bench.api import TARGETS, loadgen, start_gunicorn
-from bench.common import DEFAULT_PG, RESULTS, ROOT, machine, print_table, rnd, wait_quiet, with_database, write_json
+from bench.common import (
+    DEFAULT_PG,
+    RESULTS,
+    ROOT,
+    amounts_of_this_minute,
+    machine,
+    print_table,
+    rnd,
+    wait_quiet,
+    with_database,
+    write_json,
+)
 from bench.retention_load import load_logs, load_payments
 from ops.records import CLEANUP_BATCH, CLEANUP_DUTY, CLEANUP_PAUSE
 
@@ -111,10 +122,7 @@ def latency(run: dict[str, Any]) -> dict[str, Any]:
             "errors": run.get("errors", 0)}
 
 
-# Every create run of a bench asks whole-USDT amounts and order ids of its own, also against the payments an
-# earlier --reuse run left pending (an amount_in_use or order_id_conflict answer would be measured as a create):
-# the minute the bench started picks a block of amounts, 256 runs wide.
-RUN_BLOCK = 10_000 + (int(time.time()) // 60 % 1000) * 256
+RUN_BLOCK = amounts_of_this_minute(256)  # every create run asks amounts and order ids of its own
 
 
 def api_runs(port: int, tmp: Path, duration: float, tag: str, k: int) -> dict[str, dict[str, Any]]:

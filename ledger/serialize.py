@@ -242,21 +242,18 @@ def transfer_count(session: Session, payment_id: uuid.UUID) -> int:
     return session.scalar(select(func.count()).where(Transfer.payment_id == payment_id)) or 0
 
 
-def serialize_payment(session: Session, payment: Payment) -> dict[str, Any]:
-    """The payment as the API shows it, through the ORM session of the request that changed it."""
-    transfers = credited_transfers(session, [payment.id])[payment.id]
+def serialize_payment(session: Session, payment: Payment, latest: int | None = None) -> dict[str, Any]:
+    """The payment as the API shows it, through the ORM session of the request that changed it: all its credited
+    transfers, or its `latest` ones and their count."""
+    transfers = credited_transfers(session, [payment.id], latest)[payment.id]
+    count = None if latest is None or len(transfers) < latest else transfer_count(session, payment.id)
     unconfirmed = open_unconfirmed(session, [payment.id])[payment.id]
     links = links_of(session)
-    return payment_to_dict(payment, transfers, links.url(links.key(session), payment.id), unconfirmed=unconfirmed,
-                           head_number=head_number(session) if unconfirmed else None)
+    return payment_to_dict(payment, transfers, links.url(links.key(session), payment.id), count, unconfirmed,
+                           head_number(session) if unconfirmed else None)
 
 
 def payment_for_event(session: Session, payment: Payment) -> dict[str, Any]:
     """The payment as a webhook event carries it: its EVENT_TRANSFERS_SHOWN latest transfers and their count, so
     no event body grows with the transfers a payment receives (64 KB at most)."""
-    transfers = credited_transfers(session, [payment.id], EVENT_TRANSFERS_SHOWN)[payment.id]
-    count = len(transfers) if len(transfers) < EVENT_TRANSFERS_SHOWN else transfer_count(session, payment.id)
-    unconfirmed = open_unconfirmed(session, [payment.id])[payment.id]
-    links = links_of(session)
-    return payment_to_dict(payment, transfers, links.url(links.key(session), payment.id), count, unconfirmed,
-                           head_number(session) if unconfirmed else None)
+    return serialize_payment(session, payment, EVENT_TRANSFERS_SHOWN)

@@ -370,7 +370,7 @@ def list_payments() -> Any:
     given = v.read_fields(PAYMENTS_QUERY, request.args)
     # A merchant's and the console's polling path: one connection, one query, no ORM objects.
     with services().db.statements() as connection:
-        return jsonify(payments_page(connection, given, given["limit"], services().links))
+        return jsonify(payments_page(connection, given, services().links))
 
 
 @bp.post("/payments/<payment_id>/cancel")

@@ -346,12 +346,12 @@ def payments_page_query(dialect: Dialect, filters: tuple[str, ...], after: bool)
     return PaymentsQuery.compile(statement, dialect)
 
 
-def payments_page(connection: Connection, given: dict[str, Any], limit: int, links: CheckoutLinks
-                  ) -> dict[str, Any]:
-    """GET /payments' answer: the page of up to `limit` payments matching the filters `given` (an empty one is no
-    filter) after `given["cursor"]`, each as the API shows it, and the next page's cursor; one round trip."""
+def payments_page(connection: Connection, given: dict[str, Any], links: CheckoutLinks) -> dict[str, Any]:
+    """GET /payments' answer: the page of up to `given["limit"]` payments matching the filters `given` (an empty
+    one is no filter) after `given["cursor"]`, each as the API shows it, and the next page's cursor; one round
+    trip."""
     filters = tuple(name for name in PAYMENT_FILTERS if given.get(name))
-    after = given.get("cursor")
+    limit, after = given["limit"], given.get("cursor")
     params: dict[str, Any] = {name: given[name] for name in filters}
     params["limit"] = limit + 1
     if after is not None:
