@@ -102,8 +102,16 @@ def test_gunicorn_workers_and_a_standalone_watcher_credit_once_and_deliver_signe
         with db.Session() as s:
             assert s.scalar(select(func.count()).select_from(Transfer)) == 1
             assert s.scalar(select(func.count()).select_from(WebhookEvent)) == len(types)
-        health = requests.get(f"{base}/health").json()
-        assert health["status"] == "healthy" and health["watcher"]["strategy"] == "account"
+        # healthy once a cycle has finished within 3 polling intervals (0.9 s); on a loaded host one cycle of three
+        # processes may take longer, which /health rightly shows as degraded for that moment
+        seen: list[dict] = []
+
+        def healthy() -> bool:
+            seen.append(requests.get(f"{base}/health", timeout=5).json())
+            return seen[-1]["status"] == "healthy"
+
+        assert wait_for(healthy, timeout=15), seen[-1]
+        assert seen[-1]["watcher"]["strategy"] == "account"
         assert lock_holder_pid(db) is not None  # exactly one of three processes holds the watcher lock
     finally:
         stop(standalone)
