@@ -297,19 +297,17 @@ def pass_time(sim, seconds: float) -> None:
     sim.mine(3)
 
 
-def events(db, payment: dict) -> list[str]:
-    with db.Session() as s:
-        rows = s.scalars(select(WebhookEvent.type).where(WebhookEvent.payment_id == uuid.UUID(payment["id"]))
-                         .order_by(WebhookEvent.seq))
-        return list(rows)
-
-
 def event_states(db, payment: dict) -> list[tuple[str, str]]:
     """The payment's events in order, each with its delivery state."""
     with db.Session() as s:
         return [(t, st.value) for t, st in s.execute(
             select(WebhookEvent.type, WebhookEvent.state).where(WebhookEvent.payment_id == uuid.UUID(payment["id"]))
             .order_by(WebhookEvent.seq))]
+
+
+def events(db, payment: dict) -> list[str]:
+    """The payment's events' types in order."""
+    return [kind for kind, _ in event_states(db, payment)]
 
 
 def log_types(client, auth, payment: dict) -> list[str]:

@@ -37,7 +37,6 @@ from ledger.service_state import WATCHER_STATUS, read_state
 from ledger.stats import read_counts
 from models import (
     FOUND_BY_RECONCILIATION,
-    DepositAddress,
     EventState,
     Notification,
     Payment,
@@ -53,13 +52,17 @@ from rates.store import rates_report, unavailable_recently_asked
 from web import validation as v
 from web.errors import ApiError
 from web.health import watcher_health
-from web.paging import Keyset, limit_field, number_key
+from web.paging import limit_field
 from web.schemas import (
+    ADDRESSES,
     DEPOSIT_ADDRESS,
+    EVENTS,
     HEALTH,
+    NOTIFICATIONS,
     PAYMENTS,
     RATES,
     STATS,
+    TRANSFERS,
     event_to_dict,
     log_to_dict,
     notification_to_dict,
@@ -304,9 +307,6 @@ def get_payment(payment_id: str) -> Any:
     return jsonify(body)
 
 
-TRANSFERS = Keyset((number_key(Transfer.id),), newest_first=True)
-EVENTS = Keyset((number_key(WebhookEvent.seq),))
-NOTIFICATIONS = Keyset((number_key(Notification.seq),), newest_first=True)
 # The query parameters of each list, checked in this order; /openapi.json states them from here.
 CURSOR_DESCRIPTION = "Exactly a next_cursor value returned by this endpoint (anything else is a 400)"
 PAYMENTS_QUERY = (
@@ -425,8 +425,6 @@ def list_transfers() -> Any:
 
 
 # --- deposit addresses -------------------------------------------------------------------------
-
-ADDRESSES = Keyset((number_key(DepositAddress.id),))
 
 
 def received_filter(value: str | None) -> bool:

@@ -61,6 +61,7 @@ from models import (
     UNMATCHED_REASONS,
     UNREADABLE,
     WEBHOOK_EVENT_TYPES,
+    DepositAddress,
     EventState,
     Notification,
     Payment,
@@ -73,7 +74,7 @@ from models import (
     WebhookEvent,
 )
 from rates.rule import REASONS as RATE_REASONS
-from web.paging import Keyset, time_key, uuid_key
+from web.paging import Keyset, number_key, time_key, uuid_key
 
 LOG = (
     column("id", INTEGER),
@@ -324,8 +325,13 @@ def payment_by_id(connection: Connection, payment_id: uuid.UUID, links: Checkout
     return answers[0] if answers else None
 
 
-# GET /payments: newest first; the filters it offers, each a column equal to the value given.
+# The API's lists, each in its order (GET /events oldest first, for a consumer that follows it; /addresses in the
+# order indexes were given), and the filters GET /payments offers, each a column equal to the value given.
 PAYMENTS = Keyset((time_key(Payment.created_at), uuid_key(Payment.id)), newest_first=True)
+TRANSFERS = Keyset((number_key(Transfer.id),), newest_first=True)
+EVENTS = Keyset((number_key(WebhookEvent.seq),))
+NOTIFICATIONS = Keyset((number_key(Notification.seq),), newest_first=True)
+ADDRESSES = Keyset((number_key(DepositAddress.id),))
 PAYMENT_FILTERS = ("status", "wallet_address", "order_id")
 
 

@@ -26,13 +26,13 @@ from rates.store import rates_report, unavailable_recently_asked
 from web import validation as v
 from web.admin.chart import chart_svg
 from web.admin.common import HOME, admin, page, problem, safe_next, text_field
-from web.api import TRANSFERS, load_payment, notify_dispatchers, retry_any_event, retry_payment_event
+from web.api import load_payment, notify_dispatchers, retry_any_event, retry_payment_event
 from web.auth import ApiKeyError, create_api_key, list_api_keys, revoke_api_key
 from web.errors import ApiError
 from web.health import watcher_health
 from web.pages import catalogue
 from web.paging import Keyset, number_key
-from web.schemas import PAYMENTS
+from web.schemas import PAYMENTS, TRANSFERS
 from web.services import services
 
 logger = logging.getLogger(__name__)
